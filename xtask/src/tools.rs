@@ -1,0 +1,357 @@
+//! Test tools built from pinned Go modules: above all a current gVisor `runsc`, and `cnitool`,
+//! `crictl`, `actionlint`. The pins live in tests/tools.toml.
+//!
+//! `tool_path(name, cache_dir, offline)` returns `<cache_dir>/tools/<name>-<version>/<name>`,
+//! building it first if needed:
+//!   1. `go mod download -json <module>@<version>` through the Go module proxy;
+//!   2. the module's h1 hash must equal the pin, both as Go reports it and as we recompute it
+//!      over the copy we build (tools/dirhash.rs);
+//!   3. `go build` inside that copy (so the module's own go.mod/go.sum/replace apply), into a
+//!      temporary file that is renamed into place only when the build succeeded.
+//!
+//! A built tool is never rebuilt: the version is part of its path. Offline mode only looks.
+
+mod dirhash;
+mod go;
+mod lock;
+mod pins;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use pins::ToolPin;
+
+/// The path of the pinned tool `name`, built into `cache_dir` if it is not there yet.
+/// With `offline`, nothing is fetched or built: a missing tool is an error that says how to
+/// get it.
+pub fn tool_path(name: &str, cache_dir: &Path, offline: bool) -> Result<PathBuf> {
+    tool_path_with_pins(&pins::default_pin_file(), name, cache_dir, offline)
+}
+
+/// The names of all pinned tools, for the CLI's help and error messages.
+pub fn tool_names() -> Result<Vec<String>> {
+    Ok(pins::load(&pins::default_pin_file())?.into_keys().collect())
+}
+
+fn tool_path_with_pins(
+    pin_file: &Path,
+    name: &str,
+    cache_dir: &Path,
+    offline: bool,
+) -> Result<PathBuf> {
+    let pins = pins::load(pin_file)?;
+    let Some(pin) = pins.get(name) else {
+        bail!(
+            "no tool named `{name}` is pinned in {}; known tools: {}",
+            pin_file.display(),
+            pins.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    };
+    let tools_dir = cache_dir.join("tools");
+    let binary = installed_path(&tools_dir, name, pin);
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    if offline {
+        bail!(
+            "offline, and `{name}` {} is not in the cache (looked for {}); run \
+             `cargo xtask tool {name}` once with access to the Go module proxy",
+            pin.version,
+            binary.display()
+        );
+    }
+    build_tool(name, pin, &tools_dir, &binary)?;
+    Ok(binary)
+}
+
+/// Where the tool lives once built: the version is in the path, so a new pin is a new build.
+fn installed_path(tools_dir: &Path, name: &str, pin: &ToolPin) -> PathBuf {
+    tools_dir.join(format!("{name}-{}", pin.version)).join(name)
+}
+
+fn build_tool(name: &str, pin: &ToolPin, tools_dir: &Path, binary: &Path) -> Result<()> {
+    let go_version = go::require_go()?;
+    std::fs::create_dir_all(tools_dir)
+        .with_context(|| format!("cannot create {}", tools_dir.display()))?;
+    let _lock = lock::BuildLock::acquire(&tools_dir.join(format!(".{name}.lock")), name)?;
+    if binary.is_file() {
+        // Another process built it while we waited for the lock.
+        return Ok(());
+    }
+    let what = format!("{name} ({}@{})", pin.module, pin.version);
+    let progress = Progress::start(&what);
+
+    progress.step("downloading the module");
+    let downloaded = go::download(pin, tools_dir)?;
+    if downloaded.sum.as_deref() != Some(pin.sum.as_str()) {
+        bail!(hash_mismatch(
+            pin,
+            downloaded.sum.as_deref().unwrap_or("none")
+        ));
+    }
+    let module_dir = downloaded.dir.expect("download() checks Dir is present");
+
+    progress.step("copying and hashing the sources");
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!(".build-{name}-"))
+        .tempdir_in(tools_dir)
+        .with_context(|| format!("cannot create a build directory in {}", tools_dir.display()))?;
+    let source = scratch.path().join("src");
+    copy_tree(&module_dir, &source)?;
+    let actual = dirhash::hash_dir(&source, &format!("{}@{}", pin.module, pin.version))?;
+    if actual != pin.sum {
+        bail!(hash_mismatch(pin, &actual));
+    }
+
+    progress.step(&format!("go build {} ({go_version})", pin.package));
+    let log = tools_dir.join(format!("{name}-{}.build.log", pin.version));
+    let built = scratch.path().join(name);
+    go::build(pin, &source, &built, &log)?;
+
+    // Same filesystem (both under tools_dir), so the rename is atomic: readers see either no
+    // binary or a complete one.
+    let final_dir = binary.parent().expect("installed_path has a parent");
+    std::fs::create_dir_all(final_dir)
+        .with_context(|| format!("cannot create {}", final_dir.display()))?;
+    std::fs::rename(&built, binary)
+        .with_context(|| format!("cannot move the built {name} to {}", binary.display()))?;
+    progress.finish(binary);
+    Ok(())
+}
+
+fn hash_mismatch(pin: &ToolPin, actual: &str) -> String {
+    format!(
+        "module hash mismatch for {}@{}: tests/tools.toml pins {}, the downloaded module hashes \
+         to {actual}. Either the pin was edited by mistake or the source changed under the same \
+         version; find out which before changing the pin (compare with \
+         `go mod download -json {}@{}`)",
+        pin.module, pin.version, pin.sum, pin.module, pin.version
+    )
+}
+
+/// Copies a module tree (files and directories only; module zips hold nothing else).
+/// Files from the Go module cache are read-only; the copies are made writable so that the
+/// scratch directory can always be removed.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.with_context(|| format!("cannot walk {}", from.display()))?;
+        let dest = to.join(entry.path().strip_prefix(from)?);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&dest)
+                .with_context(|| format!("cannot create {}", dest.display()))?;
+        } else if entry.file_type().is_file() {
+            std::fs::copy(entry.path(), &dest).with_context(|| {
+                format!(
+                    "cannot copy {} to {}",
+                    entry.path().display(),
+                    dest.display()
+                )
+            })?;
+            let mut mode = std::fs::metadata(&dest)?.permissions();
+            mode.set_mode(mode.mode() | 0o200);
+            std::fs::set_permissions(&dest, mode)?;
+        } else {
+            bail!(
+                "{} is neither a file nor a directory: not a Go module tree",
+                entry.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Progress on stderr: a spinner with elapsed time on a terminal, plain lines otherwise
+/// (CI logs).
+struct Progress {
+    what: String,
+    started: Instant,
+    spinner: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn start(what: &str) -> Self {
+        let spinner = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {prefix}: {msg}")
+                    .expect("the template is valid"),
+            );
+            bar.set_prefix(what.to_string());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        if spinner.is_none() {
+            eprintln!("building {what} (runsc takes a few minutes) ...");
+        }
+        Self {
+            what: what.to_string(),
+            started: Instant::now(),
+            spinner,
+        }
+    }
+
+    fn step(&self, message: &str) {
+        match &self.spinner {
+            Some(bar) => bar.set_message(message.to_string()),
+            None => eprintln!("  {}: {message}", self.what),
+        }
+    }
+
+    fn finish(&self, binary: &Path) {
+        let line = format!(
+            "built {} in {:.0?}: {}",
+            self.what,
+            self.started.elapsed(),
+            binary.display()
+        );
+        match &self.spinner {
+            Some(bar) => bar.finish_with_message(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        // On an early error return the spinner must not keep drawing over the error message.
+        if let Some(bar) = &self.spinner {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pins(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("tools.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// cnitool: the smallest real pin, so the end-to-end test stays quick.
+    fn cnitool_pin() -> ToolPin {
+        pins::load(&pins::default_pin_file()).unwrap()["cnitool"].clone()
+    }
+
+    fn pin_text(name: &str, pin: &ToolPin) -> String {
+        format!(
+            "[{name}]\nmodule = \"{}\"\nversion = \"{}\"\nsum = \"{}\"\npackage = \"{}\"\n",
+            pin.module, pin.version, pin.sum, pin.package
+        )
+    }
+
+    #[test]
+    fn unknown_tools_are_named_with_the_known_ones() {
+        let cache = tempfile::tempdir().unwrap();
+        let err = tool_path("nope", cache.path(), true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no tool named `nope`"), "{err}");
+        assert!(err.contains("runsc"), "{err}");
+    }
+
+    #[test]
+    fn offline_names_what_is_missing_and_how_to_get_it() {
+        let cache = tempfile::tempdir().unwrap();
+        let err = tool_path("runsc", cache.path(), true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("offline"), "{err}");
+        assert!(err.contains("cargo xtask tool runsc"), "{err}");
+        assert!(err.contains(&cache.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_cached_tool_is_returned_without_building() {
+        let cache = tempfile::tempdir().unwrap();
+        let pins = pins::load(&pins::default_pin_file()).unwrap();
+        let expected = installed_path(&cache.path().join("tools"), "crictl", &pins["crictl"]);
+        std::fs::create_dir_all(expected.parent().unwrap()).unwrap();
+        std::fs::write(&expected, "#!/bin/sh\n").unwrap();
+        assert_eq!(tool_path("crictl", cache.path(), true).unwrap(), expected);
+        assert!(expected.ends_with(format!("crictl-{}/crictl", pins["crictl"].version)));
+    }
+
+    /// A pin whose hash does not match what the proxy serves must stop before any build.
+    /// Needs `go` and the Go module proxy.
+    #[test]
+    fn a_wrong_pinned_hash_fails_before_building() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pin = cnitool_pin();
+        pin.sum = "h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
+        let pin_file = write_pins(dir.path(), &pin_text("cnitool", &pin));
+        let cache = dir.path().join("cache");
+        let err = tool_path_with_pins(&pin_file, "cnitool", &cache, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("module hash mismatch"), "{err}");
+        assert!(!installed_path(&cache.join("tools"), "cnitool", &pin).exists());
+    }
+
+    /// The whole path for real: fetch, verify, build, install, then a second call reuses it.
+    /// Needs `go` and the Go module proxy.
+    #[test]
+    fn builds_cnitool_from_the_module_proxy_and_reuses_it() {
+        let cache = tempfile::tempdir().unwrap();
+        let path = tool_path("cnitool", cache.path(), false).unwrap();
+        let out = std::process::Command::new(&path).output().unwrap();
+        let usage = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(
+            usage.contains("cnitool"),
+            "unexpected cnitool output: {usage}"
+        );
+
+        let built_at = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let again = tool_path("cnitool", cache.path(), true).unwrap();
+        assert_eq!(again, path);
+        assert_eq!(
+            std::fs::metadata(&again).unwrap().modified().unwrap(),
+            built_at
+        );
+        // Nothing but the tool, its build log and the lock file is left behind.
+        let leftovers: Vec<_> = std::fs::read_dir(cache.path().join("tools"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(".build-"))
+            .collect();
+        assert!(leftovers.is_empty(), "scratch dirs left: {leftovers:?}");
+    }
+
+    /// Builds every pinned tool into the shared cache (slow: runsc takes minutes).
+    /// Run by hand: `cargo test -p xtask tools::tests::builds_every_pinned_tool -- --ignored`.
+    #[test]
+    #[ignore]
+    fn builds_every_pinned_tool() {
+        let cache = std::env::var_os("K3S_GVISOR_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache"));
+        for name in tool_names().unwrap() {
+            let path = tool_path(&name, &cache, false).unwrap();
+            let out = std::process::Command::new(&path)
+                .arg(if name == "cnitool" {
+                    "help"
+                } else {
+                    "--version"
+                })
+                .output()
+                .unwrap();
+            eprintln!(
+                "{name}: {} {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            );
+        }
+    }
+}

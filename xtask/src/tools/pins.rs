@@ -1,0 +1,151 @@
+//! tests/tools.toml: which Go module, version and package each test tool is built from.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// One pinned tool, as written in tests/tools.toml.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ToolPin {
+    /// Go module path, e.g. `gvisor.dev/gvisor`.
+    pub module: String,
+    /// Exact module version (release tag or pseudo-version).
+    pub version: String,
+    /// The module's `h1:` content hash.
+    pub sum: String,
+    /// Package to build, relative to the module root (`./runsc`).
+    pub package: String,
+    /// CGO_ENABLED for the build.
+    #[serde(default)]
+    pub cgo: bool,
+    /// Go variable that `-ldflags -X` sets to `version`.
+    #[serde(default)]
+    pub version_var: Option<String>,
+}
+
+/// The pin file that ships with the repository.
+pub fn default_pin_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("tests")
+        .join("tools.toml")
+}
+
+/// Reads and checks every pin in `path`, keyed by tool name.
+pub fn load(path: &Path) -> Result<BTreeMap<String, ToolPin>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the tool pin file {}", path.display()))?;
+    parse(&text).with_context(|| format!("bad tool pin file {}", path.display()))
+}
+
+/// Parses pin-file text and rejects pins that could not be built reproducibly.
+pub fn parse(text: &str) -> Result<BTreeMap<String, ToolPin>> {
+    let pins: BTreeMap<String, ToolPin> = toml::from_str(text)?;
+    for (name, pin) in &pins {
+        check(name, pin).with_context(|| format!("tool `{name}`"))?;
+    }
+    Ok(pins)
+}
+
+fn check(name: &str, pin: &ToolPin) -> Result<()> {
+    let safe_name = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !safe_name {
+        bail!("the name must be letters, digits, `-` or `_` (it becomes a file name)");
+    }
+    // A branch name or `latest` would make the build depend on the day it runs.
+    let exact = pin.version.starts_with('v')
+        && pin.version[1..].starts_with(|c: char| c.is_ascii_digit())
+        && !pin.version.contains('/');
+    if !exact {
+        bail!(
+            "version `{}` is not an exact module version; resolve it with \
+             `go list -m -json {}@{}` and pin the \"Version\" it prints",
+            pin.version,
+            pin.module,
+            pin.version
+        );
+    }
+    if !pin.sum.starts_with("h1:") || pin.sum.len() != 3 + 44 {
+        bail!(
+            "sum `{}` is not an h1 hash; copy \"Sum\" from `go mod download -json {}@{}`",
+            pin.sum,
+            pin.module,
+            pin.version
+        );
+    }
+    if !(pin.package == "." || pin.package.starts_with("./")) || pin.package.contains("..") {
+        bail!(
+            "package `{}` must be a path inside the module starting with `./`",
+            pin.package
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [demo]
+        module = "example.com/demo"
+        version = "v1.2.3"
+        sum = "h1:ldRicUReouLstdS9NiOU2K6sWwLlZHaHuqOsvKEraDE="
+        package = "./cmd/demo"
+    "#;
+
+    #[test]
+    fn repository_pins_are_complete_and_exact() {
+        let pins = load(&default_pin_file()).unwrap();
+        for name in ["runsc", "cnitool", "crictl", "actionlint"] {
+            assert!(pins.contains_key(name), "tests/tools.toml lacks `{name}`");
+        }
+        assert!(!pins["runsc"].cgo, "runsc must be built with CGO_ENABLED=0");
+        assert!(
+            pins["runsc"].version.starts_with("v0.0.0-"),
+            "gVisor tags no Go releases: runsc is pinned by pseudo-version"
+        );
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let pins = parse(GOOD).unwrap();
+        assert!(!pins["demo"].cgo);
+        assert_eq!(pins["demo"].version_var, None);
+    }
+
+    #[test]
+    fn branch_names_and_latest_are_refused() {
+        for bad in ["go", "latest", "master"] {
+            let text = GOOD.replace("v1.2.3", bad);
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(err.contains("not an exact module version"), "{err}");
+        }
+    }
+
+    #[test]
+    fn non_h1_sums_are_refused() {
+        let text = GOOD.replace("h1:ldRic", "sha256:ldRic");
+        let err = format!("{:#}", parse(&text).unwrap_err());
+        assert!(err.contains("is not an h1 hash"), "{err}");
+    }
+
+    #[test]
+    fn packages_outside_the_module_are_refused() {
+        let text = GOOD.replace("./cmd/demo", "../other");
+        let err = format!("{:#}", parse(&text).unwrap_err());
+        assert!(err.contains("must be a path inside the module"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let text = format!("{GOOD}\nchecksum = \"x\"\n");
+        assert!(parse(&text).is_err());
+    }
+}

@@ -1,1 +1,172 @@
-fn main() {}
+//! `cargo xtask`: the k3s-gvisor build pipeline. See ARCHITECTURE.md for the map.
+
+mod build;
+mod config;
+mod digest;
+mod fetch;
+mod fsutil;
+mod layout;
+mod manifest;
+mod package;
+mod patch;
+mod pipeline;
+mod stamp;
+mod timings;
+mod ui;
+mod verify;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use config::{BundleConfig, SourceKind};
+use layout::{Layout, Variant};
+use pipeline::{Options, PackageInputs, Report};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, verify and release the k3s-gvisor bundle", version)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// The pinned inputs.
+    #[arg(long, global = true, default_value = "bundle.toml")]
+    config: PathBuf,
+    /// Content-addressed download cache (shareable between checkouts).
+    #[arg(long, global = true, env = "K3S_GVISOR_CACHE")]
+    cache_dir: Option<PathBuf>,
+    /// Build state: patched trees, binaries, logs, stamps.
+    #[arg(long, global = true, env = "K3S_GVISOR_WORK")]
+    work_dir: Option<PathBuf>,
+    /// Where tarballs go.
+    #[arg(long, global = true)]
+    dist_dir: Option<PathBuf>,
+    /// Use only the cache; fail naming whatever is missing.
+    #[arg(long, global = true)]
+    offline: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch, patch and build everything, then write dist/<name>.tar.gz and its .sha256.
+    Bundle {
+        /// Where upstream sources come from (default: each component's `source` in bundle.toml).
+        #[arg(long, value_enum)]
+        source: Option<SourceKind>,
+        /// Print how long each stage took, and this run against the last run that did work.
+        #[arg(long)]
+        timings: bool,
+    },
+    /// Fetch only: bring every pinned source into the cache, verified.
+    Fetch {
+        #[arg(long, value_enum)]
+        source: Option<SourceKind>,
+    },
+    /// Fetch, patch and build the upstream binaries into target/k3s-gvisor/out/<variant>/bin.
+    Build {
+        /// Build upstream as released, without our patches (for the patch proofs).
+        #[arg(long)]
+        unpatched: bool,
+    },
+    /// Patches: `--check` prints, per component, whether each patch applies to a fresh tree.
+    Patch {
+        #[arg(long)]
+        check: bool,
+        /// Only this component.
+        #[arg(long)]
+        component: Option<String>,
+    },
+    /// Check a bundle tarball: outer sha256, SHA256SUMS, no extra file, manifest.
+    Verify { tarball: PathBuf },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn repo_root() -> PathBuf {
+    // xtask lives at <repo>/xtask.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let repo = repo_root();
+    let mut layout = Layout::new(&repo, cli.global.cache_dir, cli.global.work_dir);
+    if let Some(d) = cli.global.dist_dir {
+        layout.dist = d;
+    }
+    let config_path = if cli.global.config.is_absolute() { cli.global.config.clone() } else { repo.join(&cli.global.config) };
+    let config = BundleConfig::load(&config_path)?;
+    let offline = cli.global.offline;
+    match cli.command {
+        Command::Bundle { source, timings } => {
+            let start = Instant::now();
+            let mut report = Report::default();
+            let opts = Options { offline, source };
+            let components = pipeline::build_components(&config, &layout, &opts, Variant::Patched, &mut report)?;
+            let crates = pipeline::build_crates(&config, &layout, &mut report)?;
+            let inputs = PackageInputs { components: &components, crates: &crates, images: Vec::new() };
+            let tarball = pipeline::package(&config, &layout, inputs, &mut report)?;
+            let total = start.elapsed();
+            if !report.did_work() {
+                ui::step("bundle", "nothing changed: no fetch, patch, build or package work done");
+            }
+            println!("{}", tarball.display());
+            let history = timings::record(&layout, total, report.did_work())?;
+            if timings {
+                eprint!("{}", timings::render(&report, total, &history));
+            }
+        }
+        Command::Fetch { source } => {
+            for c in &config.components {
+                let tree = fetch::fetch(c, source.unwrap_or(c.source), &layout, offline)?;
+                ui::step("fetch", format!("{} {}: {} ({})", c.name, c.version, if tree.downloaded { "downloaded and verified" } else { "cached, verified" }, tree.dir.display()));
+            }
+        }
+        Command::Build { unpatched } => {
+            let variant = if unpatched { Variant::Unpatched } else { Variant::Patched };
+            let mut report = Report::default();
+            pipeline::build_components(&config, &layout, &Options { offline, source: None }, variant, &mut report)?;
+            println!("{}", layout.out_bin(variant).display());
+        }
+        Command::Patch { check, component } => {
+            if !check {
+                bail!("`cargo xtask patch` only checks (--check); `cargo xtask bundle` applies patches");
+            }
+            let mut all_ok = true;
+            for c in &config.components {
+                if component.as_ref().is_some_and(|n| n != &c.name) {
+                    continue;
+                }
+                let patches = patch::patch_files(&layout.patches(&c.name))?;
+                println!("{} {} ({} patches):", c.name, c.version, patches.len());
+                let tree = fetch::fetch(c, c.source, &layout, offline)?;
+                all_ok &= patch::check(&tree.dir, c.vendor, &patches, &layout, &mut std::io::stdout())?;
+            }
+            if !all_ok {
+                bail!("some patches do not apply (see above)");
+            }
+        }
+        Command::Verify { tarball } => {
+            let v = verify::verify(&tarball).with_context(|| format!("verify {}", tarball.display()))?;
+            println!(
+                "{}: OK ({} files; {} {} for {})",
+                tarball.display(),
+                v.files,
+                v.manifest.name,
+                v.manifest.version,
+                v.manifest.arch
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Where every stage reads and writes. One struct so that no path is spelled twice.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The repository checkout (bundle.toml, patches/, overlays/, bundle-template/, crates/).
+    pub repo: PathBuf,
+    /// Content-addressed downloads and the Go module cache; safe to share between checkouts.
+    pub cache: PathBuf,
+    /// Build state of this checkout: patched trees, binaries, logs, stamps, staging tree.
+    pub work: PathBuf,
+    /// Where finished tarballs go.
+    pub dist: PathBuf,
+}
+
+/// Upstream binaries are built twice when asked: with our patches (what ships) and without
+/// (what the patch proofs compare against).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Patched,
+    Unpatched,
+}
+
+impl Variant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Patched => "patched",
+            Variant::Unpatched => "unpatched",
+        }
+    }
+}
+
+impl Layout {
+    pub fn new(repo: &Path, cache: Option<PathBuf>, work: Option<PathBuf>) -> Self {
+        let repo = repo.to_path_buf();
+        Layout {
+            cache: cache.unwrap_or_else(|| repo.join(".cache")),
+            work: work.unwrap_or_else(|| repo.join("target/k3s-gvisor")),
+            dist: repo.join("dist"),
+            repo,
+        }
+    }
+
+    pub fn patches(&self, component: &str) -> PathBuf {
+        self.repo.join("patches").join(component)
+    }
+    pub fn gomodcache(&self) -> PathBuf {
+        self.cache.join("gomod")
+    }
+    pub fn downloads(&self) -> PathBuf {
+        self.cache.join("downloads")
+    }
+    pub fn trees(&self) -> PathBuf {
+        self.cache.join("trees")
+    }
+    pub fn src(&self, component: &str, variant: Variant) -> PathBuf {
+        self.work.join("src").join(variant.as_str()).join(component)
+    }
+    pub fn out_bin(&self, variant: Variant) -> PathBuf {
+        self.work.join("out").join(variant.as_str()).join("bin")
+    }
+    pub fn crates_bin(&self) -> PathBuf {
+        self.work.join("out/crates/bin")
+    }
+    pub fn cargo_target(&self) -> PathBuf {
+        self.work.join("cargo")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.work.join("logs")
+    }
+    pub fn stamps(&self) -> PathBuf {
+        self.work.join("stamps")
+    }
+    pub fn stage(&self) -> PathBuf {
+        self.work.join("stage")
+    }
+}

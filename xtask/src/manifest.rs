@@ -1,0 +1,75 @@
+//! `bundle-manifest.json`: what is in the bundle and where each piece came from. The installer,
+//! `cargo xtask verify`, the release notes and the SBOM all read this one record.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub source_date_epoch: u64,
+    pub components: Vec<ComponentRecord>,
+    #[serde(default)]
+    pub images: Vec<ImageRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ComponentRecord {
+    pub name: String,
+    pub version: String,
+    pub source: SourceRecord,
+    pub patches: Vec<PatchRecord>,
+    pub build_flags: Vec<String>,
+    pub outputs: Vec<OutputRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceRecord {
+    /// "go-module", "archive", "workspace" (our own crates).
+    pub kind: String,
+    /// Module path, URL, or workspace path.
+    pub location: String,
+    /// `h1:...` or `sha256:...`.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PatchRecord {
+    pub file: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutputRecord {
+    /// Path inside the bundle, e.g. `bin/runc`.
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageRecord {
+    pub name: String,
+    /// The name containerd knows the image by after import.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// "build" or "registry".
+    pub source: String,
+    pub digest: String,
+    /// Path inside the bundle, e.g. `images/pause.oci.tar`.
+    pub file: String,
+    pub sha256: String,
+    /// The pod sandbox (pause) image that containerd's CRI is configured with.
+    #[serde(default)]
+    pub sandbox: bool,
+}
+
+impl Manifest {
+    /// Every (bundle path, sha256) the manifest vouches for.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.components
+            .iter()
+            .flat_map(|c| c.outputs.iter().map(|o| (o.path.as_str(), o.sha256.as_str())))
+            .chain(self.images.iter().map(|i| (i.file.as_str(), i.sha256.as_str())))
+    }
+}

@@ -1,0 +1,259 @@
+//! The pipeline: fetch → patch → build → package, each step skipped when its inputs' hash is
+//! unchanged. This module only sequences the stages and records what they did.
+
+use crate::build::{cargo_build, cargo_rustflags, go_build, go_build_args, go_version, rustc_version};
+use crate::config::{BundleConfig, Component, SourceKind};
+use crate::digest::{combine, sha256_file, sha256_tree};
+use crate::fetch::{fetch, SourceTree};
+use crate::layout::{Layout, Variant};
+use crate::manifest::{ComponentRecord, Manifest, OutputRecord, PatchRecord, SourceRecord};
+use crate::package::{self, BundleFile};
+use crate::patch::{patch_files, prepare_tree};
+use crate::stamp::Stamp;
+use crate::ui::step;
+use anyhow::Result;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Bump when the way a stage turns inputs into outputs changes, so old stamps go stale.
+const RECIPE: &str = "k3s-gvisor-recipe-1";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub offline: bool,
+    /// Overrides every component's `source` (e.g. `archive` in the release workflow).
+    pub source: Option<SourceKind>,
+}
+
+/// What one run of the pipeline did, stage by stage; `--timings` prints it.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub stages: Vec<(String, Duration, bool)>,
+}
+
+impl Report {
+    fn time<T>(&mut self, name: String, f: impl FnOnce() -> Result<(T, bool)>) -> Result<T> {
+        let start = Instant::now();
+        let (value, worked) = f()?;
+        self.stages.push((name, start.elapsed(), worked));
+        Ok(value)
+    }
+
+    pub fn did_work(&self) -> bool {
+        self.stages.iter().any(|s| s.2)
+    }
+}
+
+/// A built component: its binaries and the facts the manifest records about them.
+#[derive(Debug)]
+pub struct BuiltComponent {
+    pub component: Component,
+    pub source: SourceTree,
+    pub patches: Vec<PathBuf>,
+    pub binaries: Vec<PathBuf>,
+}
+
+/// Fetch, patch and build every upstream component as `variant`.
+pub fn build_components(
+    config: &BundleConfig,
+    layout: &Layout,
+    opts: &Options,
+    variant: Variant,
+    report: &mut Report,
+) -> Result<Vec<BuiltComponent>> {
+    let go = go_version()?;
+    let stamp_text = config.stamp();
+    let mut built = Vec::new();
+    for c in &config.components {
+        let kind = opts.source.unwrap_or(c.source);
+        let source = report.time(format!("fetch {}", c.name), || {
+            let tree = fetch(c, kind, layout, opts.offline)?;
+            let how = if tree.downloaded { "downloaded and verified" } else { "cached, verified" };
+            step("fetch", format!("{} {}: {how} ({})", c.name, c.version, tree.hash));
+            let worked = tree.downloaded;
+            Ok((tree, worked))
+        })?;
+        let patches = match variant {
+            Variant::Patched => patch_files(&layout.patches(&c.name))?,
+            // 0000-* patches only make the module-proxy source build (see patches/README.md);
+            // "unpatched" means upstream behaviour, so they apply to both variants.
+            Variant::Unpatched => patch_files(&layout.patches(&c.name))?
+                .into_iter()
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("0000-")))
+                .collect(),
+        };
+        let mut inputs = vec![
+            RECIPE.to_string(),
+            toml::to_string(c)?,
+            source.hash.clone(),
+            go.clone(),
+            stamp_text.clone(),
+            config.bundle.source_date_epoch.to_string(),
+            variant.as_str().to_string(),
+        ];
+        for p in &patches {
+            inputs.push(sha256_file(p)?);
+        }
+        let stamp = Stamp::new(&layout.stamps(), &format!("build-{}-{}", variant.as_str(), c.name), combine(inputs));
+        let out_dir = layout.out_bin(variant);
+        let binaries: Vec<PathBuf> = c.binaries.iter().map(|b| out_dir.join(&b.name)).collect();
+        if stamp.is_fresh() {
+            step("patch", format!("{}: up to date, nothing to do", c.name));
+            step("build", format!("{} ({}): up to date, nothing to do", c.name, variant.as_str()));
+        } else {
+            stamp.clear();
+            std::fs::create_dir_all(layout.logs())?;
+            let tree = layout.src(&c.name, variant);
+            report.time(format!("patch {}", c.name), || {
+                let log = layout.logs().join(format!("vendor-{}-{}.log", variant.as_str(), c.name));
+                prepare_tree(&source.dir, &tree, c.vendor, &patches, layout, &log)?;
+                step("patch", format!("{}: fresh tree, {} patch(es) applied", c.name, patches.len()));
+                Ok(((), true))
+            })?;
+            report.time(format!("build {}", c.name), || {
+                let log = layout.logs().join(format!("build-{}-{}.log", variant.as_str(), c.name));
+                let _ = std::fs::remove_file(&log);
+                let start = Instant::now();
+                go_build(c, &tree, &out_dir, &stamp_text, layout, config.bundle.source_date_epoch, &log)?;
+                step("build", format!("{} ({}): built in {:.0?}", c.name, variant.as_str(), start.elapsed()));
+                Ok(((), true))
+            })?;
+            stamp.record(&binaries)?;
+        }
+        built.push(BuiltComponent { component: c.clone(), source, patches, binaries });
+    }
+    Ok(built)
+}
+
+/// Build our runtime crates (statically linked), unless nothing under crates/ changed.
+pub fn build_crates(config: &BundleConfig, layout: &Layout, report: &mut Report) -> Result<Vec<PathBuf>> {
+    let inputs = combine([
+        RECIPE.to_string(),
+        sha256_tree(&layout.repo.join("crates"))?,
+        sha256_file(&layout.repo.join("Cargo.lock"))?,
+        sha256_file(&layout.repo.join("Cargo.toml"))?,
+        rustc_version()?,
+        cargo_rustflags(layout),
+        config.crates.packages.join(","),
+    ]);
+    let stamp = Stamp::new(&layout.stamps(), "build-crates", inputs);
+    let outputs: Vec<PathBuf> = config.crates.packages.iter().map(|p| layout.crates_bin().join(p)).collect();
+    if stamp.is_fresh() {
+        step("build", "runtime crates: up to date, nothing to do");
+        return Ok(outputs);
+    }
+    report.time("build crates".into(), || {
+        std::fs::create_dir_all(layout.logs())?;
+        let start = Instant::now();
+        let outputs = cargo_build(config, layout, &layout.logs().join("build-crates.log"))?;
+        step("build", format!("runtime crates ({}): built in {:.0?}", config.crates.packages.join(", "), start.elapsed()));
+        stamp.record(&outputs)?;
+        Ok((outputs, true))
+    })
+}
+
+/// Where a workspace binary lands inside the bundle.
+fn crate_bundle_path(package: &str) -> String {
+    match package {
+        "gvisor-cni" => "cni/bin/gvisor-cni".into(),
+        other => format!("bin/{other}"),
+    }
+}
+
+/// Everything `package` needs, gathered from the other stages.
+pub struct PackageInputs<'a> {
+    pub components: &'a [BuiltComponent],
+    pub crates: &'a [PathBuf],
+    pub images: Vec<(BundleFile, crate::manifest::ImageRecord)>,
+}
+
+/// Stage and write the tarball and its `.sha256`; skipped when every input is unchanged.
+pub fn package(config: &BundleConfig, layout: &Layout, inputs: PackageInputs, report: &mut Report) -> Result<PathBuf> {
+    let name = config.bundle.artifact_name();
+    let tarball = layout.dist.join(format!("{name}.tar.gz"));
+    let mut files = Vec::new();
+    let mut records = Vec::new();
+    for b in inputs.components {
+        let c = &b.component;
+        let mut outputs = Vec::new();
+        let mut flags = Vec::new();
+        for (bin, path) in c.binaries.iter().zip(&b.binaries) {
+            let to = format!("bin/{}", bin.name);
+            let args = go_build_args(c, bin, &config.stamp(), std::path::Path::new(&to));
+            flags.push(format!("{}: CGO_ENABLED={} go {}", bin.name, bin.cgo as u8, args.join(" ")));
+            outputs.push(OutputRecord { path: to.clone(), sha256: sha256_file(path)? });
+            files.push(BundleFile { from: path.clone(), to });
+        }
+        let (kind, location) = if b.source.hash.starts_with("h1:") {
+            ("go-module", format!("{}@{}", c.module, c.version))
+        } else {
+            ("archive", c.archive_url.clone())
+        };
+        records.push(ComponentRecord {
+            name: c.name.clone(),
+            version: c.version.clone(),
+            source: SourceRecord { kind: kind.into(), location, hash: b.source.hash.clone() },
+            patches: b
+                .patches
+                .iter()
+                .map(|p| {
+                    Ok(PatchRecord {
+                        file: p.strip_prefix(&layout.repo).unwrap_or(p).display().to_string(),
+                        sha256: sha256_file(p)?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            build_flags: flags,
+            outputs,
+        });
+    }
+    let crates_tree = sha256_tree(&layout.repo.join("crates"))?;
+    for (package, path) in config.crates.packages.iter().zip(inputs.crates) {
+        let to = crate_bundle_path(package);
+        records.push(ComponentRecord {
+            name: package.clone(),
+            version: config.bundle.version.clone(),
+            source: SourceRecord { kind: "workspace".into(), location: format!("crates/{package}"), hash: format!("sha256-tree:{crates_tree}") },
+            patches: Vec::new(),
+            build_flags: vec![format!("cargo build --release --locked --target {} (RUSTFLAGS: -C target-feature=+crt-static, paths remapped)", crate::build::RUST_TARGET)],
+            outputs: vec![OutputRecord { path: to.clone(), sha256: sha256_file(path)? }],
+        });
+        files.push(BundleFile { from: path.clone(), to });
+    }
+    let mut images = Vec::new();
+    for (file, record) in inputs.images {
+        files.push(file);
+        images.push(record);
+    }
+    let manifest = Manifest {
+        name: config.bundle.name.clone(),
+        version: config.bundle.version.clone(),
+        arch: config.bundle.arch.clone(),
+        source_date_epoch: config.bundle.source_date_epoch,
+        components: records,
+        images,
+    };
+    let template = layout.repo.join("bundle-template");
+    let overlays = layout.repo.join("overlays");
+    let key = combine(
+        [RECIPE.to_string(), serde_json::to_string(&manifest)?, sha256_tree(&template)?, sha256_tree(&overlays)?]
+            .into_iter()
+            .chain(files.iter().map(|f| f.to.clone())),
+    );
+    let stamp = Stamp::new(&layout.stamps(), "package", key);
+    let sidecar = package::sidecar_path(&tarball);
+    if stamp.is_fresh() {
+        step("package", format!("{}: up to date, nothing to do", tarball.display()));
+        return Ok(tarball);
+    }
+    report.time("package".into(), || {
+        let root = layout.stage().join(&name);
+        package::stage(&root, &template, &overlays, &files, &manifest)?;
+        package::write_tarball(&root, &name, &tarball, config.bundle.source_date_epoch)?;
+        package::write_sidecar(&tarball)?;
+        stamp.record(&[tarball.clone(), sidecar.clone()])?;
+        step("package", format!("wrote {} and {}", tarball.display(), sidecar.display()));
+        Ok(((), true))
+    })?;
+    Ok(tarball)
+}

@@ -1,0 +1,90 @@
+//! `cargo xtask verify <tarball>`: the outer sha256 (from the `.sha256` beside it), every line of
+//! the bundle's SHA256SUMS, no file that SHA256SUMS does not list, and every file the manifest
+//! vouches for. The first offending path is the error.
+
+use crate::digest::sha256_file;
+use crate::manifest::Manifest;
+use crate::package::sidecar_path;
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+#[derive(Debug)]
+pub struct Verified {
+    pub files: usize,
+    pub manifest: Manifest,
+}
+
+pub fn verify(tarball: &Path) -> Result<Verified> {
+    let sidecar = sidecar_path(tarball);
+    let expected = std::fs::read_to_string(&sidecar)
+        .with_context(|| format!("{}: missing; it holds the tarball's sha256", sidecar.display()))?;
+    let expected = expected.split_whitespace().next().unwrap_or_default().to_string();
+    let actual = sha256_file(tarball)?;
+    if expected != actual {
+        bail!(
+            "{}: sha256 is {actual}, but {} says {expected}: the download is corrupt or was altered",
+            tarball.display(),
+            sidecar.display()
+        );
+    }
+
+    // Hash every regular file inside, keyed by its path below the bundle's top directory.
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    let mut sums_text = None;
+    let mut manifest_text = None;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(tarball)?));
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().to_string();
+        let Some((_, rel)) = path.split_once('/') else { continue };
+        if rel.is_empty() || entry.header().entry_type().is_dir() {
+            continue;
+        }
+        if !entry.header().entry_type().is_file() {
+            bail!("{path}: not a regular file; bundles hold only files and directories");
+        }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes)?;
+        match rel {
+            "SHA256SUMS" => sums_text = Some(String::from_utf8(bytes.clone())?),
+            "bundle-manifest.json" => manifest_text = Some(bytes.clone()),
+            _ => {}
+        }
+        files.insert(rel.to_string(), hex::encode(Sha256::digest(&bytes)));
+    }
+
+    let sums_text = sums_text.context("SHA256SUMS: missing from the bundle")?;
+    let mut listed = BTreeMap::new();
+    for line in sums_text.lines() {
+        let (hash, path) = line
+            .split_once("  ")
+            .with_context(|| format!("SHA256SUMS: malformed line `{line}`"))?;
+        match files.get(path) {
+            None => bail!("{path}: listed in SHA256SUMS but missing from the bundle"),
+            Some(h) if h != hash => bail!("{path}: sha256 is {h}, SHA256SUMS says {hash}"),
+            Some(_) => {}
+        }
+        listed.insert(path.to_string(), hash.to_string());
+    }
+    if let Some(extra) = files.keys().find(|p| *p != "SHA256SUMS" && !listed.contains_key(*p)) {
+        bail!("{extra}: in the bundle but not in SHA256SUMS (an extra file)");
+    }
+
+    let manifest: Manifest = serde_json::from_slice(
+        &manifest_text.context("bundle-manifest.json: missing from the bundle")?,
+    )
+    .context("bundle-manifest.json: not a valid manifest")?;
+    for (path, hash) in manifest.files() {
+        match files.get(path) {
+            None => bail!("{path}: named in bundle-manifest.json but missing from the bundle"),
+            Some(h) if h != hash => {
+                bail!("{path}: sha256 is {h}, bundle-manifest.json says {hash}")
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Verified { files: files.len(), manifest })
+}

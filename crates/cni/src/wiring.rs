@@ -1,0 +1,376 @@
+//! Wiring the pod's network namespace, and the honest result that describes it.
+//!
+//! Two ways, chosen by `mode` (see docs/cni.md):
+//! - loopback-only: bring `lo` up; the allocated address is reported without an interface,
+//!   because no interface in the namespace carries it.
+//! - veth-bridge: additionally a veth pair, CNI_IFNAME inside with the address and a default
+//!   route, the host end in a bridge that holds the gateway address.
+//!
+//! `auto` tries veth-bridge and falls back to loopback-only only when the kernel says it cannot
+//! create the links at all (gVisor answers RTM_NEWLINK with EOPNOTSUPP); any other failure is
+//! reported as an error, never hidden by the fallback.
+
+use crate::config::{Mode, NetConf};
+use crate::error::{code, CniError, Result};
+use crate::ipam::store::{warn, Allocation};
+use crate::link;
+use crate::netlink::Netlink;
+use crate::netns::NetNs;
+use crate::result::{CniResult, Interface, IpConfig, Route};
+use ipnet::Ipv4Net;
+use std::io;
+use std::net::Ipv4Addr;
+
+/// What ADD did: the mode really applied, and the result to print.
+pub struct Wired {
+    pub mode: Mode,
+    pub host_veth: Option<String>,
+    pub result: CniResult,
+}
+
+/// Plugin-specific error code: CHECK found the network not as ADD left it.
+pub const CODE_CHECK_FAILED: u32 = 101;
+
+/// Why veth-bridge wiring stopped.
+enum VethFailure {
+    /// The kernel has no veth/bridge support (gVisor): auto mode may fall back.
+    Unsupported {
+        step: &'static str,
+        err: io::Error,
+    },
+    Failed(CniError),
+}
+
+/// Errnos meaning "this kernel cannot do this at all", as opposed to "this went wrong".
+fn means_unsupported(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | libc::ENOSYS | libc::EAFNOSUPPORT)
+    )
+}
+
+/// The host-side veth name for an attachment: derived, so DEL can find it from the store,
+/// short enough for IFNAMSIZ, and distinct per (container ID, ifname).
+pub fn host_veth_name(allocation: &Allocation) -> String {
+    // FNV-1a: stable across releases (unlike std's hasher), and collisions only matter
+    // within one node.
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in allocation
+        .container_id
+        .bytes()
+        .chain([b':'])
+        .chain(allocation.ifname.bytes())
+    {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    format!("gv{hash:08x}")
+}
+
+/// ADD: wires `netns` for `allocation` according to the configured mode.
+pub fn wire(conf: &NetConf, allocation: &Allocation, netns: &NetNs) -> Result<Wired> {
+    if let Some(err) = netns.join_unsupported() {
+        return untouched_namespace(conf, allocation, netns, err);
+    }
+    netns.run(bring_loopback_up)?;
+    match conf.mode {
+        Mode::LoopbackOnly => Ok(loopback_only(allocation, netns)),
+        Mode::VethBridge => match veth_bridge(conf, allocation, netns) {
+            Ok(wired) => Ok(wired),
+            Err(VethFailure::Failed(e)) => Err(e),
+            Err(VethFailure::Unsupported { step, err }) => Err(CniError::new(
+                code::NOT_AVAILABLE,
+                format!("mode \"veth-bridge\" is not possible here: {step} failed: {err}"),
+                "this kernel (e.g. gVisor) cannot create veth pairs or bridges; set \"mode\": \"auto\" or \"loopback-only\"",
+            )),
+        },
+        Mode::Auto => match veth_bridge(conf, allocation, netns) {
+            Ok(wired) => Ok(wired),
+            Err(VethFailure::Failed(e)) => Err(e),
+            Err(VethFailure::Unsupported { step, err }) => {
+                warn(&format!("{step} failed ({err}); mode auto falls back to loopback-only"));
+                Ok(loopback_only(allocation, netns))
+            }
+        },
+    }
+}
+
+/// The kernel cannot join the namespace (setns unsupported), so nothing in it can be touched:
+/// loopback-only and auto report no interface at all, veth-bridge is impossible.
+fn untouched_namespace(
+    conf: &NetConf,
+    allocation: &Allocation,
+    netns: &NetNs,
+    err: io::Error,
+) -> Result<Wired> {
+    if conf.mode == Mode::VethBridge {
+        return Err(CniError::new(
+            code::NOT_AVAILABLE,
+            format!("cannot join network namespace {:?}: setns: {err}", netns.path),
+            "this kernel (e.g. gVisor 2022) cannot enter network namespaces; set \"mode\": \"auto\" or \"loopback-only\"",
+        ));
+    }
+    warn(&format!(
+        "cannot join {} (setns: {err}); nothing inside it was configured",
+        netns.path
+    ));
+    let mut wired = loopback_only(allocation, netns);
+    wired.result.interfaces.clear();
+    Ok(wired)
+}
+
+/// DEL: removes what ADD created outside the store. Missing links are fine (DEL is idempotent
+/// and the namespace may already be gone, taking the veth pair with it).
+pub fn unwire(allocation: &Allocation) -> Result<()> {
+    let Some(host_veth) = &allocation.host_veth else {
+        return Ok(());
+    };
+    let index =
+        link::index(host_veth).map_err(|e| CniError::io(format!("looking up {host_veth}"), e))?;
+    let Some(index) = index else { return Ok(()) };
+    let netlink = Netlink::open().map_err(|e| CniError::io("opening a netlink socket", e))?;
+    match netlink.delete_link(index) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+        Err(e) => Err(CniError::io(format!("deleting host veth {host_veth}"), e)),
+    }
+}
+
+/// CHECK: the namespace still looks the way ADD left it.
+pub fn check(allocation: &Allocation, netns: &NetNs) -> Result<()> {
+    if allocation.mode == Mode::LoopbackOnly {
+        if let Some(err) = netns.join_unsupported() {
+            warn(&format!(
+                "cannot join {} (setns: {err}); only the address record was checked",
+                netns.path
+            ));
+            return Ok(());
+        }
+    }
+    let allocation = allocation.clone();
+    netns.run(move || {
+        let failed = |what: String| {
+            CniError::new(
+                CODE_CHECK_FAILED,
+                what,
+                "run CNI DEL and ADD again to repair the attachment",
+            )
+        };
+        if !link::is_up("lo").map_err(|e| CniError::io("reading lo flags", e))? {
+            return Err(failed("lo is down in the pod network namespace".into()));
+        }
+        if allocation.mode == Mode::VethBridge {
+            let ifname = &allocation.ifname;
+            match link::is_up(ifname) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(failed(format!(
+                        "{ifname} is down in the pod network namespace"
+                    )))
+                }
+                Err(e) => {
+                    return Err(failed(format!(
+                        "{ifname} is missing from the pod network namespace ({e})"
+                    )))
+                }
+            }
+            let have = link::ipv4_address(ifname)
+                .map_err(|e| CniError::io(format!("reading {ifname} address"), e))?;
+            if have != Some(allocation.address.addr()) {
+                return Err(failed(format!(
+                    "{ifname} has address {have:?}, expected {}",
+                    allocation.address.addr()
+                )));
+            }
+        }
+        Ok(())
+    })
+}
+
+fn bring_loopback_up() -> Result<()> {
+    link::set_up("lo").map_err(|e| {
+        CniError::io(
+            "bringing lo up in the pod network namespace",
+            format!("{e} (SIOCSIFFLAGS)"),
+        )
+    })
+}
+
+fn loopback_only(allocation: &Allocation, netns: &NetNs) -> Wired {
+    let address = Ipv4Net::new(allocation.address.addr(), 32).expect("/32 is valid");
+    Wired {
+        mode: Mode::LoopbackOnly,
+        host_veth: None,
+        result: CniResult {
+            interfaces: vec![Interface {
+                name: "lo".into(),
+                mac: None,
+                sandbox: Some(netns.path.clone()),
+            }],
+            // No `interface` index: the address is allocated to this attachment, but no
+            // interface in the namespace carries it. Runtimes (containerd's go-cni) then
+            // attribute it to the attachment's own CNI_IFNAME, which is what they ask for.
+            ips: vec![IpConfig {
+                address,
+                gateway: None,
+                interface: None,
+            }],
+            routes: vec![],
+        },
+    }
+}
+
+fn veth_bridge(
+    conf: &NetConf,
+    allocation: &Allocation,
+    netns: &NetNs,
+) -> std::result::Result<Wired, VethFailure> {
+    let fail = |what: String, err: io::Error| VethFailure::Failed(CniError::io(what, err));
+    let netlink = Netlink::open().map_err(|err| {
+        if means_unsupported(&err) {
+            VethFailure::Unsupported {
+                step: "opening a netlink socket",
+                err,
+            }
+        } else {
+            fail("opening a netlink socket".into(), err)
+        }
+    })?;
+
+    // The bridge is shared by every pod of the network; the first ADD creates it.
+    let bridge = &conf.bridge;
+    match netlink.create_bridge(bridge) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(err) if means_unsupported(&err) => {
+            return Err(VethFailure::Unsupported {
+                step: "creating a bridge",
+                err,
+            })
+        }
+        Err(e) => return Err(fail(format!("creating bridge {bridge}"), e)),
+    }
+    let bridge_index = required_index(bridge).map_err(VethFailure::Failed)?;
+    let prefix = conf.range.subnet.prefix_len();
+    match netlink.add_address(bridge_index, conf.range.gateway, prefix) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => {
+            return Err(fail(
+                format!("adding gateway {} to {bridge}", conf.range.gateway),
+                e,
+            ))
+        }
+    }
+    link::set_up(bridge).map_err(|e| fail(format!("bringing {bridge} up"), e))?;
+
+    // A leftover host end from an earlier ADD of the same attachment is replaced.
+    let host = host_veth_name(allocation);
+    if let Ok(Some(stale)) = link::index(&host) {
+        netlink
+            .delete_link(stale)
+            .map_err(|e| fail(format!("removing stale {host}"), e))?;
+    }
+    match netlink.create_veth(&host, &allocation.ifname, netns.fd()) {
+        Ok(()) => {}
+        Err(err) if means_unsupported(&err) => {
+            return Err(VethFailure::Unsupported {
+                step: "creating a veth pair",
+                err,
+            })
+        }
+        Err(e) => {
+            return Err(fail(
+                format!(
+                    "creating veth {host} <-> {} in {}",
+                    allocation.ifname, netns.path
+                ),
+                e,
+            ))
+        }
+    }
+    let finish = || -> Result<Wired> {
+        let host_index = required_index(&host)?;
+        netlink
+            .set_master(host_index, bridge_index)
+            .map_err(|e| CniError::io(format!("adding {host} to {bridge}"), e))?;
+        link::set_up(&host).map_err(|e| CniError::io(format!("bringing {host} up"), e))?;
+        let host_mac = link::mac_address(&host).ok();
+        let bridge_mac = link::mac_address(bridge).ok();
+        let (ifname, address, gateway) = (
+            allocation.ifname.clone(),
+            allocation.address,
+            allocation.gateway,
+        );
+        let pod_mac = netns.run(move || configure_pod_interface(&ifname, address, gateway))?;
+        Ok(Wired {
+            mode: Mode::VethBridge,
+            host_veth: Some(host.clone()),
+            result: CniResult {
+                interfaces: vec![
+                    Interface {
+                        name: bridge.clone(),
+                        mac: bridge_mac,
+                        sandbox: None,
+                    },
+                    Interface {
+                        name: host.clone(),
+                        mac: host_mac,
+                        sandbox: None,
+                    },
+                    Interface {
+                        name: allocation.ifname.clone(),
+                        mac: Some(pod_mac),
+                        sandbox: Some(netns.path.clone()),
+                    },
+                    Interface {
+                        name: "lo".into(),
+                        mac: None,
+                        sandbox: Some(netns.path.clone()),
+                    },
+                ],
+                ips: vec![IpConfig {
+                    address: allocation.address,
+                    gateway: Some(allocation.gateway),
+                    interface: Some(2),
+                }],
+                routes: vec![Route {
+                    dst: "0.0.0.0/0".parse().expect("literal"),
+                    gw: Some(allocation.gateway),
+                }],
+            },
+        })
+    };
+    finish().map_err(|e| {
+        // Deleting the host end removes the pod end too.
+        if let Ok(Some(index)) = link::index(&host) {
+            let _ = netlink.delete_link(index);
+        }
+        VethFailure::Failed(e)
+    })
+}
+
+/// Inside the pod namespace: address, link up, default route via the bridge. Returns the MAC.
+fn configure_pod_interface(ifname: &str, address: Ipv4Net, gateway: Ipv4Addr) -> Result<String> {
+    let index = required_index(ifname)?;
+    let netlink = Netlink::open()
+        .map_err(|e| CniError::io("opening a netlink socket in the pod namespace", e))?;
+    netlink
+        .add_address(index, address.addr(), address.prefix_len())
+        .map_err(|e| CniError::io(format!("adding {address} to {ifname}"), e))?;
+    link::set_up(ifname).map_err(|e| CniError::io(format!("bringing {ifname} up"), e))?;
+    netlink
+        .add_default_route(gateway, index)
+        .map_err(|e| CniError::io(format!("adding default route via {gateway} on {ifname}"), e))?;
+    link::mac_address(ifname).map_err(|e| CniError::io(format!("reading {ifname} MAC"), e))
+}
+
+fn required_index(name: &str) -> Result<u32> {
+    match link::index(name) {
+        Ok(Some(index)) => Ok(index),
+        Ok(None) => Err(CniError::io(
+            format!("interface {name}"),
+            "does not exist right after creating it",
+        )),
+        Err(e) => Err(CniError::io(format!("looking up interface {name}"), e)),
+    }
+}

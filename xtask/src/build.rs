@@ -14,7 +14,10 @@ pub fn go_build_args(c: &Component, bin: &GoBinary, stamp: &str, out: &Path) -> 
     let ldflags: Vec<String> = ["-s", "-w", "-buildid="]
         .iter()
         .map(|s| s.to_string())
-        .chain(bin.ldflags.iter().map(|f| f.replace("{version}", &c.version).replace("{stamp}", &stamp.replace(' ', "-"))))
+        .chain(bin.ldflags.iter().map(|f| {
+            f.replace("{version}", &c.version)
+                .replace("{stamp}", &stamp.replace(' ', "-"))
+        }))
         .collect();
     let mut args = vec!["build".to_string(), "-trimpath".to_string()];
     if c.vendor {
@@ -44,7 +47,10 @@ pub fn go_build(
     log: &Path,
 ) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out_dir)?;
-    let mut log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let mut outputs = Vec::new();
     for bin in &c.binaries {
         let out = out_dir.join(&bin.name);
@@ -83,7 +89,9 @@ pub fn go_build(
 pub fn cargo_rustflags(layout: &Layout) -> String {
     let cargo_home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
     format!(
         "-C target-feature=+crt-static --remap-path-prefix={}=/k3s-gvisor --remap-path-prefix={}=/cargo",
         layout.repo.display(),
@@ -108,10 +116,17 @@ pub fn cargo_build(config: &BundleConfig, layout: &Layout, log: &Path) -> Result
     }
     let log_file = std::fs::File::create(log)?;
     let bar = crate::ui::spinner("cargo build --release (runtime crates)");
-    let status = cmd.stdout(log_file.try_clone()?).stderr(log_file).status()?;
+    let status = cmd
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .status()?;
     bar.finish_and_clear();
     if !status.success() {
-        bail!("cargo build of the runtime crates failed; last lines of {}:\n{}", log.display(), tail(log, 30));
+        bail!(
+            "cargo build of the runtime crates failed; last lines of {}:\n{}",
+            log.display(),
+            tail(log, 30)
+        );
     }
     let release = layout.cargo_target().join(RUST_TARGET).join("release");
     let bin_dir = layout.crates_bin();
@@ -120,7 +135,8 @@ pub fn cargo_build(config: &BundleConfig, layout: &Layout, log: &Path) -> Result
     for p in &config.crates.packages {
         let from = release.join(p);
         let to = bin_dir.join(p);
-        std::fs::copy(&from, &to).with_context(|| format!("crate {p} built no binary named {p}"))?;
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("crate {p} built no binary named {p}"))?;
         outputs.push(to);
     }
     Ok(outputs)
@@ -128,11 +144,18 @@ pub fn cargo_build(config: &BundleConfig, layout: &Layout, log: &Path) -> Result
 
 /// `go version`, part of every Go build's inputs: a new toolchain means new binaries.
 pub fn go_version() -> Result<String> {
-    let out = Command::new("go").arg("version").env("GOTOOLCHAIN", "local").output().context("cannot run `go version`")?;
+    let out = Command::new("go")
+        .arg("version")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .context("cannot run `go version`")?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 pub fn rustc_version() -> Result<String> {
-    let out = Command::new("rustc").arg("-V").output().context("cannot run `rustc -V`")?;
+    let out = Command::new("rustc")
+        .arg("-V")
+        .output()
+        .context("cannot run `rustc -V`")?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -111,7 +111,10 @@ impl BundleConfig {
                 );
             }
             if c.binaries.is_empty() {
-                bail!("component `{}` builds no binary: add a [[component.binary]]", c.name);
+                bail!(
+                    "component `{}` builds no binary: add a [[component.binary]]",
+                    c.name
+                );
             }
         }
         Ok(())

@@ -33,12 +33,21 @@ pub struct SourceTree {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{what}: hash mismatch: bundle.toml pins {expected}, the download has {actual}; the download was discarded. If upstream really changed, update the pin after checking why.")]
-    Mismatch { what: String, expected: String, actual: String },
+    Mismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{what} is not in the cache ({where_}) and --offline forbids downloading it; run once without --offline")]
     NotCached { what: String, where_: String },
 }
 
-pub fn fetch(c: &Component, kind: SourceKind, layout: &Layout, offline: bool) -> Result<SourceTree> {
+pub fn fetch(
+    c: &Component,
+    kind: SourceKind,
+    layout: &Layout,
+    offline: bool,
+) -> Result<SourceTree> {
     match kind {
         SourceKind::Go => fetch_go_module(&c.module, &c.version, &c.sum, layout, offline),
         SourceKind::Archive => {
@@ -77,9 +86,10 @@ struct GoModDownload {
 pub fn go_command(layout: &Layout, offline: bool) -> Command {
     let mut cmd = Command::new("go");
     cmd.env("GOMODCACHE", layout.gomodcache())
-        .env("GOFLAGS", "-modcacherw")
+        .env("GOFLAGS", "-modcacherw -buildvcs=false")
         .env("GOTOOLCHAIN", "local")
-        .env("GOWORK", "off");
+        .env("GOWORK", "off")
+        .envs(layout.go_env.iter().map(|(k, v)| (k, v)));
     if offline {
         cmd.env("GOPROXY", "off");
     }
@@ -98,7 +108,11 @@ pub fn fetch_go_module(
     let marker = verified_marker(layout, module, version);
     if let Some((dir, recorded_pin)) = read_marker(&marker) {
         if recorded_pin == pin && dir.is_dir() {
-            return Ok(SourceTree { dir, hash: pin.to_string(), downloaded: false });
+            return Ok(SourceTree {
+                dir,
+                hash: pin.to_string(),
+                downloaded: false,
+            });
         }
     }
     let bar = ui::spinner(&format!("go mod download {what}"));
@@ -133,7 +147,10 @@ pub fn fetch_go_module(
             }
             last_err = Some(format!("go mod download {what}: {err}"));
             // "not available"/"unknown revision" will not get better by retrying.
-            if err.contains("not available") || err.contains("unknown revision") || err.contains("invalid version") {
+            if err.contains("not available")
+                || err.contains("unknown revision")
+                || err.contains("invalid version")
+            {
                 break;
             }
             continue;
@@ -142,15 +159,27 @@ pub fn fetch_go_module(
         let actual = info.sum.clone().unwrap_or_default();
         if actual != pin {
             discard_module(&info);
-            return Err(FetchError::Mismatch { what, expected: pin.into(), actual }.into());
+            return Err(FetchError::Mismatch {
+                what,
+                expected: pin.into(),
+                actual,
+            }
+            .into());
         }
         let dir = info.dir.context("go mod download reported no Dir")?;
         std::fs::create_dir_all(marker.parent().unwrap())?;
         crate::fsutil::write_atomic(&marker, format!("{}\n{pin}\n", dir.display()).as_bytes())?;
-        return Ok(SourceTree { dir, hash: pin.to_string(), downloaded: true });
+        return Ok(SourceTree {
+            dir,
+            hash: pin.to_string(),
+            downloaded: true,
+        });
     }
     bar.finish_and_clear();
-    bail!("{}", last_err.unwrap_or_else(|| format!("go mod download {what} failed")))
+    bail!(
+        "{}",
+        last_err.unwrap_or_else(|| format!("go mod download {what} failed"))
+    )
 }
 
 fn verified_marker(layout: &Layout, module: &str, version: &str) -> PathBuf {
@@ -189,7 +218,11 @@ pub fn fetch_archive(
     let tree = layout.trees().join(format!("sha256-{sha256}"));
     let hash = format!("sha256:{sha256}");
     if tree.is_dir() {
-        return Ok(SourceTree { dir: tree, hash, downloaded: false });
+        return Ok(SourceTree {
+            dir: tree,
+            hash,
+            downloaded: false,
+        });
     }
     let mut downloaded = false;
     if !file.is_file() {
@@ -204,7 +237,11 @@ pub fn fetch_archive(
         downloaded = true;
     }
     unpack_tar_gz(&file, &tree).with_context(|| format!("cannot unpack {what} from {url}"))?;
-    Ok(SourceTree { dir: tree, hash, downloaded })
+    Ok(SourceTree {
+        dir: tree,
+        hash,
+        downloaded,
+    })
 }
 
 /// GET `url` into `dest` only if its sha256 equals `expected`; retried with exponential backoff

@@ -12,6 +12,8 @@ pub struct Layout {
     pub work: PathBuf,
     /// Where finished tarballs go.
     pub dist: PathBuf,
+    /// Extra environment for every `go` command (tests point GOPROXY at a fixture proxy).
+    pub go_env: Vec<(String, String)>,
 }
 
 /// Upstream binaries are built twice when asked: with our patches (what ships) and without
@@ -38,6 +40,7 @@ impl Layout {
             cache: cache.unwrap_or_else(|| repo.join(".cache")),
             work: work.unwrap_or_else(|| repo.join("target/k3s-gvisor")),
             dist: repo.join("dist"),
+            go_env: Vec::new(),
             repo,
         }
     }

@@ -10,8 +10,11 @@ mod manifest;
 mod package;
 mod patch;
 mod pipeline;
+#[cfg(test)]
+mod stage_tests;
 mod stamp;
 mod timings;
+mod tools;
 mod ui;
 mod verify;
 
@@ -24,7 +27,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, verify and release the k3s-gvisor bundle", version)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, verify and release the k3s-gvisor bundle",
+    version
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -83,6 +90,9 @@ enum Command {
     },
     /// Check a bundle tarball: outer sha256, SHA256SUMS, no extra file, manifest.
     Verify { tarball: PathBuf },
+    /// Build (once, cached) a pinned test tool from tests/tools.toml and print its path:
+    /// runsc (current gVisor), cnitool, crictl, actionlint.
+    Tool { name: String },
 }
 
 fn main() {
@@ -95,7 +105,10 @@ fn main() {
 
 fn repo_root() -> PathBuf {
     // xtask lives at <repo>/xtask.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -104,7 +117,11 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(d) = cli.global.dist_dir {
         layout.dist = d;
     }
-    let config_path = if cli.global.config.is_absolute() { cli.global.config.clone() } else { repo.join(&cli.global.config) };
+    let config_path = if cli.global.config.is_absolute() {
+        cli.global.config.clone()
+    } else {
+        repo.join(&cli.global.config)
+    };
     let config = BundleConfig::load(&config_path)?;
     let offline = cli.global.offline;
     match cli.command {
@@ -112,13 +129,21 @@ fn run(cli: Cli) -> Result<()> {
             let start = Instant::now();
             let mut report = Report::default();
             let opts = Options { offline, source };
-            let components = pipeline::build_components(&config, &layout, &opts, Variant::Patched, &mut report)?;
+            let components =
+                pipeline::build_components(&config, &layout, &opts, Variant::Patched, &mut report)?;
             let crates = pipeline::build_crates(&config, &layout, &mut report)?;
-            let inputs = PackageInputs { components: &components, crates: &crates, images: Vec::new() };
+            let inputs = PackageInputs {
+                components: &components,
+                crates: &crates,
+                images: Vec::new(),
+            };
             let tarball = pipeline::package(&config, &layout, inputs, &mut report)?;
             let total = start.elapsed();
             if !report.did_work() {
-                ui::step("bundle", "nothing changed: no fetch, patch, build or package work done");
+                ui::step(
+                    "bundle",
+                    "nothing changed: no fetch, patch, build or package work done",
+                );
             }
             println!("{}", tarball.display());
             let history = timings::record(&layout, total, report.did_work())?;
@@ -129,13 +154,39 @@ fn run(cli: Cli) -> Result<()> {
         Command::Fetch { source } => {
             for c in &config.components {
                 let tree = fetch::fetch(c, source.unwrap_or(c.source), &layout, offline)?;
-                ui::step("fetch", format!("{} {}: {} ({})", c.name, c.version, if tree.downloaded { "downloaded and verified" } else { "cached, verified" }, tree.dir.display()));
+                ui::step(
+                    "fetch",
+                    format!(
+                        "{} {}: {} ({})",
+                        c.name,
+                        c.version,
+                        if tree.downloaded {
+                            "downloaded and verified"
+                        } else {
+                            "cached, verified"
+                        },
+                        tree.dir.display()
+                    ),
+                );
             }
         }
         Command::Build { unpatched } => {
-            let variant = if unpatched { Variant::Unpatched } else { Variant::Patched };
+            let variant = if unpatched {
+                Variant::Unpatched
+            } else {
+                Variant::Patched
+            };
             let mut report = Report::default();
-            pipeline::build_components(&config, &layout, &Options { offline, source: None }, variant, &mut report)?;
+            pipeline::build_components(
+                &config,
+                &layout,
+                &Options {
+                    offline,
+                    source: None,
+                },
+                variant,
+                &mut report,
+            )?;
             println!("{}", layout.out_bin(variant).display());
         }
         Command::Patch { check, component } => {
@@ -150,14 +201,27 @@ fn run(cli: Cli) -> Result<()> {
                 let patches = patch::patch_files(&layout.patches(&c.name))?;
                 println!("{} {} ({} patches):", c.name, c.version, patches.len());
                 let tree = fetch::fetch(c, c.source, &layout, offline)?;
-                all_ok &= patch::check(&tree.dir, c.vendor, &patches, &layout, &mut std::io::stdout())?;
+                all_ok &= patch::check(
+                    &tree.dir,
+                    c.vendor,
+                    &patches,
+                    &layout,
+                    &mut std::io::stdout(),
+                )?;
             }
             if !all_ok {
                 bail!("some patches do not apply (see above)");
             }
         }
+        Command::Tool { name } => {
+            println!(
+                "{}",
+                tools::tool_path(&name, &layout.cache, offline)?.display()
+            );
+        }
         Command::Verify { tarball } => {
-            let v = verify::verify(&tarball).with_context(|| format!("verify {}", tarball.display()))?;
+            let v = verify::verify(&tarball)
+                .with_context(|| format!("verify {}", tarball.display()))?;
             println!(
                 "{}: OK ({} files; {} {} for {})",
                 tarball.display(),

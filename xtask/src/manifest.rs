@@ -69,7 +69,15 @@ impl Manifest {
     pub fn files(&self) -> impl Iterator<Item = (&str, &str)> {
         self.components
             .iter()
-            .flat_map(|c| c.outputs.iter().map(|o| (o.path.as_str(), o.sha256.as_str())))
-            .chain(self.images.iter().map(|i| (i.file.as_str(), i.sha256.as_str())))
+            .flat_map(|c| {
+                c.outputs
+                    .iter()
+                    .map(|o| (o.path.as_str(), o.sha256.as_str()))
+            })
+            .chain(
+                self.images
+                    .iter()
+                    .map(|i| (i.file.as_str(), i.sha256.as_str())),
+            )
     }
 }

@@ -39,7 +39,10 @@ pub fn stage(
         std::fs::copy(&f.from, &dest)
             .with_context(|| format!("cannot stage {} as {}", f.from.display(), f.to))?;
     }
-    write_atomic(&root.join("bundle-manifest.json"), &serde_json::to_vec_pretty(manifest)?)?;
+    write_atomic(
+        &root.join("bundle-manifest.json"),
+        &serde_json::to_vec_pretty(manifest)?,
+    )?;
     write_sha256sums(root)
 }
 
@@ -94,12 +97,16 @@ pub fn write_tarball(root: &Path, top: &str, out: &Path, mtime: u64) -> Result<(
             let mut h = normalized_header(tar::EntryType::Regular, mode, meta.len(), mtime);
             tar.append_data(&mut h, &name, std::fs::File::open(&path)?)?;
         } else {
-            anyhow::bail!("{} is neither a file nor a directory; bundles hold only those", path.display());
+            anyhow::bail!(
+                "{} is neither a file nor a directory; bundles hold only those",
+                path.display()
+            );
         }
     }
     let gz = tar.into_inner()?;
     gz.finish()?.sync_all()?;
-    tmp.persist(out).with_context(|| format!("cannot write {}", out.display()))?;
+    tmp.persist(out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }
 

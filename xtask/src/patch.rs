@@ -62,7 +62,8 @@ pub fn prepare_tree(
 }
 
 fn touches_vendor(patch: &Path) -> Result<bool> {
-    let text = std::fs::read_to_string(patch).with_context(|| format!("cannot read {}", patch.display()))?;
+    let text = std::fs::read_to_string(patch)
+        .with_context(|| format!("cannot read {}", patch.display()))?;
     Ok(text.lines().any(|l| l.starts_with("diff --git a/vendor/")))
 }
 
@@ -72,7 +73,7 @@ fn go_mod_vendor(tree: &Path, layout: &Layout, log: &Path) -> Result<()> {
     let log_file = std::fs::File::create(log)?;
     let status = go_command(layout, false)
         .args(["mod", "vendor"])
-        .env("GOFLAGS", "-mod=mod -modcacherw")
+        .env("GOFLAGS", "-mod=mod -modcacherw -buildvcs=false")
         .current_dir(tree)
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
@@ -136,7 +137,13 @@ fn open_or_init(tree: &Path) -> Result<git2::Repository> {
 
 /// `cargo xtask patch --check`: apply each component's patches to a scratch copy and report.
 /// Returns false if any patch failed.
-pub fn check(pristine: &Path, vendor: bool, patches: &[PathBuf], layout: &Layout, out: &mut dyn std::io::Write) -> Result<bool> {
+pub fn check(
+    pristine: &Path,
+    vendor: bool,
+    patches: &[PathBuf],
+    layout: &Layout,
+    out: &mut dyn std::io::Write,
+) -> Result<bool> {
     let scratch = tempfile::tempdir_in(std::env::temp_dir())?;
     let tree = scratch.path().join("tree");
     copy_tree(pristine, &tree)?;

@@ -1,7 +1,9 @@
 //! The pipeline: fetch → patch → build → package, each step skipped when its inputs' hash is
 //! unchanged. This module only sequences the stages and records what they did.
 
-use crate::build::{cargo_build, cargo_rustflags, go_build, go_build_args, go_version, rustc_version};
+use crate::build::{
+    cargo_build, cargo_rustflags, go_build, go_build_args, go_version, rustc_version,
+};
 use crate::config::{BundleConfig, Component, SourceKind};
 use crate::digest::{combine, sha256_file, sha256_tree};
 use crate::fetch::{fetch, SourceTree};
@@ -68,8 +70,15 @@ pub fn build_components(
         let kind = opts.source.unwrap_or(c.source);
         let source = report.time(format!("fetch {}", c.name), || {
             let tree = fetch(c, kind, layout, opts.offline)?;
-            let how = if tree.downloaded { "downloaded and verified" } else { "cached, verified" };
-            step("fetch", format!("{} {}: {how} ({})", c.name, c.version, tree.hash));
+            let how = if tree.downloaded {
+                "downloaded and verified"
+            } else {
+                "cached, verified"
+            };
+            step(
+                "fetch",
+                format!("{} {}: {how} ({})", c.name, c.version, tree.hash),
+            );
             let worked = tree.downloaded;
             Ok((tree, worked))
         })?;
@@ -79,7 +88,10 @@ pub fn build_components(
             // "unpatched" means upstream behaviour, so they apply to both variants.
             Variant::Unpatched => patch_files(&layout.patches(&c.name))?
                 .into_iter()
-                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("0000-")))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("0000-"))
+                })
                 .collect(),
         };
         let mut inputs = vec![
@@ -94,39 +106,86 @@ pub fn build_components(
         for p in &patches {
             inputs.push(sha256_file(p)?);
         }
-        let stamp = Stamp::new(&layout.stamps(), &format!("build-{}-{}", variant.as_str(), c.name), combine(inputs));
+        let stamp = Stamp::new(
+            &layout.stamps(),
+            &format!("build-{}-{}", variant.as_str(), c.name),
+            combine(inputs),
+        );
         let out_dir = layout.out_bin(variant);
         let binaries: Vec<PathBuf> = c.binaries.iter().map(|b| out_dir.join(&b.name)).collect();
         if stamp.is_fresh() {
             step("patch", format!("{}: up to date, nothing to do", c.name));
-            step("build", format!("{} ({}): up to date, nothing to do", c.name, variant.as_str()));
+            step(
+                "build",
+                format!(
+                    "{} ({}): up to date, nothing to do",
+                    c.name,
+                    variant.as_str()
+                ),
+            );
         } else {
             stamp.clear();
             std::fs::create_dir_all(layout.logs())?;
             let tree = layout.src(&c.name, variant);
             report.time(format!("patch {}", c.name), || {
-                let log = layout.logs().join(format!("vendor-{}-{}.log", variant.as_str(), c.name));
+                let log = layout
+                    .logs()
+                    .join(format!("vendor-{}-{}.log", variant.as_str(), c.name));
                 prepare_tree(&source.dir, &tree, c.vendor, &patches, layout, &log)?;
-                step("patch", format!("{}: fresh tree, {} patch(es) applied", c.name, patches.len()));
+                step(
+                    "patch",
+                    format!(
+                        "{}: fresh tree, {} patch(es) applied",
+                        c.name,
+                        patches.len()
+                    ),
+                );
                 Ok(((), true))
             })?;
             report.time(format!("build {}", c.name), || {
-                let log = layout.logs().join(format!("build-{}-{}.log", variant.as_str(), c.name));
+                let log = layout
+                    .logs()
+                    .join(format!("build-{}-{}.log", variant.as_str(), c.name));
                 let _ = std::fs::remove_file(&log);
                 let start = Instant::now();
-                go_build(c, &tree, &out_dir, &stamp_text, layout, config.bundle.source_date_epoch, &log)?;
-                step("build", format!("{} ({}): built in {:.0?}", c.name, variant.as_str(), start.elapsed()));
+                go_build(
+                    c,
+                    &tree,
+                    &out_dir,
+                    &stamp_text,
+                    layout,
+                    config.bundle.source_date_epoch,
+                    &log,
+                )?;
+                step(
+                    "build",
+                    format!(
+                        "{} ({}): built in {:.0?}",
+                        c.name,
+                        variant.as_str(),
+                        start.elapsed()
+                    ),
+                );
                 Ok(((), true))
             })?;
             stamp.record(&binaries)?;
         }
-        built.push(BuiltComponent { component: c.clone(), source, patches, binaries });
+        built.push(BuiltComponent {
+            component: c.clone(),
+            source,
+            patches,
+            binaries,
+        });
     }
     Ok(built)
 }
 
 /// Build our runtime crates (statically linked), unless nothing under crates/ changed.
-pub fn build_crates(config: &BundleConfig, layout: &Layout, report: &mut Report) -> Result<Vec<PathBuf>> {
+pub fn build_crates(
+    config: &BundleConfig,
+    layout: &Layout,
+    report: &mut Report,
+) -> Result<Vec<PathBuf>> {
     let inputs = combine([
         RECIPE.to_string(),
         sha256_tree(&layout.repo.join("crates"))?,
@@ -137,7 +196,12 @@ pub fn build_crates(config: &BundleConfig, layout: &Layout, report: &mut Report)
         config.crates.packages.join(","),
     ]);
     let stamp = Stamp::new(&layout.stamps(), "build-crates", inputs);
-    let outputs: Vec<PathBuf> = config.crates.packages.iter().map(|p| layout.crates_bin().join(p)).collect();
+    let outputs: Vec<PathBuf> = config
+        .crates
+        .packages
+        .iter()
+        .map(|p| layout.crates_bin().join(p))
+        .collect();
     if stamp.is_fresh() {
         step("build", "runtime crates: up to date, nothing to do");
         return Ok(outputs);
@@ -146,7 +210,14 @@ pub fn build_crates(config: &BundleConfig, layout: &Layout, report: &mut Report)
         std::fs::create_dir_all(layout.logs())?;
         let start = Instant::now();
         let outputs = cargo_build(config, layout, &layout.logs().join("build-crates.log"))?;
-        step("build", format!("runtime crates ({}): built in {:.0?}", config.crates.packages.join(", "), start.elapsed()));
+        step(
+            "build",
+            format!(
+                "runtime crates ({}): built in {:.0?}",
+                config.crates.packages.join(", "),
+                start.elapsed()
+            ),
+        );
         stamp.record(&outputs)?;
         Ok((outputs, true))
     })
@@ -168,7 +239,12 @@ pub struct PackageInputs<'a> {
 }
 
 /// Stage and write the tarball and its `.sha256`; skipped when every input is unchanged.
-pub fn package(config: &BundleConfig, layout: &Layout, inputs: PackageInputs, report: &mut Report) -> Result<PathBuf> {
+pub fn package(
+    config: &BundleConfig,
+    layout: &Layout,
+    inputs: PackageInputs,
+    report: &mut Report,
+) -> Result<PathBuf> {
     let name = config.bundle.artifact_name();
     let tarball = layout.dist.join(format!("{name}.tar.gz"));
     let mut files = Vec::new();
@@ -180,9 +256,20 @@ pub fn package(config: &BundleConfig, layout: &Layout, inputs: PackageInputs, re
         for (bin, path) in c.binaries.iter().zip(&b.binaries) {
             let to = format!("bin/{}", bin.name);
             let args = go_build_args(c, bin, &config.stamp(), std::path::Path::new(&to));
-            flags.push(format!("{}: CGO_ENABLED={} go {}", bin.name, bin.cgo as u8, args.join(" ")));
-            outputs.push(OutputRecord { path: to.clone(), sha256: sha256_file(path)? });
-            files.push(BundleFile { from: path.clone(), to });
+            flags.push(format!(
+                "{}: CGO_ENABLED={} go {}",
+                bin.name,
+                bin.cgo as u8,
+                args.join(" ")
+            ));
+            outputs.push(OutputRecord {
+                path: to.clone(),
+                sha256: sha256_file(path)?,
+            });
+            files.push(BundleFile {
+                from: path.clone(),
+                to,
+            });
         }
         let (kind, location) = if b.source.hash.starts_with("h1:") {
             ("go-module", format!("{}@{}", c.module, c.version))
@@ -192,13 +279,21 @@ pub fn package(config: &BundleConfig, layout: &Layout, inputs: PackageInputs, re
         records.push(ComponentRecord {
             name: c.name.clone(),
             version: c.version.clone(),
-            source: SourceRecord { kind: kind.into(), location, hash: b.source.hash.clone() },
+            source: SourceRecord {
+                kind: kind.into(),
+                location,
+                hash: b.source.hash.clone(),
+            },
             patches: b
                 .patches
                 .iter()
                 .map(|p| {
                     Ok(PatchRecord {
-                        file: p.strip_prefix(&layout.repo).unwrap_or(p).display().to_string(),
+                        file: p
+                            .strip_prefix(&layout.repo)
+                            .unwrap_or(p)
+                            .display()
+                            .to_string(),
                         sha256: sha256_file(p)?,
                     })
                 })
@@ -218,7 +313,10 @@ pub fn package(config: &BundleConfig, layout: &Layout, inputs: PackageInputs, re
             build_flags: vec![format!("cargo build --release --locked --target {} (RUSTFLAGS: -C target-feature=+crt-static, paths remapped)", crate::build::RUST_TARGET)],
             outputs: vec![OutputRecord { path: to.clone(), sha256: sha256_file(path)? }],
         });
-        files.push(BundleFile { from: path.clone(), to });
+        files.push(BundleFile {
+            from: path.clone(),
+            to,
+        });
     }
     let mut images = Vec::new();
     for (file, record) in inputs.images {
@@ -236,14 +334,22 @@ pub fn package(config: &BundleConfig, layout: &Layout, inputs: PackageInputs, re
     let template = layout.repo.join("bundle-template");
     let overlays = layout.repo.join("overlays");
     let key = combine(
-        [RECIPE.to_string(), serde_json::to_string(&manifest)?, sha256_tree(&template)?, sha256_tree(&overlays)?]
-            .into_iter()
-            .chain(files.iter().map(|f| f.to.clone())),
+        [
+            RECIPE.to_string(),
+            serde_json::to_string(&manifest)?,
+            sha256_tree(&template)?,
+            sha256_tree(&overlays)?,
+        ]
+        .into_iter()
+        .chain(files.iter().map(|f| f.to.clone())),
     );
     let stamp = Stamp::new(&layout.stamps(), "package", key);
     let sidecar = package::sidecar_path(&tarball);
     if stamp.is_fresh() {
-        step("package", format!("{}: up to date, nothing to do", tarball.display()));
+        step(
+            "package",
+            format!("{}: up to date, nothing to do", tarball.display()),
+        );
         return Ok(tarball);
     }
     report.time("package".into(), || {
@@ -252,7 +358,10 @@ pub fn package(config: &BundleConfig, layout: &Layout, inputs: PackageInputs, re
         package::write_tarball(&root, &name, &tarball, config.bundle.source_date_epoch)?;
         package::write_sidecar(&tarball)?;
         stamp.record(&[tarball.clone(), sidecar.clone()])?;
-        step("package", format!("wrote {} and {}", tarball.display(), sidecar.display()));
+        step(
+            "package",
+            format!("wrote {} and {}", tarball.display(), sidecar.display()),
+        );
         Ok(((), true))
     })?;
     Ok(tarball)

@@ -20,13 +20,20 @@ pub struct Stamp {
 
 impl Stamp {
     pub fn new(dir: &Path, name: &str, inputs: String) -> Self {
-        Stamp { path: dir.join(format!("{name}.json")), inputs }
+        Stamp {
+            path: dir.join(format!("{name}.json")),
+            inputs,
+        }
     }
 
     /// True when the recorded inputs equal ours and every recorded output is intact.
     pub fn is_fresh(&self) -> bool {
-        let Ok(text) = std::fs::read_to_string(&self.path) else { return false };
-        let Ok(stamp) = serde_json::from_str::<StampFile>(&text) else { return false };
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return false;
+        };
+        let Ok(stamp) = serde_json::from_str::<StampFile>(&text) else {
+            return false;
+        };
         stamp.inputs == self.inputs
             && !stamp.outputs.is_empty()
             && stamp
@@ -40,7 +47,10 @@ impl Stamp {
             .iter()
             .map(|p| Ok((p.clone(), sha256_file(p)?)))
             .collect::<Result<BTreeMap<_, _>>>()?;
-        let file = StampFile { inputs: self.inputs.clone(), outputs };
+        let file = StampFile {
+            inputs: self.inputs.clone(),
+            outputs,
+        };
         std::fs::create_dir_all(self.path.parent().unwrap())?;
         crate::fsutil::write_atomic(&self.path, serde_json::to_vec_pretty(&file)?.as_slice())
             .with_context(|| format!("cannot write stamp {}", self.path.display()))

@@ -19,9 +19,17 @@ pub struct Verified {
 
 pub fn verify(tarball: &Path) -> Result<Verified> {
     let sidecar = sidecar_path(tarball);
-    let expected = std::fs::read_to_string(&sidecar)
-        .with_context(|| format!("{}: missing; it holds the tarball's sha256", sidecar.display()))?;
-    let expected = expected.split_whitespace().next().unwrap_or_default().to_string();
+    let expected = std::fs::read_to_string(&sidecar).with_context(|| {
+        format!(
+            "{}: missing; it holds the tarball's sha256",
+            sidecar.display()
+        )
+    })?;
+    let expected = expected
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let actual = sha256_file(tarball)?;
     if expected != actual {
         bail!(
@@ -35,11 +43,14 @@ pub fn verify(tarball: &Path) -> Result<Verified> {
     let mut files: BTreeMap<String, String> = BTreeMap::new();
     let mut sums_text = None;
     let mut manifest_text = None;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(tarball)?));
+    let mut archive =
+        tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(tarball)?));
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.to_string_lossy().to_string();
-        let Some((_, rel)) = path.split_once('/') else { continue };
+        let Some((_, rel)) = path.split_once('/') else {
+            continue;
+        };
         if rel.is_empty() || entry.header().entry_type().is_dir() {
             continue;
         }
@@ -69,7 +80,10 @@ pub fn verify(tarball: &Path) -> Result<Verified> {
         }
         listed.insert(path.to_string(), hash.to_string());
     }
-    if let Some(extra) = files.keys().find(|p| *p != "SHA256SUMS" && !listed.contains_key(*p)) {
+    if let Some(extra) = files
+        .keys()
+        .find(|p| *p != "SHA256SUMS" && !listed.contains_key(*p))
+    {
         bail!("{extra}: in the bundle but not in SHA256SUMS (an extra file)");
     }
 
@@ -86,5 +100,8 @@ pub fn verify(tarball: &Path) -> Result<Verified> {
             Some(_) => {}
         }
     }
-    Ok(Verified { files: files.len(), manifest })
+    Ok(Verified {
+        files: files.len(),
+        manifest,
+    })
 }

@@ -1,0 +1,33 @@
+//! Helpers shared by the cross-crate tests in tests/tests/.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (this crate lives in <repo>/tests).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// `cargo xtask ARGS` from `dir` (a checkout), with the shared download cache.
+pub fn xtask(dir: &Path, args: &[&str]) -> Output {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .arg("xtask")
+        .args(args)
+        .current_dir(dir)
+        .env("K3S_GVISOR_CACHE", repo().join(".cache"))
+        .output()
+        .expect("cannot run cargo xtask")
+}
+
+/// Fail with both output streams when a command did not succeed.
+pub fn check(out: &Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status);
+    format!("{stdout}{stderr}")
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}

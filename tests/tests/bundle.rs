@@ -1,0 +1,76 @@
+//! The real pipeline on the real pinned inputs: `cargo xtask bundle` from the repository's
+//! bundle.toml, then what the tarball holds, a warm no-op re-run, and a second checkout in
+//! another directory producing the same bytes.
+//!
+//! One test function, because every step needs the previous one's bundle and the steps are
+//! minutes long on two cores.
+
+use k3s_gvisor_tests::{check, repo, sha256_file, xtask};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+#[test]
+fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
+    let repo = repo();
+
+    // Cold (or whatever state the cache is in): a tarball comes out.
+    let out = xtask(&repo, &["bundle", "--timings"]);
+    let text = check(&out, "cargo xtask bundle");
+    let tarball = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let tarball = Path::new(&tarball);
+    assert!(tarball.is_file(), "bundle printed {tarball:?}\n{text}");
+    check(&xtask(&repo, &["verify", tarball.to_str().unwrap()]), "cargo xtask verify");
+
+    // The binaries inside run and say who they are.
+    let x = tempfile::tempdir().unwrap();
+    let status = Command::new("tar").arg("-xzf").arg(tarball).arg("-C").arg(x.path()).status().unwrap();
+    assert!(status.success());
+    let top = std::fs::read_dir(x.path()).unwrap().next().unwrap().unwrap().path();
+    let manifest = std::fs::read_to_string(top.join("bundle-manifest.json")).unwrap();
+    let stamp_version = manifest.split("\"version\": \"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let runc = check(&Command::new(top.join("bin/runc")).arg("--version").output().unwrap(), "runc --version");
+    assert!(runc.contains("runc version 1.3.3") && runc.contains(&stamp_version), "{runc}");
+    let containerd = check(&Command::new(top.join("bin/containerd")).arg("--version").output().unwrap(), "containerd --version");
+    assert!(containerd.contains("v2.1.4") && containerd.contains(&stamp_version.replace(' ', "-")), "{containerd}");
+
+    // Warm: nothing changed, so no fetch, patch, build or package work, and fast.
+    let start = Instant::now();
+    let out = xtask(&repo, &["bundle", "--timings"]);
+    let warm = start.elapsed();
+    let text = check(&out, "warm cargo xtask bundle");
+    assert!(text.contains("nothing changed"), "{text}");
+    assert!(!text.contains("built in") && !text.contains("downloaded"), "{text}");
+    eprintln!("warm no-op bundle: {warm:.1?}\n{text}");
+
+    // Another checkout in another directory, its own work dir, the same inputs: same bytes.
+    let other = tempfile::tempdir().unwrap();
+    copy_checkout(&repo, other.path());
+    let out = xtask(other.path(), &["bundle"]);
+    check(&out, "cargo xtask bundle in a second checkout");
+    let other_tarball = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        sha256_file(tarball),
+        sha256_file(Path::new(&other_tarball)),
+        "two checkouts built different bundles from the same inputs"
+    );
+}
+
+/// Copy the tracked and untracked-but-not-ignored files of the checkout (what a clone has).
+fn copy_checkout(from: &Path, to: &Path) {
+    let out = Command::new("git")
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .current_dir(from)
+        .output()
+        .unwrap();
+    for rel in out.stdout.split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let rel = std::str::from_utf8(rel).unwrap();
+        let src = from.join(rel);
+        if !src.is_file() {
+            continue;
+        }
+        let dest = to.join(rel);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&src, &dest).unwrap();
+    }
+}

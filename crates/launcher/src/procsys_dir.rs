@@ -49,6 +49,7 @@ impl ProcSysDir {
         Ok(Self { root })
     }
 
+    #[cfg(test)]
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -1,0 +1,230 @@
+//! Shared helpers for the launcher's integration tests: building real tracees, a replacement
+//! tree, and running commands on plain Linux (with /proc/sys/kernel emptied) or inside runsc.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const LAUNCHER: &str = env!("CARGO_BIN_EXE_launcher");
+
+/// The replacement files every tracee reads, and the values they must see.
+pub const PROCSYS_FILES: &[(&str, &str)] = &[
+    ("kernel/pid_max", "launcher-test-pid_max"),
+    ("kernel/panic_on_oops", "launcher-test-panic_on_oops"),
+    ("kernel/keys/root_maxkeys", "launcher-test-root_maxkeys"),
+];
+/// The file the tracees write "7\n" to.
+pub const WRITTEN_FILE: &str = "kernel/panic";
+
+/// A directory removed at drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "launcher-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Panics with a message naming the missing tool and the Debian package that has it.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "this test needs `{tool}` on PATH: install it (Debian: apt-get install {package})"
+    );
+}
+
+/// Creates DIR with [`PROCSYS_FILES`] and [`WRITTEN_FILE`] (initially "0").
+pub fn make_procsys_dir(parent: &Path) -> PathBuf {
+    let dir = parent.join("procsys");
+    for (file, value) in PROCSYS_FILES {
+        let p = dir.join(file);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, format!("{value}\n")).unwrap();
+    }
+    std::fs::write(dir.join(WRITTEN_FILE), "0\n").unwrap();
+    dir
+}
+
+fn tracee_source(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/tracees")
+        .join(name)
+}
+
+/// Where compiled tracees live for this test process (built once, shared by its tests).
+fn build_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // Under target/, not /tmp: runsc tests need the binaries on a path the sandbox sees,
+        // and the host filesystem is shared with `runsc do` either way.
+        let d =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tracees-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+}
+
+/// Tests run in parallel threads: one build at a time, so no test runs a half-written binary.
+static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run_build(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Compiles tests/tracees/<name>.c with cc; returns the binary.
+pub fn build_c(name: &str) -> PathBuf {
+    require_tool("cc", "gcc");
+    let out = build_dir().join(name);
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !out.exists() {
+        run_build(
+            Command::new("cc")
+                .args(["-O2", "-pthread", "-o"])
+                .arg(&out)
+                .arg(tracee_source(&format!("{name}.c"))),
+            &format!("cc {name}.c"),
+        );
+    }
+    out
+}
+
+/// Builds tests/tracees/<name>.go with the Go toolchain; returns the binary.
+pub fn build_go(name: &str) -> PathBuf {
+    require_tool("go", "golang-go (or a Go toolchain from go.dev on PATH)");
+    let out = build_dir().join(format!("{name}-go"));
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !out.exists() {
+        run_build(
+            Command::new("go")
+                .args(["build", "-o"])
+                .arg(&out)
+                .arg(tracee_source(&format!("{name}.go")))
+                .env("GOFLAGS", "-buildvcs=false")
+                .env("CGO_ENABLED", "0"),
+            &format!("go build {name}.go"),
+        );
+    }
+    out
+}
+
+/// Shell-quotes one argument.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Runs `script` with sh in a private mount namespace where an empty tmpfs covers
+/// /proc/sys/kernel, so that kernel/* files are missing as they are in gVisor.
+pub fn run_with_empty_proc_sys_kernel(script: &str) -> Output {
+    require_tool("unshare", "util-linux");
+    let wrapped = format!("mount -t tmpfs launcher-test /proc/sys/kernel && {script}");
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &wrapped])
+        .output()
+        .expect("running unshare")
+}
+
+/// The runsc binary tests use: $K3S_GVISOR_RUNSC, else `runsc` on PATH.
+pub fn runsc() -> String {
+    match std::env::var("K3S_GVISOR_RUNSC") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            require_tool("runsc", "runsc (or set K3S_GVISOR_RUNSC to a runsc binary)");
+            "runsc".to_string()
+        }
+    }
+}
+
+/// Runs `script` with /bin/sh inside a gVisor sandbox sharing the host filesystem (9p).
+pub fn run_in_runsc(script: &str) -> Output {
+    Command::new(runsc())
+        .args([
+            "--network=none",
+            "do",
+            "-force-overlay=false",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .expect("running runsc")
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status: {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Checks the output of a procsys_reader tracee: every line naming a file of
+/// [`PROCSYS_FILES`] shows its DIR value, each `who` in `expected_who` appears for every file,
+/// and the write succeeded and landed in DIR.
+pub fn check_reader_output(out: &Output, dir: &Path, expected_who: &[&str]) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "tracee failed\n{}", describe(out));
+    for who in expected_who {
+        for (file, value) in PROCSYS_FILES {
+            let lines: Vec<&str> = stdout
+                .lines()
+                .filter(|l| l.starts_with(&format!("{who} ")) && l.split(' ').nth(2) == Some(file))
+                .collect();
+            assert!(
+                !lines.is_empty(),
+                "no `{who}` read of {file}\n{}",
+                describe(out)
+            );
+            for line in lines {
+                assert_eq!(
+                    line.split(' ').nth(3),
+                    Some(*value),
+                    "`{line}`: expected the DIR value {value}\n{}",
+                    describe(out)
+                );
+            }
+        }
+    }
+    assert!(
+        stdout.contains("write kernel/panic ok"),
+        "write failed\n{}",
+        describe(out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join(WRITTEN_FILE)).unwrap(),
+        "7\n",
+        "the write to /proc/sys/{WRITTEN_FILE} must land in DIR"
+    );
+}

@@ -1,0 +1,153 @@
+//! Redirection on plain Linux. /proc/sys/kernel is covered with an empty tmpfs in a private
+//! mount namespace, so kernel/* files are missing as they are inside gVisor.
+
+mod common;
+use common::*;
+
+fn launcher_script(dir: &std::path::Path, command: &str) -> String {
+    format!(
+        "exec {} --procsys {} -- {command}",
+        sh_quote(LAUNCHER),
+        sh_quote(dir.to_str().unwrap())
+    )
+}
+
+#[test]
+fn without_the_launcher_the_files_are_missing() {
+    // The control for the tests below: the same tracee, not traced, sees no kernel/* files.
+    let tracee = build_c("procsys_reader");
+    let out = run_with_empty_proc_sys_kernel(&format!(
+        "exec {} main",
+        sh_quote(tracee.to_str().unwrap())
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reads: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("thread "))
+        .collect();
+    assert_eq!(reads.len(), 12, "{}", describe(&out));
+    assert!(
+        reads.iter().all(|l| l.ends_with(" ERR:ENOENT")),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn c_tracee_threads_fork_and_exec_child_read_and_write_dir() {
+    let tmp = TempDir::new("c-linux");
+    let dir = make_procsys_dir(tmp.path());
+    let tracee = build_c("procsys_reader");
+    let out = run_with_empty_proc_sys_kernel(&launcher_script(
+        &dir,
+        &format!("{} main", sh_quote(tracee.to_str().unwrap())),
+    ));
+    check_reader_output(&out, &dir, &["thread", "fork-child", "exec-child"]);
+    // Four threads, each with its own way of naming the file.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for how in ["open", "openat-dotdot", "openat-dirfd", "stat-then-open"] {
+        assert!(
+            stdout.contains(&format!(
+                "thread {how} kernel/pid_max launcher-test-pid_max"
+            )),
+            "{how}\n{}",
+            describe(&out)
+        );
+    }
+}
+
+#[test]
+fn go_tracee_threads_and_exec_child_read_and_write_dir() {
+    let tmp = TempDir::new("go-linux");
+    let dir = make_procsys_dir(tmp.path());
+    let tracee = build_go("procsys_reader");
+    let out =
+        run_with_empty_proc_sys_kernel(&launcher_script(&dir, &sh_quote(tracee.to_str().unwrap())));
+    check_reader_output(&out, &dir, &["thread", "exec-child"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let threads: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("distinct-threads "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        threads >= 4,
+        "the Go tracee must read from several OS threads, saw {threads}\n{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn longer_redirected_path_leaves_tracee_memory_intact() {
+    let tmp = TempDir::new("memory");
+    // A deep DIR makes the new path several times longer than "/proc/sys/kernel/pid_max".
+    let deep = tmp
+        .path()
+        .join("a-long-directory-name-to-make-the-path-longer/and-longer/and-longer");
+    let dir = make_procsys_dir(&deep);
+    let tracee = build_c("memory_neighbours");
+    let out =
+        run_with_empty_proc_sys_kernel(&launcher_script(&dir, &sh_quote(tracee.to_str().unwrap())));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("content launcher-test-pid_max"),
+        "not redirected\n{}",
+        describe(&out)
+    );
+    assert!(stdout.contains("intact yes"), "{}", describe(&out));
+}
+
+#[test]
+fn paths_outside_proc_sys_are_never_touched() {
+    let tmp = TempDir::new("outside");
+    let dir = make_procsys_dir(tmp.path());
+    // Traps inside DIR: symlinks that would lead out of it.
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("kernel/evil")).unwrap();
+    std::os::unix::fs::symlink("/etc", dir.join("kernel/evil-dir")).unwrap();
+    // A real file whose path *contains* proc/sys/kernel/pid_max but is not /proc/sys.
+    let lookalike = tmp.path().join("real/proc/sys/kernel");
+    std::fs::create_dir_all(&lookalike).unwrap();
+    std::fs::write(lookalike.join("pid_max"), "real-file\n").unwrap();
+    let log = tmp.path().join("launcher.log");
+
+    let look = lookalike.to_str().unwrap();
+    let script = format!(
+        "exec {launcher} --procsys {dir} --log {log} -- sh -c {inner}",
+        launcher = sh_quote(LAUNCHER),
+        dir = sh_quote(dir.to_str().unwrap()),
+        log = sh_quote(log.to_str().unwrap()),
+        inner = sh_quote(&format!(
+            "cat {abs}/pid_max; cd {abs} && cat pid_max; cat /proc/sys/../..{abs}/pid_max; \
+             cat /proc/self/root/proc/sys/kernel/pid_max 2>/dev/null || echo self-root-missing; \
+             cat /proc/sys/kernel/evil 2>/dev/null || echo evil-missing; \
+             cat /proc/sys/kernel/evil-dir/hostname 2>/dev/null || echo evil-dir-missing; \
+             cat /proc/sys/kernel/../kernel/../../sys/kernel/pid_max",
+            abs = sh_quote(look)
+        )),
+    );
+    let out = run_with_empty_proc_sys_kernel(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec![
+            "real-file",
+            "real-file",
+            "real-file",
+            "self-root-missing",
+            "evil-missing",
+            "evil-dir-missing",
+            "launcher-test-pid_max"
+        ],
+        "{}",
+        describe(&out)
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !log.contains("/real/"),
+        "a path outside /proc/sys was rewritten:\n{log}"
+    );
+    assert!(
+        log.contains("Symlink"),
+        "the symlink traps should be logged as refused:\n{log}"
+    );
+}

@@ -1,0 +1,106 @@
+//! Redirection inside a real gVisor sandbox, where the /proc/sys files are missing for real.
+//! The runsc binary is $K3S_GVISOR_RUNSC, else `runsc` on PATH. `runsc do` shares the host
+//! filesystem (9p), so the tracees, the launcher and DIR are used from their host paths.
+
+mod common;
+use common::*;
+
+fn launcher_in_runsc(dir: &std::path::Path, command: &str) -> std::process::Output {
+    run_in_runsc(&format!(
+        "exec {} --procsys {} -- {command}",
+        sh_quote(LAUNCHER),
+        sh_quote(dir.to_str().unwrap())
+    ))
+}
+
+#[test]
+fn runsc_lacks_some_of_the_files_without_the_launcher() {
+    // The control: at least one file the tracees read is really missing in this gVisor, so the
+    // tests below show redirection, not the sandbox's own files.
+    let tracee = build_c("procsys_reader");
+    let out = run_in_runsc(&format!(
+        "exec {} exec-child",
+        sh_quote(tracee.to_str().unwrap())
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().count() == PROCSYS_FILES.len(),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        stdout.contains("ERR:ENOENT"),
+        "no file is missing in this runsc\n{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn runsc_c_tracee_threads_fork_and_exec_child_read_and_write_dir() {
+    let tmp = TempDir::new("c-runsc");
+    let dir = make_procsys_dir(tmp.path());
+    let tracee = build_c("procsys_reader");
+    let out = launcher_in_runsc(
+        &dir,
+        &format!("{} main", sh_quote(tracee.to_str().unwrap())),
+    );
+    check_reader_output(&out, &dir, &["thread", "fork-child", "exec-child"]);
+}
+
+#[test]
+fn runsc_go_tracee_threads_and_exec_child_read_and_write_dir() {
+    let tmp = TempDir::new("go-runsc");
+    let dir = make_procsys_dir(tmp.path());
+    let tracee = build_go("procsys_reader");
+    let out = launcher_in_runsc(&dir, &sh_quote(tracee.to_str().unwrap()));
+    check_reader_output(&out, &dir, &["thread", "exec-child"]);
+}
+
+#[test]
+fn runsc_longer_redirected_path_leaves_tracee_memory_intact() {
+    let tmp = TempDir::new("memory-runsc");
+    let deep = tmp
+        .path()
+        .join("a-long-directory-name-to-make-the-path-longer/and-longer");
+    let dir = make_procsys_dir(&deep);
+    let tracee = build_c("memory_neighbours");
+    let out = launcher_in_runsc(&dir, &sh_quote(tracee.to_str().unwrap()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("content launcher-test-pid_max"),
+        "not redirected\n{}",
+        describe(&out)
+    );
+    assert!(stdout.contains("intact yes"), "{}", describe(&out));
+}
+
+#[test]
+fn runsc_exit_codes_and_sigterm_forwarding() {
+    let tmp = TempDir::new("signals-runsc");
+    let dir = make_procsys_dir(tmp.path());
+    let waiter = build_c("signal_waiter");
+    let launcher = format!(
+        "{} --procsys {} --",
+        sh_quote(LAUNCHER),
+        sh_quote(dir.to_str().unwrap())
+    );
+    let waiter = sh_quote(waiter.to_str().unwrap());
+    // The background launcher is signalled once its tracee printed "ready".
+    let script = format!(
+        "{launcher} sh -c 'exit 7'; echo exit=$?
+         wait_ready() {{ while ! grep -q ready \"$1\" 2>/dev/null; do sleep 0.1; done; }}
+         {launcher} {waiter} handle > {tmp}/h.out & pid=$!; wait_ready {tmp}/h.out; kill -TERM $pid; wait $pid; echo handled=$?
+         {launcher} {waiter} default > {tmp}/d.out & pid=$!; wait_ready {tmp}/d.out; kill -TERM $pid; wait $pid; echo default=$?",
+        tmp = sh_quote(tmp.path().to_str().unwrap()),
+    );
+    let out = run_in_runsc(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec!["exit=7", "handled=42", "default=143"],
+        "{}",
+        describe(&out)
+    );
+    let handled = std::fs::read_to_string(tmp.path().join("h.out")).unwrap();
+    assert_eq!(handled, "ready\ngot SIGTERM\n");
+}

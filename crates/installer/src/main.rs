@@ -1,1 +1,149 @@
-fn main() {}
+//! `installer`: what a k3s-gvisor bundle's `./install` runs.
+//!
+//! With no subcommand it installs; `start`, `stop`, `status`, `logs`, `doctor` and `uninstall`
+//! manage an existing install, found through its data dir.
+//!
+//! Map: `preflight` refuses bad input before anything is written; `layout` copies the bundle
+//! under the prefix; `mounts` makes the host changes (/dev/kmsg, cgroups); `services` and
+//! `supervise` run containerd and k3s; `state` records everything for `uninstall` (in `ops`).
+
+mod bundle;
+mod config;
+mod doctor;
+mod install;
+mod layout;
+mod mounts;
+mod ops;
+mod paths;
+mod preflight;
+mod probe;
+mod services;
+mod state;
+mod supervise;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::paths::{DEFAULT_DATA_DIR, DEFAULT_PREFIX};
+use crate::state::State;
+
+#[derive(Parser)]
+#[command(
+    name = "install",
+    about = "Install and run k3s (containerd + runc + CNI patched for gVisor) from this bundle",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    install: InstallArgs,
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// Where binaries and configs go (must be new or empty).
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    prefix: PathBuf,
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Run only the Kubernetes control plane (k3s --disable-agent): no kubelet, no pods.
+    #[arg(long)]
+    control_plane_only: bool,
+    /// Install and prepare the host, but start nothing.
+    #[arg(long)]
+    no_start: bool,
+    /// The extracted bundle (default: the directory above this executable's bin/).
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct DataDirArg {
+    /// Where state, logs, containerd and k3s data live.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start containerd and k3s of an existing install.
+    Start(DataDirArg),
+    /// Stop k3s, all containers, and containerd.
+    Stop(DataDirArg),
+    /// Show what runs, its health, and versions (exit 1 if something is down).
+    Status(DataDirArg),
+    /// Show the last lines of the daemons' logs.
+    Logs {
+        #[command(flatten)]
+        data: DataDirArg,
+        /// containerd, k3s, launcher-containerd or launcher-k3s (default: all).
+        service: Option<String>,
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
+    /// Check each known gVisor blocker: present or not, handled or not (exit 1 if unhandled).
+    Doctor {
+        #[command(flatten)]
+        data: DataDirArg,
+        /// The extracted bundle, when checking before install.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+    },
+    /// Stop everything and remove all the install created or mounted.
+    Uninstall(DataDirArg),
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        None => install::install(&install::InstallOptions {
+            bundle_dir: cli.install.bundle,
+            prefix: cli.install.prefix,
+            data_dir: cli.install.data.data_dir,
+            control_plane_only: cli.install.control_plane_only,
+            no_start: cli.install.no_start,
+        }),
+        Some(Command::Start(d)) => ops::start(&State::require(&d.data_dir)?),
+        Some(Command::Stop(d)) => ops::stop(&State::require(&d.data_dir)?),
+        Some(Command::Status(d)) => ops::status(&State::require(&d.data_dir)?),
+        Some(Command::Logs {
+            data,
+            service,
+            lines,
+        }) => ops::logs(&State::require(&data.data_dir)?, service.as_deref(), lines),
+        Some(Command::Uninstall(d)) => ops::uninstall(&State::require(&d.data_dir)?),
+        Some(Command::Doctor { data, bundle }) => run_doctor(&data.data_dir, bundle),
+    }
+}
+
+/// Doctor works on an install (its prefix has the manifest and procsys tree) or on a bundle.
+fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result<()> {
+    if let (None, Some(state)) = (&bundle_dir, State::load(data_dir)?) {
+        let paths = state.paths();
+        // The prefix keeps the manifest and etc/procsys defaults, so doctor works after the
+        // extracted bundle is gone.
+        let installed = bundle::Bundle::open(&paths.prefix)?;
+        let candidates = preflight::procsys_candidates(&installed);
+        let procsys = paths.procsys_dir();
+        return doctor::doctor(Some(&installed.manifest), &candidates, Some(&procsys));
+    }
+    let source = bundle::Bundle::locate(bundle_dir.as_deref())?;
+    doctor::doctor(
+        Some(&source.manifest),
+        &preflight::procsys_candidates(&source),
+        None,
+    )
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The extracted bundle: where it is, what its manifest says, and whether its files are intact.
+//!
+//! The bundle is read-only input. Nothing in this module writes anywhere.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// `bundle-manifest.json`, as written by `cargo xtask bundle`. Only the fields the installer uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    /// Go-style architecture name: "amd64", "arm64".
+    pub arch: String,
+    #[serde(default)]
+    pub components: Vec<Component>,
+    #[serde(default)]
+    pub images: Vec<Image>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Component {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub patches: Vec<Patch>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Patch {
+    pub file: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Image {
+    pub name: String,
+    /// The reference the image carries after `ctr images import`, e.g. "registry.k8s.io/pause:3.10".
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Path of the OCI archive, relative to the bundle dir.
+    pub file: String,
+    /// True for the pod sandbox ("pause") image.
+    #[serde(default)]
+    pub sandbox: bool,
+}
+
+/// An extracted bundle directory and its parsed manifest.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+pub const MANIFEST_FILE: &str = "bundle-manifest.json";
+pub const SUMS_FILE: &str = "SHA256SUMS";
+
+impl Bundle {
+    /// Finds the bundle: an explicit dir, else the parent of the `bin/` this executable sits in.
+    pub fn locate(explicit: Option<&Path>) -> Result<Bundle> {
+        let dir = match explicit {
+            Some(dir) => dir.to_path_buf(),
+            None => {
+                let exe =
+                    std::env::current_exe().context("cannot find the installer's own path")?;
+                exe.parent()
+                    .and_then(Path::parent)
+                    .map(Path::to_path_buf)
+                    .context("the installer is not inside a bundle's bin/ directory")?
+            }
+        };
+        Bundle::open(&dir)
+    }
+
+    pub fn open(dir: &Path) -> Result<Bundle> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let text = fs::read_to_string(&manifest_path).with_context(|| {
+            format!(
+                "{} is missing or unreadable: run ./install from the top directory of an extracted \
+                 k3s-gvisor bundle (or pass --bundle DIR)",
+                manifest_path.display()
+            )
+        })?;
+        let manifest: Manifest = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a valid bundle manifest: the bundle is damaged; extract it again",
+                manifest_path.display()
+            )
+        })?;
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.join(relative)
+    }
+
+    /// The pod sandbox image, if the bundle ships one.
+    pub fn sandbox_image(&self) -> Option<&Image> {
+        self.manifest.images.iter().find(|image| image.sandbox)
+    }
+
+    /// Total size of the files listed in SHA256SUMS: what laying out the bundle can cost at most.
+    pub fn total_bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for entry in read_sums(&self.dir)? {
+            total += fs::metadata(self.dir.join(&entry.path))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+}
+
+/// One line of SHA256SUMS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SumEntry {
+    pub sha256: String,
+    pub path: String,
+}
+
+/// Parses `sha256sum` output: "<64 hex>  <path>" (or " *<path>" in binary mode).
+pub fn parse_sums(text: &str) -> Result<Vec<SumEntry>> {
+    let mut entries = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (hash, rest) = line
+            .split_once(' ')
+            .with_context(|| format!("SHA256SUMS line {} is malformed: {line:?}", number + 1))?;
+        let path = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('*'));
+        let path = path.unwrap_or(rest);
+        let hash_ok = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hash_ok || path.is_empty() || path.starts_with('/') || path.contains("..") {
+            bail!("SHA256SUMS line {} is malformed: {line:?}", number + 1);
+        }
+        entries.push(SumEntry {
+            sha256: hash.to_ascii_lowercase(),
+            path: path.trim_start_matches("./").to_string(),
+        });
+    }
+    Ok(entries)
+}
+
+fn read_sums(dir: &Path) -> Result<Vec<SumEntry>> {
+    let path = dir.join(SUMS_FILE);
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{} is missing: the bundle is incomplete; download and extract it again",
+            path.display()
+        )
+    })?;
+    parse_sums(&text)
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file =
+        fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let n = file
+            .read(&mut buffer)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Checks every file SHA256SUMS lists, and that the manifest itself is listed.
+/// Returns one human-readable problem per bad file; empty means intact.
+pub fn verify_sums(dir: &Path) -> Result<Vec<String>> {
+    let entries = read_sums(dir)?;
+    let mut problems = Vec::new();
+    let listed: BTreeSet<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    if !listed.contains(MANIFEST_FILE) {
+        problems.push(format!("{MANIFEST_FILE} is not listed in {SUMS_FILE}"));
+    }
+    for entry in &entries {
+        let path = dir.join(&entry.path);
+        if !path.is_file() {
+            problems.push(format!("{} is missing", entry.path));
+            continue;
+        }
+        let actual = sha256_file(&path)?;
+        if actual != entry.sha256 {
+            problems.push(format!(
+                "{} has sha256 {actual}, expected {}",
+                entry.path, entry.sha256
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_text_and_binary_mode_lines() {
+        let hash = "a".repeat(64);
+        let text = format!("{hash}  bin/runc\n{hash} *./etc/x\n\n");
+        let entries = parse_sums(&text).unwrap();
+        assert_eq!(entries[0].path, "bin/runc");
+        assert_eq!(entries[1].path, "etc/x");
+    }
+
+    #[test]
+    fn rejects_paths_that_escape_the_bundle() {
+        let hash = "b".repeat(64);
+        assert!(parse_sums(&format!("{hash}  ../etc/passwd")).is_err());
+        assert!(parse_sums(&format!("{hash}  /etc/passwd")).is_err());
+        assert!(parse_sums("abc  bin/runc").is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! `doctor`: every known gVisor blocker, whether this host has it, and whether it is handled.
+//! Works with or without an install; exits non-zero when a present blocker is not handled.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+use crate::bundle::Manifest;
+use crate::probe::HostFacts;
+
+/// One blocker's verdict.
+struct Finding {
+    name: &'static str,
+    present: bool,
+    /// How it is handled, or None when it is present and nothing handles it.
+    handled_by: Option<String>,
+    /// What to do when it is not handled.
+    advice: &'static str,
+}
+
+/// True when the manifest's `component` carries a patch whose file name contains `topic`.
+fn has_patch(manifest: Option<&Manifest>, component: &str, topic: &str) -> bool {
+    manifest
+        .and_then(|m| m.components.iter().find(|c| c.name == component))
+        .is_some_and(|c| c.patches.iter().any(|p| p.file.contains(topic)))
+}
+
+fn patch_verdict(manifest: Option<&Manifest>, component: &str, topic: &str) -> Option<String> {
+    has_patch(manifest, component, topic)
+        .then(|| format!("{component} patch matching \"{topic}\" in the bundle"))
+}
+
+/// `procsys_candidates`: the /proc/sys files the bundle ships defaults for. `installed_procsys`:
+/// the install's procsys dir, if installed.
+pub fn doctor(
+    manifest: Option<&Manifest>,
+    procsys_candidates: &[String],
+    installed_procsys: Option<&Path>,
+) -> Result<()> {
+    let facts = HostFacts::probe(procsys_candidates);
+    println!(
+        "host: kernel {}, root filesystem {}, {}",
+        facts.kernel_release,
+        facts.root_fs_type,
+        if facts.looks_like_gvisor() {
+            "looks like gVisor"
+        } else {
+            "not gVisor"
+        }
+    );
+    let findings = findings(&facts, manifest, installed_procsys);
+    let mut unhandled = Vec::new();
+    for finding in &findings {
+        let verdict = match (finding.present, &finding.handled_by) {
+            (false, _) => "absent".to_string(),
+            (true, Some(how)) => format!("present, handled by {how}"),
+            (true, None) => {
+                unhandled.push(finding.name);
+                format!("present, NOT handled: {}", finding.advice)
+            }
+        };
+        println!("{:<44} {verdict}", finding.name);
+    }
+    if !unhandled.is_empty() {
+        bail!(
+            "{} blocker(s) not handled: {}",
+            unhandled.len(),
+            unhandled.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn findings(
+    facts: &HostFacts,
+    manifest: Option<&Manifest>,
+    installed_procsys: Option<&Path>,
+) -> Vec<Finding> {
+    let cap_last_cap_missing = !Path::new("/proc/sys/kernel/cap_last_cap").exists();
+    let procsys_handled = installed_procsys.map(|dir| {
+        facts
+            .missing_procsys
+            .iter()
+            .all(|rel| dir.join(rel).is_file())
+    });
+    let devices_missing =
+        !facts.mounted_controllers.iter().any(|c| c == "devices") && !facts.cgroup2_mounted;
+    vec![
+        Finding {
+            name: "kernel < 4.11 (CRI unprivileged ports/ICMP)",
+            present: facts.kernel_below_4_11(),
+            handled_by: Some("containerd config: enable_unprivileged_ports/icmp = false".into()),
+            advice: "use the bundle's containerd config",
+        },
+        Finding {
+            name: "/proc/sys/kernel/cap_last_cap missing",
+            present: cap_last_cap_missing,
+            handled_by: patch_verdict(manifest, "runc", "cap"),
+            advice:
+                "runc must fall back when cap_last_cap is missing: use a bundle with the runc patch",
+        },
+        Finding {
+            name: "/proc/sys files missing for kubelet/k3s",
+            present: !facts.missing_procsys.is_empty(),
+            handled_by: match procsys_handled {
+                Some(true) => Some(format!(
+                    "the launcher's procsys tree ({} file(s))",
+                    facts.missing_procsys.len()
+                )),
+                Some(false) => None,
+                None => Some("the launcher's procsys tree, written at install".into()),
+            },
+            advice: "the install's procsys tree is incomplete: uninstall and install again",
+        },
+        Finding {
+            name: "/dev/kmsg missing",
+            present: !facts.has_dev_kmsg,
+            handled_by: Some("install bind-mounts /dev/null on /dev/kmsg".into()),
+            advice: "",
+        },
+        Finding {
+            name: "no cgroup hierarchy mounted",
+            present: facts.needs_cgroup_mounts(),
+            handled_by: Some(
+                "install mounts tmpfs + cgroup v1 cpu,cpuacct,cpuset,memory,pids".into(),
+            ),
+            advice: "",
+        },
+        Finding {
+            name: "cgroup v1 devices controller missing",
+            present: devices_missing,
+            handled_by: patch_verdict(manifest, "runc", "devices"),
+            advice: "runc's cgroup v1 manager fails with `mountpoint for devices not found`; \
+                     needs the runc patch that makes the devices controller optional",
+        },
+        Finding {
+            name: "prctl(PR_SET_CHILD_SUBREAPER) unsupported",
+            present: !facts.child_subreaper,
+            handled_by: patch_verdict(manifest, "containerd", "subreaper"),
+            advice: "containerd-shim-runc-v2 exits with EINVAL; needs the containerd patch that \
+                     tolerates a missing child subreaper (or a newer gVisor)",
+        },
+        Finding {
+            name: "overlayfs unusable (9p/overlay root)",
+            present: matches!(facts.root_fs_type.as_str(), "9p" | "overlay")
+                || facts.looks_like_gvisor(),
+            handled_by: Some("containerd native snapshotter".into()),
+            advice: "",
+        },
+        Finding {
+            name: "cgroup2 filesystem unknown",
+            present: !facts.cgroup2_known,
+            handled_by: Some("cgroup v1 is used".into()),
+            advice: "",
+        },
+        Finding {
+            name: "/dev/fuse missing (no fuse-overlayfs)",
+            present: !facts.has_dev_fuse,
+            handled_by: Some("not needed: native snapshotter".into()),
+            advice: "",
+        },
+    ]
+}

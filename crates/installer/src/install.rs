@@ -1,0 +1,149 @@
+//! `./install`: preflight, then lay out, prepare the host, and start.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::bundle::Bundle;
+use crate::layout;
+use crate::mounts;
+use crate::ops;
+use crate::paths::Paths;
+use crate::preflight;
+use crate::state::State;
+
+pub struct InstallOptions {
+    pub bundle_dir: Option<PathBuf>,
+    pub prefix: PathBuf,
+    pub data_dir: PathBuf,
+    pub control_plane_only: bool,
+    pub no_start: bool,
+}
+
+/// Host paths k3s and kubelet create outside our dirs; removed on uninstall if new.
+const DAEMON_HOST_PATHS: [&str; 4] = [
+    "/etc/rancher",
+    "/var/log/pods",
+    "/var/log/containers",
+    "/var/lib/cni",
+];
+
+pub fn install(options: &InstallOptions) -> Result<()> {
+    let paths = Paths::new(&options.prefix, &options.data_dir);
+
+    // A second install on an existing one is harmless: report and, if needed, start it.
+    if let Some(state) = State::load(&paths.data_dir)? {
+        println!(
+            "k3s-gvisor {} is already installed (prefix {}, data dir {}); nothing to install.",
+            state.bundle_version,
+            state.prefix.display(),
+            state.data_dir.display()
+        );
+        if options.no_start {
+            return Ok(());
+        }
+        return ops::start(&state);
+    }
+
+    let bundle = Bundle::locate(options.bundle_dir.as_deref())?;
+    println!(
+        "k3s-gvisor {} ({}) from {}",
+        bundle.manifest.version,
+        bundle.manifest.arch,
+        bundle.dir.display()
+    );
+    let plan = preflight::check(&bundle, &paths, !options.no_start)?;
+    println!("preflight passed");
+    if plan.workarounds.is_empty() {
+        println!("no sandbox workarounds needed on this host");
+    }
+    for line in &plan.workarounds {
+        println!("workaround: {line}");
+    }
+
+    let mut state = State {
+        bundle_name: bundle.manifest.name.clone(),
+        bundle_version: bundle.manifest.version.clone(),
+        prefix: paths.prefix.clone(),
+        data_dir: paths.data_dir.clone(),
+        control_plane_only: options.control_plane_only,
+        snapshotter: plan.snapshotter.clone(),
+        created_dirs: Vec::new(),
+        created_files: Vec::new(),
+        mounts: Vec::new(),
+        absent_before: DAEMON_HOST_PATHS
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| !p.exists())
+            .collect(),
+        workarounds: plan.workarounds.clone(),
+    };
+    // The data dir comes first: it holds the state file that records everything after it.
+    create_dirs(&paths.data_dir, &mut state.created_dirs)?;
+    state.save()?;
+    create_dirs(&paths.prefix, &mut state.created_dirs)?;
+    state.save()?;
+
+    let result = prepare_and_start(&bundle, &paths, &plan, &mut state, options.no_start);
+    if result.is_err() {
+        eprintln!(
+            "install did not finish; what it did is recorded in {}. Fix the problem and run \
+             `{} start`, or undo everything with `{} uninstall --data-dir {}`",
+            paths.state_file().display(),
+            paths.bin("installer").display(),
+            paths.bin("installer").display(),
+            paths.data_dir.display()
+        );
+    }
+    result
+}
+
+fn prepare_and_start(
+    bundle: &Bundle,
+    paths: &Paths,
+    plan: &preflight::Plan,
+    state: &mut State,
+    no_start: bool,
+) -> Result<()> {
+    layout::lay_out(bundle, paths, plan)?;
+    println!("installed files under {}", paths.prefix.display());
+    if !plan.facts.has_dev_kmsg {
+        mounts::provide_dev_kmsg(state)?;
+        println!("/dev/kmsg: bind-mounted /dev/null");
+    }
+    if plan.facts.needs_cgroup_mounts() {
+        let outcome = mounts::mount_cgroups(state)?;
+        println!("cgroup v1 mounted: {}", outcome.mounted.join(","));
+        for (controller, error) in outcome.refused {
+            println!(
+                "cgroup v1 {controller}: refused by the kernel ({error}); continuing without it"
+            );
+        }
+    }
+    if no_start {
+        println!(
+            "--no-start: not starting; run `{} start` when ready",
+            paths.bin("installer").display()
+        );
+        return Ok(());
+    }
+    ops::start(state)
+}
+
+/// Creates `dir` and its missing parents, recording each created one.
+fn create_dirs(dir: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut current = dir.to_path_buf();
+    while !current.exists() {
+        missing.push(current.clone());
+        if !current.pop() {
+            break;
+        }
+    }
+    for path in missing.into_iter().rev() {
+        fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        created.push(path);
+    }
+    Ok(())
+}

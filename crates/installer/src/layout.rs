@@ -1,0 +1,143 @@
+//! Lays the bundle out under the prefix: binaries, CNI plugin and conflist, images, the /proc/sys
+//! tree for the launcher, and the rendered containerd config. Everything is a copy, never a
+//! symlink into the extracted bundle, so the bundle dir can be deleted after install.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::bundle::{Bundle, MANIFEST_FILE};
+use crate::config::{self, ContainerdSettings};
+use crate::paths::Paths;
+use crate::preflight::Plan;
+
+/// Copies `from` to `to` (creating parent dirs), keeping the permission bits.
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    fs::copy(from, to)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+/// Copies every regular file directly inside `from` into `to`.
+fn copy_dir_files(from: &Path, to: &Path) -> Result<usize> {
+    let Ok(entries) = fs::read_dir(from) else {
+        return Ok(0);
+    };
+    let mut count = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            copy_file(&path, &to.join(entry.file_name()))?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+pub fn lay_out(bundle: &Bundle, paths: &Paths, plan: &Plan) -> Result<()> {
+    copy_dir_files(&bundle.path("bin"), &paths.prefix.join("bin"))?;
+    copy_dir_files(&bundle.path("cni/bin"), &paths.cni_bin_dir())?;
+    copy_dir_files(&bundle.path("images"), &paths.images_dir())?;
+    copy_file(
+        &bundle.path(MANIFEST_FILE),
+        &paths.prefix.join(MANIFEST_FILE),
+    )?;
+    let kubelet_args = bundle.path("etc/k3s/kubelet-args");
+    if kubelet_args.is_file() {
+        copy_file(&kubelet_args, &paths.prefix.join("etc/k3s/kubelet-args"))?;
+    }
+    for relative in crate::preflight::procsys_candidates(bundle) {
+        let relative = format!("etc/procsys/{relative}");
+        copy_file(&bundle.path(&relative), &paths.prefix.join(&relative))?;
+    }
+    install_cni_config(bundle, paths)?;
+    write_procsys_tree(bundle, paths, &plan.facts.missing_procsys)?;
+    write_containerd_config(bundle, paths, plan)?;
+    fs::create_dir_all(paths.run_dir())?;
+    fs::create_dir_all(paths.logs_dir())?;
+    Ok(())
+}
+
+/// CNI network configs ship under etc/cni/ (the cni crate owns them). Each is copied into the
+/// conf dir containerd reads, with {{PREFIX}}/{{DATA_DIR}} filled in where a config uses them.
+fn install_cni_config(bundle: &Bundle, paths: &Paths) -> Result<()> {
+    let conf_dir = paths.cni_conf_dir();
+    fs::create_dir_all(&conf_dir)?;
+    let mut stack = vec![bundle.path("etc/cni")];
+    let values = std::collections::BTreeMap::from([
+        ("PREFIX", paths.prefix.display().to_string()),
+        ("DATA_DIR", paths.data_dir.display().to_string()),
+    ]);
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let is_config = matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("conflist" | "conf" | "json")
+            );
+            if is_config {
+                let text = fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let text = config::render(&text, &values)
+                    .with_context(|| format!("in CNI config {}", path.display()))?;
+                fs::write(conf_dir.join(entry.file_name()), text)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Only the files this host lacks: the launcher redirects /proc/sys/X to procsys/X when it
+/// exists, and real files must keep coming from the kernel.
+fn write_procsys_tree(bundle: &Bundle, paths: &Paths, missing: &[String]) -> Result<()> {
+    let root = paths.procsys_dir();
+    fs::create_dir_all(&root)?;
+    for relative in missing {
+        copy_file(
+            &bundle.path("etc/procsys").join(relative),
+            &root.join(relative),
+        )?;
+    }
+    Ok(())
+}
+
+fn write_containerd_config(bundle: &Bundle, paths: &Paths, plan: &Plan) -> Result<()> {
+    let template_path = bundle.path("etc/containerd/config.toml.tmpl");
+    let template = fs::read_to_string(&template_path).with_context(|| {
+        format!(
+            "{} is missing: the bundle is incomplete",
+            template_path.display()
+        )
+    })?;
+    let facts = &plan.facts;
+    let sandbox_image = bundle
+        .sandbox_image()
+        .map(|image| image.reference.clone())
+        .unwrap_or_else(|| "registry.k8s.io/pause:3.10".into());
+    let settings = ContainerdSettings {
+        paths,
+        snapshotter: &plan.snapshotter,
+        sandbox_image: &sandbox_image,
+        enable_unprivileged_ports: !facts.kernel_below_4_11()
+            && !facts.procsys_missing("net/ipv4/ip_unprivileged_port_start"),
+        enable_unprivileged_icmp: !facts.kernel_below_4_11()
+            && !facts.procsys_missing("net/ipv4/ping_group_range"),
+    };
+    let rendered = config::render(&template, &settings.placeholders())
+        .with_context(|| format!("in {}", template_path.display()))?;
+    let target = paths.containerd_config();
+    fs::create_dir_all(target.parent().expect("config has a parent"))?;
+    fs::write(&target, rendered).with_context(|| format!("cannot write {}", target.display()))
+}

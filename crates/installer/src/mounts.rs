@@ -1,0 +1,138 @@
+//! Host changes outside the prefix: /dev/kmsg and cgroup v1 mounts. Every mount and every file or
+//! directory created is recorded in the state file at once, so uninstall can undo it.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::probe::{self, CGROUP_CONTROLLERS};
+use crate::state::State;
+
+fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).expect("paths never contain NUL bytes")
+}
+
+fn mount(
+    source: &str,
+    target: &Path,
+    fs_type: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let source = CString::new(source).expect("no NUL");
+    let target = c_path(target);
+    let fs_type = CString::new(fs_type).expect("no NUL");
+    let data = CString::new(data).expect("no NUL");
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fs_type.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Unmounts `target`; falls back to a lazy detach when something still holds it busy.
+pub fn unmount(target: &Path) -> io::Result<()> {
+    let path = c_path(target);
+    // SAFETY: valid NUL-terminated path.
+    if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EBUSY) {
+        // SAFETY: as above.
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return Ok(());
+        }
+    }
+    Err(error)
+}
+
+fn create_dir_recorded(dir: &Path, state: &mut State) -> Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_recorded(parent, state)?;
+    }
+    fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    state.created_dirs.push(dir.to_path_buf());
+    state.save()
+}
+
+/// kubelet's OOM watcher opens /dev/kmsg and gVisor has none. A bind mount of /dev/null gives it
+/// a file that reads as empty; it is undone on uninstall.
+pub fn provide_dev_kmsg(state: &mut State) -> Result<()> {
+    let kmsg = Path::new("/dev/kmsg");
+    if kmsg.exists() {
+        return Ok(());
+    }
+    fs::File::create(kmsg).with_context(|| {
+        "cannot create /dev/kmsg as a bind-mount target (is /dev read-only?)".to_string()
+    })?;
+    state.created_files.push(kmsg.to_path_buf());
+    state.save()?;
+    mount("/dev/null", kmsg, "", libc::MS_BIND, "")
+        .context("cannot bind-mount /dev/null on /dev/kmsg")?;
+    state.mounts.push(kmsg.to_path_buf());
+    state.save()
+}
+
+/// The outcome of mounting cgroup controllers, for the install report.
+#[derive(Debug, Default)]
+pub struct CgroupOutcome {
+    pub mounted: Vec<String>,
+    pub refused: Vec<(String, String)>,
+}
+
+/// Mounts a tmpfs on /sys/fs/cgroup (unless something is mounted there) and one cgroup v1
+/// hierarchy per controller that the kernel accepts. Refused controllers are reported, not fatal:
+/// gVisor refuses devices and freezer, and the patched runc copes without them.
+pub fn mount_cgroups(state: &mut State) -> Result<CgroupOutcome> {
+    let root = Path::new("/sys/fs/cgroup");
+    create_dir_recorded(root, state)?;
+    let mounts = probe::read_mounts();
+    let root_is_mounted = mounts.iter().any(|m| m.mount_point == root);
+    if !root_is_mounted {
+        mount("tmpfs", root, "tmpfs", 0, "mode=755")
+            .context("cannot mount tmpfs on /sys/fs/cgroup")?;
+        state.mounts.push(root.to_path_buf());
+        state.save()?;
+    }
+    let mut outcome = CgroupOutcome::default();
+    for controller in CGROUP_CONTROLLERS {
+        let dir: PathBuf = root.join(controller);
+        create_dir_recorded(&dir, state)?;
+        match mount("cgroup", &dir, "cgroup", 0, controller) {
+            Ok(()) => {
+                state.mounts.push(dir.clone());
+                state.save()?;
+                outcome.mounted.push(controller.to_string());
+            }
+            Err(error) => {
+                // Leave no empty mount point behind for a controller the kernel refused.
+                if state.created_dirs.last() == Some(&dir) && fs::remove_dir(&dir).is_ok() {
+                    state.created_dirs.pop();
+                    state.save()?;
+                }
+                outcome
+                    .refused
+                    .push((controller.to_string(), error.to_string()));
+            }
+        }
+    }
+    Ok(outcome)
+}

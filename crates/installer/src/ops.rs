@@ -1,0 +1,203 @@
+//! Day-to-day subcommands on an existing install: start, stop, status, logs.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+use crate::mounts;
+use crate::probe;
+use crate::services::{self, CONTAINERD, K3S};
+use crate::state::State;
+use crate::supervise;
+
+/// Starts containerd, imports the images, then k3s (when the bundle has it).
+pub fn start(state: &State) -> Result<()> {
+    let paths = state.paths();
+    remount_if_lost(state)?;
+    let containerd_was_running = services::daemon(&paths, CONTAINERD).running_pid().is_some();
+    services::start_containerd(&paths)?;
+    if !containerd_was_running {
+        services::import_images(&paths, &state.snapshotter)?;
+    }
+    if services::has_k3s(&paths) {
+        services::start_k3s(&paths, state)?;
+    } else {
+        println!(
+            "this bundle has no k3s binary: containerd is running on {} for CRI clients \
+             (e.g. crictl --runtime-endpoint unix://{})",
+            paths.containerd_socket().display(),
+            paths.containerd_socket().display()
+        );
+    }
+    Ok(())
+}
+
+/// After a sandbox restart the mounts recorded at install are gone; put them back.
+fn remount_if_lost(state: &State) -> Result<()> {
+    let mounted = probe::read_mounts();
+    let lost: Vec<&Path> = state
+        .mounts
+        .iter()
+        .map(|p| p.as_path())
+        .filter(|p| !mounted.iter().any(|m| m.mount_point == *p))
+        .collect();
+    if !lost.is_empty() {
+        bail!(
+            "mounts made at install are gone ({}): the sandbox was probably restarted; run \
+             uninstall and install again",
+            lost.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn stop(state: &State) -> Result<()> {
+    let report = services::stop_all(&state.paths());
+    if report.is_empty() {
+        println!("nothing was running");
+    }
+    for line in report {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Prints what runs, its health, and versions. Returns an error (exit 1) when something that
+/// should run does not.
+pub fn status(state: &State) -> Result<()> {
+    let paths = state.paths();
+    println!(
+        "k3s-gvisor {} at {} (data {})",
+        state.bundle_version,
+        paths.prefix.display(),
+        paths.data_dir.display()
+    );
+    if let Some(manifest) = services::installed_manifest(&paths) {
+        for component in &manifest.components {
+            println!("  component {} {}", component.name, component.version);
+        }
+    }
+    let mut healthy = true;
+    let containerd = services::daemon(&paths, CONTAINERD);
+    match containerd.running_pid() {
+        Some(pid) => {
+            let socket = if services::containerd_healthy(&paths) {
+                "socket answers"
+            } else {
+                healthy = false;
+                "socket NOT answering"
+            };
+            println!("containerd: running (pid {pid}), {socket}");
+        }
+        None => {
+            healthy = false;
+            println!("containerd: stopped");
+        }
+    }
+    if services::has_k3s(&paths) {
+        match services::daemon(&paths, K3S).running_pid() {
+            Some(pid) => {
+                let api = match services::kubectl(&paths, &["get", "--raw=/readyz"]) {
+                    Ok(_) => "API ready",
+                    Err(_) => {
+                        healthy = false;
+                        "API NOT ready"
+                    }
+                };
+                println!("k3s: running (pid {pid}), {api}");
+            }
+            None => {
+                healthy = false;
+                println!("k3s: stopped");
+            }
+        }
+    } else {
+        println!("k3s: not in this bundle");
+    }
+    for mount in &state.mounts {
+        println!("mounted by install: {}", mount.display());
+    }
+    if !healthy {
+        bail!("not everything is running: `start` starts it; `logs` shows why it stopped");
+    }
+    Ok(())
+}
+
+pub fn logs(state: &State, service: Option<&str>, lines: usize) -> Result<()> {
+    let paths = state.paths();
+    let services: Vec<String> = match service {
+        Some(name) => vec![name.to_string()],
+        None => vec![
+            CONTAINERD.to_string(),
+            K3S.to_string(),
+            format!("launcher-{CONTAINERD}"),
+            format!("launcher-{K3S}"),
+        ],
+    };
+    for name in services {
+        let file = paths.log_file(&name);
+        if !file.exists() {
+            if service.is_some() {
+                bail!(
+                    "no log {} (known: containerd, k3s, launcher-containerd, launcher-k3s)",
+                    file.display()
+                );
+            }
+            continue;
+        }
+        println!("==> {} <==", file.display());
+        println!("{}", supervise::tail(&file, lines));
+    }
+    Ok(())
+}
+
+/// Undoes the install: stops everything, unmounts in reverse order, removes what was created.
+pub fn uninstall(state: &State) -> Result<()> {
+    let paths = state.paths();
+    stop(state)?;
+    let mut problems = Vec::new();
+    for mount in state.mounts.iter().rev() {
+        match mounts::unmount(mount) {
+            Ok(()) => println!("unmounted {}", mount.display()),
+            Err(error) => problems.push(format!("cannot unmount {}: {error}", mount.display())),
+        }
+    }
+    for file in state.created_files.iter().rev() {
+        if let Err(error) = std::fs::remove_file(file) {
+            problems.push(format!("cannot remove {}: {error}", file.display()));
+        }
+    }
+    for path in &state.absent_before {
+        if path.exists() {
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
+    for dir in state.created_dirs.iter().rev() {
+        let ours = *dir == state.prefix || *dir == state.data_dir;
+        let result = if ours {
+            std::fs::remove_dir_all(dir)
+        } else {
+            std::fs::remove_dir(dir)
+        };
+        if let Err(error) = result {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                problems.push(format!("cannot remove {}: {error}", dir.display()));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "uninstall left things behind:\n  - {}",
+            problems.join("\n  - ")
+        );
+    }
+    println!(
+        "uninstalled: removed {} and {}",
+        paths.prefix.display(),
+        paths.data_dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Where an installation puts things. Every path the installer writes is derived here, so the
+//! layout can be read in one place.
+//!
+//! prefix (default /opt/k3s-gvisor): what the bundle ships, copied.
+//!   bin/            runc containerd containerd-shim-runc-v2 ctr k3s launcher installer
+//!   cni/bin/        gvisor-cni (copies, not symlinks: the CNI spec execs them by path)
+//!   etc/containerd/config.toml   rendered from the bundle's template
+//!   etc/cni/net.d/  the CNI conflist
+//!   procsys/        /proc/sys values the launcher serves, only for files this host lacks
+//!   images/         the OCI archives, kept so `start` can re-import after a data wipe
+//! data dir (default /var/lib/k3s-gvisor): what the running system writes.
+//!   state.json      everything created or mounted, for uninstall
+//!   run/            pid files, containerd socket, runc state
+//!   logs/           containerd.log k3s.log and the launchers' logs
+//!   containerd/     containerd root and state
+//!   k3s/ kubelet/   k3s data dir, kubelet root dir
+//!   kubeconfig.yaml mode 0600
+
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_PREFIX: &str = "/opt/k3s-gvisor";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/k3s-gvisor";
+
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub prefix: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn new(prefix: &Path, data_dir: &Path) -> Paths {
+        Paths {
+            prefix: absolute(prefix),
+            data_dir: absolute(data_dir),
+        }
+    }
+
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.prefix.join("bin").join(name)
+    }
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        self.prefix.join("cni/bin")
+    }
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.prefix.join("etc/cni/net.d")
+    }
+    pub fn containerd_config(&self) -> PathBuf {
+        self.prefix.join("etc/containerd/config.toml")
+    }
+    pub fn procsys_dir(&self) -> PathBuf {
+        self.prefix.join("procsys")
+    }
+    pub fn images_dir(&self) -> PathBuf {
+        self.prefix.join("images")
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.data_dir.join("state.json")
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.data_dir.join("run")
+    }
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.run_dir().join("containerd.sock")
+    }
+    pub fn runc_root(&self) -> PathBuf {
+        self.run_dir().join("runc")
+    }
+    pub fn pid_file(&self, service: &str) -> PathBuf {
+        self.run_dir().join(format!("{service}.pid"))
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+    pub fn log_file(&self, service: &str) -> PathBuf {
+        self.logs_dir().join(format!("{service}.log"))
+    }
+    pub fn launcher_log(&self, service: &str) -> PathBuf {
+        self.logs_dir().join(format!("launcher-{service}.log"))
+    }
+    pub fn containerd_root(&self) -> PathBuf {
+        self.data_dir.join("containerd/root")
+    }
+    pub fn containerd_state(&self) -> PathBuf {
+        self.data_dir.join("containerd/state")
+    }
+    pub fn k3s_data_dir(&self) -> PathBuf {
+        self.data_dir.join("k3s")
+    }
+    pub fn kubelet_root(&self) -> PathBuf {
+        self.data_dir.join("kubelet")
+    }
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig.yaml")
+    }
+}
+
+/// Paths are stored in the state file and handed to daemons, so they must not depend on the cwd.
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}

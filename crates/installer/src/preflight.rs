@@ -1,0 +1,233 @@
+//! Preflight: every check that can refuse an install runs here, before anything is written.
+//! All problems are collected and printed together, so one run tells the user everything.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::bundle::{self, Bundle};
+use crate::paths::Paths;
+use crate::probe::{self, HostFacts, CGROUP_CONTROLLERS};
+
+/// Room kept free beyond the bundle's own size, for configs, logs and state.
+const PREFIX_MARGIN_BYTES: u64 = 8 << 20;
+/// containerd and k3s need room for unpacked images, etcd/sqlite and logs.
+const DATA_MIN_BYTES_WHEN_STARTING: u64 = 512 << 20;
+
+/// What preflight learned, for the steps that follow.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub facts: HostFacts,
+    /// "native" or "overlayfs".
+    pub snapshotter: String,
+    /// One line per workaround, printed before anything changes.
+    pub workarounds: Vec<String>,
+}
+
+/// Relative paths of the default /proc/sys values the bundle ships under etc/procsys/.
+pub fn procsys_candidates(bundle: &Bundle) -> Vec<String> {
+    let root = bundle.path("etc/procsys");
+    let mut found = Vec::new();
+    collect_files(&root, &root, &mut found);
+    found.sort();
+    found
+}
+
+fn collect_files(root: &Path, dir: &Path, found: &mut Vec<String>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(root, &path, found);
+        } else if let Ok(relative) = path.strip_prefix(root) {
+            found.push(relative.to_string_lossy().into_owned());
+        }
+    }
+}
+
+/// Runs every check. On failure returns an error listing all problems; nothing has been written.
+pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool) -> Result<Plan> {
+    let mut problems: Vec<String> = Vec::new();
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        problems.push(
+            "not running as root: the installer mounts cgroups and /dev/kmsg and starts \
+             containerd; run it as root (e.g. `sudo ./install`)"
+                .into(),
+        );
+    }
+
+    let host_arch = probe::host_arch();
+    if bundle.manifest.arch != host_arch {
+        problems.push(format!(
+            "this bundle is for {} but this machine is {host_arch}: download the \
+             k3s-gvisor-{}-linux-{host_arch} bundle instead",
+            bundle.manifest.arch, bundle.manifest.version
+        ));
+    }
+
+    match bundle::verify_sums(&bundle.dir) {
+        Ok(bad) if bad.is_empty() => {}
+        Ok(bad) => {
+            for line in bad {
+                problems.push(format!("bundle damaged: {line}"));
+            }
+            problems.push(
+                "the bundle does not match its SHA256SUMS: download it again and re-extract".into(),
+            );
+        }
+        Err(error) => problems.push(format!("{error:#}")),
+    }
+
+    if let Some(problem) = prefix_problem(&paths.prefix) {
+        problems.push(problem);
+    }
+    problems.extend(disk_problems(bundle, paths, will_start));
+
+    if !problems.is_empty() {
+        let mut message = String::from("preflight failed; nothing was changed:\n");
+        for problem in &problems {
+            message.push_str(&format!("  - {problem}\n"));
+        }
+        bail!(message.trim_end().to_string());
+    }
+
+    let facts = HostFacts::probe(&procsys_candidates(bundle));
+    let snapshotter = if probe::overlay_usable_at(&facts, &paths.data_dir) {
+        "overlayfs"
+    } else {
+        "native"
+    };
+    let workarounds = workarounds(&facts, snapshotter);
+    Ok(Plan {
+        facts,
+        snapshotter: snapshotter.into(),
+        workarounds,
+    })
+}
+
+/// The prefix must be new or empty: the installer owns everything under it and removes it on
+/// uninstall, so it must never adopt a directory holding someone else's files.
+fn prefix_problem(prefix: &Path) -> Option<String> {
+    if !prefix.exists() {
+        return None;
+    }
+    if !prefix.is_dir() {
+        return Some(format!(
+            "--prefix {} exists and is not a directory",
+            prefix.display()
+        ));
+    }
+    let empty = fs::read_dir(prefix)
+        .map(|mut entries| entries.next().is_none())
+        .unwrap_or(false);
+    if empty {
+        None
+    } else {
+        Some(format!(
+            "--prefix {} already holds files: choose an empty or new directory, \
+             or uninstall the previous install first",
+            prefix.display()
+        ))
+    }
+}
+
+fn disk_problems(bundle: &Bundle, paths: &Paths, will_start: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    let bundle_bytes = bundle.total_bytes().unwrap_or(0);
+    let prefix_need = bundle_bytes + PREFIX_MARGIN_BYTES;
+    let image_bytes: u64 = bundle
+        .manifest
+        .images
+        .iter()
+        .map(|image| fs::metadata(bundle.path(&image.file)).map_or(0, |m| m.len()))
+        .sum();
+    let data_need = if will_start {
+        DATA_MIN_BYTES_WHEN_STARTING + 3 * image_bytes
+    } else {
+        1 << 20
+    };
+
+    let prefix_at = probe::existing_ancestor(&paths.prefix);
+    let data_at = probe::existing_ancestor(&paths.data_dir);
+    let same_fs = device_of(&prefix_at).is_some() && device_of(&prefix_at) == device_of(&data_at);
+    let checks: Vec<(&str, PathBuf, u64)> = if same_fs {
+        vec![("prefix and data dir", prefix_at, prefix_need + data_need)]
+    } else {
+        vec![
+            ("prefix", prefix_at, prefix_need),
+            ("data dir", data_at, data_need),
+        ]
+    };
+    for (what, at, need) in checks {
+        match probe::free_bytes(&at) {
+            Some(free) if free >= need => {}
+            Some(free) => problems.push(format!(
+                "not enough free disk for the {what} at {}: {} MiB free, {} MiB needed; \
+                 free some space or choose another --prefix/--data-dir",
+                at.display(),
+                free >> 20,
+                need.div_ceil(1 << 20)
+            )),
+            None => problems.push(format!("cannot measure free disk at {}", at.display())),
+        }
+    }
+    problems
+}
+
+fn device_of(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| m.dev())
+}
+
+/// One line per workaround the install will apply, each saying what and why.
+pub fn workarounds(facts: &HostFacts, snapshotter: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    if facts.looks_like_gvisor() {
+        lines.push(format!(
+            "sandbox: kernel reports {} and the root filesystem is {}: this looks like gVisor",
+            facts.kernel_release, facts.root_fs_type
+        ));
+    }
+    if !facts.missing_procsys.is_empty() {
+        lines.push(format!(
+            "/proc/sys lacks {} file(s) ({}): containerd and k3s run under the launcher, which \
+             serves them from PREFIX/procsys",
+            facts.missing_procsys.len(),
+            facts.missing_procsys.join(", ")
+        ));
+    }
+    if !facts.has_dev_kmsg {
+        lines.push(
+            "/dev/kmsg is missing: bind-mount /dev/null there (kubelet's OOM watcher opens it)"
+                .into(),
+        );
+    }
+    if facts.needs_cgroup_mounts() {
+        lines.push(format!(
+            "no cgroup hierarchy is mounted: mount tmpfs on /sys/fs/cgroup and cgroup v1 {} \
+             (those that mount), so runc and kubelet can place processes",
+            CGROUP_CONTROLLERS.join(",")
+        ));
+    }
+    if snapshotter == "native" {
+        lines.push(format!(
+            "root filesystem {} cannot host overlayfs layers: containerd uses the native snapshotter",
+            facts.root_fs_type
+        ));
+    }
+    let ports_missing = facts.procsys_missing("net/ipv4/ip_unprivileged_port_start");
+    let icmp_missing = facts.procsys_missing("net/ipv4/ping_group_range");
+    if facts.kernel_below_4_11() || ports_missing || icmp_missing {
+        lines.push(format!(
+            "kernel {} (< 4.11 or no unprivileged port/ping sysctls): CRI \
+             enable_unprivileged_ports/icmp are turned off",
+            facts.kernel_release
+        ));
+    }
+    lines
+}

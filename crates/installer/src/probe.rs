@@ -1,0 +1,299 @@
+//! What this host (or gVisor sandbox) offers, measured without changing anything.
+//!
+//! Directory listings of synthetic filesystems fail inside gVisor (EINVAL from getdents on
+//! /proc/sys and /sys/fs/cgroup), so every probe here stats or reads one known path instead.
+
+use std::ffi::CStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// One line of /proc/self/mountinfo, reduced to what the installer needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub mount_point: PathBuf,
+    pub fs_type: String,
+    /// Per-superblock options (for cgroup v1 mounts: the controllers, e.g. "rw,cpu,cpuacct").
+    pub super_options: String,
+}
+
+/// Parses /proc/self/mountinfo text. Lines that do not parse are skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split(' ').nth(4)?;
+            let mut right = right.split(' ');
+            let fs_type = right.next()?.to_string();
+            let _source = right.next();
+            let super_options = right.next().unwrap_or("").to_string();
+            Some(MountEntry {
+                mount_point: PathBuf::from(unescape_octal(mount_point)),
+                fs_type,
+                super_options,
+            })
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape_octal(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
+            if let Ok(value) = u8::from_str_radix(digits, 8) {
+                out.push(value);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn read_mounts() -> Vec<MountEntry> {
+    parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+}
+
+/// The mount that holds `path`: the entry with the longest mount point that is a prefix of it.
+/// Later entries win ties, because a later mount on the same point hides the earlier one.
+pub fn mount_for<'a>(mounts: &'a [MountEntry], path: &Path) -> Option<&'a MountEntry> {
+    let mut best: Option<&MountEntry> = None;
+    for entry in mounts {
+        if path.starts_with(&entry.mount_point) {
+            let longer = best.is_none_or(|b| {
+                entry.mount_point.as_os_str().len() >= b.mount_point.as_os_str().len()
+            });
+            if longer {
+                best = Some(entry);
+            }
+        }
+    }
+    best
+}
+
+/// The nearest ancestor of `path` (or `path` itself) that exists.
+pub fn existing_ancestor(path: &Path) -> PathBuf {
+    let mut current = path.to_path_buf();
+    loop {
+        if current.exists() {
+            return current;
+        }
+        if !current.pop() {
+            return PathBuf::from("/");
+        }
+    }
+}
+
+pub fn kernel_release() -> String {
+    // SAFETY: uname fills a plain C struct; on success every field is NUL-terminated.
+    unsafe {
+        let mut name: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut name) != 0 {
+            return String::from("unknown");
+        }
+        CStr::from_ptr(name.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// `uname -m` translated to the Go architecture names the manifest uses.
+pub fn host_arch() -> String {
+    let machine = std::env::consts::ARCH;
+    match machine {
+        "x86_64" => "amd64".into(),
+        "aarch64" => "arm64".into(),
+        other => other.into(),
+    }
+}
+
+/// (major, minor) of a release string like "6.1.0-18-amd64" or "4.4.0".
+pub fn kernel_version(release: &str) -> (u32, u32) {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor)
+}
+
+/// Bytes available to unprivileged writers at `path`'s filesystem (statvfs f_bavail).
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
+    unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c_path.as_ptr(), &mut stat) != 0 {
+            return None;
+        }
+        Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+    }
+}
+
+/// Does the kernel let a process become a child subreaper? containerd's shim needs it unless
+/// patched. Probed on this process and reset at once, so nothing changes.
+pub fn child_subreaper_supported() -> bool {
+    // SAFETY: plain prctl calls with integer arguments.
+    unsafe {
+        if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 {
+            return false;
+        }
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+    }
+    true
+}
+
+/// Filesystem types the kernel knows (/proc/filesystems).
+pub fn known_filesystems() -> Vec<String> {
+    fs::read_to_string("/proc/filesystems")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_whitespace().last().map(str::to_string))
+        .collect()
+}
+
+/// The cgroup v1 controllers the installer mounts where none are mounted: the set gVisor
+/// accepts (SANDBOX-FACTS.md). devices and freezer are refused there, so they are not asked for.
+pub const CGROUP_CONTROLLERS: [&str; 5] = ["cpu", "cpuacct", "cpuset", "memory", "pids"];
+
+/// Everything the installer needs to know about the host, in one value.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    pub kernel_release: String,
+    pub root_fs_type: String,
+    /// Relative /proc/sys paths (from the bundle's default-value tree) that this host lacks.
+    pub missing_procsys: Vec<String>,
+    pub has_dev_kmsg: bool,
+    pub has_dev_fuse: bool,
+    /// cgroup v1 controllers already mounted somewhere, e.g. ["cpu", "memory"].
+    pub mounted_controllers: Vec<String>,
+    pub cgroup2_mounted: bool,
+    pub cgroup2_known: bool,
+    pub overlay_known: bool,
+    pub child_subreaper: bool,
+}
+
+impl HostFacts {
+    /// `procsys_candidates` are the relative paths the bundle ships default values for.
+    pub fn probe(procsys_candidates: &[String]) -> HostFacts {
+        let mounts = read_mounts();
+        let root_fs_type = mount_for(&mounts, Path::new("/"))
+            .map(|m| m.fs_type.clone())
+            .unwrap_or_else(|| "unknown".into());
+        let missing_procsys = procsys_candidates
+            .iter()
+            .filter(|rel| !Path::new("/proc/sys").join(rel).exists())
+            .cloned()
+            .collect();
+        let mut mounted_controllers: Vec<String> = mounts
+            .iter()
+            .filter(|m| m.fs_type == "cgroup")
+            .flat_map(|m| m.super_options.split(',').map(str::to_string))
+            .filter(|option| is_controller_name(option))
+            .collect();
+        mounted_controllers.sort();
+        mounted_controllers.dedup();
+        let filesystems = known_filesystems();
+        HostFacts {
+            kernel_release: kernel_release(),
+            root_fs_type,
+            missing_procsys,
+            has_dev_kmsg: Path::new("/dev/kmsg").exists(),
+            has_dev_fuse: Path::new("/dev/fuse").exists(),
+            mounted_controllers,
+            cgroup2_mounted: mounts.iter().any(|m| m.fs_type == "cgroup2"),
+            cgroup2_known: filesystems.iter().any(|f| f == "cgroup2"),
+            overlay_known: filesystems.iter().any(|f| f == "overlay"),
+            child_subreaper: child_subreaper_supported(),
+        }
+    }
+
+    /// gVisor reports kernel 4.4.0 whatever the host runs.
+    pub fn looks_like_gvisor(&self) -> bool {
+        self.kernel_release == "4.4.0"
+    }
+
+    /// containerd refuses unprivileged ports/ICMP below 4.11 (and gVisor says 4.4.0).
+    pub fn kernel_below_4_11(&self) -> bool {
+        kernel_version(&self.kernel_release) < (4, 11)
+    }
+
+    /// No cgroup hierarchy at all: the installer mounts cgroup v1 controllers itself.
+    pub fn needs_cgroup_mounts(&self) -> bool {
+        self.mounted_controllers.is_empty() && !self.cgroup2_mounted
+    }
+
+    pub fn procsys_missing(&self, relative: &str) -> bool {
+        self.missing_procsys.iter().any(|m| m == relative)
+    }
+}
+
+fn is_controller_name(option: &str) -> bool {
+    matches!(
+        option,
+        "cpu"
+            | "cpuacct"
+            | "cpuset"
+            | "memory"
+            | "pids"
+            | "devices"
+            | "freezer"
+            | "blkio"
+            | "net_cls"
+            | "net_prio"
+            | "hugetlb"
+            | "perf_event"
+            | "rdma"
+            | "misc"
+    )
+}
+
+/// Should containerd use the overlayfs snapshotter for data kept at `data_dir`?
+/// overlayfs cannot use 9p, overlay or tmpfs-on-gVisor as its upper layer reliably, and needs
+/// the kernel to know "overlay"; everything else gets the slower but always-working "native".
+pub fn overlay_usable_at(facts: &HostFacts, data_dir: &Path) -> bool {
+    if !facts.overlay_known || facts.looks_like_gvisor() {
+        return false;
+    }
+    let mounts = read_mounts();
+    let fs_type = mount_for(&mounts, &existing_ancestor(data_dir))
+        .map(|m| m.fs_type.as_str())
+        .unwrap_or("unknown");
+    matches!(fs_type, "ext4" | "xfs" | "btrfs" | "ext3")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+22 1 0:20 / / rw,relatime - 9p none rw,trans=fd,rfd=3,wfd=3
+30 22 0:30 / /sys/fs/cgroup rw - tmpfs tmpfs rw
+31 30 0:31 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu
+32 22 0:32 / /mnt/with\\040space rw - ext4 /dev/vda rw
+";
+
+    #[test]
+    fn parses_mountinfo_and_finds_the_mount_of_a_path() {
+        let mounts = parse_mountinfo(SAMPLE);
+        assert_eq!(mounts.len(), 4);
+        assert_eq!(mounts[0].fs_type, "9p");
+        assert_eq!(mounts[3].mount_point, PathBuf::from("/mnt/with space"));
+        let m = mount_for(&mounts, Path::new("/sys/fs/cgroup/cpu/x")).unwrap();
+        assert_eq!(m.super_options, "rw,cpu");
+        let m = mount_for(&mounts, Path::new("/var/lib")).unwrap();
+        assert_eq!(m.fs_type, "9p");
+    }
+
+    #[test]
+    fn kernel_versions_compare_numerically() {
+        assert_eq!(kernel_version("4.4.0"), (4, 4));
+        assert_eq!(kernel_version("6.1.0-18-amd64"), (6, 1));
+        assert!(kernel_version("4.4.0") < (4, 11));
+        assert!(kernel_version("4.19.2") >= (4, 11));
+    }
+}

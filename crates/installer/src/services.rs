@@ -1,0 +1,332 @@
+//! Starting and stopping containerd and k3s for one install, and waiting until each is usable.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::bundle::{Bundle, MANIFEST_FILE};
+use crate::config;
+use crate::paths::Paths;
+use crate::state::State;
+use crate::supervise::{self, Daemon};
+
+pub const CONTAINERD: &str = "containerd";
+pub const K3S: &str = "k3s";
+const CONTAINERD_SOCKET_TIMEOUT: Duration = Duration::from_secs(60);
+const K3S_API_TIMEOUT: Duration = Duration::from_secs(240);
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(300);
+const LOG_TAIL_LINES: usize = 30;
+
+pub fn daemon(paths: &Paths, name: &str) -> Daemon {
+    Daemon {
+        name: name.to_string(),
+        pid_file: paths.pid_file(name),
+        log_file: paths.log_file(name),
+    }
+}
+
+/// True when the install has a k3s binary (early bundles carry containerd only).
+pub fn has_k3s(paths: &Paths) -> bool {
+    paths.bin("k3s").is_file()
+}
+
+/// Does the procsys tree hold anything? If not, the launcher has nothing to redirect and the
+/// daemons run directly, without ptrace's overhead.
+fn procsys_needed(paths: &Paths) -> bool {
+    fn any_file(dir: &Path) -> bool {
+        fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.path().is_file() || (e.path().is_dir() && any_file(&e.path())))
+        })
+    }
+    any_file(&paths.procsys_dir())
+}
+
+/// `program args`, wrapped in `launcher --procsys DIR --log FILE --` when /proc/sys needs help.
+fn launch_command(
+    paths: &Paths,
+    service: &str,
+    program: PathBuf,
+    args: Vec<String>,
+) -> Result<(PathBuf, Vec<String>)> {
+    if !procsys_needed(paths) {
+        return Ok((program, args));
+    }
+    let launcher = paths.bin("launcher");
+    if !launcher.is_file() {
+        bail!(
+            "this host lacks /proc/sys files ({}), but the bundle has no bin/launcher to serve \
+             them: use a complete k3s-gvisor bundle",
+            paths.procsys_dir().display()
+        );
+    }
+    let mut wrapped = vec![
+        "--procsys".to_string(),
+        paths.procsys_dir().display().to_string(),
+        "--log".to_string(),
+        paths.launcher_log(service).display().to_string(),
+        "--".to_string(),
+        program.display().to_string(),
+    ];
+    wrapped.extend(args);
+    Ok((launcher, wrapped))
+}
+
+/// PATH with our bin dir first: containerd finds containerd-shim-runc-v2 there, and the shim
+/// finds runc.
+fn daemon_env(paths: &Paths) -> Vec<(String, String)> {
+    let system = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    vec![(
+        "PATH".to_string(),
+        format!("{}:{system}", paths.prefix.join("bin").display()),
+    )]
+}
+
+fn socket_accepts(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
+}
+
+pub fn containerd_healthy(paths: &Paths) -> bool {
+    socket_accepts(&paths.containerd_socket())
+}
+
+/// Starts containerd (if not running) and waits for its socket.
+pub fn start_containerd(paths: &Paths) -> Result<()> {
+    let daemon = daemon(paths, CONTAINERD);
+    if let Some(pid) = daemon.running_pid() {
+        println!("containerd already running (pid {pid})");
+        return Ok(());
+    }
+    let _ = fs::remove_file(paths.containerd_socket());
+    let args = vec![
+        "--config".to_string(),
+        paths.containerd_config().display().to_string(),
+    ];
+    let (program, args) = launch_command(paths, CONTAINERD, paths.bin("containerd"), args)?;
+    let pid = daemon.start(&program, &args, &daemon_env(paths))?;
+    println!(
+        "containerd started (pid {pid}), log {}",
+        daemon.log_file.display()
+    );
+    let deadline = Instant::now() + CONTAINERD_SOCKET_TIMEOUT;
+    while Instant::now() < deadline {
+        if socket_accepts(&paths.containerd_socket()) {
+            println!(
+                "containerd is serving on {}",
+                paths.containerd_socket().display()
+            );
+            return Ok(());
+        }
+        if daemon.running_pid().is_none() {
+            bail!(
+                "containerd exited during startup; last lines of {}:\n{}",
+                daemon.log_file.display(),
+                daemon.log_tail(LOG_TAIL_LINES)
+            );
+        }
+        sleep(Duration::from_millis(200));
+    }
+    bail!(
+        "containerd did not open {} within {}s; last lines of {}:\n{}",
+        paths.containerd_socket().display(),
+        CONTAINERD_SOCKET_TIMEOUT.as_secs(),
+        daemon.log_file.display(),
+        daemon.log_tail(LOG_TAIL_LINES)
+    )
+}
+
+/// `ctr --address SOCK -n NAMESPACE args...`, returning stdout or an error with stderr.
+pub fn ctr(paths: &Paths, namespace: &str, args: &[&str]) -> Result<String> {
+    let output = Command::new(paths.bin("ctr"))
+        .arg("--address")
+        .arg(paths.containerd_socket())
+        .args(["-n", namespace])
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {}", paths.bin("ctr").display()))?;
+    if !output.status.success() {
+        bail!(
+            "ctr {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Imports every shipped image into the `k8s.io` namespace (where CRI looks), unpacked with the
+/// snapshotter CRI uses, and checks each reference is then present.
+pub fn import_images(paths: &Paths, snapshotter: &str) -> Result<()> {
+    let manifest = Bundle::open(&paths.prefix)?.manifest;
+    for image in &manifest.images {
+        let file = paths.prefix.join(&image.file);
+        let file_text = file.display().to_string();
+        ctr(
+            paths,
+            "k8s.io",
+            &["images", "import", "--snapshotter", snapshotter, &file_text],
+        )
+        .with_context(|| format!("importing image {} from {}", image.name, file.display()))?;
+        let listed = ctr(paths, "k8s.io", &["images", "ls", "-q"])?;
+        if !listed.lines().any(|line| line.trim() == image.reference) {
+            bail!(
+                "after importing {} the image {} is not in containerd's k8s.io namespace \
+                 (found: {}); the bundle's image archive is not named as its manifest says",
+                file.display(),
+                image.reference,
+                listed.split_whitespace().collect::<Vec<_>>().join(", ")
+            );
+        }
+        println!("image {} imported ({})", image.reference, image.name);
+    }
+    Ok(())
+}
+
+/// Starts k3s (if not running), waits for the API and, with an agent, for the node to be Ready.
+pub fn start_k3s(paths: &Paths, state: &State) -> Result<()> {
+    let daemon = daemon(paths, K3S);
+    if let Some(pid) = daemon.running_pid() {
+        println!("k3s already running (pid {pid})");
+        return Ok(());
+    }
+    let kubelet_args = fs::read_to_string(paths.prefix.join("etc/k3s/kubelet-args"))
+        .map(|text| config::parse_kubelet_args(&text))
+        .unwrap_or_default();
+    let args = config::k3s_server_args(paths, state.control_plane_only, &kubelet_args);
+    let (program, args) = launch_command(paths, K3S, paths.bin("k3s"), args)?;
+    let pid = daemon.start(&program, &args, &daemon_env(paths))?;
+    println!("k3s started (pid {pid}), log {}", daemon.log_file.display());
+
+    wait_for(
+        &daemon,
+        "the Kubernetes API to answer /readyz",
+        K3S_API_TIMEOUT,
+        || kubectl(paths, &["get", "--raw=/readyz"]).is_ok(),
+    )?;
+    if let Ok(metadata) = fs::metadata(paths.kubeconfig()) {
+        let mut permissions = metadata.permissions();
+        permissions.set_mode(0o600);
+        fs::set_permissions(paths.kubeconfig(), permissions)?;
+    }
+    println!("Kubernetes API is ready");
+    if !state.control_plane_only {
+        wait_for(&daemon, "the node to be Ready", NODE_READY_TIMEOUT, || {
+            kubectl(
+                paths,
+                &[
+                    "get",
+                    "nodes",
+                    "-o",
+                    "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+            )
+            .is_ok_and(|out| out.contains("True"))
+        })?;
+        println!("node is Ready");
+    }
+    println!(
+        "kubeconfig: {0} (mode 0600)\n  use it: {1} kubectl --kubeconfig {0} get nodes",
+        paths.kubeconfig().display(),
+        paths.bin("k3s").display()
+    );
+    Ok(())
+}
+
+pub fn kubectl(paths: &Paths, args: &[&str]) -> Result<String> {
+    let output = Command::new(paths.bin("k3s"))
+        .arg("kubectl")
+        .arg(format!("--kubeconfig={}", paths.kubeconfig().display()))
+        .args(args)
+        .output()?;
+    if !output.status.success() {
+        bail!("{}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn wait_for(
+    daemon: &Daemon,
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        if daemon.running_pid().is_none() {
+            bail!(
+                "{} exited while waiting for {what}; last lines of {}:\n{}",
+                daemon.name,
+                daemon.log_file.display(),
+                daemon.log_tail(LOG_TAIL_LINES)
+            );
+        }
+        sleep(Duration::from_secs(2));
+    }
+    bail!(
+        "timed out after {}s waiting for {what}; last lines of {}:\n{}",
+        timeout.as_secs(),
+        daemon.log_file.display(),
+        daemon.log_tail(LOG_TAIL_LINES)
+    )
+}
+
+/// Stops k3s, then every container task, then containerd, then sweeps any process still running
+/// from the prefix or data dir (containerd shims run in their own process groups).
+/// Returns what was stopped, one line each.
+pub fn stop_all(paths: &Paths) -> Vec<String> {
+    let mut report = Vec::new();
+    if daemon(paths, K3S).stop(Duration::from_secs(30)) {
+        report.push("k3s stopped".to_string());
+    }
+    if containerd_healthy(paths) {
+        report.extend(kill_tasks(paths));
+    }
+    if daemon(paths, CONTAINERD).stop(Duration::from_secs(20)) {
+        report.push("containerd stopped".to_string());
+    }
+    let leftovers = supervise::processes_running_from(&[&paths.prefix, &paths.data_dir]);
+    if !leftovers.is_empty() {
+        let pids: Vec<i32> = leftovers.iter().map(|(pid, _)| *pid).collect();
+        supervise::kill_all(&pids);
+        for (pid, cmdline) in leftovers {
+            report.push(format!("killed leftover process {pid}: {cmdline}"));
+        }
+    }
+    report
+}
+
+/// Kills and deletes every task in every containerd namespace, so no container outlives stop.
+fn kill_tasks(paths: &Paths) -> Vec<String> {
+    let mut report = Vec::new();
+    let namespaces = ctr(paths, "default", &["namespaces", "ls", "-q"]).unwrap_or_default();
+    for namespace in namespaces.lines().map(str::trim).filter(|n| !n.is_empty()) {
+        let tasks = ctr(paths, namespace, &["tasks", "ls", "-q"]).unwrap_or_default();
+        for task in tasks.lines().map(str::trim).filter(|t| !t.is_empty()) {
+            let _ = ctr(
+                paths,
+                namespace,
+                &["tasks", "kill", "-a", "-s", "SIGKILL", task],
+            );
+            sleep(Duration::from_millis(200));
+            let _ = ctr(paths, namespace, &["tasks", "delete", "-f", task]);
+            report.push(format!("container task {namespace}/{task} killed"));
+        }
+    }
+    report
+}
+
+/// Reads the manifest copied into the prefix at install (for status and doctor).
+pub fn installed_manifest(paths: &Paths) -> Option<crate::bundle::Manifest> {
+    let text = fs::read_to_string(paths.prefix.join(MANIFEST_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}

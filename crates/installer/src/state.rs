@@ -1,0 +1,78 @@
+//! The state file: a record of everything an installation created or mounted on the host, so
+//! `uninstall` can put the host back exactly as it was. It is rewritten after every change, so
+//! an install that fails half-way can still be undone.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::paths::Paths;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub bundle_name: String,
+    pub bundle_version: String,
+    pub prefix: PathBuf,
+    pub data_dir: PathBuf,
+    pub control_plane_only: bool,
+    /// "overlayfs" or "native".
+    pub snapshotter: String,
+    /// Directories the installer created, in creation order. Removed in reverse order;
+    /// the prefix and data dir recursively, anything else only when empty.
+    pub created_dirs: Vec<PathBuf>,
+    /// Files the installer created outside prefix and data dir (e.g. a /dev/kmsg mount target).
+    pub created_files: Vec<PathBuf>,
+    /// Mount points the installer mounted, in mount order. Unmounted in reverse order.
+    pub mounts: Vec<PathBuf>,
+    /// Host paths the daemons may create (k3s's /etc/rancher/node, kubelet's /var/log/pods)
+    /// that did not exist before install: uninstall removes them.
+    pub absent_before: Vec<PathBuf>,
+    /// The workaround lines printed at install, for `status` and `doctor`.
+    pub workarounds: Vec<String>,
+}
+
+impl State {
+    pub fn load(data_dir: &Path) -> Result<Option<State>> {
+        let path = data_dir.join("state.json");
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let state = serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "{} is damaged; inspect it, or remove the install by hand",
+                        path.display()
+                    )
+                })?;
+                Ok(Some(state))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Loads the state of an existing install or explains how to get one.
+    pub fn require(data_dir: &Path) -> Result<State> {
+        State::load(data_dir)?.with_context(|| {
+            format!(
+                "no k3s-gvisor install found at data dir {} (no state.json): run ./install first, \
+                 or pass the --data-dir you installed with",
+                data_dir.display()
+            )
+        })
+    }
+
+    pub fn paths(&self) -> Paths {
+        Paths::new(&self.prefix, &self.data_dir)
+    }
+
+    /// Writes atomically (temp file + rename) so a crash never leaves half a state file.
+    pub fn save(&self) -> Result<()> {
+        let path = self.data_dir.join("state.json");
+        let temp = self.data_dir.join("state.json.tmp");
+        let text = serde_json::to_string_pretty(self)?;
+        fs::write(&temp, text).with_context(|| format!("cannot write {}", temp.display()))?;
+        fs::rename(&temp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,216 @@
+//! Daemon supervision without systemd: a daemon is a process-group leader started with setsid,
+//! its pid in a pid file and its output appended to a log file. Stopping signals the whole group.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// A daemon as the installer knows it: name, pid file, log file.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub name: String,
+    pub pid_file: PathBuf,
+    pub log_file: PathBuf,
+}
+
+impl Daemon {
+    /// The pid in the pid file, if that process is alive and not a zombie.
+    pub fn running_pid(&self) -> Option<i32> {
+        let pid: i32 = fs::read_to_string(&self.pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        process_alive(pid).then_some(pid)
+    }
+
+    /// Starts `program args` in a new session with stdout+stderr appended to the log file.
+    pub fn start(&self, program: &Path, args: &[String], env: &[(String, String)]) -> Result<i32> {
+        if let Some(parent) = self.log_file.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_file)
+            .with_context(|| format!("cannot open log {}", self.log_file.display()))?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        // SAFETY: setsid is async-signal-safe; it makes the child a session and group leader, so
+        // the daemon outlives the installer and `stop` can signal its whole group.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {} ({})", self.name, program.display()))?;
+        let pid = child.id() as i32;
+        // The child is reaped by init once the installer exits; never wait() on it here.
+        std::mem::forget(child);
+        if let Some(parent) = self.pid_file.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::write(&self.pid_file, format!("{pid}\n"))?;
+        Ok(pid)
+    }
+
+    /// SIGTERM to the daemon's process group, then SIGKILL after `grace`. Removes the pid file.
+    /// Returns true when something was running.
+    pub fn stop(&self, grace: Duration) -> bool {
+        let Some(pid) = self.running_pid() else {
+            let _ = fs::remove_file(&self.pid_file);
+            return false;
+        };
+        signal_group(pid, libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && !group_members(pid).is_empty() {
+            reap_children();
+            sleep(Duration::from_millis(100));
+        }
+        if !group_members(pid).is_empty() {
+            signal_group(pid, libc::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && !group_members(pid).is_empty() {
+                reap_children();
+                sleep(Duration::from_millis(100));
+            }
+        }
+        let _ = fs::remove_file(&self.pid_file);
+        true
+    }
+
+    /// The last `lines` lines of the log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log_file, lines)
+    }
+}
+
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn signal_group(pgid: i32, signal: i32) {
+    // SAFETY: kill with a negative pid signals a process group; no memory is involved.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+/// Daemons started by this very process become its zombies when they exit; reap them so
+/// liveness checks are not fooled.
+fn reap_children() {
+    // SAFETY: waitpid with WNOHANG on any child; status is written to a local.
+    unsafe {
+        let mut status = 0;
+        while libc::waitpid(-1, &mut status, libc::WNOHANG) > 0 {}
+    }
+}
+
+/// Alive and not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    reap_children();
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat_state(&stat).is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// The state letter of a /proc/PID/stat line ("pid (comm) S ...": comm may contain spaces).
+fn stat_state(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Field 5 of /proc/PID/stat: the process group.
+fn stat_pgrp(stat: &str) -> Option<i32> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// Every live pid. Reads /proc by number: gVisor lists /proc fine (only /proc/sys is odd).
+pub fn all_pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Live (non-zombie) members of process group `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat_pgrp(&stat) == Some(pgid)
+                    && stat_state(&stat).is_some_and(|s| s != 'Z' && s != 'X')
+            })
+        })
+        .collect()
+}
+
+/// Live processes whose executable lies under one of `roots`: containerd shims (in the prefix)
+/// and container processes (their rootfs is in the data dir), which live in their own process
+/// groups. Matching the executable, not the command line, never hits a shell that merely
+/// mentions a path.
+pub fn processes_running_from(roots: &[&Path]) -> Vec<(i32, String)> {
+    let own = std::process::id() as i32;
+    all_pids()
+        .into_iter()
+        .filter(|pid| *pid != own)
+        .filter_map(|pid| {
+            let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+            let ours = roots.iter().any(|root| exe.starts_with(root));
+            (ours && process_alive(pid)).then(|| (pid, exe.display().to_string()))
+        })
+        .collect()
+}
+
+/// SIGKILLs the given pids and waits briefly for them to go.
+pub fn kill_all(pids: &[i32]) {
+    for pid in pids {
+        // SAFETY: plain kill.
+        unsafe {
+            libc::kill(*pid, libc::SIGKILL);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && pids.iter().any(|p| process_alive(*p)) {
+        sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_lines_with_spaces_in_comm() {
+        let stat = "1234 (containerd shim) S 1 1234 1234 0 -1";
+        assert_eq!(stat_state(stat), Some('S'));
+        assert_eq!(stat_pgrp(stat), Some(1234));
+    }
+}

@@ -1,0 +1,148 @@
+//! Test support: a hand-assembled bundle dir with the real installer, the real `install` script
+//! and the real overlays, plus a manifest and SHA256SUMS computed here.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub struct FakeBundle {
+    pub dir: PathBuf,
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+fn files_under(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_under(root, &path, out);
+        } else {
+            out.push(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+}
+
+impl FakeBundle {
+    /// Assembles a bundle under `parent` for `arch`; `padding_bytes` adds a file of that size
+    /// (for the full-disk test).
+    pub fn assemble(parent: &Path, arch: &str, padding_bytes: usize) -> FakeBundle {
+        let dir = parent.join("k3s-gvisor-0.0.0-test-linux-amd64");
+        fs::create_dir_all(dir.join("bin")).unwrap();
+        fs::copy(env!("CARGO_BIN_EXE_installer"), dir.join("bin/installer")).unwrap();
+        fs::copy(
+            repo_root().join("bundle-template/install"),
+            dir.join("install"),
+        )
+        .unwrap();
+        fs::copy(
+            repo_root().join("bundle-template/README.md"),
+            dir.join("README.md"),
+        )
+        .unwrap();
+        copy_tree(&repo_root().join("overlays"), &dir.join("etc"));
+        if padding_bytes > 0 {
+            fs::write(dir.join("bin/padding"), vec![7u8; padding_bytes]).unwrap();
+        }
+        let manifest = serde_json::json!({
+            "name": "k3s-gvisor",
+            "version": "0.0.0-test",
+            "arch": arch,
+            "source_date_epoch": 0,
+            "components": [],
+            "images": [],
+        });
+        fs::write(
+            dir.join("bundle-manifest.json"),
+            serde_json::to_string_pretty(&manifest).unwrap(),
+        )
+        .unwrap();
+        let bundle = FakeBundle { dir };
+        bundle.write_sums();
+        // Readable by anyone, so the not-root test can run it as nobody.
+        for path in [parent.to_path_buf(), bundle.dir.clone()] {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        bundle
+    }
+
+    pub fn write_sums(&self) {
+        let mut files = Vec::new();
+        files_under(&self.dir, &self.dir, &mut files);
+        files.sort();
+        let mut text = String::new();
+        for file in files.iter().filter(|f| *f != "SHA256SUMS") {
+            let digest = Sha256::digest(fs::read(self.dir.join(file)).unwrap());
+            text.push_str(&format!("{}  {file}\n", hex::encode(digest)));
+        }
+        fs::write(self.dir.join("SHA256SUMS"), text).unwrap();
+    }
+
+    pub fn install_script(&self) -> PathBuf {
+        self.dir.join("install")
+    }
+
+    pub fn installer(&self) -> PathBuf {
+        self.dir.join("bin/installer")
+    }
+}
+
+pub fn run(command: &mut Command) -> (Output, String, String) {
+    let output = command.output().expect("cannot run command");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stdout, stderr)
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "these installer tests need root (they mount tmpfs and run gVisor): run cargo test as root"
+    );
+}
+
+/// The gVisor binary under test: $K3S_GVISOR_RUNSC, else `runsc` on PATH.
+pub fn runsc() -> PathBuf {
+    let name = std::env::var("K3S_GVISOR_RUNSC").unwrap_or_else(|_| "runsc".into());
+    let found = if name.contains('/') {
+        Path::new(&name).is_file().then(|| PathBuf::from(&name))
+    } else {
+        std::env::var("PATH").ok().and_then(|path| {
+            path.split(':')
+                .map(|dir| Path::new(dir).join(&name))
+                .find(|candidate| candidate.is_file())
+        })
+    };
+    found.unwrap_or_else(|| {
+        panic!(
+            "gVisor's runsc not found (K3S_GVISOR_RUNSC={name:?}): install it with \
+             `apt-get install runsc` or point K3S_GVISOR_RUNSC at a runsc binary"
+        )
+    })
+}

@@ -107,9 +107,7 @@ fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
 }
 
 fn pad4(buf: &mut Vec<u8>) {
-    while buf.len() % 4 != 0 {
-        buf.push(0);
-    }
+    buf.resize(buf.len().next_multiple_of(4), 0);
 }
 
 fn cstr(name: &str) -> Vec<u8> {

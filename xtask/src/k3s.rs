@@ -114,13 +114,17 @@ impl K3sPin {
             );
         }
         if !self.source.sum.is_empty() && !self.source.sum.starts_with("h1:") {
-            bail!("[k3s.source] sum must be an `h1:` hash, got `{}`", self.source.sum);
+            bail!(
+                "[k3s.source] sum must be an `h1:` hash, got `{}`",
+                self.source.sum
+            );
         }
         if self.mode == K3sMode::Release {
             let Some(release) = &self.release else {
                 bail!("[k3s] mode = \"release\" needs a [k3s.release] table with url and sha256");
             };
-            if release.sha256.len() != 64 || !release.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if release.sha256.len() != 64 || !release.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
                 bail!(
                     "[k3s.release] sha256 must be 64 hex digits (the `k3s` line of the release's \
                      sha256sum-amd64.txt), got `{}`",

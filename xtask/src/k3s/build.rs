@@ -63,7 +63,12 @@ pub fn build_k3s(b: &K3sBuild) -> Result<BuiltK3s> {
     if stamp.is_fresh() && binary.is_file() {
         let version_line = super::check_version(&binary, b.pin)?;
         let build_flags = recorded_flags(b.out_bin);
-        return Ok(BuiltK3s { binary, build_flags, version_line, rebuilt: false });
+        return Ok(BuiltK3s {
+            binary,
+            build_flags,
+            version_line,
+            rebuilt: false,
+        });
     }
     stamp.clear();
 
@@ -71,7 +76,15 @@ pub fn build_k3s(b: &K3sBuild) -> Result<BuiltK3s> {
     if let Some(dir) = b.log.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(b.log, format!("k3s {} ({}) in {}\n", b.pin.version, b.pin.commit, b.src.display()))?;
+    std::fs::write(
+        b.log,
+        format!(
+            "k3s {} ({}) in {}\n",
+            b.pin.version,
+            b.pin.commit,
+            b.src.display()
+        ),
+    )?;
 
     // Dependencies first, so that a download failure is told apart from a compile failure.
     run_logged(go(b).args(["mod", "download", "-x"]), b, "go mod download")?;
@@ -105,7 +118,10 @@ pub fn build_k3s(b: &K3sBuild) -> Result<BuiltK3s> {
     )?;
     let seconds = started.elapsed().as_secs();
     std::fs::rename(&tmp_out, &binary)?;
-    append_log(b.log, &format!("built {} in {seconds} s\n", binary.display()))?;
+    append_log(
+        b.log,
+        &format!("built {} in {seconds} s\n", binary.display()),
+    )?;
 
     if !super::is_static_elf(&binary)? {
         bail!(
@@ -127,8 +143,13 @@ pub fn build_k3s(b: &K3sBuild) -> Result<BuiltK3s> {
     ];
     build_flags.dedup();
     crate::fsutil::write_atomic(&flags_file(b.out_bin), build_flags.join("\n").as_bytes())?;
-    stamp.record(&[binary.clone()])?;
-    Ok(BuiltK3s { binary, build_flags, version_line, rebuilt: true })
+    stamp.record(std::slice::from_ref(&binary))?;
+    Ok(BuiltK3s {
+        binary,
+        build_flags,
+        version_line,
+        rebuilt: true,
+    })
 }
 
 /// The pipeline's `go` (its module cache, local toolchain only), run in the k3s tree.
@@ -144,7 +165,10 @@ fn go_version(layout: &Layout) -> Result<String> {
         .output()
         .context("cannot run `go`: install Go (see scripts/install-deps.sh) and put it on PATH")?;
     if !out.status.success() {
-        bail!("`go env GOVERSION` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`go env GOVERSION` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -171,7 +195,10 @@ fn run_logged(cmd: &mut Command, b: &K3sBuild, what: &str) -> Result<()> {
 }
 
 fn append_log(log: &Path, text: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     f.write_all(text.as_bytes())?;
     Ok(())
 }

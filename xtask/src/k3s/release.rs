@@ -15,7 +15,11 @@ pub fn place_release_binary(
     offline: bool,
 ) -> Result<PathBuf> {
     pin.validate()?;
-    let Some(release) = pin.release.as_ref().filter(|_| pin.mode == K3sMode::Release) else {
+    let Some(release) = pin
+        .release
+        .as_ref()
+        .filter(|_| pin.mode == K3sMode::Release)
+    else {
         bail!("[k3s] mode is not \"release\": nothing to place (build from source instead)");
     };
     let sha256 = release.sha256.to_ascii_lowercase();

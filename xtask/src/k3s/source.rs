@@ -13,7 +13,11 @@ pub const LOCAL_SOURCE_ENV: &str = "K3S_GVISOR_K3S_SRC";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum K3sOrigin {
     /// The Go module proxy, verified against the `h1:` pin.
-    ModuleProxy { module: String, version: String, sum: String },
+    ModuleProxy {
+        module: String,
+        version: String,
+        sum: String,
+    },
     /// A git checkout whose HEAD is the pinned commit with no modified tracked file.
     LocalCheckout { path: PathBuf, commit: String },
 }
@@ -29,7 +33,9 @@ pub struct PristineK3s {
 
 /// The local checkout named by [`LOCAL_SOURCE_ENV`], if set.
 pub fn local_source_override() -> Option<PathBuf> {
-    std::env::var_os(LOCAL_SOURCE_ENV).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(LOCAL_SOURCE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The pristine k3s tree for `pin`: from `local_checkout` when given, else from the Go module
@@ -141,7 +147,10 @@ fn from_local_checkout(pin: &K3sPin, dir: &Path) -> Result<PristineK3s> {
     }
     Ok(PristineK3s {
         content_id: format!("git:{head}"),
-        origin: K3sOrigin::LocalCheckout { path: dir.clone(), commit: head },
+        origin: K3sOrigin::LocalCheckout {
+            path: dir.clone(),
+            commit: head,
+        },
         dir,
     })
 }
@@ -172,7 +181,10 @@ pub fn prepare_source(pristine: &Path, src: &Path) -> Result<PreparedK3s> {
     let mut prepared = PreparedK3s::default();
     let manifests = src.join("manifests");
     if !manifests.is_dir() {
-        bail!("{} has no manifests/ directory: not a k3s source tree", pristine.display());
+        bail!(
+            "{} has no manifests/ directory: not a k3s source tree",
+            pristine.display()
+        );
     }
     let deploy_embed = src.join("pkg/deploy/embed");
     for entry in walkdir::WalkDir::new(&manifests).sort_by_file_name() {

@@ -9,8 +9,11 @@ use std::time::Duration;
 /// Run `k3s --version` and check that it names the pinned release and commit:
 /// `k3s version v1.34.1+k3s1 (24fc436e)`. Returns that line.
 pub fn check_version(binary: &Path, pin: &K3sPin) -> Result<String> {
-    let out = run_with_timeout(Command::new(binary).arg("--version"), Duration::from_secs(60))
-        .with_context(|| format!("cannot run {} --version", binary.display()))?;
+    let out = run_with_timeout(
+        Command::new(binary).arg("--version"),
+        Duration::from_secs(60),
+    )
+    .with_context(|| format!("cannot run {} --version", binary.display()))?;
     let first = out.lines().next().unwrap_or_default().to_string();
     let expected = format!("{} ({})", pin.version, pin.short_commit());
     if !first.contains(&expected) {
@@ -36,7 +39,10 @@ pub fn check_multicall(binary: &Path) -> Result<Vec<(String, String)>> {
         .map(|args| {
             let out = run_with_timeout(Command::new(binary).args(*args), Duration::from_secs(60))
                 .with_context(|| format!("`k3s {}` failed", args.join(" ")))?;
-            Ok((args.join(" "), out.lines().next().unwrap_or_default().to_string()))
+            Ok((
+                args.join(" "),
+                out.lines().next().unwrap_or_default().to_string(),
+            ))
         })
         .collect()
 }

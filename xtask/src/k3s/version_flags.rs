@@ -58,16 +58,28 @@ enum Value {
 /// separate `cni` binary it clones from GitHub; our bundle ships its own CNI plugin instead.
 const VERSION_VARS: &[(&str, Value)] = &[
     ("github.com/k3s-io/k3s/pkg/version.Version", Value::Version),
-    ("github.com/k3s-io/k3s/pkg/version.GitCommit", Value::ShortCommit),
+    (
+        "github.com/k3s-io/k3s/pkg/version.GitCommit",
+        Value::ShortCommit,
+    ),
     ("k8s.io/client-go/pkg/version.gitVersion", Value::Version),
     ("k8s.io/client-go/pkg/version.gitCommit", Value::Commit),
-    ("k8s.io/client-go/pkg/version.gitTreeState", Value::TreeState),
+    (
+        "k8s.io/client-go/pkg/version.gitTreeState",
+        Value::TreeState,
+    ),
     ("k8s.io/client-go/pkg/version.buildDate", Value::BuildDate),
     ("k8s.io/component-base/version.gitVersion", Value::Version),
     ("k8s.io/component-base/version.gitCommit", Value::Commit),
-    ("k8s.io/component-base/version.gitTreeState", Value::TreeState),
+    (
+        "k8s.io/component-base/version.gitTreeState",
+        Value::TreeState,
+    ),
     ("k8s.io/component-base/version.buildDate", Value::BuildDate),
-    ("sigs.k8s.io/cri-tools/pkg/version.Version", Value::ModuleVersion("sigs.k8s.io/cri-tools")),
+    (
+        "sigs.k8s.io/cri-tools/pkg/version.Version",
+        Value::ModuleVersion("sigs.k8s.io/cri-tools"),
+    ),
     (
         "github.com/containerd/containerd/v2/version.Version",
         Value::ModuleVersion("github.com/containerd/containerd/v2"),
@@ -80,14 +92,26 @@ const VERSION_VARS: &[(&str, Value)] = &[
         "github.com/cloudnativelabs/kube-router/v2/pkg/version.Version",
         Value::ModuleVersion("github.com/cloudnativelabs/kube-router/v2"),
     ),
-    ("github.com/cloudnativelabs/kube-router/v2/pkg/version.BuildDate", Value::BuildDate),
+    (
+        "github.com/cloudnativelabs/kube-router/v2/pkg/version.BuildDate",
+        Value::BuildDate,
+    ),
     (
         "github.com/Mirantis/cri-dockerd/cmd/version.Version",
         Value::ModuleVersion("github.com/Mirantis/cri-dockerd"),
     ),
-    ("github.com/Mirantis/cri-dockerd/cmd/version.GitCommit", Value::Literal("HEAD")),
-    ("github.com/Mirantis/cri-dockerd/cmd/version.BuildTime", Value::BuildDate),
-    ("go.etcd.io/etcd/api/v3/version.GitSHA", Value::Literal("HEAD")),
+    (
+        "github.com/Mirantis/cri-dockerd/cmd/version.GitCommit",
+        Value::Literal("HEAD"),
+    ),
+    (
+        "github.com/Mirantis/cri-dockerd/cmd/version.BuildTime",
+        Value::BuildDate,
+    ),
+    (
+        "go.etcd.io/etcd/api/v3/version.GitSHA",
+        Value::Literal("HEAD"),
+    ),
     (
         "github.com/k3s-io/helm-controller/pkg/controllers/chart.DefaultJobImage",
         Value::HelmJobImage,

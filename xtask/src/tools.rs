@@ -28,7 +28,13 @@ use pins::ToolPin;
 /// With `offline`, nothing is fetched or built: a missing tool is an error that says how to
 /// get it.
 pub fn tool_path(name: &str, cache_dir: &Path, offline: bool) -> Result<PathBuf> {
-    tool_path_with_pins(&pins::default_pin_file(), name, cache_dir, offline)
+    tool_path_with(
+        &go::Go::default(),
+        &pins::default_pin_file(),
+        name,
+        cache_dir,
+        offline,
+    )
 }
 
 /// The names of all pinned tools, for the CLI's help and error messages.
@@ -36,7 +42,8 @@ pub fn tool_names() -> Result<Vec<String>> {
     Ok(pins::load(&pins::default_pin_file())?.into_keys().collect())
 }
 
-fn tool_path_with_pins(
+fn tool_path_with(
+    go: &go::Go,
     pin_file: &Path,
     name: &str,
     cache_dir: &Path,
@@ -63,7 +70,7 @@ fn tool_path_with_pins(
             binary.display()
         );
     }
-    build_tool(name, pin, &tools_dir, &binary)?;
+    build_tool(go, name, pin, &tools_dir, &binary)?;
     Ok(binary)
 }
 
@@ -72,8 +79,14 @@ fn installed_path(tools_dir: &Path, name: &str, pin: &ToolPin) -> PathBuf {
     tools_dir.join(format!("{name}-{}", pin.version)).join(name)
 }
 
-fn build_tool(name: &str, pin: &ToolPin, tools_dir: &Path, binary: &Path) -> Result<()> {
-    let go_version = go::require_go()?;
+fn build_tool(
+    go: &go::Go,
+    name: &str,
+    pin: &ToolPin,
+    tools_dir: &Path,
+    binary: &Path,
+) -> Result<()> {
+    let go_version = go.require()?;
     std::fs::create_dir_all(tools_dir)
         .with_context(|| format!("cannot create {}", tools_dir.display()))?;
     let _lock = lock::BuildLock::acquire(&tools_dir.join(format!(".{name}.lock")), name)?;
@@ -85,7 +98,7 @@ fn build_tool(name: &str, pin: &ToolPin, tools_dir: &Path, binary: &Path) -> Res
     let progress = Progress::start(&what);
 
     progress.step("downloading the module");
-    let downloaded = go::download(pin, tools_dir)?;
+    let downloaded = go.download(pin, tools_dir)?;
     if downloaded.sum.as_deref() != Some(pin.sum.as_str()) {
         bail!(hash_mismatch(
             pin,
@@ -109,7 +122,7 @@ fn build_tool(name: &str, pin: &ToolPin, tools_dir: &Path, binary: &Path) -> Res
     progress.step(&format!("go build {} ({go_version})", pin.package));
     let log = tools_dir.join(format!("{name}-{}.build.log", pin.version));
     let built = scratch.path().join(name);
-    go::build(pin, &source, &built, &log)?;
+    go.build(pin, &source, &built, &log)?;
 
     // Same filesystem (both under tools_dir), so the rename is atomic: readers see either no
     // binary or a complete one.
@@ -185,7 +198,7 @@ impl Progress {
             bar
         });
         if spinner.is_none() {
-            eprintln!("building {what} (runsc takes a few minutes) ...");
+            eprintln!("building {what} ...");
         }
         Self {
             what: what.to_string(),
@@ -289,11 +302,52 @@ mod tests {
         pin.sum = "h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
         let pin_file = write_pins(dir.path(), &pin_text("cnitool", &pin));
         let cache = dir.path().join("cache");
-        let err = tool_path_with_pins(&pin_file, "cnitool", &cache, false)
+        let err = tool_path_with(&go::Go::default(), &pin_file, "cnitool", &cache, false)
             .unwrap_err()
             .to_string();
         assert!(err.contains("module hash mismatch"), "{err}");
         assert!(!installed_path(&cache.join("tools"), "cnitool", &pin).exists());
+    }
+
+    /// A module tree changed after download (a corrupted or tampered Go module cache: go trusts
+    /// an extracted tree and still reports the recorded hash) must be caught by our own hash of
+    /// the sources we build. Uses a private module cache; needs `go` and the Go module proxy.
+    #[test]
+    fn a_tampered_module_cache_is_caught_before_building() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let go = go::Go {
+            mod_cache: Some(dir.path().join("gomodcache")),
+        };
+        let pin = cnitool_pin();
+        let downloaded = go.download(&pin, dir.path()).unwrap();
+        assert_eq!(downloaded.sum.as_deref(), Some(pin.sum.as_str()));
+        let victim = downloaded.dir.unwrap().join("cnitool/main.go");
+        let parent = victim.parent().unwrap();
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut text = std::fs::read_to_string(&victim).unwrap();
+        text.push_str("\n// injected\n");
+        std::fs::write(&victim, text).unwrap();
+
+        let err = tool_path_with(
+            &go,
+            &pins::default_pin_file(),
+            "cnitool",
+            &dir.path().join("cache"),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("module hash mismatch"), "{err}");
+        // Go's module cache is read-only by design; make it removable for the tempdir cleanup.
+        for entry in walkdir::WalkDir::new(dir.path().join("gomodcache")) {
+            let entry = entry.unwrap();
+            if entry.file_type().is_dir() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o755))
+                    .unwrap();
+            }
+        }
     }
 
     /// The whole path for real: fetch, verify, build, install, then a second call reuses it.
@@ -326,14 +380,69 @@ mod tests {
         assert!(leftovers.is_empty(), "scratch dirs left: {leftovers:?}");
     }
 
+    /// The cache the CLI uses by default, so a runsc built here is reused by `cargo xtask tool`.
+    fn shared_cache_dir() -> PathBuf {
+        std::env::var_os("K3S_GVISOR_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache"))
+    }
+
+    /// The primary proof that the pinned, current runsc works on this machine: it boots a
+    /// sandbox the way the product's tests will, and the sandbox is a current gVisor (Debian's
+    /// 2022 runsc has no cap_last_cap and no devices cgroup, so pinning an old one fails here).
+    /// Needs root, `go` and the Go module proxy; the first run builds runsc (about 2 minutes).
+    #[test]
+    fn current_runsc_boots_a_sandbox_here() {
+        let uid = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|v| v.split_whitespace().next().unwrap().to_string())
+            })
+            .unwrap();
+        assert_eq!(uid, "0", "runsc do needs root: run this test as root");
+        let runsc = tool_path("runsc", &shared_cache_dir(), false).unwrap();
+        let out = std::process::Command::new(&runsc)
+            .args([
+                "--network=none",
+                "do",
+                "-force-overlay=false",
+                "/bin/sh",
+                "-c",
+            ])
+            .arg(
+                "uname -r; cat /proc/sys/kernel/cap_last_cap; cut -f1 /proc/cgroups | tr '\\n' ' '",
+            )
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{} do failed ({}): {stdout}{}",
+            runsc.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "unexpected sandbox output: {stdout}");
+        let cap_last_cap: u32 = lines[1]
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("cap_last_cap is not a number: {stdout}"));
+        assert!((36..64).contains(&cap_last_cap), "{stdout}");
+        assert!(
+            lines[2].split(' ').any(|c| c == "devices"),
+            "no devices cgroup: {stdout}"
+        );
+    }
+
     /// Builds every pinned tool into the shared cache (slow: runsc takes minutes).
     /// Run by hand: `cargo test -p xtask tools::tests::builds_every_pinned_tool -- --ignored`.
     #[test]
     #[ignore]
     fn builds_every_pinned_tool() {
-        let cache = std::env::var_os("K3S_GVISOR_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache"));
+        let cache = shared_cache_dir();
         for name in tool_names().unwrap() {
             let path = tool_path(&name, &cache, false).unwrap();
             let out = std::process::Command::new(&path)

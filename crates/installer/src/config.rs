@@ -15,6 +15,7 @@ pub struct ContainerdSettings<'a> {
     pub sandbox_image: &'a str,
     pub enable_unprivileged_ports: bool,
     pub enable_unprivileged_icmp: bool,
+    pub restrict_oom_score_adj: bool,
 }
 
 impl ContainerdSettings<'_> {
@@ -40,6 +41,10 @@ impl ContainerdSettings<'_> {
             (
                 "ENABLE_UNPRIVILEGED_ICMP",
                 self.enable_unprivileged_icmp.to_string(),
+            ),
+            (
+                "RESTRICT_OOM_SCORE_ADJ",
+                self.restrict_oom_score_adj.to_string(),
             ),
         ])
     }

@@ -22,8 +22,9 @@ pub struct InstallOptions {
 }
 
 /// Host paths k3s and kubelet create outside our dirs; removed on uninstall if new.
-const DAEMON_HOST_PATHS: [&str; 4] = [
+const DAEMON_HOST_PATHS: [&str; 5] = [
     "/etc/rancher",
+    "/run/containerd",
     "/var/log/pods",
     "/var/log/containers",
     "/var/lib/cni",
@@ -77,6 +78,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
             .map(PathBuf::from)
             .filter(|p| !p.exists())
             .collect(),
+        netns_before: crate::mounts::pod_netns_names(),
         workarounds: plan.workarounds.clone(),
     };
     // The data dir comes first: it holds the state file that records everything after it.

@@ -134,6 +134,7 @@ fn write_containerd_config(bundle: &Bundle, paths: &Paths, plan: &Plan) -> Resul
             && !facts.procsys_missing("net/ipv4/ip_unprivileged_port_start"),
         enable_unprivileged_icmp: !facts.kernel_below_4_11()
             && !facts.procsys_missing("net/ipv4/ping_group_range"),
+        restrict_oom_score_adj: !facts.cap_sys_resource,
     };
     let rendered = config::render(&template, &settings.placeholders())
         .with_context(|| format!("in {}", template_path.display()))?;

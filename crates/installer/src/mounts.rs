@@ -136,3 +136,56 @@ pub fn mount_cgroups(state: &mut State) -> Result<CgroupOutcome> {
     }
     Ok(outcome)
 }
+
+/// Where containerd bind-mounts pod network namespaces (/var/run is a symlink to /run).
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// Names of the network namespaces mounted under /run/netns now.
+pub fn pod_netns_names() -> Vec<String> {
+    probe::read_mounts()
+        .into_iter()
+        .filter_map(|m| {
+            let name = m.mount_point.strip_prefix(NETNS_DIR).ok()?;
+            Some(name.to_string_lossy().into_owned())
+        })
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// Unmounts and removes the pod network namespaces that appeared after install.
+pub fn remove_new_pod_netns(before: &[String]) -> Vec<String> {
+    let mut report = Vec::new();
+    for name in pod_netns_names() {
+        if before.contains(&name) {
+            continue;
+        }
+        let path = Path::new(NETNS_DIR).join(&name);
+        match unmount(&path) {
+            Ok(()) => {
+                let _ = fs::remove_file(&path);
+                report.push(format!("removed pod network namespace {}", path.display()));
+            }
+            Err(error) => report.push(format!("cannot unmount {}: {error}", path.display())),
+        }
+    }
+    report
+}
+
+/// Unmounts everything mounted under `roots` (deepest first): pod /dev/shm tmpfs and snapshot
+/// mounts that containerd leaves in its state dir when pods are stopped rather than removed.
+pub fn unmount_under(roots: &[&Path]) -> Vec<String> {
+    let mut targets: Vec<PathBuf> = probe::read_mounts()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|point| roots.iter().any(|root| point.starts_with(root)))
+        .collect();
+    targets.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
+    targets.dedup();
+    targets
+        .into_iter()
+        .map(|point| match unmount(&point) {
+            Ok(()) => format!("unmounted {}", point.display()),
+            Err(error) => format!("cannot unmount {}: {error}", point.display()),
+        })
+        .collect()
+}

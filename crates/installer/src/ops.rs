@@ -159,6 +159,12 @@ pub fn uninstall(state: &State) -> Result<()> {
     let paths = state.paths();
     stop(state)?;
     let mut problems = Vec::new();
+    let leftovers = mounts::remove_new_pod_netns(&state.netns_before)
+        .into_iter()
+        .chain(mounts::unmount_under(&[&state.prefix, &state.data_dir]));
+    for line in leftovers {
+        println!("{line}");
+    }
     for mount in state.mounts.iter().rev() {
         match mounts::unmount(mount) {
             Ok(()) => println!("unmounted {}", mount.display()),

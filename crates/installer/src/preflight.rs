@@ -229,5 +229,13 @@ pub fn workarounds(facts: &HostFacts, snapshotter: &str) -> Vec<String> {
             facts.kernel_release
         ));
     }
+    if !facts.cap_sys_resource {
+        lines.push(
+            "no CAP_SYS_RESOURCE: containers cannot get an oom_score_adj below containerd's \
+             (runc would fail with `failed to update /proc/self/oom_score_adj`); CRI \
+             restrict_oom_score_adj is turned on"
+                .into(),
+        );
+    }
     lines
 }

@@ -147,6 +147,18 @@ pub fn child_subreaper_supported() -> bool {
     true
 }
 
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Is capability number `cap` in this process's effective set (/proc/self/status CapEff)?
+pub fn has_effective_capability(cap: u32) -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << cap) != 0)
+}
+
 /// Filesystem types the kernel knows (/proc/filesystems).
 pub fn known_filesystems() -> Vec<String> {
     fs::read_to_string("/proc/filesystems")
@@ -175,6 +187,8 @@ pub struct HostFacts {
     pub cgroup2_known: bool,
     pub overlay_known: bool,
     pub child_subreaper: bool,
+    /// CAP_SYS_RESOURCE, needed to give pods an oom_score_adj below containerd's own.
+    pub cap_sys_resource: bool,
 }
 
 impl HostFacts {
@@ -209,6 +223,7 @@ impl HostFacts {
             cgroup2_known: filesystems.iter().any(|f| f == "cgroup2"),
             overlay_known: filesystems.iter().any(|f| f == "overlay"),
             child_subreaper: child_subreaper_supported(),
+            cap_sys_resource: has_effective_capability(CAP_SYS_RESOURCE),
         }
     }
 

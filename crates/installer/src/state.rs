@@ -29,6 +29,10 @@ pub struct State {
     /// Host paths the daemons may create (k3s's /etc/rancher/node, kubelet's /var/log/pods)
     /// that did not exist before install: uninstall removes them.
     pub absent_before: Vec<PathBuf>,
+    /// Network namespaces under /run/netns before install; pod netns created since (containerd
+    /// names them cni-*) are unmounted and removed on uninstall.
+    #[serde(default)]
+    pub netns_before: Vec<String>,
     /// The workaround lines printed at install, for `status` and `doctor`.
     pub workarounds: Vec<String>,
 }

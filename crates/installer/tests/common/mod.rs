@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod oci;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -51,6 +53,17 @@ impl FakeBundle {
     /// Assembles a bundle under `parent` for `arch`; `padding_bytes` adds a file of that size
     /// (for the full-disk test).
     pub fn assemble(parent: &Path, arch: &str, padding_bytes: usize) -> FakeBundle {
+        FakeBundle::assemble_with(parent, arch, padding_bytes, |_| serde_json::json!([]))
+    }
+
+    /// Like `assemble`, with `add_runtime(bundle_dir)` copying more files in and returning the
+    /// manifest's "images" array.
+    pub fn assemble_with(
+        parent: &Path,
+        arch: &str,
+        padding_bytes: usize,
+        add_runtime: impl FnOnce(&Path) -> serde_json::Value,
+    ) -> FakeBundle {
         let dir = parent.join("k3s-gvisor-0.0.0-test-linux-amd64");
         fs::create_dir_all(dir.join("bin")).unwrap();
         fs::copy(env!("CARGO_BIN_EXE_installer"), dir.join("bin/installer")).unwrap();
@@ -68,13 +81,14 @@ impl FakeBundle {
         if padding_bytes > 0 {
             fs::write(dir.join("bin/padding"), vec![7u8; padding_bytes]).unwrap();
         }
+        let images = add_runtime(&dir);
         let manifest = serde_json::json!({
             "name": "k3s-gvisor",
             "version": "0.0.0-test",
             "arch": arch,
             "source_date_epoch": 0,
             "components": [],
-            "images": [],
+            "images": images,
         });
         fs::write(
             dir.join("bundle-manifest.json"),

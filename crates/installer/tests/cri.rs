@@ -1,0 +1,252 @@
+//! The CRI-level proof: from a bundle holding the pipeline's patched runc/containerd, our
+//! launcher and CNI plugin, a pause image and a busybox image, `./install` brings up containerd;
+//! `crictl runp` + `create` + `start` run busybox, `crictl logs` shows its output; `stop` and
+//! `uninstall` leave no process and no mount. Once on this host (in a private network
+//! namespace) and once inside gVisor ($K3S_GVISOR_RUNSC, default `runsc`).
+//!
+//! Inputs, each failing with a message naming what is missing:
+//! - patched runtime binaries: $K3S_GVISOR_RUNTIME_BIN or target/k3s-gvisor/out/patched/bin
+//!   (`cargo xtask build`);
+//! - launcher and gvisor-cni next to the installer test binary (`cargo build --workspace`);
+//! - crictl: $K3S_GVISOR_CRICTL, `crictl` on PATH, or `cargo xtask tool crictl`.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{oci, repo_root, require_root, run, runsc, FakeBundle};
+
+const PAUSE_REF: &str = "registry.k8s.io/pause:3.10";
+const BUSYBOX_REF: &str = "docker.io/library/busybox:k3s-gvisor-test";
+
+fn runtime_bin_dir() -> PathBuf {
+    let dir = std::env::var_os("K3S_GVISOR_RUNTIME_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/k3s-gvisor/out/patched/bin"));
+    for name in ["runc", "containerd", "containerd-shim-runc-v2", "ctr"] {
+        assert!(
+            dir.join(name).is_file(),
+            "{} is missing: build the patched runtime with `cargo xtask build` \
+             (or set K3S_GVISOR_RUNTIME_BIN to a dir holding runc, containerd, \
+             containerd-shim-runc-v2, ctr)",
+            dir.join(name).display()
+        );
+    }
+    dir
+}
+
+/// Workspace binaries built next to this package's own binary.
+fn workspace_bin(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_installer")).with_file_name(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p launcher -p gvisor-cni` with the same target dir \
+         (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}
+
+fn crictl() -> PathBuf {
+    if let Some(path) = std::env::var_os("K3S_GVISOR_CRICTL") {
+        return PathBuf::from(path);
+    }
+    if let Ok(path) = which("crictl") {
+        return path;
+    }
+    let output = Command::new("cargo")
+        .args(["xtask", "tool", "crictl"])
+        .current_dir(repo_root())
+        .output()
+        .expect("cannot run cargo xtask tool crictl");
+    assert!(
+        output.status.success(),
+        "crictl not found: set K3S_GVISOR_CRICTL, put crictl on PATH, or fix `cargo xtask tool \
+         crictl`: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
+
+fn assemble(parent: &Path) -> FakeBundle {
+    let bin_dir = runtime_bin_dir();
+    let launcher = workspace_bin("launcher");
+    let cni = workspace_bin("gvisor-cni");
+    FakeBundle::assemble_with(parent, "amd64", 0, |dir| {
+        for name in ["runc", "containerd", "containerd-shim-runc-v2", "ctr"] {
+            fs::copy(bin_dir.join(name), dir.join("bin").join(name)).unwrap();
+        }
+        fs::copy(&launcher, dir.join("bin/launcher")).unwrap();
+        fs::create_dir_all(dir.join("cni/bin")).unwrap();
+        fs::copy(&cni, dir.join("cni/bin/gvisor-cni")).unwrap();
+        // The sandbox image only has to sleep; busybox is the workload.
+        oci::write_busybox_image(
+            &dir.join("images/pause.oci.tar"),
+            PAUSE_REF,
+            &["/bin/sleep", "2147483647"],
+        );
+        oci::write_busybox_image(
+            &dir.join("images/busybox.oci.tar"),
+            BUSYBOX_REF,
+            &["/bin/sh"],
+        );
+        serde_json::json!([
+            {"name": "pause", "ref": PAUSE_REF, "file": "images/pause.oci.tar", "sandbox": true},
+            {"name": "busybox", "ref": BUSYBOX_REF, "file": "images/busybox.oci.tar", "sandbox": false},
+        ])
+    })
+}
+
+/// The whole scenario as one sh script, so it runs unchanged on the host and inside gVisor.
+fn scenario(bundle: &FakeBundle, work: &Path, crictl: &Path) -> String {
+    let (prefix, data) = (work.join("prefix"), work.join("data"));
+    fs::write(
+        work.join("pod.json"),
+        serde_json::json!({
+            "metadata": {"name": "busybox-pod", "namespace": "default", "uid": "test-uid-1", "attempt": 0},
+            "log_directory": work.join("podlogs"),
+            "linux": {},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    fs::write(
+        work.join("container.json"),
+        serde_json::json!({
+            "metadata": {"name": "hello"},
+            "image": {"image": BUSYBOX_REF},
+            "command": ["/bin/sh", "-c", "echo hello-from-busybox-in-k3s-gvisor; exec sleep 3600"],
+            "log_path": "hello.log",
+            "linux": {},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    format!(
+        r#"
+set -u
+I={install}; P={prefix}; D={data}; W={work}
+export CRICTL_CONFIG=/dev/null
+C="{crictl} --runtime-endpoint unix://$D/run/containerd.sock --image-endpoint unix://$D/run/containerd.sock --timeout 60s"
+ours() {{ for p in /proc/[0-9]*; do e=$(readlink $p/exe 2>/dev/null) || continue; case "$e" in $P/*|$D/*) echo "${{p#/proc/}} $e";; esac; done; }}
+mounts() {{ grep -e " $P" -e " $D" -e ' /sys/fs/cgroup' -e ' /dev/kmsg ' -e ' /run/netns' -e ' /var/run/netns' /proc/self/mountinfo | cut -d' ' -f5- | sort | tr '\n' ';'; }}
+BEFORE=$(mounts)
+echo "== install"; $I --prefix $P --data-dir $D; echo "install-rc=$?"
+workload() {{
+  echo "== crictl"
+  $C images || return 1
+  POD=$($C runp $W/pod.json); echo "runp-rc=$? pod=$POD"; [ -n "$POD" ] || return 1
+  CID=$($C create $POD $W/container.json $W/pod.json); echo "create-rc=$? container=$CID"; [ -n "$CID" ] || return 1
+  $C start $CID; echo "start-rc=$?"
+  sleep 3
+  echo "state=$($C inspect -o go-template --template '{{{{.status.state}}}}' $CID)"
+  echo "== logs"; $C logs $CID; echo "logs-rc=$?"
+}}
+workload || {{ echo "== workload failed; containerd log:"; tail -n 40 $D/logs/containerd.log; }}
+echo "== status"; $P/bin/installer status --data-dir $D; echo "status-rc=$?"
+echo "== stop"; $P/bin/installer stop --data-dir $D; echo "stop-rc=$?"
+echo "leftover-processes=[$(ours | tr '\n' ';')]"
+echo "== uninstall"; $P/bin/installer uninstall --data-dir $D; echo "uninstall-rc=$?"
+AFTER=$(mounts)
+if [ "$BEFORE" = "$AFTER" ]; then echo "mounts-as-before"; else echo "mounts-changed: before=[$BEFORE] after=[$AFTER]"; fi
+test -e $P && echo prefix-present || echo prefix-absent
+test -e $D && echo data-present || echo data-absent
+if [ -n "${{SHOW_LOGS:-}}" ]; then cat $D/logs/*.log; fi
+"#,
+        install = bundle.install_script().display(),
+        prefix = prefix.display(),
+        data = data.display(),
+        work = work.display(),
+        crictl = crictl.display(),
+    )
+}
+
+/// A scratch dir, removed at the end unless K3S_GVISOR_KEEP_WORK is set (for debugging).
+struct Work {
+    path: PathBuf,
+    _guard: Option<tempfile::TempDir>,
+}
+
+fn work_dir() -> Work {
+    let temp = tempfile::tempdir().unwrap();
+    if std::env::var_os("K3S_GVISOR_KEEP_WORK").is_some() {
+        let path = temp.keep();
+        println!("work dir kept: {}", path.display());
+        return Work { path, _guard: None };
+    }
+    Work {
+        path: temp.path().to_path_buf(),
+        _guard: Some(temp),
+    }
+}
+
+fn check(output: &str) {
+    let expect = [
+        "install-rc=0",
+        "image docker.io/library/busybox:k3s-gvisor-test imported",
+        "runp-rc=0",
+        "create-rc=0",
+        "start-rc=0",
+        "state=CONTAINER_RUNNING",
+        "hello-from-busybox-in-k3s-gvisor",
+        "logs-rc=0",
+        "containerd: running",
+        "stop-rc=0",
+        "leftover-processes=[]",
+        "uninstall-rc=0",
+        "mounts-as-before",
+        "prefix-absent",
+        "data-absent",
+    ];
+    let missing: Vec<&str> = expect.into_iter().filter(|n| !output.contains(n)).collect();
+    assert!(missing.is_empty(), "missing {missing:?} in:\n{output}");
+}
+
+#[test]
+fn crictl_runs_busybox_on_this_host() {
+    require_root();
+    let work = work_dir();
+    let bundle = assemble(&work.path);
+    let script = scenario(&bundle, &work.path, &crictl());
+    fs::write(work.path.join("scenario.sh"), &script).unwrap();
+    // A private network namespace: the CNI plugin's bridge and pod netns never touch the host's.
+    let mut command = Command::new("unshare");
+    command.args(["--net", "--", "/bin/sh", "-c", &script]);
+    let (_, stdout, stderr) = run(&mut command);
+    let output = format!("{stdout}\n--- stderr ---\n{stderr}");
+    println!("{output}");
+    check(&output);
+}
+
+#[test]
+fn crictl_runs_busybox_inside_gvisor() {
+    require_root();
+    let work = work_dir();
+    let bundle = assemble(&work.path);
+    let script = scenario(&bundle, &work.path, &crictl());
+    fs::write(work.path.join("scenario.sh"), &script).unwrap();
+    let mut command = Command::new(runsc());
+    command.args([
+        "--network=none",
+        "do",
+        "-force-overlay=false",
+        "/bin/sh",
+        "-c",
+        &script,
+    ]);
+    let (_, stdout, stderr) = run(&mut command);
+    let output = format!("{stdout}\n--- stderr ---\n{stderr}");
+    println!("{output}");
+    check(&output);
+}

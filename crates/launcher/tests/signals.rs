@@ -126,3 +126,28 @@ fn sigstop_keeps_the_command_stopped_until_sigcont() {
     kill(child.id(), libc::SIGTERM);
     assert_eq!(wait_with_timeout(&mut child).code(), Some(42));
 }
+
+#[test]
+fn command_dies_when_the_launcher_is_killed() {
+    // PTRACE_O_EXITKILL: an untraced command would get ENOSYS from every traced syscall, so it
+    // must not outlive the launcher.
+    let tmp = TempDir::new("exitkill");
+    let waiter = build_c("signal_waiter");
+    let (mut child, _stdout) = start(&tmp, &[waiter.to_str().unwrap(), "handle"]);
+    let tracee = tracee_of(child.id());
+    kill(child.id(), libc::SIGKILL);
+    assert_eq!(wait_with_timeout(&mut child).signal(), Some(libc::SIGKILL));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Gone, or a zombie waiting for its (now init) parent to reap it.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{tracee}/stat"))
+            .is_ok_and(|stat| !stat.rsplit(") ").next().unwrap_or("").starts_with('Z'))
+    };
+    while alive() {
+        assert!(
+            Instant::now() < deadline,
+            "the command survived the launcher"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

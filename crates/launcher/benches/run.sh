@@ -1,0 +1,74 @@
+#!/bin/sh
+# Launcher benchmark: (a) a non-path syscall loop, (b) opening an existing file outside
+# /proc/sys, (c) opening a /proc/sys file that the launcher redirects to DIR; each natively,
+# under the launcher, and under `strace -f --seccomp-bpf -e trace=openat -o /dev/null`.
+# Prints a markdown table of the median ns/iteration over ROUNDS runs and the ratio to native.
+#
+# usage: crates/launcher/benches/run.sh
+# env:   LAUNCHER=path   launcher binary (default: builds the static release binary)
+#        RUNSC=path      run every measurement inside `runsc --network=none do` instead
+#        ROUNDS=5 N_SYSCALL=2000000 N_OPEN=100000
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../../.." && pwd)
+ROUNDS=${ROUNDS:-5}
+N_SYSCALL=${N_SYSCALL:-2000000}
+N_OPEN=${N_OPEN:-100000}
+
+for tool in cc strace; do
+    command -v "$tool" >/dev/null || { echo "run.sh: needs $tool (apt-get install ${tool%%cc}${tool#strace}gcc)" >&2; exit 1; }
+done
+
+if [ -z "${LAUNCHER:-}" ]; then
+    target_dir=${CARGO_TARGET_DIR:-$repo/target}
+    (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build --quiet --release -p launcher --target x86_64-unknown-linux-gnu)
+    LAUNCHER=$target_dir/x86_64-unknown-linux-gnu/release/launcher
+fi
+
+work=$(mktemp -d /tmp/launcher-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cc -O2 -o "$work/loops" "$here/syscall_loops.c"
+mkdir -p "$work/procsys/kernel"
+echo 4194304 > "$work/procsys/kernel/pid_max"
+echo bench > "$work/existing-file"
+
+# The /proc/sys file for (c): natively (and under strace) the real one is opened, so the
+# host must have it; under the launcher DIR's copy is.
+procsys_file=/proc/sys/kernel/pid_max
+
+in_sandbox() {
+    if [ -n "${RUNSC:-}" ]; then
+        "$RUNSC" --network=none do -force-overlay=false /bin/sh -c "$*" | cat
+    else
+        /bin/sh -c "$*"
+    fi
+}
+
+# measure RUNNER WORKLOAD...: median ns/iteration over ROUNDS runs
+measure() {
+    runner=$1; shift
+    case $runner in
+        native) prefix="" ;;
+        launcher) prefix="$LAUNCHER --procsys $work/procsys --" ;;
+        strace) prefix="strace -f --seccomp-bpf -e trace=openat -o /dev/null" ;;
+    esac
+    i=0
+    while [ $i -lt "$ROUNDS" ]; do
+        in_sandbox "$prefix $work/loops $*" | awk '{print $2}'
+        i=$((i + 1))
+    done | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
+}
+
+echo "| workload | native ns/op | launcher ns/op | launcher/native | strace ns/op | strace/native |"
+echo "|---|---|---|---|---|---|"
+row() {
+    name=$1; shift
+    n=$(measure native "$@"); l=$(measure launcher "$@"); s=$(measure strace "$@")
+    awk -v name="$name" -v n="$n" -v l="$l" -v s="$s" 'BEGIN {
+        printf "| %s | %.1f | %.1f | %.2fx | %.1f | %.2fx |\n", name, n, l, l / n, s, s / n }'
+}
+row "(a) getppid loop (no path)" getppid "$N_SYSCALL"
+row "(b) open+close existing file outside /proc/sys" open "$work/existing-file" "$N_OPEN"
+row "(c) open+close $procsys_file (redirected by the launcher)" open "$procsys_file" "$N_OPEN"

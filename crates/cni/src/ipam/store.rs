@@ -110,7 +110,7 @@ impl Store {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| CniError::io(format!("cannot open {}", lock_path.display()), e))?;
-        lock_exclusive(&lock, &lock_path)?;
+        lock_exclusive(&lock, &lock_path, LOCK_TIMEOUT)?;
         let store = Store {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -296,8 +296,8 @@ fn read_entry(ip: Ipv4Addr, path: PathBuf) -> Entry {
     }
 }
 
-fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
-    let deadline = Instant::now() + LOCK_TIMEOUT;
+fn lock_exclusive(file: &File, path: &Path, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
     loop {
         // SAFETY: flock on a file descriptor we own; no memory is passed.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -312,7 +312,7 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
         if Instant::now() >= deadline {
             return Err(CniError::new(
                 code::TRY_AGAIN,
-                format!("the IPAM store lock {} is still held after {}s", path.display(), LOCK_TIMEOUT.as_secs()),
+                format!("the IPAM store lock {} is still held after {:?}", path.display(), timeout),
                 "another gvisor-cni invocation is stuck holding it; retry, or find the process with `fuser` on the lock file",
             ));
         }
@@ -375,6 +375,19 @@ mod tests {
             .allocate(&range, &attachment("c5"), Mode::LoopbackOnly)
             .unwrap();
         assert_eq!(again.address.addr(), held.address.addr());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_held_lock_is_try_again_not_a_hang() {
+        let dir = temp_dir("lock");
+        let _held = Store::open_locked(&dir).unwrap();
+        // flock locks belong to the open file description, so a second open conflicts even
+        // inside one process, just as a second plugin process would.
+        let second = File::open(dir.join(LOCK_FILE)).unwrap();
+        let err =
+            lock_exclusive(&second, &dir.join(LOCK_FILE), Duration::from_millis(50)).unwrap_err();
+        assert_eq!(err.code, code::TRY_AGAIN);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -90,7 +90,8 @@ pub fn build_k3s(b: &K3sBuild) -> Result<BuiltK3s> {
     run_logged(go(b).args(["mod", "download", "-x"]), b, "go mod download")?;
 
     let modules = ModuleVersions::read(go(b), b.src)?;
-    let version_flags = version_flags::version_ldflags(b.pin, &modules, b.src, b.source_date_epoch);
+    let version_flags =
+        version_flags::version_ldflags(b.pin, &modules, b.src, &go_version, b.source_date_epoch);
     let ldflags = version_flags::ldflags(&version_flags);
     let tags = BUILD_TAGS.join(" ");
     let tmp_out = b.out_bin.join(".k3s.partial");

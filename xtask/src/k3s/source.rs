@@ -56,29 +56,7 @@ pub fn fetch_k3s_source(
 fn from_module_proxy(pin: &K3sPin, layout: &Layout, offline: bool) -> Result<PristineK3s> {
     let src = &pin.source;
     let tree = crate::fetch::fetch_go_module(&src.module, &src.version, &src.sum, layout, offline)
-        .map_err(|err| {
-            let text = format!("{err:#}");
-            if text.contains("403") || text.contains("not available") {
-                err.context(format!(
-                    "the Go module proxy refuses {module}@{version}. On this network it answers \
-                     403 for every version of {module}. Build from a git checkout instead: \
-                     `git clone --branch {tag} https://github.com/k3s-io/k3s` then \
-                     `{LOCAL_SOURCE_ENV}=<that dir> cargo xtask build`, or set [k3s] \
-                     mode = \"release\"",
-                    module = src.module,
-                    version = src.version,
-                    tag = pin.version,
-                ))
-            } else if src.sum.is_empty() {
-                err.context(format!(
-                    "[k3s.source] sum is not pinned yet: check that {} resolves to commit {} \
-                     (tag {}), then pin the h1 hash shown above",
-                    src.version, pin.commit, pin.version
-                ))
-            } else {
-                err
-            }
-        })?;
+        .map_err(|err| explain_fetch_error(pin, err))?;
     Ok(PristineK3s {
         dir: tree.dir,
         content_id: src.sum.clone(),
@@ -88,6 +66,32 @@ fn from_module_proxy(pin: &K3sPin, layout: &Layout, offline: bool) -> Result<Pri
             sum: src.sum.clone(),
         },
     })
+}
+
+/// Add what to do to a failed module fetch: a proxy refusal has two ways out, an unpinned sum
+/// has one next step.
+pub(super) fn explain_fetch_error(pin: &K3sPin, err: anyhow::Error) -> anyhow::Error {
+    let src = &pin.source;
+    let text = format!("{err:#}");
+    if text.contains("403") || text.contains("not available") {
+        err.context(format!(
+            "the Go module proxy refuses {module}@{version} (on the network of the project's \
+             build machines it answers 403 for every version of {module}). Build from a git \
+             checkout instead: `git clone --branch {tag} https://github.com/k3s-io/k3s` then \
+             `{LOCAL_SOURCE_ENV}=<that dir> cargo xtask build`, or set [k3s] mode = \"release\"",
+            module = src.module,
+            version = src.version,
+            tag = pin.version,
+        ))
+    } else if src.sum.is_empty() {
+        err.context(format!(
+            "[k3s.source] sum is not pinned yet: check that {} resolves to commit {} (tag {}), \
+             then pin the h1 hash shown above",
+            src.version, pin.commit, pin.version
+        ))
+    } else {
+        err
+    }
 }
 
 /// A checkout is accepted only when it is the pinned module at the pinned commit and clean, so

@@ -109,6 +109,30 @@ fn the_pin_reads_from_toml() {
     pin.validate().unwrap();
 }
 
+#[test]
+fn a_proxy_refusal_names_the_ways_out() {
+    let pin = pin_for(REAL_COMMIT);
+    let refused = anyhow::anyhow!(
+        "go mod download github.com/k3s-io/k3s@{REAL_COMMIT}: reading https://proxy.golang.org/...: \
+         403 Forbidden\n\tserver response: This module version is not available."
+    );
+    let text = format!("{:#}", super::source::explain_fetch_error(&pin, refused));
+    assert!(text.contains(LOCAL_SOURCE_ENV), "{text}");
+    assert!(text.contains("git clone --branch v1.34.1+k3s1"), "{text}");
+    assert!(text.contains("mode = \"release\""), "{text}");
+    assert!(
+        text.contains("403 Forbidden"),
+        "the proxy's own words must stay: {text}"
+    );
+
+    let mismatch = anyhow::anyhow!("hash mismatch: bundle.toml pins , the download has h1:abc=");
+    let text = format!("{:#}", super::source::explain_fetch_error(&pin, mismatch));
+    assert!(
+        text.contains("sum is not pinned yet") && text.contains("h1:abc="),
+        "{text}"
+    );
+}
+
 // ---------------------------------------------------------------- version flags
 
 #[test]
@@ -142,10 +166,12 @@ fn version_flags_follow_replacements_as_version_sh_does() {
         "docker.io/rancher/mirrored-pause:3.6\ndocker.io/rancher/klipper-helm:v0.9.8-build20250709\n",
     )
     .unwrap();
-    let flags = version_flags::version_ldflags(&pin_for(REAL_COMMIT), &modules, tree.path(), 0);
+    let flags =
+        version_flags::version_ldflags(&pin_for(REAL_COMMIT), &modules, tree.path(), "go1.26.8", 0);
     for want in [
         "-X github.com/k3s-io/k3s/pkg/version.Version=v1.34.1+k3s1",
         "-X github.com/k3s-io/k3s/pkg/version.GitCommit=24fc436e",
+        "-X github.com/k3s-io/k3s/pkg/version.UpstreamGolang=go1.26.8",
         "-X k8s.io/component-base/version.gitCommit=24fc436e6ea59c56ebc37727baa4e6c9a201ee01",
         "-X k8s.io/client-go/pkg/version.buildDate=1970-01-01T00:00:00Z",
         "-X github.com/containerd/containerd/v2/version.Version=v2.1.4-k3s2",
@@ -167,7 +193,8 @@ fn version_flags_follow_replacements_as_version_sh_does() {
 fn without_an_image_list_the_helm_job_image_keeps_its_default() {
     let modules = ModuleVersions::parse(b"").unwrap();
     let tree = tempfile::tempdir().unwrap();
-    let flags = version_flags::version_ldflags(&pin_for(REAL_COMMIT), &modules, tree.path(), 0);
+    let flags =
+        version_flags::version_ldflags(&pin_for(REAL_COMMIT), &modules, tree.path(), "go1.26.8", 0);
     assert!(
         !flags.iter().any(|f| f.contains("DefaultJobImage")),
         "{flags:#?}"
@@ -228,7 +255,9 @@ func main() {
 	case "linked":
 		fmt.Println(strings.Join(linked, " "))
 	case "stamps":
-		fmt.Println(cbversion.GitVersion(), cbversion.GitCommit(), cbversion.BuildDate())
+		// k3s's ValidateGolang: the stamped Go must be the Go the binary runs with.
+		goOK := version.UpstreamGolang == strings.SplitN(runtime.Version(), " ", 2)[0]
+		fmt.Println(cbversion.GitVersion(), cbversion.GitCommit(), cbversion.BuildDate(), "upstream-golang-ok:", goOK)
 	case "manifests":
 		list(deploy.FS)
 	case "static":
@@ -289,7 +318,7 @@ fn write_k3s_shaped_checkout(dir: &Path) -> String {
         ("staging/component-base/version/version.go".into(), COMPONENT_BASE_GO.into()),
         (
             "pkg/version/version.go".into(),
-            "package version\n\nvar (\n\tVersion   = \"dev\"\n\tGitCommit = \"HEAD\"\n)\n".into(),
+            "package version\n\nvar (\n\tVersion        = \"dev\"\n\tGitCommit      = \"HEAD\"\n\tUpstreamGolang = \"\"\n)\n".into(),
         ),
         (
             "pkg/deploy/stage.go".into(),
@@ -436,7 +465,7 @@ fn a_k3s_shaped_tree_builds_with_k3s_flags_and_is_cached() {
     );
     assert_eq!(
         run(&built.binary, &["stamps"]).trim(),
-        format!("v1.34.1+k3s1 {commit} 2025-09-22T21:39:43Z")
+        format!("v1.34.1+k3s1 {commit} 2025-09-22T21:39:43Z upstream-golang-ok: true")
     );
     assert_eq!(
         run(&built.binary, &["manifests"])

@@ -51,6 +51,8 @@ enum Value {
     Literal(&'static str),
     /// `rancher/klipper-helm:<tag>`, the tag read from scripts/airgap/image-list.txt.
     HelmJobImage,
+    /// The Go that builds (`go env GOVERSION`).
+    GoVersion,
 }
 
 /// The `VERSIONFLAGS` of scripts/build that land in the k3s binary. Left out: the flags for
@@ -61,6 +63,13 @@ const VERSION_VARS: &[(&str, Value)] = &[
     (
         "github.com/k3s-io/k3s/pkg/version.GitCommit",
         Value::ShortCommit,
+    ),
+    // k3s refuses to start (`MustValidateGolang`) unless this equals runtime.Version().
+    // Upstream stamps the Go that Kubernetes recommends and builds with exactly that Go; we build
+    // with the machine's Go and stamp that one, as distribution builds of k3s do.
+    (
+        "github.com/k3s-io/k3s/pkg/version.UpstreamGolang",
+        Value::GoVersion,
     ),
     ("k8s.io/client-go/pkg/version.gitVersion", Value::Version),
     ("k8s.io/client-go/pkg/version.gitCommit", Value::Commit),
@@ -212,6 +221,7 @@ pub fn version_ldflags(
     pin: &K3sPin,
     modules: &ModuleVersions,
     src: &Path,
+    go_version: &str,
     source_date_epoch: u64,
 ) -> Vec<String> {
     let build_date = rfc3339_utc(source_date_epoch);
@@ -229,6 +239,7 @@ pub fn version_ldflags(
                 Value::ModulePath(m) => modules.path(m),
                 Value::Literal(s) => s.to_string(),
                 Value::HelmJobImage => helm_image.clone()?,
+                Value::GoVersion => go_version.to_string(),
             };
             Some(format!("-X {name}={value}"))
         })

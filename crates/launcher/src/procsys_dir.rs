@@ -16,6 +16,8 @@ pub const PATH_MAX: usize = libc::PATH_MAX as usize;
 
 pub struct ProcSysDir {
     root: PathBuf,
+    /// The real /proc/sys (another directory in unit tests).
+    real: PathBuf,
 }
 
 /// Why a /proc/sys path is not redirected.
@@ -25,6 +27,10 @@ pub enum NoRedirect {
     Missing,
     /// A component of `DIR/X` is a symlink; following it could leave DIR.
     Symlink(PathBuf),
+    /// `DIR/X` is a directory and `/proc/sys/X` exists too: the real directory is kept, so
+    /// that its files that DIR does not replace stay reachable (relative lookups through a
+    /// cwd or dirfd in it are still redirected file by file).
+    RealDirectoryExists,
     /// `DIR/X` is longer than PATH_MAX.
     TooLong,
 }
@@ -46,7 +52,10 @@ impl ProcSysDir {
         if root.starts_with("/proc") {
             bail!("--procsys {}: DIR must not be inside /proc", dir.display());
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            real: PathBuf::from("/proc/sys"),
+        })
     }
 
     #[cfg(test)]
@@ -58,14 +67,26 @@ impl ProcSysDir {
     /// without symlinks.
     pub fn replacement(&self, path: &ProcSysPath) -> Result<CString, NoRedirect> {
         let mut candidate = self.root.clone();
+        let mut is_dir = false;
         for component in &path.components {
             candidate.push(std::ffi::OsStr::from_bytes(component));
             match std::fs::symlink_metadata(&candidate) {
                 Ok(meta) if meta.file_type().is_symlink() => {
                     return Err(NoRedirect::Symlink(candidate))
                 }
-                Ok(_) => {}
+                Ok(meta) => is_dir = meta.is_dir(),
                 Err(_) => return Err(NoRedirect::Missing),
+            }
+        }
+        if is_dir {
+            let mut real = self.real.clone();
+            real.extend(
+                path.components
+                    .iter()
+                    .map(|c| std::ffi::OsStr::from_bytes(c)),
+            );
+            if std::fs::symlink_metadata(real).is_ok() {
+                return Err(NoRedirect::RealDirectoryExists);
             }
         }
         let mut bytes = candidate.into_os_string().into_vec();
@@ -93,7 +114,11 @@ mod tests {
         std::fs::write(d.join("kernel/keys/root_maxkeys"), "1000000\n").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", d.join("kernel/evil")).unwrap();
         std::os::unix::fs::symlink("/etc", d.join("escape")).unwrap();
-        let dir = ProcSysDir::new(d).unwrap();
+        std::fs::create_dir_all(d.join("net/bridge")).unwrap();
+        std::fs::create_dir_all(d.join("real/kernel/keys")).unwrap();
+        let mut dir = ProcSysDir::new(d).unwrap();
+        // Stands in for the real /proc/sys: has kernel/ and kernel/keys/, no net/bridge/.
+        dir.real = dir.root.join("real");
         (tmp, dir)
     }
 
@@ -118,8 +143,9 @@ mod tests {
             "DIR/kernel/keys/root_maxkeys"
         );
         assert_eq!(
-            lookup(&dir, "/proc/sys/kernel/keys/").unwrap(),
-            "DIR/kernel/keys/"
+            lookup(&dir, "/proc/sys/net/bridge/").unwrap(),
+            "DIR/net/bridge/",
+            "a directory missing from /proc/sys is redirected"
         );
     }
 

@@ -104,6 +104,9 @@ fn paths_outside_proc_sys_are_never_touched() {
     // Traps inside DIR: symlinks that would lead out of it.
     std::os::unix::fs::symlink("/etc/hostname", dir.join("kernel/evil")).unwrap();
     std::os::unix::fs::symlink("/etc", dir.join("kernel/evil-dir")).unwrap();
+    // DIR has net/ipv4/ for one file only: the real net/ipv4 must stay reachable.
+    std::fs::create_dir_all(dir.join("net/ipv4")).unwrap();
+    std::fs::write(dir.join("net/ipv4/ping_group_range"), "1\t0\n").unwrap();
     // A real file whose path *contains* proc/sys/kernel/pid_max but is not /proc/sys.
     let lookalike = tmp.path().join("real/proc/sys/kernel");
     std::fs::create_dir_all(&lookalike).unwrap();
@@ -121,7 +124,8 @@ fn paths_outside_proc_sys_are_never_touched() {
              cat /proc/self/root/proc/sys/kernel/pid_max 2>/dev/null || echo self-root-missing; \
              cat /proc/sys/kernel/evil 2>/dev/null || echo evil-missing; \
              cat /proc/sys/kernel/evil-dir/hostname 2>/dev/null || echo evil-dir-missing; \
-             cat /proc/sys/kernel/../kernel/../../sys/kernel/pid_max",
+             cat /proc/sys/kernel/../kernel/../../sys/kernel/pid_max; \
+             cd /proc/sys/net/ipv4 && cat ip_forward >/dev/null && echo real-dir-kept",
             abs = sh_quote(look)
         )),
     );
@@ -136,7 +140,8 @@ fn paths_outside_proc_sys_are_never_touched() {
             "self-root-missing",
             "evil-missing",
             "evil-dir-missing",
-            "launcher-test-pid_max"
+            "launcher-test-pid_max",
+            "real-dir-kept"
         ],
         "{}",
         describe(&out)

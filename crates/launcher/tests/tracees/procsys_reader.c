@@ -54,9 +54,10 @@ static int open_by(const char *how, const char *file) {
         return openat(AT_FDCWD, path, O_RDONLY);
     }
     if (!strcmp(how, "openat-dirfd")) {
-        int dir = open("/proc/sys", O_RDONLY | O_DIRECTORY);
+        /* All files are under kernel/: open that directory, then the file relative to it. */
+        int dir = open("/proc/sys/kernel", O_RDONLY | O_DIRECTORY);
         if (dir < 0) return -1;
-        int fd = openat(dir, file, O_RDONLY);
+        int fd = openat(dir, file + strlen("kernel/"), O_RDONLY);
         int saved = errno;
         close(dir);
         errno = saved;

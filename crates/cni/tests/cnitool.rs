@@ -55,6 +55,15 @@ fn round_trip(tag: &str, version: &str, mode: &str, subnet: &str, bridge: &str) 
         );
     }
 
+    // A retried ADD (runtime restart) keeps the address and leaves a consistent namespace.
+    let again = ok_json("cnitool add (repeated)", &net.cnitool("add", &ns.path()));
+    assert_eq!(
+        check_result_shape(&again, version),
+        address,
+        "a repeated ADD must keep the address"
+    );
+    assert_eq!(net.allocations(), vec![address.to_string()]);
+
     ok_json("cnitool check", &net.cnitool("check", &ns.path()));
     if version == "1.1.0" {
         ok_json("cnitool status", &net.cnitool("status", &ns.path()));

@@ -25,7 +25,7 @@ mod version_flags;
 #[cfg(test)]
 mod tests;
 
-pub use build::{build_k3s, BuiltK3s, K3sBuild};
+pub use build::{build_k3s, check_build_prerequisites, BuiltK3s, K3sBuild};
 pub use release::place_release_binary;
 pub use source::{
     fetch_k3s_source, local_source_override, prepare_source, K3sOrigin, PreparedK3s, PristineK3s,

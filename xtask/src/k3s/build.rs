@@ -86,6 +86,8 @@ pub fn build_k3s(b: &K3sBuild) -> Result<BuiltK3s> {
         ),
     )?;
 
+    // A missing C library would otherwise surface as a cgo error deep into a long build.
+    check_build_prerequisites()?;
     // Dependencies first, so that a download failure is told apart from a compile failure.
     run_logged(go(b).args(["mod", "download", "-x"]), b, "go mod download")?;
 
@@ -151,6 +153,39 @@ pub fn build_k3s(b: &K3sBuild) -> Result<BuiltK3s> {
         version_line,
         rebuilt: true,
     })
+}
+
+/// What the static cgo link of k3s needs from the build machine, and the Debian package that
+/// provides each: sqlite (`libsqlite3` tag, kine's datastore), libseccomp (`seccomp` tag,
+/// runc's libseccomp-golang, found through pkg-config), zlib (`-lz` of the link flags).
+const BUILD_PREREQUISITES: &[(&str, &str)] = &[
+    ("/usr/include/sqlite3.h", "libsqlite3-dev"),
+    ("/usr/lib/x86_64-linux-gnu/libsqlite3.a", "libsqlite3-dev"),
+    ("/usr/include/seccomp.h", "libseccomp-dev"),
+    ("/usr/lib/x86_64-linux-gnu/libseccomp.a", "libseccomp-dev"),
+    ("/usr/lib/x86_64-linux-gnu/libz.a", "zlib1g-dev"),
+    ("/usr/include/linux/btrfs.h", "linux-libc-dev"),
+];
+
+/// Fail early, naming the apt packages, when the machine cannot link k3s statically.
+pub fn check_build_prerequisites() -> Result<()> {
+    let mut missing: Vec<String> = BUILD_PREREQUISITES
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(path, package)| format!("{path} (apt-get install {package})"))
+        .collect();
+    for (tool, package) in [("gcc", "gcc"), ("pkg-config", "pkg-config")] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            missing.push(format!("`{tool}` on PATH (apt-get install {package})"));
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "cannot build k3s statically on this machine; missing:\n  {}",
+            missing.join("\n  ")
+        );
+    }
+    Ok(())
 }
 
 /// The pipeline's `go` (its module cache, local toolchain only), run in the k3s tree.

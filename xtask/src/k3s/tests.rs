@@ -40,16 +40,8 @@ fn require_tool(tool: &str, package: &str) {
 
 fn require_build_tools() {
     require_tool("go", "Go toolchain, see scripts/install-deps.sh");
-    require_tool("gcc", "gcc");
-    for (lib, package) in [
-        ("libsqlite3.a", "libsqlite3-dev"),
-        ("libseccomp.a", "libseccomp-dev"),
-        ("libz.a", "zlib1g-dev"),
-    ] {
-        assert!(
-            Path::new("/usr/lib/x86_64-linux-gnu").join(lib).is_file(),
-            "the static k3s link needs /usr/lib/x86_64-linux-gnu/{lib}: apt-get install {package}"
-        );
+    if let Err(err) = super::build::check_build_prerequisites() {
+        panic!("{err:#}");
     }
 }
 

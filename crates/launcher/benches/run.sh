@@ -17,7 +17,7 @@ N_SYSCALL=${N_SYSCALL:-2000000}
 N_OPEN=${N_OPEN:-100000}
 
 for tool in cc strace; do
-    command -v "$tool" >/dev/null || { echo "run.sh: needs $tool (apt-get install ${tool%%cc}${tool#strace}gcc)" >&2; exit 1; }
+    command -v "$tool" >/dev/null || { echo "run.sh: needs $tool on PATH (Debian: apt-get install gcc strace)" >&2; exit 1; }
 done
 
 if [ -z "${LAUNCHER:-}" ]; then
@@ -61,6 +61,10 @@ measure() {
     done | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
 }
 
+where=host
+[ -n "${RUNSC:-}" ] && where="runsc $("$RUNSC" --version | head -1)"
+echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(uname -r), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), in: $where; median of $ROUNDS runs"
+echo
 echo "| workload | native ns/op | launcher ns/op | launcher/native | strace ns/op | strace/native |"
 echo "|---|---|---|---|---|---|"
 row() {

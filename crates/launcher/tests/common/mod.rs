@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 pub const LAUNCHER: &str = env!("CARGO_BIN_EXE_launcher");
 
@@ -75,67 +74,67 @@ fn tracee_source(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Where compiled tracees live for this test process (built once, shared by its tests).
-fn build_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        // Under target/, not /tmp: runsc tests need the binaries on a path the sandbox sees,
-        // and the host filesystem is shared with `runsc do` either way.
-        let d =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tracees-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
+/// Where compiled tracees live: under target/ (the host filesystem, which `runsc do` shares),
+/// named by a hash of their source, so reruns reuse them and edits rebuild them.
+fn built_path(source: &Path, suffix: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(source).unwrap().hash(&mut h);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("launcher-tracees");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stem = source.file_stem().unwrap().to_str().unwrap();
+    dir.join(format!("{stem}{suffix}-{:016x}", h.finish()))
 }
 
-/// Tests run in parallel threads: one build at a time, so no test runs a half-written binary.
+/// Tests run in parallel threads: one build at a time within a test binary; across test
+/// binaries, each builds to a private name and renames into place (atomic).
 static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn run_build(cmd: &mut Command, what: &str) {
-    let out = cmd
+fn build_once(out: &Path, what: &str, command: impl FnOnce(&Path) -> Command) {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if out.exists() {
+        return;
+    }
+    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
+    let result = command(&tmp)
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
     assert!(
-        out.status.success(),
+        result.status.success(),
         "{what} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
     );
+    std::fs::rename(&tmp, out).unwrap();
 }
 
 /// Compiles tests/tracees/<name>.c with cc; returns the binary.
 pub fn build_c(name: &str) -> PathBuf {
     require_tool("cc", "gcc");
-    let out = build_dir().join(name);
-    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if !out.exists() {
-        run_build(
-            Command::new("cc")
-                .args(["-O2", "-pthread", "-o"])
-                .arg(&out)
-                .arg(tracee_source(&format!("{name}.c"))),
-            &format!("cc {name}.c"),
-        );
-    }
+    let source = tracee_source(&format!("{name}.c"));
+    let out = built_path(&source, "");
+    build_once(&out, &format!("cc {name}.c"), |tmp| {
+        let mut c = Command::new("cc");
+        c.args(["-O2", "-pthread", "-o"]).arg(tmp).arg(&source);
+        c
+    });
     out
 }
 
 /// Builds tests/tracees/<name>.go with the Go toolchain; returns the binary.
 pub fn build_go(name: &str) -> PathBuf {
     require_tool("go", "golang-go (or a Go toolchain from go.dev on PATH)");
-    let out = build_dir().join(format!("{name}-go"));
-    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if !out.exists() {
-        run_build(
-            Command::new("go")
-                .args(["build", "-o"])
-                .arg(&out)
-                .arg(tracee_source(&format!("{name}.go")))
-                .env("GOFLAGS", "-buildvcs=false")
-                .env("CGO_ENABLED", "0"),
-            &format!("go build {name}.go"),
-        );
-    }
+    let source = tracee_source(&format!("{name}.go"));
+    let out = built_path(&source, "-go");
+    build_once(&out, &format!("go build {name}.go"), |tmp| {
+        let mut c = Command::new("go");
+        c.args(["build", "-o"])
+            .arg(tmp)
+            .arg(&source)
+            .env("GOFLAGS", "-buildvcs=false")
+            .env("CGO_ENABLED", "0");
+        c
+    });
     out
 }
 

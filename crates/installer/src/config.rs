@@ -33,6 +33,7 @@ impl ContainerdSettings<'_> {
             ("CNI_BIN_DIR", text(&p.cni_bin_dir())),
             ("CNI_CONF_DIR", text(&p.cni_conf_dir())),
             ("SNAPSHOTTER", self.snapshotter.to_string()),
+            ("PLATFORM", format!("linux/{}", crate::probe::host_arch())),
             ("SANDBOX_IMAGE", self.sandbox_image.to_string()),
             (
                 "ENABLE_UNPRIVILEGED_PORTS",

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::probe::{self, CGROUP_CONTROLLERS};
+use crate::probe;
 use crate::state::State;
 
 fn c_path(path: &Path) -> CString {
@@ -113,14 +113,14 @@ pub fn mount_cgroups(state: &mut State) -> Result<CgroupOutcome> {
         state.save()?;
     }
     let mut outcome = CgroupOutcome::default();
-    for controller in CGROUP_CONTROLLERS {
-        let dir: PathBuf = root.join(controller);
+    for controller in probe::cgroup_controllers_to_mount() {
+        let dir: PathBuf = root.join(&controller);
         create_dir_recorded(&dir, state)?;
-        match mount("cgroup", &dir, "cgroup", 0, controller) {
+        match mount("cgroup", &dir, "cgroup", 0, &controller) {
             Ok(()) => {
                 state.mounts.push(dir.clone());
                 state.save()?;
-                outcome.mounted.push(controller.to_string());
+                outcome.mounted.push(controller);
             }
             Err(error) => {
                 // Leave no empty mount point behind for a controller the kernel refused.

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 
 use crate::bundle::{self, Bundle};
 use crate::paths::Paths;
-use crate::probe::{self, HostFacts, CGROUP_CONTROLLERS};
+use crate::probe::{self, HostFacts};
 
 /// Room kept free beyond the bundle's own size, for configs, logs and state.
 const PREFIX_MARGIN_BYTES: u64 = 8 << 20;
@@ -210,8 +210,8 @@ pub fn workarounds(facts: &HostFacts, snapshotter: &str) -> Vec<String> {
     if facts.needs_cgroup_mounts() {
         lines.push(format!(
             "no cgroup hierarchy is mounted: mount tmpfs on /sys/fs/cgroup and cgroup v1 {} \
-             (those that mount), so runc and kubelet can place processes",
-            CGROUP_CONTROLLERS.join(",")
+             (those the kernel accepts), so runc and kubelet can place processes",
+            probe::cgroup_controllers_to_mount().join(",")
         ));
     }
     if snapshotter == "native" {
@@ -222,12 +222,17 @@ pub fn workarounds(facts: &HostFacts, snapshotter: &str) -> Vec<String> {
     }
     let ports_missing = facts.procsys_missing("net/ipv4/ip_unprivileged_port_start");
     let icmp_missing = facts.procsys_missing("net/ipv4/ping_group_range");
-    if facts.kernel_below_4_11() || ports_missing || icmp_missing {
+    if facts.kernel_below_4_11() {
         lines.push(format!(
-            "kernel {} (< 4.11 or no unprivileged port/ping sysctls): CRI \
-             enable_unprivileged_ports/icmp are turned off",
+            "kernel {} is older than 4.11: CRI enable_unprivileged_ports/icmp are turned off",
             facts.kernel_release
         ));
+    } else if ports_missing || icmp_missing {
+        lines.push(
+            "/proc/sys lacks net/ipv4/ip_unprivileged_port_start or ping_group_range: CRI \
+             enable_unprivileged_ports/icmp are turned off (runc could not set them in pods)"
+                .into(),
+        );
     }
     if !facts.cap_sys_resource {
         lines.push(

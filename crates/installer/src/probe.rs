@@ -168,9 +168,28 @@ pub fn known_filesystems() -> Vec<String> {
         .collect()
 }
 
-/// The cgroup v1 controllers the installer mounts where none are mounted: the set gVisor
-/// accepts (SANDBOX-FACTS.md). devices and freezer are refused there, so they are not asked for.
+/// The cgroup v1 controllers the installer mounts where none are mounted: the set Debian's 2022
+/// gVisor accepts (SANDBOX-FACTS.md), whose /proc/cgroups lists nothing.
 pub const CGROUP_CONTROLLERS: [&str; 5] = ["cpu", "cpuacct", "cpuset", "memory", "pids"];
+
+/// The controllers to try mounting: the base set, plus every enabled controller /proc/cgroups
+/// lists (current gVisor lists and accepts devices, which runc's cgroup v1 manager needs),
+/// plus devices always (a refusal is reported, not fatal). gVisor's own "job" is left out.
+pub fn cgroup_controllers_to_mount() -> Vec<String> {
+    let mut wanted: Vec<String> = CGROUP_CONTROLLERS.iter().map(|c| c.to_string()).collect();
+    let listed = fs::read_to_string("/proc/cgroups").unwrap_or_default();
+    for line in listed.lines().filter(|l| !l.starts_with('#')) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let [name, _, _, "1"] = fields.as_slice() {
+            wanted.push(name.to_string());
+        }
+    }
+    wanted.push("devices".to_string());
+    wanted.retain(|c| c != "job");
+    let mut seen = std::collections::BTreeSet::new();
+    wanted.retain(|c| seen.insert(c.clone()));
+    wanted
+}
 
 /// Everything the installer needs to know about the host, in one value.
 #[derive(Debug, Clone)]
@@ -227,9 +246,10 @@ impl HostFacts {
         }
     }
 
-    /// gVisor reports kernel 4.4.0 whatever the host runs.
+    /// gVisor reports a fixed kernel release whatever the host runs: "4.4.0" in 2022 releases,
+    /// "4.19.0-gvisor" in current ones.
     pub fn looks_like_gvisor(&self) -> bool {
-        self.kernel_release == "4.4.0"
+        self.kernel_release == "4.4.0" || self.kernel_release.contains("gvisor")
     }
 
     /// containerd refuses unprivileged ports/ICMP below 4.11 (and gVisor says 4.4.0).

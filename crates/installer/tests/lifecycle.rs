@@ -157,7 +157,7 @@ test -e $P && echo prefix-present || echo prefix-absent
         "workaround: /dev/kmsg is missing",
         "workaround: no cgroup hierarchy is mounted",
         "workaround: root filesystem 9p cannot host overlayfs layers",
-        "workaround: kernel 4.4.0",
+        "enable_unprivileged_ports/icmp are turned off",
         "kernel/pid_max",
         "install-rc=0",
         " rw,cpu\n",

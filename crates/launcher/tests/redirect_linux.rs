@@ -7,7 +7,7 @@ use common::*;
 fn launcher_script(dir: &std::path::Path, command: &str) -> String {
     format!(
         "exec {} --procsys {} -- {command}",
-        sh_quote(LAUNCHER),
+        sh_quote(&launcher()),
         sh_quote(dir.to_str().unwrap())
     )
 }
@@ -116,7 +116,7 @@ fn paths_outside_proc_sys_are_never_touched() {
     let look = lookalike.to_str().unwrap();
     let script = format!(
         "exec {launcher} --procsys {dir} --log {log} -- sh -c {inner}",
-        launcher = sh_quote(LAUNCHER),
+        launcher = sh_quote(&launcher()),
         dir = sh_quote(dir.to_str().unwrap()),
         log = sh_quote(log.to_str().unwrap()),
         inner = sh_quote(&format!(

@@ -8,7 +8,7 @@ use common::*;
 fn launcher_in_runsc(dir: &std::path::Path, command: &str) -> std::process::Output {
     run_in_runsc(&format!(
         "exec {} --procsys {} -- {command}",
-        sh_quote(LAUNCHER),
+        sh_quote(&launcher()),
         sh_quote(dir.to_str().unwrap())
     ))
 }
@@ -81,7 +81,7 @@ fn runsc_exit_codes_and_sigterm_forwarding() {
     let waiter = build_c("signal_waiter");
     let launcher = format!(
         "{} --procsys {} --",
-        sh_quote(LAUNCHER),
+        sh_quote(&launcher()),
         sh_quote(dir.to_str().unwrap())
     );
     let waiter = sh_quote(waiter.to_str().unwrap());

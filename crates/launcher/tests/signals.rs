@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 fn start(tmp: &TempDir, args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
     let dir = make_procsys_dir(tmp.path());
-    let mut child = Command::new(LAUNCHER)
+    let mut child = Command::new(launcher())
         .arg("--procsys")
         .arg(&dir)
         .arg("--")
@@ -64,7 +64,7 @@ fn state_of(pid: i32) -> char {
 fn exit_code_is_propagated() {
     let tmp = TempDir::new("exit");
     let dir = make_procsys_dir(tmp.path());
-    let status = Command::new(LAUNCHER)
+    let status = Command::new(launcher())
         .arg("--procsys")
         .arg(&dir)
         .args(["--", "sh", "-c", "exit 7"])

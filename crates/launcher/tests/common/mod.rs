@@ -5,7 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub const LAUNCHER: &str = env!("CARGO_BIN_EXE_launcher");
+/// The launcher under test: $K3S_GVISOR_LAUNCHER (for example the static binary from a bundle),
+/// else the one cargo built for this test run.
+pub fn launcher() -> String {
+    match std::env::var("K3S_GVISOR_LAUNCHER") {
+        Ok(p) if !p.is_empty() => p,
+        _ => env!("CARGO_BIN_EXE_launcher").to_string(),
+    }
+}
 
 /// The replacement files every tracee reads, and the values they must see.
 pub const PROCSYS_FILES: &[(&str, &str)] = &[

@@ -15,9 +15,11 @@
 //! | [`build_k3s`] | `go build ./cmd/server` → `k3s`, skipped when its stamp is fresh |
 //! | [`place_release_binary`] | release mode: download (sha256-verified, cached) and install as `k3s` |
 //! | [`check_version`], [`check_multicall`] | ask the binary what it is |
+//! | [`control_plane_smoke`] | `k3s server --disable-agent` must answer /readyz, on Linux or in runsc |
 
 mod build;
 mod release;
+mod smoke;
 mod source;
 mod verify;
 mod version_flags;
@@ -27,6 +29,7 @@ mod tests;
 
 pub use build::{build_k3s, check_build_prerequisites, BuiltK3s, K3sBuild};
 pub use release::place_release_binary;
+pub use smoke::{control_plane_smoke, ControlPlaneSmoke, Host, SmokeReport, RUNSC_ENV};
 pub use source::{
     fetch_k3s_source, local_source_override, prepare_source, K3sOrigin, PreparedK3s, PristineK3s,
     LOCAL_SOURCE_ENV,

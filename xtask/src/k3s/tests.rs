@@ -648,3 +648,113 @@ fn the_release_binary_is_downloaded_verified_cached_and_placed() {
     assert!(err.contains("not the pinned k3s"), "{err}");
     server.join().unwrap();
 }
+
+// ---------------------------------------------------------------- control-plane smoke check
+//
+// These run the smoke script against stand-ins for k3s that behave like a server that becomes
+// ready, one that dies, and one that never gets ready: they prove the script, the marker
+// protocol, the time limit and the log tail, on plain Linux and inside runsc. Whether the real
+// k3s reaches /readyz is the same function called on the real binary.
+
+/// A stand-in `k3s` whose server part runs `server_body` and whose `kubectl get --raw /readyz`
+/// succeeds once the server has created `$DATA/ready`.
+fn fake_k3s(dir: &Path, server_body: &str) -> std::path::PathBuf {
+    let path = dir.join("k3s");
+    let script = format!(
+        r#"#!/bin/sh
+if [ "$1" = kubectl ]; then
+    KC="$3"
+    [ -f "$(dirname "$KC")/ready" ] || {{ echo "connection refused" >&2; exit 1; }}
+    echo ok; exit 0
+fi
+shift
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --data-dir) DATA="$2"; shift ;;
+        --write-kubeconfig) KC="$2"; shift ;;
+    esac
+    shift
+done
+{server_body}
+"#
+    );
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+const BECOMES_READY: &str =
+    "echo 'starting'; touch \"$KC\"; sleep 2; touch \"$DATA/ready\"; exec sleep 300";
+
+fn smoke(k3s: &Path, data: &Path, host: Host, limit: u64) -> anyhow::Result<SmokeReport> {
+    control_plane_smoke(&ControlPlaneSmoke {
+        k3s,
+        data_dir: data,
+        host,
+        server_args: &["--disable=traefik".to_string()],
+        time_limit: std::time::Duration::from_secs(limit),
+    })
+}
+
+#[test]
+fn the_smoke_check_reports_ready_dead_and_stuck_servers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ready = fake_k3s(&mkdir(tmp.path().join("a")), BECOMES_READY);
+    let report = smoke(&ready, &tmp.path().join("a/data"), Host::Plain, 30).unwrap();
+    assert_eq!(report.readyz, "ok");
+    assert!((1..30).contains(&report.seconds_to_ready), "{report:?}");
+
+    let dies = fake_k3s(
+        &mkdir(tmp.path().join("b")),
+        "echo 'level=fatal msg=\"starting kubernetes: preparing server: no such file\"'; exit 1",
+    );
+    let err = format!(
+        "{:#}",
+        smoke(&dies, &tmp.path().join("b/data"), Host::Plain, 30).unwrap_err()
+    );
+    assert!(err.contains("exited with status 1"), "{err}");
+    assert!(
+        err.contains("preparing server: no such file"),
+        "the log tail must be shown: {err}"
+    );
+
+    let stuck = fake_k3s(
+        &mkdir(tmp.path().join("c")),
+        "touch \"$KC\"; exec sleep 300",
+    );
+    let err = format!(
+        "{:#}",
+        smoke(&stuck, &tmp.path().join("c/data"), Host::Plain, 2).unwrap_err()
+    );
+    assert!(err.contains("did not answer ok within"), "{err}");
+    assert!(
+        err.contains("connection refused"),
+        "the last /readyz answer must be shown: {err}"
+    );
+}
+
+#[test]
+fn the_smoke_check_runs_inside_runsc() {
+    let host = Host::runsc_from_env();
+    let Host::Runsc(runsc) = &host else {
+        unreachable!()
+    };
+    assert!(
+        Command::new(runsc).arg("--version").output().is_ok(),
+        "this test needs gVisor's runsc: apt-get install runsc, or set {RUNSC_ENV} to a runsc binary"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let ready = fake_k3s(&mkdir(tmp.path().join("a")), BECOMES_READY);
+    let report = smoke(&ready, &tmp.path().join("a/data"), host.clone(), 60).unwrap();
+    assert_eq!(report.readyz, "ok");
+    // The server's log was written from inside the sandbox onto the host's filesystem.
+    let log = std::fs::read_to_string(tmp.path().join("a/data/k3s-server.log")).unwrap();
+    assert!(log.contains("starting"), "{log}");
+}
+
+/// Create `path` and hand it on.
+fn mkdir(path: std::path::PathBuf) -> std::path::PathBuf {
+    std::fs::create_dir_all(&path).unwrap();
+    path
+}

@@ -27,6 +27,10 @@ use clap::Parser;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+/// Set (to anything) to access tracee memory with PTRACE_PEEKDATA/POKEDATA only, instead of
+/// process_vm_readv/writev.
+const PEEK_POKE_ENV: &str = "LAUNCHER_PEEK_POKE";
+
 #[derive(Parser)]
 #[command(
     version,
@@ -59,6 +63,9 @@ fn main() {
 fn run(cli: Cli) -> Result<tracer::Exit> {
     let dir = procsys_dir::ProcSysDir::new(&cli.procsys)?;
     let log = log::Log::open(cli.log.as_deref())?;
+    if std::env::var_os(PEEK_POKE_ENV).is_some() {
+        tracee_memory::force_peek_poke();
+    }
     let filter = syscalls::build_filter()?;
     let child = spawn::spawn_traced(&cli.command, &filter)?;
     signals::forward_to(child.pid.as_raw()).context("installing signal forwarding")?;

@@ -16,6 +16,12 @@ const WORD: usize = std::mem::size_of::<libc::c_long>();
 /// Set once process_vm_* turned out not to work, so we stop trying it.
 static VM_CALLS_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
 
+/// Uses only PTRACE_PEEKDATA/POKEDATA from now on. For diagnosing sandboxes where
+/// process_vm_* misbehave, and for testing that path.
+pub fn force_peek_poke() {
+    VM_CALLS_UNAVAILABLE.store(true, Ordering::Relaxed);
+}
+
 fn vm_calls_unavailable(err: nix::Error) -> bool {
     matches!(err, nix::Error::ENOSYS | nix::Error::EPERM)
 }

@@ -57,6 +57,22 @@ fn c_tracee_threads_fork_and_exec_child_read_and_write_dir() {
 }
 
 #[test]
+fn c_tracee_with_ptrace_peek_poke_instead_of_process_vm() {
+    // The fallback for sandboxes without process_vm_readv/writev.
+    let tmp = TempDir::new("c-peekpoke");
+    let dir = make_procsys_dir(tmp.path());
+    let tracee = build_c("procsys_reader");
+    let out = run_with_empty_proc_sys_kernel(&format!(
+        "LAUNCHER_PEEK_POKE=1 {}",
+        launcher_script(
+            &dir,
+            &format!("{} main", sh_quote(tracee.to_str().unwrap()))
+        )
+    ));
+    check_reader_output(&out, &dir, &["thread", "fork-child", "exec-child"]);
+}
+
+#[test]
 fn go_tracee_threads_and_exec_child_read_and_write_dir() {
     let tmp = TempDir::new("go-linux");
     let dir = make_procsys_dir(tmp.path());

@@ -250,6 +250,10 @@ func main() {
 		// k3s's ValidateGolang: the stamped Go must be the Go the binary runs with.
 		goOK := version.UpstreamGolang == strings.SplitN(runtime.Version(), " ", 2)[0]
 		fmt.Println(cbversion.GitVersion(), cbversion.GitCommit(), cbversion.BuildDate(), "upstream-golang-ok:", goOK)
+	case "kubectl":
+		fmt.Println("Client Version: " + version.Version + " args=" + strings.Join(os.Args[2:], ","))
+	case "crictl", "ctr":
+		fmt.Println(os.Args[1] + " version " + version.Version + " args=" + strings.Join(os.Args[2:], ","))
 	case "manifests":
 		list(deploy.FS)
 	case "static":
@@ -469,6 +473,24 @@ fn a_k3s_shaped_tree_builds_with_k3s_flags_and_is_cached() {
         ]
     );
     assert_eq!(run(&built.binary, &["static"]).trim(), "README.k3s-gvisor");
+    let multicall = check_multicall(&built.binary).unwrap();
+    assert_eq!(
+        multicall,
+        vec![
+            (
+                "kubectl version --client".to_string(),
+                "Client Version: v1.34.1+k3s1 args=version,--client".to_string()
+            ),
+            (
+                "crictl --version".to_string(),
+                "crictl version v1.34.1+k3s1 args=--version".to_string()
+            ),
+            (
+                "ctr --version".to_string(),
+                "ctr version v1.34.1+k3s1 args=--version".to_string()
+            ),
+        ]
+    );
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(
         log_text.contains("go build ./cmd/server") || log_text.contains("\"build\""),

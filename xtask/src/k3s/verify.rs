@@ -47,12 +47,15 @@ pub fn check_multicall(binary: &Path) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// Output (stdout then stderr) of a command that must succeed within `limit`.
+/// Output (stdout and stderr together) of a command that must succeed within `limit`. The
+/// output goes to a temporary file, not a pipe, so a chatty command cannot block on a full pipe
+/// while we wait for it.
 fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<String> {
-    use std::io::Read;
+    let output = tempfile::tempfile()?;
     let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null())
+        .stdout(output.try_clone()?)
+        .stderr(output.try_clone()?)
         .spawn()?;
     let deadline = std::time::Instant::now() + limit;
     let status = loop {
@@ -67,8 +70,10 @@ fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<String> {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut text = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut text)?;
-    child.stderr.take().unwrap().read_to_string(&mut text)?;
+    let mut output = output;
+    use std::io::{Read, Seek};
+    output.rewind()?;
+    output.read_to_string(&mut text)?;
     if !status.success() {
         bail!("exited with {status}: {}", text.trim());
     }

@@ -302,6 +302,7 @@ pub fn download_verified(what: &str, url: &str, expected: &str, dest: &Path) -> 
             .into());
         }
         tmp.as_file().sync_all()?;
+        crate::fsutil::set_readable(tmp.path())?;
         tmp.persist(dest)?;
         return Ok(());
     }

@@ -11,8 +11,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
+    set_readable(tmp.path())?;
     tmp.persist(path)
         .with_context(|| format!("cannot rename into {}", path.display()))?;
+    Ok(())
+}
+
+/// Temporary files are created 0600; what we publish is world-readable like any build output.
+pub fn set_readable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
     Ok(())
 }
 

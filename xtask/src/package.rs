@@ -77,7 +77,7 @@ pub fn write_tarball(root: &Path, top: &str, out: &Path, mtime: u64) -> Result<(
     let gz = flate2::GzBuilder::new()
         .mtime(0)
         .operating_system(255)
-        .write(tmp.as_file().try_clone()?, flate2::Compression::new(9));
+        .write(tmp.as_file().try_clone()?, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     tar.mode(tar::HeaderMode::Deterministic);
     let append_dir = |tar: &mut tar::Builder<_>, name: &str| -> Result<()> {
@@ -105,6 +105,7 @@ pub fn write_tarball(root: &Path, top: &str, out: &Path, mtime: u64) -> Result<(
     }
     let gz = tar.into_inner()?;
     gz.finish()?.sync_all()?;
+    crate::fsutil::set_readable(tmp.path())?;
     tmp.persist(out)
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())

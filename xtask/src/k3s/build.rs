@@ -62,7 +62,7 @@ pub fn build_k3s(b: &K3sBuild) -> Result<BuiltK3s> {
     let stamp = Stamp::new(&b.layout.stamps(), "k3s", inputs);
     if stamp.is_fresh() && binary.is_file() {
         let version_line = super::check_version(&binary, b.pin)?;
-        let build_flags = recorded_flags(b.out_bin);
+        let build_flags = recorded_flags(b.layout);
         return Ok(BuiltK3s {
             binary,
             build_flags,
@@ -145,7 +145,7 @@ pub fn build_k3s(b: &K3sBuild) -> Result<BuiltK3s> {
         format!("go={go_version}"),
     ];
     build_flags.dedup();
-    crate::fsutil::write_atomic(&flags_file(b.out_bin), build_flags.join("\n").as_bytes())?;
+    crate::fsutil::write_atomic(&flags_file(b.layout), build_flags.join("\n").as_bytes())?;
     stamp.record(std::slice::from_ref(&binary))?;
     Ok(BuiltK3s {
         binary,
@@ -239,13 +239,14 @@ fn append_log(log: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// The flags of the last build, kept beside the binary so a cached build can report them.
-fn flags_file(out_bin: &Path) -> PathBuf {
-    out_bin.join(".k3s.build-flags")
+/// The flags of the last build, kept beside its stamp (not in out/bin, whose files ship) so a
+/// cached build can still report them.
+fn flags_file(layout: &Layout) -> PathBuf {
+    layout.stamps().join("k3s.build-flags")
 }
 
-fn recorded_flags(out_bin: &Path) -> Vec<String> {
-    std::fs::read_to_string(flags_file(out_bin))
+fn recorded_flags(layout: &Layout) -> Vec<String> {
+    std::fs::read_to_string(flags_file(layout))
         .map(|t| t.lines().map(String::from).collect())
         .unwrap_or_default()
 }

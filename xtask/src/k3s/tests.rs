@@ -450,6 +450,15 @@ fn a_k3s_shaped_tree_builds_with_k3s_flags_and_is_cached() {
         is_static_elf(&built.binary).unwrap(),
         "k3s must be statically linked"
     );
+    let shipped: Vec<_> = std::fs::read_dir(&out_bin)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        shipped,
+        vec!["k3s"],
+        "out/bin ships as it is: nothing but the binary belongs there"
+    );
 
     let mut want_tags: Vec<&str> = BUILD_TAGS.to_vec();
     want_tags.sort();

@@ -8,6 +8,8 @@
 # env:   LAUNCHER=path   launcher binary (default: builds the static release binary)
 #        RUNSC=path      run every measurement inside `runsc --network=none do` instead
 #        ROUNDS=5 N_SYSCALL=2000000 N_OPEN=100000
+# (a) also runs under benches/filter_only.c: the same seccomp filter with no tracer, which
+# shows what any seccomp filter costs a non-path syscall on this kernel.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,7 +31,9 @@ fi
 
 work=$(mktemp -d /tmp/launcher-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-cc -O2 -o "$work/loops" "$here/syscall_loops.c"
+# Static, so that it also runs under filter_only (no dynamic loader opening libraries).
+cc -O2 -static -o "$work/loops" "$here/syscall_loops.c"
+cc -O2 -o "$work/filter_only" "$here/filter_only.c"
 mkdir -p "$work/procsys/kernel"
 echo 4194304 > "$work/procsys/kernel/pid_max"
 echo bench > "$work/existing-file"
@@ -46,19 +50,39 @@ in_sandbox() {
     fi
 }
 
-# measure RUNNER WORKLOAD...: median ns/iteration over ROUNDS runs
-measure() {
+# run_once RUNNER WORKLOAD...: ns/iteration of one run
+run_once() {
     runner=$1; shift
     case $runner in
         native) prefix="" ;;
         launcher) prefix="$LAUNCHER --procsys $work/procsys --" ;;
         strace) prefix="strace -f --seccomp-bpf -e trace=openat -o /dev/null" ;;
+        filter) prefix="$work/filter_only" ;;
     esac
+    in_sandbox "$prefix $work/loops $*" | awk '{print $2}'
+}
+
+median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+
+# row NAME WORKLOAD...: the three runners take turns within each round, so a change of
+# machine load during the measurement hits all of them alike.
+row() {
+    name=$1; shift
+    : > "$work/native"; : > "$work/launcher"; : > "$work/strace"; : > "$work/filter"
     i=0
     while [ $i -lt "$ROUNDS" ]; do
-        in_sandbox "$prefix $work/loops $*" | awk '{print $2}'
+        for runner in native launcher strace $EXTRA_RUNNER; do
+            run_once $runner "$@" >> "$work/$runner"
+        done
         i=$((i + 1))
-    done | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
+    done
+    n=$(median < "$work/native"); l=$(median < "$work/launcher"); s=$(median < "$work/strace")
+    awk -v name="$name" -v n="$n" -v l="$l" -v s="$s" 'BEGIN {
+        printf "| %s | %.1f | %.1f | %.2fx | %.1f | %.2fx |\n", name, n, l, l / n, s, s / n }'
+    if [ -n "$EXTRA_RUNNER" ]; then
+        f=$(median < "$work/filter")
+        awk -v n="$n" -v f="$f" 'BEGIN { printf "| (a) floor: same loop under a bare seccomp filter, no tracer | %.1f | %.1f | %.2fx | | |\n", n, f, f / n }'
+    fi
 }
 
 where=host
@@ -67,12 +91,7 @@ echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(uname -r), $(nproc) CPUs, load a
 echo
 echo "| workload | native ns/op | launcher ns/op | launcher/native | strace ns/op | strace/native |"
 echo "|---|---|---|---|---|---|"
-row() {
-    name=$1; shift
-    n=$(measure native "$@"); l=$(measure launcher "$@"); s=$(measure strace "$@")
-    awk -v name="$name" -v n="$n" -v l="$l" -v s="$s" 'BEGIN {
-        printf "| %s | %.1f | %.1f | %.2fx | %.1f | %.2fx |\n", name, n, l, l / n, s, s / n }'
-}
-row "(a) getppid loop (no path)" getppid "$N_SYSCALL"
+EXTRA_RUNNER=filter row "(a) getppid loop (no path)" getppid "$N_SYSCALL"
+EXTRA_RUNNER=
 row "(b) open+close existing file outside /proc/sys" open "$work/existing-file" "$N_OPEN"
 row "(c) open+close $procsys_file (redirected by the launcher)" open "$procsys_file" "$N_OPEN"

@@ -102,5 +102,44 @@ fn runsc_exit_codes_and_sigterm_forwarding() {
         describe(&out)
     );
     let handled = std::fs::read_to_string(tmp.path().join("h.out")).unwrap();
-    assert_eq!(handled, "ready\ngot SIGTERM\n");
+    assert!(handled.ends_with("\ngot SIGTERM\n"), "{handled:?}");
+}
+
+#[test]
+fn runsc_group_stop_and_exitkill() {
+    // SIGSTOP to the tracee keeps it stopped (PTRACE_LISTEN) until SIGCONT; SIGKILL to the
+    // launcher takes the tracee with it (PTRACE_O_EXITKILL).
+    let tmp = TempDir::new("stop-runsc");
+    let dir = make_procsys_dir(tmp.path());
+    let waiter = build_c("signal_waiter");
+    let script = format!(
+        "{launcher} --procsys {dir} -- {waiter} handle > {out} & launcher=$!
+         while ! grep -q ready {out} 2>/dev/null; do sleep 0.1; done
+         tracee=$(sed -n 's/^ready //p' {out})
+         state() {{ sed 's/.*) //' /proc/$tracee/stat | cut -c1; }}
+         kill -STOP $tracee; sleep 0.5; echo stopped=$(state)
+         kill -CONT $tracee; sleep 0.5; echo running=$(state)
+         kill -KILL $launcher; wait $launcher; sleep 0.5
+         if [ -e /proc/$tracee/stat ] && [ \"$(state)\" != Z ]; then echo tracee=alive; else echo tracee=gone; fi
+         grep -c continued {out}",
+        launcher = sh_quote(&launcher()),
+        dir = sh_quote(dir.to_str().unwrap()),
+        waiter = sh_quote(waiter.to_str().unwrap()),
+        out = sh_quote(tmp.path().join("w.out").to_str().unwrap()),
+    );
+    let out = run_in_runsc(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", describe(&out));
+    assert!(
+        matches!(lines[0], "stopped=t" | "stopped=T"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        matches!(lines[1], "running=S" | "running=R"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(lines[2..], ["tracee=gone", "1"], "{}", describe(&out));
 }

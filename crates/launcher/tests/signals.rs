@@ -8,7 +8,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn start(tmp: &TempDir, args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
+/// Starts the launcher running `args`; returns it, the tracee's stdout after the "ready <pid>"
+/// line, and the tracee's pid.
+fn start(tmp: &TempDir, args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>, i32) {
     let dir = make_procsys_dir(tmp.path());
     let mut child = Command::new(launcher())
         .arg("--procsys")
@@ -21,8 +23,11 @@ fn start(tmp: &TempDir, args: &[&str]) -> (Child, BufReader<std::process::ChildS
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n", "the tracee did not start");
-    (child, stdout)
+    let pid = line
+        .strip_prefix("ready ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the tracee did not start: {line:?}"));
+    (child, stdout, pid)
 }
 
 fn kill(pid: u32, sig: i32) {
@@ -41,18 +46,6 @@ fn wait_with_timeout(child: &mut Child) -> std::process::ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// The command's process: the launcher's only child.
-fn tracee_of(launcher: u32) -> i32 {
-    let children =
-        std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).unwrap();
-    children
-        .split_whitespace()
-        .next()
-        .expect("the launcher has a child")
-        .parse()
-        .unwrap()
 }
 
 fn state_of(pid: i32) -> char {
@@ -77,7 +70,7 @@ fn exit_code_is_propagated() {
 fn sigterm_to_launcher_reaches_the_command_and_its_exit_code_comes_back() {
     let tmp = TempDir::new("term-handled");
     let waiter = build_c("signal_waiter");
-    let (mut child, mut stdout) = start(&tmp, &[waiter.to_str().unwrap(), "handle"]);
+    let (mut child, mut stdout, _) = start(&tmp, &[waiter.to_str().unwrap(), "handle"]);
     kill(child.id(), libc::SIGTERM);
     let status = wait_with_timeout(&mut child);
     let mut rest = String::new();
@@ -90,7 +83,7 @@ fn sigterm_to_launcher_reaches_the_command_and_its_exit_code_comes_back() {
 fn command_killed_by_sigterm_means_launcher_killed_by_sigterm() {
     let tmp = TempDir::new("term-default");
     let waiter = build_c("signal_waiter");
-    let (mut child, _stdout) = start(&tmp, &[waiter.to_str().unwrap(), "default"]);
+    let (mut child, _stdout, _) = start(&tmp, &[waiter.to_str().unwrap(), "default"]);
     kill(child.id(), libc::SIGTERM);
     let status = wait_with_timeout(&mut child);
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
@@ -100,8 +93,7 @@ fn command_killed_by_sigterm_means_launcher_killed_by_sigterm() {
 fn sigstop_keeps_the_command_stopped_until_sigcont() {
     let tmp = TempDir::new("stop");
     let waiter = build_c("signal_waiter");
-    let (mut child, mut stdout) = start(&tmp, &[waiter.to_str().unwrap(), "handle"]);
-    let tracee = tracee_of(child.id());
+    let (mut child, mut stdout, tracee) = start(&tmp, &[waiter.to_str().unwrap(), "handle"]);
     kill(tracee as u32, libc::SIGSTOP);
     // A group-stop held with PTRACE_LISTEN shows as 't' (traced stop) or 'T'; a tracee that was
     // wrongly resumed would be back to 'S'.
@@ -133,8 +125,7 @@ fn command_dies_when_the_launcher_is_killed() {
     // must not outlive the launcher.
     let tmp = TempDir::new("exitkill");
     let waiter = build_c("signal_waiter");
-    let (mut child, _stdout) = start(&tmp, &[waiter.to_str().unwrap(), "handle"]);
-    let tracee = tracee_of(child.id());
+    let (mut child, _stdout, tracee) = start(&tmp, &[waiter.to_str().unwrap(), "handle"]);
     kill(child.id(), libc::SIGKILL);
     assert_eq!(wait_with_timeout(&mut child).signal(), Some(libc::SIGKILL));
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -1,7 +1,8 @@
 /* For the signal tests. `signal_waiter handle` exits 42 on SIGTERM; `signal_waiter default`
- * keeps SIGTERM's default action (death). Both print "ready" once waiting. A SIGCONT after a
- * stop prints "continued". */
+ * keeps SIGTERM's default action (death). Both print "ready <pid>" once waiting. A SIGCONT
+ * after a stop prints "continued". */
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -20,6 +21,8 @@ static void on_cont(int sig) {
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "handle")) signal(SIGTERM, on_term);
     signal(SIGCONT, on_cont);
-    write(1, "ready\n", 6);
+    char line[64];
+    int len = snprintf(line, sizeof line, "ready %d\n", (int)getpid());
+    write(1, line, len);
     for (;;) pause();
 }

@@ -216,10 +216,12 @@ impl Progress {
             self.started.elapsed(),
             binary.display()
         );
-        match &self.spinner {
-            Some(bar) => bar.finish_with_message(line),
-            None => eprintln!("{line}"),
+        // Clear the spinner and print a plain line: a long finished spinner line wraps on narrow
+        // terminals and the path printed on stdout would land on it.
+        if let Some(bar) = &self.spinner {
+            bar.finish_and_clear();
         }
+        eprintln!("{line}");
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::bundle::Manifest;
+use crate::mounts;
 use crate::probe::HostFacts;
 
 /// One blocker's verdict.
@@ -141,6 +142,23 @@ fn findings(
                      tolerates a missing child subreaper (or a newer gVisor)",
         },
         Finding {
+            name: "statfs on netns files unimplemented",
+            present: statfs_on_mounted_netns_fails(),
+            handled_by: patch_verdict(manifest, "containerd", "statfs"),
+            advice:
+                "containerd fails every pod with `unable to set lo to up: ... failed to Statfs \
+                     ... function not implemented`; needs a containerd patch (gvisor-cni brings lo \
+                     up itself) or a newer gVisor",
+        },
+        Finding {
+            name: "recursive bind mounts (MS_REC) refused",
+            present: recursive_bind_refused(),
+            handled_by: patch_verdict(manifest, "containerd", "rbind"),
+            advice: "the native snapshotter's `rbind` mounts fail with EINVAL (image import: \
+                     `failed to extract layer ... fstype: bind, flags: 20480 ... invalid \
+                     argument`); needs a patch that retries without MS_REC, or a newer gVisor",
+        },
+        Finding {
             name: "overlayfs unusable (9p/overlay root)",
             present: matches!(facts.root_fs_type.as_str(), "9p" | "overlay")
                 || facts.looks_like_gvisor(),
@@ -160,4 +178,51 @@ fn findings(
             advice: "",
         },
     ]
+}
+
+/// Tries a recursive bind mount of a scratch dir onto a sibling and undoes it. Only doctor runs
+/// this (it mounts, briefly); anything but EINVAL counts as "works".
+fn recursive_bind_refused() -> bool {
+    let scratch = std::env::temp_dir().join(format!("k3s-gvisor-doctor-{}", std::process::id()));
+    let (source, target) = (scratch.join("a"), scratch.join("b"));
+    if std::fs::create_dir_all(&source).is_err() || std::fs::create_dir_all(&target).is_err() {
+        return false;
+    }
+    let result = mounts::mount(
+        &source.display().to_string(),
+        &target,
+        "",
+        libc::MS_BIND | libc::MS_REC,
+        "",
+    );
+    if result.is_ok() {
+        let _ = mounts::unmount(&target);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    matches!(result, Err(error) if error.raw_os_error() == Some(libc::EINVAL))
+}
+
+/// containerd bind-mounts each pod's netns under /run/netns and statfs(2)s it before bringing lo
+/// up; Debian's 2022 gVisor answers ENOSYS there (though not on /proc/self/ns/net itself).
+/// Reproduced on a scratch file and undone.
+fn statfs_on_mounted_netns_fails() -> bool {
+    let scratch = std::env::temp_dir().join(format!("k3s-gvisor-doctor-ns-{}", std::process::id()));
+    if std::fs::write(&scratch, b"").is_err() {
+        return false;
+    }
+    let mounted = mounts::mount("/proc/self/ns/net", &scratch, "", libc::MS_BIND, "").is_ok();
+    let mut failed_with_enosys = false;
+    if mounted {
+        let path = std::ffi::CString::new(scratch.display().to_string()).expect("no NUL");
+        // SAFETY: statfs writes into the zeroed struct we own; the path is NUL-terminated.
+        let rc = unsafe {
+            let mut stat: libc::statfs = std::mem::zeroed();
+            libc::statfs(path.as_ptr(), &mut stat)
+        };
+        failed_with_enosys =
+            rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS);
+        let _ = mounts::unmount(&scratch);
+    }
+    let _ = std::fs::remove_file(&scratch);
+    failed_with_enosys
 }

@@ -16,7 +16,7 @@ fn c_path(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).expect("paths never contain NUL bytes")
 }
 
-fn mount(
+pub fn mount(
     source: &str,
     target: &Path,
     fs_type: &str,

@@ -57,11 +57,27 @@ impl FakeBundle {
     }
 
     /// Like `assemble`, with `add_runtime(bundle_dir)` copying more files in and returning the
-    /// manifest's "images" array.
+    /// manifest's "images" array; `components` is the manifest's "components" array.
     pub fn assemble_with(
         parent: &Path,
         arch: &str,
         padding_bytes: usize,
+        add_runtime: impl FnOnce(&Path) -> serde_json::Value,
+    ) -> FakeBundle {
+        FakeBundle::assemble_full(
+            parent,
+            arch,
+            padding_bytes,
+            serde_json::json!([]),
+            add_runtime,
+        )
+    }
+
+    pub fn assemble_full(
+        parent: &Path,
+        arch: &str,
+        padding_bytes: usize,
+        components: serde_json::Value,
         add_runtime: impl FnOnce(&Path) -> serde_json::Value,
     ) -> FakeBundle {
         let dir = parent.join("k3s-gvisor-0.0.0-test-linux-amd64");
@@ -87,7 +103,7 @@ impl FakeBundle {
             "version": "0.0.0-test",
             "arch": arch,
             "source_date_epoch": 0,
-            "components": [],
+            "components": components,
             "images": images,
         });
         fs::write(

@@ -12,6 +12,9 @@ pub struct BundleConfig {
     pub components: Vec<Component>,
     #[serde(default)]
     pub crates: Crates,
+    /// `[k3s]`: how the bundle gets its k3s (xtask/src/k3s.rs).
+    #[serde(default)]
+    pub k3s: Option<crate::k3s::K3sPin>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -98,6 +101,9 @@ impl BundleConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        if let Some(k3s) = &self.k3s {
+            k3s.validate()?;
+        }
         let mut seen = std::collections::BTreeSet::new();
         for c in &self.components {
             if !seen.insert(&c.name) {

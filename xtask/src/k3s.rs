@@ -27,15 +27,18 @@ mod version_flags;
 #[cfg(test)]
 mod tests;
 
-pub use build::{build_k3s, check_build_prerequisites, BuiltK3s, K3sBuild};
+pub use build::{build_k3s, K3sBuild};
 pub use release::place_release_binary;
-pub use smoke::{control_plane_smoke, ControlPlaneSmoke, Host, SmokeReport, RUNSC_ENV};
-pub use source::{
-    fetch_k3s_source, local_source_override, prepare_source, K3sOrigin, PreparedK3s, PristineK3s,
-    LOCAL_SOURCE_ENV,
-};
+pub use smoke::{control_plane_smoke, ControlPlaneSmoke, Host};
+pub use source::K3sOrigin;
+pub use source::{fetch_k3s_source, local_source_override, prepare_source};
 pub use verify::{check_multicall, check_version, is_static_elf};
-pub use version_flags::{BUILD_TAGS, EXTLDFLAGS};
+#[cfg(test)]
+pub use {
+    smoke::{SmokeReport, RUNSC_ENV},
+    source::LOCAL_SOURCE_ENV,
+    version_flags::BUILD_TAGS,
+};
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};

@@ -5,11 +5,14 @@ mod config;
 mod digest;
 mod fetch;
 mod fsutil;
+mod k3s;
 mod layout;
 mod manifest;
 mod package;
 mod patch;
 mod pipeline;
+mod release;
+mod sbom;
 #[cfg(test)]
 mod stage_tests;
 mod stamp;
@@ -68,6 +71,9 @@ enum Command {
         /// Print how long each stage took, and this run against the last run that did work.
         #[arg(long)]
         timings: bool,
+        /// Fail if k3s cannot be built or fetched, instead of bundling without it.
+        #[arg(long)]
+        require_k3s: bool,
     },
     /// Fetch only: bring every pinned source into the cache, verified.
     Fetch {
@@ -93,6 +99,21 @@ enum Command {
     /// Build (once, cached) a pinned test tool from tests/tools.toml and print its path:
     /// runsc (current gVisor), cnitool, crictl, actionlint.
     Tool { name: String },
+    /// Control-plane smoke test of a k3s binary: `k3s server --disable-agent` must answer
+    /// /readyz, on this machine or inside gVisor.
+    K3sSmoke {
+        /// The k3s binary (default: the one the pipeline built).
+        #[arg(long)]
+        k3s: Option<PathBuf>,
+        /// Run inside this runsc (e.g. `$(cargo xtask tool runsc)`); without it, on the host.
+        #[arg(long)]
+        runsc: Option<PathBuf>,
+        /// Seconds to wait for /readyz.
+        #[arg(long, default_value_t = 180)]
+        timeout: u64,
+    },
+    /// Write the release assets (tarball, .sha256, CycloneDX SBOM) and notes: `--dry-run`.
+    Release(release::ReleaseArgs),
 }
 
 fn main() {
@@ -125,15 +146,21 @@ fn run(cli: Cli) -> Result<()> {
     let config = BundleConfig::load(&config_path)?;
     let offline = cli.global.offline;
     match cli.command {
-        Command::Bundle { source, timings } => {
+        Command::Bundle {
+            source,
+            timings,
+            require_k3s,
+        } => {
             let start = Instant::now();
             let mut report = Report::default();
             let opts = Options { offline, source };
             let components =
                 pipeline::build_components(&config, &layout, &opts, Variant::Patched, &mut report)?;
+            let k3s = pipeline::build_k3s(&config, &layout, &opts, require_k3s, &mut report)?;
             let crates = pipeline::build_crates(&config, &layout, &mut report)?;
             let inputs = PackageInputs {
                 components: &components,
+                k3s,
                 crates: &crates,
                 images: Vec::new(),
             };
@@ -212,6 +239,30 @@ fn run(cli: Cli) -> Result<()> {
             if !all_ok {
                 bail!("some patches do not apply (see above)");
             }
+        }
+        Command::Release(args) => release::command(&config, &layout, args)?,
+        Command::K3sSmoke {
+            k3s: binary,
+            runsc,
+            timeout,
+        } => {
+            let binary = binary.unwrap_or_else(|| layout.work.join("out/k3s/bin/k3s"));
+            let data_dir = tempfile::tempdir()?;
+            let host = runsc.map(k3s::Host::Runsc).unwrap_or(k3s::Host::Plain);
+            let server_args: Vec<String> =
+                vec!["--disable=traefik,servicelb,metrics-server,local-storage,coredns".into()];
+            let report = k3s::control_plane_smoke(&k3s::ControlPlaneSmoke {
+                k3s: &binary,
+                data_dir: data_dir.path(),
+                host,
+                server_args: &server_args,
+                time_limit: std::time::Duration::from_secs(timeout),
+            })?;
+            println!(
+                "/readyz: {} after {}s",
+                report.readyz.trim(),
+                report.seconds_to_ready
+            );
         }
         Command::Tool { name } => {
             println!(

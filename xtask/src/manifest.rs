@@ -12,6 +12,16 @@ pub struct Manifest {
     pub components: Vec<ComponentRecord>,
     #[serde(default)]
     pub images: Vec<ImageRecord>,
+    /// Components the bundle was meant to have but does not, and why (e.g. k3s where its
+    /// source cannot be fetched). The installer reads this to know what it cannot start.
+    #[serde(default)]
+    pub omitted: Vec<OmittedRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OmittedRecord {
+    pub name: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

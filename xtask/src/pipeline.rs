@@ -223,6 +223,115 @@ pub fn build_crates(
     })
 }
 
+/// k3s as the bundle gets it: built from source (module proxy or a local checkout named by
+/// K3S_GVISOR_K3S_SRC) or the pinned release binary.
+pub struct K3sOutcome {
+    pub binary: PathBuf,
+    pub build_flags: Vec<String>,
+    pub source: SourceRecord,
+    pub left_out_manifests: Vec<String>,
+}
+
+/// Build or place k3s. `Ok(Err(reason))` when it cannot be had and `require` is false: the
+/// bundle is then made without k3s, says so loudly, and records why in its manifest.
+pub fn build_k3s(
+    config: &BundleConfig,
+    layout: &Layout,
+    opts: &Options,
+    require: bool,
+    report: &mut Report,
+) -> Result<std::result::Result<K3sOutcome, String>> {
+    use crate::k3s;
+    let Some(pin) = &config.k3s else {
+        return Ok(Err("bundle.toml has no [k3s] table".into()));
+    };
+    let out_bin = layout.work.join("out/k3s/bin");
+    let attempt = || -> Result<K3sOutcome> {
+        if pin.mode == k3s::K3sMode::Release {
+            let binary = k3s::place_release_binary(pin, layout, &out_bin, opts.offline)?;
+            let release = pin.release.as_ref().unwrap();
+            return Ok(K3sOutcome {
+                binary,
+                build_flags: vec!["upstream release binary".into()],
+                source: SourceRecord {
+                    kind: "archive".into(),
+                    location: release.url.clone(),
+                    hash: format!("sha256:{}", release.sha256),
+                },
+                left_out_manifests: Vec::new(),
+            });
+        }
+        let pristine = k3s::fetch_k3s_source(
+            pin,
+            layout,
+            k3s::local_source_override().as_deref(),
+            opts.offline,
+        )?;
+        let src = layout.src("k3s", Variant::Patched);
+        let prepared = k3s::prepare_source(&pristine.dir, &src)?;
+        std::fs::create_dir_all(layout.logs())?;
+        let built = k3s::build_k3s(&k3s::K3sBuild {
+            layout,
+            pin,
+            src: &src,
+            out_bin: &out_bin,
+            source_date_epoch: config.bundle.source_date_epoch,
+            log: &layout.logs().join("build-k3s.log"),
+            offline: opts.offline,
+        })?;
+        step(
+            "build",
+            format!(
+                "k3s: {} ({})",
+                built.version_line,
+                if built.rebuilt {
+                    "built"
+                } else {
+                    "up to date, nothing to do"
+                }
+            ),
+        );
+        for (command, answer) in k3s::check_multicall(&built.binary)? {
+            step("build", format!("k3s {command}: {answer}"));
+        }
+        let (kind, location) = match &pristine.origin {
+            k3s::K3sOrigin::ModuleProxy {
+                module, version, ..
+            } => ("go-module", format!("{module}@{version}")),
+            k3s::K3sOrigin::LocalCheckout { path, commit } => {
+                ("git-checkout", format!("{} at {commit}", path.display()))
+            }
+        };
+        Ok(K3sOutcome {
+            binary: built.binary,
+            build_flags: built.build_flags,
+            source: SourceRecord {
+                kind: kind.into(),
+                location,
+                hash: pristine.content_id,
+            },
+            left_out_manifests: prepared.left_out_manifests,
+        })
+    };
+    let start = Instant::now();
+    match attempt() {
+        Ok(outcome) => {
+            report.stages.push(("k3s".into(), start.elapsed(), false));
+            Ok(Ok(outcome))
+        }
+        Err(e) if !require => {
+            let reason = format!("{e:#}");
+            step(
+                "k3s",
+                format!("WARNING: the bundle will NOT contain k3s: {reason}"),
+            );
+            step("k3s", "(pass --require-k3s to make this an error; set K3S_GVISOR_K3S_SRC to a k3s checkout at the pinned commit to build it)");
+            Ok(Err(reason))
+        }
+        Err(e) => Err(e.context("k3s is required (--require-k3s) but could not be built")),
+    }
+}
+
 /// Where a workspace binary lands inside the bundle.
 fn crate_bundle_path(package: &str) -> String {
     match package {
@@ -234,6 +343,7 @@ fn crate_bundle_path(package: &str) -> String {
 /// Everything `package` needs, gathered from the other stages.
 pub struct PackageInputs<'a> {
     pub components: &'a [BuiltComponent],
+    pub k3s: std::result::Result<K3sOutcome, String>,
     pub crates: &'a [PathBuf],
     pub images: Vec<(BundleFile, crate::manifest::ImageRecord)>,
 }
@@ -318,6 +428,38 @@ pub fn package(
             to,
         });
     }
+    let mut omitted = Vec::new();
+    match inputs.k3s {
+        Ok(k) => {
+            let pin = config.k3s.as_ref().expect("k3s outcome without a pin");
+            let mut build_flags = k.build_flags;
+            if !k.left_out_manifests.is_empty() {
+                build_flags.push(format!(
+                    "manifests left out (their Helm charts come from GitHub at k3s build time): {}",
+                    k.left_out_manifests.join(", ")
+                ));
+            }
+            records.push(ComponentRecord {
+                name: "k3s".into(),
+                version: pin.version.clone(),
+                source: k.source,
+                patches: Vec::new(),
+                build_flags,
+                outputs: vec![OutputRecord {
+                    path: "bin/k3s".into(),
+                    sha256: sha256_file(&k.binary)?,
+                }],
+            });
+            files.push(BundleFile {
+                from: k.binary,
+                to: "bin/k3s".into(),
+            });
+        }
+        Err(reason) => omitted.push(crate::manifest::OmittedRecord {
+            name: "k3s".into(),
+            reason,
+        }),
+    }
     let mut images = Vec::new();
     for (file, record) in inputs.images {
         files.push(file);
@@ -330,6 +472,7 @@ pub fn package(
         source_date_epoch: config.bundle.source_date_epoch,
         components: records,
         images,
+        omitted,
     };
     let template = layout.repo.join("bundle-template");
     let overlays = layout.repo.join("overlays");

@@ -330,6 +330,7 @@ fn tiny_bundle(root: &Path) -> PathBuf {
             }],
         }],
         images: vec![],
+        omitted: vec![],
     };
     let stage = root.join("stage");
     let files = [BundleFile {

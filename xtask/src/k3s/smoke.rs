@@ -55,6 +55,7 @@ pub enum Host {
 }
 
 impl Host {
+    #[cfg(test)]
     /// The sandbox named by [`RUNSC_ENV`], else `runsc` from PATH.
     pub fn runsc_from_env() -> Host {
         Host::Runsc(

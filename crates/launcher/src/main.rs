@@ -8,6 +8,7 @@
 //! - [`syscalls`]: which syscalls are traced, their argument layout, the BPF filter;
 //! - [`spawn`]: fork, PTRACE_SEIZE, install the filter, exec;
 //! - [`tracer`]: the waitpid loop and the handling of each kind of stop;
+//! - [`redirect`]: at a path syscall's stop, which path (if any) replaces the tracee's;
 //! - [`procsys_path`] / [`procsys_dir`]: is a path in /proc/sys, and what replaces it in DIR;
 //! - [`scratch`] / [`tracee_memory`]: where the new path is written in the tracee;
 //! - [`signals`]: forwarding signals to the command and ending like it did.
@@ -15,6 +16,7 @@
 mod log;
 mod procsys_dir;
 mod procsys_path;
+mod redirect;
 mod scratch;
 mod signals;
 mod spawn;

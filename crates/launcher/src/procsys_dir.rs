@@ -21,7 +21,7 @@ pub struct ProcSysDir {
 }
 
 /// Why a /proc/sys path is not redirected.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoRedirect {
     /// `DIR/X` does not exist: the tracee sees the real /proc/sys file (or its absence).
     Missing,

@@ -7,7 +7,7 @@
 //! reports already resolved.
 
 /// A path inside /proc/sys, as its components below /proc/sys (never empty, never `.`/`..`).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProcSysPath {
     pub components: Vec<Vec<u8>>,
     /// The tracee wrote a trailing slash ("must be a directory"); kept in the rewritten path.

@@ -32,6 +32,8 @@ struct ThreadPage {
     tgid: i32,
     generation: u64,
     addr: u64,
+    /// What the launcher last wrote there; rewriting the same path is skipped.
+    contents: Vec<u8>,
 }
 
 /// What the caller has to do to get a scratch page for a thread.
@@ -73,6 +75,7 @@ impl ScratchPages {
                         tgid,
                         generation,
                         addr,
+                        contents: Vec::new(),
                     },
                 );
                 Scratch::Page(addr)
@@ -84,6 +87,19 @@ impl ScratchPages {
     /// Whether `tid` already holds a page (then its thread group id is known too).
     pub fn has_page(&self, tid: i32) -> bool {
         self.threads.contains_key(&tid)
+    }
+
+    /// Whether the page of `tid` already holds `bytes` (written by us, for this process image).
+    pub fn holds(&self, tid: i32, bytes: &[u8]) -> bool {
+        self.threads.get(&tid).is_some_and(|t| t.contents == bytes)
+    }
+
+    /// Remembers that `bytes` were written to the page of `tid`.
+    pub fn wrote(&mut self, tid: i32, bytes: &[u8]) {
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.contents.clear();
+            t.contents.extend_from_slice(bytes);
+        }
     }
 
     /// Records the result of an injected mmap in process `tgid`.
@@ -156,6 +172,23 @@ mod tests {
             s.page_for(12, 10),
             Scratch::Page(b),
             "an exited thread's page is reused"
+        );
+    }
+
+    #[test]
+    fn written_contents_are_remembered_per_thread_until_it_exits() {
+        let mut s = ScratchPages::default();
+        s.add_mapping(10, Ok(0x1000_0000));
+        assert!(matches!(s.page_for(11, 10), Scratch::Page(_)));
+        assert!(!s.holds(11, b"/d/kernel/pid_max\0"));
+        s.wrote(11, b"/d/kernel/pid_max\0");
+        assert!(s.holds(11, b"/d/kernel/pid_max\0"));
+        assert!(!s.holds(11, b"/d/kernel/panic\0"));
+        s.thread_exited(11);
+        assert!(matches!(s.page_for(12, 10), Scratch::Page(_)));
+        assert!(
+            !s.holds(12, b"/d/kernel/pid_max\0"),
+            "a reused page starts unknown"
         );
     }
 

@@ -5,20 +5,19 @@
 //! - fork/vfork/clone/exec events: bookkeeping, then continue;
 //! - PTRACE_EVENT_STOP: a group-stop (SIGSTOP & co) is held with PTRACE_LISTEN so the task stays
 //!   stopped as it would without us; a new task's initial stop is simply continued;
-//! - syscall-exit stop: only while injecting an mmap for scratch memory (see [`crate::scratch`]);
+//! - syscall stops: only while injecting an mmap for scratch memory (see [`crate::scratch`]);
 //! - signal-delivery stop: the signal is passed on unchanged.
 
 use crate::log::Log;
-use crate::procsys_dir::{NoRedirect, ProcSysDir, PATH_MAX};
-use crate::procsys_path::{may_be_procsys, procsys_relative};
+use crate::procsys_dir::ProcSysDir;
+use crate::redirect::Redirector;
 use crate::scratch::{mapping_len, Scratch, ScratchPages};
-use crate::syscalls::{self, PathSyscall};
+use crate::syscalls;
 use crate::tracee_memory;
 use anyhow::{bail, Result};
 use nix::sys::ptrace;
 use nix::unistd::Pid;
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,15 +27,12 @@ pub enum Exit {
 }
 
 pub struct Tracer {
-    dir: ProcSysDir,
+    redirector: Redirector,
     log: Log,
     main: Pid,
     scratch: ScratchPages,
     /// Threads running an injected mmap.
     injecting: HashMap<i32, Injection>,
-    /// (device, inode) of the launcher's root directory; tasks with another root (a container
-    /// after pivot_root) do not get redirects, DIR is not theirs.
-    our_root: (u64, u64),
 }
 
 /// A thread running an injected mmap instead of its own syscall.
@@ -49,19 +45,16 @@ struct Injection {
     entered: bool,
 }
 
-const AT_FDCWD: i32 = libc::AT_FDCWD;
 const GROUP_STOP_SIGNALS: [i32; 4] = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
 
 impl Tracer {
     pub fn new(dir: ProcSysDir, log: Log, main: Pid) -> Result<Self> {
-        let root = std::fs::metadata("/")?;
         Ok(Self {
-            dir,
+            redirector: Redirector::new(dir)?,
             log,
             main,
             scratch: ScratchPages::default(),
             injecting: HashMap::new(),
-            our_root: (root.dev(), root.ino()),
         })
     }
 
@@ -143,7 +136,10 @@ impl Tracer {
         let Some(syscall) = syscalls::lookup(regs.orig_rax) else {
             return resume(pid.as_raw(), 0);
         };
-        let Some((replacement, original)) = self.replacement_for(pid, &regs, syscall) else {
+        let Some((replacement, original)) =
+            self.redirector
+                .replacement_for(pid, &regs, syscall, &mut self.log)
+        else {
             return resume(pid.as_raw(), 0);
         };
         let tgid = match self.scratch.has_page(pid.as_raw()) {
@@ -156,12 +152,15 @@ impl Tracer {
         match self.scratch.page_for(pid.as_raw(), tgid) {
             Scratch::Page(addr) => {
                 let bytes = replacement.as_bytes_with_nul();
-                if let Err(e) = tracee_memory::write_bytes(pid, addr, bytes) {
-                    self.log.line(format_args!(
-                        "pid {pid}: cannot write scratch memory ({e}); {} not redirected",
-                        String::from_utf8_lossy(&original)
-                    ));
-                    return resume(pid.as_raw(), 0);
+                if !self.scratch.holds(pid.as_raw(), bytes) {
+                    if let Err(e) = tracee_memory::write_bytes(pid, addr, bytes) {
+                        self.log.line(format_args!(
+                            "pid {pid}: cannot write scratch memory ({e}); {} not redirected",
+                            String::from_utf8_lossy(&original)
+                        ));
+                        return resume(pid.as_raw(), 0);
+                    }
+                    self.scratch.wrote(pid.as_raw(), bytes);
                 }
                 syscalls::set_arg(&mut regs, syscall.path_arg, addr);
                 if ptrace::setregs(pid, regs).is_ok() && self.log.enabled() {
@@ -176,61 +175,6 @@ impl Tracer {
             }
             Scratch::NeedsMapping => self.start_mmap_injection(pid, regs),
             Scratch::Unavailable => resume(pid.as_raw(), 0),
-        }
-    }
-
-    /// Decides whether the syscall's path is redirected: returns the new path and the original.
-    fn replacement_for(
-        &mut self,
-        pid: Pid,
-        regs: &libc::user_regs_struct,
-        syscall: PathSyscall,
-    ) -> Option<(std::ffi::CString, Vec<u8>)> {
-        let path_addr = syscalls::arg(regs, syscall.path_arg);
-        let path = tracee_memory::read_c_string(pid, path_addr, PATH_MAX - 1)?;
-        let base = if path.starts_with(b"/") {
-            if !may_be_procsys(&path) {
-                return None;
-            }
-            None
-        } else {
-            if path.is_empty() {
-                return None; // AT_EMPTY_PATH: operates on the fd itself.
-            }
-            let dirfd = syscall
-                .dirfd_arg
-                .map_or(AT_FDCWD, |i| syscalls::arg(regs, i) as i32);
-            let link = if dirfd == AT_FDCWD {
-                format!("/proc/{pid}/cwd")
-            } else {
-                format!("/proc/{pid}/fd/{dirfd}")
-            };
-            Some(std::fs::read_link(link).ok()?.into_os_string())
-        };
-        use std::os::unix::ffi::OsStrExt;
-        let target = procsys_relative(base.as_deref().map(|b| b.as_bytes()), &path)?;
-        if !self.shares_our_root(pid) {
-            return None;
-        }
-        match self.dir.replacement(&target) {
-            Ok(new) => Some((new, path)),
-            Err(NoRedirect::Missing) => None,
-            Err(why) => {
-                self.log.line(format_args!(
-                    "pid {pid}: {} {} not redirected: {why:?}",
-                    syscall.name,
-                    String::from_utf8_lossy(&path)
-                ));
-                None
-            }
-        }
-    }
-
-    fn shares_our_root(&self, pid: Pid) -> bool {
-        match std::fs::metadata(format!("/proc/{pid}/root")) {
-            Ok(m) => (m.dev(), m.ino()) == self.our_root,
-            // If the sandbox does not let us look, assume the common case: same root.
-            Err(_) => true,
         }
     }
 

@@ -1,0 +1,309 @@
+//! The `build` source: an image made of files we have, in one deterministic layer.
+//!
+//! Determinism is what makes the pause image's digest a fixed fact of the bundle: entries are
+//! sorted, every mtime is SOURCE_DATE_EPOCH, owners are 0:0, modes come from bundle.toml (not from
+//! the build machine), gzip carries no timestamp or file name, and JSON keys are sorted.
+
+use super::archive::{write_oci_archive, Blob, BlobContent, TopManifest};
+use super::digest::{canonical_json, sha256_digest};
+use super::{BuildSource, FileOrigin, ImageContext};
+use anyhow::{bail, Context, Result};
+use oci_spec::image::{
+    Arch, ConfigBuilder, Descriptor, ImageConfigurationBuilder, ImageManifestBuilder, MediaType,
+    Os, RootFsBuilder,
+};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+/// The platform written into the image config.
+pub struct Platform {
+    pub os: Os,
+    pub architecture: Arch,
+}
+
+impl Platform {
+    pub fn linux_amd64() -> Self {
+        Platform {
+            os: Os::Linux,
+            architecture: Arch::Amd64,
+        }
+    }
+}
+
+/// An assembled image, held in memory (our images are a few MiB at most).
+pub struct AssembledImage {
+    pub manifest: Vec<u8>,
+    pub config: Vec<u8>,
+    /// The gzip-compressed layer.
+    pub layer: Vec<u8>,
+}
+
+impl AssembledImage {
+    pub fn manifest_digest(&self) -> String {
+        sha256_digest(&self.manifest)
+    }
+
+    pub fn blobs(&self) -> Vec<Blob> {
+        [&self.manifest, &self.config, &self.layer]
+            .into_iter()
+            .map(|bytes| Blob {
+                digest: sha256_digest(bytes),
+                size: bytes.len() as u64,
+                content: BlobContent::Memory(bytes.clone()),
+            })
+            .collect()
+    }
+
+    pub fn top_manifest(&self) -> TopManifest {
+        TopManifest {
+            media_type: MediaType::ImageManifest.to_string(),
+            digest: self.manifest_digest(),
+            size: self.manifest.len() as u64,
+        }
+    }
+
+    pub fn write_archive(&self, dest: &Path, reference: &str, mtime: u64) -> Result<()> {
+        write_oci_archive(dest, &self.top_manifest(), reference, &self.blobs(), mtime)
+    }
+}
+
+/// What goes into the layer, keyed by path relative to the image root ("bin/busybox").
+enum Entry {
+    Dir,
+    File { bytes: Vec<u8>, mode: u32 },
+    Symlink { target: String },
+}
+
+pub fn assemble(
+    build: &BuildSource,
+    ctx: &ImageContext,
+    platform: &Platform,
+) -> Result<AssembledImage> {
+    let entries = collect_entries(build, ctx)?;
+    let layer_tar = layer_tar(&entries, ctx.source_date_epoch)?;
+    let diff_id = sha256_digest(&layer_tar);
+    let layer = gzip(&layer_tar)?;
+
+    let mut runtime = ConfigBuilder::default()
+        .entrypoint(build.entrypoint.clone())
+        .env(build.env.clone());
+    if !build.cmd.is_empty() {
+        runtime = runtime.cmd(build.cmd.clone());
+    }
+    if let Some(dir) = &build.working_dir {
+        runtime = runtime.working_dir(dir.clone());
+    }
+    let config = ImageConfigurationBuilder::default()
+        .architecture(platform.architecture.clone())
+        .os(platform.os.clone())
+        .config(runtime.build()?)
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(vec![diff_id])
+                .build()?,
+        )
+        .build()?;
+    let config = canonical_json(&config)?;
+
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(descriptor(MediaType::ImageConfig, &config)?)
+        .layers(vec![descriptor(MediaType::ImageLayerGzip, &layer)?])
+        .build()?;
+    let manifest = canonical_json(&manifest)?;
+    Ok(AssembledImage {
+        manifest,
+        config,
+        layer,
+    })
+}
+
+fn descriptor(media_type: MediaType, bytes: &[u8]) -> Result<Descriptor> {
+    Ok(Descriptor::new(
+        media_type,
+        bytes.len() as u64,
+        sha256_digest(bytes).parse::<oci_spec::image::Digest>()?,
+    ))
+}
+
+/// "/bin/sh" -> "bin/sh", refusing paths that would escape the image root or are ambiguous.
+fn relative_path(path: &str) -> Result<String> {
+    let Some(rel) = path.strip_prefix('/') else {
+        bail!("image path {path:?} must be absolute (start with '/')");
+    };
+    if rel.is_empty()
+        || rel.ends_with('/')
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        bail!("image path {path:?} must be a plain absolute path to a file, without '.', '..' or '//'");
+    }
+    Ok(rel.to_string())
+}
+
+fn collect_entries(build: &BuildSource, ctx: &ImageContext) -> Result<BTreeMap<String, Entry>> {
+    let mut entries = BTreeMap::new();
+    let mut add = |rel: String, entry: Entry| -> Result<()> {
+        // Every parent directory gets its own entry, so the layer does not depend on how a
+        // runtime creates missing parents.
+        let mut parent = String::new();
+        for component in rel.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
+            parent.push_str(component);
+            entries.entry(format!("{parent}/")).or_insert(Entry::Dir);
+            parent.push('/');
+        }
+        if entries.insert(rel.clone(), entry).is_some() {
+            bail!("/{rel} is listed twice in the image's files and symlinks");
+        }
+        Ok(())
+    };
+    for file in &build.files {
+        let rel = relative_path(&file.path)?;
+        let source = match &file.from {
+            FileOrigin::PauseBinary => ctx.pause_binary.clone(),
+            FileOrigin::Host(path) => path.clone(),
+        };
+        let bytes = read_input(&source, &file.from)?;
+        if file.mode > 0o7777 {
+            bail!(
+                "mode {:o} of {} is not a permission mode",
+                file.mode,
+                file.path
+            );
+        }
+        add(
+            rel,
+            Entry::File {
+                bytes,
+                mode: file.mode,
+            },
+        )?;
+    }
+    for (path, target) in &build.symlinks {
+        if target.is_empty() {
+            bail!("symlink {path} has an empty target");
+        }
+        add(
+            relative_path(path)?,
+            Entry::Symlink {
+                target: target.clone(),
+            },
+        )?;
+    }
+    check_interpreters(&entries)?;
+    Ok(entries)
+}
+
+fn read_input(source: &Path, origin: &FileOrigin) -> Result<Vec<u8>> {
+    std::fs::read(source).with_context(|| match origin {
+        FileOrigin::PauseBinary => format!(
+            "cannot read the pause binary {}: build it first with RUSTFLAGS=\"-C \
+             target-feature=+crt-static\" cargo build --release -p pause --target \
+             x86_64-unknown-linux-gnu",
+            source.display()
+        ),
+        FileOrigin::Host(_) => format!(
+            "cannot read {} (a `from = {{ host = ... }}` file; for /bin/busybox install the \
+             Debian package busybox-static)",
+            source.display()
+        ),
+    })
+}
+
+/// A dynamically linked binary in an image without its loader fails at run time with a bare
+/// "no such file or directory"; catch it here instead.
+fn check_interpreters(entries: &BTreeMap<String, Entry>) -> Result<()> {
+    for (rel, entry) in entries {
+        let Entry::File { bytes, .. } = entry else {
+            continue;
+        };
+        if let Some(interpreter) = elf_interpreter(bytes) {
+            let in_image = interpreter
+                .strip_prefix('/')
+                .is_some_and(|p| entries.contains_key(p));
+            if !in_image {
+                bail!(
+                    "/{rel} is dynamically linked (it needs {interpreter}), but the image does not \
+                     contain it; use a statically linked binary (Rust: RUSTFLAGS=\"-C \
+                     target-feature=+crt-static\"; Debian: busybox-static)"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The PT_INTERP path of a 64-bit little-endian ELF file, if it has one.
+pub fn elf_interpreter(bytes: &[u8]) -> Option<String> {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| Some(u16::from_le_bytes(bytes.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?));
+    // Magic, ELFCLASS64, little endian.
+    if bytes.get(0..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let phoff = u64_at(0x20)? as usize;
+    let phentsize = u16_at(0x36)? as usize;
+    let phnum = u16_at(0x38)? as usize;
+    (0..phnum).find_map(|i| {
+        let ph = phoff + i * phentsize;
+        if u32_at(ph)? != PT_INTERP {
+            return None;
+        }
+        let offset = u64_at(ph + 8)? as usize;
+        let size = u64_at(ph + 32)? as usize;
+        let raw = bytes.get(offset..offset + size)?;
+        Some(String::from_utf8_lossy(raw.split(|&b| b == 0).next()?).into_owned())
+    })
+}
+
+fn layer_tar(entries: &BTreeMap<String, Entry>, mtime: u64) -> Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (rel, entry) in entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(rel)?;
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(mtime);
+        match entry {
+            Entry::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                header.set_cksum();
+                tar.append(&header, std::io::empty())?;
+            }
+            Entry::File { bytes, mode } => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(*mode);
+                header.set_size(bytes.len() as u64);
+                header.set_cksum();
+                tar.append(&header, bytes.as_slice())?;
+            }
+            Entry::Symlink { target } => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                header.set_link_name(target)?;
+                header.set_cksum();
+                tar.append(&header, std::io::empty())?;
+            }
+        }
+    }
+    Ok(tar.into_inner()?)
+}
+
+/// gzip with no mtime, no file name and a fixed OS byte, at a fixed level.
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut encoder = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes)?;
+    Ok(encoder.finish()?)
+}

@@ -1,0 +1,615 @@
+//! Tests of the image stage. The first group needs nothing but the build machine; the second
+//! drives real tools (docker-registry, skopeo, containerd) through `harness`.
+
+mod harness;
+
+use super::archive::{write_oci_archive, Blob, BlobContent, TopManifest};
+use super::assemble::{assemble, elf_interpreter, Platform};
+use super::blob_store::BlobStore;
+use super::digest::{canonical_json, sha256_digest};
+use super::*;
+use harness::{static_pause_binary, Containerd, Registry};
+use oci_spec::image::{Arch, Os};
+use std::io::Read;
+use std::path::Path;
+
+const EPOCH: u64 = 1_759_276_800;
+
+#[derive(Deserialize)]
+struct Fixture {
+    image: Vec<ImageSpec>,
+}
+
+/// The `[[image]]` tables of tests/images/images.toml.
+fn fixture_specs() -> Vec<ImageSpec> {
+    let path = harness::repo_root().join("tests/images/images.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    toml::from_str::<Fixture>(&text).unwrap().image
+}
+
+fn fixture(name: &str) -> ImageSpec {
+    fixture_specs()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap()
+}
+
+fn context(dir: &Path, pause_binary: PathBuf) -> ImageContext {
+    ImageContext {
+        cache_dir: dir.join("cache"),
+        out_dir: dir.join("out"),
+        source_date_epoch: EPOCH,
+        offline: false,
+        pause_binary,
+    }
+}
+
+/// Every entry of a tar archive: (path, header, content).
+fn tar_entries(bytes: &[u8]) -> Vec<(String, tar::Header, Vec<u8>)> {
+    let mut archive = tar::Archive::new(bytes);
+    archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let header = entry.header().clone();
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            (path, header, content)
+        })
+        .collect()
+}
+
+fn blob_of<'a>(entries: &'a [(String, tar::Header, Vec<u8>)], digest: &str) -> &'a [u8] {
+    let name = format!("blobs/sha256/{}", digest.strip_prefix("sha256:").unwrap());
+    &entries.iter().find(|(p, _, _)| *p == name).unwrap().2
+}
+
+fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+// ---------------------------------------------------------------- specs
+
+#[test]
+fn fixture_tables_parse_into_specs() {
+    let specs = fixture_specs();
+    assert_eq!(specs.len(), 3);
+    let ImageSource::Build(pause) = &specs[0].source else {
+        panic!("pause is built")
+    };
+    assert!(specs[0].sandbox);
+    assert!(matches!(pause.files[0].from, FileOrigin::PauseBinary));
+    assert_eq!(pause.files[0].mode, 0o755);
+    let ImageSource::Build(busybox) = &specs[1].source else {
+        panic!("busybox is built")
+    };
+    assert!(
+        matches!(&busybox.files[0].from, FileOrigin::Host(p) if p == Path::new("/bin/busybox"))
+    );
+    assert_eq!(busybox.symlinks["/bin/sh"], "busybox");
+    let ImageSource::Registry(registry) = &specs[2].source else {
+        panic!("registry source")
+    };
+    assert_eq!(registry.platform, "linux/amd64");
+    assert!(registry.repository.is_none());
+    check_specs(&specs).unwrap();
+}
+
+#[test]
+fn unknown_fields_and_bad_specs_are_refused() {
+    let typo = r#"
+        [[image]]
+        name = "x"
+        reference = "docker.io/a/b:1"
+        source = { kind = "registry", digest = "sha256:00", platfrom = "linux/amd64" }
+    "#;
+    let err = toml::from_str::<Fixture>(typo).err().unwrap().to_string();
+    assert!(err.contains("platfrom"), "{err}");
+
+    let mut specs = fixture_specs();
+    specs[1].name = "pause".into();
+    let err = check_specs(&specs).unwrap_err().to_string();
+    assert!(err.contains("unique"), "{err}");
+
+    let mut specs = fixture_specs();
+    specs[1].sandbox = true;
+    let err = check_specs(&specs).unwrap_err().to_string();
+    assert!(err.contains("only one image can be the sandbox"), "{err}");
+
+    for bad in [
+        "pause:3.6",
+        "rancher/pause:3.6",
+        "docker.io/rancher/pause",
+        "docker.io/Rancher/p:1",
+    ] {
+        assert!(check_reference(bad).is_err(), "{bad} should be refused");
+    }
+    check_reference("localhost:5000/a/b:1").unwrap();
+}
+
+#[test]
+fn tags_are_split_from_references() {
+    assert_eq!(
+        split_tag("docker.io/rancher/mirrored-pause:3.6"),
+        Some(("docker.io/rancher/mirrored-pause", "3.6"))
+    );
+    assert_eq!(
+        split_tag("127.0.0.1:5000/test/img:v1"),
+        Some(("127.0.0.1:5000/test/img", "v1"))
+    );
+    assert_eq!(split_tag("127.0.0.1:5000/test/img"), None);
+}
+
+#[test]
+fn canonical_json_has_sorted_keys() {
+    // Guards against serde_json's preserve_order feature being switched on by some dependency:
+    // then HashMap-held annotations would come out in random order and digests would wobble.
+    let value = std::collections::HashMap::from([("b", 1), ("a", 2), ("c", 3)]);
+    assert_eq!(canonical_json(&value).unwrap(), br#"{"a":2,"b":1,"c":3}"#);
+}
+
+// ---------------------------------------------------------------- build source
+
+#[test]
+fn built_pause_image_has_the_same_digest_from_two_directories() {
+    let pause = static_pause_binary();
+    let spec = fixture("pause");
+    let mut digests = Vec::new();
+    let mut archives = Vec::new();
+    for _ in 0..2 {
+        // A fresh directory each time, with the input binary copied to a different path.
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("input/bin/pause");
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::copy(&pause, &copy).unwrap();
+        let out = build_images(std::slice::from_ref(&spec), &context(dir.path(), copy)).unwrap();
+        digests.push(out[0].digest.clone());
+        archives.push(std::fs::read(&out[0].file).unwrap());
+    }
+    assert_eq!(
+        digests[0], digests[1],
+        "pause image digest differs between builds"
+    );
+    assert!(
+        archives[0] == archives[1],
+        "pause archive bytes differ between builds"
+    );
+}
+
+#[test]
+fn built_image_archive_has_the_expected_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = fixture("busybox");
+    let out = build_image(&spec, &context(dir.path(), "/nonexistent".into())).unwrap();
+    assert_eq!(out.file, dir.path().join("out/busybox.oci.tar"));
+    assert_eq!(out.origin, ImageOrigin::Build);
+
+    let entries = tar_entries(&std::fs::read(&out.file).unwrap());
+    let names: Vec<&str> = entries.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(
+        &names[..4],
+        ["oci-layout", "index.json", "blobs/", "blobs/sha256/"]
+    );
+    for (path, header, _) in &entries {
+        assert_eq!(header.mtime().unwrap(), EPOCH, "{path}");
+        assert_eq!(
+            (header.uid().unwrap(), header.gid().unwrap()),
+            (0, 0),
+            "{path}"
+        );
+    }
+
+    // index.json names the image the way containerd's importer reads it.
+    let index = json(&entries[1].2);
+    let top = &index["manifests"][0];
+    assert_eq!(top["digest"], out.digest.as_str());
+    assert_eq!(
+        top["annotations"]["io.containerd.image.name"],
+        spec.reference.as_str()
+    );
+    assert_eq!(
+        top["annotations"]["org.opencontainers.image.ref.name"],
+        "1.35.0"
+    );
+
+    // Every blob is named by its own digest.
+    for (path, _, content) in &entries[4..] {
+        assert_eq!(
+            format!("blobs/{}", sha256_digest(content).replace(':', "/")),
+            *path
+        );
+    }
+
+    let manifest = json(blob_of(&entries, &out.digest));
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let config = json(blob_of(
+        &entries,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
+    assert_eq!(config["architecture"], "amd64");
+    assert_eq!(config["os"], "linux");
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/bin/sh"])
+    );
+    let layer_gz = blob_of(&entries, manifest["layers"][0]["digest"].as_str().unwrap());
+    // gzip header: no mtime (bytes 4..8), no file name flag, OS byte 255.
+    assert_eq!(&layer_gz[3..10], [0, 0, 0, 0, 0, 2, 255]);
+    let mut layer = Vec::new();
+    flate2::read::GzDecoder::new(layer_gz)
+        .read_to_end(&mut layer)
+        .unwrap();
+    assert_eq!(
+        config["rootfs"]["diff_ids"][0],
+        sha256_digest(&layer).as_str()
+    );
+
+    let layer_entries = tar_entries(&layer);
+    let layer_names: Vec<&str> = layer_entries.iter().map(|(p, _, _)| p.as_str()).collect();
+    let mut sorted = layer_names.clone();
+    sorted.sort();
+    assert_eq!(layer_names, sorted, "layer entries must be sorted");
+    assert_eq!(layer_names[0], "bin/");
+    let busybox = layer_entries
+        .iter()
+        .find(|(p, _, _)| p == "bin/busybox")
+        .unwrap();
+    assert_eq!(busybox.1.mode().unwrap(), 0o755);
+    assert_eq!(busybox.2, std::fs::read("/bin/busybox").unwrap());
+    let sh = layer_entries
+        .iter()
+        .find(|(p, _, _)| p == "bin/sh")
+        .unwrap();
+    assert_eq!(sh.1.entry_type(), tar::EntryType::Symlink);
+    assert_eq!(sh.1.link_name().unwrap().unwrap().to_str(), Some("busybox"));
+}
+
+#[test]
+fn the_pause_binary_is_static_and_dynamic_binaries_are_refused() {
+    assert_eq!(
+        elf_interpreter(&std::fs::read(static_pause_binary()).unwrap()),
+        None
+    );
+    let dynamic = std::fs::read("/bin/true").unwrap();
+    assert!(elf_interpreter(&dynamic).is_some_and(|i| i.contains("ld-linux")));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = fixture("pause");
+    let err = build_image(&spec, &context(dir.path(), "/bin/true".into())).unwrap_err();
+    assert!(format!("{err:#}").contains("dynamically linked"), "{err:#}");
+
+    let err = build_image(&spec, &context(dir.path(), dir.path().join("missing"))).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("cargo build --release -p pause"),
+        "{err:#}"
+    );
+
+    let ImageSource::Build(build) = &mut spec.source else {
+        unreachable!()
+    };
+    build.files[0].path = "/../etc/passwd".into();
+    let err = build_image(&spec, &context(dir.path(), static_pause_binary())).unwrap_err();
+    assert!(format!("{err:#}").contains("'..'"), "{err:#}");
+}
+
+// ---------------------------------------------------------------- cache and registry errors
+
+#[test]
+fn a_blob_with_the_wrong_content_never_enters_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(dir.path());
+    let digest = sha256_digest(b"expected");
+    let mut writer = store.writer(&digest, Some(8)).unwrap();
+    std::io::Write::write_all(&mut writer, b"tampered").unwrap();
+    let err = writer.commit().unwrap_err().to_string();
+    assert!(err.contains("nothing was cached"), "{err}");
+    assert!(!store.contains(&digest).unwrap());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("images/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    let mut writer = store.writer(&digest, Some(8)).unwrap();
+    std::io::Write::write_all(&mut writer, b"expected").unwrap();
+    writer.commit().unwrap();
+    assert_eq!(store.read_verified(&digest, Some(8)).unwrap(), b"expected");
+}
+
+fn registry_spec(repository: &str, digest: &str) -> ImageSpec {
+    ImageSpec {
+        name: "pulled".into(),
+        reference: "docker.io/k3s-gvisor/pulled:1".into(),
+        sandbox: false,
+        source: ImageSource::Registry(RegistrySource {
+            digest: digest.into(),
+            repository: Some(repository.into()),
+            platform: "linux/amd64".into(),
+        }),
+    }
+}
+
+fn cached_blob_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("cache/images/blobs/sha256")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn an_unreachable_registry_is_reported() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = registry_spec(&format!("127.0.0.1:{port}/test/img"), &sha256_digest(b"x"));
+    let err = format!(
+        "{:#}",
+        build_image(&spec, &context(dir.path(), PathBuf::new())).unwrap_err()
+    );
+    assert!(
+        err.contains("cannot reach the registry 127.0.0.1:"),
+        "{err}"
+    );
+    assert_eq!(cached_blob_count(dir.path()), 0);
+}
+
+#[test]
+fn offline_without_a_cached_image_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = registry_spec("127.0.0.1:1/test/img", &sha256_digest(b"x"));
+    let ctx = ImageContext {
+        offline: true,
+        ..context(dir.path(), PathBuf::new())
+    };
+    let err = format!("{:#}", build_image(&spec, &ctx).unwrap_err());
+    assert!(err.contains("--offline"), "{err}");
+}
+
+// ---------------------------------------------------------------- real registry and containerd
+
+/// An archive whose top level is an image index over the given (platform, image) pairs, as a
+/// multi-platform image on Docker Hub is.
+fn write_index_archive(
+    dest: &Path,
+    images: &[(&str, &str, &super::assemble::AssembledImage)],
+) -> String {
+    let manifests: Vec<serde_json::Value> = images
+        .iter()
+        .map(|(os, arch, image)| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": image.manifest_digest(),
+                "size": image.manifest.len(),
+                "platform": {"os": os, "architecture": arch},
+            })
+        })
+        .collect();
+    let index = canonical_json(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))
+    .unwrap();
+    let index_digest = sha256_digest(&index);
+    let mut blobs: Vec<Blob> = images
+        .iter()
+        .flat_map(|(_, _, image)| image.blobs())
+        .collect();
+    blobs.push(Blob {
+        digest: index_digest.clone(),
+        size: index.len() as u64,
+        content: BlobContent::Memory(index.clone()),
+    });
+    let top = TopManifest {
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        digest: index_digest.clone(),
+        size: index.len() as u64,
+    };
+    write_oci_archive(dest, &top, "docker.io/test/multi:1", &blobs, EPOCH).unwrap();
+    index_digest
+}
+
+fn busybox_image(dir: &Path, platform: &Platform) -> super::assemble::AssembledImage {
+    let ImageSource::Build(build) = fixture("busybox").source else {
+        unreachable!()
+    };
+    assemble(&build, &context(dir, PathBuf::new()), platform).unwrap()
+}
+
+#[test]
+fn registry_pull_by_digest_then_import_into_containerd() {
+    let mut registry = Registry::start().unwrap();
+    let containerd = Containerd::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // The images we build: pause and busybox.
+    let built = build_images(
+        &[fixture("pause"), fixture("busybox")],
+        &context(dir.path(), static_pause_binary()),
+    )
+    .unwrap();
+    // busybox goes through the registry with a real client, then comes back by digest.
+    let pushed = registry
+        .push(&built[1].file, "test/busybox:1", false)
+        .unwrap();
+    assert_eq!(pushed, built[1].digest, "skopeo changed the manifest");
+    let repository = format!("{}/test/busybox", registry.host);
+    let mut spec = registry_spec(&repository, &pushed);
+    spec.reference = "docker.io/k3s-gvisor/busybox-pulled:1".into();
+    let pull_dir = tempfile::tempdir().unwrap();
+    let pulled = build_image(&spec, &context(pull_dir.path(), PathBuf::new())).unwrap();
+    assert_eq!(pulled.digest, pushed);
+    assert_eq!(
+        pulled.origin,
+        ImageOrigin::Registry {
+            repository,
+            pinned_digest: pushed.clone(),
+            platform: "linux/amd64".into()
+        }
+    );
+    assert_eq!(
+        cached_blob_count(pull_dir.path()),
+        3,
+        "manifest, config and layer are cached"
+    );
+
+    // The cache serves the second pull: the registry is gone, and --offline is on.
+    registry.stop();
+    std::fs::remove_file(&pulled.file).unwrap();
+    let offline = ImageContext {
+        offline: true,
+        ..context(pull_dir.path(), PathBuf::new())
+    };
+    let again = build_image(&spec, &offline).unwrap();
+    assert_eq!(again.digest, pushed);
+
+    // containerd imports each archive under its name, pointing at the expected manifest.
+    for image in [&built[0], &built[1], &again] {
+        let listed = containerd.import(&image.file).unwrap();
+        assert!(
+            listed.contains(&(image.reference.clone(), image.digest.clone())),
+            "{} ({}) not listed by `ctr -n k8s.io images ls`: {listed:?}",
+            image.reference,
+            image.digest
+        );
+    }
+
+    // Imported means unpacked too: the native snapshotter holds the layers.
+    let snapshots = containerd
+        .ctr(&["-n", "k8s.io", "snapshots", "--snapshotter", "native", "ls"])
+        .unwrap();
+    assert!(
+        snapshots.lines().count() > 1,
+        "nothing was unpacked: {snapshots}"
+    );
+
+    let entry = serde_json::to_value(again.manifest_entry()).unwrap();
+    assert_eq!(entry["ref"], "docker.io/k3s-gvisor/busybox-pulled:1");
+    assert_eq!(entry["file"], "images/pulled.oci.tar");
+    assert_eq!(entry["source"]["kind"], "registry");
+    assert_eq!(entry["digest"], pushed.as_str());
+}
+
+#[test]
+fn an_index_resolves_to_linux_amd64_and_a_missing_platform_is_reported() {
+    let registry = Registry::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let amd64 = busybox_image(dir.path(), &Platform::linux_amd64());
+    let arm64 = busybox_image(
+        dir.path(),
+        &Platform {
+            os: Os::Linux,
+            architecture: Arch::ARM64,
+        },
+    );
+    assert_ne!(amd64.manifest_digest(), arm64.manifest_digest());
+
+    let both = dir.path().join("both.oci.tar");
+    let index = write_index_archive(
+        &both,
+        &[("linux", "arm64", &arm64), ("linux", "amd64", &amd64)],
+    );
+    assert_eq!(registry.push(&both, "test/multi:1", true).unwrap(), index);
+    let repository = format!("{}/test/multi", registry.host);
+    let pulled = build_image(
+        &registry_spec(&repository, &index),
+        &context(dir.path(), PathBuf::new()),
+    )
+    .unwrap();
+    assert_eq!(
+        pulled.digest,
+        amd64.manifest_digest(),
+        "the amd64 manifest was not chosen"
+    );
+
+    let arm_only = dir.path().join("arm.oci.tar");
+    let arm_index = write_index_archive(&arm_only, &[("linux", "arm64", &arm64)]);
+    registry.push(&arm_only, "test/multi:arm", true).unwrap();
+    let err = format!(
+        "{:#}",
+        build_image(
+            &registry_spec(&repository, &arm_index),
+            &context(dir.path(), PathBuf::new())
+        )
+        .unwrap_err()
+    );
+    assert!(
+        err.contains("has no linux/amd64 image (it offers: linux/arm64)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_tampered_blob_and_a_wrong_digest_are_rejected() {
+    let registry = Registry::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let image = busybox_image(dir.path(), &Platform::linux_amd64());
+    let archive = dir.path().join("busybox.oci.tar");
+    image
+        .write_archive(&archive, "docker.io/test/busybox:1", EPOCH)
+        .unwrap();
+    let digest = registry.push(&archive, "test/busybox:1", false).unwrap();
+    let repository = format!("{}/test/busybox", registry.host);
+
+    // A digest the registry does not have.
+    let wrong = sha256_digest(b"not this image");
+    let fresh = tempfile::tempdir().unwrap();
+    let err = format!(
+        "{:#}",
+        build_image(
+            &registry_spec(&repository, &wrong),
+            &context(fresh.path(), PathBuf::new())
+        )
+        .unwrap_err()
+    );
+    assert!(err.contains("has no manifest"), "{err}");
+    assert_eq!(cached_blob_count(fresh.path()), 0);
+
+    // Flip one byte of the layer in the registry's storage, keeping its size.
+    let manifest = json(&image.manifest);
+    let layer_digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = registry.blob_data(&layer_digest);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let fresh = tempfile::tempdir().unwrap();
+    let err = format!(
+        "{:#}",
+        build_image(
+            &registry_spec(&repository, &digest),
+            &context(fresh.path(), PathBuf::new())
+        )
+        .unwrap_err()
+    );
+    assert!(
+        err.contains("does not match its digest") || err.contains("has digest"),
+        "{err}"
+    );
+    let store = BlobStore::new(&fresh.path().join("cache"));
+    assert!(
+        !store.contains(&layer_digest).unwrap(),
+        "the tampered layer entered the cache"
+    );
+    assert_eq!(
+        std::fs::read_dir(fresh.path().join("cache/images/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(
+        !fresh.path().join("out/pulled.oci.tar").exists(),
+        "an archive was written"
+    );
+}

@@ -7,13 +7,15 @@
 # Prints lines the tests read:
 #   plugin <type> <id> <status>     from `ctr plugins ls`, CRI plugins only
 #   log: ...                        containerd log lines about the 4.11 check and sysctls
+#                                   (all of its log with DEBUG_LOG=1)
 #   runp: ok <id> | runp: failed    `crictl runp` outcome (its error follows)
 #   sandbox sysctls: k=v ...        linux.sysctl of the pod sandbox's spec ("none" if empty)
 set -u
 BIN=$1 RUNC=$2 CRICTL=${3:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 exec 2>&1
-sh "$HERE/mount-cgroups.sh" >/dev/null || exit 1
+# NO_CGROUP_MOUNT=1 on plain Linux: the host's own cgroups are already there.
+[ -n "${NO_CGROUP_MOUNT:-}" ] || sh "$HERE/mount-cgroups.sh" >/dev/null || exit 1
 # Everything containerd writes (root, state, shim sockets under /run/containerd) goes to a
 # tmpfs private to this mount namespace, never to the host through the 9p root.
 mount -t tmpfs tmpfs /run || { echo "cannot mount tmpfs on /run"; exit 1; }
@@ -34,6 +36,8 @@ state = "$W/state"
     sandbox = "docker.io/k3s-gvisor/test-pause:1"
 [plugins.'io.containerd.cri.v1.runtime']
   netns_mounts_under_state_dir = true
+  # CRI asks for oom_score_adj -998 otherwise, which needs CAP_SYS_RESOURCE.
+  restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -67,7 +71,7 @@ JSON
     if ID=$($CRI runp $W/pod.json 2>$W/runp.err); then
         echo "runp: ok $ID"
         echo "pod state: $($CRI inspectp "$ID" | grep -o '"state": *"[A-Z_]*"' | head -n 1 | cut -d'"' -f4)"
-        S=$($CTR -n k8s.io containers info "$ID" | tr -d '\n ' | grep -o '"sysctl":{[^}]*}' | sed 's/"sysctl"://; s/[{}"]//g; s/:/=/g; s/,/ /g')
+        S=$($CTR -n k8s.io containers info "$ID" | grep -o '"net\.[a-z0-9_.]*": *"[^"]*"' | sed 's/": *"/=/; s/"//g' | tr '\n' ' ')
         echo "sandbox sysctls: ${S:-none}"
         $CRI stopp "$ID" >/dev/null 2>&1
         $CRI rmp "$ID" >/dev/null 2>&1
@@ -75,6 +79,9 @@ JSON
         echo "runp: failed"; cat $W/runp.err
     fi
 fi
-grep -E '4\.11|unprivileged|sysctl|subreaper|failed to load plugin' $W/containerd.log | sed 's/^/log: /'
+# DEBUG_LOG=1: the whole containerd log, not only the lines about these patches.
+if [ -n "${DEBUG_LOG:-}" ]; then cat $W/containerd.log; else
+    grep -E '4\.11|unprivileged|sysctl|subreaper|failed to load plugin' $W/containerd.log
+fi | sed 's/^/log: /'
 kill $PID; wait $PID 2>/dev/null
 exit 0

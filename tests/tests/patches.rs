@@ -1,0 +1,622 @@
+//! The gVisor patches (patches/runc, patches/containerd), proven where they matter: upstream
+//! fails and patched works inside real gVisor sandboxes (Debian's 2022 runsc and a current
+//! gVisor), and on plain Linux with the blocker simulated; where a gVisor has a blocker's file
+//! or feature, the patched binary behaves like upstream. docs/patches.md explains each patch.
+//!
+//! The binaries come from the pipeline: `cargo xtask build` (patched) and
+//! `cargo xtask build --unpatched` (upstream; only the 0000 build-fix patches). The shell
+//! scripts in tests/patches/ run inside the sandbox; these tests read what they print.
+//!
+//! gVisors: K3S_GVISOR_RUNSC, or `cargo xtask tool runsc` (current gVisor), and Debian's
+//! /usr/bin/runsc (`apt-get install runsc`). Needs root, busybox-static, Go, util-linux.
+
+use k3s_gvisor_tests::{check, repo, xtask};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+/// A sandbox run takes seconds of two shared cores: one at a time, and builds only once.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The pipeline's upstream and patched bin dirs (runc, containerd, ctr, containerd-shim-runc-v2).
+struct Binaries {
+    upstream: PathBuf,
+    patched: PathBuf,
+}
+
+fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let repo = repo();
+        check(&xtask(&repo, &["build"]), "cargo xtask build");
+        check(
+            &xtask(&repo, &["build", "--unpatched"]),
+            "cargo xtask build --unpatched",
+        );
+        let out = repo.join("target/k3s-gvisor/out");
+        Binaries {
+            upstream: out.join("unpatched/bin"),
+            patched: out.join("patched/bin"),
+        }
+    })
+}
+
+/// One gVisor to run sandboxes with, and what its kernel offers (tests/patches/probe.sh).
+struct Gvisor {
+    name: &'static str,
+    runsc: PathBuf,
+    facts: String,
+}
+
+impl Gvisor {
+    fn fact(&self, key: &str) -> &str {
+        let prefix = format!("{key}=");
+        self.facts
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| {
+                panic!(
+                    "probe.sh printed no {key} in {}:\n{}",
+                    self.name, self.facts
+                )
+            })
+    }
+    fn has_cap_last_cap(&self) -> bool {
+        self.fact("cap_last_cap") != "missing"
+    }
+    fn has_devices_cgroup(&self) -> bool {
+        self.fact("devices_cgroup") == "mountable"
+    }
+    fn has_unprivileged_sysctls(&self) -> bool {
+        self.fact("ip_unprivileged_port_start") == "present"
+            && self.fact("ping_group_range") == "present"
+    }
+    /// containerd's check: is the reported kernel at least 4.11?
+    fn kernel_at_least_4_11(&self) -> bool {
+        let release = self.fact("kernel");
+        let mut parts = release
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|p| p.parse::<u32>().ok());
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        (major, minor) >= (4, 11)
+    }
+
+    /// `sh SCRIPT ARGS` inside a fresh sandbox of this gVisor (9p root, no network); stdout+stderr.
+    fn run(&self, script: &str, args: &[&Path]) -> String {
+        self.run_with_env("", script, args)
+    }
+
+    /// Like `run`, with `env` (`NAME='value' ...`) set for the script.
+    fn run_with_env(&self, env: &str, script: &str, args: &[&Path]) -> String {
+        let mut line = format!("exec 2>&1; {env} sh {}", scripts().join(script).display());
+        for a in args {
+            line.push(' ');
+            line.push_str(&a.display().to_string());
+        }
+        let out = Command::new(&self.runsc)
+            .args([
+                "--network=none",
+                "do",
+                "-force-overlay=false",
+                "/bin/sh",
+                "-c",
+                &line,
+            ])
+            .current_dir("/tmp")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.runsc.display()));
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        eprintln!(
+            "--- {} in {} ({}):\n{text}",
+            script,
+            self.name,
+            self.runsc.display()
+        );
+        text
+    }
+}
+
+fn scripts() -> PathBuf {
+    repo().join("tests/patches")
+}
+
+/// Both gVisors, probed. Missing ones fail the test with what to install.
+fn gvisors() -> Vec<Gvisor> {
+    let current = match std::env::var_os("K3S_GVISOR_RUNSC") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let out = xtask(&repo(), &["tool", "runsc"]);
+            let text = check(&out, "cargo xtask tool runsc (the current gVisor)");
+            PathBuf::from(
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or_else(|| panic!("{text}")),
+            )
+        }
+    };
+    let debian = PathBuf::from("/usr/bin/runsc");
+    assert!(
+        debian.is_file(),
+        "Debian's 2022 gVisor is missing: apt-get install runsc"
+    );
+    [
+        ("current gVisor", current),
+        ("Debian's 2022 gVisor", debian),
+    ]
+    .into_iter()
+    .map(|(name, runsc)| {
+        let mut g = Gvisor {
+            name,
+            runsc,
+            facts: String::new(),
+        };
+        g.facts = g.run("probe.sh", &[]);
+        g
+    })
+    .collect()
+}
+
+/// An OCI bundle whose container runs `busybox echo` (busybox from Debian's busybox-static).
+fn busybox_bundle(dir: &Path, runc: &Path) -> PathBuf {
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.is_file(),
+        "/bin/busybox is missing: apt-get install busybox-static"
+    );
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs/bin")).unwrap();
+    std::fs::copy(busybox, bundle.join("rootfs/bin/busybox")).unwrap();
+    check(
+        &Command::new(runc)
+            .arg("spec")
+            .current_dir(&bundle)
+            .output()
+            .unwrap(),
+        "runc spec",
+    );
+    let spec = std::fs::read_to_string(bundle.join("config.json")).unwrap();
+    let edited = spec
+        .replacen("\"terminal\": true", "\"terminal\": false", 1)
+        .replacen(
+            "\"sh\"",
+            "\"/bin/busybox\", \"echo\", \"hello from busybox\"",
+            1,
+        );
+    assert!(
+        edited.contains("hello from busybox") && edited.contains("\"terminal\": false"),
+        "runc spec changed shape:\n{spec}"
+    );
+    std::fs::write(bundle.join("config.json"), edited).unwrap();
+    bundle
+}
+
+const HELLO: &str = "hello from busybox";
+const CAP_LAST_CAP_ERROR: &str = "open /proc/sys/kernel/cap_last_cap: no such file or directory";
+const DEVICES_ERROR: &str = "mountpoint for devices not found";
+const DEVICES_WARNING: &str = "the kernel offers no devices cgroup controller";
+/// Debian's 2022 gVisor gives /proc inode 75, and runc 1.3.3's CVE-2025-52881 hardening
+/// (filepath-securejoin) refuses any procfs root that is not inode 1. Not patched: see docs.
+const PROCFS_INODE_ERROR: &str = "unsafe procfs detected: incorrect procfs root inode number";
+
+#[test]
+fn runc_runs_a_busybox_container_in_both_gvisors() {
+    let bins = binaries();
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = busybox_bundle(dir.path(), &bins.patched.join("runc"));
+    for g in gvisors() {
+        let upstream = g.run("runc-busybox.sh", &[&bins.upstream.join("runc"), &bundle]);
+        let patched = g.run("runc-busybox.sh", &[&bins.patched.join("runc"), &bundle]);
+        if !g.has_devices_cgroup() {
+            assert!(
+                upstream.contains(DEVICES_ERROR),
+                "{}: upstream runc should stop at the devices cgroup:\n{upstream}",
+                g.name
+            );
+            assert!(
+                patched.contains(DEVICES_WARNING) && !patched.contains(DEVICES_ERROR),
+                "{}: patched runc should warn and go on:\n{patched}",
+                g.name
+            );
+            if patched.contains(PROCFS_INODE_ERROR) {
+                eprintln!("{}: patched runc is past the devices cgroup and stops at the procfs inode check (documented limit)", g.name);
+                continue;
+            }
+        } else if g.has_cap_last_cap() {
+            // Neither blocker here: the patches must be no-ops. Where the kernel has a devices
+            // controller, an unmounted one stays fatal for patched runc too.
+            let without_devices = "CGROUP_CONTROLLERS='cpu cpuacct cpuset memory pids'";
+            let runc = bins.patched.join("runc");
+            let unmounted = g.run_with_env(without_devices, "runc-busybox.sh", &[&runc, &bundle]);
+            assert!(
+                unmounted.contains(DEVICES_ERROR) && !unmounted.contains(DEVICES_WARNING),
+                "{}: the kernel has devices, so patched runc must refuse to run without it:\n{unmounted}",
+                g.name
+            );
+            assert!(
+                upstream.contains(HELLO) && upstream.contains("runc exit: 0"),
+                "{}: upstream runc should run busybox here:\n{upstream}",
+                g.name
+            );
+        } else {
+            assert!(
+                upstream.contains("cap_last_cap"),
+                "{}: upstream runc should fail on cap_last_cap:\n{upstream}",
+                g.name
+            );
+        }
+        assert!(
+            patched.contains(HELLO) && patched.contains("runc exit: 0"),
+            "{}: patched runc should run busybox:\n{patched}",
+            g.name
+        );
+    }
+}
+
+/// Plain Linux, cgroup v1, private mount namespace: the devices hierarchy unmounted, and
+/// /proc/cgroups with or without its devices row (a bind-mounted copy without it is what a
+/// kernel with no devices controller, like Debian's gVisor, shows).
+#[test]
+fn runc_devices_cgroup_optional_only_where_the_kernel_has_none_on_plain_linux() {
+    let bins = binaries();
+    let _one = serial();
+    if !Path::new("/sys/fs/cgroup/devices/devices.list").exists() {
+        // On a cgroup v2 host runc uses its fs2 manager, which has no devices hierarchy to
+        // miss: the patched code is not reachable there. Say so loudly rather than pass quietly.
+        eprintln!("NOT RUN: this host has no cgroup v1 devices hierarchy (cgroup v2?); the v1 devices patch cannot be reached here. The gVisor test covers it.");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = busybox_bundle(dir.path(), &bins.patched.join("runc"));
+    let fake = dir.path().join("cgroups-without-devices");
+    let table = std::fs::read_to_string("/proc/cgroups").unwrap();
+    std::fs::write(
+        &fake,
+        table
+            .lines()
+            .filter(|l| !l.starts_with("devices"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let run = |runc: &Path, hide_devices_row: bool| {
+        let mut line = String::from("exec 2>&1; umount /sys/fs/cgroup/devices || exit 1; ");
+        if hide_devices_row {
+            line.push_str(&format!(
+                "mount --bind {} /proc/cgroups || exit 1; ",
+                fake.display()
+            ));
+        }
+        line.push_str(&format!(
+            "sh {} {} {}",
+            scripts().join("runc-busybox.sh").display(),
+            runc.display(),
+            bundle.display()
+        ));
+        let out = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &line])
+            .env("NO_CGROUP_MOUNT", "1")
+            .output()
+            .expect("cannot run unshare (util-linux)");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        eprintln!(
+            "--- {} (devices unmounted, devices row hidden: {hide_devices_row}):\n{text}",
+            runc.display()
+        );
+        text
+    };
+    let upstream = run(&bins.upstream.join("runc"), true);
+    assert!(upstream.contains(DEVICES_ERROR), "{upstream}");
+    let patched = run(&bins.patched.join("runc"), true);
+    assert!(
+        patched.contains(DEVICES_WARNING)
+            && patched.contains(HELLO)
+            && patched.contains("runc exit: 0"),
+        "{patched}"
+    );
+    // The kernel has the controller, it is just not mounted: upstream's fatal error stays.
+    let patched = run(&bins.patched.join("runc"), false);
+    assert!(
+        patched.contains(DEVICES_ERROR) && !patched.contains(DEVICES_WARNING),
+        "{patched}"
+    );
+}
+
+/// runc's own unit test of libcontainer/capabilities, compiled from the pipeline's unpatched and
+/// patched runc trees, run where cap_last_cap is missing (Debian's gVisor, or a tmpfs over
+/// /proc/sys/kernel on plain Linux) and where it is present.
+#[test]
+fn runc_capabilities_unit_test_passes_without_cap_last_cap() {
+    let _ = binaries();
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let work = repo().join("target/k3s-gvisor/src");
+    let upstream = capabilities_test_binary(
+        &work.join("unpatched/runc"),
+        &dir.path().join("captest-upstream"),
+    );
+    let patched = capabilities_test_binary(
+        &work.join("patched/runc"),
+        &dir.path().join("captest-patched"),
+    );
+
+    // Plain Linux, blocker simulated: an empty tmpfs over /proc/sys/kernel, private mount ns.
+    let hide = "mount -t tmpfs none /proc/sys/kernel && exec \"$0\" -test.v -test.count=1";
+    let run_hidden = |bin: &Path| {
+        let out = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", hide])
+            .arg(bin)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let (u, p) = (run_hidden(&upstream), run_hidden(&patched));
+    assert!(
+        u.contains(CAP_LAST_CAP_ERROR) && u.contains("FAIL"),
+        "upstream should fail without cap_last_cap:\n{u}"
+    );
+    assert!(
+        p.contains("--- PASS: TestNew"),
+        "patched should pass without cap_last_cap:\n{p}"
+    );
+    // Plain Linux as it is: both pass.
+    for bin in [&upstream, &patched] {
+        let text = check(
+            &Command::new(bin).arg("-test.v").output().unwrap(),
+            "capabilities test on plain Linux",
+        );
+        assert!(text.contains("--- PASS: TestNew"), "{text}");
+    }
+
+    for g in gvisors() {
+        let u = g.run_binary(&upstream);
+        let p = g.run_binary(&patched);
+        assert!(
+            p.contains("--- PASS: TestNew"),
+            "{}: patched capabilities test should pass:\n{p}",
+            g.name
+        );
+        if g.has_cap_last_cap() {
+            assert!(
+                u.contains("--- PASS: TestNew"),
+                "{}: has cap_last_cap, upstream should pass:\n{u}",
+                g.name
+            );
+        } else {
+            assert!(
+                u.contains(CAP_LAST_CAP_ERROR),
+                "{}: upstream should fail on cap_last_cap:\n{u}",
+                g.name
+            );
+        }
+    }
+}
+
+impl Gvisor {
+    fn run_binary(&self, bin: &Path) -> String {
+        let line = format!("exec 2>&1; {} -test.v -test.count=1", bin.display());
+        let out = Command::new(&self.runsc)
+            .args([
+                "--network=none",
+                "do",
+                "-force-overlay=false",
+                "/bin/sh",
+                "-c",
+                &line,
+            ])
+            .current_dir("/tmp")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        eprintln!("--- {} in {}:\n{text}", bin.display(), self.name);
+        text
+    }
+}
+
+fn capabilities_test_binary(tree: &Path, out: &Path) -> PathBuf {
+    assert!(
+        tree.join("vendor").is_dir(),
+        "no vendored runc tree at {} (cargo xtask build makes it)",
+        tree.display()
+    );
+    let built = Command::new("go")
+        .args(["test", "-mod=vendor", "-c", "-o"])
+        .arg(out)
+        .arg("./libcontainer/capabilities")
+        .current_dir(tree)
+        .output()
+        .expect("cannot run go (the Go toolchain is needed to compile runc's unit test)");
+    check(
+        &built,
+        &format!(
+            "go test -c ./libcontainer/capabilities in {}",
+            tree.display()
+        ),
+    );
+    out.to_path_buf()
+}
+
+fn crictl() -> PathBuf {
+    let out = xtask(&repo(), &["tool", "crictl"]);
+    let text = check(&out, "cargo xtask tool crictl");
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("{text}")),
+    )
+}
+
+fn plugin_ok(out: &str, id: &str) -> bool {
+    out.lines().any(|l| {
+        l.starts_with("plugin ") && l.split_whitespace().nth(2) == Some(id) && l.ends_with(" ok")
+    })
+}
+
+/// runc's error for a sysctl the kernel lacks (whichever of the two it tries first).
+const MISSING_SYSCTL_ERROR: &str = "open sysctl net.ipv4.";
+const KERNEL_411_ERROR: &str =
+    "unprivileged_icmp and unprivileged_port require kernel version greater than or equal to 4.11";
+
+#[test]
+fn containerd_cri_loads_and_pods_carry_no_missing_sysctl_in_both_gvisors() {
+    let bins = binaries();
+    let crictl = crictl();
+    let _one = serial();
+    let runc = bins.patched.join("runc");
+    for g in gvisors() {
+        let upstream = g.run("containerd-cri.sh", &[&bins.upstream, &runc, &crictl]);
+        let patched = g.run("containerd-cri.sh", &[&bins.patched, &runc, &crictl]);
+        assert!(
+            plugin_ok(&patched, "cri"),
+            "{}: patched containerd should load CRI:\n{patched}",
+            g.name
+        );
+        if !g.kernel_at_least_4_11() {
+            assert!(
+                upstream.contains(KERNEL_411_ERROR) && !plugin_ok(&upstream, "cri"),
+                "{}: upstream CRI should refuse the kernel:\n{upstream}",
+                g.name
+            );
+            assert!(
+                patched.contains("enable_unprivileged_ports turned off"),
+                "{}: patched should say it degraded:\n{patched}",
+                g.name
+            );
+        } else {
+            assert!(
+                plugin_ok(&upstream, "cri"),
+                "{}: kernel >= 4.11, upstream CRI should load:\n{upstream}",
+                g.name
+            );
+        }
+        if g.has_unprivileged_sysctls() {
+            continue; // nothing to drop; the plain-Linux test shows the no-op
+        }
+        if g.kernel_at_least_4_11() {
+            assert!(
+                upstream.contains("runp: failed")
+                    && upstream.contains(MISSING_SYSCTL_ERROR)
+                    && upstream.contains("no such file or directory"),
+                "{}: upstream pod should fail on the sysctl:\n{upstream}",
+                g.name
+            );
+        }
+        if patched.contains("runp: ok") {
+            assert!(
+                patched.contains("pod state: SANDBOX_READY"),
+                "{}:\n{patched}",
+                g.name
+            );
+            assert!(
+                patched.contains("sandbox sysctls: none"),
+                "{}: the pod must carry neither sysctl:\n{patched}",
+                g.name
+            );
+        } else {
+            // Debian's 2022 gVisor: the pod cannot start for reasons outside these patches (bind
+            // mounts of the native snapshotter, procfs inode, no child subreaper); docs/patches.md.
+            assert!(
+                !g.kernel_at_least_4_11(),
+                "{}: the patched pod should run:\n{patched}",
+                g.name
+            );
+            eprintln!(
+                "{}: CRI loads; the pod itself cannot start here (documented limits)",
+                g.name
+            );
+        }
+    }
+}
+
+/// Plain Linux, in a private mount and PID namespace (everything dies with it). `hide_ipv4`
+/// covers /proc/sys/net/ipv4 with an empty tmpfs and `old_kernel` runs under
+/// `setarch --uname-2.6`: together, what Debian's gVisor looks like to containerd.
+fn containerd_on_plain_linux(
+    bin: &Path,
+    runc: &Path,
+    crictl: Option<&Path>,
+    hide_ipv4: bool,
+    old_kernel: bool,
+) -> String {
+    let mut line = String::from("exec 2>&1; ");
+    if hide_ipv4 {
+        line.push_str("mount -t tmpfs none /proc/sys/net/ipv4 || exit 1; ");
+    }
+    if old_kernel {
+        line.push_str("exec setarch x86_64 --uname-2.6 ");
+    }
+    line.push_str(&format!(
+        "sh {} {} {}",
+        scripts().join("containerd-cri.sh").display(),
+        bin.display(),
+        runc.display()
+    ));
+    if let Some(c) = crictl {
+        line.push_str(&format!(" {}", c.display()));
+    }
+    let out = Command::new("unshare")
+        .args([
+            "-m",
+            "-p",
+            "-f",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &line,
+        ])
+        .env("NO_CGROUP_MOUNT", "1")
+        .output()
+        .expect("cannot run unshare (util-linux)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("--- containerd {} on plain Linux (hide_ipv4={hide_ipv4}, old_kernel={old_kernel}):\n{text}", bin.display());
+    text
+}
+
+#[test]
+fn containerd_on_plain_linux_simulated_and_as_it_is() {
+    let bins = binaries();
+    let crictl = crictl();
+    let _one = serial();
+    let runc = bins.patched.join("runc");
+
+    // Simulated gVisor: old kernel version, no ipv4 sysctls.
+    let upstream = containerd_on_plain_linux(&bins.upstream, &runc, None, true, true);
+    let patched = containerd_on_plain_linux(&bins.patched, &runc, None, true, true);
+    assert!(
+        upstream.contains(KERNEL_411_ERROR) && !plugin_ok(&upstream, "cri"),
+        "{upstream}"
+    );
+    assert!(
+        plugin_ok(&patched, "cri") && patched.contains("enable_unprivileged_icmp turned off"),
+        "{patched}"
+    );
+
+    // Old kernel version but the sysctls are there: upstream's error stays.
+    let patched = containerd_on_plain_linux(&bins.patched, &runc, None, false, true);
+    assert!(
+        patched.contains(KERNEL_411_ERROR) && !plugin_ok(&patched, "cri"),
+        "{patched}"
+    );
+
+    // Plain Linux as it is: both load CRI and give the pod both sysctls, as upstream does.
+    for bin in [&bins.upstream, &bins.patched] {
+        let out = containerd_on_plain_linux(bin, &runc, Some(&crictl), false, false);
+        assert!(plugin_ok(&out, "cri") && out.contains("runp: ok"), "{out}");
+        assert!(
+            out.contains("net.ipv4.ip_unprivileged_port_start=0")
+                && out.contains("net.ipv4.ping_group_range=0 2147483647"),
+            "the pod should carry both default sysctls on plain Linux:\n{out}"
+        );
+    }
+}

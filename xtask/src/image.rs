@@ -171,34 +171,6 @@ pub enum ImageOrigin {
     },
 }
 
-/// The entry bundle-manifest.json carries for one image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ManifestImageEntry {
-    pub name: String,
-    #[serde(rename = "ref")]
-    pub reference: String,
-    pub source: ImageOrigin,
-    pub digest: String,
-    /// Path inside the bundle.
-    pub file: String,
-    pub sandbox: bool,
-}
-
-impl ImageOutput {
-    /// The bundle-manifest.json entry, for an archive placed at `images/<file name>`.
-    pub fn manifest_entry(&self) -> ManifestImageEntry {
-        let file_name = self.file.file_name().unwrap_or_default().to_string_lossy();
-        ManifestImageEntry {
-            name: self.name.clone(),
-            reference: self.reference.clone(),
-            source: self.origin.clone(),
-            digest: self.digest.clone(),
-            file: format!("images/{file_name}"),
-            sandbox: self.sandbox,
-        }
-    }
-}
-
 /// Build or pull every image, in the order given.
 pub fn build_images(specs: &[ImageSpec], ctx: &ImageContext) -> Result<Vec<ImageOutput>> {
     check_specs(specs)?;

@@ -2,6 +2,7 @@
 //! drives real tools (docker-registry, skopeo, containerd) through `harness`.
 
 mod harness;
+mod token_server;
 
 use super::archive::{write_oci_archive, Blob, BlobContent, TopManifest};
 use super::assemble::{assemble, elf_interpreter, Platform};
@@ -614,5 +615,37 @@ fn a_tampered_blob_and_a_wrong_digest_are_rejected() {
     assert!(
         !fresh.path().join("out/pulled.oci.tar").exists(),
         "an archive was written"
+    );
+}
+
+#[test]
+fn anonymous_bearer_tokens_are_fetched_as_docker_hub_wants() {
+    let tokens = token_server::TokenServer::start().unwrap();
+    let registry = Registry::start_with(Some(&tokens)).unwrap();
+    // Without a token the registry refuses: the pull below must go through the token dance.
+    assert_eq!(registry.status_of("/v2/").unwrap(), 401);
+
+    let dir = tempfile::tempdir().unwrap();
+    let image = busybox_image(dir.path(), &Platform::linux_amd64());
+    let archive = dir.path().join("busybox.oci.tar");
+    image
+        .write_archive(&archive, "docker.io/test/busybox:1", EPOCH)
+        .unwrap();
+    let digest = registry.push(&archive, "test/busybox:1", false).unwrap();
+    let pushes = tokens.requests().len();
+
+    let repository = format!("{}/test/busybox", registry.host);
+    let pulled = build_image(
+        &registry_spec(&repository, &digest),
+        &context(dir.path(), PathBuf::new()),
+    )
+    .unwrap();
+    assert_eq!(pulled.digest, digest);
+    let ours = &tokens.requests()[pushes..];
+    assert!(
+        ours.iter()
+            .any(|q| q.contains("scope=repository:test/busybox:pull")
+                && q.contains(&format!("service={}", token_server::SERVICE))),
+        "no anonymous pull token was requested: {ours:?}"
     );
 }

@@ -109,6 +109,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Result<Registry> {
+        Registry::start_with(None)
+    }
+
+    /// With `tokens`, the registry demands bearer tokens from that issuer, as Docker Hub does.
+    pub fn start_with(tokens: Option<&super::token_server::TokenServer>) -> Result<Registry> {
         let binary = require_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir()?;
         let storage = dir.path().join("storage");
@@ -118,8 +123,16 @@ impl Registry {
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
+                 http:\n  addr: 127.0.0.1:{port}\n{auth}",
+                storage.display(),
+                auth = tokens.map_or(String::new(), |t| format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    \
+                     rootcertbundle: {}\n",
+                    t.realm,
+                    super::token_server::SERVICE,
+                    super::token_server::ISSUER,
+                    t.cert.display()
+                )),
             ),
         )?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
@@ -176,6 +189,20 @@ impl Registry {
             .join(&hex[..2])
             .join(hex)
             .join("data")
+    }
+
+    /// The HTTP status of an unauthenticated GET.
+    pub fn status_of(&self, path: &str) -> Result<u16> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.host)?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.host)?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .context("empty HTTP response")?;
+        Ok(status.parse()?)
     }
 
     pub fn stop(&mut self) {

@@ -21,7 +21,8 @@ pub struct InstallOptions {
     pub no_start: bool,
 }
 
-/// Host paths k3s and kubelet create outside our dirs; removed on uninstall if new.
+/// Host paths the daemons create outside our dirs; if new at install, uninstall removes what is
+/// left of them once empty (k3s's /etc/rancher/node/password is removed first).
 const DAEMON_HOST_PATHS: [&str; 5] = [
     "/etc/rancher",
     "/run/containerd",

@@ -92,11 +92,34 @@ fn install_cni_config(bundle: &Bundle, paths: &Paths) -> Result<()> {
                     .with_context(|| format!("cannot read {}", path.display()))?;
                 let text = config::render(&text, &values)
                     .with_context(|| format!("in CNI config {}", path.display()))?;
+                let text = keep_cni_state_in_data_dir(&text, paths);
                 fs::write(conf_dir.join(entry.file_name()), text)?;
             }
         }
     }
     Ok(())
+}
+
+/// Points every plugin's IPAM store ("dataDir") into the install's data dir, so allocations
+/// never outlive an uninstall or collide with another CNI user of /var/lib/cni. A config that
+/// is not JSON is left as it is.
+fn keep_cni_state_in_data_dir(text: &str, paths: &Paths) -> String {
+    let Ok(mut conf) = serde_json::from_str::<serde_json::Value>(text) else {
+        return text.to_string();
+    };
+    let store = paths.data_dir.join("cni/networks").display().to_string();
+    let mut changed = false;
+    let plugins = conf.get_mut("plugins").and_then(|p| p.as_array_mut());
+    for plugin in plugins.into_iter().flatten() {
+        if let Some(dir) = plugin.get_mut("dataDir") {
+            *dir = serde_json::Value::String(store.clone());
+            changed = true;
+        }
+    }
+    if !changed {
+        return text.to_string();
+    }
+    serde_json::to_string_pretty(&conf).unwrap_or_else(|_| text.to_string())
 }
 
 /// Only the files this host lacks: the launcher redirects /proc/sys/X to procsys/X when it

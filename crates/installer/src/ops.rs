@@ -14,6 +14,10 @@ use crate::supervise;
 pub fn start(state: &State) -> Result<()> {
     let paths = state.paths();
     remount_if_lost(state)?;
+    if state.control_plane_only && services::has_k3s(&paths) {
+        // No kubelet, so no pods: containerd is not needed.
+        return services::start_k3s(&paths, state);
+    }
     let containerd_was_running = services::daemon(&paths, CONTAINERD).running_pid().is_some();
     services::start_containerd(&paths)?;
     if !containerd_was_running {
@@ -177,9 +181,11 @@ pub fn uninstall(state: &State) -> Result<()> {
         }
     }
     for path in &state.absent_before {
-        if path.exists() {
-            let _ = std::fs::remove_dir_all(path);
+        if path == Path::new("/etc/rancher") {
+            // Written by our k3s (the node's join password); nothing else writes it.
+            let _ = std::fs::remove_file("/etc/rancher/node/password");
         }
+        remove_empty_dirs(path);
     }
     for dir in state.created_dirs.iter().rev() {
         let ours = *dir == state.prefix || *dir == state.data_dir;
@@ -206,4 +212,18 @@ pub fn uninstall(state: &State) -> Result<()> {
         paths.data_dir.display()
     );
     Ok(())
+}
+
+/// Removes `dir` and its subdirectories if they hold no files. Host paths like /run/containerd
+/// and /var/lib/cni may be shared with another containerd that started after install, so only
+/// the empty skeleton our daemons left is removed, never anyone's files.
+fn remove_empty_dirs(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_dirs(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }

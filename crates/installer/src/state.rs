@@ -27,7 +27,7 @@ pub struct State {
     /// Mount points the installer mounted, in mount order. Unmounted in reverse order.
     pub mounts: Vec<PathBuf>,
     /// Host paths the daemons may create (k3s's /etc/rancher/node, kubelet's /var/log/pods)
-    /// that did not exist before install: uninstall removes them.
+    /// that did not exist before install: uninstall removes what is left of them once empty.
     pub absent_before: Vec<PathBuf>,
     /// Network namespaces under /run/netns before install; pod netns created since (containerd
     /// names them cni-*) are unmounted and removed on uninstall.

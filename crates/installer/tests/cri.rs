@@ -165,8 +165,8 @@ C="{crictl} --runtime-endpoint unix://$D/run/containerd.sock --image-endpoint un
 ours() {{ for p in /proc/[0-9]*; do e=$(readlink $p/exe 2>/dev/null) || continue; case "$e" in $P/*|$D/*) echo "${{p#/proc/}} $e";; esac; done; }}
 mounts() {{ grep -e " $P" -e " $D" -e ' /sys/fs/cgroup' -e ' /dev/kmsg ' -e ' /run/netns' -e ' /var/run/netns' /proc/self/mountinfo | cut -d' ' -f5- | sort | tr '\n' ';'; }}
 BEFORE=$(mounts)
-echo "== doctor before install"; {bin}/installer doctor --bundle {bundle}; echo "doctor-rc=$?"
-echo "== install"; $I --prefix $P --data-dir $D; echo "install-rc=$?"
+echo "== doctor before install $(date +%T)"; {bin}/installer doctor --bundle {bundle}; echo "doctor-rc=$?"
+echo "== install $(date +%T)"; $I --prefix $P --data-dir $D; echo "install-rc=$?"
 workload() {{
   echo "== crictl"
   $C images || return 1
@@ -178,10 +178,11 @@ workload() {{
   echo "== logs"; $C logs $CID; echo "logs-rc=$?"
 }}
 workload || {{ echo "== workload failed; containerd log:"; tail -n 40 $D/logs/containerd.log; }}
-echo "== status"; $P/bin/installer status --data-dir $D; echo "status-rc=$?"
-echo "== stop"; $P/bin/installer stop --data-dir $D; echo "stop-rc=$?"
+echo "== status $(date +%T)"; $P/bin/installer status --data-dir $D; echo "status-rc=$?"
+echo "== second install $(date +%T)"; $I --prefix $P --data-dir $D; echo "second-install-rc=$?"
+echo "== stop $(date +%T)"; $P/bin/installer stop --data-dir $D; echo "stop-rc=$?"
 echo "leftover-processes=[$(ours | tr '\n' ';')]"
-echo "== uninstall"; $P/bin/installer uninstall --data-dir $D; echo "uninstall-rc=$?"
+echo "== uninstall $(date +%T)"; $P/bin/installer uninstall --data-dir $D; echo "uninstall-rc=$?"
 AFTER=$(mounts)
 if [ "$BEFORE" = "$AFTER" ]; then echo "mounts-as-before"; else echo "mounts-changed: before=[$BEFORE] after=[$AFTER]"; fi
 test -e $P && echo prefix-present || echo prefix-absent
@@ -228,7 +229,7 @@ const CLEANUP: [&str; 6] = [
 ];
 
 /// What must hold where doctor reports every blocker handled.
-const WORKLOAD: [&str; 9] = [
+const WORKLOAD: [&str; 11] = [
     "install-rc=0",
     "image docker.io/library/busybox:k3s-gvisor-test imported",
     "runp-rc=0",
@@ -238,6 +239,8 @@ const WORKLOAD: [&str; 9] = [
     "hello-from-busybox-in-k3s-gvisor",
     "logs-rc=0",
     "containerd: running",
+    "containerd already running",
+    "second-install-rc=0",
 ];
 
 fn missing(output: &str, expected: &[&str]) -> Vec<String> {

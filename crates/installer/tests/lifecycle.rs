@@ -45,6 +45,13 @@ fn install_no_start_then_uninstall_on_this_host() {
         .unwrap()
         .file_type()
         .is_file());
+    let conf: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&conflist).unwrap()).unwrap();
+    assert_eq!(
+        conf["plugins"][0]["dataDir"],
+        data.join("cni/networks").display().to_string(),
+        "the CNI IPAM store must live in the data dir"
+    );
     let config = fs::read_to_string(prefix.join("etc/containerd/config.toml")).unwrap();
     assert!(
         !config.contains("{{"),

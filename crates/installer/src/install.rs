@@ -63,6 +63,12 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     for line in &plan.workarounds {
         println!("workaround: {line}");
     }
+    if bundle.sandbox_image().is_none() {
+        println!(
+            "warning: this bundle ships no pod sandbox (pause) image: containerd will try to pull \
+             registry.k8s.io/pause:3.10 for every pod, which fails without network access"
+        );
+    }
 
     let mut state = State {
         bundle_name: bundle.manifest.name.clone(),

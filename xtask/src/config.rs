@@ -12,6 +12,9 @@ pub struct BundleConfig {
     pub components: Vec<Component>,
     #[serde(default)]
     pub crates: Crates,
+    /// `[[image]]`: the images the bundle ships (xtask/src/image.rs).
+    #[serde(default, rename = "image")]
+    pub images: Vec<crate::image::ImageSpec>,
     /// `[k3s]`: how the bundle gets its k3s (xtask/src/k3s.rs).
     #[serde(default)]
     pub k3s: Option<crate::k3s::K3sPin>,

@@ -5,6 +5,7 @@ mod config;
 mod digest;
 mod fetch;
 mod fsutil;
+mod image;
 mod k3s;
 mod layout;
 mod manifest;
@@ -158,11 +159,13 @@ fn run(cli: Cli) -> Result<()> {
                 pipeline::build_components(&config, &layout, &opts, Variant::Patched, &mut report)?;
             let k3s = pipeline::build_k3s(&config, &layout, &opts, require_k3s, &mut report)?;
             let crates = pipeline::build_crates(&config, &layout, &mut report)?;
+            let pause = layout.crates_bin().join("pause");
+            let images = pipeline::build_images(&config, &layout, &opts, &pause, &mut report)?;
             let inputs = PackageInputs {
                 components: &components,
                 k3s,
                 crates: &crates,
-                images: Vec::new(),
+                images,
             };
             let tarball = pipeline::package(&config, &layout, inputs, &mut report)?;
             let total = start.elapsed();

@@ -8,7 +8,9 @@ use crate::config::{BundleConfig, Component, SourceKind};
 use crate::digest::{combine, sha256_file, sha256_tree};
 use crate::fetch::{fetch, SourceTree};
 use crate::layout::{Layout, Variant};
-use crate::manifest::{ComponentRecord, Manifest, OutputRecord, PatchRecord, SourceRecord};
+use crate::manifest::{
+    ComponentRecord, ImageRecord, Manifest, OutputRecord, PatchRecord, SourceRecord,
+};
 use crate::package::{self, BundleFile};
 use crate::patch::{patch_files, prepare_tree};
 use crate::stamp::Stamp;
@@ -332,6 +334,88 @@ pub fn build_k3s(
     }
 }
 
+/// Build or pull every `[[image]]` into OCI archives; skipped when the specs and the files they
+/// are made from are unchanged.
+pub fn build_images(
+    config: &BundleConfig,
+    layout: &Layout,
+    opts: &Options,
+    pause_binary: &std::path::Path,
+    report: &mut Report,
+) -> Result<Vec<(BundleFile, ImageRecord)>> {
+    use crate::image::{self, FileOrigin, ImageContext, ImageOrigin, ImageSource};
+    let out_dir = layout.work.join("out/images");
+    let mut inputs = vec![
+        RECIPE.to_string(),
+        config.bundle.source_date_epoch.to_string(),
+        sha256_file(pause_binary)?,
+    ];
+    for spec in &config.images {
+        inputs.push(format!("{spec:?}"));
+        if let ImageSource::Build(b) = &spec.source {
+            for f in &b.files {
+                if let FileOrigin::Host(path) = &f.from {
+                    inputs.push(sha256_file(path)?);
+                }
+            }
+        }
+    }
+    let stamp = Stamp::new(&layout.stamps(), "images", combine(inputs));
+    let ctx = ImageContext {
+        cache_dir: layout.cache.clone(),
+        out_dir: out_dir.clone(),
+        source_date_epoch: config.bundle.source_date_epoch,
+        offline: opts.offline,
+        pause_binary: pause_binary.to_path_buf(),
+    };
+    let fresh = stamp.is_fresh();
+    let start = Instant::now();
+    // Fresh or not, the stage runs: with a fresh stamp it only re-reads its cached archives to
+    // report their digests, which is what the manifest needs.
+    let outputs = image::build_images(&config.images, &ctx)?;
+    if fresh {
+        step(
+            "image",
+            format!("{} image(s): up to date, nothing to do", outputs.len()),
+        );
+    } else {
+        for o in &outputs {
+            step(
+                "image",
+                format!("{} ({}): {}", o.name, o.reference, o.digest),
+            );
+        }
+        stamp.record(&outputs.iter().map(|o| o.file.clone()).collect::<Vec<_>>())?;
+        report.stages.push(("images".into(), start.elapsed(), true));
+    }
+    outputs
+        .into_iter()
+        .map(|o| {
+            let to = format!("images/{}", o.file.file_name().unwrap().to_string_lossy());
+            let source = match &o.origin {
+                ImageOrigin::Build => "build".to_string(),
+                ImageOrigin::Registry {
+                    repository,
+                    pinned_digest,
+                    platform,
+                } => {
+                    format!("registry {repository}@{pinned_digest} ({platform})")
+                }
+            };
+            let record = ImageRecord {
+                name: o.name.clone(),
+                reference: o.reference.clone(),
+                source,
+                digest: o.digest.clone(),
+                file: to.clone(),
+                sha256: sha256_file(&o.file)?,
+                sandbox: o.sandbox,
+            };
+            Ok((BundleFile { from: o.file, to }, record))
+        })
+        .collect()
+}
+
 /// Where a workspace binary lands inside the bundle.
 fn crate_bundle_path(package: &str) -> String {
     match package {
@@ -345,7 +429,7 @@ pub struct PackageInputs<'a> {
     pub components: &'a [BuiltComponent],
     pub k3s: std::result::Result<K3sOutcome, String>,
     pub crates: &'a [PathBuf],
-    pub images: Vec<(BundleFile, crate::manifest::ImageRecord)>,
+    pub images: Vec<(BundleFile, ImageRecord)>,
 }
 
 /// Stage and write the tarball and its `.sha256`; skipped when every input is unchanged.

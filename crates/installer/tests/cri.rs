@@ -182,6 +182,8 @@ echo "== status $(date +%T)"; $P/bin/installer status --data-dir $D; echo "statu
 echo "== second install $(date +%T)"; $I --prefix $P --data-dir $D; echo "second-install-rc=$?"
 echo "== stop $(date +%T)"; $P/bin/installer stop --data-dir $D; echo "stop-rc=$?"
 echo "leftover-processes=[$(ours | tr '\n' ';')]"
+$P/bin/installer status --data-dir $D; echo "status-after-stop-rc=$?"
+$P/bin/installer logs --data-dir $D containerd -n 3; echo "logs-cmd-rc=$?"
 echo "== uninstall $(date +%T)"; $P/bin/installer uninstall --data-dir $D; echo "uninstall-rc=$?"
 AFTER=$(mounts)
 if [ "$BEFORE" = "$AFTER" ]; then echo "mounts-as-before"; else echo "mounts-changed: before=[$BEFORE] after=[$AFTER]"; fi
@@ -219,8 +221,11 @@ fn work_dir() -> Work {
 }
 
 /// What must hold whatever the sandbox lacks: the install cleans up after itself.
-const CLEANUP: [&str; 6] = [
+const CLEANUP: [&str; 9] = [
     "stop-rc=0",
+    "containerd: stopped",
+    "status-after-stop-rc=1",
+    "logs-cmd-rc=0",
     "leftover-processes=[]",
     "uninstall-rc=0",
     "mounts-as-before",

@@ -620,3 +620,58 @@ fn containerd_on_plain_linux_simulated_and_as_it_is() {
         );
     }
 }
+
+/// containerd v2.0.0, an older release whose sandbox_run_linux.go differs: the pipeline must
+/// refuse our 0002 there and name the patch, the file and the hunk. (v2.1.3 and runc v1.3.2
+/// take all of our patches: the code they touch did not change; docs/patches.md.)
+#[test]
+fn a_patch_that_no_longer_applies_is_named_with_its_file_and_hunk() {
+    const V200_SUM: &str = "h1:qLDdFaAykQrIyLiqwQrNLLz95wiC36bAZVwioUwqShM=";
+    let repo = repo();
+    let pins = std::fs::read_to_string(repo.join("bundle.toml")).unwrap();
+    let older = pins
+        .replacen("version = \"v2.1.4\"", "version = \"v2.0.0\"", 1)
+        .replacen(
+            "sum = \"h1:/hXWjiSFd6ftrBOBGfAZ6T30LJcx1dBjdKEeI8xucKQ=\"",
+            &format!("sum = \"{V200_SUM}\""),
+            1,
+        );
+    assert!(
+        older.contains("v2.0.0") && older.contains(V200_SUM),
+        "bundle.toml no longer pins containerd v2.1.4 as expected"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bundle.toml");
+    std::fs::write(&config, older).unwrap();
+    let work = dir.path().join("work");
+    let out = xtask(
+        &repo,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--work-dir",
+            work.to_str().unwrap(),
+            "patch",
+            "--check",
+        ],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "patch --check should fail on containerd v2.0.0:\n{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("0002-cri-podsandbox") && l.contains("FAILS"))
+        .unwrap_or_else(|| panic!("no FAILS line for containerd 0002:\n{text}"));
+    assert!(
+        line.contains("internal/cri/server/podsandbox/sandbox_run_linux.go")
+            && line.contains("hunk"),
+        "{line}"
+    );
+    assert!(
+        text.contains("0001-cri-config-on-a-kernel-below-4.11-without-the-sysctl.patch: applies"),
+        "{text}"
+    );
+}

@@ -35,7 +35,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     let paths = Paths::new(&options.prefix, &options.data_dir);
 
     // A second install on an existing one is harmless: report and, if needed, start it.
-    if let Some(state) = State::load(&paths.data_dir)? {
+    if let Some(mut state) = State::load(&paths.data_dir)? {
         println!(
             "k3s-gvisor {} is already installed (prefix {}, data dir {}); nothing to install.",
             state.bundle_version,
@@ -45,7 +45,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         if options.no_start {
             return Ok(());
         }
-        return ops::start(&state);
+        return ops::start(&mut state);
     }
 
     let bundle = Bundle::locate(options.bundle_dir.as_deref())?;

@@ -106,7 +106,7 @@ fn run(cli: Cli) -> Result<()> {
             control_plane_only: cli.install.control_plane_only,
             no_start: cli.install.no_start,
         }),
-        Some(Command::Start(d)) => ops::start(&State::require(&d.data_dir)?),
+        Some(Command::Start(d)) => ops::start(&mut State::require(&d.data_dir)?),
         Some(Command::Stop(d)) => ops::stop(&State::require(&d.data_dir)?),
         Some(Command::Status(d)) => ops::status(&State::require(&d.data_dir)?),
         Some(Command::Logs {

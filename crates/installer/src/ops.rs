@@ -5,15 +5,15 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::mounts;
-use crate::probe;
+use crate::probe::{self, HostFacts};
 use crate::services::{self, CONTAINERD, K3S};
 use crate::state::State;
 use crate::supervise;
 
 /// Starts containerd, imports the images, then k3s (when the bundle has it).
-pub fn start(state: &State) -> Result<()> {
+pub fn start(state: &mut State) -> Result<()> {
     let paths = state.paths();
-    remount_if_lost(state)?;
+    restore_host_changes(state)?;
     if state.control_plane_only && services::has_k3s(&paths) {
         // No kubelet, so no pods: containerd is not needed.
         return services::start_k3s(&paths, state);
@@ -36,24 +36,33 @@ pub fn start(state: &State) -> Result<()> {
     Ok(())
 }
 
-/// After a sandbox restart the mounts recorded at install are gone; put them back.
-fn remount_if_lost(state: &State) -> Result<()> {
+/// After a sandbox restart /dev and /sys are fresh: the install's mounts are gone while the
+/// prefix and data dir (on the persistent root) remain. Forget the lost host changes and make
+/// them again, recording the new ones.
+fn restore_host_changes(state: &mut State) -> Result<()> {
     let mounted = probe::read_mounts();
-    let lost: Vec<&Path> = state
-        .mounts
-        .iter()
-        .map(|p| p.as_path())
-        .filter(|p| !mounted.iter().any(|m| m.mount_point == *p))
-        .collect();
-    if !lost.is_empty() {
-        bail!(
-            "mounts made at install are gone ({}): the sandbox was probably restarted; run \
-             uninstall and install again",
-            lost.iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+    let is_mounted = |path: &Path| mounted.iter().any(|m| m.mount_point == path);
+    if state.mounts.iter().all(|p| is_mounted(p)) {
+        return Ok(());
+    }
+    println!("mounts made at install are gone (was the sandbox restarted?): making them again");
+    for mount in state.mounts.iter().rev().filter(|p| is_mounted(p)) {
+        let _ = mounts::unmount(mount);
+    }
+    state.mounts.clear();
+    for file in state.created_files.drain(..) {
+        let _ = std::fs::remove_file(file);
+    }
+    state.created_dirs.retain(|dir| dir.exists());
+    state.save()?;
+    let facts = HostFacts::probe(&[]);
+    if !facts.has_dev_kmsg {
+        mounts::provide_dev_kmsg(state)?;
+        println!("/dev/kmsg: bind-mounted /dev/null");
+    }
+    if facts.needs_cgroup_mounts() {
+        let outcome = mounts::mount_cgroups(state)?;
+        println!("cgroup v1 mounted: {}", outcome.mounted.join(","));
     }
     Ok(())
 }

@@ -28,6 +28,7 @@ pub fn daemon(paths: &Paths, name: &str) -> Daemon {
         name: name.to_string(),
         pid_file: paths.pid_file(name),
         log_file: paths.log_file(name),
+        program_dir: paths.prefix.join("bin"),
     }
 }
 

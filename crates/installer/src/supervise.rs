@@ -16,17 +16,22 @@ pub struct Daemon {
     pub name: String,
     pub pid_file: PathBuf,
     pub log_file: PathBuf,
+    /// The daemon (or its launcher) runs from here. A pid whose executable lies elsewhere is a
+    /// reused pid, e.g. after a sandbox restart, not our daemon.
+    pub program_dir: PathBuf,
 }
 
 impl Daemon {
-    /// The pid in the pid file, if that process is alive and not a zombie.
+    /// The pid in the pid file, if that process is alive, not a zombie, and runs from
+    /// `program_dir`.
     pub fn running_pid(&self) -> Option<i32> {
         let pid: i32 = fs::read_to_string(&self.pid_file)
             .ok()?
             .trim()
             .parse()
             .ok()?;
-        process_alive(pid).then_some(pid)
+        let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        (exe.starts_with(&self.program_dir) && process_alive(pid)).then_some(pid)
     }
 
     /// Starts `program args` in a new session with stdout+stderr appended to the log file.

@@ -133,6 +133,16 @@ fn assemble(parent: &Path) -> FakeBundle {
 
 /// The whole scenario as one sh script, so it runs unchanged on the host and inside gVisor.
 fn scenario(bundle: &FakeBundle, work: &Path, crictl: &Path) -> String {
+    scenario_with(
+        bundle,
+        work,
+        crictl,
+        r#"$I --prefix $P --data-dir $D; echo "install-rc=$?""#,
+    )
+}
+
+/// `bring_up` is the sh line that gets containerd running and echoes `install-rc=`.
+fn scenario_with(bundle: &FakeBundle, work: &Path, crictl: &Path, bring_up: &str) -> String {
     let (prefix, data) = (work.join("prefix"), work.join("data"));
     fs::write(
         work.join("pod.json"),
@@ -166,7 +176,7 @@ ours() {{ for p in /proc/[0-9]*; do e=$(readlink $p/exe 2>/dev/null) || continue
 mounts() {{ grep -e " $P" -e " $D" -e ' /sys/fs/cgroup' -e ' /dev/kmsg ' -e ' /run/netns' -e ' /var/run/netns' /proc/self/mountinfo | cut -d' ' -f5- | sort | tr '\n' ';'; }}
 BEFORE=$(mounts)
 echo "== doctor before install $(date +%T)"; {bin}/installer doctor --bundle {bundle}; echo "doctor-rc=$?"
-echo "== install $(date +%T)"; $I --prefix $P --data-dir $D; echo "install-rc=$?"
+echo "== install $(date +%T)"; {bring_up}
 workload() {{
   echo "== crictl"
   $C images || return 1
@@ -198,6 +208,7 @@ if [ -n "${{SHOW_LOGS:-}}" ]; then cat $D/logs/*.log; fi
         data = data.display(),
         work = work.display(),
         crictl = crictl.display(),
+        bring_up = bring_up,
     )
 }
 
@@ -339,6 +350,11 @@ fn crictl_runs_busybox_inside_gvisor() {
 /// the one users' sandboxes run: here every blocker must be handled and busybox must run.
 #[test]
 fn crictl_runs_busybox_inside_current_gvisor() {
+    run_inside(&current_runsc(), false);
+}
+
+/// The current gVisor's runsc, built and cached by the pipeline's tool command.
+fn current_runsc() -> PathBuf {
     let output = Command::new("cargo")
         .args(["xtask", "tool", "runsc"])
         .current_dir(repo_root())
@@ -350,5 +366,53 @@ fn crictl_runs_busybox_inside_current_gvisor() {
         String::from_utf8_lossy(&output.stderr)
     );
     let runsc = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    run_inside(&runsc, false);
+    runsc
+}
+
+/// A sandbox restart wipes /dev, /sys and every process but keeps the 9p root: `start` in the
+/// new sandbox must see the stale pid, remount what install mounted, and run pods again.
+#[test]
+fn start_after_a_sandbox_restart_inside_current_gvisor() {
+    require_root();
+    let runsc = current_runsc();
+    let work = work_dir();
+    let bundle = assemble(&work.path);
+    let (prefix, data) = (work.path.join("prefix"), work.path.join("data"));
+    let first = format!(
+        "{} --prefix {} --data-dir {}; echo \"first-install-rc=$?\"",
+        bundle.install_script().display(),
+        prefix.display(),
+        data.display()
+    );
+    let in_sandbox = |script: &str| {
+        let mut command = Command::new(&runsc);
+        command.args([
+            "--network=none",
+            "do",
+            "-force-overlay=false",
+            "/bin/sh",
+            "-c",
+            script,
+        ]);
+        let (_, stdout, stderr) = run(&mut command);
+        format!("{stdout}\n--- stderr ---\n{stderr}")
+    };
+    let output = in_sandbox(&first);
+    assert!(output.contains("first-install-rc=0"), "{output}");
+
+    let bring_up = r#"$P/bin/installer status --data-dir $D; echo "status-after-restart-rc=$?"
+$P/bin/installer start --data-dir $D; echo "install-rc=$?""#;
+    let script = scenario_with(&bundle, &work.path, &crictl(), bring_up);
+    let output = in_sandbox(&script);
+    println!("{output}");
+    for needle in [
+        "containerd: stopped",
+        "status-after-restart-rc=1",
+        "making them again",
+        "cgroup v1 mounted:",
+        "containerd started",
+    ] {
+        assert!(output.contains(needle), "missing {needle:?} in:\n{output}");
+    }
+    check(&output, false);
 }

@@ -56,6 +56,8 @@ pub fn spawn_traced(command: &[OsString], filter: &BpfProgram) -> Result<Child> 
     // before exec or _exit.
     match unsafe { fork() }.context("fork")? {
         ForkResult::Child => unsafe {
+            // Our copy of the write end must go, or a dead parent would never give us EOF.
+            libc::close(go_write.as_raw_fd());
             child_after_fork(
                 go_read.as_raw_fd(),
                 err_write.as_raw_fd(),

@@ -83,8 +83,10 @@ pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool) -> Result<Plan> {
         Err(error) => problems.push(format!("{error:#}")),
     }
 
-    if let Some(problem) = prefix_problem(&paths.prefix) {
-        problems.push(problem);
+    for (flag, dir) in [("--prefix", &paths.prefix), ("--data-dir", &paths.data_dir)] {
+        if let Some(problem) = not_new_or_empty(flag, dir) {
+            problems.push(problem);
+        }
     }
     problems.extend(disk_problems(bundle, paths, will_start));
 
@@ -110,28 +112,29 @@ pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool) -> Result<Plan> {
     })
 }
 
-/// The prefix must be new or empty: the installer owns everything under it and removes it on
-/// uninstall, so it must never adopt a directory holding someone else's files.
-fn prefix_problem(prefix: &Path) -> Option<String> {
-    if !prefix.exists() {
+/// Prefix and data dir must be new or empty: the installer owns everything under them and
+/// removes them on uninstall, so it must never adopt a directory holding someone else's files.
+/// (An existing install is recognised earlier, by its state file.)
+fn not_new_or_empty(flag: &str, dir: &Path) -> Option<String> {
+    if !dir.exists() {
         return None;
     }
-    if !prefix.is_dir() {
+    if !dir.is_dir() {
         return Some(format!(
-            "--prefix {} exists and is not a directory",
-            prefix.display()
+            "{flag} {} exists and is not a directory",
+            dir.display()
         ));
     }
-    let empty = fs::read_dir(prefix)
+    let empty = fs::read_dir(dir)
         .map(|mut entries| entries.next().is_none())
         .unwrap_or(false);
     if empty {
         None
     } else {
         Some(format!(
-            "--prefix {} already holds files: choose an empty or new directory, \
+            "{flag} {} already holds files: choose an empty or new directory, \
              or uninstall the previous install first",
-            prefix.display()
+            dir.display()
         ))
     }
 }

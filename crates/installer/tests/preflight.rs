@@ -184,3 +184,26 @@ fn a_non_empty_prefix_is_refused() {
     );
     assert!(!data.exists());
 }
+
+#[test]
+fn a_non_empty_data_dir_without_an_install_is_refused() {
+    require_root();
+    let temp = tempfile::tempdir().unwrap();
+    let bundle = FakeBundle::assemble(temp.path(), "amd64", 0);
+    let (prefix, data) = (temp.path().join("prefix"), temp.path().join("data"));
+    fs::create_dir(&data).unwrap();
+    fs::write(data.join("someone-elses-file"), "keep me").unwrap();
+    let (output, _stdout, stderr) = run(&mut install_command(
+        &bundle.install_script(),
+        &prefix,
+        &data,
+    ));
+    assert!(!output.status.success());
+    assert!(stderr.contains("--data-dir"), "{stderr}");
+    assert!(stderr.contains("already holds files"), "{stderr}");
+    assert_eq!(
+        fs::read_to_string(data.join("someone-elses-file")).unwrap(),
+        "keep me"
+    );
+    assert!(!prefix.exists());
+}

@@ -32,8 +32,9 @@ pub struct ReleaseArgs {
     /// Where to write `assets/` and `release-notes.md` (default: dist/release).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
-    /// The git tag being released; must equal the bundle's version (the workflow passes the tag
-    /// that triggered it, so a tag and a bundle that disagree are never published together).
+    /// The git tag being released: it must equal the bundle's version, and the bundle must
+    /// omit nothing (the workflow passes the tag that triggered it, so a tag and a bundle that
+    /// disagree, or an incomplete bundle, are never published).
     #[arg(long)]
     pub tag: Option<String>,
 }
@@ -82,13 +83,7 @@ pub fn command(config: &BundleConfig, layout: &Layout, args: ReleaseArgs) -> Res
     })?;
     let manifest = verified.manifest;
     if let Some(tag) = &args.tag {
-        if tag != &manifest.version {
-            bail!(
-                "tag `{tag}` is not the bundle's version `{}`: tag the commit with the version in \
-                 bundle.toml ([bundle] version), or bump that version and rebuild",
-                manifest.version
-            );
-        }
+        check_publishable(&manifest, tag)?;
     }
     let out_dir = args.out_dir.unwrap_or_else(|| layout.dist.join("release"));
     let plan = dry_run(&manifest, &tarball, &layout.repo, &out_dir)?;
@@ -98,6 +93,28 @@ pub fn command(config: &BundleConfig, layout: &Layout, args: ReleaseArgs) -> Res
     }
     println!("notes: {}\n", plan.notes.display());
     print!("{}", std::fs::read_to_string(&plan.notes)?);
+    Ok(())
+}
+
+/// What a tagged (published) release must satisfy beyond `verify`: the tag is the bundle's
+/// version, and the bundle lacks nothing it was meant to hold (a dry run without `--tag` may
+/// preview an incomplete bundle; its notes say what is missing).
+pub fn check_publishable(manifest: &Manifest, tag: &str) -> Result<()> {
+    if tag != manifest.version {
+        bail!(
+            "tag `{tag}` is not the bundle's version `{}`: tag the commit with the version in \
+             bundle.toml ([bundle] version), or bump that version and rebuild",
+            manifest.version
+        );
+    }
+    if let Some(o) = manifest.omitted.first() {
+        bail!(
+            "the bundle was built without {} ({}); a release must be complete: rebuild with \
+             `cargo xtask bundle --require-k3s` where every component can be built",
+            o.name,
+            o.reason
+        );
+    }
     Ok(())
 }
 
@@ -503,6 +520,26 @@ mod tests {
             format!("{err:#}").contains("not in this checkout"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn a_tagged_release_needs_the_matching_version_and_a_complete_bundle() {
+        let t = tempfile::tempdir().unwrap();
+        let (mut manifest, _) = fixture(t.path());
+        let err = check_publishable(&manifest, "v9").unwrap_err().to_string();
+        assert!(
+            err.contains("tag `v9` is not the bundle's version `v1.0.0-gvisor.1`"),
+            "{err}"
+        );
+        let err = check_publishable(&manifest, "v1.0.0-gvisor.1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("built without k3s (its source could not be fetched)"),
+            "{err}"
+        );
+        manifest.omitted.clear();
+        check_publishable(&manifest, "v1.0.0-gvisor.1").unwrap();
     }
 
     #[test]

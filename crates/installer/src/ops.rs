@@ -1,4 +1,4 @@
-//! Day-to-day subcommands on an existing install: start, stop, status, logs.
+//! Subcommands on an existing install: start, stop, status, logs, uninstall.
 
 use std::path::Path;
 

@@ -3,6 +3,7 @@
 mod build;
 mod config;
 mod digest;
+mod e2e;
 mod fetch;
 mod fsutil;
 mod image;
@@ -76,6 +77,17 @@ enum Command {
         #[arg(long)]
         require_k3s: bool,
     },
+    /// The end-to-end proof: bundle (cached), extract, `./install` and a pod (or, without k3s,
+    /// a CRI pod sandbox + busybox container), stop, uninstall; on this host and in gVisor.
+    E2e {
+        /// Where: `plain` (this host), `current` (gVisor built from the module proxy),
+        /// `debian` (Debian's 2022 runsc), or a path to a runsc binary.
+        #[arg(long, default_values = ["current", "plain", "debian"])]
+        host: Vec<String>,
+        /// `full` or `control-plane-only`.
+        #[arg(long, default_values = ["full", "control-plane-only"])]
+        mode: Vec<String>,
+    },
     /// Fetch only: bring every pinned source into the cache, verified.
     Fetch {
         #[arg(long, value_enum)]
@@ -117,6 +129,68 @@ enum Command {
     Release(release::ReleaseArgs),
 }
 
+/// The whole pipeline; returns the tarball.
+fn bundle(
+    config: &BundleConfig,
+    layout: &Layout,
+    opts: Options,
+    require_k3s: bool,
+    timings: bool,
+) -> Result<PathBuf> {
+    let start = Instant::now();
+    let mut report = Report::default();
+    let components =
+        pipeline::build_components(config, layout, &opts, Variant::Patched, &mut report)?;
+    let k3s = pipeline::build_k3s(config, layout, &opts, require_k3s, &mut report)?;
+    let crates = pipeline::build_crates(config, layout, &mut report)?;
+    let pause = layout.crates_bin().join("pause");
+    let images = pipeline::build_images(config, layout, &opts, &pause, &mut report)?;
+    let inputs = PackageInputs {
+        components: &components,
+        k3s,
+        crates: &crates,
+        images,
+    };
+    let tarball = pipeline::package(config, layout, inputs, &mut report)?;
+    let total = start.elapsed();
+    if !report.did_work() {
+        ui::step(
+            "bundle",
+            "nothing changed: no fetch, patch, build or package work done",
+        );
+    }
+    let history = timings::record(layout, total, report.did_work())?;
+    if timings {
+        eprint!("{}", timings::render(&report, total, &history));
+    }
+    Ok(tarball)
+}
+
+fn e2e_host(name: &str, layout: &Layout, offline: bool) -> Result<e2e::Host> {
+    Ok(match name {
+        "plain" => e2e::Host {
+            label: "plain-linux".into(),
+            runsc: None,
+            gaps_allowed: false,
+        },
+        "current" => e2e::Host {
+            label: "gvisor-current".into(),
+            runsc: Some(tools::tool_path("runsc", &layout.cache, offline)?),
+            gaps_allowed: false,
+        },
+        "debian" => e2e::Host {
+            label: "gvisor-debian-2022".into(),
+            runsc: Some("runsc".into()),
+            gaps_allowed: true,
+        },
+        path => e2e::Host {
+            label: "gvisor-custom".into(),
+            runsc: Some(PathBuf::from(path)),
+            gaps_allowed: false,
+        },
+    })
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -152,33 +226,56 @@ fn run(cli: Cli) -> Result<()> {
             timings,
             require_k3s,
         } => {
-            let start = Instant::now();
-            let mut report = Report::default();
-            let opts = Options { offline, source };
-            let components =
-                pipeline::build_components(&config, &layout, &opts, Variant::Patched, &mut report)?;
-            let k3s = pipeline::build_k3s(&config, &layout, &opts, require_k3s, &mut report)?;
-            let crates = pipeline::build_crates(&config, &layout, &mut report)?;
-            let pause = layout.crates_bin().join("pause");
-            let images = pipeline::build_images(&config, &layout, &opts, &pause, &mut report)?;
-            let inputs = PackageInputs {
-                components: &components,
-                k3s,
-                crates: &crates,
-                images,
-            };
-            let tarball = pipeline::package(&config, &layout, inputs, &mut report)?;
-            let total = start.elapsed();
-            if !report.did_work() {
-                ui::step(
-                    "bundle",
-                    "nothing changed: no fetch, patch, build or package work done",
-                );
-            }
+            let tarball = bundle(
+                &config,
+                &layout,
+                Options { offline, source },
+                require_k3s,
+                timings,
+            )?;
             println!("{}", tarball.display());
-            let history = timings::record(&layout, total, report.did_work())?;
-            if timings {
-                eprint!("{}", timings::render(&report, total, &history));
+        }
+        Command::E2e { host, mode } => {
+            let tarball = bundle(
+                &config,
+                &layout,
+                Options {
+                    offline,
+                    source: None,
+                },
+                false,
+                false,
+            )?;
+            let crictl = tools::tool_path("crictl", &layout.cache, offline)?;
+            let scenario = layout.repo.join("tests/e2e/scenario.sh");
+            let hosts = host
+                .iter()
+                .map(|h| e2e_host(h, &layout, offline))
+                .collect::<Result<Vec<_>>>()?;
+            let mut outcomes = Vec::new();
+            for h in &hosts {
+                for m in &mode {
+                    outcomes.push(e2e::run(
+                        &tarball,
+                        &layout.work.join("e2e"),
+                        h,
+                        m,
+                        &crictl,
+                        &scenario,
+                    )?);
+                }
+            }
+            eprint!(
+                "{}",
+                e2e::render(&outcomes, std::fs::metadata(&tarball)?.len())
+            );
+            let failed: Vec<&str> = outcomes
+                .iter()
+                .filter(|o| o.failed() && !o.gaps_allowed)
+                .map(|o| o.label.as_str())
+                .collect();
+            if !failed.is_empty() {
+                bail!("e2e failed on: {}", failed.join(", "));
             }
         }
         Command::Fetch { source } => {

@@ -5,10 +5,10 @@
 //! namespace) and once inside gVisor ($K3S_GVISOR_RUNSC, default `runsc`).
 //!
 //! Inputs, each failing with a message naming what is missing:
-//! - patched runtime binaries: $K3S_GVISOR_RUNTIME_BIN or target/k3s-gvisor/out/patched/bin
-//!   (`cargo xtask build`);
+//! - patched runtime binaries: $K3S_GVISOR_RUNTIME_BIN or `cargo xtask build`;
 //! - launcher and gvisor-cni next to the installer test binary (`cargo build --workspace`);
-//! - crictl: $K3S_GVISOR_CRICTL, `crictl` on PATH, or `cargo xtask tool crictl`.
+//! - crictl: $K3S_GVISOR_CRICTL or `cargo xtask tool crictl`;
+//! - the current gVisor: `cargo xtask tool runsc`.
 
 mod common;
 
@@ -16,21 +16,28 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{oci, repo_root, require_root, run, runsc, FakeBundle};
+use std::sync::OnceLock;
+
+use common::{oci, repo_root, require_root, run, runsc, xtask_path, FakeBundle};
 
 const PAUSE_REF: &str = "registry.k8s.io/pause:3.10";
 const BUSYBOX_REF: &str = "docker.io/library/busybox:k3s-gvisor-test";
 
+/// The pipeline's patched runc, containerd, shim and ctr: $K3S_GVISOR_RUNTIME_BIN, else what
+/// `cargo xtask build` prints (a no-op when nothing changed). Built once per test binary.
 fn runtime_bin_dir() -> PathBuf {
-    let dir = std::env::var_os("K3S_GVISOR_RUNTIME_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/k3s-gvisor/out/patched/bin"));
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR
+        .get_or_init(|| match std::env::var_os("K3S_GVISOR_RUNTIME_BIN") {
+            Some(dir) => PathBuf::from(dir),
+            None => xtask_path(&["build"]),
+        })
+        .clone();
     for name in ["runc", "containerd", "containerd-shim-runc-v2", "ctr"] {
         assert!(
             dir.join(name).is_file(),
-            "{} is missing: build the patched runtime with `cargo xtask build` \
-             (or set K3S_GVISOR_RUNTIME_BIN to a dir holding runc, containerd, \
-             containerd-shim-runc-v2, ctr)",
+            "{} is missing: `cargo xtask build` should have built it (or set \
+             K3S_GVISOR_RUNTIME_BIN to a dir holding runc, containerd, containerd-shim-runc-v2, ctr)",
             dir.join(name).display()
         );
     }
@@ -53,30 +60,10 @@ fn crictl() -> PathBuf {
     if let Some(path) = std::env::var_os("K3S_GVISOR_CRICTL") {
         return PathBuf::from(path);
     }
-    if let Ok(path) = which("crictl") {
-        return path;
-    }
-    let output = Command::new("cargo")
-        .args(["xtask", "tool", "crictl"])
-        .current_dir(repo_root())
-        .output()
-        .expect("cannot run cargo xtask tool crictl");
-    assert!(
-        output.status.success(),
-        "crictl not found: set K3S_GVISOR_CRICTL, put crictl on PATH, or fix `cargo xtask tool \
-         crictl`: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-}
-
-fn which(name: &str) -> Result<PathBuf, ()> {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.is_file())
-        .ok_or(())
+    static CRICTL: OnceLock<PathBuf> = OnceLock::new();
+    CRICTL
+        .get_or_init(|| xtask_path(&["tool", "crictl"]))
+        .clone()
 }
 
 /// The repo's patch files for `component`, as the pipeline lists them in the manifest.
@@ -355,18 +342,8 @@ fn crictl_runs_busybox_inside_current_gvisor() {
 
 /// The current gVisor's runsc, built and cached by the pipeline's tool command.
 fn current_runsc() -> PathBuf {
-    let output = Command::new("cargo")
-        .args(["xtask", "tool", "runsc"])
-        .current_dir(repo_root())
-        .output()
-        .expect("cannot run cargo xtask tool runsc");
-    assert!(
-        output.status.success(),
-        "`cargo xtask tool runsc` failed (it builds the pinned current gVisor): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let runsc = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    runsc
+    static RUNSC: OnceLock<PathBuf> = OnceLock::new();
+    RUNSC.get_or_init(|| xtask_path(&["tool", "runsc"])).clone()
 }
 
 /// A sandbox restart wipes /dev, /sys and every process but keeps the 9p root: `start` in the

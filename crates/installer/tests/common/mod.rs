@@ -178,3 +178,23 @@ pub fn runsc() -> PathBuf {
         )
     })
 }
+
+/// `cargo xtask ARGS` from the repo root with the repo's cache; returns the last stdout line
+/// (the tool and build commands print the path they produced there) or fails with both streams.
+pub fn xtask_path(args: &[&str]) -> PathBuf {
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .arg("xtask")
+        .args(args)
+        .current_dir(repo_root())
+        .env("K3S_GVISOR_CACHE", repo_root().join(".cache"))
+        .output()
+        .expect("cannot run cargo xtask");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "cargo xtask {} failed:\n{stdout}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(stdout.lines().last().unwrap_or("").trim())
+}

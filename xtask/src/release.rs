@@ -112,7 +112,7 @@ pub fn check_publishable(manifest: &Manifest, tag: &str) -> Result<()> {
             "the bundle was built without {} ({}); a release must be complete: rebuild with \
              `cargo xtask bundle --require-k3s` where every component can be built",
             o.name,
-            o.reason
+            sbom::one_line(&o.reason)
         );
     }
     Ok(())
@@ -328,7 +328,8 @@ pub fn release_notes(
     if !manifest.omitted.is_empty() {
         let _ = writeln!(s, "\n## Not in this bundle\n");
         for o in &manifest.omitted {
-            let _ = writeln!(s, "- {}: {}", o.name, o.reason);
+            // Reasons can carry a tool's multi-line output; one list item each.
+            let _ = writeln!(s, "- {}: {}", o.name, sbom::one_line(&o.reason));
         }
     }
     let _ = writeln!(
@@ -385,7 +386,7 @@ mod tests {
                 "build_flags": ["runc: CGO_ENABLED=1 go build"],
                 "outputs": [{ "path": "bin/runc", "sha256": sha256_file(&bin).unwrap() }],
             }],
-            "omitted": [{ "name": "k3s", "reason": "its source could not be fetched" }],
+            "omitted": [{ "name": "k3s", "reason": "its source could not\n\tbe fetched" }],
         }))
         .unwrap();
         let stage = root.join("stage");

@@ -65,7 +65,10 @@ pub fn cyclonedx(inputs: &SbomInputs) -> Value {
     // What the bundle was meant to hold but does not: a reader of the SBOM should not have to
     // infer it from an absence.
     for o in &m.omitted {
-        bundle_properties.push(property("omitted", &format!("{}: {}", o.name, o.reason)));
+        bundle_properties.push(property(
+            "omitted",
+            &format!("{}: {}", o.name, one_line(&o.reason)),
+        ));
     }
     json!({
         "bomFormat": "CycloneDX",
@@ -214,6 +217,11 @@ fn image_component(i: &ImageRecord) -> Value {
         "hashes": [sha256(&i.sha256)],
         "properties": properties,
     })
+}
+
+/// `text` with every run of white space (newlines included) made one space.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn sha256(hex: &str) -> Value {

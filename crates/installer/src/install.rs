@@ -1,9 +1,8 @@
 //! `./install`: preflight, then lay out, prepare the host, and start.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::bundle::Bundle;
 use crate::layout;
@@ -89,10 +88,8 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         workarounds: plan.workarounds.clone(),
     };
     // The data dir comes first: it holds the state file that records everything after it.
-    create_dirs(&paths.data_dir, &mut state.created_dirs)?;
-    state.save()?;
-    create_dirs(&paths.prefix, &mut state.created_dirs)?;
-    state.save()?;
+    state.create_dir_all_recorded(&paths.data_dir)?;
+    state.create_dir_all_recorded(&paths.prefix)?;
 
     let result = prepare_and_start(&bundle, &paths, &plan, &mut state, options.no_start);
     if result.is_err() {
@@ -138,21 +135,4 @@ fn prepare_and_start(
         return Ok(());
     }
     ops::start(state)
-}
-
-/// Creates `dir` and its missing parents, recording each created one.
-fn create_dirs(dir: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut current = dir.to_path_buf();
-    while !current.exists() {
-        missing.push(current.clone());
-        if !current.pop() {
-            break;
-        }
-    }
-    for path in missing.into_iter().rev() {
-        fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        created.push(path);
-    }
-    Ok(())
 }

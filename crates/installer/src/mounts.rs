@@ -61,18 +61,6 @@ pub fn unmount(target: &Path) -> io::Result<()> {
     Err(error)
 }
 
-fn create_dir_recorded(dir: &Path, state: &mut State) -> Result<()> {
-    if dir.exists() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        create_dir_recorded(parent, state)?;
-    }
-    fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    state.created_dirs.push(dir.to_path_buf());
-    state.save()
-}
-
 /// kubelet's OOM watcher opens /dev/kmsg and gVisor has none. A bind mount of /dev/null gives it
 /// a file that reads as empty; it is undone on uninstall.
 pub fn provide_dev_kmsg(state: &mut State) -> Result<()> {
@@ -103,7 +91,7 @@ pub struct CgroupOutcome {
 /// gVisor refuses devices and freezer, and the patched runc copes without them.
 pub fn mount_cgroups(state: &mut State) -> Result<CgroupOutcome> {
     let root = Path::new("/sys/fs/cgroup");
-    create_dir_recorded(root, state)?;
+    state.create_dir_all_recorded(root)?;
     let mounts = probe::read_mounts();
     let root_is_mounted = mounts.iter().any(|m| m.mount_point == root);
     if !root_is_mounted {
@@ -115,7 +103,7 @@ pub fn mount_cgroups(state: &mut State) -> Result<CgroupOutcome> {
     let mut outcome = CgroupOutcome::default();
     for controller in probe::cgroup_controllers_to_mount() {
         let dir: PathBuf = root.join(&controller);
-        create_dir_recorded(&dir, state)?;
+        state.create_dir_all_recorded(&dir)?;
         match mount("cgroup", &dir, "cgroup", 0, &controller) {
             Ok(()) => {
                 state.mounts.push(dir.clone());

@@ -70,6 +70,23 @@ impl State {
         Paths::new(&self.prefix, &self.data_dir)
     }
 
+    /// Creates `dir` and its missing parents, recording each one created, then saves.
+    pub fn create_dir_all_recorded(&mut self, dir: &Path) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut current = dir.to_path_buf();
+        while !current.exists() {
+            missing.push(current.clone());
+            if !current.pop() {
+                break;
+            }
+        }
+        for path in missing.into_iter().rev() {
+            fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
+            self.created_dirs.push(path);
+        }
+        self.save()
+    }
+
     /// Writes atomically (temp file + rename) so a crash never leaves half a state file.
     pub fn save(&self) -> Result<()> {
         let path = self.data_dir.join("state.json");

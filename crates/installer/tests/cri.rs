@@ -18,7 +18,7 @@ use std::process::Command;
 
 use std::sync::OnceLock;
 
-use common::{oci, repo_root, require_root, run, runsc, xtask_path, FakeBundle};
+use common::{in_gvisor, oci, repo_root, require_root, run, runsc, xtask_path, FakeBundle};
 
 const PAUSE_REF: &str = "registry.k8s.io/pause:3.10";
 const BUSYBOX_REF: &str = "docker.io/library/busybox:k3s-gvisor-test";
@@ -308,20 +308,8 @@ fn run_inside(runsc: &Path, gaps_allowed: bool) {
     let bundle = assemble(&work.path);
     let script = scenario(&bundle, &work.path, &crictl());
     fs::write(work.path.join("scenario.sh"), &script).unwrap();
-    let mut command = Command::new(runsc);
-    command.args([
-        "--network=none",
-        "do",
-        "-force-overlay=false",
-        "/bin/sh",
-        "-c",
-        &script,
-    ]);
-    let (_, stdout, stderr) = run(&mut command);
-    let output = format!(
-        "runsc: {}\n{stdout}\n--- stderr ---\n{stderr}",
-        runsc.display()
-    );
+    let (_, output) = in_gvisor(runsc, &script);
+    let output = format!("runsc: {}\n{output}", runsc.display());
     println!("{output}");
     check(&output, gaps_allowed);
 }
@@ -361,26 +349,13 @@ fn start_after_a_sandbox_restart_inside_current_gvisor() {
         prefix.display(),
         data.display()
     );
-    let in_sandbox = |script: &str| {
-        let mut command = Command::new(&runsc);
-        command.args([
-            "--network=none",
-            "do",
-            "-force-overlay=false",
-            "/bin/sh",
-            "-c",
-            script,
-        ]);
-        let (_, stdout, stderr) = run(&mut command);
-        format!("{stdout}\n--- stderr ---\n{stderr}")
-    };
-    let output = in_sandbox(&first);
+    let output = in_gvisor(&runsc, &first).1;
     assert!(output.contains("first-install-rc=0"), "{output}");
 
     let bring_up = r#"$P/bin/installer status --data-dir $D; echo "status-after-restart-rc=$?"
 $P/bin/installer start --data-dir $D; echo "install-rc=$?""#;
     let script = scenario_with(&bundle, &work.path, &crictl(), bring_up);
-    let output = in_sandbox(&script);
+    let output = in_gvisor(&runsc, &script).1;
     println!("{output}");
     for needle in [
         "containerd: stopped",

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{require_root, run, runsc, FakeBundle};
+use common::{in_gvisor, require_root, run, runsc, FakeBundle};
 
 #[test]
 fn install_no_start_then_uninstall_on_this_host() {
@@ -107,25 +107,6 @@ fn install_no_start_then_uninstall_on_this_host() {
     );
 }
 
-/// Runs `script` with /bin/sh inside `runsc do` (9p root, no network) and returns its output.
-fn in_gvisor(script: &str) -> (bool, String) {
-    let runsc = runsc();
-    let mut command = Command::new(&runsc);
-    command.args([
-        "--network=none",
-        "do",
-        "-force-overlay=false",
-        "/bin/sh",
-        "-c",
-        script,
-    ]);
-    let (output, stdout, stderr) = run(&mut command);
-    (
-        output.status.success(),
-        format!("{stdout}\n--- stderr ---\n{stderr}"),
-    )
-}
-
 #[test]
 fn install_no_start_then_uninstall_inside_gvisor() {
     require_root();
@@ -156,7 +137,7 @@ test -e $P && echo prefix-present || echo prefix-absent
         prefix = prefix.display(),
         data = data.display(),
     );
-    let (ok, output) = in_gvisor(&script);
+    let (ok, output) = in_gvisor(&runsc(), &script);
     println!("{output}");
     assert!(ok, "the script inside gVisor failed:\n{output}");
     let expect = [

@@ -1,14 +1,36 @@
-//! Bad input is refused before anything is written: a flipped byte, another architecture, not
-//! root, a full disk. Each test checks the message and that prefix and data dir do not exist.
+//! Bad input is refused before anything is written: a flipped byte, a missing file, another
+//! architecture, not root, a full disk, directories holding someone else's files. Each test
+//! checks the message and that nothing was created or changed.
 
 mod common;
 
 use std::fs;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{require_root, run, FakeBundle};
+
+/// A fake bundle in a scratch dir, with prefix and data dir paths that do not exist yet.
+struct Setup {
+    temp: tempfile::TempDir,
+    bundle: FakeBundle,
+    prefix: PathBuf,
+    data: PathBuf,
+}
+
+fn setup(arch: &str, padding_bytes: usize) -> Setup {
+    require_root();
+    let temp = tempfile::tempdir().unwrap();
+    let bundle = FakeBundle::assemble(temp.path(), arch, padding_bytes);
+    let (prefix, data) = (temp.path().join("prefix"), temp.path().join("data"));
+    Setup {
+        temp,
+        bundle,
+        prefix,
+        data,
+    }
+}
 
 fn install_command(program: &Path, prefix: &Path, data: &Path) -> Command {
     let mut command = Command::new(program);
@@ -21,9 +43,12 @@ fn install_command(program: &Path, prefix: &Path, data: &Path) -> Command {
     command
 }
 
-fn assert_refused_and_untouched(stdout: &str, stderr: &str, ok: bool, prefix: &Path, data: &Path) {
+/// Runs `command`, asserts it was refused by preflight and created neither prefix nor data
+/// dir, and returns its stderr.
+fn refused(mut command: Command, prefix: &Path, data: &Path) -> String {
+    let (output, stdout, stderr) = run(&mut command);
     assert!(
-        !ok,
+        !output.status.success(),
         "install should have been refused; stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(
@@ -32,25 +57,25 @@ fn assert_refused_and_untouched(stdout: &str, stderr: &str, ok: bool, prefix: &P
     );
     assert!(!prefix.exists(), "prefix {} was created", prefix.display());
     assert!(!data.exists(), "data dir {} was created", data.display());
+    stderr
+}
+
+impl Setup {
+    /// `./install --prefix P --data-dir D --no-start`, expected to be refused.
+    fn install_refused(&self) -> String {
+        let command = install_command(&self.bundle.install_script(), &self.prefix, &self.data);
+        refused(command, &self.prefix, &self.data)
+    }
 }
 
 #[test]
 fn a_flipped_byte_is_refused_and_names_the_file() {
-    require_root();
-    let temp = tempfile::tempdir().unwrap();
-    let bundle = FakeBundle::assemble(temp.path(), "amd64", 0);
-    let victim = bundle.dir.join("etc/containerd/config.toml.tmpl");
+    let s = setup("amd64", 0);
+    let victim = s.bundle.dir.join("etc/containerd/config.toml.tmpl");
     let mut bytes = fs::read(&victim).unwrap();
     bytes[10] ^= 0x01;
     fs::write(&victim, bytes).unwrap();
-
-    let (prefix, data) = (temp.path().join("prefix"), temp.path().join("data"));
-    let (output, stdout, stderr) = run(&mut install_command(
-        &bundle.install_script(),
-        &prefix,
-        &data,
-    ));
-    assert_refused_and_untouched(&stdout, &stderr, output.status.success(), &prefix, &data);
+    let stderr = s.install_refused();
     assert!(
         stderr.contains("bundle damaged: etc/containerd/config.toml.tmpl has sha256"),
         "stderr does not name the damaged file:\n{stderr}"
@@ -59,17 +84,9 @@ fn a_flipped_byte_is_refused_and_names_the_file() {
 
 #[test]
 fn a_missing_file_is_refused() {
-    require_root();
-    let temp = tempfile::tempdir().unwrap();
-    let bundle = FakeBundle::assemble(temp.path(), "amd64", 0);
-    fs::remove_file(bundle.dir.join("etc/procsys/kernel/pid_max")).unwrap();
-    let (prefix, data) = (temp.path().join("prefix"), temp.path().join("data"));
-    let (output, stdout, stderr) = run(&mut install_command(
-        &bundle.install_script(),
-        &prefix,
-        &data,
-    ));
-    assert_refused_and_untouched(&stdout, &stderr, output.status.success(), &prefix, &data);
+    let s = setup("amd64", 0);
+    fs::remove_file(s.bundle.dir.join("etc/procsys/kernel/pid_max")).unwrap();
+    let stderr = s.install_refused();
     assert!(
         stderr.contains("etc/procsys/kernel/pid_max is missing"),
         "{stderr}"
@@ -78,47 +95,28 @@ fn a_missing_file_is_refused() {
 
 #[test]
 fn another_architecture_is_refused_by_the_script_and_by_the_installer() {
-    require_root();
-    let temp = tempfile::tempdir().unwrap();
-    let bundle = FakeBundle::assemble(temp.path(), "arm64", 0);
-    let (prefix, data) = (temp.path().join("prefix"), temp.path().join("data"));
-
+    let s = setup("arm64", 0);
+    let expected = "this bundle is for arm64 but this machine is amd64";
     // The sh entrypoint refuses first: on a real arm64 bundle the installer could not even run.
-    let (output, stdout, stderr) = run(&mut install_command(
-        &bundle.install_script(),
-        &prefix,
-        &data,
-    ));
-    assert_refused_and_untouched(&stdout, &stderr, output.status.success(), &prefix, &data);
-    assert!(
-        stderr.contains("this bundle is for arm64 but this machine is amd64"),
-        "{stderr}"
-    );
-
+    let stderr = s.install_refused();
+    assert!(stderr.contains(expected), "{stderr}");
     // The installer's own check, for anyone who runs bin/installer directly.
-    let (output, stdout, stderr) = run(&mut install_command(&bundle.installer(), &prefix, &data));
-    assert_refused_and_untouched(&stdout, &stderr, output.status.success(), &prefix, &data);
-    assert!(
-        stderr.contains("this bundle is for arm64 but this machine is amd64"),
-        "{stderr}"
-    );
+    let command = install_command(&s.bundle.installer(), &s.prefix, &s.data);
+    let stderr = refused(command, &s.prefix, &s.data);
+    assert!(stderr.contains(expected), "{stderr}");
 }
 
 #[test]
 fn not_root_is_refused() {
-    require_root();
-    let temp = tempfile::tempdir().unwrap();
-    let bundle = FakeBundle::assemble(temp.path(), "amd64", 0);
-    let (prefix, data) = (temp.path().join("prefix"), temp.path().join("data"));
-    let mut command = install_command(&bundle.install_script(), &prefix, &data);
+    let s = setup("amd64", 0);
+    let mut command = install_command(&s.bundle.install_script(), &s.prefix, &s.data);
     command.uid(65534).gid(65534);
-    let (output, stdout, stderr) = run(&mut command);
-    assert_refused_and_untouched(&stdout, &stderr, output.status.success(), &prefix, &data);
+    let stderr = refused(command, &s.prefix, &s.data);
     assert!(stderr.contains("not running as root"), "{stderr}");
 }
 
 /// Unmounts the small tmpfs even when an assertion fails.
-struct TmpfsMount(std::path::PathBuf);
+struct TmpfsMount(PathBuf);
 
 impl Drop for TmpfsMount {
     fn drop(&mut self) {
@@ -128,11 +126,9 @@ impl Drop for TmpfsMount {
 
 #[test]
 fn a_full_disk_is_refused_and_the_small_filesystem_stays_empty() {
-    require_root();
-    let temp = tempfile::tempdir().unwrap();
     // 3 MiB of padding against a 2 MiB tmpfs: the prefix cannot hold the bundle.
-    let bundle = FakeBundle::assemble(temp.path(), "amd64", 3 << 20);
-    let small = temp.path().join("small");
+    let s = setup("amd64", 3 << 20);
+    let small = s.temp.path().join("small");
     fs::create_dir(&small).unwrap();
     let status = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
@@ -145,13 +141,9 @@ fn a_full_disk_is_refused_and_the_small_filesystem_stays_empty() {
     );
     let _guard = TmpfsMount(small.clone());
 
-    let (prefix, data) = (small.join("prefix"), temp.path().join("data"));
-    let (output, stdout, stderr) = run(&mut install_command(
-        &bundle.install_script(),
-        &prefix,
-        &data,
-    ));
-    assert_refused_and_untouched(&stdout, &stderr, output.status.success(), &prefix, &data);
+    let prefix = small.join("prefix");
+    let command = install_command(&s.bundle.install_script(), &prefix, &s.data);
+    let stderr = refused(command, &prefix, &s.data);
     assert!(
         stderr.contains("not enough free disk for the prefix"),
         "{stderr}"
@@ -163,47 +155,35 @@ fn a_full_disk_is_refused_and_the_small_filesystem_stays_empty() {
     );
 }
 
-#[test]
-fn a_non_empty_prefix_is_refused() {
-    require_root();
-    let temp = tempfile::tempdir().unwrap();
-    let bundle = FakeBundle::assemble(temp.path(), "amd64", 0);
-    let (prefix, data) = (temp.path().join("prefix"), temp.path().join("data"));
-    fs::create_dir(&prefix).unwrap();
-    fs::write(prefix.join("someone-elses-file"), "keep me").unwrap();
+/// Uninstall removes what install created, so install must never adopt a directory that holds
+/// someone else's files.
+fn assert_occupied_dir_refused(occupied: impl Fn(&Setup) -> PathBuf, flag: &str) {
+    let s = setup("amd64", 0);
+    let dir = occupied(&s);
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("someone-elses-file"), "keep me").unwrap();
     let (output, _stdout, stderr) = run(&mut install_command(
-        &bundle.install_script(),
-        &prefix,
-        &data,
+        &s.bundle.install_script(),
+        &s.prefix,
+        &s.data,
     ));
     assert!(!output.status.success());
+    assert!(stderr.contains(flag), "{stderr}");
     assert!(stderr.contains("already holds files"), "{stderr}");
     assert_eq!(
-        fs::read_to_string(prefix.join("someone-elses-file")).unwrap(),
+        fs::read_to_string(dir.join("someone-elses-file")).unwrap(),
         "keep me"
     );
-    assert!(!data.exists());
+    let other = if dir == s.prefix { &s.data } else { &s.prefix };
+    assert!(!other.exists(), "{} was created", other.display());
+}
+
+#[test]
+fn a_non_empty_prefix_is_refused() {
+    assert_occupied_dir_refused(|s| s.prefix.clone(), "--prefix");
 }
 
 #[test]
 fn a_non_empty_data_dir_without_an_install_is_refused() {
-    require_root();
-    let temp = tempfile::tempdir().unwrap();
-    let bundle = FakeBundle::assemble(temp.path(), "amd64", 0);
-    let (prefix, data) = (temp.path().join("prefix"), temp.path().join("data"));
-    fs::create_dir(&data).unwrap();
-    fs::write(data.join("someone-elses-file"), "keep me").unwrap();
-    let (output, _stdout, stderr) = run(&mut install_command(
-        &bundle.install_script(),
-        &prefix,
-        &data,
-    ));
-    assert!(!output.status.success());
-    assert!(stderr.contains("--data-dir"), "{stderr}");
-    assert!(stderr.contains("already holds files"), "{stderr}");
-    assert_eq!(
-        fs::read_to_string(data.join("someone-elses-file")).unwrap(),
-        "keep me"
-    );
-    assert!(!prefix.exists());
+    assert_occupied_dir_refused(|s| s.data.clone(), "--data-dir");
 }

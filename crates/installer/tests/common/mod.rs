@@ -198,3 +198,22 @@ pub fn xtask_path(args: &[&str]) -> PathBuf {
     );
     PathBuf::from(stdout.lines().last().unwrap_or("").trim())
 }
+
+/// Runs `script` with /bin/sh inside `runsc do` (9p root, loopback-only network) and returns
+/// whether it exited 0 and its stdout + stderr.
+pub fn in_gvisor(runsc: &Path, script: &str) -> (bool, String) {
+    let mut command = Command::new(runsc);
+    command.args([
+        "--network=none",
+        "do",
+        "-force-overlay=false",
+        "/bin/sh",
+        "-c",
+        script,
+    ]);
+    let (output, stdout, stderr) = run(&mut command);
+    (
+        output.status.success(),
+        format!("{stdout}\n--- stderr ---\n{stderr}"),
+    )
+}

@@ -649,3 +649,88 @@ fn anonymous_bearer_tokens_are_fetched_as_docker_hub_wants() {
         "no anonymous pull token was requested: {ours:?}"
     );
 }
+
+/// Inside the sandbox, as the installer will: containerd (the pipeline's) imports the built pause
+/// image into k8s.io. Content import must work on every gVisor. Unpacking into the native
+/// snapshotter must work on a current gVisor; Debian's 2022 gVisor refuses the recursive bind
+/// mount containerd uses for it (mount(2) with MS_BIND|MS_REC = flags 20480 returns EINVAL), and
+/// the test accepts exactly that failure there, and says so.
+#[test]
+fn the_pause_image_imports_into_containerd_inside_gvisor() {
+    const SCRIPT: &str = r#"
+D=$1; BIN=$2; ARCHIVE=$3
+"$BIN/containerd" --config "$D/config.toml" > "$D/containerd.log" 2>&1 &
+CTR="$BIN/ctr --address $D/containerd.sock"
+for i in $(seq 100); do $CTR version >/dev/null 2>&1 && break; sleep 0.2; done
+echo "== content"; $CTR -n k8s.io images import --no-unpack "$ARCHIVE" >/dev/null 2>&1; echo "rc $?"
+$CTR -n k8s.io images ls
+echo "== unpack"; $CTR -n k8s.io images import --snapshotter native "$ARCHIVE" 2>&1; echo "rc $?"
+$CTR -n k8s.io snapshots --snapshotter native ls
+kill $!
+"#;
+    let bin = harness::containerd_bin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let out = build_image(
+        &fixture("pause"),
+        &context(dir.path(), static_pause_binary()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        harness::containerd_config(dir.path()),
+    )
+    .unwrap();
+    let args = [
+        dir.path().to_str().unwrap(),
+        bin.to_str().unwrap(),
+        out.file.to_str().unwrap(),
+    ];
+    let run = harness::run_in_gvisor(SCRIPT, &args).unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let log = std::fs::read_to_string(dir.path().join("containerd.log")).unwrap_or_default();
+    let context = format!(
+        "stdout:\n{stdout}\nstderr:\n{}\ncontainerd log (tail):\n{}",
+        String::from_utf8_lossy(&run.stderr),
+        log.lines().rev().take(15).collect::<Vec<_>>().join("\n")
+    );
+
+    let (content, unpack) = stdout.split_once("== unpack").expect(&context);
+    assert!(
+        content.contains("rc 0"),
+        "content import failed in gVisor; {context}"
+    );
+    let listed = content
+        .lines()
+        .any(|l| l.starts_with(&out.reference) && l.contains(&out.digest));
+    assert!(
+        listed,
+        "{} ({}) not listed in gVisor; {context}",
+        out.reference, out.digest
+    );
+
+    if unpack.contains("rc 0") {
+        assert!(
+            unpack.contains("Committed"),
+            "no unpacked snapshot in gVisor; {context}"
+        );
+    } else {
+        let version = std::process::Command::new(harness::runsc())
+            .arg("--version")
+            .output()
+            .unwrap();
+        let version = String::from_utf8_lossy(&version.stdout).into_owned();
+        let known = version.contains("20221219")
+            && unpack.contains("fstype: bind, flags: 20480")
+            && unpack.contains("invalid argument");
+        assert!(
+            known,
+            "unpacking into the native snapshotter failed in gVisor ({version}); {context}"
+        );
+        eprintln!(
+            "NOTE: {}: containerd cannot unpack into the native snapshotter here: mount(2) with \
+             MS_BIND|MS_REC returns EINVAL in this gVisor; content import works. Use a current \
+             gVisor (K3S_GVISOR_RUNSC) for the full check.",
+            version.lines().next().unwrap_or_default()
+        );
+    }
+}

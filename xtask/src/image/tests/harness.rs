@@ -227,9 +227,23 @@ pub fn containerd_bin_dir() -> PathBuf {
     dir
 }
 
-/// A private containerd: own root, state and socket, CRI off (only the image store is needed).
+/// containerd's config for a private instance under `dir`: own root, state and socket.
 /// Imports unpack into the `native` snapshotter, as in the sandbox (no overlayfs on 9p); the
 /// transfer service must be told so, or `ctr images import` fails with "no unpack platforms".
+pub fn containerd_config(dir: &Path) -> String {
+    format!(
+        "version = 3\nroot = \"{root}\"\nstate = \"{state}\"\n\
+         disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+         [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+         [[plugins.'io.containerd.transfer.v1.local'.unpack_config]]\n\
+         platform = \"linux/amd64\"\n  snapshotter = \"native\"\n",
+        root = dir.join("root").display(),
+        state = dir.join("state").display(),
+        sock = dir.join("containerd.sock").display()
+    )
+}
+
+/// A private containerd: own root, state and socket, CRI off (only the image store is needed).
 pub struct Containerd {
     bin: PathBuf,
     address: PathBuf,
@@ -243,19 +257,7 @@ impl Containerd {
         let dir = tempfile::tempdir()?;
         let address = dir.path().join("containerd.sock");
         let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 3\nroot = \"{root}\"\nstate = \"{state}\"\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-                 [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
-                 [[plugins.'io.containerd.transfer.v1.local'.unpack_config]]\n\
-                 platform = \"linux/amd64\"\n  snapshotter = \"native\"\n",
-                root = dir.path().join("root").display(),
-                state = dir.path().join("state").display(),
-                sock = address.display()
-            ),
-        )?;
+        std::fs::write(&config, containerd_config(dir.path()))?;
         let log = std::fs::File::create(dir.path().join("containerd.log"))?;
         let child = Command::new(bin.join("containerd"))
             .arg("--config")
@@ -323,4 +325,39 @@ impl Containerd {
             })
             .collect())
     }
+}
+
+/// The runsc to test under: $K3S_GVISOR_RUNSC, or `runsc` on PATH.
+pub fn runsc() -> PathBuf {
+    match std::env::var_os("K3S_GVISOR_RUNSC") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "K3S_GVISOR_RUNSC={} does not exist",
+                path.display()
+            );
+            path
+        }
+        None => require_tool(
+            "runsc",
+            "runsc (or set K3S_GVISOR_RUNSC to a current runsc)",
+        ),
+    }
+}
+
+/// Run a shell script inside a gVisor sandbox (host root over 9p, loopback-only network).
+pub fn run_in_gvisor(script: &str, args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new(runsc())
+        .args([
+            "--network=none",
+            "do",
+            "-force-overlay=false",
+            "/bin/sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .args(args)
+        .output()?)
 }

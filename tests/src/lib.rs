@@ -5,7 +5,10 @@ use std::process::{Command, Output};
 
 /// The repository root (this crate lives in <repo>/tests).
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `cargo xtask ARGS` from `dir` (a checkout), with the shared download cache.
@@ -23,7 +26,11 @@ pub fn xtask(dir: &Path, args: &[&str]) -> Output {
 pub fn check(out: &Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
     format!("{stdout}{stderr}")
 }
 

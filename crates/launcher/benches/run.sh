@@ -2,7 +2,7 @@
 # Launcher benchmark: (a) a non-path syscall loop, (b) opening an existing file outside
 # /proc/sys, (c) opening a /proc/sys file that the launcher redirects to DIR; each natively,
 # under the launcher, and under `strace -f --seccomp-bpf -e trace=openat -o /dev/null`.
-# Prints a markdown table of the median ns/iteration over ROUNDS runs and the ratio to native.
+# Prints a markdown table of the best ns/iteration over ROUNDS runs and the ratio to native.
 #
 # usage: crates/launcher/benches/run.sh
 # env:   LAUNCHER=path   launcher binary (default: builds the static release binary)
@@ -67,7 +67,9 @@ run_once() {
     in_sandbox "$prefix $work/loops $*" | awk '{print $2}'
 }
 
-median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+# Best of the rounds: other load on the machine only ever slows a run down, so the fastest
+# run is the closest to the cost of the workload itself.
+best() { sort -n | head -n 1; }
 
 # row NAME WORKLOAD...: the three runners take turns within each round, so a change of
 # machine load during the measurement hits all of them alike.
@@ -81,18 +83,18 @@ row() {
         done
         i=$((i + 1))
     done
-    n=$(median < "$work/native"); l=$(median < "$work/launcher"); s=$(median < "$work/strace")
+    n=$(best < "$work/native"); l=$(best < "$work/launcher"); s=$(best < "$work/strace")
     awk -v name="$name" -v n="$n" -v l="$l" -v s="$s" 'BEGIN {
         printf "| %s | %.1f | %.1f | %.2fx | %.1f | %.2fx |\n", name, n, l, l / n, s, s / n }'
     if [ -n "$EXTRA_RUNNER" ]; then
-        f=$(median < "$work/filter")
+        f=$(best < "$work/filter")
         awk -v n="$n" -v f="$f" 'BEGIN { printf "| (a) floor: same loop under a bare seccomp filter, no tracer | %.1f | %.1f | %.2fx | | |\n", n, f, f / n }'
     fi
 }
 
 where=host
 [ -n "${RUNSC:-}" ] && where="runsc $("$RUNSC" --version | head -1)"
-echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(uname -r), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), in: $where; median of $ROUNDS runs"
+echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(uname -r), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), in: $where; best of $ROUNDS runs (runners interleaved)"
 echo
 echo "| workload | native ns/op | launcher ns/op | launcher/native | strace ns/op | strace/native |"
 echo "|---|---|---|---|---|---|"

@@ -1,11 +1,28 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): installs what the tests need, then lint and every test.
-# Tests run as root: they use network namespaces, mounts, ptrace and gVisor's runsc.
+# The test command (README, .ci/run): installs what the tests need, then lint, the real bundle,
+# and every test. Tests run as root: they use network namespaces, mounts, ptrace and runsc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# One test binary at a time keeps the two cores for the go and cargo builds inside the tests.
-cargo test --workspace --locked -- --test-threads=2
+
+# The real pipeline first: the installer and patch tests run the binaries it builds
+# (target/k3s-gvisor/out/*/bin), and tests/tests/bundle.rs checks the tarball it writes.
+cargo xtask bundle --timings
+cargo xtask build --unpatched
+
+# Every test. Where a test takes one gVisor from K3S_GVISOR_RUNSC it gets Debian's 2022
+# runsc (the default, `runsc` on PATH); tests that need the current gVisor build it with
+# `cargo xtask tool runsc` themselves.
+cargo test --workspace --locked
+
+# The gVisor tests of the launcher, the CNI plugin and the pause binary again, in the
+# current gVisor (built from the Go module proxy): what users' sandboxes run.
+current_runsc=$(cargo xtask tool runsc)
+K3S_GVISOR_RUNSC="$current_runsc" cargo test --locked \
+  -p launcher --test redirect_runsc -p gvisor-cni --test runsc -p pause --test pause
+
+# The end-to-end scenario on the real bundle, on this host and in the current gVisor.
+cargo xtask e2e --host plain --host current --mode full

@@ -158,28 +158,34 @@ fn canonical_json_has_sorted_keys() {
 
 #[test]
 fn built_pause_image_has_the_same_digest_from_two_directories() {
-    let pause = static_pause_binary();
+    // Two builds that share nothing but the sources: the pause binary compiled from the checkout
+    // and from a copy elsewhere, each image assembled in its own directory.
+    let first_dir = tempfile::tempdir().unwrap();
+    let second_dir = tempfile::tempdir().unwrap();
+    let binaries = [
+        static_pause_binary(),
+        harness::static_pause_binary_from_a_copy(second_dir.path()),
+    ];
     let spec = fixture("pause");
-    let mut digests = Vec::new();
-    let mut archives = Vec::new();
-    for _ in 0..2 {
-        // A fresh directory each time, with the input binary copied to a different path.
-        let dir = tempfile::tempdir().unwrap();
-        let copy = dir.path().join("input/bin/pause");
-        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
-        std::fs::copy(&pause, &copy).unwrap();
-        let out = build_images(std::slice::from_ref(&spec), &context(dir.path(), copy)).unwrap();
-        digests.push(out[0].digest.clone());
-        archives.push(std::fs::read(&out[0].file).unwrap());
-    }
+    let outputs: Vec<ImageOutput> = [first_dir.path(), second_dir.path()]
+        .iter()
+        .zip(binaries)
+        .map(|(dir, binary)| build_image(&spec, &context(dir, binary)).unwrap())
+        .collect();
+    assert_ne!(outputs[0].file, outputs[1].file);
     assert_eq!(
-        digests[0], digests[1],
+        outputs[0].digest, outputs[1].digest,
         "pause image digest differs between builds"
     );
+    let archives = outputs
+        .iter()
+        .map(|o| std::fs::read(&o.file).unwrap())
+        .collect::<Vec<_>>();
     assert!(
         archives[0] == archives[1],
         "pause archive bytes differ between builds"
     );
+    eprintln!("pause image digest: {}", outputs[0].digest);
 }
 
 #[test]

@@ -70,6 +70,46 @@ pub fn static_pause_binary() -> PathBuf {
         .clone()
 }
 
+/// The pause binary built again from a copy of its sources in another directory (a one-member
+/// workspace with the same Cargo.lock and profiles; `--offline` because cargo prunes the lock file
+/// to the one member, which `--locked` would refuse), to show the build does not depend on where
+/// the checkout lives.
+pub fn static_pause_binary_from_a_copy(dir: &Path) -> PathBuf {
+    let repo = repo_root();
+    let copy = dir.join("elsewhere/checkout");
+    let crate_dir = copy.join("crates/pause");
+    std::fs::create_dir_all(crate_dir.join("src")).unwrap();
+    for file in ["Cargo.toml", "src/main.rs"] {
+        std::fs::copy(repo.join("crates/pause").join(file), crate_dir.join(file)).unwrap();
+    }
+    std::fs::copy(repo.join("Cargo.lock"), copy.join("Cargo.lock")).unwrap();
+    let manifest = std::fs::read_to_string(repo.join("Cargo.toml")).unwrap();
+    let manifest: Vec<String> = manifest
+        .lines()
+        .map(|line| match line.trim_start().starts_with("members") {
+            true => r#"members = ["crates/pause"]"#.to_string(),
+            false => line.to_string(),
+        })
+        .collect();
+    std::fs::write(copy.join("Cargo.toml"), manifest.join("\n")).unwrap();
+    let target_dir = dir.join("elsewhere/target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(&copy)
+        .args(["build", "--release", "--offline", "-p", "pause"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "building pause from a copy failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target_dir.join("x86_64-unknown-linux-gnu/release/pause")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

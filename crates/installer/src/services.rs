@@ -125,11 +125,11 @@ pub fn start_containerd(paths: &Paths) -> Result<()> {
             );
             return Ok(());
         }
-        if daemon.running_pid().is_none() {
+        // The pid we just spawned: no reuse is possible while it is our unreaped child.
+        if !supervise::process_alive(pid) {
             bail!(
-                "containerd exited during startup; last lines of {}:\n{}",
-                daemon.log_file.display(),
-                daemon.log_tail(LOG_TAIL_LINES)
+                "containerd exited during startup; {}",
+                exit_logs(paths, &daemon)
             );
         }
         sleep(Duration::from_millis(200));
@@ -141,6 +141,25 @@ pub fn start_containerd(paths: &Paths) -> Result<()> {
         daemon.log_file.display(),
         daemon.log_tail(LOG_TAIL_LINES)
     )
+}
+
+/// The last lines of a daemon's log and, when it ran under the launcher, of the launcher's log
+/// (a launcher that fails before the daemon starts leaves the daemon's log empty).
+fn exit_logs(paths: &Paths, daemon: &Daemon) -> String {
+    let mut text = format!(
+        "last lines of {}:\n{}",
+        daemon.log_file.display(),
+        daemon.log_tail(LOG_TAIL_LINES)
+    );
+    let launcher_log = paths.launcher_log(&daemon.name);
+    if launcher_log.exists() {
+        text.push_str(&format!(
+            "\nlast lines of {}:\n{}",
+            launcher_log.display(),
+            supervise::tail(&launcher_log, LOG_TAIL_LINES)
+        ));
+    }
+    text
 }
 
 /// `ctr --address SOCK -n NAMESPACE args...`, returning stdout or an error with stderr.
@@ -206,7 +225,9 @@ pub fn start_k3s(paths: &Paths, state: &State) -> Result<()> {
     println!("k3s started (pid {pid}), log {}", daemon.log_file.display());
 
     wait_for(
+        paths,
         &daemon,
+        pid,
         "the Kubernetes API to answer /readyz",
         K3S_API_TIMEOUT,
         || kubectl(paths, &["get", "--raw=/readyz"]).is_ok(),
@@ -218,18 +239,25 @@ pub fn start_k3s(paths: &Paths, state: &State) -> Result<()> {
     }
     println!("Kubernetes API is ready");
     if !state.control_plane_only {
-        wait_for(&daemon, "the node to be Ready", NODE_READY_TIMEOUT, || {
-            kubectl(
-                paths,
-                &[
-                    "get",
-                    "nodes",
-                    "-o",
-                    "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
-                ],
-            )
-            .is_ok_and(|out| out.contains("True"))
-        })?;
+        wait_for(
+            paths,
+            &daemon,
+            pid,
+            "the node to be Ready",
+            NODE_READY_TIMEOUT,
+            || {
+                kubectl(
+                    paths,
+                    &[
+                        "get",
+                        "nodes",
+                        "-o",
+                        "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+                    ],
+                )
+                .is_ok_and(|out| out.contains("True"))
+            },
+        )?;
         println!("node is Ready");
     }
     println!(
@@ -253,7 +281,9 @@ pub fn kubectl(paths: &Paths, args: &[&str]) -> Result<String> {
 }
 
 fn wait_for(
+    paths: &Paths,
     daemon: &Daemon,
+    pid: i32,
     what: &str,
     timeout: Duration,
     mut ready: impl FnMut() -> bool,
@@ -263,12 +293,11 @@ fn wait_for(
         if ready() {
             return Ok(());
         }
-        if daemon.running_pid().is_none() {
+        if !supervise::process_alive(pid) {
             bail!(
-                "{} exited while waiting for {what}; last lines of {}:\n{}",
+                "{} exited while waiting for {what}; {}",
                 daemon.name,
-                daemon.log_file.display(),
-                daemon.log_tail(LOG_TAIL_LINES)
+                exit_logs(paths, daemon)
             );
         }
         sleep(Duration::from_secs(2));

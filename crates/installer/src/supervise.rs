@@ -22,16 +22,17 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// The pid in the pid file, if that process is alive, not a zombie, and runs from
-    /// `program_dir`.
+    /// The pid in the pid file, if that process is alive, not a zombie, and (where its
+    /// executable can be read) runs from `program_dir`.
     pub fn running_pid(&self) -> Option<i32> {
         let pid: i32 = fs::read_to_string(&self.pid_file)
             .ok()?
             .trim()
             .parse()
             .ok()?;
-        let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-        (exe.starts_with(&self.program_dir) && process_alive(pid)).then_some(pid)
+        let ours = fs::read_link(format!("/proc/{pid}/exe"))
+            .map_or(true, |exe| exe.starts_with(&self.program_dir));
+        (ours && process_alive(pid)).then_some(pid)
     }
 
     /// Starts `program args` in a new session with stdout+stderr appended to the log file.

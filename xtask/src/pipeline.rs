@@ -416,11 +416,12 @@ pub fn build_images(
         .collect()
 }
 
-/// Where a workspace binary lands inside the bundle.
-fn crate_bundle_path(package: &str) -> String {
+/// Where a workspace binary lands inside the bundle; `pause` ships only inside its image.
+fn crate_bundle_path(package: &str) -> Option<String> {
     match package {
-        "gvisor-cni" => "cni/bin/gvisor-cni".into(),
-        other => format!("bin/{other}"),
+        "pause" => None,
+        "gvisor-cni" => Some("cni/bin/gvisor-cni".into()),
+        other => Some(format!("bin/{other}")),
     }
 }
 
@@ -498,7 +499,7 @@ pub fn package(
     }
     let crates_tree = sha256_tree(&layout.repo.join("crates"))?;
     for (package, path) in config.crates.packages.iter().zip(inputs.crates) {
-        let to = crate_bundle_path(package);
+        let Some(to) = crate_bundle_path(package) else { continue };
         records.push(ComponentRecord {
             name: package.clone(),
             version: config.bundle.version.clone(),

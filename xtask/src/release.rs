@@ -334,8 +334,9 @@ pub fn release_notes(
     }
     let _ = writeln!(
         s,
-        "\nBuilt reproducibly (SOURCE_DATE_EPOCH={}): `cargo xtask bundle` at this tag gives a \
-         tarball with the same sha256.",
+        "\nBuilt to be reproducible (SOURCE_DATE_EPOCH={}): `cargo xtask bundle` at this tag, \
+         with the Go and Rust versions pinned in ci/release.yml, should give a tarball with the \
+         same sha256.",
         manifest.source_date_epoch
     );
     s

@@ -740,3 +740,61 @@ kill $!
         );
     }
 }
+
+#[test]
+fn docker_schema2_manifest_lists_are_resolved_and_imported() {
+    let registry = Registry::start().unwrap();
+    let containerd = Containerd::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let amd64 = busybox_image(dir.path(), &Platform::linux_amd64());
+    let arm64 = busybox_image(
+        dir.path(),
+        &Platform {
+            os: Os::Linux,
+            architecture: Arch::ARM64,
+        },
+    );
+    let both = dir.path().join("both.oci.tar");
+    write_index_archive(
+        &both,
+        &[("linux", "arm64", &arm64), ("linux", "amd64", &amd64)],
+    );
+    // skopeo rewrites the index into a Docker manifest list over Docker schema 2 manifests.
+    let list = registry
+        .push_as(&both, "test/docker:1", true, Some("v2s2"))
+        .unwrap();
+
+    let repository = format!("{}/test/docker", registry.host);
+    let spec = registry_spec(&repository, &list);
+    let pulled = build_image(&spec, &context(dir.path(), PathBuf::new())).unwrap();
+    assert_ne!(
+        pulled.digest,
+        amd64.manifest_digest(),
+        "skopeo should have converted the manifest"
+    );
+
+    let entries = tar_entries(&std::fs::read(&pulled.file).unwrap());
+    let index = json(
+        &entries
+            .iter()
+            .find(|(p, _, _)| p == "index.json")
+            .unwrap()
+            .2,
+    );
+    assert_eq!(index["manifests"][0]["mediaType"], DOCKER_MANIFEST_V2);
+    let manifest = json(blob_of(&entries, &pulled.digest));
+    assert_eq!(manifest["mediaType"], DOCKER_MANIFEST_V2);
+    let config = json(blob_of(
+        &entries,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
+    assert_eq!(config["architecture"], "amd64");
+
+    let listed = containerd.import(&pulled.file).unwrap();
+    assert!(
+        listed.contains(&(spec.reference.clone(), pulled.digest.clone())),
+        "{listed:?}"
+    );
+}
+
+const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";

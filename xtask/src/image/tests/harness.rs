@@ -197,12 +197,27 @@ impl Registry {
 
     /// Push an OCI archive with skopeo; returns the digest the registry stores it under.
     pub fn push(&self, archive: &Path, repository_and_tag: &str, all: bool) -> Result<String> {
+        self.push_as(archive, repository_and_tag, all, None)
+    }
+
+    /// `push`, converting manifests to `format` on the way ("v2s2": Docker's schema 2, as most of
+    /// Docker Hub, rancher/mirrored-pause included, still serves).
+    pub fn push_as(
+        &self,
+        archive: &Path,
+        repository_and_tag: &str,
+        all: bool,
+        format: Option<&str>,
+    ) -> Result<String> {
         let skopeo = require_tool("skopeo", "skopeo");
         let digest_file = tempfile::NamedTempFile::new()?;
         let mut command = Command::new(skopeo);
         command.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
         if all {
             command.arg("--all");
+        }
+        if let Some(format) = format {
+            command.args(["--format", format]);
         }
         let out = command
             .arg("--digestfile")

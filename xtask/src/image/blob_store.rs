@@ -96,8 +96,8 @@ pub fn verify_file(path: &Path, digest: &str, size: u64) -> Result<()> {
     let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
     if actual != digest || total != size {
         bail!(
-            "blob {} should be {digest} ({size} bytes) but is {actual} ({total} bytes); \
-             delete it and run again",
+            "cached blob {} should be {digest} ({size} bytes) but is {actual} ({total} bytes): \
+             the cache is damaged; delete it and run again",
             path.display()
         );
     }

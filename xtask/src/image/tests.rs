@@ -483,6 +483,25 @@ fn registry_pull_by_digest_then_import_into_containerd() {
     let again = build_image(&spec, &offline).unwrap();
     assert_eq!(again.digest, pushed);
 
+    // A cache damaged on disk is caught, not shipped.
+    let damaged_dir = tempfile::tempdir().unwrap();
+    let damaged_cache = damaged_dir.path().join("cache");
+    harness::copy_dir(&pull_dir.path().join("cache"), &damaged_cache);
+    let layer =
+        json(&std::fs::read(BlobStore::new(&damaged_cache).path(&pushed).unwrap()).unwrap())
+            ["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    std::fs::write(BlobStore::new(&damaged_cache).path(&layer).unwrap(), b"rot").unwrap();
+    let damaged = ImageContext {
+        offline: true,
+        ..context(damaged_dir.path(), PathBuf::new())
+    };
+    let err = format!("{:#}", build_image(&spec, &damaged).unwrap_err());
+    eprintln!("expected error: {err}");
+    assert!(err.contains("delete it and run again"), "{err}");
+
     // containerd imports each archive under its name, pointing at the expected manifest.
     for image in [&built[0], &built[1], &again] {
         let listed = containerd.import(&image.file).unwrap();

@@ -23,8 +23,8 @@
 //! name = "busybox"
 //! reference = "docker.io/library/busybox:1.35.0-debian"
 //! source = { kind = "build", entrypoint = ["/bin/sh"], files = [
-//!     { path = "/bin/busybox", from = { host = "/bin/busybox" } } ],
-//!     symlinks = { "/bin/sh" = "busybox", "/bin/sleep" = "busybox" } }
+//!     { path = "/bin/busybox", from = { host = "/bin/busybox" } },
+//! ], symlinks = { "/bin/sh" = "busybox", "/bin/sleep" = "busybox" } }  # TOML: no newline here
 //!
 //! [[image]]
 //! name = "mirrored-pause"

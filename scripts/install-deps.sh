@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Install what `cargo xtask bundle` and the tests need on a fresh Debian 12 machine (as root).
 # Go and Rust come from the machine image; this adds Debian packages only. Idempotent.
+#   scripts/install-deps.sh               build and test dependencies
+#   scripts/install-deps.sh --build-only  what `cargo xtask bundle` needs (release workflow)
 set -euo pipefail
 
-packages=(
-  # build: runc links libseccomp statically; gcc/pkg-config for cgo; git for patch tooling
-  libseccomp-dev pkg-config gcc libc6-dev git ca-certificates
-  # tests: gVisor (Debian's 2022 runsc), a busybox for container rootfs, strace for the
-  # launcher benchmark baseline, iproute2 for network namespaces, a registry and skopeo for
-  # the image pull tests, iptables for k3s
-  runsc busybox-static strace iproute2 docker-registry skopeo iptables util-linux
+build=(
+  # runc links libseccomp statically; gcc/pkg-config for cgo; k3s links sqlite and zlib
+  libseccomp-dev pkg-config gcc libc6-dev libsqlite3-dev zlib1g-dev git ca-certificates
+  # Debian's busybox-static goes into the bundle's busybox image
+  busybox-static
 )
+test=(
+  # gVisor (Debian's 2022 runsc), strace for the launcher benchmark baseline, iproute2 and
+  # util-linux for namespaces, a registry and skopeo for the image pull tests, iptables for
+  # k3s, shellcheck for actionlint, python3-venv for the SBOM schema validator
+  runsc strace iproute2 util-linux docker-registry skopeo iptables shellcheck python3 python3-venv
+)
+
+packages=("${build[@]}")
+[ "${1:-}" = "--build-only" ] || packages+=("${test[@]}")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -78,7 +78,7 @@ pub(super) fn explain_fetch_error(pin: &K3sPin, err: anyhow::Error) -> anyhow::E
             "the Go module proxy refuses {module}@{version} (on the network of the project's \
              build machines it answers 403 for every version of {module}). Build from a git \
              checkout instead: `git clone --branch {tag} https://github.com/k3s-io/k3s` then \
-             `{LOCAL_SOURCE_ENV}=<that dir> cargo xtask build`, or set [k3s] mode = \"release\"",
+             `{LOCAL_SOURCE_ENV}=<that dir> cargo xtask bundle --require-k3s`, or set [k3s] mode = \"release\"",
             module = src.module,
             version = src.version,
             tag = pin.version,

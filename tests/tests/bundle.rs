@@ -20,19 +20,58 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
     let tarball = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let tarball = Path::new(&tarball);
     assert!(tarball.is_file(), "bundle printed {tarball:?}\n{text}");
-    check(&xtask(&repo, &["verify", tarball.to_str().unwrap()]), "cargo xtask verify");
+    check(
+        &xtask(&repo, &["verify", tarball.to_str().unwrap()]),
+        "cargo xtask verify",
+    );
 
     // The binaries inside run and say who they are.
     let x = tempfile::tempdir().unwrap();
-    let status = Command::new("tar").arg("-xzf").arg(tarball).arg("-C").arg(x.path()).status().unwrap();
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(x.path())
+        .status()
+        .unwrap();
     assert!(status.success());
-    let top = std::fs::read_dir(x.path()).unwrap().next().unwrap().unwrap().path();
+    let top = std::fs::read_dir(x.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let manifest = std::fs::read_to_string(top.join("bundle-manifest.json")).unwrap();
-    let stamp_version = manifest.split("\"version\": \"").nth(1).unwrap().split('"').next().unwrap().to_string();
-    let runc = check(&Command::new(top.join("bin/runc")).arg("--version").output().unwrap(), "runc --version");
-    assert!(runc.contains("runc version 1.3.3") && runc.contains(&stamp_version), "{runc}");
-    let containerd = check(&Command::new(top.join("bin/containerd")).arg("--version").output().unwrap(), "containerd --version");
-    assert!(containerd.contains("v2.1.4") && containerd.contains(&stamp_version.replace(' ', "-")), "{containerd}");
+    let stamp_version = manifest
+        .split("\"version\": \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let runc = check(
+        &Command::new(top.join("bin/runc"))
+            .arg("--version")
+            .output()
+            .unwrap(),
+        "runc --version",
+    );
+    assert!(
+        runc.contains("runc version 1.3.3") && runc.contains(&stamp_version),
+        "{runc}"
+    );
+    let containerd = check(
+        &Command::new(top.join("bin/containerd"))
+            .arg("--version")
+            .output()
+            .unwrap(),
+        "containerd --version",
+    );
+    assert!(
+        containerd.contains("v2.1.4") && containerd.contains(&stamp_version.replace(' ', "-")),
+        "{containerd}"
+    );
 
     // Warm: nothing changed, so no fetch, patch, build or package work, and fast.
     let start = Instant::now();
@@ -40,7 +79,10 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
     let warm = start.elapsed();
     let text = check(&out, "warm cargo xtask bundle");
     assert!(text.contains("nothing changed"), "{text}");
-    assert!(!text.contains("built in") && !text.contains("downloaded"), "{text}");
+    assert!(
+        !text.contains("built in") && !text.contains("downloaded"),
+        "{text}"
+    );
     eprintln!("warm no-op bundle: {warm:.1?}\n{text}");
 
     // Another checkout in another directory, its own work dir, the same inputs: same bytes.
@@ -59,7 +101,13 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
 /// Copy the tracked and untracked-but-not-ignored files of the checkout (what a clone has).
 fn copy_checkout(from: &Path, to: &Path) {
     let out = Command::new("git")
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
         .current_dir(from)
         .output()
         .unwrap();

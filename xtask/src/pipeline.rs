@@ -499,7 +499,9 @@ pub fn package(
     }
     let crates_tree = sha256_tree(&layout.repo.join("crates"))?;
     for (package, path) in config.crates.packages.iter().zip(inputs.crates) {
-        let Some(to) = crate_bundle_path(package) else { continue };
+        let Some(to) = crate_bundle_path(package) else {
+            continue;
+        };
         records.push(ComponentRecord {
             name: package.clone(),
             version: config.bundle.version.clone(),

@@ -23,6 +23,8 @@ cargo test --workspace --locked
 current_runsc=$(cargo xtask tool runsc)
 K3S_GVISOR_RUNSC="$current_runsc" cargo test --locked \
   -p launcher --test redirect_runsc -p gvisor-cni --test runsc -p pause --test pause
+K3S_GVISOR_RUNSC="$current_runsc" cargo test --locked -p xtask -- \
+  image::tests::the_pause_image_imports_into_containerd_inside_gvisor
 
 # The end-to-end scenario on the real bundle, on this host and in the current gVisor.
 cargo xtask e2e --host plain --host current --mode full

@@ -190,7 +190,8 @@ impl Tracer {
         mmap.r8 = u64::MAX; // fd -1
         mmap.r9 = 0;
         if ptrace::setregs(pid, mmap).is_err() {
-            return;
+            // Registers untouched: let the original syscall run unredirected.
+            return resume(pid.as_raw(), 0);
         }
         self.injecting.insert(
             pid.as_raw(),

@@ -64,12 +64,15 @@ fn main() {
 
 fn run(cli: Cli) -> Result<tracer::Exit> {
     let dir = procsys_dir::ProcSysDir::new(&cli.procsys)?;
-    let log = log::Log::open(cli.log.as_deref())?;
+    let mut log = log::Log::open(cli.log.as_deref())?;
     if std::env::var_os(PEEK_POKE_ENV).is_some() {
         tracee_memory::force_peek_poke();
     }
     let filter = syscalls::build_filter()?;
     let child = spawn::spawn_traced(&cli.command, &filter)?;
+    if let Some(note) = child.filter_install.fallback_note() {
+        log.line(format_args!("{note}"));
+    }
     signals::forward_to(child.pid.as_raw()).context("installing signal forwarding")?;
     let exit = tracer::Tracer::new(dir, log, child.pid)?.run()?;
     if exit == tracer::Exit::Code(127) {

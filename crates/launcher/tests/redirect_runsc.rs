@@ -57,6 +57,32 @@ fn runsc_go_tracee_threads_and_exec_child_read_and_write_dir() {
 }
 
 #[test]
+fn runsc_refuses_spec_allow_and_the_filter_is_installed_without_it() {
+    // gVisor accepts no seccomp flag but TSYNC: the launcher must notice (EINVAL), say so in
+    // --log, install the filter with flags 0, and still redirect.
+    let tmp = TempDir::new("specallow-runsc");
+    let dir = make_procsys_dir(tmp.path());
+    let log = tmp.path().join("launcher.log");
+    let out = run_in_runsc(&format!(
+        "exec {} --procsys {} --log {} -- cat /proc/sys/kernel/pid_max",
+        sh_quote(&launcher()),
+        sh_quote(dir.to_str().unwrap()),
+        sh_quote(log.to_str().unwrap())
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "launcher-test-pid_max\n",
+        "{}",
+        describe(&out)
+    );
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        log.contains("refused SECCOMP_FILTER_FLAG_SPEC_ALLOW (EINVAL"),
+        "no fallback line in --log:\n{log}"
+    );
+}
+
+#[test]
 fn runsc_longer_redirected_path_leaves_tracee_memory_intact() {
     let tmp = TempDir::new("memory-runsc");
     let deep = tmp

@@ -10,9 +10,11 @@
 //! - [`tracer`]: the waitpid loop and the handling of each kind of stop;
 //! - [`redirect`]: at a path syscall's stop, which path (if any) replaces the tracee's;
 //! - [`procsys_path`] / [`procsys_dir`]: is a path in /proc/sys, and what replaces it in DIR;
+//! - [`fs_context`]: what is remembered about each thread's root and cwd, and until when;
 //! - [`scratch`] / [`tracee_memory`]: where the new path is written in the tracee;
 //! - [`signals`]: forwarding signals to the command and ending like it did.
 
+mod fs_context;
 mod log;
 mod procsys_dir;
 mod procsys_path;

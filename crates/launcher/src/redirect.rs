@@ -4,6 +4,7 @@
 //! keeps only paths below /proc/sys of tasks that share the launcher's root, and asks DIR for
 //! the replacement.
 
+use crate::fs_context::{outside_proc, FsContexts};
 use crate::log::Log;
 use crate::procsys_dir::{NoRedirect, ProcSysDir, PATH_MAX};
 use crate::procsys_path::{may_be_procsys, procsys_relative, ProcSysPath};
@@ -32,6 +33,8 @@ pub struct Redirector {
     /// (device, inode) of the launcher's root directory; tasks with another root (a container
     /// after pivot_root) do not get redirects, DIR is not theirs.
     our_root: (u64, u64),
+    /// What is known about each thread's root and cwd.
+    pub contexts: FsContexts,
 }
 
 impl Redirector {
@@ -41,6 +44,7 @@ impl Redirector {
             dir,
             lookups: HashMap::new(),
             our_root: (root.dev(), root.ino()),
+            contexts: FsContexts::default(),
         })
     }
 
@@ -66,6 +70,19 @@ impl Redirector {
             let dirfd = syscall
                 .dirfd_arg
                 .map_or(AT_FDCWD, |i| syscalls::arg(regs, i) as i32);
+            // The common case costs no readlink: when the cwd is outside /proc, a relative path
+            // can only reach /proc/sys with "proc" and "sys" components of its own (folding
+            // keeps either a prefix of the cwd, whose first component is not "proc", or none
+            // of it). A dirfd can be anywhere, so it is always resolved.
+            if dirfd == AT_FDCWD
+                && !may_be_procsys(&path)
+                && self.contexts.cwd_outside_proc(pid.as_raw(), || {
+                    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+                    Some(outside_proc(cwd.as_os_str().as_bytes()))
+                })
+            {
+                return None;
+            }
             let link = if dirfd == AT_FDCWD {
                 format!("/proc/{pid}/cwd")
             } else {
@@ -107,12 +124,15 @@ impl Redirector {
         answer
     }
 
-    fn shares_our_root(&self, pid: Pid) -> bool {
-        match std::fs::metadata(format!("/proc/{pid}/root")) {
-            Ok(m) => (m.dev(), m.ino()) == self.our_root,
-            // If the sandbox does not let us look, assume the common case: same root.
-            Err(_) => true,
-        }
+    fn shares_our_root(&mut self, pid: Pid) -> bool {
+        let our_root = self.our_root;
+        self.contexts.same_root(pid.as_raw(), || {
+            match std::fs::metadata(format!("/proc/{pid}/root")) {
+                Ok(m) => (m.dev(), m.ino()) == our_root,
+                // If the sandbox does not let us look, assume the common case: same root.
+                Err(_) => true,
+            }
+        })
     }
 }
 

@@ -61,6 +61,21 @@ pub const TRACED: &[(i64, PathSyscall)] = &[
     (libc::SYS_faccessat2, at("faccessat2")),
 ];
 
+/// Syscalls that change a thread's root or current directory (for it and for the threads it
+/// shares them with). They stop too, so that what [`crate::fs_context`] remembers about roots
+/// and cwds is forgotten when it may have become wrong. All are rare.
+pub const CONTEXT_CHANGING: &[i64] = &[
+    libc::SYS_chdir,
+    libc::SYS_fchdir,
+    libc::SYS_chroot,
+    libc::SYS_pivot_root,
+    libc::SYS_setns,
+];
+
+pub fn is_context_changing(nr: u64) -> bool {
+    CONTEXT_CHANGING.iter().any(|n| *n as u64 == nr)
+}
+
 /// Looks up how to decode a traced syscall from its number.
 pub fn lookup(nr: u64) -> Option<PathSyscall> {
     TRACED
@@ -69,13 +84,18 @@ pub fn lookup(nr: u64) -> Option<PathSyscall> {
         .map(|(_, s)| *s)
 }
 
-/// Builds the BPF program: SECCOMP_RET_TRACE for the syscalls in [`TRACED`], allow the rest.
+/// Builds the BPF program: SECCOMP_RET_TRACE for the syscalls in [`TRACED`] and
+/// [`CONTEXT_CHANGING`], allow the rest.
 ///
 /// The filter has no argument conditions, so kernels since 5.11 cache "allow" for every other
 /// syscall in a bitmap and do not even run the BPF program for them.
 pub fn build_filter() -> Result<BpfProgram> {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        TRACED.iter().map(|(nr, _)| (*nr, Vec::new())).collect();
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = TRACED
+        .iter()
+        .map(|(nr, _)| *nr)
+        .chain(CONTEXT_CHANGING.iter().copied())
+        .map(|nr| (nr, Vec::new()))
+        .collect();
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -124,6 +144,8 @@ mod tests {
             assert_eq!(lookup(*nr as u64), Some(*s));
         }
         assert_eq!(lookup(libc::SYS_getpid as u64), None);
+        assert!(is_context_changing(libc::SYS_fchdir as u64));
+        assert!(!is_context_changing(libc::SYS_openat as u64));
     }
 
     #[test]

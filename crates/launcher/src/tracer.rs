@@ -5,7 +5,8 @@
 //! - fork/vfork/clone/exec events: bookkeeping, then continue;
 //! - PTRACE_EVENT_STOP: a group-stop (SIGSTOP & co) is held with PTRACE_LISTEN so the task stays
 //!   stopped as it would without us; a new task's initial stop is simply continued;
-//! - syscall stops: only while injecting an mmap for scratch memory (see [`crate::scratch`]);
+//! - syscall stops: only while injecting an mmap for scratch memory (see [`crate::scratch`]),
+//!   and at the exit of a syscall that changes a root or cwd (see [`crate::fs_context`]);
 //! - signal-delivery stop: the signal is passed on unchanged.
 
 use crate::log::Log;
@@ -17,7 +18,7 @@ use crate::tracee_memory;
 use anyhow::{bail, Result};
 use nix::sys::ptrace;
 use nix::unistd::Pid;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,9 @@ pub struct Tracer {
     scratch: ScratchPages,
     /// Threads running an injected mmap.
     injecting: HashMap<i32, Injection>,
+    /// Threads in a root/cwd-changing syscall whose syscall-entry stop was seen (gVisor
+    /// reports one after the seccomp stop, Linux does not; see [`Injection::entered`]).
+    change_entered: HashSet<i32>,
 }
 
 /// A thread running an injected mmap instead of its own syscall.
@@ -55,6 +59,7 @@ impl Tracer {
             main,
             scratch: ScratchPages::default(),
             injecting: HashMap::new(),
+            change_entered: HashSet::new(),
         })
     }
 
@@ -76,6 +81,8 @@ impl Tracer {
             if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
                 self.scratch.thread_exited(tid);
                 self.injecting.remove(&tid);
+                self.redirector.contexts.forget(tid);
+                self.change_entered.remove(&tid);
                 if tid == self.main.as_raw() {
                     return Ok(if libc::WIFEXITED(status) {
                         Exit::Code(libc::WEXITSTATUS(status))
@@ -96,6 +103,7 @@ impl Tracer {
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
                 if let Ok(new) = ptrace::getevent(pid) {
                     self.scratch.new_task(new as i32);
+                    self.redirector.contexts.forget(new as i32);
                 }
                 resume(tid, 0);
             }
@@ -103,6 +111,8 @@ impl Tracer {
                 let former = ptrace::getevent(pid).map_or(tid, |f| f as i32);
                 self.injecting.remove(&former);
                 self.scratch.exec(tid, former);
+                self.redirector.contexts.forget(former);
+                self.redirector.contexts.forget(tid);
                 resume(tid, 0);
             }
             libc::PTRACE_EVENT_STOP => {
@@ -112,17 +122,12 @@ impl Tracer {
                     // SAFETY: ptrace request on our tracee.
                     unsafe { libc::ptrace(libc::PTRACE_LISTEN, tid, 0, 0) };
                 } else {
-                    resume(tid, 0);
+                    self.resume(tid, 0);
                 }
             }
             0 if sig == (libc::SIGTRAP | 0x80) => self.on_syscall_stop(pid),
-            // Signal-delivery stop: deliver the signal as it was. A thread in the middle of an
-            // injection keeps being resumed with PTRACE_SYSCALL so we see its syscall exit.
-            0 if self.injecting.contains_key(&tid) => {
-                // SAFETY: ptrace request on our tracee.
-                unsafe { libc::ptrace(libc::PTRACE_SYSCALL, tid, 0, sig) };
-            }
-            0 => resume(tid, sig),
+            // Signal-delivery stop: deliver the signal as it was.
+            0 => self.resume(tid, sig),
             _ => resume(tid, 0),
         }
     }
@@ -133,20 +138,27 @@ impl Tracer {
         let Ok(mut regs) = ptrace::getregs(pid) else {
             return; // The thread died (SIGKILL) meanwhile; its exit will be reported.
         };
+        let tid = pid.as_raw();
+        if syscalls::is_context_changing(regs.orig_rax) {
+            // Forget roots and cwds now, and again at the syscall's exit (self.resume uses
+            // PTRACE_SYSCALL for this thread from here on).
+            self.redirector.contexts.change_starts(tid);
+            self.change_entered.remove(&tid);
+        }
         let Some(syscall) = syscalls::lookup(regs.orig_rax) else {
-            return resume(pid.as_raw(), 0);
+            return self.resume(tid, 0);
         };
         let Some((replacement, original)) =
             self.redirector
                 .replacement_for(pid, &regs, syscall, &mut self.log)
         else {
-            return resume(pid.as_raw(), 0);
+            return self.resume(tid, 0);
         };
         let tgid = match self.scratch.has_page(pid.as_raw()) {
             true => 0, // unused: the thread already has a page
             false => match thread_group_of(pid) {
                 Some(tgid) => tgid,
-                None => return resume(pid.as_raw(), 0),
+                None => return self.resume(tid, 0),
             },
         };
         match self.scratch.page_for(pid.as_raw(), tgid) {
@@ -158,7 +170,7 @@ impl Tracer {
                             "pid {pid}: cannot write scratch memory ({e}); {} not redirected",
                             String::from_utf8_lossy(&original)
                         ));
-                        return resume(pid.as_raw(), 0);
+                        return self.resume(tid, 0);
                     }
                     self.scratch.wrote(pid.as_raw(), bytes);
                 }
@@ -171,10 +183,10 @@ impl Tracer {
                         replacement.to_string_lossy()
                     ));
                 }
-                resume(pid.as_raw(), 0)
+                self.resume(tid, 0)
             }
             Scratch::NeedsMapping => self.start_mmap_injection(pid, regs),
-            Scratch::Unavailable => resume(pid.as_raw(), 0),
+            Scratch::Unavailable => self.resume(tid, 0),
         }
     }
 
@@ -205,6 +217,10 @@ impl Tracer {
     }
 
     fn on_syscall_stop(&mut self, pid: Pid) {
+        let tid = pid.as_raw();
+        if !self.injecting.contains_key(&tid) && self.redirector.contexts.is_changing(tid) {
+            return self.on_context_change_stop(tid);
+        }
         let Some(injection) = self.injecting.get_mut(&pid.as_raw()) else {
             return resume(pid.as_raw(), 0);
         };
@@ -245,6 +261,38 @@ impl Tracer {
         saved.rip -= 2; // `syscall` is 0f 05
         let _ = ptrace::setregs(pid, saved);
         resume(pid.as_raw(), 0);
+    }
+}
+
+impl Tracer {
+    /// A syscall stop of a thread running a root/cwd-changing syscall: at the exit stop, what
+    /// was known about roots and cwds is forgotten and the thread runs on without syscall stops.
+    fn on_context_change_stop(&mut self, tid: i32) {
+        let Ok(regs) = ptrace::getregs(Pid::from_raw(tid)) else {
+            return; // died meanwhile
+        };
+        let enosys = -(libc::ENOSYS as i64) as u64;
+        if regs.rax == enosys && self.change_entered.insert(tid) {
+            // Syscall-entry stop (gVisor): wait for the exit.
+            // SAFETY: ptrace request on our tracee.
+            unsafe { libc::ptrace(libc::PTRACE_SYSCALL, tid, 0, 0) };
+            return;
+        }
+        self.change_entered.remove(&tid);
+        self.redirector.contexts.change_done(tid);
+        resume(tid, 0);
+    }
+
+    /// Resumes a thread after a seccomp, signal-delivery or non-group event stop: with
+    /// PTRACE_SYSCALL while the launcher waits for its syscall's exit (an injected mmap, or a
+    /// root/cwd change), else PTRACE_CONT. `sig` is delivered (0 for none).
+    fn resume(&self, tid: i32, sig: i32) {
+        if self.injecting.contains_key(&tid) || self.redirector.contexts.is_changing(tid) {
+            // SAFETY: ptrace request on our tracee.
+            unsafe { libc::ptrace(libc::PTRACE_SYSCALL, tid, 0, sig) };
+        } else {
+            resume(tid, sig);
+        }
     }
 }
 

@@ -114,6 +114,25 @@ fn longer_redirected_path_leaves_tracee_memory_intact() {
 }
 
 #[test]
+fn cwd_and_root_changes_without_a_path_are_noticed() {
+    // The launcher remembers that a thread's cwd is outside /proc and its root is the
+    // launcher's; fchdir, another thread's fchdir and chroot must make it forget.
+    let tmp = TempDir::new("cwd-linux");
+    let dir = make_procsys_dir(tmp.path());
+    let jail = make_chroot_jail(tmp.path(), &dir);
+    let tracee = build_c("cwd_changes");
+    let out = run_with_empty_proc_sys_kernel(&launcher_script(
+        &dir,
+        &format!(
+            "{} {}",
+            sh_quote(tracee.to_str().unwrap()),
+            sh_quote(jail.to_str().unwrap())
+        ),
+    ));
+    check_cwd_changes_output(&out);
+}
+
+#[test]
 fn paths_outside_proc_sys_are_never_touched() {
     let tmp = TempDir::new("outside");
     let dir = make_procsys_dir(tmp.path());

@@ -83,6 +83,23 @@ fn runsc_refuses_spec_allow_and_the_filter_is_installed_without_it() {
 }
 
 #[test]
+fn runsc_cwd_and_root_changes_without_a_path_are_noticed() {
+    let tmp = TempDir::new("cwd-runsc");
+    let dir = make_procsys_dir(tmp.path());
+    let jail = make_chroot_jail(tmp.path(), &dir);
+    let tracee = build_c("cwd_changes");
+    let out = launcher_in_runsc(
+        &dir,
+        &format!(
+            "{} {}",
+            sh_quote(tracee.to_str().unwrap()),
+            sh_quote(jail.to_str().unwrap())
+        ),
+    );
+    check_cwd_changes_output(&out);
+}
+
+#[test]
 fn runsc_longer_redirected_path_leaves_tracee_memory_intact() {
     let tmp = TempDir::new("memory-runsc");
     let deep = tmp

@@ -234,3 +234,36 @@ pub fn check_reader_output(out: &Output, dir: &Path, expected_who: &[&str]) {
         "the write to /proc/sys/{WRITTEN_FILE} must land in DIR"
     );
 }
+
+/// For the cwd_changes tracee: a directory to chroot into that holds both a file at
+/// /proc/sys/kernel/pid_max ("jail-file") and one at DIR's path ("wrong-root"), so a redirect
+/// made after chroot (a stale "same root as the launcher") shows as "wrong-root".
+pub fn make_chroot_jail(parent: &Path, dir: &Path) -> PathBuf {
+    let jail = parent.join("jail");
+    let real = jail.join("proc/sys/kernel");
+    let stale = jail.join(dir.strip_prefix("/").unwrap()).join("kernel");
+    for (d, content) in [(real, "jail-file\n"), (stale, "wrong-root\n")] {
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("pid_max"), content).unwrap();
+    }
+    jail
+}
+
+/// What the cwd_changes tracee must print when every cwd/root change is noticed.
+pub fn check_cwd_changes_output(out: &Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec![
+            "root-cwd ERR:ENOENT",
+            "root-cwd-again ERR:ENOENT",
+            "after-fchdir launcher-test-pid_max",
+            "back-at-root ERR:ENOENT",
+            "after-thread-fchdir launcher-test-pid_max",
+            "before-chroot launcher-test-pid_max",
+            "after-chroot jail-file",
+        ],
+        "{}",
+        describe(out)
+    );
+}

@@ -8,8 +8,15 @@
 # env:   LAUNCHER=path   launcher binary (default: builds the static release binary)
 #        RUNSC=path      run every measurement inside `runsc --network=none do` instead
 #        ROUNDS=5 N_SYSCALL=2000000 N_OPEN=100000
+#        PIN=CPU         run everything (tracer, tracee, runsc) with `taskset -c CPU`: on an
+#                        otherwise idle VM, waking the other, halted vCPU at every ptrace stop
+#                        costs more than the launcher's own work; pinned shows the latter
 # (a) also runs under benches/filter_only.c: the same seccomp filter with no tracer, which
 # shows what any seccomp filter costs a non-path syscall on this kernel.
+# (b2) is (b) with a relative path (cwd outside /proc).
+# On the host, the table is followed by the launcher's own syscalls per ptrace stop for (b),
+# (b2) and (c), counted once with `strace -c` on the launcher (not -f: strace must not trace
+# the command, the launcher does).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -64,8 +71,13 @@ run_once() {
     if [ "$runner" != launcher ] && [ -n "${UNTRACED_ARGS:-}" ]; then
         set -- $UNTRACED_ARGS
     fi
-    in_sandbox "$prefix $work/loops $*" | awk '{print $2}'
+    in_sandbox "cd $work && $prefix $work/loops $*" | awk '{print $2}'
 }
+if [ -n "${PIN:-}" ]; then
+    command -v taskset >/dev/null || { echo "run.sh: PIN needs taskset (Debian: util-linux)" >&2; exit 1; }
+    # The benchmark's own shell is pinned: every process it starts inherits the affinity.
+    taskset -p -c "$PIN" $$ >/dev/null
+fi
 
 # Best of the rounds: other load on the machine only ever slows a run down, so the fastest
 # run is the closest to the cost of the workload itself.
@@ -94,17 +106,40 @@ row() {
 
 where=host
 [ -n "${RUNSC:-}" ] && where="runsc $("$RUNSC" --version | head -1)"
-echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(uname -r), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), in: $where; best of $ROUNDS runs (runners interleaved)"
+pinned=""
+[ -n "${PIN:-}" ] && pinned=", everything pinned to CPU $PIN"
+echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(uname -r), $(nproc --all) CPUs$pinned, uptime: $(uptime), in: $where; best of $ROUNDS runs (runners interleaved)"
 echo
 echo "| workload | native ns/op | launcher ns/op | launcher/native | strace ns/op | strace/native |"
 echo "|---|---|---|---|---|---|"
 EXTRA_RUNNER=filter row "(a) getppid loop (no path)" getppid "$N_SYSCALL"
 EXTRA_RUNNER=
 row "(b) open+close existing file outside /proc/sys" open "$work/existing-file" "$N_OPEN"
+row "(b2) same, by a relative path (cwd outside /proc)" open existing-file "$N_OPEN"
 if in_sandbox "$work/loops open $procsys_file 1" 2>/dev/null | grep -q "^open "; then
     row "(c) open+close $procsys_file (redirected by the launcher)" open "$procsys_file" "$N_OPEN"
 else
     UNTRACED_ARGS="open $work/procsys/kernel/pid_max $N_OPEN" \
         row "(c) open+close $procsys_file (redirected by the launcher; missing here, so native and strace open DIR/kernel/pid_max)" \
         open "$procsys_file" "$N_OPEN"
+fi
+
+# Syscalls the launcher makes per stop: one run per workload under `strace -c`; every syscall
+# made at least once per iteration is listed with its count per iteration (startup excluded).
+if [ -z "${RUNSC:-}" ]; then
+    n=10000
+    echo
+    echo "Launcher syscalls per stop (\`strace -c\` on the launcher, $n iterations):"
+    echo
+    for w in "(b) absolute path:$work/existing-file" "(b2) relative path:existing-file" "(c) redirected:$procsys_file"; do
+        name=${w%%:*}; path=${w#*:}
+        (cd "$work" && strace -c -o "$work/count" "$LAUNCHER" --procsys "$work/procsys" -- \
+            "$work/loops" open "$path" "$n" > /dev/null)
+        awk -v n="$n" -v name="$name" '
+            $4 ~ /^[0-9]+$/ && $NF != "total" {
+                calls = $4  # columns: % seconds usecs/call calls [errors] syscall
+                if (calls >= n) { total += calls; list = list sprintf(" %s %.2f,", $NF, calls / n) }
+            }
+            END { sub(/,$/, "", list); printf "- %s: %.2f per stop:%s\n", name, total / n, list }' "$work/count"
+    done
 fi

@@ -26,7 +26,16 @@ use crate::version::SpecVersion;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 
+const HELP: &str = "gvisor-cni: a CNI plugin (spec 0.4.0, 1.0.0, 1.1.0) with host-local style IPAM.
+A container runtime (or cnitool) runs it with CNI_COMMAND=ADD|DEL|CHECK|VERSION|STATUS|GC,
+CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME, CNI_PATH in the environment and the network config
+on stdin; the result or error JSON goes to stdout. Config keys: see docs/cni.md.";
+
 fn main() {
+    if matches!(std::env::args().nth(1).as_deref(), Some("-h" | "--help")) {
+        println!("{HELP}");
+        return;
+    }
     let vars: HashMap<String, String> = std::env::vars().collect();
     let mut stdin = Vec::new();
     let (reply_version, outcome) = match std::io::stdin().read_to_end(&mut stdin) {

@@ -26,6 +26,13 @@ fn main() -> ExitCode {
             println!("pause {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Some("-h") | Some("--help") => {
+            println!(
+                "pause: the pod sandbox's PID 1. Sleeps, reaps zombies, exits 0 on SIGINT or \
+                 SIGTERM.\nusage: pause [-v|--version] [-h|--help]"
+            );
+            return ExitCode::SUCCESS;
+        }
         Some(other) => {
             eprintln!("pause: unknown argument {other:?}; usage: pause [-v]");
             return ExitCode::from(2);

@@ -82,6 +82,8 @@ rss
 $BUNDLE/install --prefix $P --data-dir $D $ARGS >/dev/null 2>&1 && step second-install ok || step second-install FAIL
 echo "== stop"; $P/bin/installer stop --data-dir $D && step stop ok || step stop FAIL
 L=$(ours | tr '\n' ';'); [ -z "$L" ] && step no-processes ok || step no-processes FAIL "$L"
+# Keep every component's log beside the run: uninstall removes the data dir.
+cp -r $D/logs $RUN/component-logs 2>/dev/null
 echo "== uninstall"; $P/bin/installer uninstall --data-dir $D && step uninstall ok || step uninstall FAIL
 AFTER=$(mounts); [ "$BEFORE" = "$AFTER" ] && step mounts-restored ok || step mounts-restored FAIL "before=[$BEFORE] after=[$AFTER]"
 [ ! -e $P ] && [ ! -e $D ] && step nothing-left ok || step nothing-left FAIL

@@ -157,7 +157,17 @@ pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {
             s.push_str(&format!("  known gap (doctor): {g}\n"));
         }
         if o.failed() {
-            s.push_str(&format!("  full output: {}\n", o.log.display()));
+            let tail = crate::fsutil::tail(&o.log, 25).replace('\n', "\n    ");
+            let logs = o.log.with_file_name("run/component-logs");
+            s.push_str(&format!(
+                "  last lines of {}:\n    {tail}\n",
+                o.log.display()
+            ));
+            s.push_str(&format!(
+                "  full output: {}; component logs: {}\n",
+                o.log.display(),
+                logs.display()
+            ));
         }
     }
     s

@@ -96,20 +96,7 @@ impl Gvisor {
             line.push(' ');
             line.push_str(&a.display().to_string());
         }
-        let out = Command::new(&self.runsc)
-            .args([
-                "--network=none",
-                "do",
-                "-force-overlay=false",
-                "/bin/sh",
-                "-c",
-                &line,
-            ])
-            .current_dir("/tmp")
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.runsc.display()));
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
+        let text = self.sh(&line);
         eprintln!(
             "--- {} in {} ({}):\n{text}",
             script,
@@ -117,6 +104,23 @@ impl Gvisor {
             self.runsc.display()
         );
         text
+    }
+
+    /// `/bin/sh -c LINE` in a fresh sandbox of this gVisor (9p root, no network); stdout+stderr.
+    fn sh(&self, line: &str) -> String {
+        let out = Command::new(&self.runsc)
+            .args([
+                "--network=none",
+                "do",
+                "-force-overlay=false",
+                "/bin/sh",
+                "-c",
+                line,
+            ])
+            .current_dir("/tmp")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.runsc.display()));
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
     }
 }
 
@@ -400,20 +404,10 @@ fn runc_capabilities_unit_test_passes_without_cap_last_cap() {
 
 impl Gvisor {
     fn run_binary(&self, bin: &Path) -> String {
-        let line = format!("exec 2>&1; {} -test.v -test.count=1", bin.display());
-        let out = Command::new(&self.runsc)
-            .args([
-                "--network=none",
-                "do",
-                "-force-overlay=false",
-                "/bin/sh",
-                "-c",
-                &line,
-            ])
-            .current_dir("/tmp")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let text = self.sh(&format!(
+            "exec 2>&1; {} -test.v -test.count=1",
+            bin.display()
+        ));
         eprintln!("--- {} in {}:\n{text}", bin.display(), self.name);
         text
     }

@@ -4,14 +4,6 @@
 mod common;
 use common::*;
 
-fn launcher_script(dir: &std::path::Path, command: &str) -> String {
-    format!(
-        "exec {} --procsys {} -- {command}",
-        sh_quote(&launcher()),
-        sh_quote(dir.to_str().unwrap())
-    )
-}
-
 #[test]
 fn without_the_launcher_the_files_are_missing() {
     // The control for the tests below: the same tracee, not traced, sees no kernel/* files.
@@ -104,13 +96,7 @@ fn longer_redirected_path_leaves_tracee_memory_intact() {
     let tracee = build_c("memory_neighbours");
     let out =
         run_with_empty_proc_sys_kernel(&launcher_script(&dir, &sh_quote(tracee.to_str().unwrap())));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("content launcher-test-pid_max"),
-        "not redirected\n{}",
-        describe(&out)
-    );
-    assert!(stdout.contains("intact yes"), "{}", describe(&out));
+    check_memory_output(&out);
 }
 
 #[test]

@@ -6,11 +6,7 @@ mod common;
 use common::*;
 
 fn launcher_in_runsc(dir: &std::path::Path, command: &str) -> std::process::Output {
-    run_in_runsc(&format!(
-        "exec {} --procsys {} -- {command}",
-        sh_quote(&launcher()),
-        sh_quote(dir.to_str().unwrap())
-    ))
+    run_in_runsc(&launcher_script(dir, command))
 }
 
 #[test]
@@ -108,13 +104,7 @@ fn runsc_longer_redirected_path_leaves_tracee_memory_intact() {
     let dir = make_procsys_dir(&deep);
     let tracee = build_c("memory_neighbours");
     let out = launcher_in_runsc(&dir, &sh_quote(tracee.to_str().unwrap()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("content launcher-test-pid_max"),
-        "not redirected\n{}",
-        describe(&out)
-    );
-    assert!(stdout.contains("intact yes"), "{}", describe(&out));
+    check_memory_output(&out);
 }
 
 #[test]

@@ -146,6 +146,26 @@ pub fn build_go(name: &str) -> PathBuf {
 }
 
 /// Shell-quotes one argument.
+/// `exec launcher --procsys DIR -- COMMAND`, as a shell line.
+pub fn launcher_script(dir: &Path, command: &str) -> String {
+    format!(
+        "exec {} --procsys {} -- {command}",
+        sh_quote(&launcher()),
+        sh_quote(dir.to_str().unwrap())
+    )
+}
+
+/// What the memory_neighbours tracee prints when the redirect worked and left its memory alone.
+pub fn check_memory_output(out: &Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("content launcher-test-pid_max"),
+        "not redirected\n{}",
+        describe(out)
+    );
+    assert!(stdout.contains("intact yes"), "{}", describe(out));
+}
+
 pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }

@@ -73,6 +73,18 @@ fn json(bytes: &[u8]) -> serde_json::Value {
 
 // ---------------------------------------------------------------- specs
 
+/// The error of pulling `repository@digest` into a cache under `dir`, printed for the log.
+fn pull_error(repository: &str, digest: &str, dir: &Path) -> String {
+    let err = build_image(
+        &registry_spec(repository, digest),
+        &context(dir, PathBuf::new()),
+    )
+    .unwrap_err();
+    let err = format!("{err:#}");
+    eprintln!("expected error: {err}");
+    err
+}
+
 #[test]
 fn fixture_tables_parse_into_specs() {
     let specs = fixture_specs();
@@ -558,15 +570,7 @@ fn an_index_resolves_to_linux_amd64_and_a_missing_platform_is_reported() {
     let arm_only = dir.path().join("arm.oci.tar");
     let arm_index = write_index_archive(&arm_only, &[("linux", "arm64", &arm64)]);
     registry.push(&arm_only, "test/multi:arm", true).unwrap();
-    let err = format!(
-        "{:#}",
-        build_image(
-            &registry_spec(&repository, &arm_index),
-            &context(dir.path(), PathBuf::new())
-        )
-        .unwrap_err()
-    );
-    eprintln!("expected error: {err}");
+    let err = pull_error(&repository, &arm_index, dir.path());
     assert!(
         err.contains("has no linux/amd64 image (it offers: linux/arm64)"),
         "{err}"
@@ -588,15 +592,7 @@ fn a_tampered_blob_and_a_wrong_digest_are_rejected() {
     // A digest the registry does not have.
     let wrong = sha256_digest(b"not this image");
     let fresh = tempfile::tempdir().unwrap();
-    let err = format!(
-        "{:#}",
-        build_image(
-            &registry_spec(&repository, &wrong),
-            &context(fresh.path(), PathBuf::new())
-        )
-        .unwrap_err()
-    );
-    eprintln!("expected error: {err}");
+    let err = pull_error(&repository, &wrong, fresh.path());
     assert!(err.contains("has no manifest"), "{err}");
     assert_eq!(cached_blob_count(fresh.path()), 0);
 
@@ -613,15 +609,7 @@ fn a_tampered_blob_and_a_wrong_digest_are_rejected() {
     std::fs::write(&data, bytes).unwrap();
 
     let fresh = tempfile::tempdir().unwrap();
-    let err = format!(
-        "{:#}",
-        build_image(
-            &registry_spec(&repository, &digest),
-            &context(fresh.path(), PathBuf::new())
-        )
-        .unwrap_err()
-    );
-    eprintln!("expected error: {err}");
+    let err = pull_error(&repository, &digest, fresh.path());
     assert!(
         err.contains("does not match its digest") || err.contains("has digest"),
         "{err}"

@@ -9,8 +9,13 @@ use common::*;
 use serde_json::{json, Value};
 
 fn add_env<'a>(ns: &'a str, id: &'a str) -> Vec<(&'static str, &'a str)> {
+    env_for("ADD", ns, id)
+}
+
+/// The CNI_* environment of `command` for container `id` in netns `ns`.
+fn env_for<'a>(command: &'a str, ns: &'a str, id: &'a str) -> Vec<(&'static str, &'a str)> {
     vec![
-        ("CNI_COMMAND", "ADD"),
+        ("CNI_COMMAND", command),
         ("CNI_CONTAINERID", id),
         ("CNI_IFNAME", "eth0"),
         ("CNI_NETNS", ns),
@@ -183,16 +188,7 @@ fn half_written_store_is_recovered() {
     );
     assert_eq!(net.allocations(), vec![address.to_string()]);
 
-    let del: Vec<_> = add_env(&path, "c1")
-        .into_iter()
-        .map(|(k, v)| {
-            if k == "CNI_COMMAND" {
-                (k, "DEL")
-            } else {
-                (k, v)
-            }
-        })
-        .collect();
+    let del = env_for("DEL", &path, "c1");
     ok_json("DEL", &run_plugin(&del, &conf(&net)));
     ok_json("DEL again", &run_plugin(&del, &conf(&net)));
     assert!(net.allocations().is_empty());
@@ -231,16 +227,7 @@ fn exhaustion_is_reported_and_recoverable() {
     );
     assert_eq!(status["code"], 50, "{status}");
 
-    let del: Vec<_> = add_env(&path, &ids[0])
-        .into_iter()
-        .map(|(k, v)| {
-            if k == "CNI_COMMAND" {
-                (k, "DEL")
-            } else {
-                (k, v)
-            }
-        })
-        .collect();
+    let del = env_for("DEL", &path, &ids[0]);
     ok_json("DEL", &run_plugin(&del, &conf(&net)));
     ok_json(
         "STATUS with one free",
@@ -267,16 +254,7 @@ fn check_detects_a_mismatched_prev_result_and_a_missing_interface() {
     let ns = NetNs::new("check");
     let path = ns.path();
     let result = ok_json("ADD", &run_plugin(&add_env(&path, "c1"), &conf(&net)));
-    let check_env: Vec<_> = add_env(&path, "c1")
-        .into_iter()
-        .map(|(k, v)| {
-            if k == "CNI_COMMAND" {
-                (k, "CHECK")
-            } else {
-                (k, v)
-            }
-        })
-        .collect();
+    let check_env = env_for("CHECK", &path, "c1");
     let with_prev = |prev: &Value| {
         let mut c = net.stdin_conf("1.1.0");
         c["prevResult"] = prev.clone();

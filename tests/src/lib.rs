@@ -22,6 +22,18 @@ pub fn xtask(dir: &Path, args: &[&str]) -> Output {
         .expect("cannot run cargo xtask")
 }
 
+/// The path of a pinned test tool (`cargo xtask tool NAME`: runsc, crictl, cnitool, ...).
+pub fn tool(name: &str) -> PathBuf {
+    let out = xtask(&repo(), &["tool", name]);
+    let text = check(&out, &format!("cargo xtask tool {name}"));
+    let path = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .lines()
+        .last()
+        .map(PathBuf::from);
+    path.unwrap_or_else(|| panic!("cargo xtask tool {name} printed no path:\n{text}"))
+}
+
 /// Fail with both output streams when a command did not succeed.
 pub fn check(out: &Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();

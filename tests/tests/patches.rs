@@ -10,7 +10,7 @@
 //! gVisors: K3S_GVISOR_RUNSC, or `cargo xtask tool runsc` (current gVisor), and Debian's
 //! /usr/bin/runsc (`apt-get install runsc`). Needs root, busybox-static, Go, util-linux.
 
-use k3s_gvisor_tests::{check, repo, xtask};
+use k3s_gvisor_tests::{check, repo, tool, xtask};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -132,17 +132,7 @@ fn scripts() -> PathBuf {
 fn gvisors() -> Vec<Gvisor> {
     let current = match std::env::var_os("K3S_GVISOR_RUNSC") {
         Some(p) => PathBuf::from(p),
-        None => {
-            let out = xtask(&repo(), &["tool", "runsc"]);
-            let text = check(&out, "cargo xtask tool runsc (the current gVisor)");
-            PathBuf::from(
-                String::from_utf8_lossy(&out.stdout)
-                    .trim()
-                    .lines()
-                    .last()
-                    .unwrap_or_else(|| panic!("{text}")),
-            )
-        }
+        None => tool("runsc"),
     };
     let debian = PathBuf::from("/usr/bin/runsc");
     assert!(
@@ -437,15 +427,7 @@ fn capabilities_test_binary(tree: &Path, out: &Path) -> PathBuf {
 }
 
 fn crictl() -> PathBuf {
-    let out = xtask(&repo(), &["tool", "crictl"]);
-    let text = check(&out, "cargo xtask tool crictl");
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or_else(|| panic!("{text}")),
-    )
+    tool("crictl")
 }
 
 fn plugin_ok(out: &str, id: &str) -> bool {

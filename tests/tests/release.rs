@@ -7,7 +7,7 @@
 //! time (the schema and validator come from the `cyclonedx-python-lib` package, installed into
 //! a venv under target/; later runs reuse it offline).
 
-use k3s_gvisor_tests::{check, repo, xtask};
+use k3s_gvisor_tests::{check, repo, tool, xtask};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,9 +18,7 @@ const CYCLONEDX_LIB: &str = "cyclonedx-python-lib[json-validation]==11.12.0";
 #[test]
 fn ci_workflows_pass_actionlint_and_shellcheck() {
     let repo = repo();
-    let out = xtask(&repo, &["tool", "actionlint"]);
-    check(&out, "cargo xtask tool actionlint");
-    let actionlint = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let actionlint = tool("actionlint");
     assert!(
         actionlint.is_file(),
         "cargo xtask tool actionlint printed no binary path: {actionlint:?}"

@@ -14,3 +14,6 @@ else
     echo "devices_cgroup=refused"
 fi
 rmdir /tmp/probe-cgroup.$$
+# runc >= 1.2 setns()es into the container's mount namespace through /proc/PID/ns/mnt (its
+# mount source thread); gVisor before 2023 has no mount namespace files at all.
+[ -e /proc/self/ns/mnt ] && echo "mount_ns=present" || echo "mount_ns=missing"

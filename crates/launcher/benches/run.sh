@@ -11,8 +11,11 @@
 #        PIN=CPU         run everything (tracer, tracee, runsc) with `taskset -c CPU`: on an
 #                        otherwise idle VM, waking the other, halted vCPU at every ptrace stop
 #                        costs more than the launcher's own work; pinned shows the latter
-# (a) also runs under benches/filter_only.c: the same seccomp filter with no tracer, which
-# shows what any seccomp filter costs a non-path syscall on this kernel.
+# Floors, measured in the same rounds: (a) also runs under benches/filter_only.c (the same
+# seccomp filter with no tracer: what any seccomp filter costs a non-path syscall on this
+# kernel); (b), (b2) and (c) also run under benches/null_tracer.c (the same filter and ptrace
+# stops, with a tracer that only resumes each stop: what any SECCOMP_RET_TRACE tracer costs).
+# Then whether seccomp user notification (the only other way to see a path) is offered.
 # (b2) is (b) with a relative path (cwd outside /proc).
 # On the host, the table is followed by the launcher's own syscalls per ptrace stop for (b),
 # (b2) and (c), counted once with `strace -c` on the launcher (not -f: strace must not trace
@@ -41,6 +44,8 @@ trap 'rm -rf "$work"' EXIT
 # Static, so that it also runs under filter_only (no dynamic loader opening libraries).
 cc -O2 -static -o "$work/loops" "$here/syscall_loops.c"
 cc -O2 -o "$work/filter_only" "$here/filter_only.c"
+cc -O2 -o "$work/null_tracer" "$here/null_tracer.c"
+cc -O2 -static -o "$work/user_notif_probe" "$here/user_notif_probe.c"
 mkdir -p "$work/procsys/kernel"
 echo 4194304 > "$work/procsys/kernel/pid_max"
 echo bench > "$work/existing-file"
@@ -51,7 +56,7 @@ procsys_file=/proc/sys/kernel/pid_max
 
 in_sandbox() {
     if [ -n "${RUNSC:-}" ]; then
-        "$RUNSC" --network=none do -force-overlay=false /bin/sh -c "$*" | cat
+        "$RUNSC" --network=none "do" -force-overlay=false /bin/sh -c "$*" | cat
     else
         /bin/sh -c "$*"
     fi
@@ -65,10 +70,12 @@ run_once() {
         launcher) prefix="$LAUNCHER --procsys $work/procsys --" ;;
         strace) prefix="strace -f --seccomp-bpf -e trace=openat -o /dev/null" ;;
         filter) prefix="$work/filter_only" ;;
+        null) prefix="$work/null_tracer" ;;
     esac
     # Without the launcher a missing /proc/sys file cannot be opened at all; those runners
     # then open DIR's copy directly, the same file the launcher redirects to.
     if [ "$runner" != launcher ] && [ -n "${UNTRACED_ARGS:-}" ]; then
+        # shellcheck disable=SC2086 # a word list on purpose
         set -- $UNTRACED_ARGS
     fi
     in_sandbox "cd $work && $prefix $work/loops $*" | awk '{print $2}'
@@ -83,26 +90,28 @@ fi
 # run is the closest to the cost of the workload itself.
 best() { sort -n | head -n 1; }
 
-# row NAME WORKLOAD...: the three runners take turns within each round, so a change of
-# machine load during the measurement hits all of them alike.
+# row NAME FLOOR_RUNNER FLOOR_NAME WORKLOAD...: the runners take turns within each round, so
+# a change of machine load during the measurement hits all of them alike. The floor runner's
+# result is printed as a second row.
 row() {
-    name=$1; shift
-    : > "$work/native"; : > "$work/launcher"; : > "$work/strace"; : > "$work/filter"
+    name=$1 floor=$2 floor_name=$3; shift 3
+    : > "$work/native"; : > "$work/launcher"; : > "$work/strace"; : > "$work/$floor"
     i=0
     while [ $i -lt "$ROUNDS" ]; do
-        for runner in native launcher strace $EXTRA_RUNNER; do
-            run_once $runner "$@" >> "$work/$runner"
+        for runner in native launcher strace "$floor"; do
+            run_once "$runner" "$@" >> "$work/$runner"
         done
         i=$((i + 1))
     done
     n=$(best < "$work/native"); l=$(best < "$work/launcher"); s=$(best < "$work/strace")
     awk -v name="$name" -v n="$n" -v l="$l" -v s="$s" 'BEGIN {
         printf "| %s | %.1f | %.1f | %.2fx | %.1f | %.2fx |\n", name, n, l, l / n, s, s / n }'
-    if [ -n "$EXTRA_RUNNER" ]; then
-        f=$(best < "$work/filter")
-        awk -v n="$n" -v f="$f" 'BEGIN { printf "| (a) floor: same loop under a bare seccomp filter, no tracer | %.1f | %.1f | %.2fx | | |\n", n, f, f / n }'
-    fi
+    f=$(best < "$work/$floor")
+    awk -v name="$floor_name" -v n="$n" -v f="$f" 'BEGIN {
+        printf "| %s | %.1f | %.1f | %.2fx | | |\n", name, n, f, f / n }'
 }
+bare_filter="(a) floor: same loop under a bare seccomp filter, no tracer"
+null_tracer="floor: same, under a tracer that only resumes each stop"
 
 where=host
 [ -n "${RUNSC:-}" ] && where="runsc $("$RUNSC" --version | head -1)"
@@ -112,17 +121,23 @@ echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(uname -r), $(nproc --all) CPUs$p
 echo
 echo "| workload | native ns/op | launcher ns/op | launcher/native | strace ns/op | strace/native |"
 echo "|---|---|---|---|---|---|"
-EXTRA_RUNNER=filter row "(a) getppid loop (no path)" getppid "$N_SYSCALL"
-EXTRA_RUNNER=
-row "(b) open+close existing file outside /proc/sys" open "$work/existing-file" "$N_OPEN"
-row "(b2) same, by a relative path (cwd outside /proc)" open existing-file "$N_OPEN"
+row "(a) getppid loop (no path)" filter "$bare_filter" getppid "$N_SYSCALL"
+row "(b) open+close existing file outside /proc/sys" null "(b) $null_tracer" \
+    open "$work/existing-file" "$N_OPEN"
+row "(b2) same, by a relative path (cwd outside /proc)" null "(b2) $null_tracer" \
+    open existing-file "$N_OPEN"
 if in_sandbox "$work/loops open $procsys_file 1" 2>/dev/null | grep -q "^open "; then
-    row "(c) open+close $procsys_file (redirected by the launcher)" open "$procsys_file" "$N_OPEN"
+    row "(c) open+close $procsys_file (redirected by the launcher)" null "(c) $null_tracer (no redirect)" \
+        open "$procsys_file" "$N_OPEN"
 else
     UNTRACED_ARGS="open $work/procsys/kernel/pid_max $N_OPEN" \
-        row "(c) open+close $procsys_file (redirected by the launcher; missing here, so native and strace open DIR/kernel/pid_max)" \
-        open "$procsys_file" "$N_OPEN"
+        row "(c) open+close $procsys_file (redirected by the launcher; missing here, so native, strace and the floor open DIR/kernel/pid_max)" \
+        null "(c) $null_tracer (no redirect)" open "$procsys_file" "$N_OPEN"
 fi
+
+# The one mechanism that could avoid ptrace stops altogether, where the sandbox offers it.
+echo
+echo "SECCOMP_RET_USER_NOTIF here: $(in_sandbox "$work/user_notif_probe")"
 
 # Syscalls the launcher makes per stop: one run per workload under `strace -c`; every syscall
 # made at least once per iteration is listed with its count per iteration (startup excluded).

@@ -16,9 +16,21 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use common::{in_gvisor, oci, repo_root, require_root, run, runsc, xtask_path, FakeBundle};
+
+/// Held by every test that starts containerd. Each sandbox's root is this host's root over 9p,
+/// and containerd always creates /run/containerd there (its shim socket directory is
+/// hard-coded) while uninstall removes it again once empty: two at once race, and a
+/// sandbox's cached view of the directory then makes containerd's mkdir fail with
+/// "mkdir /run/containerd: file exists" (seen in CI).
+fn one_containerd_at_a_time() -> MutexGuard<'static, ()> {
+    static HOST_RUN_CONTAINERD: Mutex<()> = Mutex::new(());
+    HOST_RUN_CONTAINERD
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 const PAUSE_REF: &str = "registry.k8s.io/pause:3.10";
 const BUSYBOX_REF: &str = "docker.io/library/busybox:k3s-gvisor-test";
@@ -289,6 +301,7 @@ fn check(output: &str, gaps_allowed: bool) {
 #[test]
 fn crictl_runs_busybox_on_this_host() {
     require_root();
+    let _one = one_containerd_at_a_time();
     let work = work_dir();
     let bundle = assemble(&work.path);
     let script = scenario(&bundle, &work.path, &crictl());
@@ -302,8 +315,55 @@ fn crictl_runs_busybox_on_this_host() {
     check(&output, false);
 }
 
+/// Every key of the config the installer renders means something to containerd: a key under
+/// the wrong table is dropped with only a warning in its log (the snapshotters this config
+/// disables were once not disabled that way), so `containerd config dump` must not warn, and
+/// must show the disabled plugins.
+#[test]
+fn containerd_reads_every_key_of_the_rendered_config() {
+    require_root();
+    let work = work_dir();
+    let bundle = assemble(&work.path);
+    let (prefix, data) = (work.path.join("prefix"), work.path.join("data"));
+    let (output, stdout, stderr) = run(Command::new(bundle.install_script())
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--no-start"));
+    assert!(
+        output.status.success(),
+        "install failed:\n{stdout}\n{stderr}"
+    );
+
+    let (output, dump, warnings) = run(Command::new(prefix.join("bin/containerd"))
+        .arg("--config")
+        .arg(prefix.join("etc/containerd/config.toml"))
+        .args(["config", "dump"]));
+    assert!(output.status.success(), "config dump failed:\n{warnings}");
+    assert!(
+        !warnings.contains("unknown key"),
+        "containerd ignores part of the rendered config:\n{warnings}"
+    );
+    assert!(
+        dump.lines().any(|l| l.starts_with("disabled_plugins")
+            && l.contains("io.containerd.snapshotter.v1.btrfs")),
+        "the sandbox-useless snapshotters are not disabled:\n{dump}"
+    );
+
+    let (output, stdout, stderr) = run(Command::new(prefix.join("bin/installer"))
+        .arg("uninstall")
+        .arg("--data-dir")
+        .arg(&data));
+    assert!(
+        output.status.success(),
+        "uninstall failed:\n{stdout}\n{stderr}"
+    );
+}
+
 fn run_inside(runsc: &Path, gaps_allowed: bool) {
     require_root();
+    let _one = one_containerd_at_a_time();
     let work = work_dir();
     let bundle = assemble(&work.path);
     let script = scenario(&bundle, &work.path, &crictl());
@@ -339,6 +399,7 @@ fn current_runsc() -> PathBuf {
 #[test]
 fn start_after_a_sandbox_restart_inside_current_gvisor() {
     require_root();
+    let _one = one_containerd_at_a_time();
     let runsc = current_runsc();
     let work = work_dir();
     let bundle = assemble(&work.path);

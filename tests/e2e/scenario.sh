@@ -11,7 +11,11 @@ mark() { echo "TIME $1 $(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $T0 }")"
 step() { echo "STEP $1 $2 ${3:-}"; }
 ours() { for p in /proc/[0-9]*; do e=$(readlink $p/exe 2>/dev/null) || continue; case "$e" in $P/*|$D/*) echo "${p#/proc/} $e";; esac; done; }
 mounts() { grep -e " $P" -e " $D" -e ' /sys/fs/cgroup' -e ' /dev/kmsg ' /proc/self/mountinfo | cut -d' ' -f5- | sort | tr '\n' ';'; }
-rss() { for f in $D/run/*.pid; do [ -f "$f" ] || continue; pid=$(cat $f); n=$(basename $f .pid); kb=$(awk '/VmRSS/ {print $2}' /proc/$pid/status 2>/dev/null); echo "RSS $n ${kb:-gone}"; done; }
+# RSS of each supervised process and of its children: where /proc/sys lacks files, a pid file
+# names the launcher, and the component (containerd, k3s) is the launcher's child.
+children() { for s in /proc/[0-9]*/stat; do ppid=$(sed 's/.*) //' $s 2>/dev/null | cut -d' ' -f2); [ "$ppid" = "$1" ] && { p=${s#/proc/}; echo ${p%/stat}; }; done; }
+rss_of() { kb=$(awk '/VmRSS/ {print $2}' /proc/$1/status 2>/dev/null); echo "RSS $(cat /proc/$1/comm 2>/dev/null || echo "$2") ${kb:-gone}"; }
+rss() { for f in $D/run/*.pid; do [ -f "$f" ] || continue; pid=$(cat $f); rss_of $pid "$(basename "$f" .pid)"; for c in $(children $pid); do rss_of $c child; done; done; }
 BEFORE=$(mounts)
 K3S=no
 grep -q '"path": "bin/k3s"' $BUNDLE/bundle-manifest.json && K3S=yes

@@ -135,6 +135,21 @@ fn findings(
                      needs the runc patch that makes the devices controller optional",
         },
         Finding {
+            name: "no mount namespaces (/proc/self/ns/mnt)",
+            present: lstat("/proc/self/ns/mnt").is_none(),
+            handled_by: None,
+            advice: "runc 1.2+ enters every container's mount namespace (`open container mntns: \
+                     open /proc/N/ns/mnt: no such file or directory`); no patch can add them: \
+                     use a gVisor from 2023 or later",
+        },
+        Finding {
+            name: "procfs root is not inode 1",
+            present: lstat("/proc").is_some_and(|st| st.st_ino != 1),
+            handled_by: None,
+            advice: "runc 1.3.3's CVE-2025-52881 check refuses it (`unsafe procfs detected: \
+                     incorrect procfs root inode number N`); use a gVisor from 2023 or later",
+        },
+        Finding {
             name: "prctl(PR_SET_CHILD_SUBREAPER) unsupported",
             present: !facts.child_subreaper,
             handled_by: patch_verdict(manifest, "containerd", "subreaper"),
@@ -178,6 +193,16 @@ fn findings(
             advice: "",
         },
     ]
+}
+
+/// lstat(2) itself, not std's statx: Debian's 2022 gVisor answers statx on /proc with EINVAL.
+fn lstat(path: &str) -> Option<libc::stat> {
+    let path = std::ffi::CString::new(path).expect("no NUL");
+    // SAFETY: lstat writes into the zeroed struct we own; the path is NUL-terminated.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::lstat(path.as_ptr(), &mut st) == 0).then_some(st)
+    }
 }
 
 /// Tries a recursive bind mount of a scratch dir onto a sibling and undoes it. Only doctor runs

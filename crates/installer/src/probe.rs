@@ -135,16 +135,27 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 }
 
 /// Does the kernel let a process become a child subreaper? containerd's shim needs it unless
-/// patched. Probed on this process and reset at once, so nothing changes.
+/// patched. Probed in a forked child, because the answer can differ for PID 1 (Debian's 2022
+/// gVisor accepts it from the sandbox's init, which `runsc do PROGRAM` makes us, and refuses
+/// it from any other process, such as the shim).
 pub fn child_subreaper_supported() -> bool {
-    // SAFETY: plain prctl calls with integer arguments.
+    // SAFETY: the child only calls prctl and _exit (async-signal-safe) before exiting; the
+    // parent reaps it.
     unsafe {
-        if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 {
-            return false;
+        match libc::fork() {
+            0 => {
+                let ok = libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0;
+                libc::_exit(if ok { 0 } else { 1 })
+            }
+            -1 => false,
+            child => {
+                let mut status = 0;
+                libc::waitpid(child, &mut status, 0) == child
+                    && libc::WIFEXITED(status)
+                    && libc::WEXITSTATUS(status) == 0
+            }
         }
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
     }
-    true
 }
 
 const CAP_SYS_RESOURCE: u32 = 24;

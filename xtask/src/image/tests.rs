@@ -698,7 +698,10 @@ kill $!
         bin.to_str().unwrap(),
         out.file.to_str().unwrap(),
     ];
-    let run = harness::run_in_gvisor(SCRIPT, &args).unwrap();
+    let run = {
+        let _one = harness::one_containerd_at_a_time();
+        harness::run_in_gvisor(SCRIPT, &args).unwrap()
+    };
     let stdout = String::from_utf8_lossy(&run.stdout);
     let log = std::fs::read_to_string(dir.path().join("containerd.log")).unwrap_or_default();
     let context = format!(

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The repository checkout: found by walking up from this crate to the directory that holds
@@ -313,15 +313,29 @@ pub fn containerd_config(dir: &Path) -> String {
 }
 
 /// A private containerd: own root, state and socket, CRI off (only the image store is needed).
+/// Held while a test's containerd runs. Every containerd creates this host's /run/containerd
+/// (its shim socket directory is hard-coded), a sandboxed one over 9p too, and two creating it
+/// at once can make one fail with "mkdir /run/containerd: file exists" (seen in the installer's
+/// tests).
+pub fn one_containerd_at_a_time() -> MutexGuard<'static, ()> {
+    static HOST_RUN_CONTAINERD: Mutex<()> = Mutex::new(());
+    HOST_RUN_CONTAINERD
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub struct Containerd {
     bin: PathBuf,
     address: PathBuf,
     _process: Killed,
     dir: tempfile::TempDir,
+    /// Last, so it is released after the process is killed.
+    _one: MutexGuard<'static, ()>,
 }
 
 impl Containerd {
     pub fn start() -> Result<Containerd> {
+        let one = one_containerd_at_a_time();
         let bin = containerd_bin_dir();
         let dir = tempfile::tempdir()?;
         let address = dir.path().join("containerd.sock");
@@ -340,6 +354,7 @@ impl Containerd {
             address,
             _process: Killed(child),
             dir,
+            _one: one,
         };
         wait_for("containerd", Duration::from_secs(30), || {
             containerd.ctr(&["version"]).is_ok()

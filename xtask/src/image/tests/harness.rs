@@ -312,7 +312,6 @@ pub fn containerd_config(dir: &Path) -> String {
     )
 }
 
-/// A private containerd: own root, state and socket, CRI off (only the image store is needed).
 /// Held while a test's containerd runs. Every containerd creates this host's /run/containerd
 /// (its shim socket directory is hard-coded), a sandboxed one over 9p too, and two creating it
 /// at once can make one fail with "mkdir /run/containerd: file exists" (seen in the installer's
@@ -324,6 +323,7 @@ pub fn one_containerd_at_a_time() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A private containerd: own root, state and socket, CRI off (only the image store is needed).
 pub struct Containerd {
     bin: PathBuf,
     address: PathBuf,

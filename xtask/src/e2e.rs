@@ -79,11 +79,7 @@ pub fn run(
             c.args(["--net", "--", "/bin/sh"]);
             c
         }
-        Some(runsc) => {
-            let mut c = Command::new(runsc);
-            c.args(["--network=none", "do", "-force-overlay=false", "/bin/sh"]);
-            c
-        }
+        Some(runsc) => crate::tools::runsc_sh(runsc),
     };
     crate::ui::step(
         "e2e",

@@ -24,6 +24,15 @@ use anyhow::{bail, Context, Result};
 
 use pins::ToolPin;
 
+/// `RUNSC --network=none do -force-overlay=false /bin/sh`: a shell in a gVisor sandbox whose
+/// root is this host's root over 9p (so absolute paths stay valid) with loopback-only network.
+/// Add `-c SCRIPT` or a script path.
+pub fn runsc_sh(runsc: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(runsc);
+    command.args(["--network=none", "do", "-force-overlay=false", "/bin/sh"]);
+    command
+}
+
 /// The path of the pinned tool `name`, built into `cache_dir` if it is not there yet.
 /// With `offline`, nothing is fetched or built: a missing tool is an error that says how to
 /// get it.
@@ -400,14 +409,8 @@ mod tests {
             .unwrap();
         assert_eq!(uid, "0", "runsc do needs root: run this test as root");
         let runsc = tool_path("runsc", &shared_cache_dir(), false).unwrap();
-        let out = std::process::Command::new(&runsc)
-            .args([
-                "--network=none",
-                "do",
-                "-force-overlay=false",
-                "/bin/sh",
-                "-c",
-            ])
+        let out = runsc_sh(&runsc)
+            .arg("-c")
             .arg(
                 "uname -r; cat /proc/sys/kernel/cap_last_cap; cut -f1 /proc/cgroups | tr '\\n' ' '",
             )

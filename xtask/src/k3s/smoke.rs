@@ -95,11 +95,7 @@ pub fn control_plane_smoke(s: &ControlPlaneSmoke) -> Result<SmokeReport> {
     let data_dir = s.data_dir.canonicalize()?;
     let mut cmd = match &s.host {
         Host::Plain => Command::new("sh"),
-        Host::Runsc(runsc) => {
-            let mut c = Command::new(runsc);
-            c.args(["--network=none", "do", "-force-overlay=false", "/bin/sh"]);
-            c
-        }
+        Host::Runsc(runsc) => crate::tools::runsc_sh(runsc),
     };
     cmd.arg("-c")
         .arg(SMOKE_SCRIPT)

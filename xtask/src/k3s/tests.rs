@@ -736,13 +736,17 @@ fn the_smoke_check_reports_ready_dead_and_stuck_servers() {
     assert_eq!(report.readyz, "ok");
     assert!((1..30).contains(&report.seconds_to_ready), "{report:?}");
 
-    let dies = fake_k3s(
-        &mkdir(tmp.path().join("b")),
+    // The smoke check's error for a fake k3s running `script` in `tmp/name`.
+    let failure = |name: &str, script: &str, limit: u64| {
+        let k3s = fake_k3s(&mkdir(tmp.path().join(name)), script);
+        let data = tmp.path().join(name).join("data");
+        format!("{:#}", smoke(&k3s, &data, Host::Plain, limit).unwrap_err())
+    };
+
+    let err = failure(
+        "b",
         "echo 'level=fatal msg=\"starting kubernetes: preparing server: no such file\"'; exit 1",
-    );
-    let err = format!(
-        "{:#}",
-        smoke(&dies, &tmp.path().join("b/data"), Host::Plain, 30).unwrap_err()
+        30,
     );
     assert!(err.contains("exited with status 1"), "{err}");
     assert!(
@@ -750,14 +754,7 @@ fn the_smoke_check_reports_ready_dead_and_stuck_servers() {
         "the log tail must be shown: {err}"
     );
 
-    let stuck = fake_k3s(
-        &mkdir(tmp.path().join("c")),
-        "touch \"$KC\"; exec sleep 300",
-    );
-    let err = format!(
-        "{:#}",
-        smoke(&stuck, &tmp.path().join("c/data"), Host::Plain, 2).unwrap_err()
-    );
+    let err = failure("c", "touch \"$KC\"; exec sleep 300", 2);
     assert!(err.contains("did not answer ok within"), "{err}");
     assert!(
         err.contains("connection refused"),

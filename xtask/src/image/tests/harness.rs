@@ -37,6 +37,28 @@ pub fn require_tool(name: &str, apt_package: &str) -> PathBuf {
         })
 }
 
+/// `cargo build --release -p pause` for the gnu target with a static C runtime (the way the
+/// pipeline builds it), run in `checkout` into `target_dir`; the binary's path.
+fn build_static_pause(checkout: &Path, target_dir: &Path, extra_args: &[&str]) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(checkout)
+        .args(["build", "--release", "-p", "pause"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .args(extra_args)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "building the static pause binary in {} failed:\n{}",
+        checkout.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target_dir.join("x86_64-unknown-linux-gnu/release/pause")
+}
+
 /// The pause binary built the way the pipeline builds it (static, release, gnu target), once per
 /// test run, in its own target directory so it never waits on the outer cargo's lock.
 pub fn static_pause_binary() -> PathBuf {
@@ -44,28 +66,7 @@ pub fn static_pause_binary() -> PathBuf {
     BINARY
         .get_or_init(|| {
             let repo = repo_root();
-            let target_dir = repo.join("target/image-tests");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
-                .current_dir(&repo)
-                .args([
-                    "build",
-                    "--release",
-                    "-p",
-                    "pause",
-                    "--target",
-                    "x86_64-unknown-linux-gnu",
-                ])
-                .env("CARGO_TARGET_DIR", &target_dir)
-                .env("RUSTFLAGS", "-C target-feature=+crt-static")
-                .output()
-                .expect("run cargo");
-            assert!(
-                out.status.success(),
-                "building the static pause binary failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            target_dir.join("x86_64-unknown-linux-gnu/release/pause")
+            build_static_pause(&repo, &repo.join("target/image-tests"), &[])
         })
         .clone()
 }
@@ -92,22 +93,7 @@ pub fn static_pause_binary_from_a_copy(dir: &Path) -> PathBuf {
         })
         .collect();
     std::fs::write(copy.join("Cargo.toml"), manifest.join("\n")).unwrap();
-    let target_dir = dir.join("elsewhere/target");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(&copy)
-        .args(["build", "--release", "--offline", "-p", "pause"])
-        .args(["--target", "x86_64-unknown-linux-gnu"])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "building pause from a copy failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    target_dir.join("x86_64-unknown-linux-gnu/release/pause")
+    build_static_pause(&copy, &dir.join("elsewhere/target"), &["--offline"])
 }
 
 /// Copy a directory tree of plain files.
@@ -432,16 +418,8 @@ pub fn runsc() -> PathBuf {
 
 /// Run a shell script inside a gVisor sandbox (host root over 9p, loopback-only network).
 pub fn run_in_gvisor(script: &str, args: &[&str]) -> Result<std::process::Output> {
-    Ok(Command::new(runsc())
-        .args([
-            "--network=none",
-            "do",
-            "-force-overlay=false",
-            "/bin/sh",
-            "-c",
-            script,
-            "sh",
-        ])
+    Ok(crate::tools::runsc_sh(&runsc())
+        .args(["-c", script, "sh"])
         .args(args)
         .output()?)
 }

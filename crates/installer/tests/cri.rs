@@ -18,7 +18,9 @@ use std::process::Command;
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use common::{in_gvisor, oci, repo_root, require_root, run, runsc, xtask_path, FakeBundle};
+use common::{
+    in_gvisor, oci, repo_root, require_root, run, runsc, uninstall, xtask_path, FakeBundle,
+};
 
 /// Held by every test that starts containerd. Each sandbox's root is this host's root over 9p,
 /// and containerd always creates /run/containerd there (its shim socket directory is
@@ -325,12 +327,7 @@ fn containerd_reads_every_key_of_the_rendered_config() {
     let work = work_dir();
     let bundle = assemble(&work.path);
     let (prefix, data) = (work.path.join("prefix"), work.path.join("data"));
-    let (output, stdout, stderr) = run(Command::new(bundle.install_script())
-        .arg("--prefix")
-        .arg(&prefix)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--no-start"));
+    let (output, stdout, stderr) = bundle.install_no_start(&prefix, &data);
     assert!(
         output.status.success(),
         "install failed:\n{stdout}\n{stderr}"
@@ -351,10 +348,7 @@ fn containerd_reads_every_key_of_the_rendered_config() {
         "the sandbox-useless snapshotters are not disabled:\n{dump}"
     );
 
-    let (output, stdout, stderr) = run(Command::new(prefix.join("bin/installer"))
-        .arg("uninstall")
-        .arg("--data-dir")
-        .arg(&data));
+    let (output, stdout, stderr) = uninstall(&prefix, &data);
     assert!(
         output.status.success(),
         "uninstall failed:\n{stdout}\n{stderr}"

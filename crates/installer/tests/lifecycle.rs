@@ -6,9 +6,8 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
-use common::{in_gvisor, require_root, run, runsc, FakeBundle};
+use common::{in_gvisor, require_root, runsc, uninstall, FakeBundle};
 
 #[test]
 fn install_no_start_then_uninstall_on_this_host() {
@@ -16,16 +15,7 @@ fn install_no_start_then_uninstall_on_this_host() {
     let temp = tempfile::tempdir().unwrap();
     let bundle = FakeBundle::assemble(temp.path(), "amd64", 0);
     let (prefix, data) = (temp.path().join("opt/prefix"), temp.path().join("data"));
-    let install = || {
-        let mut command = Command::new(bundle.install_script());
-        command
-            .arg("--prefix")
-            .arg(&prefix)
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--no-start");
-        run(&mut command)
-    };
+    let install = || bundle.install_no_start(&prefix, &data);
 
     let (output, stdout, stderr) = install();
     assert!(
@@ -89,10 +79,7 @@ fn install_no_start_then_uninstall_on_this_host() {
     );
     assert!(stdout.contains("is already installed"), "{stdout}");
 
-    let (output, stdout, stderr) = run(Command::new(&installer)
-        .arg("uninstall")
-        .arg("--data-dir")
-        .arg(&data));
+    let (output, stdout, stderr) = uninstall(&prefix, &data);
     assert!(
         output.status.success(),
         "uninstall failed:\n{stdout}\n{stderr}"

@@ -141,6 +141,24 @@ impl FakeBundle {
     pub fn installer(&self) -> PathBuf {
         self.dir.join("bin/installer")
     }
+
+    /// `./install --prefix PREFIX --data-dir DATA --no-start` on this host.
+    pub fn install_no_start(&self, prefix: &Path, data: &Path) -> (Output, String, String) {
+        run(Command::new(self.install_script())
+            .arg("--prefix")
+            .arg(prefix)
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--no-start"))
+    }
+}
+
+/// `PREFIX/bin/installer uninstall --data-dir DATA` on this host.
+pub fn uninstall(prefix: &Path, data: &Path) -> (Output, String, String) {
+    run(Command::new(prefix.join("bin/installer"))
+        .arg("uninstall")
+        .arg("--data-dir")
+        .arg(data))
 }
 
 pub fn run(command: &mut Command) -> (Output, String, String) {

@@ -6,8 +6,9 @@
 set -euo pipefail
 
 build=(
-  # runc links libseccomp statically; gcc/pkg-config for cgo; k3s links sqlite and zlib
-  libseccomp-dev pkg-config gcc libc6-dev libsqlite3-dev zlib1g-dev git ca-certificates
+  # runc links libseccomp statically; gcc/pkg-config for cgo; k3s links sqlite and zlib;
+  # xtask's git transport (libgit2 over HTTPS) builds against OpenSSL
+  libseccomp-dev pkg-config gcc libc6-dev libsqlite3-dev zlib1g-dev libssl-dev git ca-certificates
   # Debian's busybox-static goes into the bundle's busybox image
   busybox-static
 )

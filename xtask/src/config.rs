@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -10,14 +11,12 @@ pub struct BundleConfig {
     pub bundle: BundleInfo,
     #[serde(default, rename = "component")]
     pub components: Vec<Component>,
-    #[serde(default)]
-    pub crates: Crates,
+    /// `[[crate]]`: our runtime crates and where each binary lands in the bundle.
+    #[serde(default, rename = "crate")]
+    pub crates: Vec<CrateSpec>,
     /// `[[image]]`: the images the bundle ships (xtask/src/image.rs).
     #[serde(default, rename = "image")]
     pub images: Vec<crate::image::ImageSpec>,
-    /// `[k3s]`: how the bundle gets its k3s (xtask/src/k3s.rs).
-    #[serde(default)]
-    pub k3s: Option<crate::k3s::K3sPin>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -31,19 +30,26 @@ pub struct BundleInfo {
 
 impl BundleInfo {
     /// `k3s-gvisor-v1.34.1+k3s1-gvisor.1-linux-amd64`: the tarball's name and its top directory.
-    pub fn artifact_name(&self) -> String {
-        format!("{}-{}-linux-{}", self.name, self.version, self.arch)
+    /// A bundle built without k3s on purpose says so in its name.
+    pub fn artifact_name(&self, without: &[String]) -> String {
+        let mut name = format!("{}-{}-linux-{}", self.name, self.version, self.arch);
+        for component in without {
+            name.push_str(&format!("-without-{component}"));
+        }
+        name
     }
 }
 
-/// Where a component's source comes from.
+/// Which kind of transport may serve sources (`--source`); all of them, in order, by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
-    /// The Go module proxy (`go mod download`), pinned by the `h1:` hash.
-    Go,
-    /// A release archive over HTTP(S), pinned by sha256.
+    /// Commit archives: the mirrors, then GitHub; verified by the git tree id.
     Archive,
+    /// A git fetch of the pinned commit; verified by the git tree id.
+    Git,
+    /// The Go module proxy's module zip; verified by the `h1:` hash.
+    Go,
 }
 
 /// One upstream Go project: where its source comes from and which binaries we build from it.
@@ -51,20 +57,45 @@ pub enum SourceKind {
 #[serde(deny_unknown_fields)]
 pub struct Component {
     pub name: String,
+    /// The release, as the project tags it (`v1.3.3`, `v1.34.1+k3s1`).
     pub version: String,
-    pub source: SourceKind,
-    pub module: String,
+    /// `owner/repo` on GitHub: names the commit archive and the git repository.
+    #[serde(default)]
+    pub github: Option<String>,
+    /// The full commit id of `version`'s tag.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The git tree id of that commit: what every archive or git transport must unpack to.
+    #[serde(default)]
+    pub tree: Option<String>,
+    /// The Go module, for the module proxy transport (the last resort: its zip is not the git
+    /// tree, so it is pinned separately by `sum`).
+    #[serde(default)]
+    pub module: Option<String>,
     /// The `h1:` hash the Go module proxy serves for module@version.
-    pub sum: String,
     #[serde(default)]
-    pub archive_url: String,
-    #[serde(default)]
-    pub archive_sha256: String,
-    /// Run `go mod vendor` in the fresh tree before patching and build with `-mod=vendor`.
+    pub sum: Option<String>,
+    /// Run `go mod vendor` in the fresh tree (before patches to vendor/) and build with
+    /// `-mod=vendor`, with no network at build time.
     #[serde(default)]
     pub vendor: bool,
+    /// A step between patching and building that the project's own build scripts do.
+    #[serde(default)]
+    pub prepare: Option<Prepare>,
+    /// Files the build needs from the build machine, each with the Debian package that has it;
+    /// checked before a long build starts.
+    #[serde(default)]
+    pub build_requires: BTreeMap<String, String>,
     #[serde(default, rename = "binary")]
     pub binaries: Vec<GoBinary>,
+}
+
+/// Project-specific preparation of the patched tree (xtask/src/prepare.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Prepare {
+    /// k3s's scripts/build: fill pkg/deploy/embed and pkg/static/embed.
+    K3sEmbed,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -76,18 +107,95 @@ pub struct GoBinary {
     pub cgo: bool,
     #[serde(default)]
     pub tags: Vec<String>,
-    /// `{version}` and `{stamp}` are replaced by the component version and the bundle stamp.
+    /// Placeholders (`{version}`, `{commit}`, `{module_version:PATH}`, ...) are listed in
+    /// xtask/src/build.rs.
     #[serde(default)]
     pub ldflags: Vec<String>,
     #[serde(default)]
     pub buildmode: Option<String>,
+    /// Extra environment for `go build` (e.g. CGO_CFLAGS).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Names under which the binary also answers (multicall): `bin/<link>` in the bundle is a
+    /// symlink to it.
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// Run after the build; each must succeed and print `expect` (placeholders allowed).
+    #[serde(default, rename = "check")]
+    pub checks: Vec<BinaryCheck>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Crates {
+pub struct BinaryCheck {
+    /// argv[0] (the binary's name or one of its links) and its arguments.
+    pub run: Vec<String>,
+    pub expect: String,
+}
+
+/// `[[crate]]`: one of our runtime crates.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrateSpec {
+    /// The cargo package (its binary has the same name).
+    pub package: String,
+    /// Where the binary lands in the bundle; none for a binary that ships only inside an image.
     #[serde(default)]
-    pub packages: Vec<String>,
+    pub to: Option<String>,
+}
+
+impl Component {
+    fn validate(&self) -> Result<()> {
+        let hex40 = |v: &str| v.len() == 40 && v.bytes().all(|b| b.is_ascii_hexdigit());
+        match (&self.github, &self.commit, &self.tree) {
+            (Some(github), Some(commit), Some(tree)) => {
+                if github.split('/').count() != 2 || github.contains("github.com") {
+                    bail!(
+                        "component `{}`: github must be `owner/repo`, got `{github}`",
+                        self.name
+                    );
+                }
+                for (what, value) in [("commit", commit), ("tree", tree)] {
+                    if !hex40(value) {
+                        bail!(
+                            "component `{}`: {what} must be a full 40-hex git id, got `{value}`",
+                            self.name
+                        );
+                    }
+                }
+            }
+            (None, None, None) => {}
+            _ => bail!(
+                "component `{}`: github, commit and tree go together (the commit archive is \
+                 named by github and commit, and must unpack to tree)",
+                self.name
+            ),
+        }
+        match (&self.module, &self.sum) {
+            (Some(_), Some(sum)) if !sum.starts_with("h1:") => bail!(
+                "component `{}`: sum must be the Go module `h1:` hash, got `{sum}`",
+                self.name
+            ),
+            (Some(_), Some(_)) | (None, None) => {}
+            _ => bail!(
+                "component `{}`: module and sum go together (the proxy's zip is verified by sum)",
+                self.name
+            ),
+        }
+        if self.tree.is_none() && self.module.is_none() {
+            bail!(
+                "component `{}` has no source: pin github/commit/tree, or module/sum",
+                self.name
+            );
+        }
+        if self.binaries.is_empty() {
+            bail!(
+                "component `{}` builds no binary: add a [[component.binary]]",
+                self.name
+            );
+        }
+        Ok(())
+    }
 }
 
 impl BundleConfig {
@@ -104,32 +212,16 @@ impl BundleConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if let Some(k3s) = &self.k3s {
-            k3s.validate()?;
-        }
         let mut seen = std::collections::BTreeSet::new();
         for c in &self.components {
             if !seen.insert(&c.name) {
                 bail!("component `{}` is listed twice", c.name);
             }
-            if !c.sum.starts_with("h1:") {
-                bail!(
-                    "component `{}`: sum must be the Go module `h1:` hash, got `{}`",
-                    c.name,
-                    c.sum
-                );
-            }
-            if c.binaries.is_empty() {
-                bail!(
-                    "component `{}` builds no binary: add a [[component.binary]]",
-                    c.name
-                );
-            }
+            c.validate()?;
         }
         Ok(())
     }
 
-    #[cfg(test)]
     pub fn component(&self, name: &str) -> Result<&Component> {
         self.components
             .iter()
@@ -151,30 +243,55 @@ mod tests {
     fn the_repository_bundle_toml_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bundle.toml");
         let config = BundleConfig::load(&path).unwrap();
-        assert!(config.component("runc").is_ok());
-        assert!(config.component("containerd").is_ok());
+        for name in ["runc", "containerd", "k3s"] {
+            let c = config.component(name).unwrap();
+            assert!(c.tree.is_some(), "{name} is not pinned by its git tree");
+        }
         assert!(config.bundle.version.contains("-gvisor."));
+    }
+
+    const BASE: &str = r#"
+        [bundle]
+        name = "x"
+        version = "v1"
+        arch = "amd64"
+        source_date_epoch = 1
+        [[component]]
+        name = "a"
+        version = "v1.0.0"
+    "#;
+
+    fn parse_with(source: &str) -> anyhow::Result<BundleConfig> {
+        BundleConfig::parse(&format!(
+            "{BASE}{source}\n[[component.binary]]\nname = \"a\"\npackage = \".\"\n"
+        ))
     }
 
     #[test]
     fn a_sha256_in_place_of_an_h1_sum_is_refused() {
-        let text = r#"
-            [bundle]
-            name = "x"
-            version = "v1"
-            arch = "amd64"
-            source_date_epoch = 1
-            [[component]]
-            name = "a"
-            version = "v1.0.0"
-            source = "go"
-            module = "example.com/a"
-            sum = "deadbeef"
-            [[component.binary]]
-            name = "a"
-            package = "."
-        "#;
-        let err = BundleConfig::parse(text).unwrap_err();
+        let err = parse_with("module = \"example.com/a\"\nsum = \"deadbeef\"").unwrap_err();
         assert!(format!("{err:#}").contains("h1:"), "{err:#}");
+    }
+
+    #[test]
+    fn a_tree_pin_needs_its_commit_and_repository() {
+        let tree = "0e3cc6a30898bc561dcdd4195a914e83cf422309";
+        let err = parse_with(&format!("tree = \"{tree}\"")).unwrap_err();
+        assert!(format!("{err:#}").contains("go together"), "{err:#}");
+        let err = parse_with(&format!(
+            "github = \"o/r\"\ncommit = \"d842d77\"\ntree = \"{tree}\""
+        ))
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("40-hex"), "{err:#}");
+        parse_with(&format!(
+            "github = \"o/r\"\ncommit = \"{tree}\"\ntree = \"{tree}\""
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn a_component_without_any_source_is_refused() {
+        let err = parse_with("").unwrap_err();
+        assert!(format!("{err:#}").contains("has no source"), "{err:#}");
     }
 }

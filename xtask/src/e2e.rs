@@ -19,6 +19,25 @@ pub struct Host {
     pub gaps_allowed: bool,
 }
 
+/// What the scenario exercises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// containerd, k3s server with its agent, pods.
+    Full,
+    /// k3s server without an agent: the API, no pods.
+    ControlPlaneOnly,
+}
+
+impl Mode {
+    /// The name the scenario script reads from MODE.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::ControlPlaneOnly => "control-plane-only",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Outcome {
     pub label: String,
@@ -40,10 +59,11 @@ pub fn run(
     tarball: &Path,
     work: &Path,
     host: &Host,
-    mode: &str,
+    mode: Mode,
     crictl: &Path,
     scenario: &Path,
 ) -> Result<Outcome> {
+    let mode = mode.as_str();
     let dir = work.join(format!("{}-{mode}", host.label));
     crate::fsutil::remove_tree(&dir)?;
     let bundle_parent = dir.join("bundle");

@@ -1,33 +1,102 @@
-//! The fetch stage: bring a component's pristine source into the cache, verified against its pin.
+//! The fetch stage: bring a component's pristine source into the cache, verified by its content.
 //!
-//! Two backends:
-//! - Go module proxy: `go mod download -json module@version`; the `h1:` hash it reports must
-//!   equal the pin. On a mismatch the module is removed from the module cache again, so a bad
-//!   download never stays cached.
-//! - Release archive: an HTTP(S) GET (retried with backoff) streamed into a temporary file while
-//!   hashing; only a file whose sha256 equals the pin is renamed into `downloads/sha256-<hex>`
-//!   and unpacked (again via a temporary directory) into `trees/sha256-<hex>`.
+//! A component is pinned by the git tree id of its commit (`tree` in bundle.toml). Whatever
+//! brings the source, the unpacked tree is hashed to a git tree id (xtask/src/gittree.rs) and
+//! must equal the pin; a mismatch names both ids, keeps nothing, and the next transport is
+//! tried. The transports, in order (`--source` keeps one kind):
+//!
+//! 1. mirrors (`--mirror URL`, `K3S_GVISOR_MIRROR`): each replaces the `https://github.com/`
+//!    prefix of the commit archive's URL; a `file://` mirror is a directory laid out like the
+//!    URL path (`<mirror>/<owner>/<repo>/archive/<commit>.tar.gz`);
+//! 2. GitHub's archive of the commit, over HTTPS;
+//! 3. git: a libgit2 fetch of exactly that commit;
+//! 4. the Go module proxy, where the component names a module. Its zip is not the git tree
+//!    (modules leave out vendor/ and nested modules), so it is verified by the module's `h1:`
+//!    hash instead (xtask/src/go.rs).
+//!
+//! A verified tree is kept in `<cache>/trees/git-<tree>` with a record of the transport that
+//! served it. `--offline` uses only that cache, `file://` mirrors and the module cache.
 
 use crate::config::{Component, SourceKind};
 use crate::fsutil::remove_tree;
 use crate::layout::Layout;
 use crate::ui;
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
+
+/// Where commit archives and repositories live unless a mirror stands in.
+pub const GITHUB: &str = "https://github.com/";
+
+/// The environment variable that lists mirrors (separated by spaces or commas).
+pub const MIRROR_ENV: &str = "K3S_GVISOR_MIRROR";
+
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Mirror bases, each standing in for `https://github.com/`, tried in order.
+    pub mirrors: Vec<String>,
+    /// Only the cache, `file://` mirrors and the module cache.
+    pub offline: bool,
+    /// Only this kind of transport (`--source`).
+    pub only: Option<SourceKind>,
+    /// Where GitHub is (tests point it at a local server or directory).
+    pub github: String,
+}
+
+impl FetchOptions {
+    pub fn new(mirrors: Vec<String>, offline: bool, only: Option<SourceKind>) -> Self {
+        FetchOptions {
+            mirrors,
+            offline,
+            only,
+            github: GITHUB.into(),
+        }
+    }
+}
+
+/// Mirrors from `--mirror` (first) and K3S_GVISOR_MIRROR; a plain path is a `file://` mirror.
+pub fn mirrors_from(cli: &[String]) -> Result<Vec<String>> {
+    let env = std::env::var(MIRROR_ENV).unwrap_or_default();
+    cli.iter()
+        .map(String::as_str)
+        .chain(env.split([' ', ',', '\n']))
+        .filter(|m| !m.trim().is_empty())
+        .map(|m| normalize_mirror(m.trim()))
+        .collect()
+}
+
+fn normalize_mirror(mirror: &str) -> Result<String> {
+    let url = if mirror.contains("://") {
+        mirror.to_string()
+    } else {
+        let path = Path::new(mirror)
+            .canonicalize()
+            .with_context(|| format!("mirror {mirror}: no such directory"))?;
+        format!("file://{}", path.display())
+    };
+    Ok(if url.ends_with('/') { url } else { url + "/" })
+}
 
 /// A verified pristine source tree. Read-only: the patch stage copies it.
 #[derive(Debug, Clone)]
 pub struct SourceTree {
     pub dir: PathBuf,
-    /// The pin it was verified against: `h1:...` or `sha256:...`.
-    pub hash: String,
-    /// Whether anything was downloaded (false: served from the cache).
+    /// What was verified: `git-tree:<id>` or the module's `h1:...`.
+    pub content: String,
+    /// The transport that served it, and from where.
+    pub served_by: ServedBy,
+    /// False when it came from the cache.
     pub downloaded: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedBy {
+    /// `mirror`, `github-archive`, `git` or `go-proxy`.
+    pub transport: String,
+    /// The URL, or `module@version`.
+    pub location: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,219 +107,277 @@ pub enum FetchError {
         expected: String,
         actual: String,
     },
-    #[error("{what} is not in the cache ({where_}) and --offline forbids downloading it; run once without --offline")]
-    NotCached { what: String, where_: String },
+    #[error("{what}: the tree from {location} is git tree {actual}, but bundle.toml pins tree {expected}; nothing was kept")]
+    TreeMismatch {
+        what: String,
+        location: String,
+        expected: String,
+        actual: String,
+    },
 }
 
-pub fn fetch(
-    c: &Component,
-    kind: SourceKind,
-    layout: &Layout,
-    offline: bool,
-) -> Result<SourceTree> {
-    match kind {
-        SourceKind::Go => fetch_go_module(&c.module, &c.version, &c.sum, layout, offline),
-        SourceKind::Archive => {
-            if c.archive_url.is_empty() || c.archive_sha256.is_empty() {
-                bail!(
-                    "component `{}` has no archive_url/archive_sha256 pin in bundle.toml; \
-                     measure it with `sha256sum` on a machine that can reach the URL, or use --source go",
-                    c.name
-                );
-            }
-            let what = format!("{} {}", c.name, c.version);
-            fetch_archive(&what, &c.archive_url, &c.archive_sha256, layout, offline)
+/// One way a source can be had.
+#[derive(Debug, Clone)]
+enum Transport {
+    /// A commit archive at this URL (`mirror` or `github-archive`).
+    Archive { kind: &'static str, url: String },
+    /// A git repository to fetch the commit from.
+    Git { url: String },
+    /// The Go module proxy.
+    GoProxy { module: String, sum: String },
+}
+
+impl Transport {
+    fn describe(&self) -> String {
+        match self {
+            Transport::Archive { kind, url } => format!("{kind} {url}"),
+            Transport::Git { url } => format!("git {url}"),
+            Transport::GoProxy { module, .. } => format!("go-proxy {module}"),
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct GoModDownload {
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    sum: Option<String>,
-    #[serde(default)]
-    dir: Option<PathBuf>,
-    #[serde(default)]
-    zip: Option<PathBuf>,
-    #[serde(default)]
-    info: Option<PathBuf>,
-    #[serde(default)]
-    go_mod: Option<PathBuf>,
-}
-
-/// The environment every `go` invocation of the pipeline runs with: our module cache, the local
-/// toolchain only, writable module cache entries (so a rejected module can be removed).
-pub fn go_command(layout: &Layout, offline: bool) -> Command {
-    let mut cmd = Command::new("go");
-    cmd.env("GOMODCACHE", layout.gomodcache())
-        .env("GOFLAGS", "-modcacherw -buildvcs=false")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOWORK", "off")
-        .envs(layout.go_env.iter().map(|(k, v)| (k, v)));
-    if offline {
-        cmd.env("GOPROXY", "off");
-    }
-    cmd
-}
-
-pub fn fetch_go_module(
-    module: &str,
-    version: &str,
-    pin: &str,
-    layout: &Layout,
-    offline: bool,
-) -> Result<SourceTree> {
-    let what = format!("{module}@{version}");
-    // A module already extracted and recorded as verified is served without running go at all.
-    let marker = verified_marker(layout, module, version);
-    if let Some((dir, recorded_pin)) = read_marker(&marker) {
-        if recorded_pin == pin && dir.is_dir() {
-            return Ok(SourceTree {
-                dir,
-                hash: pin.to_string(),
-                downloaded: false,
+/// The transports that may serve `c`, in the order they are tried.
+fn transports(c: &Component, opts: &FetchOptions) -> Vec<Transport> {
+    let allowed = |kind: SourceKind| opts.only.is_none_or(|only| only == kind);
+    let mut list = Vec::new();
+    if let (Some(repo), Some(commit)) = (&c.github, &c.commit) {
+        let path = format!("{repo}/archive/{commit}.tar.gz");
+        if allowed(SourceKind::Archive) {
+            for mirror in &opts.mirrors {
+                if !opts.offline || mirror.starts_with("file://") {
+                    list.push(Transport::Archive {
+                        kind: "mirror",
+                        url: format!("{mirror}{path}"),
+                    });
+                }
+            }
+            if !opts.offline {
+                list.push(Transport::Archive {
+                    kind: "github-archive",
+                    url: format!("{}{path}", opts.github),
+                });
+            }
+        }
+        if allowed(SourceKind::Git) && !opts.offline {
+            list.push(Transport::Git {
+                url: format!("{}{repo}.git", opts.github),
             });
         }
     }
-    let bar = ui::spinner(&format!("go mod download {what}"));
-    let mut last_err = None;
-    for attempt in 0..3 {
-        if attempt > 0 {
-            std::thread::sleep(Duration::from_secs(2u64.pow(attempt)));
+    if let (Some(module), Some(sum)) = (&c.module, &c.sum) {
+        if allowed(SourceKind::Go) {
+            list.push(Transport::GoProxy {
+                module: module.clone(),
+                sum: sum.clone(),
+            });
         }
-        let out = go_command(layout, offline)
-            .args(["mod", "download", "-json", &what])
-            .current_dir(std::env::temp_dir())
-            .output()
-            .context("cannot run `go`: is the Go toolchain installed? (scripts/install-deps.sh)")?;
-        let info: GoModDownload = match serde_json::from_slice(&out.stdout) {
-            Ok(i) => i,
-            Err(_) => {
-                last_err = Some(format!(
-                    "go mod download {what} failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-                continue;
-            }
-        };
-        if let Some(err) = &info.error {
-            if offline {
-                bar.finish_and_clear();
-                return Err(FetchError::NotCached {
-                    what,
-                    where_: layout.gomodcache().display().to_string(),
-                }
-                .into());
-            }
-            last_err = Some(format!("go mod download {what}: {err}"));
-            // "not available"/"unknown revision" will not get better by retrying.
-            if err.contains("not available")
-                || err.contains("unknown revision")
-                || err.contains("invalid version")
-            {
-                break;
-            }
-            continue;
-        }
-        bar.finish_and_clear();
-        let actual = info.sum.clone().unwrap_or_default();
-        if actual != pin {
-            discard_module(&info);
-            return Err(FetchError::Mismatch {
-                what,
-                expected: pin.into(),
-                actual,
-            }
-            .into());
-        }
-        let dir = info.dir.context("go mod download reported no Dir")?;
-        std::fs::create_dir_all(marker.parent().unwrap())?;
-        crate::fsutil::write_atomic(&marker, format!("{}\n{pin}\n", dir.display()).as_bytes())?;
-        return Ok(SourceTree {
-            dir,
-            hash: pin.to_string(),
-            downloaded: true,
-        });
     }
-    bar.finish_and_clear();
+    list
+}
+
+/// The record kept beside a verified tree in the cache.
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheRecord {
+    tree: String,
+    served_by: ServedBy,
+}
+
+fn cached_tree(layout: &Layout, tree: &str) -> PathBuf {
+    layout.trees().join(format!("git-{tree}"))
+}
+
+fn cache_record(layout: &Layout, tree: &str) -> PathBuf {
+    layout.trees().join(format!("git-{tree}.json"))
+}
+
+/// The verified source of `c`: from the cache, or from the first transport that can serve it.
+pub fn fetch(c: &Component, layout: &Layout, opts: &FetchOptions) -> Result<SourceTree> {
+    let what = format!("{} {}", c.name, c.version);
+    if let Some(tree) = &c.tree {
+        let dir = cached_tree(layout, tree);
+        let record = std::fs::read_to_string(cache_record(layout, tree))
+            .ok()
+            .and_then(|t| serde_json::from_str::<CacheRecord>(&t).ok());
+        // The record is written after the tree was verified and moved in: without it, the
+        // directory is the leftover of an interrupted fetch.
+        match record {
+            Some(record) if dir.is_dir() && record.tree == *tree => {
+                ui::step(
+                    "fetch",
+                    format!(
+                        "{what}: cached (git-tree:{tree}, first served by {} {})",
+                        record.served_by.transport, record.served_by.location
+                    ),
+                );
+                return Ok(SourceTree {
+                    dir,
+                    content: format!("git-tree:{tree}"),
+                    served_by: record.served_by,
+                    downloaded: false,
+                });
+            }
+            _ => remove_tree(&dir)?,
+        }
+    }
+    let candidates = transports(c, opts);
+    let mut failures = Vec::new();
+    for transport in &candidates {
+        match try_transport(c, transport, layout, opts) {
+            Ok(source) => {
+                ui::step(
+                    "fetch",
+                    format!(
+                        "{what}: served by {} {} ({})",
+                        source.served_by.transport, source.served_by.location, source.content
+                    ),
+                );
+                return Ok(source);
+            }
+            Err(err) => {
+                ui::step(
+                    "fetch",
+                    format!(
+                        "{what}: {} failed: {err:#}; trying the next transport",
+                        transport.describe()
+                    ),
+                );
+                failures.push(format!("{}: {err:#}", transport.describe()));
+            }
+        }
+    }
+    let cache = c
+        .tree
+        .as_ref()
+        .map(|t| cached_tree(layout, t).display().to_string())
+        .unwrap_or_else(|| layout.gomodcache().display().to_string());
+    if candidates.is_empty() {
+        bail!(
+            "{what} is not in the cache ({cache}) and no transport may serve it{}: pass a \
+             file:// --mirror that has it, or run once without --offline/--source",
+            if opts.offline { " offline" } else { "" }
+        );
+    }
     bail!(
-        "{}",
-        last_err.unwrap_or_else(|| format!("go mod download {what} failed"))
+        "no transport could serve {what} (not in the cache {cache}{}):\n  {}",
+        if opts.offline {
+            "; --offline allows only the cache, file:// mirrors and the Go module cache"
+        } else {
+            ""
+        },
+        failures.join("\n  ")
     )
 }
 
-fn verified_marker(layout: &Layout, module: &str, version: &str) -> PathBuf {
-    let key = crate::digest::sha256_bytes(format!("{module}@{version}").as_bytes());
-    layout.cache.join("verified").join(key)
-}
-
-/// The marker says: this module's Dir was verified against this pin.
-fn read_marker(marker: &Path) -> Option<(PathBuf, String)> {
-    let text = std::fs::read_to_string(marker).ok()?;
-    let mut lines = text.lines();
-    Some((PathBuf::from(lines.next()?), lines.next()?.to_string()))
-}
-
-/// Remove a module whose hash did not match from Go's module cache.
-fn discard_module(info: &GoModDownload) {
-    if let Some(dir) = &info.dir {
-        let _ = remove_tree(dir);
-    }
-    for file in [&info.zip, &info.info, &info.go_mod].into_iter().flatten() {
-        let _ = std::fs::remove_file(file);
-        // go keeps `<version>.ziphash` and `<version>.lock` beside the zip.
-        let _ = std::fs::remove_file(file.with_extension("ziphash"));
-    }
-}
-
-pub fn fetch_archive(
-    what: &str,
-    url: &str,
-    sha256: &str,
+fn try_transport(
+    c: &Component,
+    transport: &Transport,
     layout: &Layout,
-    offline: bool,
+    opts: &FetchOptions,
 ) -> Result<SourceTree> {
-    let sha256 = sha256.trim_start_matches("sha256:").to_ascii_lowercase();
-    let file = layout.downloads().join(format!("sha256-{sha256}"));
-    let tree = layout.trees().join(format!("sha256-{sha256}"));
-    let hash = format!("sha256:{sha256}");
-    if tree.is_dir() {
-        return Ok(SourceTree {
-            dir: tree,
-            hash,
-            downloaded: false,
-        });
-    }
-    let mut downloaded = false;
-    if !file.is_file() {
-        if offline {
-            return Err(FetchError::NotCached {
-                what: format!("{what} ({url})"),
-                where_: file.display().to_string(),
-            }
-            .into());
+    let what = format!("{} {}", c.name, c.version);
+    let served_by = |transport: &str, location: &str| ServedBy {
+        transport: transport.into(),
+        location: location.into(),
+    };
+    match transport {
+        Transport::GoProxy { module, sum } => {
+            // The module cache first (no network), so that a cached module is not reported as
+            // a download.
+            let (dir, downloaded) =
+                match crate::go::Go::new(layout, true).download(module, &c.version, sum) {
+                    Ok(dir) => (dir, false),
+                    Err(_) if !opts.offline => {
+                        let dir =
+                            crate::go::Go::new(layout, false).download(module, &c.version, sum)?;
+                        (dir, true)
+                    }
+                    Err(err) => return Err(err),
+                };
+            Ok(SourceTree {
+                dir,
+                content: sum.clone(),
+                served_by: served_by("go-proxy", &format!("{module}@{}", c.version)),
+                downloaded,
+            })
         }
-        download_verified(what, url, &sha256, &file)?;
-        downloaded = true;
+        Transport::Archive { kind, url } => {
+            let tree = c
+                .tree
+                .as_deref()
+                .expect("archive transports need a tree pin");
+            std::fs::create_dir_all(layout.trees())?;
+            let scratch = tempfile::tempdir_in(layout.trees())?;
+            let archive = scratch.path().join("archive.tar.gz");
+            download(&what, url, &archive)?;
+            let unpacked = scratch.path().join("tree");
+            unpack_tar_gz(&archive, &unpacked)
+                .with_context(|| format!("cannot unpack {url}: not a commit archive"))?;
+            keep_verified(c, tree, &unpacked, layout, served_by(kind, url))
+        }
+        Transport::Git { url } => {
+            let tree = c.tree.as_deref().expect("git transports need a tree pin");
+            let commit = c.commit.as_deref().expect("git transports need a commit");
+            std::fs::create_dir_all(layout.trees())?;
+            let scratch = tempfile::tempdir_in(layout.trees())?;
+            let checkout = scratch.path().join("tree");
+            git_fetch_commit(url, commit, &scratch.path().join("repo.git"), &checkout)?;
+            keep_verified(c, tree, &checkout, layout, served_by("git", url))
+        }
     }
-    unpack_tar_gz(&file, &tree).with_context(|| format!("cannot unpack {what} from {url}"))?;
+}
+
+/// Hash `unpacked`; only if it is `tree`, move it into the cache and record who served it.
+fn keep_verified(
+    c: &Component,
+    tree: &str,
+    unpacked: &Path,
+    layout: &Layout,
+    served_by: ServedBy,
+) -> Result<SourceTree> {
+    let bar = ui::spinner(&format!("hashing the {} tree", c.name));
+    let actual = crate::gittree::tree_id(unpacked);
+    bar.finish_and_clear();
+    let actual = actual?;
+    if actual != tree {
+        // `unpacked` lives in a temporary directory that is removed on return.
+        return Err(FetchError::TreeMismatch {
+            what: format!("{} {}", c.name, c.version),
+            location: served_by.location,
+            expected: tree.into(),
+            actual,
+        }
+        .into());
+    }
+    let dir = cached_tree(layout, tree);
+    remove_tree(&dir)?;
+    std::fs::rename(unpacked, &dir)?;
+    let record = CacheRecord {
+        tree: tree.into(),
+        served_by: served_by.clone(),
+    };
+    crate::fsutil::write_atomic(
+        &cache_record(layout, tree),
+        &serde_json::to_vec_pretty(&record)?,
+    )?;
     Ok(SourceTree {
-        dir: tree,
-        hash,
-        downloaded,
+        dir,
+        content: format!("git-tree:{tree}"),
+        served_by,
+        downloaded: true,
     })
 }
 
-/// GET `url` into `dest` only if its sha256 equals `expected`; retried with exponential backoff
-/// on connection errors and 5xx answers, not on 4xx.
-pub fn download_verified(what: &str, url: &str, expected: &str, dest: &Path) -> Result<()> {
-    let dir = dest.parent().unwrap();
-    std::fs::create_dir_all(dir)?;
+/// GET `url` (or copy a `file://` URL) into `dest`. Retried with backoff on timeouts, broken
+/// transfers and 5xx answers; a 4xx or an unreachable host fails at once (the next transport
+/// is the better bet).
+fn download(what: &str, url: &str, dest: &Path) -> Result<()> {
+    if let Some(path) = url.strip_prefix("file://") {
+        std::fs::copy(path, dest).with_context(|| format!("{path}: cannot read"))?;
+        return Ok(());
+    }
     let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(600))
+        .timeout(Duration::from_secs(900))
         .connect_timeout(Duration::from_secs(20))
         .build()?;
     let mut last_err = String::new();
@@ -260,6 +387,7 @@ pub fn download_verified(what: &str, url: &str, expected: &str, dest: &Path) -> 
         }
         let mut resp = match client.get(url).send() {
             Ok(r) => r,
+            Err(e) if e.is_connect() => bail!("cannot connect: {e}"),
             Err(e) => {
                 last_err = format!("{e}");
                 continue;
@@ -267,53 +395,36 @@ pub fn download_verified(what: &str, url: &str, expected: &str, dest: &Path) -> 
         };
         let status = resp.status();
         if status.is_client_error() {
-            bail!("{what}: {url} answered {status}; check the URL in bundle.toml");
+            bail!("{url} answered {status}");
         }
         if !status.is_success() {
             last_err = format!("{url} answered {status}");
             continue;
         }
         let bar = ui::bytes_bar(resp.content_length(), what);
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        let mut hasher = Sha256::new();
+        let mut file = std::fs::File::create(dest)?;
         let mut buf = vec![0u8; 1 << 16];
         let copied: std::io::Result<()> = (|| loop {
             let n = resp.read(&mut buf)?;
             if n == 0 {
                 return Ok(());
             }
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n])?;
+            file.write_all(&buf[..n])?;
             bar.inc(n as u64);
         })();
         bar.finish_and_clear();
-        if let Err(e) = copied {
-            last_err = format!("download of {url} broke off: {e}");
-            continue;
+        match copied {
+            Ok(()) => return Ok(()),
+            Err(e) => last_err = format!("the transfer broke off: {e}"),
         }
-        let actual = hex::encode(hasher.finalize());
-        if actual != expected {
-            // tmp is deleted when dropped: nothing enters the cache.
-            return Err(FetchError::Mismatch {
-                what: format!("{what} ({url})"),
-                expected: format!("sha256:{expected}"),
-                actual: format!("sha256:{actual}"),
-            }
-            .into());
-        }
-        tmp.as_file().sync_all()?;
-        crate::fsutil::set_readable(tmp.path())?;
-        tmp.persist(dest)?;
-        return Ok(());
     }
-    bail!("{what}: could not download {url} after 4 attempts: {last_err}")
+    bail!("{url}: no answer after 4 attempts: {last_err}")
 }
 
-/// Unpack a .tar.gz whose entries share one top directory (as GitHub archives do) into `dest`,
-/// without that top directory. Unpacks into a temporary sibling first, then renames.
+/// Unpack a .tar.gz whose entries share one top directory (as commit archives do) into `dest`,
+/// without that top directory; symlinks and exec bits as the archive has them.
 fn unpack_tar_gz(file: &Path, dest: &Path) -> Result<()> {
     let parent = dest.parent().unwrap();
-    std::fs::create_dir_all(parent)?;
     let tmp = tempfile::tempdir_in(parent)?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(file)?));
     archive.set_preserve_permissions(true);
@@ -325,5 +436,32 @@ fn unpack_tar_gz(file: &Path, dest: &Path) -> Result<()> {
         tmp.path().to_path_buf()
     };
     std::fs::rename(&root, dest)?;
+    Ok(())
+}
+
+/// Fetch exactly `commit` (depth 1) from `url` into a bare repository at `repo_dir`, then check
+/// its tree out into `checkout`.
+fn git_fetch_commit(url: &str, commit: &str, repo_dir: &Path, checkout: &Path) -> Result<()> {
+    let repo = git2::Repository::init_bare(repo_dir)?;
+    let mut remote = repo.remote_anonymous(url)?;
+    let mut options = git2::FetchOptions::new();
+    // Only the commit, not its history; libgit2's local transport (file://, tests) cannot do
+    // shallow fetches.
+    if !url.starts_with("file://") {
+        options.depth(1);
+    }
+    let bar = ui::spinner(&format!("git fetch {url} {commit}"));
+    let fetched = remote.fetch(&[commit], Some(&mut options), None);
+    bar.finish_and_clear();
+    fetched.with_context(|| format!("git fetch of commit {commit} from {url} failed"))?;
+    let id = git2::Oid::from_str(commit)?;
+    let object = repo
+        .find_commit(id)
+        .with_context(|| format!("{url} did not send commit {commit}"))?
+        .into_object();
+    std::fs::create_dir_all(checkout)?;
+    let mut how = git2::build::CheckoutBuilder::new();
+    how.force().target_dir(checkout);
+    repo.checkout_tree(&object, Some(&mut how))?;
     Ok(())
 }

@@ -23,7 +23,8 @@
 //! name = "busybox"
 //! reference = "docker.io/library/busybox:1.35.0-debian"
 //! source = { kind = "build", entrypoint = ["/bin/sh"], files = [
-//!     { path = "/bin/busybox", from = { host = "/bin/busybox" } },
+//!     { path = "/bin/busybox", from = { host = { path = "/bin/busybox", sha256 = "...",
+//!       package = "busybox-static=1:1.35.0-4+deb12u1+b1" } } },
 //! ], symlinks = { "/bin/sh" = "busybox", "/bin/sleep" = "busybox" } }  # TOML: no newline here
 //!
 //! [[image]]
@@ -109,8 +110,19 @@ fn default_mode() -> u32 {
 pub enum FileOrigin {
     /// The statically linked `pause` binary the build stage made (`ImageContext::pause_binary`).
     PauseBinary,
-    /// A file of the build machine, e.g. Debian's /bin/busybox.
-    Host(PathBuf),
+    /// A file of the build machine, e.g. Debian's /bin/busybox, pinned by its sha256.
+    Host(HostFile),
+}
+
+/// A file the build machine provides, pinned so that two machines build the same image.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFile {
+    pub path: PathBuf,
+    /// sha256 of the file; a machine with another version refuses to build.
+    pub sha256: String,
+    /// The Debian package and version that provides exactly this file (`apt-get install`).
+    pub package: String,
 }
 
 /// An image pulled from a registry by pinned digest.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 pub struct Layout {
     /// The repository checkout (bundle.toml, patches/, overlays/, bundle-template/, crates/).
     pub repo: PathBuf,
-    /// Content-addressed downloads and the Go module cache; safe to share between checkouts.
+    /// Verified source trees and the Go module cache; safe to share between checkouts.
     pub cache: PathBuf,
     /// Build state of this checkout: patched trees, binaries, logs, stamps, staging tree.
     pub work: PathBuf,
@@ -50,9 +50,6 @@ impl Layout {
     }
     pub fn gomodcache(&self) -> PathBuf {
         self.cache.join("gomod")
-    }
-    pub fn downloads(&self) -> PathBuf {
-        self.cache.join("downloads")
     }
     pub fn trees(&self) -> PathBuf {
         self.cache.join("trees")

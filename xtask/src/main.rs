@@ -6,13 +6,15 @@ mod digest;
 mod e2e;
 mod fetch;
 mod fsutil;
+mod gittree;
+mod go;
 mod image;
-mod k3s;
 mod layout;
 mod manifest;
 mod package;
 mod patch;
 mod pipeline;
+mod prepare;
 mod release;
 mod sbom;
 #[cfg(test)]
@@ -26,8 +28,9 @@ mod verify;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use config::{BundleConfig, SourceKind};
+use fetch::FetchOptions;
 use layout::{Layout, Variant};
-use pipeline::{Options, PackageInputs, Report};
+use pipeline::{Options, Report};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -58,46 +61,52 @@ struct Global {
     /// Where tarballs go.
     #[arg(long, global = true)]
     dist_dir: Option<PathBuf>,
-    /// Use only the cache; fail naming whatever is missing.
+    /// Use only the caches and `file://` mirrors; fail naming whatever is missing.
     #[arg(long, global = true)]
     offline: bool,
+    /// A mirror of GitHub's commit archives, tried before GitHub: it replaces the
+    /// `https://github.com/` prefix (a directory or `file://` URL laid out like the URL path,
+    /// or an `http(s)://` base). Repeatable; K3S_GVISOR_MIRROR adds more (space-separated).
+    #[arg(long, global = true)]
+    mirror: Vec<String>,
+    /// Where upstream sources may come from: only commit archives (mirrors, GitHub), only a git
+    /// fetch, or only the Go module proxy (default: all of them, in that order).
+    #[arg(long, global = true, value_enum)]
+    source: Option<SourceKind>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Fetch, patch and build everything, then write dist/<name>.tar.gz and its .sha256.
     Bundle {
-        /// Where upstream sources come from (default: each component's `source` in bundle.toml).
-        #[arg(long, value_enum)]
-        source: Option<SourceKind>,
         /// Print how long each stage took, and this run against the last run that did work.
         #[arg(long)]
         timings: bool,
-        /// Fail if k3s cannot be built or fetched, instead of bundling without it.
+        /// Build a bundle without k3s on purpose (quick work on the rest); its file name and
+        /// manifest say so.
         #[arg(long)]
-        require_k3s: bool,
+        without_k3s: bool,
     },
-    /// The end-to-end proof: bundle (cached), extract, `./install` and a pod (or, without k3s,
-    /// a CRI pod sandbox + busybox container), stop, uninstall; on this host and in gVisor.
+    /// The end-to-end proof: bundle (cached), extract, `./install`, a pod, stop, uninstall; on
+    /// this host and in gVisor.
     E2e {
         /// Where: `plain` (this host), `current` (gVisor built from the module proxy),
         /// `debian` (Debian's 2022 runsc), or a path to a runsc binary.
         #[arg(long, default_values = ["current", "plain", "debian"])]
         host: Vec<String>,
-        /// `full` or `control-plane-only`.
-        #[arg(long, default_values = ["full", "control-plane-only"])]
-        mode: Vec<String>,
+        #[arg(long, value_enum, default_values_t = [e2e::Mode::Full, e2e::Mode::ControlPlaneOnly])]
+        mode: Vec<e2e::Mode>,
     },
-    /// Fetch only: bring every pinned source into the cache, verified.
-    Fetch {
-        #[arg(long, value_enum)]
-        source: Option<SourceKind>,
-    },
+    /// Fetch only: bring every pinned source into the cache, verified, and say who served it.
+    Fetch,
     /// Fetch, patch and build the upstream binaries into target/k3s-gvisor/out/<variant>/bin.
     Build {
         /// Build upstream as released, without our patches (for the patch proofs).
         #[arg(long)]
         unpatched: bool,
+        /// Only this component (repeatable; default: all).
+        #[arg(long)]
+        component: Vec<String>,
     },
     /// Patches: `--check` prints, per component, whether each patch applies to a fresh tree.
     Patch {
@@ -107,51 +116,25 @@ enum Command {
         #[arg(long)]
         component: Option<String>,
     },
-    /// Check a bundle tarball: outer sha256, SHA256SUMS, no extra file, manifest.
+    /// Check a bundle tarball: outer sha256, SHA256SUMS, no extra file, manifest, links.
     Verify { tarball: PathBuf },
     /// Build (once, cached) a pinned test tool from tests/tools.toml and print its path:
     /// runsc (current gVisor), cnitool, crictl, actionlint.
     Tool { name: String },
-    /// Control-plane smoke test of a k3s binary: `k3s server --disable-agent` must answer
-    /// /readyz, on this machine or inside gVisor.
-    K3sSmoke {
-        /// The k3s binary (default: the one the pipeline built).
-        #[arg(long)]
-        k3s: Option<PathBuf>,
-        /// Run inside this runsc (e.g. `$(cargo xtask tool runsc)`); without it, on the host.
-        #[arg(long)]
-        runsc: Option<PathBuf>,
-        /// Seconds to wait for /readyz.
-        #[arg(long, default_value_t = 180)]
-        timeout: u64,
-    },
     /// Write the release assets (tarball, .sha256, CycloneDX SBOM) and notes: `--dry-run`.
     Release(release::ReleaseArgs),
 }
 
-/// The whole pipeline; returns the tarball.
+/// The whole pipeline, timed; returns the tarball.
 fn bundle(
     config: &BundleConfig,
     layout: &Layout,
-    opts: Options,
-    require_k3s: bool,
+    opts: &Options,
     timings: bool,
 ) -> Result<PathBuf> {
     let start = Instant::now();
     let mut report = Report::default();
-    let components =
-        pipeline::build_components(config, layout, &opts, Variant::Patched, &mut report)?;
-    let k3s = pipeline::build_k3s(config, layout, &opts, require_k3s, &mut report)?;
-    let crates = pipeline::build_crates(config, layout, &mut report)?;
-    let pause = layout.crates_bin().join("pause");
-    let images = pipeline::build_images(config, layout, &opts, &pause, &mut report)?;
-    let inputs = PackageInputs {
-        components: &components,
-        k3s,
-        crates: &crates,
-        images,
-    };
-    let tarball = pipeline::package(config, layout, inputs, &mut report)?;
+    let tarball = pipeline::bundle(config, layout, opts, &mut report)?;
     let total = start.elapsed();
     if !report.did_work() {
         ui::step(
@@ -220,32 +203,32 @@ fn run(cli: Cli) -> Result<()> {
     };
     let config = BundleConfig::load(&config_path)?;
     let offline = cli.global.offline;
+    let opts = |without: Vec<String>, only: Vec<String>| -> Result<Options> {
+        Ok(Options {
+            fetch: FetchOptions::new(
+                fetch::mirrors_from(&cli.global.mirror)?,
+                offline,
+                cli.global.source,
+            ),
+            without,
+            only,
+        })
+    };
     match cli.command {
         Command::Bundle {
-            source,
             timings,
-            require_k3s,
+            without_k3s,
         } => {
-            let tarball = bundle(
-                &config,
-                &layout,
-                Options { offline, source },
-                require_k3s,
-                timings,
-            )?;
+            let without = if without_k3s {
+                vec!["k3s".to_string()]
+            } else {
+                Vec::new()
+            };
+            let tarball = bundle(&config, &layout, &opts(without, Vec::new())?, timings)?;
             println!("{}", tarball.display());
         }
         Command::E2e { host, mode } => {
-            let tarball = bundle(
-                &config,
-                &layout,
-                Options {
-                    offline,
-                    source: None,
-                },
-                false,
-                false,
-            )?;
+            let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
             let crictl = tools::tool_path("crictl", &layout.cache, offline)?;
             let scenario = layout.repo.join("tests/e2e/scenario.sh");
             let hosts = host
@@ -259,7 +242,7 @@ fn run(cli: Cli) -> Result<()> {
                         &tarball,
                         &layout.work.join("e2e"),
                         h,
-                        m,
+                        *m,
                         &crictl,
                         &scenario,
                     )?);
@@ -278,26 +261,17 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("e2e failed on: {}", failed.join(", "));
             }
         }
-        Command::Fetch { source } => {
+        Command::Fetch => {
+            // fetch() says, for each component, who served it.
+            let fetch = opts(Vec::new(), Vec::new())?.fetch;
             for c in &config.components {
-                let tree = fetch::fetch(c, source.unwrap_or(c.source), &layout, offline)?;
-                ui::step(
-                    "fetch",
-                    format!(
-                        "{} {}: {} ({})",
-                        c.name,
-                        c.version,
-                        if tree.downloaded {
-                            "downloaded and verified"
-                        } else {
-                            "cached, verified"
-                        },
-                        tree.dir.display()
-                    ),
-                );
+                fetch::fetch(c, &layout, &fetch)?;
             }
         }
-        Command::Build { unpatched } => {
+        Command::Build {
+            unpatched,
+            component,
+        } => {
             let variant = if unpatched {
                 Variant::Unpatched
             } else {
@@ -307,10 +281,7 @@ fn run(cli: Cli) -> Result<()> {
             pipeline::build_components(
                 &config,
                 &layout,
-                &Options {
-                    offline,
-                    source: None,
-                },
+                &opts(Vec::new(), component)?,
                 variant,
                 &mut report,
             )?;
@@ -321,13 +292,14 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("`cargo xtask patch` only checks (--check); `cargo xtask bundle` applies patches");
             }
             let mut all_ok = true;
+            let fetch = opts(Vec::new(), Vec::new())?.fetch;
             for c in &config.components {
                 if component.as_ref().is_some_and(|n| n != &c.name) {
                     continue;
                 }
                 let patches = patch::patch_files(&layout.patches(&c.name))?;
                 println!("{} {} ({} patches):", c.name, c.version, patches.len());
-                let tree = fetch::fetch(c, c.source, &layout, offline)?;
+                let tree = fetch::fetch(c, &layout, &fetch)?;
                 all_ok &= patch::check(
                     &tree.dir,
                     c.vendor,
@@ -341,29 +313,6 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Release(args) => release::command(&config, &layout, args)?,
-        Command::K3sSmoke {
-            k3s: binary,
-            runsc,
-            timeout,
-        } => {
-            let binary = binary.unwrap_or_else(|| layout.work.join("out/k3s/bin/k3s"));
-            let data_dir = tempfile::tempdir()?;
-            let host = runsc.map(k3s::Host::Runsc).unwrap_or(k3s::Host::Plain);
-            let server_args: Vec<String> =
-                vec!["--disable=traefik,servicelb,metrics-server,local-storage,coredns".into()];
-            let report = k3s::control_plane_smoke(&k3s::ControlPlaneSmoke {
-                k3s: &binary,
-                data_dir: data_dir.path(),
-                host,
-                server_args: &server_args,
-                time_limit: std::time::Duration::from_secs(timeout),
-            })?;
-            println!(
-                "/readyz: {} after {}s",
-                report.readyz.trim(),
-                report.seconds_to_ready
-            );
-        }
         Command::Tool { name } => {
             println!(
                 "{}",

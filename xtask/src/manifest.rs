@@ -12,8 +12,7 @@ pub struct Manifest {
     pub components: Vec<ComponentRecord>,
     #[serde(default)]
     pub images: Vec<ImageRecord>,
-    /// Components the bundle was meant to have but does not, and why (e.g. k3s where its
-    /// source cannot be fetched). The installer reads this to know what it cannot start.
+    /// Components left out on purpose (`cargo xtask bundle --without-k3s`), and why.
     #[serde(default)]
     pub omitted: Vec<OmittedRecord>,
 }
@@ -32,16 +31,35 @@ pub struct ComponentRecord {
     pub patches: Vec<PatchRecord>,
     pub build_flags: Vec<String>,
     pub outputs: Vec<OutputRecord>,
+    /// Other names of an output (multicall binaries): symlinks in the bundle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SourceRecord {
-    /// "go-module", "archive", "workspace" (our own crates).
-    pub kind: String,
-    /// Module path, URL, or workspace path.
+    /// How the source was had: `mirror`, `github-archive`, `git`, `go-proxy`, or `workspace`
+    /// (our own crates).
+    pub transport: String,
+    /// The URL, `module@version`, or workspace path.
     pub location: String,
-    /// `h1:...` or `sha256:...`.
-    pub hash: String,
+    /// What was verified: `git-tree:<id>`, a Go module's `h1:...`, or `sha256-tree:...`.
+    pub content: String,
+    /// The upstream repository, its commit, and the git tree id it is pinned by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LinkRecord {
+    /// Path inside the bundle, e.g. `bin/kubectl`.
+    pub path: String,
+    /// What it points to, relative to its directory, e.g. `k3s`.
+    pub target: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -12,9 +12,33 @@ use std::path::{Path, PathBuf};
 /// One file that goes into the bundle: where it comes from and where it lands.
 #[derive(Debug, Clone)]
 pub struct BundleFile {
-    pub from: PathBuf,
+    pub from: BundleFileSource,
     /// Path inside the bundle, e.g. `bin/runc`.
     pub to: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum BundleFileSource {
+    /// A copy of this file.
+    File(PathBuf),
+    /// A symlink with this target (relative to its own directory).
+    Symlink(String),
+}
+
+impl BundleFile {
+    pub fn file(from: PathBuf, to: String) -> Self {
+        BundleFile {
+            from: BundleFileSource::File(from),
+            to,
+        }
+    }
+
+    pub fn symlink(target: String, to: String) -> Self {
+        BundleFile {
+            from: BundleFileSource::Symlink(target),
+            to,
+        }
+    }
 }
 
 /// Lay out the bundle under `root` (emptied first) and write its manifest and SHA256SUMS.
@@ -36,8 +60,13 @@ pub fn stage(
     for f in files {
         let dest = root.join(&f.to);
         std::fs::create_dir_all(dest.parent().unwrap())?;
-        std::fs::copy(&f.from, &dest)
-            .with_context(|| format!("cannot stage {} as {}", f.from.display(), f.to))?;
+        match &f.from {
+            BundleFileSource::File(from) => {
+                std::fs::copy(from, &dest)
+                    .with_context(|| format!("cannot stage {} as {}", from.display(), f.to))?;
+            }
+            BundleFileSource::Symlink(target) => std::os::unix::fs::symlink(target, &dest)?,
+        }
     }
     write_atomic(
         &root.join("bundle-manifest.json"),
@@ -46,12 +75,14 @@ pub fn stage(
     write_sha256sums(root)
 }
 
-/// `sha256sum`-compatible list of every file in the tree but itself, sorted by path.
+/// `sha256sum`-compatible list of every regular file in the tree but itself, sorted by path.
+/// Symlinks are not listed: the manifest lists them (with their targets), and their targets are.
 fn write_sha256sums(root: &Path) -> Result<()> {
     let mut lines = String::new();
     for rel in sorted_entries(root)? {
         let path = root.join(&rel);
-        if path.is_file() && rel != Path::new("SHA256SUMS") {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_file() && rel != Path::new("SHA256SUMS") {
             lines.push_str(&format!("{}  {}\n", sha256_file(&path)?, rel.display()));
         }
     }
@@ -96,9 +127,12 @@ pub fn write_tarball(root: &Path, top: &str, out: &Path, mtime: u64) -> Result<(
             let mode = if executable(&path) { 0o755 } else { 0o644 };
             let mut h = normalized_header(tar::EntryType::Regular, mode, meta.len(), mtime);
             tar.append_data(&mut h, &name, std::fs::File::open(&path)?)?;
+        } else if meta.file_type().is_symlink() {
+            let mut h = normalized_header(tar::EntryType::Symlink, 0o777, 0, mtime);
+            tar.append_link(&mut h, &name, std::fs::read_link(&path)?)?;
         } else {
             anyhow::bail!(
-                "{} is neither a file nor a directory; bundles hold only those",
+                "{} is neither a file, a symlink nor a directory; bundles hold only those",
                 path.display()
             );
         }

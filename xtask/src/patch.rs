@@ -2,10 +2,9 @@
 //! name order with git2 (libgit2's `git apply`). A patch that does not apply is reported with the
 //! patch, the file and the hunk it stopped at.
 
-use crate::fetch::go_command;
 use crate::fsutil::{copy_tree, remove_tree};
 use crate::layout::Layout;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
@@ -67,27 +66,18 @@ fn touches_vendor(patch: &Path) -> Result<bool> {
     Ok(text.lines().any(|l| l.starts_with("diff --git a/vendor/")))
 }
 
-/// Module zips carry no vendor/ tree; restore it so that patches may touch vendored code and the
-/// build needs no network.
+/// Module zips carry no vendor/ tree, and a go.mod fix makes a committed one stale: (re)make it
+/// so that patches may touch vendored code and the build needs no network.
 fn go_mod_vendor(tree: &Path, layout: &Layout, log: &Path) -> Result<()> {
-    let log_file = std::fs::File::create(log)?;
-    let status = go_command(layout, false)
-        .args(["mod", "vendor"])
+    let mut cmd = crate::go::Go::new(layout, false).command();
+    cmd.args(["mod", "vendor"])
         .env("GOFLAGS", "-mod=mod -modcacherw -buildvcs=false")
-        .current_dir(tree)
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .status()
-        .context("cannot run `go mod vendor`")?;
-    if !status.success() {
-        bail!(
-            "`go mod vendor` failed in {}:\n{}\n(full log: {})",
-            tree.display(),
-            crate::fsutil::tail(log, 20),
-            log.display()
-        );
-    }
-    Ok(())
+        .current_dir(tree);
+    crate::go::run_logged(
+        &mut cmd,
+        log,
+        &format!("go mod vendor in {}", tree.display()),
+    )
 }
 
 /// Apply one patch to the work tree at `tree` (no index or commit needed).

@@ -1,32 +1,39 @@
-//! The pipeline: fetch → patch → build → package, each step skipped when its inputs' hash is
-//! unchanged. This module only sequences the stages and records what they did.
+//! The pipeline: fetch → patch → prepare → build → image → package, planned first and run
+//! second. Planning fetches every source and works out each stage's input hash, so a missing
+//! source or build dependency fails before a ten-minute build starts, and the plan says which
+//! stages will run. Each stage returns a record of what it ran (kept with its stamp, so a skipped
+//! stage reports the same facts); `package` turns those records into the manifest.
 
-use crate::build::{
-    cargo_build, cargo_rustflags, go_build, go_build_args, go_version, rustc_version,
-};
-use crate::config::{BundleConfig, Component, SourceKind};
+use crate::build::{cargo_args, cargo_build, cargo_rustflags, go_build, rustc_version};
+use crate::build::{BuiltBinary, GoBuildContext};
+use crate::config::{BundleConfig, Component};
 use crate::digest::{combine, sha256_file, sha256_tree};
-use crate::fetch::{fetch, SourceTree};
+use crate::fetch::{fetch, FetchOptions, SourceTree};
+use crate::go::Go;
 use crate::layout::{Layout, Variant};
 use crate::manifest::{
-    ComponentRecord, ImageRecord, Manifest, OutputRecord, PatchRecord, SourceRecord,
+    ComponentRecord, ImageRecord, LinkRecord, Manifest, OmittedRecord, OutputRecord, PatchRecord,
+    SourceRecord,
 };
 use crate::package::{self, BundleFile};
 use crate::patch::{patch_files, prepare_tree};
 use crate::stamp::Stamp;
 use crate::ui::step;
-use anyhow::Result;
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Bump when the way a stage turns inputs into outputs changes, so old stamps go stale.
-const RECIPE: &str = "k3s-gvisor-recipe-1";
+const RECIPE: &str = "k3s-gvisor-recipe-2";
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub offline: bool,
-    /// Overrides every component's `source` (e.g. `archive` in the release workflow).
-    pub source: Option<SourceKind>,
+    pub fetch: FetchOptions,
+    /// Components left out on purpose (`--without-k3s`).
+    pub without: Vec<String>,
+    /// Only these components (empty: all). For `cargo xtask build --component`.
+    pub only: Vec<String>,
 }
 
 /// What one run of the pipeline did, stage by stage; `--timings` prints it.
@@ -36,10 +43,10 @@ pub struct Report {
 }
 
 impl Report {
-    fn time<T>(&mut self, name: String, f: impl FnOnce() -> Result<(T, bool)>) -> Result<T> {
+    fn time<T>(&mut self, name: String, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let start = Instant::now();
-        let (value, worked) = f()?;
-        self.stages.push((name, start.elapsed(), worked));
+        let value = f()?;
+        self.stages.push((name, start.elapsed(), true));
         Ok(value)
     }
 
@@ -48,60 +55,66 @@ impl Report {
     }
 }
 
-/// A built component: its binaries and the facts the manifest records about them.
+/// What building one component ran and produced; kept with its stamp.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentBuild {
+    pub binaries: Vec<BuiltBinary>,
+    /// What the prepare step did that the manifest should say.
+    pub notes: Vec<String>,
+}
+
+/// A built component: its source, its patches, and the record of its build.
 #[derive(Debug)]
 pub struct BuiltComponent {
     pub component: Component,
     pub source: SourceTree,
     pub patches: Vec<PathBuf>,
-    pub binaries: Vec<PathBuf>,
+    pub build: ComponentBuild,
 }
 
-/// Fetch, patch and build every upstream component as `variant`.
-pub fn build_components(
+/// One component in the plan: its verified source and its build stamp.
+struct PlannedComponent {
+    component: Component,
+    source: SourceTree,
+    patches: Vec<PathBuf>,
+    stamp: Stamp,
+}
+
+/// The components `opts` selects, each with its source fetched and its stamp computed.
+fn plan_components(
     config: &BundleConfig,
     layout: &Layout,
     opts: &Options,
     variant: Variant,
+    go_version: &str,
     report: &mut Report,
-) -> Result<Vec<BuiltComponent>> {
-    let go = go_version()?;
-    let stamp_text = config.stamp();
-    let mut built = Vec::new();
+) -> Result<Vec<PlannedComponent>> {
+    for name in opts.without.iter().chain(&opts.only) {
+        config.component(name)?;
+    }
+    let mut planned = Vec::new();
     for c in &config.components {
-        let kind = opts.source.unwrap_or(c.source);
-        let source = report.time(format!("fetch {}", c.name), || {
-            let tree = fetch(c, kind, layout, opts.offline)?;
-            let how = if tree.downloaded {
-                "downloaded and verified"
-            } else {
-                "cached, verified"
-            };
-            step(
-                "fetch",
-                format!("{} {}: {how} ({})", c.name, c.version, tree.hash),
-            );
-            let worked = tree.downloaded;
-            Ok((tree, worked))
-        })?;
-        let patches = match variant {
-            Variant::Patched => patch_files(&layout.patches(&c.name))?,
-            // 0000-* patches only make the module-proxy source build (see patches/README.md);
-            // "unpatched" means upstream behaviour, so they apply to both variants.
-            Variant::Unpatched => patch_files(&layout.patches(&c.name))?
-                .into_iter()
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("0000-"))
-                })
-                .collect(),
-        };
+        if opts.without.contains(&c.name) || !(opts.only.is_empty() || opts.only.contains(&c.name))
+        {
+            continue;
+        }
+        let start = Instant::now();
+        let source = fetch(c, layout, &opts.fetch)?;
+        if source.downloaded {
+            report
+                .stages
+                .push((format!("fetch {}", c.name), start.elapsed(), true));
+        }
+        let patches: Vec<PathBuf> = patch_files(&layout.patches(&c.name))?
+            .into_iter()
+            .filter(|p| variant == Variant::Patched || is_build_fix(p))
+            .collect();
         let mut inputs = vec![
             RECIPE.to_string(),
             toml::to_string(c)?,
-            source.hash.clone(),
-            go.clone(),
-            stamp_text.clone(),
+            source.content.clone(),
+            go_version.to_string(),
+            config.stamp(),
             config.bundle.source_date_epoch.to_string(),
             variant.as_str().to_string(),
         ];
@@ -113,70 +126,128 @@ pub fn build_components(
             &format!("build-{}-{}", variant.as_str(), c.name),
             combine(inputs),
         );
-        let out_dir = layout.out_bin(variant);
-        let binaries: Vec<PathBuf> = c.binaries.iter().map(|b| out_dir.join(&b.name)).collect();
-        if stamp.is_fresh() {
-            step("patch", format!("{}: up to date, nothing to do", c.name));
-            step(
-                "build",
-                format!(
-                    "{} ({}): up to date, nothing to do",
-                    c.name,
-                    variant.as_str()
-                ),
-            );
-        } else {
-            stamp.clear();
-            std::fs::create_dir_all(layout.logs())?;
-            let tree = layout.src(&c.name, variant);
-            report.time(format!("patch {}", c.name), || {
-                let log = layout
-                    .logs()
-                    .join(format!("vendor-{}-{}.log", variant.as_str(), c.name));
-                prepare_tree(&source.dir, &tree, c.vendor, &patches, layout, &log)?;
-                step(
-                    "patch",
-                    format!(
-                        "{}: fresh tree, {} patch(es) applied",
-                        c.name,
-                        patches.len()
-                    ),
-                );
-                Ok(((), true))
-            })?;
-            report.time(format!("build {}", c.name), || {
-                let log = layout
-                    .logs()
-                    .join(format!("build-{}-{}.log", variant.as_str(), c.name));
-                let _ = std::fs::remove_file(&log);
-                let start = Instant::now();
-                go_build(
-                    c,
-                    &tree,
-                    &out_dir,
-                    &stamp_text,
-                    layout,
-                    config.bundle.source_date_epoch,
-                    &log,
-                )?;
-                step(
-                    "build",
-                    format!(
-                        "{} ({}): built in {:.0?}",
-                        c.name,
-                        variant.as_str(),
-                        start.elapsed()
-                    ),
-                );
-                Ok(((), true))
-            })?;
-            stamp.record(&binaries)?;
-        }
-        built.push(BuiltComponent {
+        planned.push(PlannedComponent {
             component: c.clone(),
             source,
             patches,
-            binaries,
+            stamp,
+        });
+    }
+    Ok(planned)
+}
+
+/// `0000-*` patches make a source build (patches/README.md); "unpatched" means upstream
+/// behaviour, so they apply to both variants.
+fn is_build_fix(patch: &std::path::Path) -> bool {
+    patch
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("0000-"))
+}
+
+/// Fetch, patch, prepare and build every selected component as `variant`.
+pub fn build_components(
+    config: &BundleConfig,
+    layout: &Layout,
+    opts: &Options,
+    variant: Variant,
+    report: &mut Report,
+) -> Result<Vec<BuiltComponent>> {
+    let go = Go::new(layout, opts.fetch.offline);
+    let go_version = go.version()?;
+    let planned = plan_components(config, layout, opts, variant, &go_version, report)?;
+    for p in &planned {
+        let what = if p.stamp.is_fresh() {
+            "up to date"
+        } else {
+            "will be patched and built"
+        };
+        step(
+            "plan",
+            format!(
+                "{} {} ({}): {what}",
+                p.component.name,
+                p.component.version,
+                variant.as_str()
+            ),
+        );
+    }
+    let mut built = Vec::new();
+    for p in planned {
+        let c = &p.component;
+        let out_dir = layout.out_bin(variant);
+        let build = match p.stamp.fresh_record::<ComponentBuild>() {
+            Some(record) => record,
+            None => {
+                p.stamp.clear();
+                let tree = layout.src(&c.name, variant);
+                let log = |what: &str| {
+                    let log =
+                        layout
+                            .logs()
+                            .join(format!("{what}-{}-{}.log", variant.as_str(), c.name));
+                    let _ = std::fs::remove_file(&log);
+                    log
+                };
+                let prepared = report.time(format!("patch {}", c.name), || {
+                    prepare_tree(
+                        &p.source.dir,
+                        &tree,
+                        c.vendor,
+                        &p.patches,
+                        layout,
+                        &log("vendor"),
+                    )?;
+                    let prepared = crate::prepare::prepare(c.prepare, &tree)?;
+                    step(
+                        "patch",
+                        format!(
+                            "{}: fresh tree, {} patch(es) applied",
+                            c.name,
+                            p.patches.len()
+                        ),
+                    );
+                    Ok(prepared)
+                })?;
+                let binaries = report.time(format!("build {}", c.name), || {
+                    let start = Instant::now();
+                    let ctx = GoBuildContext {
+                        go: &go,
+                        go_version: &go_version,
+                        stamp: &config.stamp(),
+                        source_date_epoch: config.bundle.source_date_epoch,
+                        prepared: &prepared.placeholders,
+                    };
+                    let binaries = go_build(c, &tree, &out_dir, &ctx, &log("build"))?;
+                    step(
+                        "build",
+                        format!(
+                            "{} ({}): built in {:.0?}",
+                            c.name,
+                            variant.as_str(),
+                            start.elapsed()
+                        ),
+                    );
+                    Ok(binaries)
+                })?;
+                let build = ComponentBuild {
+                    binaries,
+                    notes: prepared.notes,
+                };
+                let outputs: Vec<PathBuf> = build.binaries.iter().map(|b| b.path.clone()).collect();
+                p.stamp.record_with(&outputs, &build)?;
+                build
+            }
+        };
+        for b in &build.binaries {
+            for check in &b.checks {
+                step("check", format!("{}: {check}", c.name));
+            }
+        }
+        built.push(BuiltComponent {
+            component: p.component,
+            source: p.source,
+            patches: p.patches,
+            build,
         });
     }
     Ok(built)
@@ -195,143 +266,37 @@ pub fn build_crates(
         sha256_file(&layout.repo.join("Cargo.toml"))?,
         rustc_version()?,
         cargo_rustflags(layout),
-        config.crates.packages.join(","),
+        cargo_args(config).join(" "),
     ]);
     let stamp = Stamp::new(&layout.stamps(), "build-crates", inputs);
     let outputs: Vec<PathBuf> = config
         .crates
-        .packages
         .iter()
-        .map(|p| layout.crates_bin().join(p))
+        .map(|c| layout.crates_bin().join(&c.package))
         .collect();
     if stamp.is_fresh() {
         step("build", "runtime crates: up to date, nothing to do");
         return Ok(outputs);
     }
     report.time("build crates".into(), || {
-        std::fs::create_dir_all(layout.logs())?;
         let start = Instant::now();
         let outputs = cargo_build(config, layout, &layout.logs().join("build-crates.log"))?;
         step(
             "build",
             format!(
                 "runtime crates ({}): built in {:.0?}",
-                config.crates.packages.join(", "),
+                config
+                    .crates
+                    .iter()
+                    .map(|c| c.package.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 start.elapsed()
             ),
         );
         stamp.record(&outputs)?;
-        Ok((outputs, true))
+        Ok(outputs)
     })
-}
-
-/// k3s as the bundle gets it: built from source (module proxy or a local checkout named by
-/// K3S_GVISOR_K3S_SRC) or the pinned release binary.
-pub struct K3sOutcome {
-    pub binary: PathBuf,
-    pub build_flags: Vec<String>,
-    pub source: SourceRecord,
-    pub left_out_manifests: Vec<String>,
-}
-
-/// Build or place k3s. `Ok(Err(reason))` when it cannot be had and `require` is false: the
-/// bundle is then made without k3s, says so loudly, and records why in its manifest.
-pub fn build_k3s(
-    config: &BundleConfig,
-    layout: &Layout,
-    opts: &Options,
-    require: bool,
-    report: &mut Report,
-) -> Result<std::result::Result<K3sOutcome, String>> {
-    use crate::k3s;
-    let Some(pin) = &config.k3s else {
-        return Ok(Err("bundle.toml has no [k3s] table".into()));
-    };
-    let out_bin = layout.work.join("out/k3s/bin");
-    let attempt = || -> Result<K3sOutcome> {
-        if pin.mode == k3s::K3sMode::Release {
-            let binary = k3s::place_release_binary(pin, layout, &out_bin, opts.offline)?;
-            let release = pin.release.as_ref().unwrap();
-            return Ok(K3sOutcome {
-                binary,
-                build_flags: vec!["upstream release binary".into()],
-                source: SourceRecord {
-                    kind: "archive".into(),
-                    location: release.url.clone(),
-                    hash: format!("sha256:{}", release.sha256),
-                },
-                left_out_manifests: Vec::new(),
-            });
-        }
-        let pristine = k3s::fetch_k3s_source(
-            pin,
-            layout,
-            k3s::local_source_override().as_deref(),
-            opts.offline,
-        )?;
-        let src = layout.src("k3s", Variant::Patched);
-        let prepared = k3s::prepare_source(&pristine.dir, &src)?;
-        std::fs::create_dir_all(layout.logs())?;
-        let built = k3s::build_k3s(&k3s::K3sBuild {
-            layout,
-            pin,
-            src: &src,
-            out_bin: &out_bin,
-            source_date_epoch: config.bundle.source_date_epoch,
-            log: &layout.logs().join("build-k3s.log"),
-            offline: opts.offline,
-        })?;
-        step(
-            "build",
-            format!(
-                "k3s: {} ({})",
-                built.version_line,
-                if built.rebuilt {
-                    "built"
-                } else {
-                    "up to date, nothing to do"
-                }
-            ),
-        );
-        for (command, answer) in k3s::check_multicall(&built.binary)? {
-            step("build", format!("k3s {command}: {answer}"));
-        }
-        let (kind, location) = match &pristine.origin {
-            k3s::K3sOrigin::ModuleProxy {
-                module, version, ..
-            } => ("go-module", format!("{module}@{version}")),
-            k3s::K3sOrigin::LocalCheckout { path, commit } => {
-                ("git-checkout", format!("{} at {commit}", path.display()))
-            }
-        };
-        Ok(K3sOutcome {
-            binary: built.binary,
-            build_flags: built.build_flags,
-            source: SourceRecord {
-                kind: kind.into(),
-                location,
-                hash: pristine.content_id,
-            },
-            left_out_manifests: prepared.left_out_manifests,
-        })
-    };
-    let start = Instant::now();
-    match attempt() {
-        Ok(outcome) => {
-            report.stages.push(("k3s".into(), start.elapsed(), false));
-            Ok(Ok(outcome))
-        }
-        Err(e) if !require => {
-            let reason = format!("{e:#}");
-            step(
-                "k3s",
-                format!("WARNING: the bundle will NOT contain k3s: {reason}"),
-            );
-            step("k3s", "(pass --require-k3s to make this an error; set K3S_GVISOR_K3S_SRC to a k3s checkout at the pinned commit to build it)");
-            Ok(Err(reason))
-        }
-        Err(e) => Err(e.context("k3s is required (--require-k3s) but could not be built")),
-    }
 }
 
 /// Build or pull every `[[image]]` into OCI archives; skipped when the specs and the files they
@@ -343,7 +308,7 @@ pub fn build_images(
     pause_binary: &std::path::Path,
     report: &mut Report,
 ) -> Result<Vec<(BundleFile, ImageRecord)>> {
-    use crate::image::{self, FileOrigin, ImageContext, ImageOrigin, ImageSource};
+    use crate::image::{self, ImageContext, ImageOrigin};
     let out_dir = layout.work.join("out/images");
     let mut inputs = vec![
         RECIPE.to_string(),
@@ -351,21 +316,15 @@ pub fn build_images(
         sha256_file(pause_binary)?,
     ];
     for spec in &config.images {
+        // Host files are pinned by sha256 in the spec itself (checked when the image is built).
         inputs.push(format!("{spec:?}"));
-        if let ImageSource::Build(b) = &spec.source {
-            for f in &b.files {
-                if let FileOrigin::Host(path) = &f.from {
-                    inputs.push(sha256_file(path)?);
-                }
-            }
-        }
     }
     let stamp = Stamp::new(&layout.stamps(), "images", combine(inputs));
     let ctx = ImageContext {
         cache_dir: layout.cache.clone(),
         out_dir: out_dir.clone(),
         source_date_epoch: config.bundle.source_date_epoch,
-        offline: opts.offline,
+        offline: opts.fetch.offline,
         pause_binary: pause_binary.to_path_buf(),
     };
     let fresh = stamp.is_fresh();
@@ -411,26 +370,80 @@ pub fn build_images(
                 sha256: sha256_file(&o.file)?,
                 sandbox: o.sandbox,
             };
-            Ok((BundleFile { from: o.file, to }, record))
+            Ok((BundleFile::file(o.file, to), record))
         })
         .collect()
-}
-
-/// Where a workspace binary lands inside the bundle; `pause` ships only inside its image.
-fn crate_bundle_path(package: &str) -> Option<String> {
-    match package {
-        "pause" => None,
-        "gvisor-cni" => Some("cni/bin/gvisor-cni".into()),
-        other => Some(format!("bin/{other}")),
-    }
 }
 
 /// Everything `package` needs, gathered from the other stages.
 pub struct PackageInputs<'a> {
     pub components: &'a [BuiltComponent],
-    pub k3s: std::result::Result<K3sOutcome, String>,
     pub crates: &'a [PathBuf],
     pub images: Vec<(BundleFile, ImageRecord)>,
+    /// Components left out on purpose.
+    pub without: &'a [String],
+}
+
+/// The manifest record of one upstream component, and the files it puts in the bundle.
+fn component_record(
+    b: &BuiltComponent,
+    layout: &crate::layout::Layout,
+) -> Result<(ComponentRecord, Vec<BundleFile>)> {
+    let c = &b.component;
+    let mut record = ComponentRecord {
+        name: c.name.clone(),
+        version: c.version.clone(),
+        source: SourceRecord {
+            transport: b.source.served_by.transport.clone(),
+            location: b.source.served_by.location.clone(),
+            content: b.source.content.clone(),
+            repository: c
+                .github
+                .as_ref()
+                .map(|r| format!("{}{r}", crate::fetch::GITHUB)),
+            commit: c.commit.clone(),
+            tree: c.tree.clone(),
+        },
+        patches: b
+            .patches
+            .iter()
+            .map(|p| {
+                Ok(PatchRecord {
+                    file: p
+                        .strip_prefix(&layout.repo)
+                        .unwrap_or(p)
+                        .display()
+                        .to_string(),
+                    sha256: sha256_file(p)?,
+                })
+            })
+            .collect::<Result<_>>()?,
+        build_flags: Vec::new(),
+        outputs: Vec::new(),
+        links: Vec::new(),
+    };
+    let mut files = Vec::new();
+    for bin in &b.build.binaries {
+        let to = format!("bin/{}", bin.name);
+        record
+            .build_flags
+            .push(format!("{}: {}", bin.name, bin.command));
+        record.outputs.push(OutputRecord {
+            path: to.clone(),
+            sha256: sha256_file(&bin.path)?,
+        });
+        files.push(BundleFile::file(bin.path.clone(), to));
+        for link in &bin.links {
+            let path = format!("bin/{link}");
+            record.links.push(LinkRecord {
+                path: path.clone(),
+                target: bin.name.clone(),
+            });
+            files.push(BundleFile::symlink(bin.name.clone(), path));
+        }
+    }
+    record.build_flags.extend(b.build.notes.iter().cloned());
+    Ok((record, files))
 }
 
 /// Stage and write the tarball and its `.sha256`; skipped when every input is unchanged.
@@ -440,113 +453,52 @@ pub fn package(
     inputs: PackageInputs,
     report: &mut Report,
 ) -> Result<PathBuf> {
-    let name = config.bundle.artifact_name();
+    let name = config.bundle.artifact_name(inputs.without);
     let tarball = layout.dist.join(format!("{name}.tar.gz"));
     let mut files = Vec::new();
     let mut records = Vec::new();
     for b in inputs.components {
-        let c = &b.component;
-        let mut outputs = Vec::new();
-        let mut flags = Vec::new();
-        for (bin, path) in c.binaries.iter().zip(&b.binaries) {
-            let to = format!("bin/{}", bin.name);
-            let args = go_build_args(c, bin, &config.stamp(), std::path::Path::new(&to));
-            flags.push(format!(
-                "{}: CGO_ENABLED={} go {}",
-                bin.name,
-                bin.cgo as u8,
-                args.join(" ")
-            ));
-            outputs.push(OutputRecord {
-                path: to.clone(),
-                sha256: sha256_file(path)?,
-            });
-            files.push(BundleFile {
-                from: path.clone(),
-                to,
-            });
-        }
-        let (kind, location) = if b.source.hash.starts_with("h1:") {
-            ("go-module", format!("{}@{}", c.module, c.version))
-        } else {
-            ("archive", c.archive_url.clone())
-        };
-        records.push(ComponentRecord {
-            name: c.name.clone(),
-            version: c.version.clone(),
-            source: SourceRecord {
-                kind: kind.into(),
-                location,
-                hash: b.source.hash.clone(),
-            },
-            patches: b
-                .patches
-                .iter()
-                .map(|p| {
-                    Ok(PatchRecord {
-                        file: p
-                            .strip_prefix(&layout.repo)
-                            .unwrap_or(p)
-                            .display()
-                            .to_string(),
-                        sha256: sha256_file(p)?,
-                    })
-                })
-                .collect::<Result<_>>()?,
-            build_flags: flags,
-            outputs,
-        });
+        let (record, component_files) = component_record(b, layout)?;
+        records.push(record);
+        files.extend(component_files);
     }
     let crates_tree = sha256_tree(&layout.repo.join("crates"))?;
-    for (package, path) in config.crates.packages.iter().zip(inputs.crates) {
-        let Some(to) = crate_bundle_path(package) else {
+    for (spec, path) in config.crates.iter().zip(inputs.crates) {
+        let Some(to) = &spec.to else {
             continue;
         };
         records.push(ComponentRecord {
-            name: package.clone(),
+            name: spec.package.clone(),
             version: config.bundle.version.clone(),
-            source: SourceRecord { kind: "workspace".into(), location: format!("crates/{package}"), hash: format!("sha256-tree:{crates_tree}") },
+            source: SourceRecord {
+                transport: "workspace".into(),
+                location: format!("crates/{}", spec.package),
+                content: format!("sha256-tree:{crates_tree}"),
+                repository: None,
+                commit: None,
+                tree: None,
+            },
             patches: Vec::new(),
-            build_flags: vec![format!("cargo build --release --locked --target {} (RUSTFLAGS: -C target-feature=+crt-static, paths remapped)", crate::build::RUST_TARGET)],
-            outputs: vec![OutputRecord { path: to.clone(), sha256: sha256_file(path)? }],
+            build_flags: vec![format!(
+                "cargo {} (RUSTFLAGS: -C target-feature=+crt-static, paths remapped)",
+                cargo_args(config).join(" ")
+            )],
+            outputs: vec![OutputRecord {
+                path: to.clone(),
+                sha256: sha256_file(path)?,
+            }],
+            links: Vec::new(),
         });
-        files.push(BundleFile {
-            from: path.clone(),
-            to,
-        });
+        files.push(BundleFile::file(path.clone(), to.clone()));
     }
-    let mut omitted = Vec::new();
-    match inputs.k3s {
-        Ok(k) => {
-            let pin = config.k3s.as_ref().expect("k3s outcome without a pin");
-            let mut build_flags = k.build_flags;
-            if !k.left_out_manifests.is_empty() {
-                build_flags.push(format!(
-                    "manifests left out (their Helm charts come from GitHub at k3s build time): {}",
-                    k.left_out_manifests.join(", ")
-                ));
-            }
-            records.push(ComponentRecord {
-                name: "k3s".into(),
-                version: pin.version.clone(),
-                source: k.source,
-                patches: Vec::new(),
-                build_flags,
-                outputs: vec![OutputRecord {
-                    path: "bin/k3s".into(),
-                    sha256: sha256_file(&k.binary)?,
-                }],
-            });
-            files.push(BundleFile {
-                from: k.binary,
-                to: "bin/k3s".into(),
-            });
-        }
-        Err(reason) => omitted.push(crate::manifest::OmittedRecord {
-            name: "k3s".into(),
-            reason,
-        }),
-    }
+    let omitted = inputs
+        .without
+        .iter()
+        .map(|name| OmittedRecord {
+            name: name.clone(),
+            reason: format!("left out on purpose (cargo xtask bundle --without-{name})"),
+        })
+        .collect();
     let mut images = Vec::new();
     for (file, record) in inputs.images {
         files.push(file);
@@ -592,7 +544,30 @@ pub fn package(
             "package",
             format!("wrote {} and {}", tarball.display(), sidecar.display()),
         );
-        Ok(((), true))
+        Ok(())
     })?;
     Ok(tarball)
+}
+
+/// The whole pipeline; returns the tarball.
+pub fn bundle(
+    config: &BundleConfig,
+    layout: &Layout,
+    opts: &Options,
+    report: &mut Report,
+) -> Result<PathBuf> {
+    if !opts.only.is_empty() {
+        bail!("a bundle holds every component: --component is for `cargo xtask build`");
+    }
+    let components = build_components(config, layout, opts, Variant::Patched, report)?;
+    let crates = build_crates(config, layout, report)?;
+    let pause = layout.crates_bin().join("pause");
+    let images = build_images(config, layout, opts, &pause, report)?;
+    let inputs = PackageInputs {
+        components: &components,
+        crates: &crates,
+        images,
+        without: &opts.without,
+    };
+    package(config, layout, inputs, report)
 }

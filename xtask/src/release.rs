@@ -67,7 +67,7 @@ pub fn command(config: &BundleConfig, layout: &Layout, args: ReleaseArgs) -> Res
     let tarball = args.tarball.unwrap_or_else(|| {
         layout
             .dist
-            .join(format!("{}.tar.gz", config.bundle.artifact_name()))
+            .join(format!("{}.tar.gz", config.bundle.artifact_name(&[])))
     });
     if !tarball.is_file() {
         bail!(
@@ -110,9 +110,10 @@ pub fn check_publishable(manifest: &Manifest, tag: &str) -> Result<()> {
     if let Some(o) = manifest.omitted.first() {
         bail!(
             "the bundle was built without {} ({}); a release must be complete: rebuild with \
-             `cargo xtask bundle --require-k3s` where every component can be built",
+             `cargo xtask bundle` (without --without-{})",
             o.name,
-            sbom::one_line(&o.reason)
+            sbom::one_line(&o.reason),
+            o.name
         );
     }
     Ok(())
@@ -282,7 +283,7 @@ pub fn release_notes(
             "| {} | {} | {} `{}` | {} |",
             c.name,
             c.version,
-            c.source.kind,
+            c.source.transport,
             c.source.location,
             c.patches.len()
         );
@@ -292,8 +293,11 @@ pub fn release_notes(
         let _ = writeln!(
             s,
             "- source: {} `{}` (`{}`)",
-            c.source.kind, c.source.location, c.source.hash
+            c.source.transport, c.source.location, c.source.content
         );
+        if let (Some(repository), Some(commit)) = (&c.source.repository, &c.source.commit) {
+            let _ = writeln!(s, "- upstream: {repository} commit `{commit}`");
+        }
         for o in &c.outputs {
             let _ = writeln!(s, "- `{}`: sha256 `{}`", o.path, o.sha256);
         }
@@ -376,9 +380,9 @@ mod tests {
                 "name": "runc",
                 "version": "v1.3.3",
                 "source": {
-                    "kind": "go-module",
+                    "transport": "go-proxy",
                     "location": "github.com/opencontainers/runc@v1.3.3",
-                    "hash": "h1:abc=",
+                    "content": "h1:abc=",
                 },
                 "patches": [{
                     "file": "patches/runc/0001-probe.patch",
@@ -391,10 +395,7 @@ mod tests {
         }))
         .unwrap();
         let stage = root.join("stage");
-        let files = [BundleFile {
-            from: bin,
-            to: "bin/runc".into(),
-        }];
+        let files = [BundleFile::file(bin, "bin/runc".into())];
         package::stage(
             &stage,
             &root.join("none"),

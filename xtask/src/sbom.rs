@@ -76,7 +76,7 @@ pub fn cyclonedx(inputs: &SbomInputs) -> Value {
         "serialNumber": serial_number(inputs.tarball_sha256),
         "version": 1,
         "metadata": {
-            "timestamp": rfc3339_utc(m.source_date_epoch),
+            "timestamp": crate::build::rfc3339_utc(m.source_date_epoch),
             "tools": {
                 "components": [{
                     "type": "application",
@@ -106,10 +106,18 @@ fn binary_component(c: &ComponentRecord, path: &str, hash: &str, patches: &[Patc
     let mut properties = vec![
         property("bundle-path", path),
         property("component", &c.name),
-        property("source-kind", &c.source.kind),
+        property("source-transport", &c.source.transport),
         property("source-location", &c.source.location),
-        property("source-hash", &c.source.hash),
+        property("source-content", &c.source.content),
     ];
+    for (name, value) in [
+        ("source-commit", &c.source.commit),
+        ("source-tree", &c.source.tree),
+    ] {
+        if let Some(value) = value {
+            properties.push(property(name, value));
+        }
+    }
     // Only the flags that built this binary (the manifest prefixes each line with its name).
     for flags in c
         .build_flags
@@ -132,7 +140,7 @@ fn binary_component(c: &ComponentRecord, path: &str, hash: &str, patches: &[Patc
         "hashes": [sha256(hash)],
         "properties": properties,
     });
-    if c.source.kind != "workspace" {
+    if c.source.transport != "workspace" {
         component["description"] = json!(format!(
             "{name} from {} {}, {} patch(es) applied",
             c.name,
@@ -155,39 +163,45 @@ fn binary_component(c: &ComponentRecord, path: &str, hash: &str, patches: &[Patc
 
 /// The upstream source a component was built from, as a pedigree ancestor.
 fn upstream(c: &ComponentRecord) -> Value {
-    match c.source.kind.as_str() {
-        "go-module" => {
-            // location is `module@version`.
-            let module = c
-                .source
-                .location
-                .rsplit_once('@')
-                .map_or(c.source.location.as_str(), |(m, _)| m);
-            json!({
-                "type": "library",
-                "name": module,
-                "version": c.version,
-                "purl": format!("pkg:golang/{module}@{}", c.version),
-                "externalReferences": [{
-                    "type": "distribution",
-                    "url": go_proxy_zip_url(module, &c.version),
-                    "comment": format!("Go module zip, verified against {}", c.source.hash),
-                }],
-            })
-        }
-        _ => {
-            let mut ancestor = json!({
-                "type": "library",
-                "name": c.name,
-                "version": c.version,
-                "externalReferences": [{ "type": "distribution", "url": c.source.location }],
-            });
-            if let Some(hex) = c.source.hash.strip_prefix("sha256:") {
-                ancestor["hashes"] = json!([sha256(hex)]);
-            }
-            ancestor
+    let s = &c.source;
+    if s.transport == "go-proxy" {
+        // location is `module@version`.
+        let module = s
+            .location
+            .rsplit_once('@')
+            .map_or(s.location.as_str(), |(m, _)| m);
+        return json!({
+            "type": "library",
+            "name": module,
+            "version": c.version,
+            "purl": format!("pkg:golang/{module}@{}", c.version),
+            "externalReferences": [{
+                "type": "distribution",
+                "url": go_proxy_zip_url(module, &c.version),
+                "comment": format!("Go module zip, verified against {}", s.content),
+            }],
+        });
+    }
+    let mut references = vec![json!({
+        "type": "distribution",
+        "url": s.location,
+        "comment": format!("served by {}; its files hash to {}", s.transport, s.content),
+    })];
+    if let Some(repository) = &s.repository {
+        references.push(json!({ "type": "vcs", "url": repository }));
+    }
+    let mut ancestor = json!({
+        "type": "library",
+        "name": c.name,
+        "version": c.version,
+        "externalReferences": references,
+    });
+    if let (Some(repository), Some(commit)) = (&s.repository, &s.commit) {
+        if let Some(path) = repository.strip_prefix("https://github.com/") {
+            ancestor["purl"] = json!(format!("pkg:github/{path}@{commit}"));
         }
     }
+    ancestor
 }
 
 fn patch(p: &PatchInfo) -> Value {
@@ -272,40 +286,9 @@ pub fn serial_number(tarball_sha256: &str) -> String {
     )
 }
 
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (no date library needed for UTC).
-pub fn rfc3339_utc(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_utc_calendar_dates() {
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
-        // bundle.toml's source date.
-        assert_eq!(rfc3339_utc(1_759_276_800), "2025-10-01T00:00:00Z");
-        // A leap day and a time of day.
-        assert_eq!(rfc3339_utc(1_709_210_096), "2024-02-29T12:34:56Z");
-    }
 
     #[test]
     fn serial_numbers_are_rfc4122_shaped_and_follow_the_tarball() {

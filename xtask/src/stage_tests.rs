@@ -1,9 +1,10 @@
-//! Tests of the stages on fixtures, without the internet: a local HTTP server, a file:// Go
-//! module proxy, hand-made patches, and small bundles.
+//! Tests of the stages on fixtures, without the internet: commit archives in mirror
+//! directories and behind a local HTTP server, a git repository made by the test, a file://
+//! Go module proxy, hand-made patches, and small bundles.
 
-use crate::config::{BundleConfig, SourceKind};
+use crate::config::{BundleConfig, Component};
 use crate::digest::sha256_bytes;
-use crate::fetch::{fetch_archive, fetch_go_module};
+use crate::fetch::{fetch, FetchOptions};
 use crate::layout::{Layout, Variant};
 use crate::manifest::Manifest;
 use crate::package::{self, BundleFile};
@@ -11,6 +12,7 @@ use crate::pipeline::{self, Options, Report};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn layout_in(dir: &Path) -> Layout {
     let mut l = Layout::new(dir, Some(dir.join("cache")), Some(dir.join("work")));
@@ -18,10 +20,10 @@ fn layout_in(dir: &Path) -> Layout {
     l
 }
 
-/// Serve `body` to every GET on a loopback port; returns the URL and a request counter.
+/// Serve `body` to every GET on a loopback port; returns the base URL and a request counter.
 fn serve(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/src.tar.gz", listener.local_addr().unwrap());
+    let url = format!("http://{}/", listener.local_addr().unwrap());
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = hits.clone();
     std::thread::spawn(move || {
@@ -41,82 +43,258 @@ fn serve(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsiz
     (url, hits)
 }
 
-/// A .tar.gz with one top directory, like a GitHub tag archive.
-fn fixture_archive(content: &str) -> Vec<u8> {
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::default(),
-    ));
-    let mut h = tar::Header::new_gnu();
-    h.set_size(content.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    tar.append_data(&mut h, "fixture-1.0/README", content.as_bytes())
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("these tests need git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// An upstream made by the test: a git repository (a nested directory, an executable, a
+/// symlink) with one commit, `git archive`d the way GitHub serves commit archives.
+struct Upstream {
+    commit: String,
+    tree: String,
+    /// `<commit>.tar.gz` bytes: `fixture-<commit>/...`.
+    archive: Vec<u8>,
+    /// A directory holding `fixture/fixture.git`, a bare copy of the repository.
+    git_base: PathBuf,
+}
+
+fn upstream(root: &Path) -> Upstream {
+    let repo = root.join("upstream");
+    std::fs::create_dir_all(repo.join("cmd/tool")).unwrap();
+    std::fs::write(repo.join("cmd/tool/main.go"), "package main\n").unwrap();
+    std::fs::write(repo.join("README"), "hello\n").unwrap();
+    std::fs::write(repo.join("build.sh"), "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        repo.join("build.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("README", repo.join("README.link")).unwrap();
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "fixture"]);
+    let commit = git(&repo, &["rev-parse", "HEAD"]);
+    let tree = git(&repo, &["rev-parse", "HEAD^{tree}"]);
+    let out = Command::new("git")
+        .args(["archive", "--format=tar.gz"])
+        .arg(format!("--prefix=fixture-{commit}/"))
+        .arg(&commit)
+        .current_dir(&repo)
+        .output()
         .unwrap();
-    tar.into_inner().unwrap().finish().unwrap()
+    assert!(out.status.success());
+    let git_base = root.join("github");
+    std::fs::create_dir_all(git_base.join("fixture")).unwrap();
+    git(
+        root,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            repo.to_str().unwrap(),
+            git_base.join("fixture/fixture.git").to_str().unwrap(),
+        ],
+    );
+    Upstream {
+        commit,
+        tree,
+        archive: out.stdout,
+        git_base,
+    }
+}
+
+impl Upstream {
+    fn component(&self) -> Component {
+        BundleConfig::parse(&format!(
+            r#"
+            [bundle]
+            name = "fixture"
+            version = "v0.0.1-gvisor.1"
+            arch = "amd64"
+            source_date_epoch = 1700000000
+            [[component]]
+            name = "fixture"
+            version = "v1.0.0"
+            github = "fixture/fixture"
+            commit = "{}"
+            tree = "{}"
+            [[component.binary]]
+            name = "tool"
+            package = "./cmd/tool"
+            "#,
+            self.commit, self.tree
+        ))
+        .unwrap()
+        .components
+        .remove(0)
+    }
+
+    /// A mirror directory holding `archive` as this upstream's commit archive.
+    fn mirror(&self, dir: &Path, archive: &[u8]) -> String {
+        let path = dir.join(format!("fixture/fixture/archive/{}.tar.gz", self.commit));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, archive).unwrap();
+        format!("file://{}/", dir.display())
+    }
+
+    /// The archive with one byte of one file changed (README: hello -> hellO).
+    fn tampered_archive(&self) -> Vec<u8> {
+        let mut out = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::default(),
+        ));
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(self.archive.as_slice()));
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            if e.path().unwrap().ends_with("README") {
+                data[4] = b'O';
+            }
+            let mut h = e.header().clone();
+            h.set_cksum();
+            out.append(&h, data.as_slice()).unwrap();
+        }
+        out.into_inner().unwrap().finish().unwrap()
+    }
+
+    /// Options whose "GitHub" is the test's directory (no archive there, but the git repo).
+    fn options(&self, mirrors: Vec<String>, offline: bool) -> FetchOptions {
+        let mut o = FetchOptions::new(mirrors, offline, None);
+        o.github = format!("file://{}/", self.git_base.display());
+        o
+    }
+}
+
+/// Every entry under the tree cache: only verified trees and their records may be there.
+fn cache_entries(layout: &Layout) -> Vec<String> {
+    std::fs::read_dir(layout.trees())
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
-fn archive_fetch_verifies_and_caches() {
+fn a_mirror_archive_with_one_changed_byte_is_refused_and_nothing_is_cached() {
     let dir = tempfile::tempdir().unwrap();
     let layout = layout_in(dir.path());
-    let body = fixture_archive("hello");
-    let sha = sha256_bytes(&body);
-    let (url, hits) = serve(body);
-    let tree = fetch_archive("fixture", &url, &sha, &layout, false).unwrap();
+    let up = upstream(dir.path());
+    let mirror = up.mirror(&dir.path().join("mirror"), &up.tampered_archive());
+    let mut opts = up.options(vec![mirror], false);
+    opts.only = Some(crate::config::SourceKind::Archive);
+    let msg = format!("{:#}", fetch(&up.component(), &layout, &opts).unwrap_err());
+    assert!(msg.contains(&up.tree), "the pinned tree id is named: {msg}");
+    let other = msg
+        .split("is git tree ")
+        .nth(1)
+        .and_then(|rest| rest.get(..40))
+        .unwrap_or_else(|| panic!("the mirror's tree id is named: {msg}"));
+    assert!(
+        other != up.tree && other.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{msg}"
+    );
+    assert!(
+        cache_entries(&layout).is_empty(),
+        "{:?}",
+        cache_entries(&layout)
+    );
+}
+
+#[test]
+fn a_mirror_without_the_archive_falls_through_to_the_next_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout_in(dir.path());
+    let up = upstream(dir.path());
+    let empty = dir.path().join("empty-mirror");
+    std::fs::create_dir_all(&empty).unwrap();
+    let good = up.mirror(&dir.path().join("mirror"), &up.archive);
+    let opts = up.options(
+        vec![format!("file://{}/", empty.display()), good.clone()],
+        false,
+    );
+    let tree = fetch(&up.component(), &layout, &opts).unwrap();
     assert!(tree.downloaded);
+    assert_eq!(tree.served_by.transport, "mirror");
+    assert!(
+        tree.served_by.location.starts_with(&good),
+        "{:?}",
+        tree.served_by
+    );
+    assert_eq!(tree.content, format!("git-tree:{}", up.tree));
+    // Symlinks and exec bits arrived as git has them.
+    assert_eq!(
+        std::fs::read_link(tree.dir.join("README.link")).unwrap(),
+        Path::new("README")
+    );
+    assert!(crate::digest::executable(&tree.dir.join("build.sh")));
+    // Second time: from the cache, offline, still naming the transport that served it.
+    let again = fetch(&up.component(), &layout, &up.options(vec![], true)).unwrap();
+    assert!(!again.downloaded);
+    assert_eq!(again.served_by, tree.served_by);
+}
+
+#[test]
+fn without_any_archive_the_commit_is_fetched_with_git() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout_in(dir.path());
+    let up = upstream(dir.path());
+    let tree = fetch(&up.component(), &layout, &up.options(vec![], false)).unwrap();
+    assert_eq!(tree.served_by.transport, "git");
     assert_eq!(
         std::fs::read_to_string(tree.dir.join("README")).unwrap(),
-        "hello"
+        "hello\n"
     );
-    // Second time: from the cache, no request, also offline.
-    let again = fetch_archive("fixture", &url, &sha, &layout, true).unwrap();
-    assert!(!again.downloaded);
+    assert_eq!(
+        crate::gittree::tree_id(&tree.dir).unwrap(),
+        up.tree,
+        "the checkout is the pinned tree"
+    );
+}
+
+#[test]
+fn an_http_mirror_serves_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout_in(dir.path());
+    let up = upstream(dir.path());
+    let (base, hits) = serve(up.archive.clone());
+    let mut opts = up.options(vec![base.clone()], false);
+    opts.only = Some(crate::config::SourceKind::Archive);
+    let tree = fetch(&up.component(), &layout, &opts).unwrap();
+    assert_eq!(
+        tree.served_by.location,
+        format!("{base}fixture/fixture/archive/{}.tar.gz", up.commit)
+    );
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[test]
-fn a_tampered_archive_is_rejected_and_not_cached() {
+fn offline_with_an_empty_cache_names_the_missing_source() {
     let dir = tempfile::tempdir().unwrap();
     let layout = layout_in(dir.path());
-    let pinned = sha256_bytes(&fixture_archive("hello"));
-    let (url, _) = serve(fixture_archive("hello, tampered"));
-    let err = fetch_archive("fixture", &url, &pinned, &layout, false).unwrap_err();
-    let msg = format!("{err:#}");
+    let up = upstream(dir.path());
+    // An http mirror may not be used offline; the git repository may not either.
+    let opts = up.options(vec!["http://127.0.0.1:9/".into()], true);
+    let msg = format!("{:#}", fetch(&up.component(), &layout, &opts).unwrap_err());
     assert!(
-        msg.contains("hash mismatch") && msg.contains(&pinned),
+        msg.contains("fixture v1.0.0") && msg.contains("offline"),
         "{msg}"
     );
     assert!(
-        msg.contains(&sha256_bytes(&fixture_archive("hello, tampered"))),
-        "{msg}"
-    );
-    let cached: Vec<_> = std::fs::read_dir(layout.downloads()).unwrap().collect();
-    assert!(
-        cached.is_empty(),
-        "a rejected download stayed in the cache: {cached:?}"
-    );
-    assert!(
-        !layout.trees().exists() || std::fs::read_dir(layout.trees()).unwrap().next().is_none()
-    );
-}
-
-#[test]
-fn offline_names_what_is_missing() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = layout_in(dir.path());
-    let err = fetch_archive(
-        "fixture 1.0",
-        "http://127.0.0.1:9/x.tar.gz",
-        &"0".repeat(64),
-        &layout,
-        true,
-    )
-    .unwrap_err();
-    let msg = format!("{err:#}");
-    assert!(
-        msg.contains("fixture 1.0") && msg.contains("--offline"),
-        "{msg}"
+        msg.contains(&format!("git-{}", up.tree)),
+        "names the cache it looked in: {msg}"
     );
 }
 
@@ -194,7 +372,6 @@ fn fixture_config(sum: &str) -> BundleConfig {
         [[component]]
         name = "fixture"
         version = "v1.0.0"
-        source = "go"
         module = "{FIXTURE_MODULE}"
         sum = "{sum}"
         [[component.binary]]
@@ -213,7 +390,9 @@ fn go_module_fetch_checks_the_pin_and_a_mismatch_is_not_cached() {
     let (proxy, _) = fixture_proxy(dir.path(), FIXTURE_MAIN);
     with_fixture_proxy(&mut layout, &proxy);
     let wrong_pin = "h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-    let err = fetch_go_module(FIXTURE_MODULE, "v1.0.0", wrong_pin, &layout, false).unwrap_err();
+    let err = crate::go::Go::new(&layout, false)
+        .download(FIXTURE_MODULE, "v1.0.0", wrong_pin)
+        .unwrap_err();
     let msg = format!("{err:#}");
     assert!(
         msg.contains("hash mismatch") && msg.contains(wrong_pin),
@@ -248,15 +427,17 @@ fn a_fixture_go_module_goes_through_fetch_patch_and_build() {
     )
     .unwrap();
     let config = fixture_config(&sum);
-    let opts = Options {
-        offline: false,
-        source: Some(SourceKind::Go),
+    let options = |offline| Options {
+        fetch: FetchOptions::new(vec![], offline, None),
+        without: vec![],
+        only: vec![],
     };
+    let opts = options(false);
     let mut report = Report::default();
     let built =
         pipeline::build_components(&config, &layout, &opts, Variant::Patched, &mut report).unwrap();
     assert!(report.did_work());
-    let out = std::process::Command::new(&built[0].binaries[0])
+    let out = Command::new(&built[0].build.binaries[0].path)
         .output()
         .unwrap();
     assert_eq!(
@@ -265,12 +446,20 @@ fn a_fixture_go_module_goes_through_fetch_patch_and_build() {
     );
     // Nothing changed: the second run does no work at all, even offline.
     let mut report = Report::default();
-    let opts = Options {
-        offline: true,
-        source: Some(SourceKind::Go),
-    };
-    pipeline::build_components(&config, &layout, &opts, Variant::Patched, &mut report).unwrap();
+    let again = pipeline::build_components(
+        &config,
+        &layout,
+        &options(true),
+        Variant::Patched,
+        &mut report,
+    )
+    .unwrap();
     assert!(!report.did_work(), "{:?}", report.stages);
+    // and reports the same build as the run that did it
+    assert_eq!(
+        again[0].build.binaries[0].command,
+        built[0].build.binaries[0].command
+    );
 }
 
 #[test]
@@ -318,9 +507,12 @@ fn tiny_bundle(root: &Path) -> PathBuf {
             name: "payload".into(),
             version: "v1".into(),
             source: crate::manifest::SourceRecord {
-                kind: "workspace".into(),
+                transport: "workspace".into(),
                 location: "x".into(),
-                hash: "sha256:0".into(),
+                content: "sha256-tree:0".into(),
+                repository: None,
+                commit: None,
+                tree: None,
             },
             patches: vec![],
             build_flags: vec![],
@@ -328,15 +520,19 @@ fn tiny_bundle(root: &Path) -> PathBuf {
                 path: "bin/payload".into(),
                 sha256: crate::digest::sha256_file(&bin).unwrap(),
             }],
+            links: vec![crate::manifest::LinkRecord {
+                path: "bin/payload-link".into(),
+                target: "payload".into(),
+            }],
         }],
         images: vec![],
         omitted: vec![],
     };
     let stage = root.join("stage");
-    let files = [BundleFile {
-        from: bin,
-        to: "bin/payload".into(),
-    }];
+    let files = [
+        BundleFile::file(bin, "bin/payload".into()),
+        BundleFile::symlink("payload".into(), "bin/payload-link".into()),
+    ];
     package::stage(
         &stage,
         &template,
@@ -374,7 +570,7 @@ fn tarballs_are_byte_identical_across_directories() {
         );
         assert!(h.username().unwrap().unwrap_or("").is_empty());
         assert!(
-            matches!(h.mode().unwrap(), 0o755 | 0o644),
+            matches!(h.mode().unwrap(), 0o755 | 0o644 | 0o777),
             "{:o}",
             h.mode().unwrap()
         );
@@ -453,4 +649,35 @@ fn verify_catches_an_extra_file() {
     });
     let msg = format!("{:#}", crate::verify::verify(&t).unwrap_err());
     assert!(msg.contains("bin/extra") && msg.contains("extra"), "{msg}");
+}
+
+#[test]
+fn verify_catches_a_symlink_the_manifest_does_not_name_or_that_points_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tiny_bundle(dir.path());
+    crate::verify::verify(&t).unwrap();
+    rewrite(&t, |entries| {
+        let link = entries
+            .iter_mut()
+            .find(|(h, _)| h.path().unwrap().ends_with("bin/payload-link"))
+            .unwrap();
+        link.0.set_link_name("../../etc/passwd").unwrap();
+    });
+    let msg = format!("{:#}", crate::verify::verify(&t).unwrap_err());
+    assert!(
+        msg.contains("bin/payload-link") && msg.contains("../../etc/passwd"),
+        "{msg}"
+    );
+    rewrite(&t, |entries| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_path("tiny-v1/bin/sneaky").unwrap();
+        h.set_link_name("payload").unwrap();
+        entries.push((h, Vec::new()));
+    });
+    let msg = format!("{:#}", crate::verify::verify(&t).unwrap_err());
+    assert!(
+        msg.contains("bin/sneaky") || msg.contains("payload-link"),
+        "{msg}"
+    );
 }

@@ -5,13 +5,12 @@
 //! building it first if needed:
 //!   1. `go mod download -json <module>@<version>` through the Go module proxy;
 //!   2. the module's h1 hash must equal the pin, both as Go reports it and as we recompute it
-//!      over the copy we build (tools/dirhash.rs);
+//!      over the copy we build (go/dirhash.rs);
 //!   3. `go build` inside that copy (so the module's own go.mod/go.sum/replace apply), into a
 //!      temporary file that is renamed into place only when the build succeeded.
 //!
 //! A built tool is never rebuilt: the version is part of its path. Offline mode only looks.
 
-mod dirhash;
 mod go;
 mod lock;
 mod pins;
@@ -118,7 +117,7 @@ fn build_tool(
         .with_context(|| format!("cannot create a build directory in {}", tools_dir.display()))?;
     let source = scratch.path().join("src");
     copy_tree(&module_dir, &source)?;
-    let actual = dirhash::hash_dir(&source, &format!("{}@{}", pin.module, pin.version))?;
+    let actual = crate::go::dirhash::hash_dir(&source, &format!("{}@{}", pin.module, pin.version))?;
     if actual != pin.sum {
         bail!(hash_mismatch(pin, &actual));
     }

@@ -1,6 +1,7 @@
 //! `cargo xtask verify <tarball>`: the outer sha256 (from the `.sha256` beside it), every line of
-//! the bundle's SHA256SUMS, no file that SHA256SUMS does not list, and every file the manifest
-//! vouches for. The first offending path is the error.
+//! the bundle's SHA256SUMS, no file that SHA256SUMS does not list, every file the manifest
+//! vouches for, and exactly the symlinks the manifest names, each pointing at a listed file
+//! beside it. The first offending path is the error.
 
 use crate::digest::sha256_file;
 use crate::manifest::Manifest;
@@ -41,6 +42,7 @@ pub fn verify(tarball: &Path) -> Result<Verified> {
 
     // Hash every regular file inside, keyed by its path below the bundle's top directory.
     let mut files: BTreeMap<String, String> = BTreeMap::new();
+    let mut links: BTreeMap<String, String> = BTreeMap::new();
     let mut sums_text = None;
     let mut manifest_text = None;
     let mut archive =
@@ -54,8 +56,13 @@ pub fn verify(tarball: &Path) -> Result<Verified> {
         if rel.is_empty() || entry.header().entry_type().is_dir() {
             continue;
         }
+        if entry.header().entry_type().is_symlink() {
+            let target = entry.link_name()?.unwrap_or_default();
+            links.insert(rel.to_string(), target.to_string_lossy().into_owned());
+            continue;
+        }
         if !entry.header().entry_type().is_file() {
-            bail!("{path}: not a regular file; bundles hold only files and directories");
+            bail!("{path}: not a regular file; bundles hold only files, symlinks and directories");
         }
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes)?;
@@ -99,6 +106,29 @@ pub fn verify(tarball: &Path) -> Result<Verified> {
             }
             Some(_) => {}
         }
+    }
+    let named: BTreeMap<String, String> = manifest
+        .components
+        .iter()
+        .flat_map(|c| &c.links)
+        .map(|l| (l.path.clone(), l.target.clone()))
+        .collect();
+    for (path, target) in &links {
+        match named.get(path) {
+            None => bail!("{path}: a symlink that bundle-manifest.json does not name"),
+            Some(t) if t != target => {
+                bail!("{path}: points to {target}, bundle-manifest.json says {t}")
+            }
+            Some(_) => {}
+        }
+        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+        let resolved = format!("{dir}/{target}");
+        if target.contains('/') || !listed.contains_key(&resolved) {
+            bail!("{path}: points to {target}, which is not a listed file beside it");
+        }
+    }
+    if let Some(missing) = named.keys().find(|p| !links.contains_key(*p)) {
+        bail!("{missing}: named in bundle-manifest.json as a link but missing from the bundle");
     }
     Ok(Verified {
         files: files.len(),

@@ -23,7 +23,8 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Copies every regular file directly inside `from` into `to`.
+/// Copies every regular file directly inside `from` into `to`, and recreates its symlinks
+/// (`bin/kubectl -> k3s`: a copy would double the install's size).
 fn copy_dir_files(from: &Path, to: &Path) -> Result<usize> {
     let Ok(entries) = fs::read_dir(from) else {
         return Ok(0);
@@ -31,8 +32,17 @@ fn copy_dir_files(from: &Path, to: &Path) -> Result<usize> {
     let mut count = 0;
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_file() {
-            copy_file(&path, &to.join(entry.file_name()))?;
+        let dest = to.join(entry.file_name());
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            let target = fs::read_link(&path)?;
+            fs::create_dir_all(to)?;
+            let _ = fs::remove_file(&dest);
+            std::os::unix::fs::symlink(&target, &dest).with_context(|| {
+                format!("cannot link {} to {}", dest.display(), target.display())
+            })?;
+            count += 1;
+        } else if path.is_file() {
+            copy_file(&path, &dest)?;
             count += 1;
         }
     }

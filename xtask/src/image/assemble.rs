@@ -165,9 +165,22 @@ fn collect_entries(build: &BuildSource, ctx: &ImageContext) -> Result<BTreeMap<S
         let rel = relative_path(&file.path)?;
         let source = match &file.from {
             FileOrigin::PauseBinary => ctx.pause_binary.clone(),
-            FileOrigin::Host(path) => path.clone(),
+            FileOrigin::Host(host) => host.path.clone(),
         };
         let bytes = read_input(&source, &file.from)?;
+        if let FileOrigin::Host(host) = &file.from {
+            let actual = crate::digest::sha256_bytes(&bytes);
+            if actual != host.sha256 {
+                bail!(
+                    "{} has sha256 {actual}, but bundle.toml pins {} ({}): install exactly \
+                     that package (`apt-get install {}`), or re-pin after checking what changed",
+                    host.path.display(),
+                    host.sha256,
+                    host.package,
+                    host.package
+                );
+            }
+        }
         if file.mode > 0o7777 {
             bail!(
                 "mode {:o} of {} is not a permission mode",
@@ -206,10 +219,10 @@ fn read_input(source: &Path, origin: &FileOrigin) -> Result<Vec<u8>> {
              x86_64-unknown-linux-gnu",
             source.display()
         ),
-        FileOrigin::Host(_) => format!(
-            "cannot read {} (a `from = {{ host = ... }}` file; for /bin/busybox install the \
-             Debian package busybox-static)",
-            source.display()
+        FileOrigin::Host(host) => format!(
+            "cannot read {} (a `from = {{ host = ... }}` file): `apt-get install {}`",
+            source.display(),
+            host.package
         ),
     })
 }

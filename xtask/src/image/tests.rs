@@ -99,7 +99,7 @@ fn fixture_tables_parse_into_specs() {
         panic!("busybox is built")
     };
     assert!(
-        matches!(&busybox.files[0].from, FileOrigin::Host(p) if p == Path::new("/bin/busybox"))
+        matches!(&busybox.files[0].from, FileOrigin::Host(h) if h.path == Path::new("/bin/busybox"))
     );
     assert_eq!(busybox.symlinks["/bin/sh"], "busybox");
     let ImageSource::Registry(registry) = &specs[2].source else {

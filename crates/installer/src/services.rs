@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::bundle::{Bundle, MANIFEST_FILE};
 use crate::config;
+use crate::node_ip;
 use crate::paths::Paths;
 use crate::state::State;
 use crate::supervise::{self, Daemon};
@@ -21,6 +22,7 @@ pub const K3S: &str = "k3s";
 const CONTAINERD_SOCKET_TIMEOUT: Duration = Duration::from_secs(60);
 const K3S_API_TIMEOUT: Duration = Duration::from_secs(240);
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(300);
+const SERVICE_ACCOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 const LOG_TAIL_LINES: usize = 30;
 
 pub fn daemon(paths: &Paths, name: &str) -> Daemon {
@@ -209,8 +211,9 @@ pub fn import_images(paths: &Paths, snapshotter: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts k3s (if not running), waits for the API and, with an agent, for the node to be Ready.
-pub fn start_k3s(paths: &Paths, state: &State) -> Result<()> {
+/// Starts k3s (if not running), waits for the API and, with an agent, for the node to be Ready;
+/// then for the default service account, which every pod needs before it can be created.
+pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
     let daemon = daemon(paths, K3S);
     if let Some(pid) = daemon.running_pid() {
         println!("k3s already running (pid {pid})");
@@ -219,7 +222,15 @@ pub fn start_k3s(paths: &Paths, state: &State) -> Result<()> {
     let kubelet_args = fs::read_to_string(paths.prefix.join("etc/k3s/kubelet-args"))
         .map(|text| config::parse_kubelet_args(&text))
         .unwrap_or_default();
-    let args = config::k3s_server_args(paths, state.control_plane_only, &kubelet_args);
+    let node_ip = node_ip::prepare(state)?;
+    let options = config::K3sOptions {
+        control_plane_only: state.control_plane_only,
+        kubelet_args: &kubelet_args,
+        node_ip,
+        kube_proxy: state.kube_proxy_off.is_none(),
+        disable: state.addons_off.iter().map(|a| a.name.clone()).collect(),
+    };
+    let args = config::k3s_server_args(paths, &options);
     let (program, args) = launch_command(paths, K3S, paths.bin("k3s"), args)?;
     let pid = daemon.start(&program, &args, &daemon_env(paths))?;
     println!("k3s started (pid {pid}), log {}", daemon.log_file.display());
@@ -245,27 +256,44 @@ pub fn start_k3s(paths: &Paths, state: &State) -> Result<()> {
             pid,
             "the node to be Ready",
             NODE_READY_TIMEOUT,
-            || {
-                kubectl(
-                    paths,
-                    &[
-                        "get",
-                        "nodes",
-                        "-o",
-                        "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
-                    ],
-                )
-                .is_ok_and(|out| out.contains("True"))
-            },
+            || node_ready(paths) == Some(true),
         )?;
         println!("node is Ready");
     }
-    println!(
-        "kubeconfig: {0} (mode 0600)\n  use it: {1} kubectl --kubeconfig {0} get nodes",
-        paths.kubeconfig().display(),
-        paths.bin("k3s").display()
-    );
+    // The service account controller creates `default` in each namespace shortly after the API
+    // is up; until then every pod is refused (`serviceaccount "default" not found`).
+    wait_for(
+        paths,
+        &daemon,
+        pid,
+        "the default service account",
+        SERVICE_ACCOUNT_TIMEOUT,
+        || {
+            kubectl(
+                paths,
+                &["-n", "default", "get", "serviceaccount", "default"],
+            )
+            .is_ok()
+        },
+    )?;
+    println!("default service account exists: pods can be created");
+    println!("kubeconfig: {} (mode 0600)", paths.kubeconfig().display());
     Ok(())
+}
+
+/// Whether the node's Ready condition is True (None when the API cannot say).
+pub fn node_ready(paths: &Paths) -> Option<bool> {
+    let out = kubectl(
+        paths,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+    )
+    .ok()?;
+    Some(out.contains("True"))
 }
 
 pub fn kubectl(paths: &Paths, args: &[&str]) -> Result<String> {

@@ -6,12 +6,14 @@
 //! Map: `preflight` refuses bad input before anything is written; `probe` measures the host;
 //! `cluster` decides which parts of k3s can run (kube-proxy, add-ons); `layout` copies the bundle
 //! under the prefix; `mounts` makes the host changes (/dev/kmsg, cgroups); `node_ip` (with
-//! `netlink`) gives k3s a node IP where the sandbox has no default route; `services` and
+//! `netlink`) gives k3s a node IP where the sandbox has no default route; `cni_bridge` is the
+//! CNI plugin's bridge, removed on uninstall; `services` and
 //! `supervise` run containerd and k3s; `userenv` is the line that puts kubectl, crictl and ctr
 //! on PATH; `state` records everything for `uninstall` (in `ops`).
 
 mod bundle;
 mod cluster;
+mod cni_bridge;
 mod config;
 mod doctor;
 mod install;

@@ -1,15 +1,16 @@
-//! Adding and removing one IPv4 address on an interface, over a raw NETLINK_ROUTE socket.
+//! Three rtnetlink requests over a raw NETLINK_ROUTE socket: add and delete an IPv4 address
+//! (the node address on lo, `node_ip.rs`), delete a link (the CNI bridge, `cni_bridge.rs`).
 //!
-//! The installer needs exactly this (the node address on lo, see `node_ip.rs`) and must work in
-//! sandboxes without iproute2, so it does not shell out to `ip`. The CNI plugin has its own
-//! client for links and routes (crates/cni/src/netlink.rs); the two share no code because they
-//! share no request.
+//! The installer must work in sandboxes without iproute2, so it does not shell out to `ip`.
+//! The CNI plugin has its own client for creating links and routes (crates/cni/src/netlink.rs);
+//! the two are separate binaries and share none of these requests.
 
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 // linux/rtnetlink.h, linux/netlink.h, linux/if_addr.h
+const RTM_DELLINK: u16 = 17;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const NLMSG_ERROR: u16 = 2;
@@ -39,12 +40,34 @@ pub fn delete_address(index: u32, address: Ipv4Addr, prefix: u8) -> io::Result<(
     execute(&address_message(RTM_DELADDR, 0, index, address, prefix))
 }
 
-/// nlmsghdr + ifaddrmsg { family, prefixlen, flags, scope, index } + IFA_LOCAL + IFA_ADDRESS.
-fn address_message(kind: u16, flags: u16, index: u32, address: Ipv4Addr, prefix: u8) -> Vec<u8> {
+/// `ip link del INDEX`.
+pub fn delete_link(index: u32) -> io::Result<()> {
+    let mut buf = header(RTM_DELLINK, 0);
+    // struct ifinfomsg { family, pad, type, index, flags, change }
+    buf.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    buf.extend_from_slice(&(index as i32).to_ne_bytes());
+    buf.extend_from_slice(&[0u8; 8]);
+    execute(&finish(buf))
+}
+
+fn header(kind: u16, flags: u16) -> Vec<u8> {
     let mut buf = vec![0u8; NLMSG_HDR_LEN];
     buf[4..6].copy_from_slice(&kind.to_ne_bytes());
     buf[6..8].copy_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
     buf[8..12].copy_from_slice(&1u32.to_ne_bytes()); // sequence number
+    buf
+}
+
+/// Writes the total length into the header.
+fn finish(mut buf: Vec<u8>) -> Vec<u8> {
+    let len = buf.len() as u32;
+    buf[0..4].copy_from_slice(&len.to_ne_bytes());
+    buf
+}
+
+/// nlmsghdr + ifaddrmsg { family, prefixlen, flags, scope, index } + IFA_LOCAL + IFA_ADDRESS.
+fn address_message(kind: u16, flags: u16, index: u32, address: Ipv4Addr, prefix: u8) -> Vec<u8> {
+    let mut buf = header(kind, flags);
     buf.extend_from_slice(&[libc::AF_INET as u8, prefix, 0, RT_SCOPE_UNIVERSE]);
     buf.extend_from_slice(&index.to_ne_bytes());
     for kind in [IFA_LOCAL, IFA_ADDRESS] {
@@ -52,9 +75,7 @@ fn address_message(kind: u16, flags: u16, index: u32, address: Ipv4Addr, prefix:
         buf.extend_from_slice(&kind.to_ne_bytes());
         buf.extend_from_slice(&address.octets());
     }
-    let len = buf.len() as u32;
-    buf[0..4].copy_from_slice(&len.to_ne_bytes());
-    buf
+    finish(buf)
 }
 
 /// Sends one request on a fresh socket and returns the kernel's answer as an io::Error.

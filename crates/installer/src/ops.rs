@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
+use crate::cni_bridge;
 use crate::mounts;
 use crate::node_ip;
 use crate::probe::{self, HostFacts};
@@ -266,6 +267,10 @@ pub fn uninstall(state: &State) -> Result<()> {
         }
     }
     problems.extend(node_ip::remove_added_addresses(state));
+    let bridges = cni_bridge::bridges_in(&paths.cni_conf_dir());
+    let (removed, failed) = cni_bridge::remove_new(&bridges, &state.links_before);
+    removed.iter().for_each(|line| println!("{line}"));
+    problems.extend(failed);
     for file in state.created_files.iter().rev() {
         if let Err(error) = std::fs::remove_file(file) {
             problems.push(format!("cannot remove {}: {error}", file.display()));

@@ -50,6 +50,10 @@ pub struct State {
     /// Removed on uninstall; forgotten when a sandbox restart took them.
     #[serde(default)]
     pub added_addresses: Vec<AddedAddress>,
+    /// Network interfaces that existed before install: the CNI bridge is removed on uninstall
+    /// only when it is not one of them.
+    #[serde(default)]
+    pub links_before: Vec<String>,
 }
 
 impl State {

@@ -6,6 +6,7 @@
 #   SAMPLE <seconds> ready=<True|False|unknown> k3s=<pid> containerd=<pid> k3s_kb=<kB>
 #          containerd_kb=<kB> restarts=<sum of the pods' container restart counts>
 set -u
+# shellcheck source=tests/e2e/lib.sh
 . "$E2E_LIB"
 
 extract || exit 0

@@ -151,7 +151,10 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
             (Some("TIME"), Some(mark), Some(secs)) => o.times.push((mark.into(), secs.into())),
             (Some("RSS"), Some(name), Some(kb)) => o.rss.push((name.into(), kb.into())),
             _ if line.starts_with("K3SERR ") => k3s_errors.push(line[7..].to_string()),
-            _ if line.contains("NOT handled") => o.gaps.push(line.trim().to_string()),
+            // doctor runs before and after install: each gap once.
+            _ if line.contains("NOT handled") && !o.gaps.iter().any(|g| g == line.trim()) => {
+                o.gaps.push(line.trim().to_string())
+            }
             _ => {}
         }
     }

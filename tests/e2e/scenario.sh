@@ -56,6 +56,9 @@ elif [ $K3S = yes ]; then
     && step tools ok "kubectl, crictl, ctr from the export line" || step tools FAIL "$(echo "$OUT" | tail -n 1)"
 
   $K get --raw /readyz >/dev/null 2>&1 && step readyz ok || step readyz FAIL
+  # The apiserver's bootstrap creates the `kubernetes` Service, retrying on first-start races.
+  i=0; while [ $i -lt 30 ] && [ "$($K get service kubernetes -o jsonpath='{.spec.clusterIP}' 2>/dev/null)" != 10.43.0.1 ]; do sleep 1; i=$((i + 1)); done
+  [ $i -lt 30 ] && step service-kubernetes ok "10.43.0.1" || step service-kubernetes FAIL "no ClusterIP after 30 s"
   if [ "$MODE" = control-plane-only ]; then
     $K create namespace e2e && step namespace ok || step namespace FAIL
     $K get namespaces -o name | grep -qx namespace/e2e && step namespaces-list ok || step namespaces-list FAIL

@@ -17,15 +17,16 @@ $K create deployment soak --image="$(image_ref busybox)" --replicas=2 -- sleep 1
   && $K wait --for=condition=Available deployment/soak --timeout=120s >/dev/null \
   && step deployment ok "2/2 available" || step deployment FAIL
 
-END=$(awk "BEGIN { print $(date +%s) + $MINUTES * 60 }")
-while [ "$(date +%s)" -lt "$END" ]; do
-  NEXT=$(( $(date +%s) + INTERVAL ))
+# Samples on a fixed schedule (start + k * INTERVAL), however long each sample takes.
+NEXT=$(date +%s); END=$((NEXT + MINUTES * 60))
+while [ "$NEXT" -lt "$END" ]; do
+  NEXT=$((NEXT + INTERVAL))
   READY=$($K get nodes -o jsonpath='{.items[0].status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)
   RESTARTS=$($K get pods -A -o jsonpath='{range .items[*]}{range .status.containerStatuses[*]}{.restartCount}{" "}{end}{end}' 2>/dev/null \
     | awk '{ for (i = 1; i <= NF; i++) s += $i } END { print s + 0 }')
   KP=$(pid_of k3s); CP=$(pid_of containerd)
   echo "SAMPLE $(now) ready=${READY:-unknown} k3s=${KP:-none} containerd=${CP:-none} k3s_kb=$(rss_kb ${KP:-0}) containerd_kb=$(rss_kb ${CP:-0}) restarts=$RESTARTS"
-  while [ "$(date +%s)" -lt "$NEXT" ]; do sleep 1; done
+  while [ "$(date +%s)" -lt "$NEXT" ]; do sleep 0.2; done
 done
 
 k3s_errors

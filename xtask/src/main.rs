@@ -108,7 +108,7 @@ enum Command {
     /// Not in CI: one full-mode install sampled every 10 s (node Ready, restarts, RSS) for
     /// MINUTES minutes, then a summary.
     Soak {
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         minutes: u32,
         /// Where, as for `e2e --host`.
         #[arg(long, default_value = "current")]

@@ -260,23 +260,24 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
         )?;
         println!("node is Ready");
     }
-    // The service account controller creates `default` in each namespace shortly after the API
-    // is up; until then every pod is refused (`serviceaccount "default" not found`).
+    // Controllers create the `default` service account and the `kube-root-ca.crt` ConfigMap in
+    // each namespace shortly after the API is up. Until the first exists every pod is refused
+    // (`serviceaccount "default" not found`); until the second a pod's token volume cannot be
+    // mounted and its start waits for the kubelet's next retry.
     wait_for(
         paths,
         &daemon,
         pid,
-        "the default service account",
+        "the default service account and kube-root-ca.crt",
         SERVICE_ACCOUNT_TIMEOUT,
         || {
-            kubectl(
-                paths,
-                &["-n", "default", "get", "serviceaccount", "default"],
-            )
-            .is_ok()
+            let exists = |kind: &str, name: &str| {
+                kubectl(paths, &["-n", "default", "get", kind, name]).is_ok()
+            };
+            exists("serviceaccount", "default") && exists("configmap", "kube-root-ca.crt")
         },
     )?;
-    println!("default service account exists: pods can be created");
+    println!("default service account and kube-root-ca.crt exist: pods can be created");
     println!("kubeconfig: {} (mode 0600)", paths.kubeconfig().display());
     Ok(())
 }

@@ -49,6 +49,11 @@ rss() {
 
 # Mounts that belong to the install (or that it makes on the host).
 mounts() { grep -e " $P" -e " $D" -e ' /sys/fs/cgroup' -e ' /dev/kmsg ' /proc/self/mountinfo | cut -d' ' -f5- | sort | tr '\n' ';'; }
+# What k3s, the kubelet, containerd and CNI write outside the prefix and data dir: the node
+# password and kubeconfig link, shim sockets, CNI result cache, pod logs, pod netns files.
+host_files() {
+  find /etc/rancher /run/containerd /var/lib/cni /var/log/pods /var/log/containers /run/netns 2>/dev/null | sort | tr '\n' ';'
+}
 # IPv4 addresses on every interface (the installer may add one to lo).
 addresses() { ip -o -4 addr show 2>/dev/null | awk '{print $2, $4}' | sort | tr '\n' ';'; }
 

@@ -9,7 +9,7 @@ set -u
 # shellcheck source=tests/e2e/lib.sh
 . "$E2E_LIB"
 
-BEFORE_MOUNTS=$(mounts); BEFORE_ADDRESSES=$(addresses)
+BEFORE_MOUNTS=$(mounts); BEFORE_ADDRESSES=$(addresses); BEFORE_FILES=$(host_files)
 extract || exit 0
 K3S=no
 grep -q '"path": "bin/k3s"' "$BUNDLE/bundle-manifest.json" && K3S=yes
@@ -170,4 +170,5 @@ cp -r "$D/logs" "$RUN/component-logs" 2>/dev/null
 echo "== uninstall"; "$BUNDLE/install" uninstall --data-dir "$D" && step uninstall ok || step uninstall FAIL
 AFTER=$(mounts); [ "$BEFORE_MOUNTS" = "$AFTER" ] && step mounts-restored ok || step mounts-restored FAIL "before=[$BEFORE_MOUNTS] after=[$AFTER]"
 AFTER=$(addresses); [ "$BEFORE_ADDRESSES" = "$AFTER" ] && step addresses-restored ok "$AFTER" || step addresses-restored FAIL "before=[$BEFORE_ADDRESSES] after=[$AFTER]"
+AFTER=$(host_files); [ "$BEFORE_FILES" = "$AFTER" ] && step host-files-restored ok || step host-files-restored FAIL "before=[$BEFORE_FILES] after=[$AFTER]"
 [ ! -e "$P" ] && [ ! -e "$D" ] && step nothing-left ok || step nothing-left FAIL

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::bundle::Bundle;
 use crate::cluster;
-use crate::cni_bridge;
+use crate::cni_host;
 use crate::layout;
 use crate::mounts;
 use crate::ops;
@@ -105,7 +105,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         kube_proxy_off,
         addons_off,
         added_addresses: Vec::new(),
-        links_before: cni_bridge::link_names(),
+        links_before: cni_host::link_names(),
     };
     // The data dir comes first: it holds the state file that records everything after it.
     state.create_dir_all_recorded(&paths.data_dir)?;

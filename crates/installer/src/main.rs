@@ -3,17 +3,20 @@
 //! With no subcommand it installs; `start`, `stop`, `status`, `logs`, `doctor` and `uninstall`
 //! manage an existing install, found through its data dir.
 //!
-//! Map: `preflight` refuses bad input before anything is written; `probe` measures the host;
-//! `cluster` decides which parts of k3s can run (kube-proxy, add-ons); `layout` copies the bundle
-//! under the prefix; `mounts` makes the host changes (/dev/kmsg, cgroups); `node_ip` (with
-//! `netlink`) gives k3s a node IP where the sandbox has no default route; `cni_bridge` is the
-//! CNI plugin's bridge, removed on uninstall; `services` and
-//! `supervise` run containerd and k3s; `userenv` is the line that puts kubectl, crictl and ctr
-//! on PATH; `state` records everything for `uninstall` (in `ops`).
+//! Map:
+//! - `preflight` refuses bad input before anything is written; `probe` measures the host;
+//! - `cluster` decides which parts of k3s can run (kube-proxy, add-ons);
+//! - `layout` copies the bundle under the prefix;
+//! - `mounts` makes the host changes (/dev/kmsg, cgroups);
+//! - `node_ip` (with `netlink`) gives k3s a node IP where the sandbox has no default route;
+//! - `services` and `supervise` run containerd and k3s; `userenv` is the line that puts
+//!   kubectl, crictl and ctr on PATH;
+//! - `state` records everything for `uninstall` (in `ops`), which also removes what the daemons
+//!   leave outside the data dir: the CNI bridge and result cache (`cni_host`) and the pod logs (`pod_logs`).
 
 mod bundle;
 mod cluster;
-mod cni_bridge;
+mod cni_host;
 mod config;
 mod doctor;
 mod install;
@@ -23,6 +26,7 @@ mod netlink;
 mod node_ip;
 mod ops;
 mod paths;
+mod pod_logs;
 mod preflight;
 mod probe;
 mod services;

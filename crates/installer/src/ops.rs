@@ -4,9 +4,10 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::cni_bridge;
+use crate::cni_host;
 use crate::mounts;
 use crate::node_ip;
+use crate::pod_logs;
 use crate::probe::{self, HostFacts};
 use crate::services::{self, CONTAINERD, K3S};
 use crate::state::State;
@@ -266,15 +267,39 @@ pub fn uninstall(state: &State) -> Result<()> {
             Err(error) => problems.push(format!("cannot unmount {}: {error}", mount.display())),
         }
     }
+    for line in pod_logs::remove(
+        &paths.kubelet_root(),
+        Path::new(pod_logs::POD_LOGS),
+        Path::new(pod_logs::CONTAINER_LOGS),
+    ) {
+        println!("{line}");
+    }
     problems.extend(node_ip::remove_added_addresses(state));
-    let bridges = cni_bridge::bridges_in(&paths.cni_conf_dir());
-    let (removed, failed) = cni_bridge::remove_new(&bridges, &state.links_before);
+    let sandboxes = services::pod_sandboxes(&paths);
+    let results = cni_host::remove_results(
+        &paths.cni_conf_dir(),
+        &sandboxes,
+        Path::new(cni_host::RESULTS_DIR),
+    );
+    if results > 0 {
+        println!(
+            "removed {results} cached CNI result(s) from {}",
+            cni_host::RESULTS_DIR
+        );
+    }
+    let bridges = cni_host::bridges_in(&paths.cni_conf_dir());
+    let (removed, failed) = cni_host::remove_new(&bridges, &state.links_before);
     removed.iter().for_each(|line| println!("{line}"));
     problems.extend(failed);
     for file in state.created_files.iter().rev() {
         if let Err(error) = std::fs::remove_file(file) {
             problems.push(format!("cannot remove {}: {error}", file.display()));
         }
+    }
+    // k3s links its default kubeconfig location to the one it was told to write.
+    let default_kubeconfig = Path::new(K3S_DEFAULT_KUBECONFIG);
+    if std::fs::read_link(default_kubeconfig).is_ok_and(|target| target == paths.kubeconfig()) {
+        let _ = std::fs::remove_file(default_kubeconfig);
     }
     for path in &state.absent_before {
         if path == Path::new("/etc/rancher") {
@@ -309,6 +334,10 @@ pub fn uninstall(state: &State) -> Result<()> {
     );
     Ok(())
 }
+
+/// Where k3s (as root) would write its kubeconfig; given --write-kubeconfig elsewhere, it makes
+/// this a symlink to that file.
+const K3S_DEFAULT_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
 
 /// Removes `dir` and its subdirectories if they hold no files. Host paths like /run/containerd
 /// and /var/lib/cni may be shared with another containerd that started after install, so only

@@ -1,6 +1,11 @@
-//! The bridge gvisor-cni makes for the first pod (veth-bridge mode: Linux and the current gVisor)
-//! outlives every pod, with the pod gateway address on it. Install records the links that
-//! exist; uninstall removes the bridge its CNI config names if it was not there before.
+//! What CNI leaves on the host after its pods are gone; uninstall removes what this install's
+//! pods left:
+//! - the bridge gvisor-cni makes for the first pod (veth-bridge mode: Linux and the current
+//!   gVisor), with the pod gateway address on it, when it did not exist at install (install
+//!   records the links that exist);
+//! - libcni's result cache, `/var/lib/cni/results/<network>-<sandbox id>-<ifname>`, written by
+//!   containerd for each pod sandbox and removed only by a CNI DEL, which `stop` (killing the
+//!   tasks) never makes.
 
 use std::ffi::CStr;
 use std::path::Path;
@@ -38,19 +43,21 @@ pub fn link_names() -> Vec<String> {
     links().into_iter().map(|(name, _)| name).collect()
 }
 
+/// The CNI network configs in the conf dir, parsed.
+fn configs(conf_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_dir(conf_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .filter_map(|text| serde_json::from_str(&text).ok())
+        .collect()
+}
+
 /// The bridges the gvisor-cni plugins in the CNI config dir use.
 pub fn bridges_in(conf_dir: &Path) -> Vec<String> {
     let mut bridges = Vec::new();
-    let Ok(entries) = std::fs::read_dir(conf_dir) else {
-        return bridges;
-    };
-    for entry in entries.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        let Ok(conf) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
+    for conf in configs(conf_dir) {
         let plugins = conf["plugins"].as_array().cloned().unwrap_or_default();
         for plugin in plugins.iter().filter(|p| p["type"] == "gvisor-cni") {
             let bridge = plugin["bridge"]
@@ -63,6 +70,39 @@ pub fn bridges_in(conf_dir: &Path) -> Vec<String> {
         }
     }
     bridges
+}
+
+/// Where libcni caches each attachment's result (its default cache dir).
+pub const RESULTS_DIR: &str = "/var/lib/cni/results";
+
+/// Removes the cached results of `sandboxes` on the networks of the CNI config dir. Returns
+/// how many files were removed.
+pub fn remove_results(conf_dir: &Path, sandboxes: &[String], results_dir: &Path) -> usize {
+    let networks: Vec<String> = configs(conf_dir)
+        .iter()
+        .filter_map(|conf| conf["name"].as_str().map(str::to_string))
+        .collect();
+    let mut removed = 0;
+    for entry in std::fs::read_dir(results_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = networks.iter().any(|network| {
+            name.strip_prefix(network.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|rest| {
+                    sandboxes
+                        .iter()
+                        .any(|id| rest.starts_with(&format!("{id}-")))
+                })
+        });
+        if ours && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Removes each of `bridges` that exists now and is not in `links_before`. Returns a report
@@ -102,6 +142,28 @@ mod tests {
         let mut bridges = bridges_in(&dir);
         bridges.sort();
         assert_eq!(bridges, ["br-test", "gvcni0"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_our_sandboxes_results_on_our_networks_are_removed() {
+        let dir = std::env::temp_dir().join(format!("cni-results-unit-{}", std::process::id()));
+        let (conf, results) = (dir.join("net.d"), dir.join("results"));
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::create_dir_all(&results).unwrap();
+        std::fs::write(
+            conf.join("10-gvisor.conflist"),
+            r#"{"name": "gvisor", "plugins": [{"type": "gvisor-cni"}]}"#,
+        )
+        .unwrap();
+        for file in ["gvisor-aaa-eth0", "gvisor-bbb-eth0", "other-aaa-eth0"] {
+            std::fs::write(results.join(file), "{}").unwrap();
+        }
+        let removed = remove_results(&conf, &["aaa".to_string()], &results);
+        assert_eq!(removed, 1);
+        assert!(!results.join("gvisor-aaa-eth0").exists());
+        assert!(results.join("gvisor-bbb-eth0").exists());
+        assert!(results.join("other-aaa-eth0").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -9,10 +9,11 @@
 //! - `layout` copies the bundle under the prefix;
 //! - `mounts` makes the host changes (/dev/kmsg, cgroups);
 //! - `node_ip` (with `netlink`) gives k3s a node IP where the sandbox has no default route;
-//! - `services` and `supervise` run containerd and k3s; `userenv` is the line that puts
-//!   kubectl, crictl and ctr on PATH;
+//! - `services` and `supervise` run containerd and k3s (`pod_logs` keeps the kubelet's pod
+//!   logs in the data dir); `userenv` is the line that puts kubectl, crictl and ctr on PATH;
 //! - `state` records everything for `uninstall` (in `ops`), which also removes what the daemons
-//!   leave outside the data dir: the CNI bridge and result cache (`cni_host`) and the pod logs (`pod_logs`).
+//!   leave outside the data dir: the CNI bridge and result cache (`cni_host`), the container
+//!   log links (`pod_logs`).
 
 mod bundle;
 mod cluster;

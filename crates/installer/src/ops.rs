@@ -267,12 +267,12 @@ pub fn uninstall(state: &State) -> Result<()> {
             Err(error) => problems.push(format!("cannot unmount {}: {error}", mount.display())),
         }
     }
-    for line in pod_logs::remove(
-        &paths.kubelet_root(),
-        Path::new(pod_logs::POD_LOGS),
-        Path::new(pod_logs::CONTAINER_LOGS),
-    ) {
-        println!("{line}");
+    let links = pod_logs::remove_links(Path::new(pod_logs::CONTAINER_LOGS), &paths.data_dir);
+    if links > 0 {
+        println!(
+            "removed {links} container log link(s) from {}",
+            pod_logs::CONTAINER_LOGS
+        );
     }
     problems.extend(node_ip::remove_added_addresses(state));
     let sandboxes = services::pod_sandboxes(&paths);

@@ -1,67 +1,48 @@
-//! Pod logs the kubelet writes outside the data dir: `/var/log/pods/<ns>_<pod>_<uid>/` and, for
-//! each container, a symlink `/var/log/containers/<pod>_<ns>_<container>-<id>.log` into it.
-//! Both directories are fixed in the kubelet. `stop` leaves them (the pods still exist in k3s);
-//! uninstall removes those of the pods this install's kubelet ran, known by the pod UIDs under
-//! `DATA/kubelet/pods/`, and leaves any other kubelet's logs alone.
+//! Where pod logs go. By default the kubelet writes them to /var/log/pods and garbage-collects
+//! every directory there whose pod it does not know, so two installs on one host (two gVisor
+//! sandboxes share the host's /var over 9p) would delete each other's logs, and uninstall
+//! would have to pick its own out. The installer gives the kubelet a config drop-in that moves
+//! them into the data dir (`podLogsDir` has no command-line flag; k3s passes `--config-dir`
+//! and writes only its own `00-k3s-defaults.conf` there).
+//!
+//! The kubelet still links each container's log from the fixed /var/log/containers; uninstall
+//! removes the links that point into the data dir.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-pub const POD_LOGS: &str = "/var/log/pods";
-pub const CONTAINER_LOGS: &str = "/var/log/containers";
+use anyhow::{Context, Result};
 
-/// The UIDs of the pods the kubelet with this root dir ran.
-fn pod_uids(kubelet_root: &Path) -> Vec<String> {
-    fs::read_dir(kubelet_root.join("pods"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+use crate::paths::Paths;
+
+/// Writes the drop-in, before k3s starts the kubelet.
+pub fn write_kubelet_dropin(paths: &Paths) -> Result<()> {
+    let file = paths.kubelet_dropin();
+    let dir = file.parent().expect("the drop-in has a parent");
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let text = format!(
+        "# Written by the k3s-gvisor installer (crates/installer/src/pod_logs.rs): pod logs in \
+         the data dir.\napiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+         podLogsDir: {}\n",
+        paths.pod_logs_dir().display()
+    );
+    fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))
 }
 
-/// Removes the pod log directories of `kubelet_root`'s pods from `pod_logs` and the symlinks
-/// in `container_logs` that point into them. Returns one line per removal or failure.
-pub fn remove(kubelet_root: &Path, pod_logs: &Path, container_logs: &Path) -> Vec<String> {
-    let uids = pod_uids(kubelet_root);
-    let mut report = Vec::new();
-    let mut removed: Vec<PathBuf> = Vec::new();
-    for entry in fs::read_dir(pod_logs).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // <namespace>_<pod>_<uid>: names and namespaces cannot contain '_', UIDs cannot either.
-        let ours = name
-            .rsplit_once('_')
-            .is_some_and(|(_, uid)| uids.iter().any(|u| u == uid));
-        if !ours {
-            continue;
-        }
-        match fs::remove_dir_all(entry.path()) {
-            Ok(()) => removed.push(entry.path()),
-            Err(error) => report.push(format!("cannot remove {}: {error}", entry.path().display())),
-        }
-    }
-    let mut links = 0;
-    for entry in fs::read_dir(container_logs).into_iter().flatten().flatten() {
-        let Ok(target) = fs::read_link(entry.path()) else {
-            continue;
-        };
-        if removed.iter().any(|dir| target.starts_with(dir))
-            && fs::remove_file(entry.path()).is_ok()
-        {
-            links += 1;
-        }
-    }
-    if !removed.is_empty() {
-        report.push(format!(
-            "removed the logs of {} pod(s) from {} and {links} link(s) from {}",
-            removed.len(),
-            pod_logs.display(),
-            container_logs.display()
-        ));
-    }
-    report
+/// The fixed directory of the kubelet's container log links.
+pub const CONTAINER_LOGS: &str = "/var/log/containers";
+
+/// Removes the links in `container_logs` that point into `data_dir`. Returns how many.
+pub fn remove_links(container_logs: &Path, data_dir: &Path) -> usize {
+    fs::read_dir(container_logs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            fs::read_link(entry.path()).is_ok_and(|target| target.starts_with(data_dir))
+                && fs::remove_file(entry.path()).is_ok()
+        })
+        .count()
 }
 
 #[cfg(test)]
@@ -69,35 +50,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_this_kubelets_pods_are_removed() {
+    fn only_links_into_the_data_dir_are_removed() {
         let root = std::env::temp_dir().join(format!("pod-logs-unit-{}", std::process::id()));
-        let (kubelet, pods, containers) = (
-            root.join("kubelet"),
-            root.join("pods"),
-            root.join("containers"),
-        );
-        for dir in [
-            kubelet.join("pods/uid-ours"),
-            pods.join("default_web_uid-ours/busybox"),
-            pods.join("default_other_uid-theirs/busybox"),
-            containers.clone(),
-        ] {
-            fs::create_dir_all(dir).unwrap();
-        }
-        let ours = pods.join("default_web_uid-ours/busybox/0.log");
-        let theirs = pods.join("default_other_uid-theirs/busybox/0.log");
+        let (data, links) = (root.join("data"), root.join("containers"));
+        fs::create_dir_all(data.join("pod-logs/default_web_uid/busybox")).unwrap();
+        fs::create_dir_all(&links).unwrap();
+        let ours = data.join("pod-logs/default_web_uid/busybox/0.log");
         fs::write(&ours, "x").unwrap();
-        fs::write(&theirs, "y").unwrap();
-        std::os::unix::fs::symlink(&ours, containers.join("web_default_busybox-1.log")).unwrap();
-        std::os::unix::fs::symlink(&theirs, containers.join("other_default_busybox-2.log"))
+        std::os::unix::fs::symlink(&ours, links.join("web_default_busybox-1.log")).unwrap();
+        std::os::unix::fs::symlink("/var/log/pods/x/0.log", links.join("x_default_c-2.log"))
             .unwrap();
 
-        let report = remove(&kubelet, &pods, &containers);
-        assert_eq!(report.len(), 1, "{report:?}");
-        assert!(!pods.join("default_web_uid-ours").exists());
-        assert!(!containers.join("web_default_busybox-1.log").exists());
-        assert!(theirs.exists());
-        assert!(fs::symlink_metadata(containers.join("other_default_busybox-2.log")).is_ok());
+        assert_eq!(remove_links(&links, &data), 1);
+        assert!(fs::symlink_metadata(links.join("web_default_busybox-1.log")).is_err());
+        assert!(fs::symlink_metadata(links.join("x_default_c-2.log")).is_ok());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_dropin_names_the_data_dir() {
+        let root = std::env::temp_dir().join(format!("pod-logs-dropin-{}", std::process::id()));
+        let paths = Paths::new(&root.join("prefix"), &root.join("data"));
+        write_kubelet_dropin(&paths).unwrap();
+        let text = fs::read_to_string(paths.kubelet_dropin()).unwrap();
+        assert!(text.contains("kind: KubeletConfiguration\n"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "podLogsDir: {}\n",
+                root.join("data/pod-logs").display()
+            )),
+            "{text}"
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 }

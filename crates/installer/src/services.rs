@@ -14,6 +14,7 @@ use crate::bundle::{Bundle, MANIFEST_FILE};
 use crate::config;
 use crate::node_ip;
 use crate::paths::Paths;
+use crate::pod_logs;
 use crate::state::State;
 use crate::supervise::{self, Daemon};
 
@@ -230,6 +231,9 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
         kube_proxy: state.kube_proxy_off.is_none(),
         disable: state.addons_off.iter().map(|a| a.name.clone()).collect(),
     };
+    if !state.control_plane_only {
+        pod_logs::write_kubelet_dropin(paths)?;
+    }
     let args = config::k3s_server_args(paths, &options);
     let (program, args) = launch_command(paths, K3S, paths.bin("k3s"), args)?;
     let pid = daemon.start(&program, &args, &daemon_env(paths))?;

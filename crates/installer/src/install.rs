@@ -106,6 +106,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         addons_off,
         added_addresses: Vec::new(),
         links_before: cni_host::link_names(),
+        lo_before_up: None,
     };
     // The data dir comes first: it holds the state file that records everything after it.
     state.create_dir_all_recorded(&paths.data_dir)?;

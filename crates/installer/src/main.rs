@@ -8,7 +8,8 @@
 //! - `cluster` decides which parts of k3s can run (kube-proxy, add-ons);
 //! - `layout` copies the bundle under the prefix;
 //! - `mounts` makes the host changes (/dev/kmsg, cgroups);
-//! - `node_ip` (with `netlink`) gives k3s a node IP where the sandbox has no default route;
+//! - `node_ip` (with `netlink`) gives k3s a node IP where the sandbox has no default route,
+//!   `loopback` brings lo up where it is down;
 //! - `services` and `supervise` run containerd and k3s (`pod_logs` keeps the kubelet's pod
 //!   logs in the data dir); `userenv` is the line that puts kubectl, crictl and ctr on PATH;
 //! - `state` records everything for `uninstall` (in `ops`), which also removes what the daemons
@@ -22,6 +23,7 @@ mod config;
 mod doctor;
 mod install;
 mod layout;
+mod loopback;
 mod mounts;
 mod netlink;
 mod node_ip;

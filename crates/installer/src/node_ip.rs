@@ -40,11 +40,15 @@ pub struct AddedAddress {
     pub interface: String,
 }
 
-/// One address of one interface that is up.
+/// One address of one interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceAddress {
     pub interface: String,
     pub address: IpAddr,
+    /// Prefix length (from the netmask).
+    pub prefix: u8,
+    /// The interface is administratively up.
+    pub up: bool,
 }
 
 /// Where the node IP comes from.
@@ -114,9 +118,13 @@ pub fn usable(address: &IpAddr) -> bool {
     }
 }
 
-/// Decides, from the default routes and the addresses of the interfaces that are up.
+/// Decides, from the default routes and the interfaces' addresses (only those of interfaces
+/// that are up count).
 pub fn choose(default_routes: &[String], addresses: &[InterfaceAddress]) -> Choice {
-    let usable: Vec<&InterfaceAddress> = addresses.iter().filter(|a| usable(&a.address)).collect();
+    let usable: Vec<&InterfaceAddress> = addresses
+        .iter()
+        .filter(|a| a.up && usable(&a.address))
+        .collect();
     // Lower is better: other interfaces before lo, IPv4 before IPv6.
     let rank = |a: &InterfaceAddress| (a.interface == "lo", a.address.is_ipv6());
     if let Some(interface) = default_routes.first() {
@@ -136,7 +144,7 @@ pub fn choose(default_routes: &[String], addresses: &[InterfaceAddress]) -> Choi
     }
 }
 
-/// The addresses of every interface that is up (getifaddrs).
+/// The addresses of every interface, up or not (getifaddrs).
 pub fn interface_addresses() -> Vec<InterfaceAddress> {
     let mut found = Vec::new();
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
@@ -150,22 +158,47 @@ pub fn interface_addresses() -> Vec<InterfaceAddress> {
         while !entry.is_null() {
             let ifa = &*entry;
             entry = ifa.ifa_next;
-            if ifa.ifa_addr.is_null() || ifa.ifa_flags & libc::IFF_UP as u32 == 0 {
+            if ifa.ifa_addr.is_null() {
                 continue;
             }
-            let address = match i32::from((*ifa.ifa_addr).sa_family) {
+            let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
+            let mask = ifa.ifa_netmask;
+            let (address, prefix) = match i32::from((*ifa.ifa_addr).sa_family) {
                 libc::AF_INET => {
                     let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+                    let prefix = if mask.is_null() {
+                        32
+                    } else {
+                        (*(mask as *const libc::sockaddr_in))
+                            .sin_addr
+                            .s_addr
+                            .count_ones()
+                    };
+                    let v4 = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                    (IpAddr::V4(v4), prefix as u8)
                 }
                 libc::AF_INET6 => {
                     let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
+                    let prefix: u32 = if mask.is_null() {
+                        128
+                    } else {
+                        let mask = &*(mask as *const libc::sockaddr_in6);
+                        mask.sin6_addr.s6_addr.iter().map(|b| b.count_ones()).sum()
+                    };
+                    (
+                        IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)),
+                        prefix as u8,
+                    )
                 }
                 _ => continue,
             };
             let interface = CStr::from_ptr(ifa.ifa_name).to_string_lossy().into_owned();
-            found.push(InterfaceAddress { interface, address });
+            found.push(InterfaceAddress {
+                interface,
+                address,
+                prefix,
+                up,
+            });
         }
         libc::freeifaddrs(list);
     }
@@ -205,7 +238,7 @@ pub fn prepare(state: &mut State) -> Result<Option<IpAddr>> {
     Ok(choice.node_ip())
 }
 
-fn lo_index() -> Result<u32> {
+pub fn lo_index() -> Result<u32> {
     // SAFETY: a NUL-terminated constant name.
     let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
     if index == 0 {
@@ -297,6 +330,8 @@ eth0\t0000C80A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
         InterfaceAddress {
             interface: interface.into(),
             address: address.parse().unwrap(),
+            prefix: 32,
+            up: true,
         }
     }
 
@@ -347,6 +382,13 @@ eth0\t0000C80A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
             choice.node_ip(),
             Some(IpAddr::V4(LOOPBACK_NODE_ADDRESS)),
             "k3s must be told"
+        );
+        // An interface that is down does not count.
+        let mut down = at("eth1", "192.168.9.9");
+        down.up = false;
+        assert_eq!(
+            choose(&[], &[at("lo", "127.0.0.1"), down]),
+            Choice::AddToLoopback(LOOPBACK_NODE_ADDRESS)
         );
         // Once added (a second start), it is an existing address.
         let added = [at("lo", "127.0.0.1"), at("lo", "10.255.255.254")];

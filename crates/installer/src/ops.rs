@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::cni_host;
+use crate::loopback;
 use crate::mounts;
 use crate::node_ip;
 use crate::pod_logs;
@@ -275,6 +276,7 @@ pub fn uninstall(state: &State) -> Result<()> {
         );
     }
     problems.extend(node_ip::remove_added_addresses(state));
+    problems.extend(loopback::restore(state));
     let sandboxes = services::pod_sandboxes(&paths);
     let results = cni_host::remove_results(
         &paths.cni_conf_dir(),

@@ -54,6 +54,10 @@ pub struct State {
     /// only when it is not one of them.
     #[serde(default)]
     pub links_before: Vec<String>,
+    /// Set when lo was down and `start` brought it up (a fresh Linux network namespace): the
+    /// IPv4 addresses lo had then. Uninstall sets lo down again and removes the others.
+    #[serde(default)]
+    pub lo_before_up: Option<Vec<AddedAddress>>,
 }
 
 impl State {

@@ -136,7 +136,7 @@ fn plan_components(
     Ok(planned)
 }
 
-/// `0000-*` patches make a source build (patches/README.md); "unpatched" means upstream
+/// `0000-*` patches make a source build (docs/patches.md); "unpatched" means upstream
 /// behaviour, so they apply to both variants.
 fn is_build_fix(patch: &std::path::Path) -> bool {
     patch

@@ -4,6 +4,7 @@ mod build;
 mod config;
 mod digest;
 mod e2e;
+mod elf;
 mod fetch;
 mod fsutil;
 mod gittree;
@@ -20,6 +21,7 @@ mod sbom;
 #[cfg(test)]
 mod stage_tests;
 mod stamp;
+mod tarball;
 mod timings;
 mod tools;
 mod ui;

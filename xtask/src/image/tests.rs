@@ -5,7 +5,7 @@ mod harness;
 mod token_server;
 
 use super::archive::{write_oci_archive, Blob, BlobContent, TopManifest};
-use super::assemble::{assemble, elf_interpreter, Platform};
+use super::assemble::{assemble, Platform};
 use super::blob_store::BlobStore;
 use super::digest::{canonical_json, sha256_digest};
 use super::*;
@@ -294,11 +294,13 @@ fn built_image_archive_has_the_expected_layout() {
 #[test]
 fn the_pause_binary_is_static_and_dynamic_binaries_are_refused() {
     assert_eq!(
-        elf_interpreter(&std::fs::read(static_pause_binary()).unwrap()),
+        crate::elf::interpreter(&std::fs::read(static_pause_binary()).unwrap()).unwrap(),
         None
     );
     let dynamic = std::fs::read("/bin/true").unwrap();
-    assert!(elf_interpreter(&dynamic).is_some_and(|i| i.contains("ld-linux")));
+    assert!(crate::elf::interpreter(&dynamic)
+        .unwrap()
+        .is_some_and(|i| i.contains("ld-linux")));
 
     let dir = tempfile::tempdir().unwrap();
     let mut spec = fixture("pause");

@@ -3,7 +3,6 @@
 //! Go module proxy, hand-made patches, and small bundles.
 
 use crate::config::{BundleConfig, Component};
-use crate::digest::sha256_bytes;
 use crate::fetch::{fetch, FetchOptions};
 use crate::layout::{Layout, Variant};
 use crate::manifest::Manifest;

@@ -518,6 +518,7 @@ pub fn package(
     let key = combine(
         [
             RECIPE.to_string(),
+            tarball.display().to_string(),
             serde_json::to_string(&manifest)?,
             sha256_tree(&template)?,
             sha256_tree(&overlays)?,

@@ -39,6 +39,8 @@ pub struct GoBuildContext<'a> {
 pub struct BuiltBinary {
     pub name: String,
     pub path: PathBuf,
+    /// False: it ships only inside an image.
+    pub in_bundle: bool,
     /// `bin/<link>` symlinks to this binary in the bundle.
     pub links: Vec<String>,
     /// `CGO_ENABLED=.. [ENV=..] go build ...`, as run.
@@ -92,6 +94,7 @@ pub fn go_build(
         built.push(BuiltBinary {
             name: bin.name.clone(),
             path: out,
+            in_bundle: bin.in_bundle,
             links: bin.links.clone(),
             command: format!(
                 "CGO_ENABLED={} {env}go {}",

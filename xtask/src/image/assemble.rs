@@ -164,7 +164,13 @@ fn collect_entries(build: &BuildSource, ctx: &ImageContext) -> Result<BTreeMap<S
     for file in &build.files {
         let rel = relative_path(&file.path)?;
         let source = match &file.from {
-            FileOrigin::PauseBinary => ctx.pause_binary.clone(),
+            FileOrigin::Built(name) => ctx.built.get(name).cloned().with_context(|| {
+                format!(
+                    "{}: no binary named `{name}` was built; known: {}",
+                    file.path,
+                    ctx.built.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?,
             FileOrigin::Host(host) => host.path.clone(),
         };
         let bytes = read_input(&source, &file.from)?;
@@ -213,10 +219,8 @@ fn collect_entries(build: &BuildSource, ctx: &ImageContext) -> Result<BTreeMap<S
 
 fn read_input(source: &Path, origin: &FileOrigin) -> Result<Vec<u8>> {
     std::fs::read(source).with_context(|| match origin {
-        FileOrigin::PauseBinary => format!(
-            "cannot read the pause binary {}: build it first with RUSTFLAGS=\"-C \
-             target-feature=+crt-static\" cargo build --release -p pause --target \
-             x86_64-unknown-linux-gnu",
+        FileOrigin::Built(name) => format!(
+            "cannot read {} (the built binary `{name}`): run `cargo xtask bundle`",
             source.display()
         ),
         FileOrigin::Host(host) => format!(

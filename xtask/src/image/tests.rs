@@ -41,7 +41,7 @@ fn context(dir: &Path, pause_binary: PathBuf) -> ImageContext {
         out_dir: dir.join("out"),
         source_date_epoch: EPOCH,
         offline: false,
-        pause_binary,
+        built: BTreeMap::from([("pause".to_string(), pause_binary)]),
     }
 }
 
@@ -93,7 +93,7 @@ fn fixture_tables_parse_into_specs() {
         panic!("pause is built")
     };
     assert!(specs[0].sandbox);
-    assert!(matches!(pause.files[0].from, FileOrigin::PauseBinary));
+    assert!(matches!(&pause.files[0].from, FileOrigin::Built(name) if name == "pause"));
     assert_eq!(pause.files[0].mode, 0o755);
     let ImageSource::Build(busybox) = &specs[1].source else {
         panic!("busybox is built")
@@ -309,7 +309,17 @@ fn the_pause_binary_is_static_and_dynamic_binaries_are_refused() {
 
     let err = build_image(&spec, &context(dir.path(), dir.path().join("missing"))).unwrap_err();
     assert!(
-        format!("{err:#}").contains("cargo build --release -p pause"),
+        format!("{err:#}").contains("the built binary `pause`"),
+        "{err:#}"
+    );
+    let mut unknown = fixture("pause");
+    let ImageSource::Build(build) = &mut unknown.source else {
+        unreachable!()
+    };
+    build.files[0].from = FileOrigin::Built("paus".into());
+    let err = build_image(&unknown, &context(dir.path(), static_pause_binary())).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no binary named `paus` was built; known: pause"),
         "{err:#}"
     );
 

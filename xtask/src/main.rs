@@ -1,5 +1,6 @@
 //! `cargo xtask`: the k3s-gvisor build pipeline. See ARCHITECTURE.md for the map.
 
+mod bench;
 mod build;
 mod config;
 mod digest;
@@ -98,6 +99,31 @@ enum Command {
         host: Vec<String>,
         #[arg(long, value_enum, default_values_t = [e2e::Mode::Full, e2e::Mode::ControlPlaneOnly])]
         mode: Vec<e2e::Mode>,
+    },
+    /// What the launcher costs a traced program, with every baseline measured in the same run
+    /// (native, the seccomp filter alone, a tracer that only resumes, strace), on this host or
+    /// inside a gVisor; prints a markdown table, writes JSON.
+    Bench {
+        /// Where: `plain`, `current`, `debian`, or a path to a runsc binary.
+        #[arg(long, default_value = "plain")]
+        host: String,
+        /// Run everything (tracer, tracee, runsc) on this CPU.
+        #[arg(long)]
+        pin: Option<u32>,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Iterations of the non-path syscall loop (a).
+        #[arg(long, default_value_t = 1_000_000)]
+        n_syscall: u64,
+        /// Iterations of the open loops (b), (b2), (c).
+        #[arg(long, default_value_t = 20_000)]
+        n_open: u64,
+        /// Where the JSON report goes (default target/k3s-gvisor/bench/<host>.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Replace the table between `<!-- bench:<host> -->` markers in this file.
+        #[arg(long)]
+        update: Option<PathBuf>,
     },
     /// Fetch only: bring every pinned source into the cache, verified, and say who served it.
     Fetch,
@@ -261,6 +287,52 @@ fn run(cli: Cli) -> Result<()> {
                 .collect();
             if !failed.is_empty() {
                 bail!("e2e failed on: {}", failed.join(", "));
+            }
+        }
+        Command::Bench {
+            host,
+            pin,
+            rounds,
+            n_syscall,
+            n_open,
+            json,
+            update,
+        } => {
+            let host_arg = host;
+            let host = e2e_host(&host_arg, &layout, offline)?;
+            let mut report = Report::default();
+            let crates = pipeline::build_crates(&config, &layout, &mut report)?;
+            let launcher = crates
+                .iter()
+                .find(|p| p.ends_with("launcher"))
+                .context("bundle.toml builds no launcher crate")?;
+            let result = bench::run(
+                &bench::BenchOptions {
+                    launcher,
+                    runsc: host.runsc.as_deref(),
+                    label: &host.label,
+                    host: &host_arg,
+                    pin,
+                    rounds,
+                    n_syscall,
+                    n_open,
+                },
+                &layout.repo.join("crates/launcher/benches"),
+            )?;
+            let json = json.unwrap_or_else(|| {
+                layout
+                    .work
+                    .join("bench")
+                    .join(format!("{}.json", host.label))
+            });
+            std::fs::create_dir_all(json.parent().unwrap())?;
+            std::fs::write(&json, serde_json::to_vec_pretty(&result)?)?;
+            let table = bench::markdown(&result);
+            print!("{table}");
+            eprintln!("JSON: {}", json.display());
+            if let Some(file) = update {
+                bench::update(&file, &host.label, &table)?;
+                eprintln!("updated the {} table in {}", host.label, file.display());
             }
         }
         Command::Fetch => {

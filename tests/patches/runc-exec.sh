@@ -29,6 +29,7 @@ echo "run -d exit: $?"
 # 2026-06-01 ignores CLONE_PARENT, so the exec'd process is a child of runc's stage 1, and when
 # that exits it goes to the nearest subreaper (in Linux it is runc's own child from the start).
 # PR_SET_CHILD_SUBREAPER (36) survives exec; prctl is syscall 157 on x86_64.
+# shellcheck disable=SC2016 # a perl program, expanded by perl
 AS_SUBREAPER='syscall(157, 36, 1, 0, 0, 0) == 0 or die "prctl(PR_SET_CHILD_SUBREAPER): $!\n"; exec @ARGV or die "exec $ARGV[0]: $!\n"'
 # shellcheck disable=SC2016 # $$ and /proc/self are the exec'd process's, not ours
 timeout 60 perl -e "$AS_SUBREAPER" "$RUNC" --root "$ROOT" exec "$ID" /bin/busybox sh -c \

@@ -276,13 +276,14 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", tarball.display());
         }
         Command::E2e { host, mode } => {
-            let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
-            let crictl = tools::tool_path("crictl", &layout.cache, offline)?;
-            let scenario = layout.repo.join("tests/e2e/scenario.sh");
+            // Hosts first: a mistyped name fails before minutes of bundling.
             let hosts = host
                 .iter()
                 .map(|h| e2e_host(h, &layout, offline))
                 .collect::<Result<Vec<_>>>()?;
+            let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
+            let crictl = tools::tool_path("crictl", &layout.cache, offline)?;
+            let scenario = layout.repo.join("tests/e2e/scenario.sh");
             let mut outcomes = Vec::new();
             for h in &hosts {
                 for m in &mode {

@@ -58,6 +58,6 @@ K3S_GVISOR_RUNSC="$current_runsc" cargo_test_filtered --locked -p xtask -- --exa
   image::tests::the_pause_image_imports_into_containerd_inside_gvisor
 
 # The end-to-end scenario on the real bundle: on this host, in the current gVisor, and in
-# gvisor-2025 (uname 4.4.0, no setns(CLONE_NEWPID): the generation most sandboxes run, where
+# gvisor-2025 (uname 4.4.0, no setns(CLONE_NEWPID): the gVisors of early-to-mid 2025, where
 # containerd 0001 and runc 0003 decide; docs/gvisor-generations.md).
 cargo xtask e2e --host plain --host current --host gvisor-2025 --mode full

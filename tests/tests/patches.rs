@@ -4,7 +4,8 @@
 //! feature, the patched binary behaves like upstream. docs/patches.md explains each patch.
 //!
 //! The binaries come from the pipeline: `cargo xtask build` (patched) and
-//! `cargo xtask build --unpatched` (upstream; only the 0000 build-fix patches). The shell
+//! `cargo xtask build --unpatched --component runc --component containerd` (upstream; only the
+//! 0000 build-fix patches). The shell
 //! scripts in tests/patches/ run inside the sandbox; these tests read what they print.
 //!
 //! gVisors, each a pinned test tool (tests/tools.toml) except Debian's:
@@ -37,9 +38,20 @@ fn binaries() -> &'static Binaries {
     BINARIES.get_or_init(|| {
         let repo = repo();
         check(&xtask(&repo, &["build"]), "cargo xtask build");
+        // Only the patched components have an upstream to compare with.
         check(
-            &xtask(&repo, &["build", "--unpatched"]),
-            "cargo xtask build --unpatched",
+            &xtask(
+                &repo,
+                &[
+                    "build",
+                    "--unpatched",
+                    "--component",
+                    "runc",
+                    "--component",
+                    "containerd",
+                ],
+            ),
+            "cargo xtask build --unpatched --component runc --component containerd",
         );
         let out = repo.join("target/k3s-gvisor/out");
         Binaries {

@@ -624,6 +624,13 @@ fn plugin_ok(out: &str, id: &str) -> bool {
     })
 }
 
+/// The PID `crictl exec` reported from inside the container (containerd-cri.sh).
+fn exec_pid(out: &str) -> Option<u32> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("crictl exec: exec-works pid="))
+        .and_then(|pid| pid.trim().parse().ok())
+}
+
 /// runc's error for a sysctl the kernel lacks (whichever of the two it tries first).
 const MISSING_SYSCTL_ERROR: &str = "open sysctl net.ipv4.";
 const KERNEL_411_ERROR: &str =
@@ -686,6 +693,16 @@ fn containerd_cri_loads_and_pods_carry_no_missing_sysctl_in_every_gvisor() {
             assert!(
                 patched.contains("sandbox sysctls: none"),
                 "{}: the pod must carry neither sysctl:\n{patched}",
+                g.name
+            );
+            // The pod runs a container, and kubectl exec's runtime path works: through runc
+            // 0003 (exec'd process is PID 1 of its own PID namespace) where setns(CLONE_NEWPID)
+            // is refused, into the container's PID namespace elsewhere.
+            let own_pidns = !g.can_join_pid_namespaces();
+            assert!(
+                patched.contains("container: started")
+                    && exec_pid(&patched).is_some_and(|pid| (pid == 1) == own_pidns),
+                "{}: a container should start in the pod and crictl exec into it should work (as PID 1 exactly where the PID namespace cannot be joined: {own_pidns}):\n{patched}",
                 g.name
             );
         } else {
@@ -777,10 +794,15 @@ fn containerd_on_plain_linux_simulated_and_as_it_is() {
         "{patched}"
     );
 
-    // Plain Linux as it is: both load CRI and give the pod both sysctls, as upstream does.
+    // Plain Linux as it is: both load CRI and give the pod both sysctls, as upstream does; the
+    // pod's container runs and crictl exec joins its PID namespace (not PID 1 there).
     for bin in [&bins.upstream, &bins.patched] {
         let out = containerd_on_plain_linux(bin, &runc, Some(&crictl), false, false);
         assert!(plugin_ok(&out, "cri") && out.contains("runp: ok"), "{out}");
+        assert!(
+            out.contains("container: started") && exec_pid(&out).is_some_and(|pid| pid != 1),
+            "{out}"
+        );
         assert!(
             out.contains("net.ipv4.ip_unprivileged_port_start=0")
                 && out.contains("net.ipv4.ping_group_range=0 2147483647"),

@@ -94,7 +94,9 @@ enum Command {
     /// this host and in gVisor.
     E2e {
         /// Where: `plain` (this host), `current` (gVisor built from the module proxy),
-        /// `debian` (Debian's 2022 runsc), or a path to a runsc binary.
+        /// `gvisor-2025` / `gvisor-2023` (older gVisors users run, built from the module proxy:
+        /// tests/tools.toml, docs/gvisor-generations.md), `debian` (Debian's 2022 runsc), or a
+        /// path to a runsc binary.
         #[arg(long, default_values = ["current", "plain", "debian"])]
         host: Vec<String>,
         #[arg(long, value_enum, default_values_t = [e2e::Mode::Full, e2e::Mode::ControlPlaneOnly])]
@@ -147,7 +149,8 @@ enum Command {
     /// Check a bundle tarball: outer sha256, SHA256SUMS, no extra file, manifest, links.
     Verify { tarball: PathBuf },
     /// Build (once, cached) a pinned test tool from tests/tools.toml and print its path:
-    /// runsc (current gVisor), cnitool, crictl, actionlint.
+    /// runsc (current gVisor), runsc-2025 and runsc-2023 (older gVisors), cnitool, crictl,
+    /// actionlint.
     Tool { name: String },
     /// Write the release assets (tarball, .sha256, CycloneDX SBOM) and notes: `--dry-run`.
     Release(release::ReleaseArgs),
@@ -189,16 +192,33 @@ fn e2e_host(name: &str, layout: &Layout, offline: bool) -> Result<e2e::Host> {
             runsc: Some(tools::tool_path("runsc", &layout.cache, offline)?),
             gaps_allowed: false,
         },
+        // May 2025: uname 4.4.0, no setns(CLONE_NEWPID); the patches make the CRI path work.
+        "gvisor-2025" => e2e::Host {
+            label: "gvisor-2025".into(),
+            runsc: Some(tools::tool_path("runsc-2025", &layout.cache, offline)?),
+            gaps_allowed: false,
+        },
+        // August 2023: runc 1.3.3 cannot start a container there (procfs root inode 75, the
+        // CVE-2025-52881 check; docs/patches.md), so its failing steps are known gaps.
+        "gvisor-2023" => e2e::Host {
+            label: "gvisor-2023".into(),
+            runsc: Some(tools::tool_path("runsc-2023", &layout.cache, offline)?),
+            gaps_allowed: true,
+        },
         "debian" => e2e::Host {
             label: "gvisor-debian-2022".into(),
             runsc: Some("runsc".into()),
             gaps_allowed: true,
         },
-        path => e2e::Host {
+        path if std::path::Path::new(path).is_file() => e2e::Host {
             label: "gvisor-custom".into(),
             runsc: Some(PathBuf::from(path)),
             gaps_allowed: false,
         },
+        other => bail!(
+            "unknown e2e host `{other}`: use plain, current, gvisor-2025, gvisor-2023, debian, or \
+             the path of a runsc binary"
+        ),
     })
 }
 
@@ -256,13 +276,14 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", tarball.display());
         }
         Command::E2e { host, mode } => {
-            let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
-            let crictl = tools::tool_path("crictl", &layout.cache, offline)?;
-            let scenario = layout.repo.join("tests/e2e/scenario.sh");
+            // Hosts first: a mistyped name fails before minutes of bundling.
             let hosts = host
                 .iter()
                 .map(|h| e2e_host(h, &layout, offline))
                 .collect::<Result<Vec<_>>>()?;
+            let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
+            let crictl = tools::tool_path("crictl", &layout.cache, offline)?;
+            let scenario = layout.repo.join("tests/e2e/scenario.sh");
             let mut outcomes = Vec::new();
             for h in &hosts {
                 for m in &mode {

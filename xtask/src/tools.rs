@@ -122,6 +122,10 @@ fn build_tool(
         bail!(hash_mismatch(pin, &actual));
     }
 
+    let go_version = match &pin.toolchain {
+        Some(toolchain) => format!("GOTOOLCHAIN={toolchain}"),
+        None => go_version,
+    };
     progress.step(&format!("go build {} ({go_version})", pin.package));
     let log = tools_dir.join(format!("{name}-{}.build.log", pin.version));
     let built = scratch.path().join(name);
@@ -132,9 +136,40 @@ fn build_tool(
     let final_dir = binary.parent().expect("installed_path has a parent");
     std::fs::create_dir_all(final_dir)
         .with_context(|| format!("cannot create {}", final_dir.display()))?;
-    std::fs::rename(&built, binary)
-        .with_context(|| format!("cannot move the built {name} to {}", binary.display()))?;
+    if pin.flags.is_empty() {
+        std::fs::rename(&built, binary)
+            .with_context(|| format!("cannot move the built {name} to {}", binary.display()))?;
+    } else {
+        install_with_flags(&built, binary, &pin.flags)?;
+    }
     progress.finish(binary);
+    Ok(())
+}
+
+/// A tool pinned with `flags`: the binary goes to `<name>.bin` and `<name>` becomes
+/// `exec <name>.bin FLAGS "$@"`, so every caller handed the tool's path (runsc_sh, the tests,
+/// K3S_GVISOR_RUNSC) runs it with them. The wrapper is written last: its presence means the
+/// tool is complete.
+fn install_with_flags(built: &Path, binary: &Path, flags: &[String]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let real = binary.with_extension("bin");
+    std::fs::rename(built, &real)
+        .with_context(|| format!("cannot move the built tool to {}", real.display()))?;
+    let real_text = real.display().to_string();
+    if real_text.contains('\'') {
+        bail!("cannot write a shell wrapper for {real_text}: the cache path contains a `'`");
+    }
+    // The flags were checked to be plain `--name=value` words (pins.rs).
+    let script = format!(
+        "#!/bin/sh\n# Written by `cargo xtask tool` from tests/tools.toml (`flags`): this build \
+         needs them on every call.\nexec '{real_text}' {} \"$@\"\n",
+        flags.join(" ")
+    );
+    let temp = binary.with_extension("wrapper-tmp");
+    std::fs::write(&temp, script).with_context(|| format!("cannot write {}", temp.display()))?;
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&temp, binary)
+        .with_context(|| format!("cannot move the wrapper to {}", binary.display()))?;
     Ok(())
 }
 
@@ -264,6 +299,26 @@ mod tests {
             "[{name}]\nmodule = \"{}\"\nversion = \"{}\"\nsum = \"{}\"\npackage = \"{}\"\n",
             pin.module, pin.version, pin.sum, pin.package
         )
+    }
+
+    #[test]
+    fn a_tool_pinned_with_flags_gets_them_first_on_every_call() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let built = dir.path().join("built");
+        std::fs::write(&built, "#!/bin/sh\necho \"args: $*\"\n").unwrap();
+        std::fs::set_permissions(&built, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let binary = dir.path().join("runsc-old");
+        install_with_flags(&built, &binary, &["--platform=ptrace".to_string()]).unwrap();
+        let out = std::process::Command::new(&binary)
+            .args(["--network=none", "do", "a b"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "args: --platform=ptrace --network=none do a b\n"
+        );
+        assert!(dir.path().join("runsc-old.bin").is_file());
     }
 
     #[test]

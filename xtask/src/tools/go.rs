@@ -106,6 +106,9 @@ impl Go {
             .command()
             .current_dir(module_dir)
             .env("CGO_ENABLED", if pin.cgo { "1" } else { "0" })
+            // A pinned toolchain is fetched through the module proxy and checked against the
+            // checksum database by the go command itself.
+            .env("GOTOOLCHAIN", pin.toolchain.as_deref().unwrap_or("local"))
             // -mod=readonly: every dependency must already be in the module's own go.sum, and go
             // checks each downloaded dependency against it.
             .args([

@@ -82,30 +82,19 @@ struct Programs {
 
 impl Programs {
     fn compile(sources: &Path, dir: &Path) -> Result<Self> {
+        let sh = xshell::Shell::new()?;
         // Static where the program runs under filter_only or in a sandbox without our loader.
-        for (name, statik) in [
-            ("syscall_loops", true),
-            ("filter_only", false),
-            ("null_tracer", false),
-            ("user_notif_probe", true),
+        for (name, link) in [
+            ("syscall_loops", Some("-static")),
+            ("filter_only", None),
+            ("null_tracer", None),
+            ("user_notif_probe", Some("-static")),
         ] {
-            let mut cc = Command::new("cc");
-            cc.arg("-O2");
-            if statik {
-                cc.arg("-static");
-            }
-            let out = cc
-                .arg("-o")
-                .arg(dir.join(name))
-                .arg(sources.join(format!("{name}.c")))
-                .output()
-                .context("cannot run `cc`: apt-get install gcc")?;
-            if !out.status.success() {
-                bail!(
-                    "cc {name}.c failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            let (out, src) = (dir.join(name), sources.join(format!("{name}.c")));
+            xshell::cmd!(sh, "cc -O2 {link...} -o {out} {src}")
+                .quiet()
+                .run()
+                .with_context(|| format!("cannot compile {name}.c (apt-get install gcc)"))?;
         }
         Ok(Programs {
             dir: dir.to_path_buf(),
@@ -345,23 +334,21 @@ pub fn run(opts: &BenchOptions, sources: &Path) -> Result<BenchReport> {
         syscalls_per_stop.push(bench.syscalls_per_stop("(b2) relative path", "existing-file")?);
         syscalls_per_stop.push(bench.syscalls_per_stop("(c) redirected", pid_max)?);
     }
-    let text = |cmd: &mut Command| {
-        cmd.output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    let sh = xshell::Shell::new()?;
+    let first_line = |cmd: xshell::Cmd| {
+        cmd.quiet()
+            .read()
+            .map(|o| o.lines().next().unwrap_or_default().to_string())
             .unwrap_or_default()
     };
     Ok(BenchReport {
         label: opts.label.into(),
         host: opts.host.into(),
-        measured_at: text(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%MZ"])),
-        kernel: text(Command::new("uname").arg("-r")),
-        runsc_version: opts.runsc.map(|r| {
-            text(Command::new(r).arg("--version"))
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        }),
+        measured_at: first_line(xshell::cmd!(sh, "date -u +%Y-%m-%dT%H:%MZ")),
+        kernel: first_line(xshell::cmd!(sh, "uname -r")),
+        runsc_version: opts
+            .runsc
+            .map(|runsc| first_line(xshell::cmd!(sh, "{runsc} --version"))),
         pinned_cpu: opts.pin,
         rounds: opts.rounds,
         load_average: std::fs::read_to_string("/proc/loadavg")
@@ -389,7 +376,7 @@ pub fn markdown(r: &BenchReport) -> String {
         r.load_average,
         r.runsc_version.as_deref().unwrap_or("the host"),
         r.rounds,
-        r.label,
+        r.host,
         r.pinned_cpu
             .map_or(String::new(), |c| format!(" --pin {c}")),
     );

@@ -143,8 +143,11 @@ else
     cat > $RUN/pod.json <<JSON
 {"metadata": {"name": "e2e", "namespace": "default", "uid": "e2e-1", "attempt": 0}, "log_directory": "$RUN/podlogs", "linux": {}}
 JSON
+    # namespace_options.pid 1 = CONTAINER: a PID namespace of the container's own, which is what
+    # the kubelet asks for (unless a pod sets shareProcessNamespace). Left unset it is 0 = POD,
+    # sharing the pod sandbox's, which gVisor before 2025-06-26 cannot join (no setns(CLONE_NEWPID)).
     cat > $RUN/ctr.json <<JSON
-{"metadata": {"name": "hello"}, "image": {"image": "$(image_ref busybox)"}, "command": ["/bin/sh", "-c", "echo hello-from-k3s-gvisor; exec sleep 3600"], "log_path": "hello.log", "linux": {}}
+{"metadata": {"name": "hello"}, "image": {"image": "$(image_ref busybox)"}, "command": ["/bin/sh", "-c", "echo hello-from-k3s-gvisor; exec sleep 3600"], "log_path": "hello.log", "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
 JSON
     # Each step runs only if the one before it produced what it needs.
     POD=$($C runp $RUN/pod.json) && [ -n "$POD" ] && step cri-runp ok "$POD" || { POD=; step cri-runp FAIL; }
@@ -157,6 +160,12 @@ JSON
     [ "$S" = CONTAINER_RUNNING ] && step container-running ok || step container-running FAIL "$S"
     mark container-running
     $C logs $CID 2>&1 | grep -q hello-from-k3s-gvisor && step container-logs ok || step container-logs FAIL
+    # kubectl exec's runtime path: `runc exec` into the running container. Its PID is 1 where the
+    # kernel cannot join the container's PID namespace (runc patch 0003 gives it its own).
+    X=; [ -n "$CID" ] && X=$($C exec $CID /bin/sh -c 'echo "exec-works pid=$$"' 2>&1)
+    echo "$X" | grep -q '^exec-works pid=[0-9]' && step cri-exec ok "$(echo "$X" | grep -o 'pid=[0-9]*')" || step cri-exec FAIL "$(echo "$X" | tail -1)"
+    IP=; [ -n "$POD" ] && IP=$($C inspectp -o go-template --template '{{.status.network.ip}}' $POD 2>/dev/null)
+    [ -n "$IP" ] && step pod-ip ok "$IP" || step pod-ip FAIL
     $C stop $CID >/dev/null && $C rm $CID >/dev/null && $C stopp $POD >/dev/null && $C rmp $POD >/dev/null && step cri-delete ok || step cri-delete FAIL
   fi
   rss

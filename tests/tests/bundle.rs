@@ -1,6 +1,7 @@
 //! The real pipeline on the real pinned inputs: `cargo xtask bundle` from the repository's
-//! bundle.toml, then what the tarball holds, a warm no-op re-run, and a second checkout in
-//! another directory producing the same bytes.
+//! bundle.toml (k3s included: its source comes from a mirror, K3S_GVISOR_MIRROR, which
+//! scripts/test.sh sets), then what the tarball holds, a warm no-op re-run, and a second
+//! checkout in another directory producing the same bytes.
 //!
 //! One test function, because every step needs the previous one's bundle and the steps are
 //! minutes long on two cores.
@@ -41,15 +42,55 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
         .unwrap()
         .unwrap()
         .path();
-    let manifest = std::fs::read_to_string(top.join("bundle-manifest.json")).unwrap();
-    let stamp_version = manifest
-        .split("\"version\": \"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(top.join("bundle-manifest.json")).unwrap()).unwrap();
+    let stamp_version = manifest["version"].as_str().unwrap().to_string();
+    let component = |name: &str| {
+        manifest["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("the bundle has no {name}: {manifest:#}"))
+            .clone()
+    };
+    // Every upstream is recorded with its commit, its tree and who served it.
+    for name in ["runc", "containerd", "k3s"] {
+        let source = &component(name)["source"];
+        assert!(
+            source["tree"].as_str().is_some_and(|t| t.len() == 40)
+                && source["commit"].as_str().is_some_and(|c| c.len() == 40)
+                && source["transport"].as_str().is_some(),
+            "{name}: {source:#}"
+        );
+    }
+    assert!(
+        manifest["omitted"].as_array().is_none_or(|o| o.is_empty()),
+        "{manifest:#}"
+    );
+    // k3s, and the multicall names users type.
+    let run = |argv: &[&str]| {
+        check(
+            &Command::new(top.join(argv[0]))
+                .args(&argv[1..])
+                .output()
+                .unwrap(),
+            &argv.join(" "),
+        )
+    };
+    let k3s = run(&["bin/k3s", "--version"]);
+    assert!(k3s.contains("v1.34.1+k3s1 (24fc436e)"), "{k3s}");
+    for kubectl in [&["bin/k3s", "kubectl"][..], &["bin/kubectl"][..]] {
+        let argv: Vec<&str> = kubectl
+            .iter()
+            .copied()
+            .chain(["version", "--client"])
+            .collect();
+        let out = run(&argv);
+        assert!(out.contains("Client Version: v1.34.1+k3s1"), "{out}");
+    }
+    assert!(run(&["bin/crictl", "--version"]).contains("crictl"));
+    assert!(run(&["bin/ctr", "--version"]).contains("v2.1.4"));
     let runc = check(
         &Command::new(top.join("bin/runc"))
             .arg("--version")

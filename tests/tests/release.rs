@@ -191,8 +191,11 @@ fn release_dry_run_of_the_real_bundle() {
         "the command did not print the notes"
     );
     for needle in [
-        "| runc | v1.3.3 | go-module `github.com/opencontainers/runc@v1.3.3`",
+        "| runc | v1.3.3 |",
         "| containerd | v2.1.4 |",
+        "| k3s | v1.34.1+k3s1 |",
+        "- upstream: https://github.com/opencontainers/runc commit `d842d7719497cc3b774fd71620278ac9e17710e0`",
+        "- upstream: https://github.com/k3s-io/k3s commit `24fc436e6ea59c56ebc37727baa4e6c9a201ee01`",
     ] {
         assert!(notes.contains(needle), "notes lack {needle:?}:\n{notes}");
     }
@@ -370,16 +373,22 @@ for comp in manifest["components"]:
             problems.append(f"{path}: SBOM version {c.get('version')} is not {comp['version']}")
         if ("k3s-gvisor:source-location", comp["source"]["location"]) not in props(c):
             problems.append(f"{path}: upstream source {comp['source']['location']} not named")
-        if comp["source"]["kind"] == "workspace":
+        if comp["source"]["transport"] == "workspace":
             continue
         pedigree = c.get("pedigree", {})
         ancestors = pedigree.get("ancestors", [])
-        if comp["source"]["kind"] == "go-module":
-            want = "pkg:golang/" + comp["source"]["location"]
-            if [a.get("purl") for a in ancestors] != [want]:
-                problems.append(f"{path}: ancestor purl is not {want}")
-        elif not ancestors or not ancestors[0].get("externalReferences"):
-            problems.append(f"{path}: no upstream archive URL")
+        source = comp["source"]
+        if source["transport"] == "go-proxy":
+            want = "pkg:golang/" + source["location"]
+        else:
+            want = "pkg:github/" + source["repository"].removeprefix("https://github.com/") + "@" + source["commit"]
+            for key in ("commit", "tree"):
+                if ("k3s-gvisor:source-" + key, source[key]) not in props(c):
+                    problems.append(f"{path}: source {key} {source[key]} not recorded")
+        if [a.get("purl") for a in ancestors] != [want]:
+            problems.append(f"{path}: ancestor purl is not {want}")
+        if not ancestors or not ancestors[0].get("externalReferences"):
+            problems.append(f"{path}: no upstream source URL")
         urls = [p.get("diff", {}).get("url") for p in pedigree.get("patches", [])]
         if urls != [p["file"] for p in comp["patches"]]:
             problems.append(f"{path}: SBOM patches {urls} are not the manifest's")

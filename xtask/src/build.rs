@@ -39,6 +39,8 @@ pub struct GoBuildContext<'a> {
 pub struct BuiltBinary {
     pub name: String,
     pub path: PathBuf,
+    /// False: it ships only inside an image.
+    pub in_bundle: bool,
     /// `bin/<link>` symlinks to this binary in the bundle.
     pub links: Vec<String>,
     /// `CGO_ENABLED=.. [ENV=..] go build ...`, as run.
@@ -79,7 +81,7 @@ pub fn go_build(
             &format!("go build of {} ({} {})", bin.name, c.name, c.version),
         )?;
         std::fs::rename(&partial, &out)?;
-        if !is_static_elf(&out)? {
+        if !crate::elf::is_static(&out)? {
             bail!(
                 "{} is dynamically linked: it would not run in a sandbox that lacks the build \
                  machine's libraries; check its ldflags in bundle.toml (log: {})",
@@ -92,6 +94,7 @@ pub fn go_build(
         built.push(BuiltBinary {
             name: bin.name.clone(),
             path: out,
+            in_bundle: bin.in_bundle,
             links: bin.links.clone(),
             command: format!(
                 "CGO_ENABLED={} {env}go {}",
@@ -224,22 +227,6 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<String> {
         bail!("exited with {status}: {}", text.trim());
     }
     Ok(text)
-}
-
-/// True for an ELF executable without a program interpreter, i.e. one that needs no dynamic
-/// loader or shared library from the machine it runs on (static and static-pie both qualify).
-pub fn is_static_elf(path: &Path) -> Result<bool> {
-    use object::read::elf::{FileHeader, ProgramHeader};
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let header = object::elf::FileHeader64::<object::Endianness>::parse(&*bytes)
-        .with_context(|| format!("{} is not a 64-bit ELF file", path.display()))?;
-    let endian = header.endian()?;
-    let segments = header
-        .program_headers(endian, &*bytes)
-        .with_context(|| format!("{}: unreadable program headers", path.display()))?;
-    Ok(!segments
-        .iter()
-        .any(|s| s.p_type(endian) == object::elf::PT_INTERP))
 }
 
 /// The values of a component's placeholders.
@@ -490,13 +477,5 @@ mod tests {
         );
         assert_eq!(found["sigs.k8s.io/cri-tools"].1, "v1.34.0");
         assert!(!found.contains_key("example.com/gone"));
-    }
-
-    #[test]
-    fn a_dynamic_executable_is_told_apart() {
-        // Any dynamically linked system binary has PT_INTERP; a busybox-static one has not.
-        assert!(!is_static_elf(Path::new("/bin/ls")).unwrap());
-        assert!(is_static_elf(Path::new("/bin/busybox")).unwrap());
-        assert!(is_static_elf(Path::new("/etc/hostname")).is_err());
     }
 }

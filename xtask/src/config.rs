@@ -116,6 +116,10 @@ pub struct GoBinary {
     /// Extra environment for `go build` (e.g. CGO_CFLAGS).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// False for a binary that ships only inside an image (`from = { built = NAME }`), not in
+    /// the bundle's bin/.
+    #[serde(default = "yes")]
+    pub in_bundle: bool,
     /// Names under which the binary also answers (multicall): `bin/<link>` in the bundle is a
     /// symlink to it.
     #[serde(default)]
@@ -123,6 +127,10 @@ pub struct GoBinary {
     /// Run after the build; each must succeed and print `expect` (placeholders allowed).
     #[serde(default, rename = "check")]
     pub checks: Vec<BinaryCheck>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -2,8 +2,9 @@
 //! `ctr -n k8s.io images import` loads under the right name, so that no pod waits on a pull.
 //!
 //! Each `[[image]]` table of bundle.toml names one image and where it comes from:
-//! - `kind = "build"` assembles an image from files we have (the static `pause` binary, Debian's
-//!   busybox-static, ...). Works offline and is byte-reproducible: one layer, sorted entries,
+//! - `kind = "build"` assembles an image from files we have (binaries the pipeline built, such
+//!   as `pause` and `coredns`, and pinned files of the build machine such as Debian's
+//!   busybox-static). Works offline and is byte-reproducible: one layer, sorted entries,
 //!   mtime = SOURCE_DATE_EPOCH, owner 0:0, gzip without a timestamp, canonical JSON.
 //! - `kind = "registry"` pulls an image by pinned digest through the OCI distribution API
 //!   (anonymous bearer token as Docker Hub wants), resolves an index to linux/amd64, verifies every
@@ -17,7 +18,7 @@
 //! reference = "docker.io/k3s-gvisor/pause:0.1.0"        # the name containerd and the CRI see
 //! sandbox = true                                        # the CRI's sandbox (pause) image
 //! source = { kind = "build", entrypoint = ["/pause"], files = [
-//!     { path = "/pause", from = "pause-binary" } ] }
+//!     { path = "/pause", from = { built = "pause" } } ] }
 //!
 //! [[image]]
 //! name = "busybox"
@@ -108,8 +109,8 @@ fn default_mode() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FileOrigin {
-    /// The statically linked `pause` binary the build stage made (`ImageContext::pause_binary`).
-    PauseBinary,
+    /// A binary the build stage made (a crate or a component binary), by name: `pause`.
+    Built(String),
     /// A file of the build machine, e.g. Debian's /bin/busybox, pinned by its sha256.
     Host(HostFile),
 }
@@ -154,8 +155,8 @@ pub struct ImageContext {
     pub source_date_epoch: u64,
     /// Never touch the network: registry images must come from the cache.
     pub offline: bool,
-    /// The statically linked pause binary (`FileOrigin::PauseBinary`).
-    pub pause_binary: PathBuf,
+    /// The binaries the build stage made, by name (`FileOrigin::Built`).
+    pub built: BTreeMap<String, PathBuf>,
 }
 
 /// One finished image archive.

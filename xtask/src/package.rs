@@ -6,6 +6,7 @@
 use crate::digest::{executable, sha256_file};
 use crate::fsutil::{copy_tree, remove_tree, write_atomic};
 use crate::manifest::Manifest;
+use crate::tarball::TarWriter;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -109,27 +110,20 @@ pub fn write_tarball(root: &Path, top: &str, out: &Path, mtime: u64) -> Result<(
         .mtime(0)
         .operating_system(255)
         .write(tmp.as_file().try_clone()?, flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    tar.mode(tar::HeaderMode::Deterministic);
-    let append_dir = |tar: &mut tar::Builder<_>, name: &str| -> Result<()> {
-        let mut h = normalized_header(tar::EntryType::Directory, 0o755, 0, mtime);
-        tar.append_data(&mut h, format!("{name}/"), std::io::empty())?;
-        Ok(())
-    };
-    append_dir(&mut tar, top)?;
+    let mut tar = TarWriter::new(gz, mtime);
+    tar.dir(&format!("{top}/"))?;
     for rel in sorted_entries(root)? {
         let path = root.join(&rel);
         let name = format!("{top}/{}", rel.display());
         let meta = std::fs::symlink_metadata(&path)?;
         if meta.is_dir() {
-            append_dir(&mut tar, &name)?;
+            tar.dir(&format!("{name}/"))?;
         } else if meta.is_file() {
             let mode = if executable(&path) { 0o755 } else { 0o644 };
-            let mut h = normalized_header(tar::EntryType::Regular, mode, meta.len(), mtime);
-            tar.append_data(&mut h, &name, std::fs::File::open(&path)?)?;
+            tar.file(&name, mode, meta.len(), std::fs::File::open(&path)?)?;
         } else if meta.file_type().is_symlink() {
-            let mut h = normalized_header(tar::EntryType::Symlink, 0o777, 0, mtime);
-            tar.append_link(&mut h, &name, std::fs::read_link(&path)?)?;
+            let target = std::fs::read_link(&path)?;
+            tar.symlink(&name, &target.to_string_lossy())?;
         } else {
             anyhow::bail!(
                 "{} is neither a file, a symlink nor a directory; bundles hold only those",
@@ -137,25 +131,12 @@ pub fn write_tarball(root: &Path, top: &str, out: &Path, mtime: u64) -> Result<(
             );
         }
     }
-    let gz = tar.into_inner()?;
+    let gz = tar.finish()?;
     gz.finish()?.sync_all()?;
     crate::fsutil::set_readable(tmp.path())?;
     tmp.persist(out)
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
-}
-
-fn normalized_header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_mtime(mtime);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_username("").unwrap();
-    h.set_groupname("").unwrap();
-    h
 }
 
 /// `dist/<name>.tar.gz.sha256` in `sha256sum` format.

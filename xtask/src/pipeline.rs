@@ -21,6 +21,7 @@ use crate::stamp::Stamp;
 use crate::ui::step;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -136,7 +137,7 @@ fn plan_components(
     Ok(planned)
 }
 
-/// `0000-*` patches make a source build (patches/README.md); "unpatched" means upstream
+/// `0000-*` patches make a source build (docs/patches.md); "unpatched" means upstream
 /// behaviour, so they apply to both variants.
 fn is_build_fix(patch: &std::path::Path) -> bool {
     patch
@@ -305,7 +306,7 @@ pub fn build_images(
     config: &BundleConfig,
     layout: &Layout,
     opts: &Options,
-    pause_binary: &std::path::Path,
+    built: &BTreeMap<String, PathBuf>,
     report: &mut Report,
 ) -> Result<Vec<(BundleFile, ImageRecord)>> {
     use crate::image::{self, ImageContext, ImageOrigin};
@@ -313,8 +314,10 @@ pub fn build_images(
     let mut inputs = vec![
         RECIPE.to_string(),
         config.bundle.source_date_epoch.to_string(),
-        sha256_file(pause_binary)?,
     ];
+    for (name, path) in built {
+        inputs.push(format!("{name} {}", sha256_file(path)?));
+    }
     for spec in &config.images {
         // Host files are pinned by sha256 in the spec itself (checked when the image is built).
         inputs.push(format!("{spec:?}"));
@@ -325,7 +328,7 @@ pub fn build_images(
         out_dir: out_dir.clone(),
         source_date_epoch: config.bundle.source_date_epoch,
         offline: opts.fetch.offline,
-        pause_binary: pause_binary.to_path_buf(),
+        built: built.clone(),
     };
     let fresh = stamp.is_fresh();
     let start = Instant::now();
@@ -424,10 +427,17 @@ fn component_record(
     };
     let mut files = Vec::new();
     for bin in &b.build.binaries {
-        let to = format!("bin/{}", bin.name);
         record
             .build_flags
             .push(format!("{}: {}", bin.name, bin.command));
+        if !bin.in_bundle {
+            record.build_flags.push(format!(
+                "{}: ships only inside an image (see images)",
+                bin.name
+            ));
+            continue;
+        }
+        let to = format!("bin/{}", bin.name);
         record.outputs.push(OutputRecord {
             path: to.clone(),
             sha256: sha256_file(&bin.path)?,
@@ -518,6 +528,7 @@ pub fn package(
     let key = combine(
         [
             RECIPE.to_string(),
+            tarball.display().to_string(),
             serde_json::to_string(&manifest)?,
             sha256_tree(&template)?,
             sha256_tree(&overlays)?,
@@ -561,8 +572,20 @@ pub fn bundle(
     }
     let components = build_components(config, layout, opts, Variant::Patched, report)?;
     let crates = build_crates(config, layout, report)?;
-    let pause = layout.crates_bin().join("pause");
-    let images = build_images(config, layout, opts, &pause, report)?;
+    // Every binary the build made, by name, for images made of them.
+    let built: BTreeMap<String, PathBuf> = components
+        .iter()
+        .flat_map(|c| &c.build.binaries)
+        .map(|b| (b.name.clone(), b.path.clone()))
+        .chain(
+            config
+                .crates
+                .iter()
+                .zip(&crates)
+                .map(|(c, p)| (c.package.clone(), p.clone())),
+        )
+        .collect();
+    let images = build_images(config, layout, opts, &built, report)?;
     let inputs = PackageInputs {
         components: &components,
         crates: &crates,

@@ -360,6 +360,7 @@ mod tests {
     use super::*;
     use crate::package::{self, BundleFile};
 
+    const MIRROR_URL: &str = "file:///srv/mirror/github.com/opencontainers/runc/archive/d842d7719497cc3b774fd71620278ac9e17710e0.tar.gz";
     const PATCH: &str = "From 0123 Mon Sep 17 00:00:00 2001\nFrom: x <x@y>\nSubject: [PATCH 1/2] capability: probe the kernel\n when the file is missing\n\nwhy\n---\n";
 
     /// A repository with one patch, and a packaged bundle whose manifest records it.
@@ -380,9 +381,12 @@ mod tests {
                 "name": "runc",
                 "version": "v1.3.3",
                 "source": {
-                    "transport": "go-proxy",
-                    "location": "github.com/opencontainers/runc@v1.3.3",
-                    "content": "h1:abc=",
+                    "transport": "mirror",
+                    "location": MIRROR_URL,
+                    "content": "git-tree:0e3cc6a30898bc561dcdd4195a914e83cf422309",
+                    "repository": "https://github.com/opencontainers/runc",
+                    "commit": "d842d7719497cc3b774fd71620278ac9e17710e0",
+                    "tree": "0e3cc6a30898bc561dcdd4195a914e83cf422309",
                 },
                 "patches": [{
                     "file": "patches/runc/0001-probe.patch",
@@ -391,7 +395,7 @@ mod tests {
                 "build_flags": ["runc: CGO_ENABLED=1 go build"],
                 "outputs": [{ "path": "bin/runc", "sha256": sha256_file(&bin).unwrap() }],
             }],
-            "omitted": [{ "name": "k3s", "reason": "its source could not\n\tbe fetched" }],
+            "omitted": [{ "name": "k3s", "reason": "left out on purpose\n\t(--without-k3s)" }],
         }))
         .unwrap();
         let stage = root.join("stage");
@@ -449,11 +453,12 @@ mod tests {
         let notes = std::fs::read_to_string(&plan.notes).unwrap();
         for needle in [
             "# tiny v1.0.0-gvisor.1",
-            "| runc | v1.3.3 | go-module `github.com/opencontainers/runc@v1.3.3` | 1 |",
+            &format!("| runc | v1.3.3 | mirror `{MIRROR_URL}` | 1 |"),
+            "- upstream: https://github.com/opencontainers/runc commit `d842d7719497cc3b774fd71620278ac9e17710e0`",
             "`patches/runc/0001-probe.patch`: capability: probe the kernel when the file is missing",
             &format!("`bin/runc`: sha256 `{}`", manifest.components[0].outputs[0].sha256),
             &plan.assets[2].sha256,
-            "## Not in this bundle\n\n- k3s: its source could not be fetched",
+            "## Not in this bundle\n\n- k3s: left out on purpose (--without-k3s)",
         ] {
             assert!(notes.contains(needle), "notes lack {needle:?}:\n{notes}");
         }
@@ -472,7 +477,7 @@ mod tests {
                 .unwrap()
                 .contains(&serde_json::json!({
                     "name": "k3s-gvisor:omitted",
-                    "value": "k3s: its source could not be fetched",
+                    "value": "k3s: left out on purpose (--without-k3s)",
                 })),
             "{sbom:#}"
         );
@@ -484,7 +489,7 @@ mod tests {
         );
         assert_eq!(
             runc["pedigree"]["ancestors"][0]["purl"],
-            "pkg:golang/github.com/opencontainers/runc@v1.3.3"
+            "pkg:github/opencontainers/runc@d842d7719497cc3b774fd71620278ac9e17710e0"
         );
         assert_eq!(
             runc["pedigree"]["patches"][0]["diff"]["url"],
@@ -538,7 +543,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("built without k3s (its source could not be fetched)"),
+            err.contains("built without k3s (left out on purpose (--without-k3s))"),
             "{err}"
         );
         manifest.omitted.clear();

@@ -3,7 +3,6 @@
 //! Go module proxy, hand-made patches, and small bundles.
 
 use crate::config::{BundleConfig, Component};
-use crate::digest::sha256_bytes;
 use crate::fetch::{fetch, FetchOptions};
 use crate::layout::{Layout, Variant};
 use crate::manifest::Manifest;
@@ -302,9 +301,8 @@ const FIXTURE_MODULE: &str = "example.com/fixture";
 const FIXTURE_MAIN: &str = "package main\n\nimport \"fmt\"\n\nvar stamp = \"none\"\n\nfunc main() { fmt.Println(\"fixture\", stamp) }\n";
 
 /// A file:// Go module proxy holding example.com/fixture@v1.0.0 with `main_go` as its main.go;
-/// returns the proxy dir and the module's `h1:` hash (Go's dirhash, computed here).
+/// returns the proxy dir and the module's `h1:` hash.
 fn fixture_proxy(root: &Path, main_go: &str) -> (PathBuf, String) {
-    use base64::Engine;
     let proxy = root.join("proxy");
     let vdir = proxy.join(FIXTURE_MODULE).join("@v");
     std::fs::create_dir_all(&vdir).unwrap();
@@ -312,7 +310,8 @@ fn fixture_proxy(root: &Path, main_go: &str) -> (PathBuf, String) {
     let files = [("go.mod", gomod.as_str()), ("main.go", main_go)];
     let prefix = format!("{FIXTURE_MODULE}@v1.0.0/");
     let mut zip = zip::ZipWriter::new(std::fs::File::create(vdir.join("v1.0.0.zip")).unwrap());
-    let mut summary = String::new();
+    let tree = root.join("module-tree");
+    std::fs::create_dir_all(&tree).unwrap();
     for (name, content) in files {
         zip.start_file(
             format!("{prefix}{name}"),
@@ -320,10 +319,7 @@ fn fixture_proxy(root: &Path, main_go: &str) -> (PathBuf, String) {
         )
         .unwrap();
         zip.write_all(content.as_bytes()).unwrap();
-        summary.push_str(&format!(
-            "{}  {prefix}{name}\n",
-            sha256_bytes(content.as_bytes())
-        ));
+        std::fs::write(tree.join(name), content).unwrap();
     }
     zip.finish().unwrap();
     std::fs::write(vdir.join("v1.0.0.mod"), gomod).unwrap();
@@ -333,24 +329,8 @@ fn fixture_proxy(root: &Path, main_go: &str) -> (PathBuf, String) {
     )
     .unwrap();
     std::fs::write(vdir.join("list"), "v1.0.0\n").unwrap();
-    let digest = sha2::Sha256::digest_bytes(summary.as_bytes());
-    (
-        proxy,
-        format!(
-            "h1:{}",
-            base64::engine::general_purpose::STANDARD.encode(digest)
-        ),
-    )
-}
-
-trait DigestBytes {
-    fn digest_bytes(b: &[u8]) -> Vec<u8>;
-}
-impl DigestBytes for sha2::Sha256 {
-    fn digest_bytes(b: &[u8]) -> Vec<u8> {
-        use sha2::Digest;
-        sha2::Sha256::digest(b).to_vec()
-    }
+    let sum = crate::go::dirhash::hash_dir(&tree, &format!("{FIXTURE_MODULE}@v1.0.0")).unwrap();
+    (proxy, sum)
 }
 
 fn with_fixture_proxy(layout: &mut Layout, proxy: &Path) {

@@ -15,6 +15,7 @@
 
 use super::blob_store::verify_file;
 use super::digest::{canonical_json, sha256_hex};
+use crate::tarball::TarWriter;
 use anyhow::{Context, Result};
 use oci_spec::image::{Descriptor, ImageIndexBuilder, MediaType};
 use std::collections::{BTreeMap, HashMap};
@@ -55,33 +56,29 @@ pub fn write_oci_archive(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(tmp.as_file()));
-
-    append_file(
-        &mut tar,
-        "oci-layout",
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-        mtime,
-    )?;
-    append_file(&mut tar, "index.json", &index_json(top, reference)?, mtime)?;
-    append_dir(&mut tar, "blobs/", mtime)?;
-    append_dir(&mut tar, "blobs/sha256/", mtime)?;
+    let mut tar = TarWriter::new(std::io::BufWriter::new(tmp.as_file()), mtime);
+    let file = |tar: &mut TarWriter<_>, name: &str, bytes: &[u8]| {
+        tar.file(name, 0o644, bytes.len() as u64, bytes)
+    };
+    file(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    file(&mut tar, "index.json", &index_json(top, reference)?)?;
+    tar.dir("blobs/")?;
+    tar.dir("blobs/sha256/")?;
     // Sorted and de-duplicated by digest (two layers may be the same blob).
     let by_digest: BTreeMap<&str, &Blob> = blobs.iter().map(|b| (b.digest.as_str(), b)).collect();
     for (digest, blob) in by_digest {
         let name = format!("blobs/sha256/{}", sha256_hex(digest)?);
         match &blob.content {
-            BlobContent::Memory(bytes) => append_file(&mut tar, &name, bytes, mtime)?,
+            BlobContent::Memory(bytes) => file(&mut tar, &name, bytes)?,
             BlobContent::File(path) => {
                 verify_file(path, digest, blob.size)?;
-                let file = std::fs::File::open(path)
+                let data = std::fs::File::open(path)
                     .with_context(|| format!("cannot open {}", path.display()))?;
-                let header = file_header(&name, blob.size, 0o644, mtime)?;
-                tar.append(&header, file)?;
+                tar.file(&name, 0o644, blob.size, data)?;
             }
         }
     }
-    tar.into_inner()?.flush()?;
+    tar.finish()?.flush()?;
     tmp.as_file().sync_all()?;
     tmp.persist(dest)
         .with_context(|| format!("cannot move the archive into {}", dest.display()))?;
@@ -111,42 +108,4 @@ fn index_json(top: &TopManifest, reference: &str) -> Result<Vec<u8>> {
         .manifests(vec![descriptor])
         .build()?;
     canonical_json(&index)
-}
-
-fn file_header(name: &str, size: u64, mode: u32, mtime: u64) -> Result<tar::Header> {
-    let mut header = tar::Header::new_ustar();
-    header.set_path(name)?;
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_size(size);
-    header.set_mode(mode);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(mtime);
-    header.set_cksum();
-    Ok(header)
-}
-
-fn append_file<W: Write>(
-    tar: &mut tar::Builder<W>,
-    name: &str,
-    bytes: &[u8],
-    mtime: u64,
-) -> Result<()> {
-    let header = file_header(name, bytes.len() as u64, 0o644, mtime)?;
-    tar.append(&header, bytes)?;
-    Ok(())
-}
-
-fn append_dir<W: Write>(tar: &mut tar::Builder<W>, name: &str, mtime: u64) -> Result<()> {
-    let mut header = tar::Header::new_ustar();
-    header.set_path(name)?;
-    header.set_entry_type(tar::EntryType::Directory);
-    header.set_size(0);
-    header.set_mode(0o755);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(mtime);
-    header.set_cksum();
-    tar.append(&header, std::io::empty())?;
-    Ok(())
 }

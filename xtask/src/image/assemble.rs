@@ -164,7 +164,13 @@ fn collect_entries(build: &BuildSource, ctx: &ImageContext) -> Result<BTreeMap<S
     for file in &build.files {
         let rel = relative_path(&file.path)?;
         let source = match &file.from {
-            FileOrigin::PauseBinary => ctx.pause_binary.clone(),
+            FileOrigin::Built(name) => ctx.built.get(name).cloned().with_context(|| {
+                format!(
+                    "{}: no binary named `{name}` was built; known: {}",
+                    file.path,
+                    ctx.built.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?,
             FileOrigin::Host(host) => host.path.clone(),
         };
         let bytes = read_input(&source, &file.from)?;
@@ -213,10 +219,8 @@ fn collect_entries(build: &BuildSource, ctx: &ImageContext) -> Result<BTreeMap<S
 
 fn read_input(source: &Path, origin: &FileOrigin) -> Result<Vec<u8>> {
     std::fs::read(source).with_context(|| match origin {
-        FileOrigin::PauseBinary => format!(
-            "cannot read the pause binary {}: build it first with RUSTFLAGS=\"-C \
-             target-feature=+crt-static\" cargo build --release -p pause --target \
-             x86_64-unknown-linux-gnu",
+        FileOrigin::Built(name) => format!(
+            "cannot read {} (the built binary `{name}`): run `cargo xtask bundle`",
             source.display()
         ),
         FileOrigin::Host(host) => format!(
@@ -234,7 +238,7 @@ fn check_interpreters(entries: &BTreeMap<String, Entry>) -> Result<()> {
         let Entry::File { bytes, .. } = entry else {
             continue;
         };
-        if let Some(interpreter) = elf_interpreter(bytes) {
+        if let Ok(Some(interpreter)) = crate::elf::interpreter(bytes) {
             let in_image = interpreter
                 .strip_prefix('/')
                 .is_some_and(|p| entries.contains_key(p));
@@ -250,65 +254,18 @@ fn check_interpreters(entries: &BTreeMap<String, Entry>) -> Result<()> {
     Ok(())
 }
 
-/// The PT_INTERP path of a 64-bit little-endian ELF file, if it has one.
-pub fn elf_interpreter(bytes: &[u8]) -> Option<String> {
-    const PT_INTERP: u32 = 3;
-    let u16_at = |o: usize| Some(u16::from_le_bytes(bytes.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |o: usize| Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?));
-    // Magic, ELFCLASS64, little endian.
-    if bytes.get(0..6)? != b"\x7fELF\x02\x01" {
-        return None;
-    }
-    let phoff = u64_at(0x20)? as usize;
-    let phentsize = u16_at(0x36)? as usize;
-    let phnum = u16_at(0x38)? as usize;
-    (0..phnum).find_map(|i| {
-        let ph = phoff + i * phentsize;
-        if u32_at(ph)? != PT_INTERP {
-            return None;
-        }
-        let offset = u64_at(ph + 8)? as usize;
-        let size = u64_at(ph + 32)? as usize;
-        let raw = bytes.get(offset..offset + size)?;
-        Some(String::from_utf8_lossy(raw.split(|&b| b == 0).next()?).into_owned())
-    })
-}
-
 fn layer_tar(entries: &BTreeMap<String, Entry>, mtime: u64) -> Result<Vec<u8>> {
-    let mut tar = tar::Builder::new(Vec::new());
+    let mut tar = crate::tarball::TarWriter::new(Vec::new(), mtime);
     for (rel, entry) in entries {
-        let mut header = tar::Header::new_ustar();
-        header.set_path(rel)?;
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(mtime);
         match entry {
-            Entry::Dir => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
-                header.set_size(0);
-                header.set_cksum();
-                tar.append(&header, std::io::empty())?;
-            }
+            Entry::Dir => tar.dir(rel)?,
             Entry::File { bytes, mode } => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(*mode);
-                header.set_size(bytes.len() as u64);
-                header.set_cksum();
-                tar.append(&header, bytes.as_slice())?;
+                tar.file(rel, *mode, bytes.len() as u64, bytes.as_slice())?
             }
-            Entry::Symlink { target } => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(0o777);
-                header.set_size(0);
-                header.set_link_name(target)?;
-                header.set_cksum();
-                tar.append(&header, std::io::empty())?;
-            }
+            Entry::Symlink { target } => tar.symlink(rel, target)?,
         }
     }
-    Ok(tar.into_inner()?)
+    tar.finish()
 }
 
 /// gzip with no mtime, no file name and a fixed OS byte, at a fixed level.

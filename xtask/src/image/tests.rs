@@ -5,7 +5,7 @@ mod harness;
 mod token_server;
 
 use super::archive::{write_oci_archive, Blob, BlobContent, TopManifest};
-use super::assemble::{assemble, elf_interpreter, Platform};
+use super::assemble::{assemble, Platform};
 use super::blob_store::BlobStore;
 use super::digest::{canonical_json, sha256_digest};
 use super::*;
@@ -41,7 +41,7 @@ fn context(dir: &Path, pause_binary: PathBuf) -> ImageContext {
         out_dir: dir.join("out"),
         source_date_epoch: EPOCH,
         offline: false,
-        pause_binary,
+        built: BTreeMap::from([("pause".to_string(), pause_binary)]),
     }
 }
 
@@ -93,7 +93,7 @@ fn fixture_tables_parse_into_specs() {
         panic!("pause is built")
     };
     assert!(specs[0].sandbox);
-    assert!(matches!(pause.files[0].from, FileOrigin::PauseBinary));
+    assert!(matches!(&pause.files[0].from, FileOrigin::Built(name) if name == "pause"));
     assert_eq!(pause.files[0].mode, 0o755);
     let ImageSource::Build(busybox) = &specs[1].source else {
         panic!("busybox is built")
@@ -294,11 +294,13 @@ fn built_image_archive_has_the_expected_layout() {
 #[test]
 fn the_pause_binary_is_static_and_dynamic_binaries_are_refused() {
     assert_eq!(
-        elf_interpreter(&std::fs::read(static_pause_binary()).unwrap()),
+        crate::elf::interpreter(&std::fs::read(static_pause_binary()).unwrap()).unwrap(),
         None
     );
     let dynamic = std::fs::read("/bin/true").unwrap();
-    assert!(elf_interpreter(&dynamic).is_some_and(|i| i.contains("ld-linux")));
+    assert!(crate::elf::interpreter(&dynamic)
+        .unwrap()
+        .is_some_and(|i| i.contains("ld-linux")));
 
     let dir = tempfile::tempdir().unwrap();
     let mut spec = fixture("pause");
@@ -307,7 +309,17 @@ fn the_pause_binary_is_static_and_dynamic_binaries_are_refused() {
 
     let err = build_image(&spec, &context(dir.path(), dir.path().join("missing"))).unwrap_err();
     assert!(
-        format!("{err:#}").contains("cargo build --release -p pause"),
+        format!("{err:#}").contains("the built binary `pause`"),
+        "{err:#}"
+    );
+    let mut unknown = fixture("pause");
+    let ImageSource::Build(build) = &mut unknown.source else {
+        unreachable!()
+    };
+    build.files[0].from = FileOrigin::Built("paus".into());
+    let err = build_image(&unknown, &context(dir.path(), static_pause_binary())).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no binary named `paus` was built; known: pause"),
         "{err:#}"
     );
 

@@ -1,4 +1,5 @@
-//! k3s talks to itself over 127.0.0.1 (agent to server, kubectl to the API), so lo must be up.
+//! k3s talks to itself over 127.0.0.1 (agent to server, kubectl to the API), and containerd's
+//! CRI streaming server (kubectl/crictl exec) listens there, so lo must be up.
 //! It is in gVisor and in every ordinary host, but not in a fresh Linux network namespace
 //! (`unshare --net`): there k3s retries `dial tcp 127.0.0.1:6443: connect: network is
 //! unreachable` until install gives up. `start` brings lo up where it is down and records the

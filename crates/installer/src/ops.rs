@@ -20,6 +20,8 @@ use crate::userenv;
 pub fn start(state: &mut State) -> Result<()> {
     let paths = state.paths();
     restore_host_changes(state)?;
+    // k3s, and containerd's CRI streaming server (exec, attach), listen on 127.0.0.1.
+    loopback::ensure_up(state)?;
     if state.control_plane_only && services::has_k3s(&paths) {
         // No kubelet, so no pods: containerd is not needed.
         services::start_k3s(&paths, state)?;

@@ -12,7 +12,6 @@ use anyhow::{bail, Context, Result};
 
 use crate::bundle::{Bundle, MANIFEST_FILE};
 use crate::config;
-use crate::loopback;
 use crate::node_ip;
 use crate::paths::Paths;
 use crate::pod_logs;
@@ -224,7 +223,6 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
     let kubelet_args = fs::read_to_string(paths.prefix.join("etc/k3s/kubelet-args"))
         .map(|text| config::parse_kubelet_args(&text))
         .unwrap_or_default();
-    loopback::ensure_up(state)?;
     let node_ip = node_ip::prepare(state)?;
     let options = config::K3sOptions {
         control_plane_only: state.control_plane_only,

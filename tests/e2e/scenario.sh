@@ -50,11 +50,16 @@ elif [ $K3S = yes ]; then
     && step kubeconfig ok "$D/kubeconfig.yaml mode $KC_MODE" || step kubeconfig FAIL "mode ${KC_MODE:-missing}"
   EXPORT=$(grep -m1 -o 'export PATH=.*' "$RUN/install.out")
   [ -n "$EXPORT" ] && step export-line ok || step export-line FAIL "install printed no export PATH= line"
-  # The add-ons install turned off are exactly those whose image the bundle lacks (or that never run).
-  if [ -n "$(image_ref coredns)" ]; then
-    grep -q "add-on coredns off" "$RUN/install.out" && step addons FAIL "coredns turned off though its image is shipped" || step addons ok "coredns on (image shipped)"
+  # coredns runs exactly where it can work: its image shipped, a node for its pod, and
+  # ClusterIPs routed (kube-proxy on); otherwise install says which of those it lacks.
+  if [ -z "$(image_ref coredns)" ]; then WHY="its image"
+  elif [ "$MODE" = control-plane-only ]; then WHY="control-plane-only"
+  elif grep -q "k3s: kube-proxy off" "$RUN/install.out"; then WHY="it reaches the API"
+  else WHY=; fi
+  if [ -n "$WHY" ]; then
+    grep -qF "add-on coredns off (--disable): $WHY" "$RUN/install.out" && step addons ok "coredns off: $WHY ..." || step addons FAIL "coredns not reported off ($WHY ...)"
   else
-    grep -q "add-on coredns off (--disable): its image" "$RUN/install.out" && step addons ok "coredns off: no image in the bundle" || step addons FAIL "coredns not reported off though its image is missing"
+    grep -q "add-on coredns off" "$RUN/install.out" && step addons FAIL "coredns turned off though it can run here" || step addons ok "coredns on"
   fi
 
   # The tools from the export line alone, in a clean environment.
@@ -96,6 +101,11 @@ YAML
       && [ "$($K get deployment web -o jsonpath='{.status.availableReplicas}')" = 2 ] \
       && step deployment ok "2/2 available" || { step deployment FAIL; $K describe deployment web; $K get pods -o wide; }
     mark deployment-available
+    if [ -z "$WHY" ]; then
+      # On means working: the DNS pod gets Ready (it needs the API through the kubernetes Service).
+      $K -n kube-system wait --for=condition=Ready pod -l k8s-app=kube-dns --timeout=120s >/dev/null \
+        && step coredns-ready ok || { step coredns-ready FAIL; $K -n kube-system logs -l k8s-app=kube-dns --tail=20; }
+    fi
     # status counts pods per phase in all namespaces (add-ons whose image is shipped included).
     PHASES=$($K get pods -A -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | sort | uniq -c \
       | awk '{ printf "%s%d %s", sep, $1, $2; sep = ", " }')

@@ -1,8 +1,9 @@
 //! Which parts of k3s run on this host, decided once at install (by probing), recorded in the
 //! state file, printed by install and shown by `doctor`:
 //! - kube-proxy runs only where its iptables rules can be written;
-//! - each packaged add-on runs only where its image is in the bundle (a sandbox cannot pull),
-//!   and a few never run here (below, with the reason).
+//! - each packaged add-on runs only where it can work: its image is in the bundle (a sandbox
+//!   cannot pull), there is a node for its pods, and the Services it needs route (coredns);
+//!   a few never run here (below, with the reason).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,8 +27,9 @@ struct Addon {
 }
 
 enum Needs {
-    /// The image its manifest runs, as containerd names it once imported.
-    Image(&'static str),
+    /// Pods of the image its manifest runs (as containerd names it once imported), which
+    /// reach the API and serve through ClusterIP Services.
+    ImageAndServices(&'static str),
     /// It cannot work in a sandbox even with its image: why.
     Never(&'static str),
 }
@@ -35,7 +37,7 @@ enum Needs {
 const ADDONS: [Addon; 5] = [
     Addon {
         name: "coredns",
-        needs: Needs::Image("docker.io/rancher/mirrored-coredns-coredns:1.12.3"),
+        needs: Needs::ImageAndServices("docker.io/rancher/mirrored-coredns-coredns:1.12.3"),
     },
     Addon {
         name: "traefik",
@@ -57,24 +59,43 @@ const ADDONS: [Addon; 5] = [
     },
 ];
 
+/// What else decides whether an add-on can work on this install.
+pub struct Install {
+    /// `--control-plane-only`: no kubelet, so no node for any pod.
+    pub control_plane_only: bool,
+    /// kube-proxy is off (its reason is printed separately): ClusterIPs do not route.
+    pub kube_proxy_off: bool,
+}
+
 /// The add-ons to turn off for a bundle with this manifest, each with its reason.
-pub fn addons_off(manifest: &Manifest) -> Vec<TurnedOff> {
+pub fn addons_off(manifest: &Manifest, install: &Install) -> Vec<TurnedOff> {
     ADDONS
         .iter()
         .filter_map(|addon| {
             let reason = match addon.needs {
                 Needs::Never(why) => why.to_string(),
-                Needs::Image(image) => {
+                Needs::ImageAndServices(image) => {
                     let shipped = manifest
                         .images
                         .iter()
                         .any(|shipped| normalize(&shipped.reference) == image);
-                    if shipped {
+                    if !shipped {
+                        format!(
+                            "its image {image} is not in this bundle, and the sandbox cannot \
+                             pull it"
+                        )
+                    } else if install.control_plane_only {
+                        "control-plane-only: no node to run its pod".to_string()
+                    } else if install.kube_proxy_off {
+                        // Measured in the current gVisor: the pod runs, never Ready, logging
+                        // `plugin/ready: Plugins not ready: "kubernetes"`.
+                        "it reaches the API through the kubernetes Service (10.43.0.1) and \
+                         serves through its own (10.43.0.10), and ClusterIPs do not route \
+                         without kube-proxy: it would run but never be Ready"
+                            .to_string()
+                    } else {
                         return None;
                     }
-                    format!(
-                        "its image {image} is not in this bundle, and the sandbox cannot pull it"
-                    )
                 }
             };
             Some(TurnedOff {
@@ -199,9 +220,14 @@ mod tests {
         }
     }
 
+    const FULL: Install = Install {
+        control_plane_only: false,
+        kube_proxy_off: false,
+    };
+
     #[test]
-    fn coredns_runs_only_when_its_image_is_shipped() {
-        let off = addons_off(&manifest(&["docker.io/k3s-gvisor/pause:0.1.0"]));
+    fn coredns_runs_only_where_its_image_is_shipped_and_services_route() {
+        let off = addons_off(&manifest(&["docker.io/k3s-gvisor/pause:0.1.0"]), &FULL);
         let names: Vec<&str> = off.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names,
@@ -220,9 +246,32 @@ mod tests {
             "docker.io/rancher/mirrored-coredns-coredns:1.12.3",
             "rancher/mirrored-coredns-coredns:1.12.3",
         ] {
-            let off = addons_off(&manifest(&[reference]));
+            let off = addons_off(&manifest(&[reference]), &FULL);
             assert!(off.iter().all(|t| t.name != "coredns"), "{reference}");
             assert_eq!(off.len(), 4);
+        }
+        let shipped = manifest(&["docker.io/rancher/mirrored-coredns-coredns:1.12.3"]);
+        for (install, why) in [
+            (
+                Install {
+                    control_plane_only: false,
+                    kube_proxy_off: true,
+                },
+                "ClusterIPs do not route",
+            ),
+            (
+                Install {
+                    control_plane_only: true,
+                    kube_proxy_off: false,
+                },
+                "no node",
+            ),
+        ] {
+            let off = addons_off(&shipped, &install);
+            assert!(
+                off[0].name == "coredns" && off[0].reason.contains(why),
+                "{off:?}"
+            );
         }
     }
 

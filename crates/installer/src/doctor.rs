@@ -223,10 +223,17 @@ fn findings(
 fn k3s_findings(manifest: Option<&Manifest>, installed: Option<&State>) -> Vec<Finding> {
     let (kube_proxy_off, addons_off) = match installed {
         Some(state) => (state.kube_proxy_off.clone(), state.addons_off.clone()),
-        None => (
-            cluster::kube_proxy_blocker(),
-            manifest.map(cluster::addons_off).unwrap_or_default(),
-        ),
+        None => {
+            let kube_proxy_off = cluster::kube_proxy_blocker();
+            let install = cluster::Install {
+                control_plane_only: false,
+                kube_proxy_off: kube_proxy_off.is_some(),
+            };
+            let addons_off = manifest
+                .map(|m| cluster::addons_off(m, &install))
+                .unwrap_or_default();
+            (kube_proxy_off, addons_off)
+        }
     };
     vec![
         Finding {

@@ -72,7 +72,11 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         None
     };
     let addons_off = if has_k3s {
-        cluster::addons_off(&bundle.manifest)
+        let install = cluster::Install {
+            control_plane_only: options.control_plane_only,
+            kube_proxy_off: kube_proxy_off.is_some(),
+        };
+        cluster::addons_off(&bundle.manifest, &install)
     } else {
         Vec::new()
     };

@@ -139,10 +139,15 @@ fn write_procsys_tree(bundle: &Bundle, paths: &Paths, served: &[String]) -> Resu
     let root = paths.procsys_dir();
     fs::create_dir_all(&root)?;
     for relative in served {
-        copy_file(
-            &bundle.path("etc/procsys").join(relative),
-            &root.join(relative),
-        )?;
+        let target = root.join(relative);
+        match crate::probe::derived_procsys_value(relative) {
+            Some(value) => {
+                fs::create_dir_all(target.parent().expect("below the procsys root"))?;
+                fs::write(&target, value)
+                    .with_context(|| format!("cannot write {}", target.display()))?;
+            }
+            None => copy_file(&bundle.path("etc/procsys").join(relative), &target)?,
+        }
     }
     Ok(())
 }

@@ -231,10 +231,16 @@ impl HostFacts {
         let root_fs_type = mount_for(&mounts, Path::new("/"))
             .map(|m| m.fs_type.clone())
             .unwrap_or_else(|| "unknown".into());
-        let (missing_procsys, present): (Vec<String>, Vec<String>) = procsys_candidates
+        let (mut missing_procsys, present): (Vec<String>, Vec<String>) = procsys_candidates
             .iter()
             .cloned()
             .partition(|rel| !Path::new("/proc/sys").join(rel).exists());
+        missing_procsys.extend(
+            DERIVED_PROCSYS
+                .iter()
+                .filter(|rel| !Path::new("/proc/sys").join(rel).exists())
+                .map(|rel| rel.to_string()),
+        );
         let read_only_procsys = present
             .into_iter()
             .filter(|rel| write_refused(&Path::new("/proc/sys").join(rel)))
@@ -291,6 +297,18 @@ impl HostFacts {
         served.sort();
         served
     }
+}
+
+/// /proc/sys files whose value is this host's own, so the bundle cannot ship a default: where
+/// one is missing, the installer writes it into the procsys tree (`derived_procsys_value`).
+/// gVisor before 2025 lacks kernel/osrelease, and the kubelet reads it to pick its safe
+/// sysctls and to decide on tmpfs noswap (`failed to read os-release file: open
+/// /proc/sys/kernel/osrelease`, measured in gvisor-2025).
+pub const DERIVED_PROCSYS: [&str; 1] = ["kernel/osrelease"];
+
+/// The value of a `DERIVED_PROCSYS` file, or None for any other.
+pub fn derived_procsys_value(relative: &str) -> Option<String> {
+    (relative == "kernel/osrelease").then(|| format!("{}\n", kernel_release()))
 }
 
 /// Does this /proc/sys file refuse a write? Writes back what it holds, so a file that accepts

@@ -57,7 +57,14 @@ K3S_GVISOR_RUNSC="$current_runsc" cargo test --locked \
 K3S_GVISOR_RUNSC="$current_runsc" cargo_test_filtered --locked -p xtask -- --exact \
   image::tests::the_pause_image_imports_into_containerd_inside_gvisor
 
-# The end-to-end scenario on the real bundle: on this host, in the current gVisor, and in
-# gvisor-2025 (uname 4.4.0, no setns(CLONE_NEWPID): the gVisors of early-to-mid 2025, where
-# containerd 0001 and runc 0003 decide; docs/gvisor-generations.md).
-cargo xtask e2e --host plain --host current --host gvisor-2025 --mode full
+# The k3s end-to-end scenario (tests/e2e/scenario.sh) on the real bundle, each run in a sandbox
+# with eth0 and a default route where the gVisor's own netstack allows it
+# (xtask/src/sandbox.rs): the current gVisor in both modes; plain Linux and gvisor-2025 (uname
+# 4.4.0, no setns(CLONE_NEWPID): the gVisors of early-to-mid 2025, where containerd 0001 and
+# runc 0003 decide; docs/gvisor-generations.md) with pods; Debian's 2022 gVisor with the
+# control plane only (its full mode cannot run runc 1.3.3 containers: no mount namespaces,
+# doctor names the gaps; it also refuses its own netstack on this kernel, so it runs with
+# loopback only, where install picks the node IP).
+cargo xtask e2e --host current --mode full --mode control-plane-only
+cargo xtask e2e --host plain --host gvisor-2025 --mode full
+cargo xtask e2e --host debian --mode control-plane-only

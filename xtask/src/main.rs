@@ -11,6 +11,7 @@ mod fsutil;
 mod gittree;
 mod go;
 mod image;
+mod k3s_log;
 mod layout;
 mod manifest;
 mod package;
@@ -18,7 +19,9 @@ mod patch;
 mod pipeline;
 mod prepare;
 mod release;
+mod sandbox;
 mod sbom;
+mod soak;
 #[cfg(test)]
 mod stage_tests;
 mod stamp;
@@ -101,6 +104,22 @@ enum Command {
         host: Vec<String>,
         #[arg(long, value_enum, default_values_t = [e2e::Mode::Full, e2e::Mode::ControlPlaneOnly])]
         mode: Vec<e2e::Mode>,
+        /// The sandbox's network: `interface` (eth0 with an address and a default route to a
+        /// peer that routes nowhere, as users' sandboxes have) or `loopback` (no route: the
+        /// installer picks the node IP).
+        #[arg(long, value_enum, default_value_t = sandbox::Network::Interface)]
+        network: sandbox::Network,
+    },
+    /// Not in CI: one full-mode install sampled every 10 s (node Ready, restarts, RSS) for
+    /// MINUTES minutes, then a summary.
+    Soak {
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        minutes: u32,
+        /// Where, as for `e2e --host`.
+        #[arg(long, default_value = "current")]
+        host: String,
+        #[arg(long, value_enum, default_value_t = sandbox::Network::Interface)]
+        network: sandbox::Network,
     },
     /// What the launcher costs a traced program, with every baseline measured in the same run
     /// (native, the seccomp filter alone, a tracer that only resumes, strace), on this host or
@@ -275,7 +294,11 @@ fn run(cli: Cli) -> Result<()> {
             let tarball = bundle(&config, &layout, &opts(without, Vec::new())?, timings)?;
             println!("{}", tarball.display());
         }
-        Command::E2e { host, mode } => {
+        Command::E2e {
+            host,
+            mode,
+            network,
+        } => {
             // Hosts first: a mistyped name fails before minutes of bundling.
             let hosts = host
                 .iter()
@@ -283,18 +306,18 @@ fn run(cli: Cli) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
             let crictl = tools::tool_path("crictl", &layout.cache, offline)?;
-            let scenario = layout.repo.join("tests/e2e/scenario.sh");
+            let inputs = e2e::Inputs {
+                tarball: &tarball,
+                work: &layout.work.join("e2e"),
+                crictl: &crictl,
+                scripts: &layout.repo.join("tests/e2e"),
+                known_errors: &layout.repo.join("docs/k3s-log.md"),
+                network,
+            };
             let mut outcomes = Vec::new();
             for h in &hosts {
                 for m in &mode {
-                    outcomes.push(e2e::run(
-                        &tarball,
-                        &layout.work.join("e2e"),
-                        h,
-                        *m,
-                        &crictl,
-                        &scenario,
-                    )?);
+                    outcomes.push(e2e::run(&inputs, h, *m)?);
                 }
             }
             eprint!(
@@ -309,6 +332,23 @@ fn run(cli: Cli) -> Result<()> {
             if !failed.is_empty() {
                 bail!("e2e failed on: {}", failed.join(", "));
             }
+        }
+        Command::Soak {
+            minutes,
+            host,
+            network,
+        } => {
+            let host = e2e_host(&host, &layout, offline)?;
+            let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
+            soak::run(
+                &tarball,
+                &layout.work.join("e2e"),
+                &layout.repo.join("tests/e2e"),
+                &layout.repo.join("docs/k3s-log.md"),
+                &host,
+                network,
+                minutes,
+            )?;
         }
         Command::Bench {
             host,

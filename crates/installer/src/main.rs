@@ -96,7 +96,7 @@ enum Command {
     Logs {
         #[command(flatten)]
         data: DataDirArg,
-        /// containerd, k3s, launcher-containerd or launcher-k3s (default: all).
+        /// containerd, k3s or launcher-k3s (default: all).
         service: Option<String>,
         /// How many lines to show from the end of each log.
         #[arg(short = 'n', long, default_value_t = 50)]

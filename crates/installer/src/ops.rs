@@ -232,7 +232,6 @@ pub fn logs(state: &State, service: Option<&str>, lines: usize) -> Result<()> {
         None => vec![
             CONTAINERD.to_string(),
             K3S.to_string(),
-            format!("launcher-{CONTAINERD}"),
             format!("launcher-{K3S}"),
         ],
     };
@@ -241,7 +240,7 @@ pub fn logs(state: &State, service: Option<&str>, lines: usize) -> Result<()> {
         if !file.exists() {
             if service.is_some() {
                 bail!(
-                    "no log {} (known: containerd, k3s, launcher-containerd, launcher-k3s)",
+                    "no log {} (known: containerd, k3s, launcher-k3s)",
                     file.display()
                 );
             }

@@ -12,7 +12,7 @@ set -u
 BEFORE_MOUNTS=$(mounts); BEFORE_ADDRESSES=$(addresses); BEFORE_FILES=$(host_files)
 extract || exit 0
 K3S=no
-grep -q '"path": "bin/k3s"' "$BUNDLE/bundle-manifest.json" && K3S=yes
+jq -e 'any(.components[].outputs[]; .path == "bin/k3s")' "$BUNDLE/bundle-manifest.json" >/dev/null && K3S=yes
 
 echo "== doctor (before install)"; "$BUNDLE/install" doctor --bundle "$BUNDLE"
 ARGS=""; [ "$MODE" = control-plane-only ] && ARGS="--control-plane-only"
@@ -148,7 +148,7 @@ YAML
   k3s_errors
   step k3s-log ok "$(k3s_errors | wc -l) error line(s)"
 else
-  step k3s BLOCKED "the bundle has no k3s: $(sed -n 's/.*"reason": "\([^"]*\)".*/\1/p' $BUNDLE/bundle-manifest.json | cut -c1-160)"
+  step k3s BLOCKED "the bundle has no k3s: $(jq -r '.omitted[0].reason // "not recorded"' "$BUNDLE/bundle-manifest.json" | cut -c1-160)"
   if [ "$MODE" = full ]; then
     # Without k3s, the same runtime path k3s would drive, through the CRI: pod sandbox with the
     # shipped pause image, a busybox container, its logs.

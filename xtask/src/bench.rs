@@ -82,19 +82,14 @@ struct Programs {
 
 impl Programs {
     fn compile(sources: &Path, dir: &Path) -> Result<Self> {
-        let sh = xshell::Shell::new()?;
         // Static where the program runs under filter_only or in a sandbox without our loader.
+        compile_syscall_loops(sources, dir)?;
         for (name, link) in [
-            ("syscall_loops", Some("-static")),
             ("filter_only", None),
             ("null_tracer", None),
             ("user_notif_probe", Some("-static")),
         ] {
-            let (out, src) = (dir.join(name), sources.join(format!("{name}.c")));
-            xshell::cmd!(sh, "cc -O2 {link...} -o {out} {src}")
-                .quiet()
-                .run()
-                .with_context(|| format!("cannot compile {name}.c (apt-get install gcc)"))?;
+            compile_c(sources, dir, name, link)?;
         }
         Ok(Programs {
             dir: dir.to_path_buf(),
@@ -104,6 +99,21 @@ impl Programs {
     fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
+}
+
+/// `dir/syscall_loops`, static: it also runs in containers and sandboxes (bench_stack.rs).
+pub fn compile_syscall_loops(sources: &Path, dir: &Path) -> Result<PathBuf> {
+    compile_c(sources, dir, "syscall_loops", Some("-static"))
+}
+
+fn compile_c(sources: &Path, dir: &Path, name: &str, link: Option<&str>) -> Result<PathBuf> {
+    let sh = xshell::Shell::new()?;
+    let (out, src) = (dir.join(name), sources.join(format!("{name}.c")));
+    xshell::cmd!(sh, "cc -O2 {link...} -o {out} {src}")
+        .quiet()
+        .run()
+        .with_context(|| format!("cannot compile {name}.c (apt-get install gcc)"))?;
+    Ok(out)
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -5,9 +5,9 @@
 use crate::config::{BundleConfig, Component};
 use crate::fetch::{fetch, FetchOptions};
 use crate::layout::{Layout, Variant};
-use crate::manifest::Manifest;
 use crate::package::{self, BundleFile};
 use crate::pipeline::{self, Options, Report};
+use bundle_manifest::Manifest;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -483,10 +483,10 @@ fn tiny_bundle(root: &Path) -> PathBuf {
         version: "v1".into(),
         arch: "amd64".into(),
         source_date_epoch: 1700000000,
-        components: vec![crate::manifest::ComponentRecord {
+        components: vec![bundle_manifest::ComponentRecord {
             name: "payload".into(),
             version: "v1".into(),
-            source: crate::manifest::SourceRecord {
+            source: bundle_manifest::SourceRecord {
                 transport: "workspace".into(),
                 location: "x".into(),
                 content: "sha256-tree:0".into(),
@@ -496,11 +496,11 @@ fn tiny_bundle(root: &Path) -> PathBuf {
             },
             patches: vec![],
             build_flags: vec![],
-            outputs: vec![crate::manifest::OutputRecord {
+            outputs: vec![bundle_manifest::OutputRecord {
                 path: "bin/payload".into(),
                 sha256: crate::digest::sha256_file(&bin).unwrap(),
             }],
-            links: vec![crate::manifest::LinkRecord {
+            links: vec![bundle_manifest::LinkRecord {
                 path: "bin/payload-link".into(),
                 target: "payload".into(),
             }],

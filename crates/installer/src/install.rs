@@ -12,7 +12,7 @@ use crate::mounts;
 use crate::ops;
 use crate::paths::Paths;
 use crate::preflight;
-use crate::state::State;
+use crate::state::{LauncherUse, State};
 
 pub struct InstallOptions {
     pub bundle_dir: Option<PathBuf>,
@@ -20,6 +20,7 @@ pub struct InstallOptions {
     pub data_dir: PathBuf,
     pub control_plane_only: bool,
     pub no_start: bool,
+    pub launcher: LauncherUse,
 }
 
 /// Host paths the daemons create outside our dirs; if new at install, uninstall removes what is
@@ -111,6 +112,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         added_addresses: Vec::new(),
         links_before: cni_host::link_names(),
         lo_before_up: None,
+        launcher: options.launcher,
     };
     // The data dir comes first: it holds the state file that records everything after it.
     state.create_dir_all_recorded(&paths.data_dir)?;

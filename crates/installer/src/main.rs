@@ -16,6 +16,7 @@
 //!   leave outside the data dir: the CNI bridge and result cache (`cni_host`), the container
 //!   log links (`pod_logs`).
 
+mod blockers;
 mod bundle;
 mod cluster;
 mod cni_host;
@@ -44,7 +45,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::paths::{DEFAULT_DATA_DIR, DEFAULT_PREFIX};
-use crate::state::State;
+use crate::state::{LauncherUse, State};
 
 #[derive(Parser)]
 #[command(
@@ -75,6 +76,9 @@ struct InstallArgs {
     /// The extracted bundle (default: the directory above this executable's bin/).
     #[arg(long)]
     bundle: Option<PathBuf>,
+    /// When k3s runs under the ptrace launcher that serves missing /proc/sys files.
+    #[arg(long, value_enum, default_value_t = LauncherUse::Auto)]
+    launcher: LauncherUse,
 }
 
 #[derive(Args, Clone)]
@@ -96,8 +100,9 @@ enum Command {
     Logs {
         #[command(flatten)]
         data: DataDirArg,
-        /// containerd, k3s or launcher-k3s (default: all).
-        service: Option<String>,
+        /// Which log (default: all).
+        #[arg(value_enum)]
+        service: Option<ops::Log>,
         /// How many lines to show from the end of each log.
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: usize,
@@ -122,6 +127,7 @@ fn run(cli: Cli) -> Result<()> {
             data_dir: cli.install.data.data_dir,
             control_plane_only: cli.install.control_plane_only,
             no_start: cli.install.no_start,
+            launcher: cli.install.launcher,
         }),
         Some(Command::Start(d)) => ops::start(&mut State::require(&d.data_dir)?),
         Some(Command::Stop(d)) => ops::stop(&State::require(&d.data_dir)?),
@@ -130,7 +136,7 @@ fn run(cli: Cli) -> Result<()> {
             data,
             service,
             lines,
-        }) => ops::logs(&State::require(&data.data_dir)?, service.as_deref(), lines),
+        }) => ops::logs(&State::require(&data.data_dir)?, service, lines),
         Some(Command::Uninstall(d)) => ops::uninstall(&State::require(&d.data_dir)?),
         Some(Command::Doctor { data, bundle }) => run_doctor(&data.data_dir, bundle),
     }

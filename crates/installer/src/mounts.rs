@@ -177,3 +177,46 @@ pub fn unmount_under(roots: &[&Path]) -> Vec<String> {
         })
         .collect()
 }
+
+/// Tries a recursive bind mount of a scratch dir onto a sibling and undoes it. Only doctor runs
+/// this (it mounts, briefly); anything but EINVAL counts as "works".
+pub fn recursive_bind_refused() -> bool {
+    let scratch = std::env::temp_dir().join(format!("k3s-gvisor-doctor-{}", std::process::id()));
+    let (source, target) = (scratch.join("a"), scratch.join("b"));
+    if std::fs::create_dir_all(&source).is_err() || std::fs::create_dir_all(&target).is_err() {
+        return false;
+    }
+    let result = mount(
+        &source.display().to_string(),
+        &target,
+        "",
+        libc::MS_BIND | libc::MS_REC,
+        "",
+    );
+    if result.is_ok() {
+        let _ = unmount(&target);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    matches!(result, Err(error) if error.raw_os_error() == Some(libc::EINVAL))
+}
+
+/// containerd bind-mounts each pod's netns under /run/netns and statfs(2)s it before bringing lo
+/// up; Debian's 2022 gVisor answers ENOSYS there (though not on /proc/self/ns/net itself).
+/// Reproduced on a scratch file and undone.
+pub fn statfs_on_mounted_netns_fails() -> bool {
+    let scratch = std::env::temp_dir().join(format!("k3s-gvisor-doctor-ns-{}", std::process::id()));
+    if std::fs::write(&scratch, b"").is_err() {
+        return false;
+    }
+    let mounted = mount("/proc/self/ns/net", &scratch, "", libc::MS_BIND, "").is_ok();
+    let mut failed_with_enosys = false;
+    if mounted {
+        failed_with_enosys = matches!(
+            nix::sys::statfs::statfs(&scratch),
+            Err(nix::errno::Errno::ENOSYS)
+        );
+        let _ = unmount(&scratch);
+    }
+    let _ = std::fs::remove_file(&scratch);
+    failed_with_enosys
+}

@@ -138,6 +138,29 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 /// patched. Probed in a forked child, because the answer can differ for PID 1 (Debian's 2022
 /// gVisor accepts it from the sandbox's init, which `runsc do PROGRAM` makes us, and refuses
 /// it from any other process, such as the shim).
+/// The inode of `path` from lstat(2) itself, not std's statx: Debian's 2022 gVisor answers statx
+/// on /proc with EINVAL.
+pub fn lstat_inode(path: &str) -> Option<u64> {
+    nix::sys::stat::lstat(path).ok().map(|st| st.st_ino)
+}
+
+/// Does the kernel refuse setns(2) into a PID namespace? gVisor did until 2025-06-26 (EINVAL
+/// for any CLONE_NEWPID), and runc's exec joins the container's PID namespace that way. Probed
+/// by joining our own PID namespace, which changes nothing: setns(CLONE_NEWPID) only sets the
+/// namespace of children yet to be forked, and ours already is that one.
+/// Without /proc/self/ns/pid (Debian's 2022 gVisor) there is nothing to join: refused too.
+pub fn setns_pid_refused() -> bool {
+    let Ok(own) = fs::File::open("/proc/self/ns/pid") else {
+        return true;
+    };
+    // EINVAL: gVisor 2023 to mid-2025. EOPNOTSUPP: Debian's 2022 gVisor (where runc cannot
+    // start a container at all, so runc 0003, which retries on EINVAL, is never reached).
+    matches!(
+        nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID),
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP)
+    )
+}
+
 pub fn child_subreaper_supported() -> bool {
     // SAFETY: the child only calls prctl and _exit (async-signal-safe) before exiting; the
     // parent reaps it.

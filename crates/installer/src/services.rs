@@ -15,7 +15,7 @@ use crate::config;
 use crate::node_ip;
 use crate::paths::Paths;
 use crate::pod_logs;
-use crate::state::State;
+use crate::state::{LauncherUse, State};
 use crate::supervise::{self, Daemon};
 
 pub const CONTAINERD: &str = "containerd";
@@ -53,14 +53,31 @@ fn procsys_needed(paths: &Paths) -> bool {
     any_file(&paths.procsys_dir())
 }
 
-/// `program args`, wrapped in `launcher --procsys DIR --log FILE --` when /proc/sys needs help.
-/// Only k3s (its kubelet reads and writes /proc/sys files gVisor lacks or refuses) runs so.
+/// `program args`, wrapped in `launcher --procsys DIR --log FILE --` when /proc/sys needs help
+/// (or `--launcher always` asks for it). Only k3s (its kubelet reads and writes /proc/sys files
+/// gVisor lacks or refuses) runs so.
 fn launch_command(
     paths: &Paths,
+    choice: LauncherUse,
     program: PathBuf,
     args: Vec<String>,
 ) -> Result<(PathBuf, Vec<String>)> {
-    if !procsys_needed(paths) {
+    let needed = procsys_needed(paths);
+    let wrap = match choice {
+        LauncherUse::Auto => needed,
+        LauncherUse::Always => true,
+        LauncherUse::Never => {
+            if needed {
+                println!(
+                    "warning: --launcher never: k3s runs without the launcher although {} holds \
+                     /proc/sys files this host lacks or refuses",
+                    paths.procsys_dir().display()
+                );
+            }
+            false
+        }
+    };
+    if !wrap {
         return Ok((program, args));
     }
     let launcher = paths.bin("launcher");
@@ -240,7 +257,7 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
         pod_logs::write_kubelet_dropin(paths)?;
     }
     let args = config::k3s_server_args(paths, &options);
-    let (program, args) = launch_command(paths, paths.bin("k3s"), args)?;
+    let (program, args) = launch_command(paths, state.launcher, paths.bin("k3s"), args)?;
     let pid = daemon.start(&program, &args, &daemon_env(paths))?;
     println!("k3s started (pid {pid}), log {}", daemon.log_file.display());
 

@@ -53,8 +53,7 @@ fn collect_files(root: &Path, dir: &Path, found: &mut Vec<String>) {
 pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool) -> Result<Plan> {
     let mut problems: Vec<String> = Vec::new();
 
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         problems.push(
             "not running as root: the installer mounts cgroups and /dev/kmsg and starts \
              containerd; run it as root (e.g. `sudo ./install`)"

@@ -434,18 +434,5 @@ pub fn markdown(r: &BenchReport) -> String {
 
 /// Replace the text between `<!-- bench:LABEL -->` and `<!-- /bench:LABEL -->` in `file`.
 pub fn update(file: &Path, label: &str, table: &str) -> Result<()> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let (open, close) = (
-        format!("<!-- bench:{label} -->"),
-        format!("<!-- /bench:{label} -->"),
-    );
-    let (Some(start), Some(end)) = (text.find(&open), text.find(&close)) else {
-        bail!(
-            "{} has no `{open}` ... `{close}` markers: add them where the table for {label} goes",
-            file.display()
-        );
-    };
-    let new = format!("{}{open}\n{table}{}", &text[..start], &text[end..]);
-    crate::fsutil::write_atomic(file, new.as_bytes())
+    crate::fsutil::replace_between_markers(file, &format!("bench:{label}"), table)
 }

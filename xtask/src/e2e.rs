@@ -53,9 +53,14 @@ pub struct Inputs<'a> {
     pub network: Network,
 }
 
-#[derive(Debug)]
+/// One run's result; also saved as `outcome.json` in its directory, from which
+/// [`compatibility_table`] is made.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub label: String,
+    /// The host's label (`gvisor-current`, ...) and the mode, for the table.
+    pub host: String,
+    pub mode: String,
     pub steps: Vec<(String, String, String)>,
     pub times: Vec<(String, String)>,
     pub rss: Vec<(String, String)>,
@@ -132,6 +137,8 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
     };
     let mut o = Outcome {
         label: format!("{} ({mode_name}, {network})", host.label),
+        host: host.label.clone(),
+        mode: mode_name.to_string(),
         steps: vec![],
         times: vec![],
         rss: vec![],
@@ -179,7 +186,96 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
         o.steps
             .push(k3s_log::step(&k3s_errors, inputs.known_errors)?);
     }
+    std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec_pretty(&o)?)?;
     Ok(o)
+}
+
+const OUTCOME_FILE: &str = "outcome.json";
+
+/// The hosts in the order users meet them: plain Linux, then gVisor from newest to oldest.
+const TABLE_HOSTS: [&str; 5] = [
+    "plain-linux",
+    "gvisor-current",
+    "gvisor-2025",
+    "gvisor-2023",
+    "gvisor-debian-2022",
+];
+
+/// What a user asks of a host, and the scenario steps that answer it (all must be ok).
+const TABLE_ROWS: [(&str, &str, &[&str]); 9] = [
+    (
+        "control plane (API, kubectl)",
+        "control-plane-only",
+        &["readyz", "configmap"],
+    ),
+    ("install, node Ready", "full", &["install", "node-ready"]),
+    ("every blocker handled (doctor)", "full", &["doctor"]),
+    ("pod Running, logs", "full", &["pod-running", "pod-logs"]),
+    ("pods untraced", "full", &["pod-untraced"]),
+    ("kubectl exec", "full", &["exec"]),
+    ("Deployment (2 replicas)", "full", &["deployment"]),
+    ("stop, start: pods back", "full", &["start", "pods-back"]),
+    (
+        "uninstall leaves nothing",
+        "full",
+        &[
+            "uninstall",
+            "mounts-restored",
+            "host-files-restored",
+            "nothing-left",
+        ],
+    ),
+];
+
+/// A markdown table of what works where, from every `outcome.json` under `work` (the last run
+/// of each host and mode): `yes`, `no` (a step failed: its name), or blank (not run).
+pub fn compatibility_table(work: &Path) -> Result<String> {
+    let mut outcomes = Vec::new();
+    for entry in std::fs::read_dir(work).into_iter().flatten().flatten() {
+        let file = entry.path().join(OUTCOME_FILE);
+        if let Ok(bytes) = std::fs::read(&file) {
+            let outcome: Outcome = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is damaged: run the e2e again", file.display()))?;
+            outcomes.push(outcome);
+        }
+    }
+    let mut s = String::from("| | ");
+    s.push_str(&TABLE_HOSTS.join(" | "));
+    s.push_str(
+        " |
+|---|",
+    );
+    s.push_str(&"---|".repeat(TABLE_HOSTS.len()));
+    s.push('\n');
+    for (question, mode, steps) in TABLE_ROWS {
+        s.push_str(&format!("| {question} |"));
+        for host in TABLE_HOSTS {
+            let cell = match outcomes.iter().find(|o| o.host == host && o.mode == mode) {
+                None => String::new(),
+                Some(o) => {
+                    let status = |name: &str| {
+                        o.steps
+                            .iter()
+                            .find(|(n, _, _)| n == name)
+                            .map(|(_, status, _)| status.as_str())
+                    };
+                    let failed: Vec<&str> = steps
+                        .iter()
+                        .filter(|name| status(name) != Some("ok"))
+                        .copied()
+                        .collect();
+                    if failed.is_empty() {
+                        "yes".to_string()
+                    } else {
+                        format!("no ({})", failed.join(", "))
+                    }
+                }
+            };
+            s.push_str(&format!(" {cell} |"));
+        }
+        s.push('\n');
+    }
+    Ok(s)
 }
 
 pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {

@@ -158,6 +158,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = sandbox::Network::Interface)]
         network: sandbox::Network,
     },
+    /// What works where: a markdown table from the saved results of every host and mode
+    /// `cargo xtask e2e` last ran (target/k3s-gvisor/e2e/*/outcome.json).
+    E2eTable {
+        /// Write it between `<!-- e2e:compatibility -->` markers in this file (README.md).
+        #[arg(long)]
+        update: Option<PathBuf>,
+    },
     /// Fetch only: bring every pinned source into the cache, verified, and say who served it.
     Fetch,
     /// Fetch, patch and build the upstream binaries into target/k3s-gvisor/out/<variant>/bin.
@@ -437,6 +444,14 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(file) = update {
                 bench::update(&file, &host.label, &table)?;
                 eprintln!("updated the {} table in {}", host.label, file.display());
+            }
+        }
+        Command::E2eTable { update } => {
+            let table = e2e::compatibility_table(&layout.work.join("e2e"))?;
+            print!("{table}");
+            if let Some(file) = update {
+                fsutil::replace_between_markers(&file, "e2e:compatibility", &table)?;
+                eprintln!("updated the compatibility table in {}", file.display());
             }
         }
         Command::Fetch => {

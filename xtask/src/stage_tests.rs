@@ -42,19 +42,7 @@ fn serve(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsiz
     (url, hits)
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("these tests need git");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use testkit::git;
 
 /// An upstream made by the test: a git repository (a nested directory, an executable, a
 /// symlink) with one commit, `git archive`d the way GitHub serves commit archives.

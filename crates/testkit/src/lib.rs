@@ -58,3 +58,19 @@ pub fn root_or_skip(what: &str) -> bool {
     eprintln!("skipped: {message}; run `cargo test` as root, as scripts/test.sh does");
     false
 }
+
+/// `git ARGS` in `dir` with a fixed identity (test fixtures commit); its trimmed stdout. Panics
+/// with the output when git fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("these tests need git (apt-get install git)");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

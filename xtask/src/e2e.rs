@@ -61,6 +61,11 @@ pub struct Outcome {
     /// The host's label (`gvisor-current`, ...) and the mode, for the table.
     pub host: String,
     pub mode: String,
+    /// When the run ended (RFC 3339, UTC) and which runsc it ran in (`--version`'s first line).
+    #[serde(default)]
+    pub finished_at: String,
+    #[serde(default)]
+    pub runsc_version: Option<String>,
     pub steps: Vec<(String, String, String)>,
     pub times: Vec<(String, String)>,
     pub rss: Vec<(String, String)>,
@@ -139,6 +144,21 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
         label: format!("{} ({mode_name}, {network})", host.label),
         host: host.label.clone(),
         mode: mode_name.to_string(),
+        finished_at: crate::build::rfc3339_utc(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        ),
+        runsc_version: host.runsc.as_deref().and_then(|runsc| {
+            let out = std::process::Command::new(runsc)
+                .arg("--version")
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        }),
         steps: vec![],
         times: vec![],
         rss: vec![],
@@ -228,7 +248,8 @@ const TABLE_ROWS: [(&str, &str, &[&str]); 9] = [
 ];
 
 /// A markdown table of what works where, from every `outcome.json` under `work` (the last run
-/// of each host and mode): `yes`, `no` (a step failed: its name), or blank (not run).
+/// of each host and mode): `yes`, `no` with the first failed step and its line, or blank (not
+/// run); then which run each column comes from, and where its full output is.
 pub fn compatibility_table(work: &Path) -> Result<String> {
     let mut outcomes = Vec::new();
     for entry in std::fs::read_dir(work).into_iter().flatten().flatten() {
@@ -259,21 +280,43 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
                             .find(|(n, _, _)| n == name)
                             .map(|(_, status, _)| status.as_str())
                     };
-                    let failed: Vec<&str> = steps
-                        .iter()
-                        .filter(|name| status(name) != Some("ok"))
-                        .copied()
-                        .collect();
-                    if failed.is_empty() {
-                        "yes".to_string()
-                    } else {
-                        format!("no ({})", failed.join(", "))
+                    match steps.iter().find(|name| status(name) != Some("ok")) {
+                        None => "yes".to_string(),
+                        Some(name) => {
+                            let detail = o
+                                .steps
+                                .iter()
+                                .find(|(n, _, _)| n == name)
+                                .map(|(_, status, detail)| format!("{status} {detail}"))
+                                .unwrap_or_else(|| "not reached".into());
+                            let detail: String = detail.trim().chars().take(90).collect();
+                            format!("no: `{name}` {}", detail.replace('|', "\\|"))
+                        }
                     }
                 }
             };
             s.push_str(&format!(" {cell} |"));
         }
         s.push('\n');
+    }
+    s.push_str("\nRuns:\n");
+    let mut runs: Vec<&Outcome> = outcomes.iter().collect();
+    runs.sort_by_key(|o| {
+        (
+            TABLE_HOSTS.iter().position(|h| *h == o.host),
+            o.mode.clone(),
+        )
+    });
+    for o in runs {
+        s.push_str(&format!(
+            "- {} ({}): {}, {}; output in target/k3s-gvisor/e2e/{}-{}/output.log\n",
+            o.host,
+            o.mode,
+            o.finished_at,
+            o.runsc_version.as_deref().unwrap_or("no runsc"),
+            o.host,
+            o.mode
+        ));
     }
     Ok(s)
 }
@@ -327,4 +370,61 @@ pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(host: &str, mode: &str, steps: &[(&str, &str, &str)]) -> Outcome {
+        Outcome {
+            label: host.into(),
+            host: host.into(),
+            mode: mode.into(),
+            finished_at: "2026-11-28T10:00:00Z".into(),
+            runsc_version: Some("runsc version test".into()),
+            steps: steps
+                .iter()
+                .map(|(n, s, d)| (n.to_string(), s.to_string(), d.to_string()))
+                .collect(),
+            times: vec![],
+            rss: vec![],
+            gaps: vec![],
+            notes: vec![],
+            log: PathBuf::from("output.log"),
+            gaps_allowed: false,
+        }
+    }
+
+    #[test]
+    fn the_table_says_yes_no_with_the_failed_step_or_nothing() {
+        let work = tempfile::tempdir().unwrap();
+        for o in [
+            outcome(
+                "gvisor-current",
+                "full",
+                &[("install", "ok", ""), ("node-ready", "ok", "")],
+            ),
+            outcome(
+                "gvisor-2023",
+                "full",
+                &[("install", "FAIL", "rc=1 | no runc")],
+            ),
+        ] {
+            let dir = work.path().join(format!("{}-{}", o.host, o.mode));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec(&o).unwrap()).unwrap();
+        }
+        let table = compatibility_table(work.path()).unwrap();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("| install, node Ready |"))
+            .unwrap();
+        let cells: Vec<&str> = row.split(" | ").collect();
+        // | question | plain-linux | gvisor-current | gvisor-2025 | gvisor-2023 | debian |
+        assert_eq!(cells[1].trim(), "", "{row}");
+        assert_eq!(cells[2].trim(), "yes", "{row}");
+        assert!(row.contains("no: `install` FAIL rc=1 \\| no runc"), "{row}");
+        assert!(table.contains("- gvisor-current (full): 2026-11-28T10:00:00Z, runsc version test"));
+    }
 }

@@ -33,14 +33,14 @@ build() {
   ls "$1"/dist/*.tar.gz
 }
 
-a_tarball=
 if [ $against_here = yes ]; then
+  # Hashed now: the checkout's dist/ may change while the clone builds.
   a_tarball=$(ls "$top"/dist/k3s-gvisor-*-linux-amd64.tar.gz)
 else
   a_tarball=$(build "$scratch/a")
 fi
-b_tarball=$(build "$scratch/second-clone-at-a-longer-path")
 a=$(sha256sum "$a_tarball" | cut -d' ' -f1)
+b_tarball=$(build "$scratch/second-clone-at-a-longer-path")
 b=$(sha256sum "$b_tarball" | cut -d' ' -f1)
 echo "$a  $a_tarball"
 echo "$b  $b_tarball"

@@ -10,6 +10,8 @@
 #                                   (all of its log with DEBUG_LOG=1)
 #   runp: ok <id> | runp: failed    `crictl runp` outcome (its error follows)
 #   sandbox sysctls: k=v ...        linux.sysctl of the pod sandbox's spec ("none" if empty)
+#   container: started | failed     a busybox container in the pod (its own PID namespace)
+#   crictl exec: exec-works pid=N   `crictl exec` into it (or its error)
 set -u
 BIN=$1 RUNC=$2 CRICTL=${3:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -73,6 +75,19 @@ JSON
         echo "pod state: $($CRI inspectp "$ID" | grep -o '"state": *"[A-Z_]*"' | head -n 1 | cut -d'"' -f4)"
         S=$($CTR -n k8s.io containers info "$ID" | grep -o '"net\.[a-z0-9_.]*": *"[^"]*"' | sed 's/": *"/=/; s/"//g' | tr '\n' ' ')
         echo "sandbox sysctls: ${S:-none}"
+        # A container in the pod, in a PID namespace of its own (namespace_options.pid 1 =
+        # CONTAINER, what the kubelet asks for), then kubectl exec's runtime path: crictl exec.
+        cat > $W/ctr.json <<JSON
+{"metadata":{"name":"sleeper"},"image":{"image":"docker.io/k3s-gvisor/test-pause:1"},"log_path":"sleeper.log","linux":{"security_context":{"namespace_options":{"pid":1}}}}
+JSON
+        if CID=$($CRI create "$ID" $W/ctr.json $W/pod.json 2>$W/ctr.err) && $CRI start "$CID" >/dev/null 2>>$W/ctr.err; then
+            echo "container: started"
+            # shellcheck disable=SC2016 # $$ is the exec'd shell's
+            X=$($CRI exec "$CID" /bin/busybox sh -c 'echo "exec-works pid=$$"' 2>&1)
+            echo "crictl exec: $(echo "$X" | tail -n 1)"
+        else
+            echo "container: failed"; cat $W/ctr.err
+        fi
         $CRI stopp "$ID" >/dev/null 2>&1
         $CRI rmp "$ID" >/dev/null 2>&1
     else

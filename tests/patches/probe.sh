@@ -17,3 +17,9 @@ rmdir /tmp/probe-cgroup.$$
 # runc >= 1.2 setns()es into the container's mount namespace through /proc/PID/ns/mnt (its
 # mount source thread); gVisor before 2023 has no mount namespace files at all.
 [ -e /proc/self/ns/mnt ] && echo "mount_ns=present" || echo "mount_ns=missing"
+# runc 1.3.3 refuses a /proc whose root inode is not 1 (its CVE-2025-52881 check).
+echo "procfs_root_inode=$(busybox ls -id /proc | awk '{print $1}')"
+# Can a process join an existing PID namespace? runc exec must (into the container's). Probed
+# like runc's patch 0003 does: setns(2) (syscall 308) into our own PID namespace, which on Linux
+# changes nothing; gVisor before 2025-06-26 answers EINVAL for any PID namespace.
+echo "setns_pid=$(perl -e 'open(my $f, "<", "/proc/self/ns/pid") or do { print "no-ns-file"; exit }; print syscall(308, fileno($f), 0x20000000) == 0 ? "ok" : ($!{EINVAL} ? "EINVAL" : "error:$!")')"

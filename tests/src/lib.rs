@@ -11,13 +11,17 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// `cargo xtask ARGS` from `dir` (a checkout), with the shared download cache.
+/// `cargo xtask ARGS` from `dir` (a checkout), with the shared download cache: K3S_GVISOR_CACHE
+/// if set (several checkouts share one), else this checkout's .cache.
 pub fn xtask(dir: &Path, args: &[&str]) -> Output {
+    let cache = std::env::var_os("K3S_GVISOR_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".cache"));
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .arg("xtask")
         .args(args)
         .current_dir(dir)
-        .env("K3S_GVISOR_CACHE", repo().join(".cache"))
+        .env("K3S_GVISOR_CACHE", cache)
         .output()
         .expect("cannot run cargo xtask")
 }

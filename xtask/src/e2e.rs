@@ -1,12 +1,14 @@
-//! `cargo xtask e2e`: the bundle (cached) → extracted into a fresh directory → `./install` and
-//! the scenario of tests/e2e/scenario.sh, on this host (in a private network namespace) and
-//! inside gVisor (`runsc do -force-overlay=false`: 9p root, loopback-only network) → a summary
-//! of every step with timings. Each run keeps its directory and full output under
-//! target/k3s-gvisor/e2e/<host>-<mode>/.
+//! `cargo xtask e2e`: the bundle tarball (cached) → tests/e2e/scenario.sh, which extracts it,
+//! runs `./install` and exercises the result, on this host or inside gVisor, in a sandbox
+//! network that looks like a user's (sandbox.rs) → a summary of every step with timings, RSS
+//! and the error lines k3s logged (each must be documented in docs/k3s-log.md). Each run keeps
+//! its directory and full output under target/k3s-gvisor/e2e/<host>-<mode>/.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use crate::k3s_log;
+use crate::sandbox::{self, Network};
 
 /// Where the scenario runs.
 #[derive(Debug, Clone)]
@@ -14,8 +16,9 @@ pub struct Host {
     pub label: String,
     /// None: directly on this machine.
     pub runsc: Option<PathBuf>,
-    /// Debian's 2022 gVisor lacks kernel features we cannot work around; there a failing step
-    /// is reported with the gaps `doctor` names instead of failing the run.
+    /// Debian's 2022 gVisor lacks kernel features runc needs (doctor names them), so its full
+    /// mode may fail with those gaps reported. Control-plane-only needs no container runtime
+    /// and must pass on every host.
     pub gaps_allowed: bool,
 }
 
@@ -38,6 +41,18 @@ impl Mode {
     }
 }
 
+/// The inputs every run shares.
+pub struct Inputs<'a> {
+    pub tarball: &'a Path,
+    pub work: &'a Path,
+    pub crictl: &'a Path,
+    /// tests/e2e: scenario.sh, soak.sh and their lib.sh.
+    pub scripts: &'a Path,
+    /// docs/k3s-log.md: the error lines k3s may log, each with why it is harmless.
+    pub known_errors: &'a Path,
+    pub network: Network,
+}
+
 #[derive(Debug)]
 pub struct Outcome {
     pub label: String,
@@ -45,6 +60,7 @@ pub struct Outcome {
     pub times: Vec<(String, String)>,
     pub rss: Vec<(String, String)>,
     pub gaps: Vec<String>,
+    pub notes: Vec<String>,
     pub log: PathBuf,
     pub gaps_allowed: bool,
 }
@@ -55,77 +71,77 @@ impl Outcome {
     }
 }
 
-pub fn run(
-    tarball: &Path,
-    work: &Path,
-    host: &Host,
-    mode: Mode,
-    crictl: &Path,
-    scenario: &Path,
-) -> Result<Outcome> {
-    let mode = mode.as_str();
-    let dir = work.join(format!("{}-{mode}", host.label));
+/// Writes the wrapper `runsc` runs (it does not carry our environment into the sandbox): the
+/// inputs as shell variables, then the script.
+pub fn wrapper(dir: &Path, script: &Path, vars: &[(&str, String)]) -> Result<PathBuf> {
+    let mut text = String::new();
+    for (name, value) in vars {
+        if value.contains('\'') {
+            bail!("{name}={value}: the e2e paths must not contain a `'`");
+        }
+        text.push_str(&format!("{name}='{value}'\nexport {name}\n"));
+    }
+    text.push_str(&format!(". '{}'\n", script.display()));
+    let path = dir.join("run.sh");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
+    let mode_name = mode.as_str();
+    let dir = inputs.work.join(format!("{}-{mode_name}", host.label));
     crate::fsutil::remove_tree(&dir)?;
-    let bundle_parent = dir.join("bundle");
-    std::fs::create_dir_all(&bundle_parent)?;
-    let mut archive =
-        tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(tarball)?));
-    archive.set_preserve_permissions(true);
-    archive
-        .unpack(&bundle_parent)
-        .with_context(|| format!("cannot extract {}", tarball.display()))?;
-    let bundle = std::fs::read_dir(&bundle_parent)?
-        .next()
-        .context("empty tarball")??
-        .path();
     let run_dir = dir.join("run");
     std::fs::create_dir_all(&run_dir)?;
-    // `runsc do` does not carry our environment into the sandbox; a wrapper script does.
-    let wrapper = dir.join("e2e.sh");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "BUNDLE={}\nRUN={}\nCRICTL={}\nMODE={mode}\nexport BUNDLE RUN CRICTL MODE\n. {}\n",
-            bundle.display(),
-            run_dir.display(),
-            crictl.display(),
-            scenario.display()
-        ),
+    let script = wrapper(
+        &dir,
+        &inputs.scripts.join("scenario.sh"),
+        &[
+            ("TARBALL", inputs.tarball.display().to_string()),
+            ("RUN", run_dir.display().to_string()),
+            ("CRICTL", inputs.crictl.display().to_string()),
+            ("MODE", mode_name.to_string()),
+            (
+                "E2E_LIB",
+                inputs.scripts.join("lib.sh").display().to_string(),
+            ),
+        ],
     )?;
-    let mut cmd = match &host.runsc {
-        // A private network namespace: the CNI bridge and pod netns never touch the host's.
-        None => {
-            let mut c = Command::new("unshare");
-            c.args(["--net", "--", "/bin/sh"]);
-            c
-        }
-        Some(runsc) => crate::tools::runsc_sh(runsc),
-    };
     crate::ui::step(
         "e2e",
-        format!("{} ({mode}): running {}", host.label, wrapper.display()),
+        format!(
+            "{} ({mode_name}): running {}",
+            host.label,
+            inputs.scripts.join("scenario.sh").display()
+        ),
     );
-    let out = cmd
-        .arg(&wrapper)
-        .output()
-        .context("cannot start the e2e scenario")?;
-    let text = format!(
-        "{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let finished = sandbox::run_script(
+        host.runsc.as_deref(),
+        inputs.network,
+        &script,
+        &dir,
+        &mut |_| {},
+    )
+    .context("cannot run the e2e scenario")?;
+    let text = format!("{}\n--- stderr ---\n{}", finished.stdout, finished.stderr);
     let log = dir.join("output.log");
     std::fs::write(&log, &text)?;
+    let network = match finished.network {
+        Network::Interface => "eth0 + default route",
+        Network::Loopback => "loopback only",
+    };
     let mut o = Outcome {
-        label: format!("{} ({mode})", host.label),
+        label: format!("{} ({mode_name}, {network})", host.label),
         steps: vec![],
         times: vec![],
         rss: vec![],
         gaps: vec![],
+        notes: finished.note.into_iter().collect(),
         log,
-        gaps_allowed: host.gaps_allowed,
+        gaps_allowed: host.gaps_allowed && mode == Mode::Full,
     };
-    for line in text.lines() {
+    let mut k3s_errors = Vec::new();
+    for line in finished.stdout.lines() {
         let mut f = line.splitn(4, ' ');
         match (f.next(), f.next(), f.next()) {
             (Some("STEP"), Some(name), Some(status)) => {
@@ -134,9 +150,23 @@ pub fn run(
             }
             (Some("TIME"), Some(mark), Some(secs)) => o.times.push((mark.into(), secs.into())),
             (Some("RSS"), Some(name), Some(kb)) => o.rss.push((name.into(), kb.into())),
-            _ if line.contains("NOT handled") => o.gaps.push(line.trim().to_string()),
+            _ if line.starts_with("K3SERR ") => k3s_errors.push(line[7..].to_string()),
+            // doctor runs before and after install: each gap once.
+            _ if line.contains("NOT handled") && !o.gaps.iter().any(|g| g == line.trim()) => {
+                o.gaps.push(line.trim().to_string())
+            }
             _ => {}
         }
+    }
+    if !finished.success {
+        // The scenario itself always exits 0; this is the sandbox (runsc) failing.
+        let last = finished
+            .stderr
+            .lines()
+            .last()
+            .unwrap_or("no stderr")
+            .to_string();
+        o.steps.push(("sandbox".into(), "FAIL".into(), last));
     }
     if o.steps.is_empty() {
         bail!(
@@ -144,6 +174,10 @@ pub fn run(
             o.log.display(),
             crate::fsutil::tail(&o.log, 40)
         );
+    }
+    if o.steps.iter().any(|(name, _, _)| name == "k3s-log") {
+        o.steps
+            .push(k3s_log::step(&k3s_errors, inputs.known_errors)?);
     }
     Ok(o)
 }
@@ -155,19 +189,29 @@ pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {
     );
     for o in outcomes {
         s.push_str(&format!("\n{}\n", o.label));
+        for note in &o.notes {
+            s.push_str(&format!("  note: {note}\n"));
+        }
         for (name, status, detail) in &o.steps {
             s.push_str(&format!(
-                "  {status:<8} {name:<18} {}\n",
+                "  {status:<8} {name:<22} {}\n",
                 detail.chars().take(150).collect::<String>()
             ));
         }
         if !o.times.is_empty() {
             let t: Vec<String> = o.times.iter().map(|(m, v)| format!("{m} {v}s")).collect();
-            s.push_str(&format!("  time from start: {}\n", t.join(", ")));
+            s.push_str(&format!("  time from extract: {}\n", t.join(", ")));
         }
         if !o.rss.is_empty() {
-            let r: Vec<String> = o.rss.iter().map(|(n, kb)| format!("{n} {kb} kB")).collect();
-            s.push_str(&format!("  RSS: {}\n", r.join(", ")));
+            let r: Vec<String> = o
+                .rss
+                .iter()
+                .map(|(n, kb)| match kb.parse::<u64>() {
+                    Ok(kb) => format!("{n} {:.0} MiB", kb as f64 / 1024.0),
+                    Err(_) => format!("{n} {kb}"),
+                })
+                .collect();
+            s.push_str(&format!("  idle RSS: {}\n", r.join(", ")));
         }
         for g in &o.gaps {
             s.push_str(&format!("  known gap (doctor): {g}\n"));

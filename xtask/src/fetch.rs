@@ -101,7 +101,7 @@ pub struct ServedBy {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{what}: hash mismatch: bundle.toml pins {expected}, the download has {actual}; the download was discarded. If upstream really changed, update the pin after checking why.")]
+    #[error("{what}: hash mismatch: the pin is {expected}, the download has {actual}; the download was discarded. If upstream really changed, update the pin after checking why.")]
     Mismatch {
         what: String,
         expected: String,

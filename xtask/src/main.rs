@@ -1,5 +1,6 @@
 //! `cargo xtask`: the k3s-gvisor build pipeline. See ARCHITECTURE.md for the map.
 
+mod bench;
 mod build;
 mod config;
 mod digest;
@@ -10,6 +11,7 @@ mod fsutil;
 mod gittree;
 mod go;
 mod image;
+mod k3s_log;
 mod layout;
 mod manifest;
 mod package;
@@ -17,7 +19,9 @@ mod patch;
 mod pipeline;
 mod prepare;
 mod release;
+mod sandbox;
 mod sbom;
+mod soak;
 #[cfg(test)]
 mod stage_tests;
 mod stamp;
@@ -93,11 +97,54 @@ enum Command {
     /// this host and in gVisor.
     E2e {
         /// Where: `plain` (this host), `current` (gVisor built from the module proxy),
-        /// `debian` (Debian's 2022 runsc), or a path to a runsc binary.
+        /// `gvisor-2025` / `gvisor-2023` (older gVisors users run, built from the module proxy:
+        /// tests/tools.toml, docs/gvisor-generations.md), `debian` (Debian's 2022 runsc), or a
+        /// path to a runsc binary.
         #[arg(long, default_values = ["current", "plain", "debian"])]
         host: Vec<String>,
         #[arg(long, value_enum, default_values_t = [e2e::Mode::Full, e2e::Mode::ControlPlaneOnly])]
         mode: Vec<e2e::Mode>,
+        /// The sandbox's network: `interface` (eth0 with an address and a default route to a
+        /// peer that routes nowhere, as users' sandboxes have) or `loopback` (no route: the
+        /// installer picks the node IP).
+        #[arg(long, value_enum, default_value_t = sandbox::Network::Interface)]
+        network: sandbox::Network,
+    },
+    /// Not in CI: one full-mode install sampled every 10 s (node Ready, restarts, RSS) for
+    /// MINUTES minutes, then a summary.
+    Soak {
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        minutes: u32,
+        /// Where, as for `e2e --host`.
+        #[arg(long, default_value = "current")]
+        host: String,
+        #[arg(long, value_enum, default_value_t = sandbox::Network::Interface)]
+        network: sandbox::Network,
+    },
+    /// What the launcher costs a traced program, with every baseline measured in the same run
+    /// (native, the seccomp filter alone, a tracer that only resumes, strace), on this host or
+    /// inside a gVisor; prints a markdown table, writes JSON.
+    Bench {
+        /// Where: `plain`, `current`, `debian`, or a path to a runsc binary.
+        #[arg(long, default_value = "plain")]
+        host: String,
+        /// Run everything (tracer, tracee, runsc) on this CPU.
+        #[arg(long)]
+        pin: Option<u32>,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Iterations of the non-path syscall loop (a).
+        #[arg(long, default_value_t = 1_000_000)]
+        n_syscall: u64,
+        /// Iterations of the open loops (b), (b2), (c).
+        #[arg(long, default_value_t = 20_000)]
+        n_open: u64,
+        /// Where the JSON report goes (default target/k3s-gvisor/bench/<host>.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Replace the table between `<!-- bench:<host> -->` markers in this file.
+        #[arg(long)]
+        update: Option<PathBuf>,
     },
     /// Fetch only: bring every pinned source into the cache, verified, and say who served it.
     Fetch,
@@ -121,7 +168,8 @@ enum Command {
     /// Check a bundle tarball: outer sha256, SHA256SUMS, no extra file, manifest, links.
     Verify { tarball: PathBuf },
     /// Build (once, cached) a pinned test tool from tests/tools.toml and print its path:
-    /// runsc (current gVisor), cnitool, crictl, actionlint.
+    /// runsc (current gVisor), runsc-2025 and runsc-2023 (older gVisors), cnitool, crictl,
+    /// actionlint.
     Tool { name: String },
     /// Write the release assets (tarball, .sha256, CycloneDX SBOM) and notes: `--dry-run`.
     Release(release::ReleaseArgs),
@@ -163,16 +211,33 @@ fn e2e_host(name: &str, layout: &Layout, offline: bool) -> Result<e2e::Host> {
             runsc: Some(tools::tool_path("runsc", &layout.cache, offline)?),
             gaps_allowed: false,
         },
+        // May 2025: uname 4.4.0, no setns(CLONE_NEWPID); the patches make the CRI path work.
+        "gvisor-2025" => e2e::Host {
+            label: "gvisor-2025".into(),
+            runsc: Some(tools::tool_path("runsc-2025", &layout.cache, offline)?),
+            gaps_allowed: false,
+        },
+        // August 2023: runc 1.3.3 cannot start a container there (procfs root inode 75, the
+        // CVE-2025-52881 check; docs/patches.md), so its failing steps are known gaps.
+        "gvisor-2023" => e2e::Host {
+            label: "gvisor-2023".into(),
+            runsc: Some(tools::tool_path("runsc-2023", &layout.cache, offline)?),
+            gaps_allowed: true,
+        },
         "debian" => e2e::Host {
             label: "gvisor-debian-2022".into(),
             runsc: Some("runsc".into()),
             gaps_allowed: true,
         },
-        path => e2e::Host {
+        path if std::path::Path::new(path).is_file() => e2e::Host {
             label: "gvisor-custom".into(),
             runsc: Some(PathBuf::from(path)),
             gaps_allowed: false,
         },
+        other => bail!(
+            "unknown e2e host `{other}`: use plain, current, gvisor-2025, gvisor-2023, debian, or \
+             the path of a runsc binary"
+        ),
     })
 }
 
@@ -229,25 +294,30 @@ fn run(cli: Cli) -> Result<()> {
             let tarball = bundle(&config, &layout, &opts(without, Vec::new())?, timings)?;
             println!("{}", tarball.display());
         }
-        Command::E2e { host, mode } => {
-            let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
-            let crictl = tools::tool_path("crictl", &layout.cache, offline)?;
-            let scenario = layout.repo.join("tests/e2e/scenario.sh");
+        Command::E2e {
+            host,
+            mode,
+            network,
+        } => {
+            // Hosts first: a mistyped name fails before minutes of bundling.
             let hosts = host
                 .iter()
                 .map(|h| e2e_host(h, &layout, offline))
                 .collect::<Result<Vec<_>>>()?;
+            let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
+            let crictl = tools::tool_path("crictl", &layout.cache, offline)?;
+            let inputs = e2e::Inputs {
+                tarball: &tarball,
+                work: &layout.work.join("e2e"),
+                crictl: &crictl,
+                scripts: &layout.repo.join("tests/e2e"),
+                known_errors: &layout.repo.join("docs/k3s-log.md"),
+                network,
+            };
             let mut outcomes = Vec::new();
             for h in &hosts {
                 for m in &mode {
-                    outcomes.push(e2e::run(
-                        &tarball,
-                        &layout.work.join("e2e"),
-                        h,
-                        *m,
-                        &crictl,
-                        &scenario,
-                    )?);
+                    outcomes.push(e2e::run(&inputs, h, *m)?);
                 }
             }
             eprint!(
@@ -261,6 +331,69 @@ fn run(cli: Cli) -> Result<()> {
                 .collect();
             if !failed.is_empty() {
                 bail!("e2e failed on: {}", failed.join(", "));
+            }
+        }
+        Command::Soak {
+            minutes,
+            host,
+            network,
+        } => {
+            let host = e2e_host(&host, &layout, offline)?;
+            let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
+            soak::run(
+                &tarball,
+                &layout.work.join("e2e"),
+                &layout.repo.join("tests/e2e"),
+                &layout.repo.join("docs/k3s-log.md"),
+                &host,
+                network,
+                minutes,
+            )?;
+        }
+        Command::Bench {
+            host,
+            pin,
+            rounds,
+            n_syscall,
+            n_open,
+            json,
+            update,
+        } => {
+            let host_arg = host;
+            let host = e2e_host(&host_arg, &layout, offline)?;
+            let mut report = Report::default();
+            let crates = pipeline::build_crates(&config, &layout, &mut report)?;
+            let launcher = crates
+                .iter()
+                .find(|p| p.ends_with("launcher"))
+                .context("bundle.toml builds no launcher crate")?;
+            let result = bench::run(
+                &bench::BenchOptions {
+                    launcher,
+                    runsc: host.runsc.as_deref(),
+                    label: &host.label,
+                    host: &host_arg,
+                    pin,
+                    rounds,
+                    n_syscall,
+                    n_open,
+                },
+                &layout.repo.join("crates/launcher/benches"),
+            )?;
+            let json = json.unwrap_or_else(|| {
+                layout
+                    .work
+                    .join("bench")
+                    .join(format!("{}.json", host.label))
+            });
+            std::fs::create_dir_all(json.parent().unwrap())?;
+            std::fs::write(&json, serde_json::to_vec_pretty(&result)?)?;
+            let table = bench::markdown(&result);
+            print!("{table}");
+            eprintln!("JSON: {}", json.display());
+            if let Some(file) = update {
+                bench::update(&file, &host.label, &table)?;
+                eprintln!("updated the {} table in {}", host.label, file.display());
             }
         }
         Command::Fetch => {

@@ -2,22 +2,21 @@
 //! `crictl`, `actionlint`. The pins live in tests/tools.toml.
 //!
 //! `tool_path(name, cache_dir, offline)` returns `<cache_dir>/tools/<name>-<version>/<name>`,
-//! building it first if needed:
-//!   1. `go mod download -json <module>@<version>` through the Go module proxy;
-//!   2. the module's h1 hash must equal the pin, both as Go reports it and as we recompute it
-//!      over the copy we build (go/dirhash.rs);
-//!   3. `go build` inside that copy (so the module's own go.mod/go.sum/replace apply), into a
-//!      temporary file that is renamed into place only when the build succeeded.
+//! building it first if needed, with the pipeline's Go layer (xtask/src/go.rs) and its module
+//! cache (`<cache_dir>/gomod`):
+//!   1. `go mod download` of `<module>@<version>`; its h1 hash must equal the pin, both as Go
+//!      reports it and as recomputed over the extracted tree;
+//!   2. `go build` inside a copy of it (so the module's own go.mod/go.sum/replace apply), with
+//!      the pin's toolchain, into a temporary file that is renamed into place only when the
+//!      build succeeded.
 //!
 //! A built tool is never rebuilt: the version is part of its path. Offline mode only looks.
 
-mod go;
 mod lock;
 mod pins;
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -36,22 +35,10 @@ pub fn runsc_sh(runsc: &Path) -> std::process::Command {
 /// With `offline`, nothing is fetched or built: a missing tool is an error that says how to
 /// get it.
 pub fn tool_path(name: &str, cache_dir: &Path, offline: bool) -> Result<PathBuf> {
-    tool_path_with(
-        &go::Go::default(),
-        &pins::default_pin_file(),
-        name,
-        cache_dir,
-        offline,
-    )
+    tool_path_with(&pins::default_pin_file(), name, cache_dir, offline)
 }
 
-fn tool_path_with(
-    go: &go::Go,
-    pin_file: &Path,
-    name: &str,
-    cache_dir: &Path,
-    offline: bool,
-) -> Result<PathBuf> {
+fn tool_path_with(pin_file: &Path, name: &str, cache_dir: &Path, offline: bool) -> Result<PathBuf> {
     let pins = pins::load(pin_file)?;
     let Some(pin) = pins.get(name) else {
         bail!(
@@ -73,7 +60,15 @@ fn tool_path_with(
             binary.display()
         );
     }
-    build_tool(go, name, pin, &tools_dir, &binary)?;
+    let go = crate::go::Go {
+        mod_cache: cache_dir.join("gomod"),
+        offline: false,
+        // A pinned toolchain (an old gVisor's Go) is fetched through the module proxy and
+        // checked against the checksum database by the go command itself.
+        toolchain: pin.toolchain.clone().unwrap_or_else(|| "local".into()),
+        env: Vec::new(),
+    };
+    build_tool(&go, name, pin, &tools_dir, &binary)?;
     Ok(binary)
 }
 
@@ -83,13 +78,12 @@ fn installed_path(tools_dir: &Path, name: &str, pin: &ToolPin) -> PathBuf {
 }
 
 fn build_tool(
-    go: &go::Go,
+    go: &crate::go::Go,
     name: &str,
     pin: &ToolPin,
     tools_dir: &Path,
     binary: &Path,
 ) -> Result<()> {
-    let go_version = go.require()?;
     std::fs::create_dir_all(tools_dir)
         .with_context(|| format!("cannot create {}", tools_dir.display()))?;
     let _lock = lock::BuildLock::acquire(&tools_dir.join(format!(".{name}.lock")), name)?;
@@ -97,151 +91,97 @@ fn build_tool(
         // Another process built it while we waited for the lock.
         return Ok(());
     }
+    let started = Instant::now();
     let what = format!("{name} ({}@{})", pin.module, pin.version);
-    let progress = Progress::start(&what);
-
-    progress.step("downloading the module");
-    let downloaded = go.download(pin, tools_dir)?;
-    if downloaded.sum.as_deref() != Some(pin.sum.as_str()) {
-        bail!(hash_mismatch(
-            pin,
-            downloaded.sum.as_deref().unwrap_or("none")
-        ));
-    }
-    let module_dir = downloaded.dir.expect("download() checks Dir is present");
-
-    progress.step("copying and hashing the sources");
+    crate::ui::step("tool", format!("building {what}"));
+    let module_dir = go
+        .download(&pin.module, &pin.version, &pin.sum)
+        .with_context(|| format!("tests/tools.toml pins {what}"))?;
     let scratch = tempfile::Builder::new()
         .prefix(&format!(".build-{name}-"))
         .tempdir_in(tools_dir)
         .with_context(|| format!("cannot create a build directory in {}", tools_dir.display()))?;
     let source = scratch.path().join("src");
-    copy_tree(&module_dir, &source)?;
-    let actual = crate::go::dirhash::hash_dir(&source, &format!("{}@{}", pin.module, pin.version))?;
-    if actual != pin.sum {
-        bail!(hash_mismatch(pin, &actual));
-    }
+    crate::fsutil::copy_tree(&module_dir, &source)?;
 
-    progress.step(&format!("go build {} ({go_version})", pin.package));
-    let log = tools_dir.join(format!("{name}-{}.build.log", pin.version));
+    let mut ldflags = String::from("-s -w");
+    if let Some(var) = &pin.version_var {
+        ldflags.push_str(&format!(" -X {var}={}", pin.version));
+    }
     let built = scratch.path().join(name);
-    go.build(pin, &source, &built, &log)?;
+    let mut cmd = go.command();
+    // -mod=readonly: every dependency must already be in the module's own go.sum, and go
+    // checks each downloaded dependency against it.
+    cmd.args([
+        "build",
+        "-mod=readonly",
+        "-trimpath",
+        "-ldflags",
+        &ldflags,
+        "-o",
+    ])
+    .arg(&built)
+    .arg(&pin.package)
+    .env("CGO_ENABLED", if pin.cgo { "1" } else { "0" })
+    .current_dir(&source);
+    let log = tools_dir.join(format!("{name}-{}.build.log", pin.version));
+    let _ = std::fs::remove_file(&log);
+    crate::go::run_logged(
+        &mut cmd,
+        &log,
+        &format!(
+            "go build {} ({what}, GOTOOLCHAIN={})",
+            pin.package, go.toolchain
+        ),
+    )?;
 
     // Same filesystem (both under tools_dir), so the rename is atomic: readers see either no
     // binary or a complete one.
     let final_dir = binary.parent().expect("installed_path has a parent");
     std::fs::create_dir_all(final_dir)
         .with_context(|| format!("cannot create {}", final_dir.display()))?;
-    std::fs::rename(&built, binary)
-        .with_context(|| format!("cannot move the built {name} to {}", binary.display()))?;
-    progress.finish(binary);
-    Ok(())
-}
-
-fn hash_mismatch(pin: &ToolPin, actual: &str) -> String {
-    format!(
-        "module hash mismatch for {}@{}: tests/tools.toml pins {}, the downloaded module hashes \
-         to {actual}. Either the pin was edited by mistake or the source changed under the same \
-         version; find out which before changing the pin (compare with \
-         `go mod download -json {}@{}`)",
-        pin.module, pin.version, pin.sum, pin.module, pin.version
-    )
-}
-
-/// Copies a module tree (files and directories only; module zips hold nothing else).
-/// Files from the Go module cache are read-only; the copies are made writable so that the
-/// scratch directory can always be removed.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.with_context(|| format!("cannot walk {}", from.display()))?;
-        let dest = to.join(entry.path().strip_prefix(from)?);
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&dest)
-                .with_context(|| format!("cannot create {}", dest.display()))?;
-        } else if entry.file_type().is_file() {
-            std::fs::copy(entry.path(), &dest).with_context(|| {
-                format!(
-                    "cannot copy {} to {}",
-                    entry.path().display(),
-                    dest.display()
-                )
-            })?;
-            let mut mode = std::fs::metadata(&dest)?.permissions();
-            mode.set_mode(mode.mode() | 0o200);
-            std::fs::set_permissions(&dest, mode)?;
-        } else {
-            bail!(
-                "{} is neither a file nor a directory: not a Go module tree",
-                entry.path().display()
-            );
-        }
+    if pin.flags.is_empty() {
+        std::fs::rename(&built, binary)
+            .with_context(|| format!("cannot move the built {name} to {}", binary.display()))?;
+    } else {
+        install_with_flags(&built, binary, &pin.flags)?;
     }
-    Ok(())
-}
-
-/// Progress on stderr: a spinner with elapsed time on a terminal, plain lines otherwise
-/// (CI logs).
-struct Progress {
-    what: String,
-    started: Instant,
-    spinner: Option<indicatif::ProgressBar>,
-}
-
-impl Progress {
-    fn start(what: &str) -> Self {
-        let spinner = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {prefix}: {msg}")
-                    .expect("the template is valid"),
-            );
-            bar.set_prefix(what.to_string());
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
-        if spinner.is_none() {
-            eprintln!("building {what} ...");
-        }
-        Self {
-            what: what.to_string(),
-            started: Instant::now(),
-            spinner,
-        }
-    }
-
-    fn step(&self, message: &str) {
-        match &self.spinner {
-            Some(bar) => bar.set_message(message.to_string()),
-            None => eprintln!("  {}: {message}", self.what),
-        }
-    }
-
-    fn finish(&self, binary: &Path) {
-        let line = format!(
-            "built {} in {:.0?}: {}",
-            self.what,
-            self.started.elapsed(),
+    crate::ui::step(
+        "tool",
+        format!(
+            "built {what} in {:.0?}: {}",
+            started.elapsed(),
             binary.display()
-        );
-        // Clear the spinner and print a plain line: a long finished spinner line wraps on narrow
-        // terminals and the path printed on stdout would land on it.
-        if let Some(bar) = &self.spinner {
-            bar.finish_and_clear();
-        }
-        eprintln!("{line}");
-    }
+        ),
+    );
+    Ok(())
 }
 
-impl Drop for Progress {
-    fn drop(&mut self) {
-        // On an early error return the spinner must not keep drawing over the error message.
-        if let Some(bar) = &self.spinner {
-            if !bar.is_finished() {
-                bar.abandon();
-            }
-        }
+/// A tool pinned with `flags`: the binary goes to `<name>.bin` and `<name>` becomes
+/// `exec <name>.bin FLAGS "$@"`, so every caller handed the tool's path (runsc_sh, the tests,
+/// K3S_GVISOR_RUNSC) runs it with them. The wrapper is written last: its presence means the
+/// tool is complete.
+fn install_with_flags(built: &Path, binary: &Path, flags: &[String]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let real = binary.with_extension("bin");
+    std::fs::rename(built, &real)
+        .with_context(|| format!("cannot move the built tool to {}", real.display()))?;
+    let real_text = real.display().to_string();
+    if real_text.contains('\'') {
+        bail!("cannot write a shell wrapper for {real_text}: the cache path contains a `'`");
     }
+    // The flags were checked to be plain `--name=value` words (pins.rs).
+    let script = format!(
+        "#!/bin/sh\n# Written by `cargo xtask tool` from tests/tools.toml (`flags`): this build \
+         needs them on every call.\nexec '{real_text}' {} \"$@\"\n",
+        flags.join(" ")
+    );
+    let temp = binary.with_extension("wrapper-tmp");
+    std::fs::write(&temp, script).with_context(|| format!("cannot write {}", temp.display()))?;
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&temp, binary)
+        .with_context(|| format!("cannot move the wrapper to {}", binary.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -264,6 +204,26 @@ mod tests {
             "[{name}]\nmodule = \"{}\"\nversion = \"{}\"\nsum = \"{}\"\npackage = \"{}\"\n",
             pin.module, pin.version, pin.sum, pin.package
         )
+    }
+
+    #[test]
+    fn a_tool_pinned_with_flags_gets_them_first_on_every_call() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let built = dir.path().join("built");
+        std::fs::write(&built, "#!/bin/sh\necho \"args: $*\"\n").unwrap();
+        std::fs::set_permissions(&built, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let binary = dir.path().join("runsc-old");
+        install_with_flags(&built, &binary, &["--platform=ptrace".to_string()]).unwrap();
+        let out = std::process::Command::new(&binary)
+            .args(["--network=none", "do", "a b"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "args: --platform=ptrace --network=none do a b\n"
+        );
+        assert!(dir.path().join("runsc-old.bin").is_file());
     }
 
     #[test]
@@ -307,10 +267,11 @@ mod tests {
         pin.sum = "h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
         let pin_file = write_pins(dir.path(), &pin_text("cnitool", &pin));
         let cache = dir.path().join("cache");
-        let err = tool_path_with(&go::Go::default(), &pin_file, "cnitool", &cache, false)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("module hash mismatch"), "{err}");
+        let err = format!(
+            "{:#}",
+            tool_path_with(&pin_file, "cnitool", &cache, false).unwrap_err()
+        );
+        assert!(err.contains("hash mismatch"), "{err}");
         assert!(!installed_path(&cache.join("tools"), "cnitool", &pin).exists());
     }
 
@@ -321,13 +282,16 @@ mod tests {
     fn a_tampered_module_cache_is_caught_before_building() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let go = go::Go {
-            mod_cache: Some(dir.path().join("gomodcache")),
+        let cache = dir.path().join("cache");
+        let go = crate::go::Go {
+            mod_cache: cache.join("gomod"),
+            offline: false,
+            toolchain: "local".into(),
+            env: Vec::new(),
         };
         let pin = cnitool_pin();
-        let downloaded = go.download(&pin, dir.path()).unwrap();
-        assert_eq!(downloaded.sum.as_deref(), Some(pin.sum.as_str()));
-        let victim = downloaded.dir.unwrap().join("cnitool/main.go");
+        let module = go.download(&pin.module, &pin.version, &pin.sum).unwrap();
+        let victim = module.join("cnitool/main.go");
         let parent = victim.parent().unwrap();
         std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -335,18 +299,17 @@ mod tests {
         text.push_str("\n// injected\n");
         std::fs::write(&victim, text).unwrap();
 
-        let err = tool_path_with(
-            &go,
-            &pins::default_pin_file(),
-            "cnitool",
-            &dir.path().join("cache"),
-            false,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("module hash mismatch"), "{err}");
+        let err = format!(
+            "{:#}",
+            tool_path_with(&pins::default_pin_file(), "cnitool", &cache, false).unwrap_err()
+        );
+        assert!(err.contains("hash mismatch"), "{err}");
+        assert!(
+            !victim.exists(),
+            "the tampered module stayed in the module cache"
+        );
         // Go's module cache is read-only by design; make it removable for the tempdir cleanup.
-        for entry in walkdir::WalkDir::new(dir.path().join("gomodcache")) {
+        for entry in walkdir::WalkDir::new(cache.join("gomod")) {
             let entry = entry.unwrap();
             if entry.file_type().is_dir() {
                 std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o755))

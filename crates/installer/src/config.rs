@@ -2,6 +2,7 @@
 //! the k3s command line.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -85,17 +86,31 @@ pub fn parse_kubelet_args(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The components k3s would otherwise deploy that cannot work in the sandbox or are not wanted:
-/// traefik and servicelb need host ports and iptables, metrics-server needs kubelet stats that
-/// cAdvisor cannot produce on 9p, local-storage needs hostPath volumes on overlay-capable disk.
-pub const K3S_DISABLED_COMPONENTS: &str = "traefik,servicelb,metrics-server,local-storage";
+/// What varies in the `k3s server` command line between installs and starts.
+pub struct K3sOptions<'a> {
+    pub control_plane_only: bool,
+    /// From the bundle's etc/k3s/kubelet-args.
+    pub kubelet_args: &'a [String],
+    /// Passed as --node-ip where the sandbox has no default route (node_ip.rs).
+    pub node_ip: Option<IpAddr>,
+    /// False where kube-proxy cannot write its rules (cluster.rs).
+    pub kube_proxy: bool,
+    /// Add-ons to turn off (cluster.rs).
+    pub disable: Vec<String>,
+}
+
+/// kube-proxy's conntrack settings, which k3s applies itself (as sysctls under
+/// net/netfilter/) at agent start whether or not kube-proxy runs. 0 means "leave the kernel's
+/// values alone" to both: gVisor has no net/netfilter at all, and Linux refuses those sysctls
+/// in any network namespace but the host's, so setting them only ever logged errors.
+const KUBE_PROXY_CONNTRACK_ARGS: [&str; 3] = [
+    "conntrack-max-per-core=0",
+    "conntrack-tcp-timeout-established=0s",
+    "conntrack-tcp-timeout-close-wait=0s",
+];
 
 /// The `k3s server` arguments for this install.
-pub fn k3s_server_args(
-    paths: &Paths,
-    control_plane_only: bool,
-    kubelet_args: &[String],
-) -> Vec<String> {
+pub fn k3s_server_args(paths: &Paths, options: &K3sOptions) -> Vec<String> {
     let mut args = vec![
         "server".to_string(),
         format!("--data-dir={}", paths.k3s_data_dir().display()),
@@ -103,22 +118,33 @@ pub fn k3s_server_args(
         "--write-kubeconfig-mode=0600".to_string(),
         "--flannel-backend=none".to_string(),
         "--disable-network-policy".to_string(),
-        format!("--disable={K3S_DISABLED_COMPONENTS}"),
     ];
-    if control_plane_only {
+    if !options.disable.is_empty() {
+        args.push(format!("--disable={}", options.disable.join(",")));
+    }
+    if let Some(ip) = options.node_ip {
+        args.push(format!("--node-ip={ip}"));
+    }
+    if options.control_plane_only {
         args.push("--disable-agent".to_string());
-    } else {
-        args.push(format!(
-            "--container-runtime-endpoint=unix://{}",
-            paths.containerd_socket().display()
-        ));
-        args.push(format!(
-            "--kubelet-arg=root-dir={}",
-            paths.kubelet_root().display()
-        ));
-        for arg in kubelet_args {
-            args.push(format!("--kubelet-arg={arg}"));
-        }
+        return args;
+    }
+    args.push(format!(
+        "--container-runtime-endpoint=unix://{}",
+        paths.containerd_socket().display()
+    ));
+    args.push(format!(
+        "--kubelet-arg=root-dir={}",
+        paths.kubelet_root().display()
+    ));
+    for arg in options.kubelet_args {
+        args.push(format!("--kubelet-arg={arg}"));
+    }
+    if !options.kube_proxy {
+        args.push("--disable-kube-proxy".to_string());
+    }
+    for arg in KUBE_PROXY_CONNTRACK_ARGS {
+        args.push(format!("--kube-proxy-arg={arg}"));
     }
     args
 }
@@ -146,12 +172,34 @@ mod tests {
     #[test]
     fn control_plane_only_has_no_kubelet_or_runtime_flags() {
         let paths = Paths::new(Path::new("/p"), Path::new("/d"));
-        let args = k3s_server_args(&paths, true, &["x=1".to_string()]);
+        let kubelet_args = ["x=1".to_string()];
+        let mut options = K3sOptions {
+            control_plane_only: true,
+            kubelet_args: &kubelet_args,
+            node_ip: Some("10.255.255.254".parse().unwrap()),
+            kube_proxy: false,
+            disable: vec!["coredns".into(), "traefik".into()],
+        };
+        let args = k3s_server_args(&paths, &options);
         assert!(args.contains(&"--disable-agent".to_string()));
-        assert!(!args.iter().any(|a| a.starts_with("--kubelet-arg")));
-        let args = k3s_server_args(&paths, false, &["x=1".to_string()]);
+        assert!(args.contains(&"--node-ip=10.255.255.254".to_string()));
+        assert!(args.contains(&"--disable=coredns,traefik".to_string()));
+        assert!(!args
+            .iter()
+            .any(|a| a.starts_with("--kubelet-arg") || a.contains("kube-proxy")));
+
+        options.control_plane_only = false;
+        let args = k3s_server_args(&paths, &options);
         assert!(args
             .contains(&"--container-runtime-endpoint=unix:///d/run/containerd.sock".to_string()));
         assert!(args.contains(&"--kubelet-arg=x=1".to_string()));
+        assert!(args.contains(&"--disable-kube-proxy".to_string()));
+        assert!(args.contains(&"--kube-proxy-arg=conntrack-max-per-core=0".to_string()));
+
+        options.kube_proxy = true;
+        options.node_ip = None;
+        let args = k3s_server_args(&paths, &options);
+        assert!(!args.contains(&"--disable-kube-proxy".to_string()));
+        assert!(!args.iter().any(|a| a.starts_with("--node-ip")));
     }
 }

@@ -6,8 +6,11 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::bundle::Manifest;
+use crate::cluster;
 use crate::mounts;
+use crate::node_ip;
 use crate::probe::HostFacts;
+use crate::state::State;
 
 /// One blocker's verdict.
 struct Finding {
@@ -31,12 +34,12 @@ fn patch_verdict(manifest: Option<&Manifest>, component: &str, topic: &str) -> O
         .then(|| format!("{component} patch matching \"{topic}\" in the bundle"))
 }
 
-/// `procsys_candidates`: the /proc/sys files the bundle ships defaults for. `installed_procsys`:
-/// the install's procsys dir, if installed.
+/// `procsys_candidates`: the /proc/sys files the bundle ships defaults for. `installed`: the
+/// install's state, if installed (its decisions are shown rather than probed again).
 pub fn doctor(
     manifest: Option<&Manifest>,
     procsys_candidates: &[String],
-    installed_procsys: Option<&Path>,
+    installed: Option<&State>,
 ) -> Result<()> {
     let facts = HostFacts::probe(procsys_candidates);
     println!(
@@ -49,7 +52,8 @@ pub fn doctor(
             "not gVisor"
         }
     );
-    let findings = findings(&facts, manifest, installed_procsys);
+    let mut findings = findings(&facts, manifest, installed);
+    findings.extend(k3s_findings(manifest, installed));
     let mut unhandled = Vec::new();
     for finding in &findings {
         let verdict = match (finding.present, &finding.handled_by) {
@@ -75,15 +79,25 @@ pub fn doctor(
 fn findings(
     facts: &HostFacts,
     manifest: Option<&Manifest>,
-    installed_procsys: Option<&Path>,
+    installed: Option<&State>,
 ) -> Vec<Finding> {
     let cap_last_cap_missing = !Path::new("/proc/sys/kernel/cap_last_cap").exists();
-    let procsys_handled = installed_procsys.map(|dir| {
-        facts
-            .missing_procsys
-            .iter()
-            .all(|rel| dir.join(rel).is_file())
-    });
+    let installed_procsys = installed.map(|state| state.paths().procsys_dir());
+    let served = |files: &[String]| -> Option<String> {
+        match &installed_procsys {
+            Some(dir) if files.iter().all(|rel| dir.join(rel).is_file()) => Some(format!(
+                "the launcher's procsys tree ({})",
+                files.join(", ")
+            )),
+            Some(_) => None,
+            None => Some("the launcher's procsys tree, written at install".into()),
+        }
+    };
+    let no_default_route = node_ip::default_route_interfaces(
+        &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
+        &std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default(),
+    )
+    .is_empty();
     let devices_missing =
         !facts.mounted_controllers.iter().any(|c| c == "devices") && !facts.cgroup2_mounted;
     vec![
@@ -103,15 +117,24 @@ fn findings(
         Finding {
             name: "/proc/sys files missing for kubelet/k3s",
             present: !facts.missing_procsys.is_empty(),
-            handled_by: match procsys_handled {
-                Some(true) => Some(format!(
-                    "the launcher's procsys tree ({} file(s))",
-                    facts.missing_procsys.len()
-                )),
-                Some(false) => None,
-                None => Some("the launcher's procsys tree, written at install".into()),
-            },
+            handled_by: served(&facts.missing_procsys),
             advice: "the install's procsys tree is incomplete: uninstall and install again",
+        },
+        Finding {
+            name: "/proc/sys files that refuse writes",
+            present: !facts.read_only_procsys.is_empty(),
+            handled_by: served(&facts.read_only_procsys),
+            advice: "the kubelet fails (`write /proc/sys/vm/overcommit_memory: input/output \
+                     error`); this install predates the probe: uninstall and install again",
+        },
+        Finding {
+            name: "no default route (k3s's node IP)",
+            present: no_default_route,
+            handled_by: Some(format!(
+                "--node-ip: an interface's address, else {}/32 added to lo",
+                node_ip::LOOPBACK_NODE_ADDRESS
+            )),
+            advice: "",
         },
         Finding {
             name: "/dev/kmsg missing",
@@ -190,6 +213,48 @@ fn findings(
             name: "/dev/fuse missing (no fuse-overlayfs)",
             present: !facts.has_dev_fuse,
             handled_by: Some("not needed: native snapshotter".into()),
+            advice: "",
+        },
+    ]
+}
+
+/// kube-proxy and the add-ons: the decisions an install recorded, or (before install) what an
+/// install here would decide.
+fn k3s_findings(manifest: Option<&Manifest>, installed: Option<&State>) -> Vec<Finding> {
+    let (kube_proxy_off, addons_off) = match installed {
+        Some(state) => (state.kube_proxy_off.clone(), state.addons_off.clone()),
+        None => {
+            let kube_proxy_off = cluster::kube_proxy_blocker();
+            let install = cluster::Install {
+                control_plane_only: false,
+                kube_proxy_off: kube_proxy_off.is_some(),
+            };
+            let addons_off = manifest
+                .map(|m| cluster::addons_off(m, &install))
+                .unwrap_or_default();
+            (kube_proxy_off, addons_off)
+        }
+    };
+    vec![
+        Finding {
+            name: "kube-proxy cannot write iptables rules",
+            handled_by: kube_proxy_off.as_ref().map(|reason| {
+                format!("k3s --disable-kube-proxy (ClusterIP Services do not route): {reason}")
+            }),
+            present: kube_proxy_off.is_some(),
+            advice: "",
+        },
+        Finding {
+            name: "k3s add-ons that cannot run here",
+            present: !addons_off.is_empty(),
+            handled_by: Some(format!(
+                "k3s --disable: {}",
+                addons_off
+                    .iter()
+                    .map(|a| format!("{} ({})", a.name, a.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
             advice: "",
         },
     ]

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::bundle::Bundle;
+use crate::cluster;
+use crate::cni_host;
 use crate::layout;
 use crate::mounts;
 use crate::ops;
@@ -62,6 +64,23 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     for line in &plan.workarounds {
         println!("workaround: {line}");
     }
+    // Decided once, here: which parts of k3s this host can run (no agent: no kube-proxy).
+    let has_k3s = bundle.path("bin/k3s").is_file();
+    let kube_proxy_off = if has_k3s && !options.control_plane_only {
+        cluster::kube_proxy_blocker()
+    } else {
+        None
+    };
+    let addons_off = if has_k3s {
+        let install = cluster::Install {
+            control_plane_only: options.control_plane_only,
+            kube_proxy_off: kube_proxy_off.is_some(),
+        };
+        cluster::addons_off(&bundle.manifest, &install)
+    } else {
+        Vec::new()
+    };
+    report_turned_off(kube_proxy_off.as_deref(), &addons_off);
     if bundle.sandbox_image().is_none() {
         println!(
             "warning: this bundle ships no pod sandbox (pause) image: containerd will try to pull \
@@ -86,6 +105,12 @@ pub fn install(options: &InstallOptions) -> Result<()> {
             .collect(),
         netns_before: crate::mounts::pod_netns_names(),
         workarounds: plan.workarounds.clone(),
+        read_only_procsys: plan.facts.read_only_procsys.clone(),
+        kube_proxy_off,
+        addons_off,
+        added_addresses: Vec::new(),
+        links_before: cni_host::link_names(),
+        lo_before_up: None,
     };
     // The data dir comes first: it holds the state file that records everything after it.
     state.create_dir_all_recorded(&paths.data_dir)?;
@@ -103,6 +128,22 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         );
     }
     result
+}
+
+/// One line per part of k3s this host cannot run, each with its reason.
+fn report_turned_off(kube_proxy_off: Option<&str>, addons_off: &[cluster::TurnedOff]) {
+    if let Some(reason) = kube_proxy_off {
+        println!(
+            "k3s: kube-proxy off (--disable-kube-proxy): {reason}; ClusterIP Services will not \
+             route, pods and their logs/exec work"
+        );
+    }
+    for addon in addons_off {
+        println!(
+            "k3s: add-on {} off (--disable): {}",
+            addon.name, addon.reason
+        );
+    }
 }
 
 fn prepare_and_start(

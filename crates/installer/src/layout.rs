@@ -66,7 +66,7 @@ pub fn lay_out(bundle: &Bundle, paths: &Paths, plan: &Plan) -> Result<()> {
         copy_file(&bundle.path(&relative), &paths.prefix.join(&relative))?;
     }
     install_cni_config(bundle, paths)?;
-    write_procsys_tree(bundle, paths, &plan.facts.missing_procsys)?;
+    write_procsys_tree(bundle, paths, &plan.facts.served_procsys())?;
     write_containerd_config(bundle, paths, plan)?;
     fs::create_dir_all(paths.run_dir())?;
     fs::create_dir_all(paths.logs_dir())?;
@@ -132,16 +132,22 @@ fn keep_cni_state_in_data_dir(text: &str, paths: &Paths) -> String {
     serde_json::to_string_pretty(&conf).unwrap_or_else(|_| text.to_string())
 }
 
-/// Only the files this host lacks: the launcher redirects /proc/sys/X to procsys/X when it
-/// exists, and real files must keep coming from the kernel.
-fn write_procsys_tree(bundle: &Bundle, paths: &Paths, missing: &[String]) -> Result<()> {
+/// Only the files this host lacks or cannot write: the launcher redirects /proc/sys/X to
+/// procsys/X when it exists (reads and writes), and every other file must keep coming from the
+/// kernel.
+fn write_procsys_tree(bundle: &Bundle, paths: &Paths, served: &[String]) -> Result<()> {
     let root = paths.procsys_dir();
     fs::create_dir_all(&root)?;
-    for relative in missing {
-        copy_file(
-            &bundle.path("etc/procsys").join(relative),
-            &root.join(relative),
-        )?;
+    for relative in served {
+        let target = root.join(relative);
+        match crate::probe::derived_procsys_value(relative) {
+            Some(value) => {
+                fs::create_dir_all(target.parent().expect("below the procsys root"))?;
+                fs::write(&target, value)
+                    .with_context(|| format!("cannot write {}", target.display()))?;
+            }
+            None => copy_file(&bundle.path("etc/procsys").join(relative), &target)?,
+        }
     }
     Ok(())
 }

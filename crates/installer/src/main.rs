@@ -3,23 +3,39 @@
 //! With no subcommand it installs; `start`, `stop`, `status`, `logs`, `doctor` and `uninstall`
 //! manage an existing install, found through its data dir.
 //!
-//! Map: `preflight` refuses bad input before anything is written; `layout` copies the bundle
-//! under the prefix; `mounts` makes the host changes (/dev/kmsg, cgroups); `services` and
-//! `supervise` run containerd and k3s; `state` records everything for `uninstall` (in `ops`).
+//! Map:
+//! - `preflight` refuses bad input before anything is written; `probe` measures the host;
+//! - `cluster` decides which parts of k3s can run (kube-proxy, add-ons);
+//! - `layout` copies the bundle under the prefix;
+//! - `mounts` makes the host changes (/dev/kmsg, cgroups);
+//! - `node_ip` (with `netlink`) gives k3s a node IP where the sandbox has no default route,
+//!   `loopback` brings lo up where it is down;
+//! - `services` and `supervise` run containerd and k3s (`pod_logs` keeps the kubelet's pod
+//!   logs in the data dir); `userenv` is the line that puts kubectl, crictl and ctr on PATH;
+//! - `state` records everything for `uninstall` (in `ops`), which also removes what the daemons
+//!   leave outside the data dir: the CNI bridge and result cache (`cni_host`), the container
+//!   log links (`pod_logs`).
 
 mod bundle;
+mod cluster;
+mod cni_host;
 mod config;
 mod doctor;
 mod install;
 mod layout;
+mod loopback;
 mod mounts;
+mod netlink;
+mod node_ip;
 mod ops;
 mod paths;
+mod pod_logs;
 mod preflight;
 mod probe;
 mod services;
 mod state;
 mod supervise;
+mod userenv;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -128,8 +144,7 @@ fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result
         // extracted bundle is gone.
         let installed = bundle::Bundle::open(&paths.prefix)?;
         let candidates = preflight::procsys_candidates(&installed);
-        let procsys = paths.procsys_dir();
-        return doctor::doctor(Some(&installed.manifest), &candidates, Some(&procsys));
+        return doctor::doctor(Some(&installed.manifest), &candidates, Some(&state));
     }
     let source = bundle::Bundle::locate(bundle_dir.as_deref())?;
     doctor::doctor(

@@ -4,19 +4,29 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
+use crate::cni_host;
+use crate::loopback;
 use crate::mounts;
+use crate::node_ip;
+use crate::pod_logs;
 use crate::probe::{self, HostFacts};
 use crate::services::{self, CONTAINERD, K3S};
 use crate::state::State;
 use crate::supervise;
+use crate::userenv;
 
-/// Starts containerd, imports the images, then k3s (when the bundle has it).
+/// Starts containerd, imports the images, then k3s (when the bundle has it), and prints the
+/// line that puts kubectl, crictl and ctr on PATH.
 pub fn start(state: &mut State) -> Result<()> {
     let paths = state.paths();
     restore_host_changes(state)?;
+    // k3s, and containerd's CRI streaming server (exec, attach), listen on 127.0.0.1.
+    loopback::ensure_up(state)?;
     if state.control_plane_only && services::has_k3s(&paths) {
         // No kubelet, so no pods: containerd is not needed.
-        return services::start_k3s(&paths, state);
+        services::start_k3s(&paths, state)?;
+        println!("to use kubectl:\n  {}", userenv::export_line(&paths, false));
+        return Ok(());
     }
     let containerd_was_running = services::daemon(&paths, CONTAINERD).running_pid().is_some();
     services::start_containerd(&paths)?;
@@ -25,6 +35,10 @@ pub fn start(state: &mut State) -> Result<()> {
     }
     if services::has_k3s(&paths) {
         services::start_k3s(&paths, state)?;
+        println!(
+            "to use kubectl, crictl and ctr:\n  {}",
+            userenv::export_line(&paths, true)
+        );
     } else {
         println!(
             "this bundle has no k3s binary: containerd is running on {} for CRI clients \
@@ -96,6 +110,9 @@ pub fn status(state: &State) -> Result<()> {
     let mut healthy = true;
     let containerd = services::daemon(&paths, CONTAINERD);
     match containerd.running_pid() {
+        None if state.control_plane_only => {
+            println!("containerd: not used (control-plane-only: no kubelet, no pods)")
+        }
         Some(pid) => {
             let socket = if services::containerd_healthy(&paths) {
                 "socket answers"
@@ -113,20 +130,32 @@ pub fn status(state: &State) -> Result<()> {
     if services::has_k3s(&paths) {
         match services::daemon(&paths, K3S).running_pid() {
             Some(pid) => {
-                let api = match services::kubectl(&paths, &["get", "--raw=/readyz"]) {
-                    Ok(_) => "API ready",
-                    Err(_) => {
-                        healthy = false;
-                        "API NOT ready"
-                    }
-                };
-                println!("k3s: running (pid {pid}), {api}");
+                let api_ready = services::kubectl(&paths, &["get", "--raw=/readyz"]).is_ok();
+                println!(
+                    "k3s: running (pid {pid}), API {}",
+                    if api_ready { "ready" } else { "NOT ready" }
+                );
+                healthy &= api_ready;
+                if api_ready {
+                    healthy &= cluster_status(&paths, state);
+                }
             }
             None => {
                 healthy = false;
                 println!("k3s: stopped");
             }
         }
+        if let Some(reason) = &state.kube_proxy_off {
+            println!("kube-proxy: off ({reason})");
+        }
+        for addon in &state.addons_off {
+            println!("add-on {}: off ({})", addon.name, addon.reason);
+        }
+        println!(
+            "kubeconfig: {}\ntools: {}",
+            paths.kubeconfig().display(),
+            userenv::export_line(&paths, !state.control_plane_only)
+        );
     } else {
         println!("k3s: not in this bundle");
     }
@@ -137,6 +166,63 @@ pub fn status(state: &State) -> Result<()> {
         bail!("not everything is running: `start` starts it; `logs` shows why it stopped");
     }
     Ok(())
+}
+
+/// Prints each node's Ready condition and the pods per phase; false when a node is not Ready
+/// (or, with an agent, when there is no node at all).
+fn cluster_status(paths: &crate::paths::Paths, state: &State) -> bool {
+    let nodes = services::kubectl(
+        paths,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} \
+             {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+        ],
+    )
+    .unwrap_or_default();
+    let mut all_ready = true;
+    let mut any = false;
+    for line in nodes.lines() {
+        let (name, ready) = line.split_once(' ').unwrap_or((line, ""));
+        any = true;
+        let ready = ready.trim() == "True";
+        all_ready &= ready;
+        println!("node {name}: {}", if ready { "Ready" } else { "NOT Ready" });
+    }
+    if !any {
+        println!("nodes: none registered");
+    }
+    let phases = services::kubectl(
+        paths,
+        &[
+            "get",
+            "pods",
+            "--all-namespaces",
+            "-o",
+            "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}",
+        ],
+    )
+    .unwrap_or_default();
+    println!("pods (all namespaces): {}", count_phases(&phases));
+    state.control_plane_only || (any && all_ready)
+}
+
+/// "3 Running, 1 Pending" from one phase per line; "none" when empty.
+fn count_phases(lines: &str) -> String {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for phase in lines.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        *counts.entry(phase).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "none".to_string();
+    }
+    counts
+        .iter()
+        .map(|(phase, n)| format!("{n} {phase}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn logs(state: &State, service: Option<&str>, lines: usize) -> Result<()> {
@@ -184,10 +270,40 @@ pub fn uninstall(state: &State) -> Result<()> {
             Err(error) => problems.push(format!("cannot unmount {}: {error}", mount.display())),
         }
     }
+    let links = pod_logs::remove_links(Path::new(pod_logs::CONTAINER_LOGS), &paths.data_dir);
+    if links > 0 {
+        println!(
+            "removed {links} container log link(s) from {}",
+            pod_logs::CONTAINER_LOGS
+        );
+    }
+    problems.extend(node_ip::remove_added_addresses(state));
+    problems.extend(loopback::restore(state));
+    let sandboxes = services::pod_sandboxes(&paths);
+    let results = cni_host::remove_results(
+        &paths.cni_conf_dir(),
+        &sandboxes,
+        Path::new(cni_host::RESULTS_DIR),
+    );
+    if results > 0 {
+        println!(
+            "removed {results} cached CNI result(s) from {}",
+            cni_host::RESULTS_DIR
+        );
+    }
+    let bridges = cni_host::bridges_in(&paths.cni_conf_dir());
+    let (removed, failed) = cni_host::remove_new(&bridges, &state.links_before);
+    removed.iter().for_each(|line| println!("{line}"));
+    problems.extend(failed);
     for file in state.created_files.iter().rev() {
         if let Err(error) = std::fs::remove_file(file) {
             problems.push(format!("cannot remove {}: {error}", file.display()));
         }
+    }
+    // k3s links its default kubeconfig location to the one it was told to write.
+    let default_kubeconfig = Path::new(K3S_DEFAULT_KUBECONFIG);
+    if std::fs::read_link(default_kubeconfig).is_ok_and(|target| target == paths.kubeconfig()) {
+        let _ = std::fs::remove_file(default_kubeconfig);
     }
     for path in &state.absent_before {
         if path == Path::new("/etc/rancher") {
@@ -223,6 +339,10 @@ pub fn uninstall(state: &State) -> Result<()> {
     Ok(())
 }
 
+/// Where k3s (as root) would write its kubeconfig; given --write-kubeconfig elsewhere, it makes
+/// this a symlink to that file.
+const K3S_DEFAULT_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
+
 /// Removes `dir` and its subdirectories if they hold no files. Host paths like /run/containerd
 /// and /var/lib/cni may be shared with another containerd that started after install, so only
 /// the empty skeleton our daemons left is removed, never anyone's files.
@@ -235,4 +355,18 @@ fn remove_empty_dirs(dir: &Path) {
         }
     }
     let _ = std::fs::remove_dir(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_phases_are_counted() {
+        assert_eq!(count_phases(""), "none");
+        assert_eq!(
+            count_phases("Running\nPending\nRunning\n"),
+            "1 Pending, 2 Running"
+        );
+    }
 }

@@ -14,6 +14,7 @@
 //!   logs/           containerd.log k3s.log and the launchers' logs
 //!   containerd/     containerd root and state
 //!   k3s/ kubelet/   k3s data dir, kubelet root dir
+//!   pod-logs/       the kubelet's pod logs (a drop-in in k3s/agent/etc/kubelet.conf.d/)
 //!   kubeconfig.yaml mode 0600
 
 use std::path::{Path, PathBuf};
@@ -91,6 +92,14 @@ impl Paths {
     }
     pub fn kubeconfig(&self) -> PathBuf {
         self.data_dir.join("kubeconfig.yaml")
+    }
+    pub fn pod_logs_dir(&self) -> PathBuf {
+        self.data_dir.join("pod-logs")
+    }
+    /// A kubelet config drop-in in the directory k3s passes as --config-dir.
+    pub fn kubelet_dropin(&self) -> PathBuf {
+        self.k3s_data_dir()
+            .join("agent/etc/kubelet.conf.d/50-k3s-gvisor.conf")
     }
 }
 

@@ -204,6 +204,14 @@ pub fn workarounds(facts: &HostFacts, snapshotter: &str) -> Vec<String> {
             facts.missing_procsys.join(", ")
         ));
     }
+    if !facts.read_only_procsys.is_empty() {
+        lines.push(format!(
+            "/proc/sys refuses writes to {} file(s) the kubelet sets ({}): the launcher serves \
+             them from PREFIX/procsys too, writes included",
+            facts.read_only_procsys.len(),
+            facts.read_only_procsys.join(", ")
+        ));
+    }
     if !facts.has_dev_kmsg {
         lines.push(
             "/dev/kmsg is missing: bind-mount /dev/null there (kubelet's OOM watcher opens it)"

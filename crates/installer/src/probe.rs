@@ -209,6 +209,9 @@ pub struct HostFacts {
     pub root_fs_type: String,
     /// Relative /proc/sys paths (from the bundle's default-value tree) that this host lacks.
     pub missing_procsys: Vec<String>,
+    /// Relative /proc/sys paths (from the same tree) that exist but refuse writes: gVisor's
+    /// vm/overcommit_memory reads 0 and answers EIO to the kubelet writing 1.
+    pub read_only_procsys: Vec<String>,
     pub has_dev_kmsg: bool,
     pub has_dev_fuse: bool,
     /// cgroup v1 controllers already mounted somewhere, e.g. ["cpu", "memory"].
@@ -228,10 +231,19 @@ impl HostFacts {
         let root_fs_type = mount_for(&mounts, Path::new("/"))
             .map(|m| m.fs_type.clone())
             .unwrap_or_else(|| "unknown".into());
-        let missing_procsys = procsys_candidates
+        let (mut missing_procsys, present): (Vec<String>, Vec<String>) = procsys_candidates
             .iter()
-            .filter(|rel| !Path::new("/proc/sys").join(rel).exists())
             .cloned()
+            .partition(|rel| !Path::new("/proc/sys").join(rel).exists());
+        missing_procsys.extend(
+            DERIVED_PROCSYS
+                .iter()
+                .filter(|rel| !Path::new("/proc/sys").join(rel).exists())
+                .map(|rel| rel.to_string()),
+        );
+        let read_only_procsys = present
+            .into_iter()
+            .filter(|rel| write_refused(&Path::new("/proc/sys").join(rel)))
             .collect();
         let mut mounted_controllers: Vec<String> = mounts
             .iter()
@@ -246,6 +258,7 @@ impl HostFacts {
             kernel_release: kernel_release(),
             root_fs_type,
             missing_procsys,
+            read_only_procsys,
             has_dev_kmsg: Path::new("/dev/kmsg").exists(),
             has_dev_fuse: Path::new("/dev/fuse").exists(),
             mounted_controllers,
@@ -275,6 +288,40 @@ impl HostFacts {
 
     pub fn procsys_missing(&self, relative: &str) -> bool {
         self.missing_procsys.iter().any(|m| m == relative)
+    }
+
+    /// The /proc/sys files the launcher must serve: missing ones and read-only ones.
+    pub fn served_procsys(&self) -> Vec<String> {
+        let mut served = self.missing_procsys.clone();
+        served.extend(self.read_only_procsys.iter().cloned());
+        served.sort();
+        served
+    }
+}
+
+/// /proc/sys files whose value is this host's own, so the bundle cannot ship a default: where
+/// one is missing, the installer writes it into the procsys tree (`derived_procsys_value`).
+/// gVisor before 2025 lacks kernel/osrelease, and the kubelet reads it to pick its safe
+/// sysctls and to decide on tmpfs noswap (`failed to read os-release file: open
+/// /proc/sys/kernel/osrelease`, measured in gvisor-2025).
+pub const DERIVED_PROCSYS: [&str; 1] = ["kernel/osrelease"];
+
+/// The value of a `DERIVED_PROCSYS` file, or None for any other.
+pub fn derived_procsys_value(relative: &str) -> Option<String> {
+    (relative == "kernel/osrelease").then(|| format!("{}\n", kernel_release()))
+}
+
+/// Does this /proc/sys file refuse a write? Writes back what it holds, so a file that accepts
+/// the write is left as it was. Opening for writing is not enough: gVisor opens
+/// vm/overcommit_memory for writing and fails the write(2) with EIO.
+pub fn write_refused(path: &Path) -> bool {
+    use std::io::Write;
+    let Ok(current) = fs::read(path) else {
+        return true;
+    };
+    match fs::OpenOptions::new().write(true).open(path) {
+        Ok(mut file) => file.write_all(&current).is_err(),
+        Err(_) => true,
     }
 }
 

@@ -12,7 +12,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::bundle::{Bundle, MANIFEST_FILE};
 use crate::config;
+use crate::node_ip;
 use crate::paths::Paths;
+use crate::pod_logs;
 use crate::state::State;
 use crate::supervise::{self, Daemon};
 
@@ -21,6 +23,7 @@ pub const K3S: &str = "k3s";
 const CONTAINERD_SOCKET_TIMEOUT: Duration = Duration::from_secs(60);
 const K3S_API_TIMEOUT: Duration = Duration::from_secs(240);
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(300);
+const SERVICE_ACCOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 const LOG_TAIL_LINES: usize = 30;
 
 pub fn daemon(paths: &Paths, name: &str) -> Daemon {
@@ -209,8 +212,9 @@ pub fn import_images(paths: &Paths, snapshotter: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts k3s (if not running), waits for the API and, with an agent, for the node to be Ready.
-pub fn start_k3s(paths: &Paths, state: &State) -> Result<()> {
+/// Starts k3s (if not running), waits for the API and, with an agent, for the node to be Ready;
+/// then for the default service account, which every pod needs before it can be created.
+pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
     let daemon = daemon(paths, K3S);
     if let Some(pid) = daemon.running_pid() {
         println!("k3s already running (pid {pid})");
@@ -219,7 +223,18 @@ pub fn start_k3s(paths: &Paths, state: &State) -> Result<()> {
     let kubelet_args = fs::read_to_string(paths.prefix.join("etc/k3s/kubelet-args"))
         .map(|text| config::parse_kubelet_args(&text))
         .unwrap_or_default();
-    let args = config::k3s_server_args(paths, state.control_plane_only, &kubelet_args);
+    let node_ip = node_ip::prepare(state)?;
+    let options = config::K3sOptions {
+        control_plane_only: state.control_plane_only,
+        kubelet_args: &kubelet_args,
+        node_ip,
+        kube_proxy: state.kube_proxy_off.is_none(),
+        disable: state.addons_off.iter().map(|a| a.name.clone()).collect(),
+    };
+    if !state.control_plane_only {
+        pod_logs::write_kubelet_dropin(paths)?;
+    }
+    let args = config::k3s_server_args(paths, &options);
     let (program, args) = launch_command(paths, K3S, paths.bin("k3s"), args)?;
     let pid = daemon.start(&program, &args, &daemon_env(paths))?;
     println!("k3s started (pid {pid}), log {}", daemon.log_file.display());
@@ -245,27 +260,45 @@ pub fn start_k3s(paths: &Paths, state: &State) -> Result<()> {
             pid,
             "the node to be Ready",
             NODE_READY_TIMEOUT,
-            || {
-                kubectl(
-                    paths,
-                    &[
-                        "get",
-                        "nodes",
-                        "-o",
-                        "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
-                    ],
-                )
-                .is_ok_and(|out| out.contains("True"))
-            },
+            || node_ready(paths) == Some(true),
         )?;
         println!("node is Ready");
     }
-    println!(
-        "kubeconfig: {0} (mode 0600)\n  use it: {1} kubectl --kubeconfig {0} get nodes",
-        paths.kubeconfig().display(),
-        paths.bin("k3s").display()
-    );
+    // Controllers create the `default` service account and the `kube-root-ca.crt` ConfigMap in
+    // each namespace shortly after the API is up. Until the first exists every pod is refused
+    // (`serviceaccount "default" not found`); until the second a pod's token volume cannot be
+    // mounted and its start waits for the kubelet's next retry.
+    wait_for(
+        paths,
+        &daemon,
+        pid,
+        "the default service account and kube-root-ca.crt",
+        SERVICE_ACCOUNT_TIMEOUT,
+        || {
+            let exists = |kind: &str, name: &str| {
+                kubectl(paths, &["-n", "default", "get", kind, name]).is_ok()
+            };
+            exists("serviceaccount", "default") && exists("configmap", "kube-root-ca.crt")
+        },
+    )?;
+    println!("default service account and kube-root-ca.crt exist: pods can be created");
+    println!("kubeconfig: {} (mode 0600)", paths.kubeconfig().display());
     Ok(())
+}
+
+/// Whether the node's Ready condition is True (None when the API cannot say).
+pub fn node_ready(paths: &Paths) -> Option<bool> {
+    let out = kubectl(
+        paths,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+    )
+    .ok()?;
+    Some(out.contains("True"))
 }
 
 pub fn kubectl(paths: &Paths, args: &[&str]) -> Result<String> {
@@ -318,8 +351,14 @@ pub fn stop_all(paths: &Paths) -> Vec<String> {
     if daemon(paths, K3S).stop(Duration::from_secs(30)) {
         report.push("k3s stopped".to_string());
     }
+    let mut tasks = Vec::new();
     if containerd_healthy(paths) {
-        report.extend(kill_tasks(paths));
+        tasks = kill_tasks(paths);
+        report.extend(
+            tasks
+                .iter()
+                .map(|(namespace, id)| format!("container task {namespace}/{id} killed")),
+        );
     }
     if daemon(paths, CONTAINERD).stop(Duration::from_secs(20)) {
         report.push("containerd stopped".to_string());
@@ -332,12 +371,23 @@ pub fn stop_all(paths: &Paths) -> Vec<String> {
             report.push(format!("killed leftover process {pid}: {cmdline}"));
         }
     }
+    tasks.extend(shim_bundles(paths));
+    let removed = tasks
+        .iter()
+        .filter(|(namespace, id)| fs::remove_file(shim_socket(paths, namespace, id)).is_ok())
+        .count();
+    if removed > 0 {
+        report.push(format!(
+            "removed {removed} socket(s) of stopped shims from {SHIM_SOCKET_DIR}"
+        ));
+    }
     report
 }
 
 /// Kills and deletes every task in every containerd namespace, so no container outlives stop.
-fn kill_tasks(paths: &Paths) -> Vec<String> {
-    let mut report = Vec::new();
+/// Returns (namespace, id) of each.
+fn kill_tasks(paths: &Paths) -> Vec<(String, String)> {
+    let mut killed = Vec::new();
     let namespaces = ctr(paths, "default", &["namespaces", "ls", "-q"]).unwrap_or_default();
     for namespace in namespaces.lines().map(str::trim).filter(|n| !n.is_empty()) {
         let tasks = ctr(paths, namespace, &["tasks", "ls", "-q"]).unwrap_or_default();
@@ -349,14 +399,82 @@ fn kill_tasks(paths: &Paths) -> Vec<String> {
             );
             sleep(Duration::from_millis(200));
             let _ = ctr(paths, namespace, &["tasks", "delete", "-f", task]);
-            report.push(format!("container task {namespace}/{task} killed"));
+            killed.push((namespace.to_string(), task.to_string()));
         }
     }
-    report
+    killed
+}
+
+/// Where containerd's shims listen, whatever containerd's own state dir: `SHIM_SOCKET_DIR/
+/// <sha256 of ADDRESS/NAMESPACE/ID>` (containerd v2, pkg/shim SocketAddress). A shim that
+/// `stop` kills leaves its socket there.
+const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
+
+fn shim_socket(paths: &Paths, namespace: &str, id: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let key = paths.containerd_socket().join(namespace).join(id);
+    let digest = Sha256::digest(key.as_os_str().as_encoded_bytes());
+    Path::new(SHIM_SOCKET_DIR).join(hex::encode(digest))
+}
+
+/// The ids of the pod sandboxes containerd's CRI made (its per-sandbox root dirs).
+pub fn pod_sandboxes(paths: &Paths) -> Vec<String> {
+    let dir = paths
+        .containerd_root()
+        .join("io.containerd.grpc.v1.cri/sandboxes");
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// (namespace, id) of every shim bundle in containerd's state dir: what shims ran, even when
+/// containerd was already gone at `stop`.
+fn shim_bundles(paths: &Paths) -> Vec<(String, String)> {
+    let root = paths
+        .containerd_state()
+        .join("io.containerd.runtime.v2.task");
+    let mut found = Vec::new();
+    for namespace in fs::read_dir(&root).into_iter().flatten().flatten() {
+        for id in fs::read_dir(namespace.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            found.push((
+                namespace.file_name().to_string_lossy().into_owned(),
+                id.file_name().to_string_lossy().into_owned(),
+            ));
+        }
+    }
+    found
 }
 
 /// Reads the manifest copied into the prefix at install (for status and doctor).
 pub fn installed_manifest(paths: &Paths) -> Option<crate::bundle::Manifest> {
     let text = fs::read_to_string(paths.prefix.join(MANIFEST_FILE)).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shim_sockets_are_named_as_containerd_names_them() {
+        // From an e2e run's containerd.log: `connecting to shim 3f6b0dee...
+        // address="unix:///run/containerd/s/f0af28f7..."`, containerd serving on
+        // .../run/data/run/containerd.sock.
+        let run = Path::new("/work/wt-k3s/target/k3s-gvisor/e2e/gvisor-current-full/run");
+        let paths = Paths::new(&run.join("prefix"), &run.join("data"));
+        let id = "3f6b0deeafb18393141451328c2bb5c63cebbdf46d30e706f63099ffb6a9a677";
+        assert_eq!(
+            shim_socket(&paths, "k8s.io", id),
+            Path::new(
+                "/run/containerd/s/f0af28f7d0eff1e2c27281d398b1782830e1ff0103693b156cd078f6950afb1f"
+            )
+        );
+    }
 }

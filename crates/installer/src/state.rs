@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::TurnedOff;
+use crate::node_ip::AddedAddress;
 use crate::paths::Paths;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +37,27 @@ pub struct State {
     pub netns_before: Vec<String>,
     /// The workaround lines printed at install, for `status` and `doctor`.
     pub workarounds: Vec<String>,
+    /// /proc/sys files that existed but refused writes at install, served by the launcher.
+    #[serde(default)]
+    pub read_only_procsys: Vec<String>,
+    /// Why kube-proxy is off (`k3s --disable-kube-proxy`), or None when it runs.
+    #[serde(default)]
+    pub kube_proxy_off: Option<String>,
+    /// The k3s add-ons turned off (`k3s --disable`), each with its reason.
+    #[serde(default)]
+    pub addons_off: Vec<TurnedOff>,
+    /// Addresses the installer added (the node IP on lo where there is no default route).
+    /// Removed on uninstall; forgotten when a sandbox restart took them.
+    #[serde(default)]
+    pub added_addresses: Vec<AddedAddress>,
+    /// Network interfaces that existed before install: the CNI bridge is removed on uninstall
+    /// only when it is not one of them.
+    #[serde(default)]
+    pub links_before: Vec<String>,
+    /// Set when lo was down and `start` brought it up (a fresh Linux network namespace): the
+    /// IPv4 addresses lo had then. Uninstall sets lo down again and removes the others.
+    #[serde(default)]
+    pub lo_before_up: Option<Vec<AddedAddress>>,
 }
 
 impl State {

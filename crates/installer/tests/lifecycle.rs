@@ -111,6 +111,7 @@ echo "== after install"
 grep ' - cgroup ' /proc/self/mountinfo | sed 's/.* - //' | sort
 test -e /dev/kmsg && echo kmsg-present || echo kmsg-absent
 cat $P/procsys/kernel/pid_max
+echo "overcommit-served=$(cat $P/procsys/vm/overcommit_memory)"
 echo "== second install"; $I --prefix $P --data-dir $D --no-start; echo "second-rc=$?"
 echo "== doctor"; $P/bin/installer doctor --data-dir $D; echo "doctor-rc=$?"
 echo "mnt-ns=$(test -e /proc/self/ns/mnt && echo present || echo absent)"
@@ -136,6 +137,10 @@ test -e $P && echo prefix-present || echo prefix-absent
         "workaround: root filesystem 9p cannot host overlayfs layers",
         "enable_unprivileged_ports/icmp are turned off",
         "kernel/pid_max",
+        // Present in every gVisor, reads 0, refuses writes (EIO): served by the launcher too.
+        "workaround: /proc/sys refuses writes to",
+        "vm/overcommit_memory): the launcher serves them",
+        "overcommit-served=1",
         "install-rc=0",
         " rw,cpu\n",
         " rw,memory\n",
@@ -155,6 +160,17 @@ test -e $P && echo prefix-present || echo prefix-absent
             output.contains(needle),
             "expected {needle:?} in the output above"
         );
+    }
+    for (finding, handled_by) in [
+        (
+            "/proc/sys files that refuse writes",
+            "the launcher's procsys tree (vm/overcommit_memory",
+        ),
+        // `runsc --network=none`: loopback only, so install will choose the node IP.
+        ("no default route (k3s's node IP)", "--node-ip"),
+    ] {
+        let expected = format!("{finding:<44} present, handled by {handled_by}");
+        assert!(output.contains(&expected), "expected {expected:?} above");
     }
     // doctor's two runc blockers no patch can handle agree with what the shell sees.
     let seen = |key: &str| {

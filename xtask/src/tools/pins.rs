@@ -24,6 +24,17 @@ pub struct ToolPin {
     /// Go variable that `-ldflags -X` sets to `version`.
     #[serde(default)]
     pub version_var: Option<String>,
+    /// GOTOOLCHAIN for the build (`go1.21.13`): an old tree that builds only with the Go it
+    /// was written for. The go command fetches that toolchain through the module proxy.
+    /// Default: the local Go (`GOTOOLCHAIN=local`).
+    #[serde(default)]
+    pub toolchain: Option<String>,
+    /// Flags the tool needs on every call (`["--platform=ptrace"]` for a gVisor whose default
+    /// platform hangs on these hosts). The tool is then installed as `<name>.bin` next to a
+    /// `<name>` shell wrapper that puts these flags first, so every caller that is handed the
+    /// tool's path gets them.
+    #[serde(default)]
+    pub flags: Vec<String>,
 }
 
 /// The pin file that ships with the repository.
@@ -84,6 +95,36 @@ fn check(name: &str, pin: &ToolPin) -> Result<()> {
             pin.package
         );
     }
+    if let Some(toolchain) = &pin.toolchain {
+        // Only an exact release: `auto`, `path` or `go1.21` would pick a toolchain by machine
+        // or by day.
+        let numbers: Vec<&str> = toolchain
+            .strip_prefix("go")
+            .unwrap_or("")
+            .split('.')
+            .collect();
+        let exact = numbers.len() == 3
+            && numbers
+                .iter()
+                .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if !exact {
+            bail!(
+                "toolchain `{toolchain}` is not an exact Go release such as `go1.21.13` \
+                 (it becomes GOTOOLCHAIN for the build)"
+            );
+        }
+    }
+    for flag in &pin.flags {
+        // Written unquoted into a shell wrapper: only plain `--name` or `--name=value`.
+        let plain = flag.starts_with("--")
+            && flag.len() > 2
+            && flag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_=.,/".contains(c));
+        if !plain {
+            bail!("flag `{flag}` must look like `--name` or `--name=value` (letters, digits, `-_=.,/`)");
+        }
+    }
     Ok(())
 }
 
@@ -110,6 +151,46 @@ mod tests {
             pins["runsc"].version.starts_with("v0.0.0-"),
             "gVisor tags no Go releases: runsc is pinned by pseudo-version"
         );
+        // The older gVisors users run (docs/gvisor-generations.md): each builds only with the
+        // Go it was written for.
+        for name in ["runsc-2023", "runsc-2025"] {
+            let pin = &pins[name];
+            assert_eq!(pin.module, "gvisor.dev/gvisor", "{name}");
+            assert!(pin.toolchain.is_some(), "{name} needs its own Go toolchain");
+        }
+        assert_eq!(pins["runsc-2023"].flags, ["--platform=ptrace"]);
+    }
+
+    #[test]
+    fn toolchains_must_be_exact_go_releases() {
+        let ok = format!("{GOOD}toolchain = \"go1.21.13\"\n");
+        assert_eq!(
+            parse(&ok).unwrap()["demo"].toolchain.as_deref(),
+            Some("go1.21.13")
+        );
+        for bad in [
+            "auto",
+            "local",
+            "go1.21",
+            "1.21.13",
+            "go1.21.13+auto",
+            "go1..3",
+        ] {
+            let text = format!("{GOOD}toolchain = \"{bad}\"\n");
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(err.contains("not an exact Go release"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_must_be_plain_long_options() {
+        let ok = format!("{GOOD}flags = [\"--platform=ptrace\"]\n");
+        assert_eq!(parse(&ok).unwrap()["demo"].flags, ["--platform=ptrace"]);
+        for bad in ["-x", "--", "--a=$(reboot)", "--a b", "do"] {
+            let text = format!("{GOOD}flags = [\"{bad}\"]\n");
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(err.contains("must look like `--name`"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -117,6 +198,8 @@ mod tests {
         let pins = parse(GOOD).unwrap();
         assert!(!pins["demo"].cgo);
         assert_eq!(pins["demo"].version_var, None);
+        assert_eq!(pins["demo"].toolchain, None);
+        assert!(pins["demo"].flags.is_empty());
     }
 
     #[test]

@@ -1,0 +1,288 @@
+//! Which parts of k3s run on this host, decided once at install (by probing), recorded in the
+//! state file, printed by install and shown by `doctor`:
+//! - kube-proxy runs only where its iptables rules can be written;
+//! - each packaged add-on runs only where it can work: its image is in the bundle (a sandbox
+//!   cannot pull), there is a node for its pods, and the Services it needs route (coredns);
+//!   a few never run here (below, with the reason).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::Manifest;
+
+/// A part of k3s that is turned off, and why (one line, printed as is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnedOff {
+    pub name: String,
+    pub reason: String,
+}
+
+/// k3s's packaged add-ons (its manifests/ directory, k3s v1.34.1+k3s1) and what each needs.
+struct Addon {
+    /// The name `k3s server --disable` takes.
+    name: &'static str,
+    needs: Needs,
+}
+
+enum Needs {
+    /// Pods of the image its manifest runs (as containerd names it once imported), which
+    /// reach the API and serve through ClusterIP Services.
+    ImageAndServices(&'static str),
+    /// It cannot work in a sandbox even with its image: why.
+    Never(&'static str),
+}
+
+const ADDONS: [Addon; 5] = [
+    Addon {
+        name: "coredns",
+        needs: Needs::ImageAndServices("docker.io/rancher/mirrored-coredns-coredns:1.12.3"),
+    },
+    Addon {
+        name: "traefik",
+        needs: Needs::Never("needs host ports 80/443 through servicelb and iptables"),
+    },
+    Addon {
+        name: "servicelb",
+        needs: Needs::Never("klipper-lb programs iptables DNAT rules for host ports"),
+    },
+    Addon {
+        name: "metrics-server",
+        needs: Needs::Never(
+            "needs kubelet resource stats, which cAdvisor cannot produce on a 9p root",
+        ),
+    },
+    Addon {
+        name: "local-storage",
+        needs: Needs::Never("its provisioner needs hostPath volumes on an overlay-capable disk"),
+    },
+];
+
+/// What else decides whether an add-on can work on this install.
+pub struct Install {
+    /// `--control-plane-only`: no kubelet, so no node for any pod.
+    pub control_plane_only: bool,
+    /// kube-proxy is off (its reason is printed separately): ClusterIPs do not route.
+    pub kube_proxy_off: bool,
+}
+
+/// The add-ons to turn off for a bundle with this manifest, each with its reason.
+pub fn addons_off(manifest: &Manifest, install: &Install) -> Vec<TurnedOff> {
+    ADDONS
+        .iter()
+        .filter_map(|addon| {
+            let reason = match addon.needs {
+                Needs::Never(why) => why.to_string(),
+                Needs::ImageAndServices(image) => {
+                    let shipped = manifest
+                        .images
+                        .iter()
+                        .any(|shipped| normalize(&shipped.reference) == image);
+                    if !shipped {
+                        format!(
+                            "its image {image} is not in this bundle, and the sandbox cannot \
+                             pull it"
+                        )
+                    } else if install.control_plane_only {
+                        "control-plane-only: no node to run its pod".to_string()
+                    } else if install.kube_proxy_off {
+                        // Measured in the current gVisor: the pod runs, never Ready, logging
+                        // `plugin/ready: Plugins not ready: "kubernetes"`.
+                        "it reaches the API through the kubernetes Service (10.43.0.1) and \
+                         serves through its own (10.43.0.10), and ClusterIPs do not route \
+                         without kube-proxy: it would run but never be Ready"
+                            .to_string()
+                    } else {
+                        return None;
+                    }
+                }
+            };
+            Some(TurnedOff {
+                name: addon.name.to_string(),
+                reason,
+            })
+        })
+        .collect()
+}
+
+/// `rancher/x:1` and `docker.io/rancher/x:1` name the same image.
+fn normalize(reference: &str) -> String {
+    let first = reference.split('/').next().unwrap_or("");
+    let has_registry = reference.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost");
+    match (has_registry, reference.contains('/')) {
+        (true, _) => reference.to_string(),
+        (false, true) => format!("docker.io/{reference}"),
+        (false, false) => format!("docker.io/library/{reference}"),
+    }
+}
+
+/// The scratch chain the kube-proxy probe creates and deletes again.
+const PROBE_CHAIN: &str = "K3S-GVISOR-PROBE";
+
+/// Why kube-proxy cannot run here, or None when it can. kube-proxy (iptables mode, k3s's
+/// default) runs the `iptables` found on PATH; it checks the nat table first and then writes
+/// rules with the `comment` and `statistic` matches. The probe does the same in a scratch chain
+/// and removes it. Measured in gVisor (docs/installer.md): iptables-nft fails with `Failed to
+/// initialize nft: Protocol not supported`; iptables-legacy finds no nat table unless runsc has
+/// --net-raw, and then refuses both matches and MASQUERADE.
+pub fn kube_proxy_blocker() -> Option<String> {
+    let Some(iptables) = find_on_path("iptables") else {
+        return Some(
+            "no iptables on PATH: kube-proxy's iptables mode needs one (install iptables \
+             and run `install` again to get ClusterIP Services)"
+                .into(),
+        );
+    };
+    let run = |args: &[&str]| -> Result<(), String> {
+        let output = Command::new(&iptables)
+            .args(["-w", "5", "-t", "nat"])
+            .args(args)
+            .output()
+            .map_err(|error| format!("cannot run {}: {error}", iptables.display()))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let message: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        Err(format!(
+            "`iptables -t nat {}`: {}",
+            args.join(" "),
+            message.join(" / ")
+        ))
+    };
+    let result = run(&["-S", "POSTROUTING"])
+        .and_then(|()| run(&["-N", PROBE_CHAIN]))
+        .and_then(|()| {
+            let rule = [
+                "-A",
+                PROBE_CHAIN,
+                "-m",
+                "comment",
+                "--comment",
+                "k3s-gvisor probe",
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                "0.5",
+                "-j",
+                "RETURN",
+            ];
+            let added = run(&rule);
+            let _ = run(&["-F", PROBE_CHAIN]);
+            let _ = run(&["-X", PROBE_CHAIN]);
+            added
+        });
+    result
+        .err()
+        .map(|error| format!("kube-proxy's iptables rules cannot be written here: {error}"))
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            Path::new(candidate)
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::Image;
+
+    fn manifest(images: &[&str]) -> Manifest {
+        Manifest {
+            name: "k3s-gvisor".into(),
+            version: "0".into(),
+            arch: "amd64".into(),
+            components: vec![],
+            images: images
+                .iter()
+                .map(|reference| Image {
+                    name: "x".into(),
+                    reference: reference.to_string(),
+                    file: "images/x.oci.tar".into(),
+                    sandbox: false,
+                })
+                .collect(),
+        }
+    }
+
+    const FULL: Install = Install {
+        control_plane_only: false,
+        kube_proxy_off: false,
+    };
+
+    #[test]
+    fn coredns_runs_only_where_its_image_is_shipped_and_services_route() {
+        let off = addons_off(&manifest(&["docker.io/k3s-gvisor/pause:0.1.0"]), &FULL);
+        let names: Vec<&str> = off.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "coredns",
+                "traefik",
+                "servicelb",
+                "metrics-server",
+                "local-storage"
+            ]
+        );
+        assert!(off[0]
+            .reason
+            .contains("rancher/mirrored-coredns-coredns:1.12.3"));
+        for reference in [
+            "docker.io/rancher/mirrored-coredns-coredns:1.12.3",
+            "rancher/mirrored-coredns-coredns:1.12.3",
+        ] {
+            let off = addons_off(&manifest(&[reference]), &FULL);
+            assert!(off.iter().all(|t| t.name != "coredns"), "{reference}");
+            assert_eq!(off.len(), 4);
+        }
+        let shipped = manifest(&["docker.io/rancher/mirrored-coredns-coredns:1.12.3"]);
+        for (install, why) in [
+            (
+                Install {
+                    control_plane_only: false,
+                    kube_proxy_off: true,
+                },
+                "ClusterIPs do not route",
+            ),
+            (
+                Install {
+                    control_plane_only: true,
+                    kube_proxy_off: false,
+                },
+                "no node",
+            ),
+        ] {
+            let off = addons_off(&shipped, &install);
+            assert!(
+                off[0].name == "coredns" && off[0].reason.contains(why),
+                "{off:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn image_references_are_normalized_like_containerd_does() {
+        assert_eq!(normalize("busybox:1"), "docker.io/library/busybox:1");
+        assert_eq!(normalize("rancher/x:1"), "docker.io/rancher/x:1");
+        assert_eq!(
+            normalize("registry.k8s.io/pause:3.10"),
+            "registry.k8s.io/pause:3.10"
+        );
+        assert_eq!(normalize("localhost:5000/x:1"), "localhost:5000/x:1");
+    }
+}

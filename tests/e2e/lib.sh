@@ -1,0 +1,66 @@
+# Helpers shared by scenario.sh and soak.sh (sourced; POSIX sh, busybox-compatible).
+# Needs: TARBALL, RUN. Sets: P (prefix), D (data dir), T0 (start), BUNDLE (after extract).
+P=$RUN/prefix; D=$RUN/data
+T0=$(date +%s.%N)
+
+# Seconds since T0, one decimal.
+now() { awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $T0 }"; }
+mark() { echo "TIME $1 $(now)"; }
+step() { echo "STEP $1 $2 ${3:-}"; }
+
+# Extracts the tarball inside the sandbox, as a user would, and sets BUNDLE.
+extract() {
+  mkdir -p "$RUN/bundle" && tar -xzf "$TARBALL" -C "$RUN/bundle" || { step extract FAIL "tar -xzf $TARBALL"; return 1; }
+  BUNDLE=$(echo "$RUN"/bundle/*)
+  step extract ok "$BUNDLE"
+  mark extracted
+}
+
+# The reference of the bundle's image called NAME (from bundle-manifest.json).
+image_ref() { sed -n "/\"name\": \"$1\"/,/\"ref\"/s/.*\"ref\": \"\([^\"]*\)\".*/\1/p" "$BUNDLE/bundle-manifest.json" | head -n 1; }
+
+# Runs ./install ARGS with each output line prefixed by the seconds since T0; the exit status
+# is in $RUN/install.rc. The stamped output goes to stdout and $RUN/install.out.
+install_stamped() {
+  { "$BUNDLE/install" "$@"; echo $? > "$RUN/install.rc"; } 2>&1 | while IFS= read -r line; do
+    printf '[%s] %s\n' "$(now)" "$line"
+  done | tee "$RUN/install.out"
+  return "$(cat "$RUN/install.rc")"
+}
+
+# When the stamped install output first printed TEXT: `TIME NAME <seconds>`.
+mark_from_install() { t=$(grep -F -m1 "$2" "$RUN/install.out" | sed 's/^\[\([0-9.]*\)\].*/\1/'); [ -n "$t" ] && echo "TIME $1 $t"; }
+
+# Processes running from the prefix or data dir: "pid exe".
+ours() { for p in /proc/[0-9]*; do e=$(readlink $p/exe 2>/dev/null) || continue; case "$e" in $P/*|$D/*) echo "${p#/proc/} $e";; esac; done; }
+
+# The pid of the process whose executable is PREFIX/bin/NAME (the daemon, not its launcher).
+pid_of() { for p in /proc/[0-9]*; do [ "$(readlink $p/exe 2>/dev/null)" = "$P/bin/$1" ] && { echo "${p#/proc/}"; return; }; done; }
+rss_kb() { awk '/^VmRSS/ {print $2}' /proc/$1/status 2>/dev/null; }
+
+# `RSS <name> <kB>` per program in PREFIX/bin, summed over its processes (the launcher runs
+# twice, one shim runs per pod).
+rss() {
+  for p in /proc/[0-9]*; do
+    e=$(readlink $p/exe 2>/dev/null) || continue
+    case "$e" in $P/bin/*) echo "$(basename "$e") $(rss_kb ${p#/proc/})";; esac
+  done | awk '$2 != "" { kb[$1] += $2; n[$1]++ } END { for (k in kb) printf "RSS %s %d %d process(es)\n", k, kb[k], n[k] }' | sort
+}
+
+# Mounts that belong to the install (or that it makes on the host).
+mounts() { grep -e " $P" -e " $D" -e ' /sys/fs/cgroup' -e ' /dev/kmsg ' /proc/self/mountinfo | cut -d' ' -f5- | sort | tr '\n' ';'; }
+# What k3s, the kubelet, containerd and CNI write outside the prefix and data dir: the node
+# password and kubeconfig link, shim sockets, CNI result cache, pod logs, pod netns files.
+# A dangling link is not counted: k3s replaces a stale /etc/rancher/k3s/k3s.yaml link left by an
+# install that is gone (an interrupted run on a shared machine), and that is no loss.
+host_files() {
+  find /etc/rancher /run/containerd /var/lib/cni /var/log/pods /var/log/containers /run/netns \
+    ! -xtype l 2>/dev/null | sort | tr '\n' ';'
+}
+# IPv4 addresses on every interface (the installer may add one to lo).
+addresses() { ip -o -4 addr show 2>/dev/null | awk '{print $2, $4}' | sort | tr '\n' ';'; }
+
+# Every error or fatal line k3s logged, as `K3SERR <line>` (xtask checks each is documented).
+k3s_errors() {
+  grep -E 'level=(error|fatal)|^[EF][0-9]{4} ' "$D/logs/k3s.log" 2>/dev/null | sed 's/^/K3SERR /'
+}

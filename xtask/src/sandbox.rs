@@ -1,0 +1,377 @@
+//! Where `cargo xtask e2e` and `cargo xtask soak` run their shell scripts: on this host or in a
+//! gVisor sandbox, in a network that looks like a user's sandbox and reaches nothing off this
+//! machine.
+//!
+//! `Network::Interface` (the default): two fresh network namespaces joined by a veth pair.
+//! The sandbox side, `eth0` in namespace NS, has 10.200.0.2/24 and a default route via
+//! 10.200.0.1, the other end, alone in namespace NS-gw. NS-gw has no other interface, no route,
+//! no NAT and no forwarding, so packets can go nowhere but between the two. On this host the
+//! script runs in NS (`nsenter --net`, not `ip netns exec`, which remounts /sys and hides the
+//! cgroup mounts runsc needs). In gVisor, runsc is started in NS with its own netstack
+//! (`--network=sandbox`): it takes eth0's address and routes into the sandbox, which then has
+//! an interface and a default route, as users' sandboxes do.
+//!
+//! That needs `runsc run` with an OCI spec rather than `runsc do`: with any network but
+//! `none`, `runsc do` builds its own veth pair, turns on IP forwarding and adds a MASQUERADE
+//! rule towards the host's default interface. The spec written here is the one `runsc do`
+//! builds (this host's / as root, no overlay, every capability), plus the network namespace.
+//!
+//! `Network::Loopback`: no interface but lo and no default route (`unshare --net`,
+//! `runsc --network=none do`): the sandbox where the installer must choose the node IP itself.
+//! Debian's 2022 runsc always runs this way here, because it refuses its own netstack on this
+//! host (see `NETSTACK_REFUSED`).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// How the sandbox is networked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Network {
+    /// eth0 with an address and a default route to a peer that routes nowhere.
+    Interface,
+    /// Loopback only, no default route.
+    Loopback,
+}
+
+/// What Debian's 2022 runsc says when asked for its own netstack in a namespace on this host:
+/// it takes "/proc/sys/net/core/rmem_default exists" to mean "root namespace", and the host's
+/// Linux (6.18) shows that file in every namespace (current runsc looks for dev_weight, which
+/// only the root namespace has).
+const NETSTACK_REFUSED: &str = "cannot run with network enabled in root network namespace";
+
+const SANDBOX_ADDRESS: &str = "10.200.0.2/24";
+const GATEWAY_ADDRESS: &str = "10.200.0.1/24";
+const GATEWAY: &str = "10.200.0.1";
+/// Prefix of every namespace and runsc container this module makes, followed by our pid.
+const NAME_PREFIX: &str = "k3sg-xtask-";
+
+/// A script run to its end.
+pub struct Finished {
+    pub stdout: String,
+    pub stderr: String,
+    pub success: bool,
+    /// The network the script really had (Debian's runsc falls back to loopback).
+    pub network: Network,
+    /// Why the network differs from the one asked for, if it does.
+    pub note: Option<String>,
+}
+
+/// Runs `/bin/sh script` on this host (`runsc` None) or in gVisor, with `network`. Each stdout
+/// line is handed to `on_line` as it arrives (the soak prints its samples live). `work` is a
+/// directory for the OCI bundle and runsc's state.
+pub fn run_script(
+    runsc: Option<&Path>,
+    network: Network,
+    script: &Path,
+    work: &Path,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<Finished> {
+    let _host = lock_host()?;
+    let mut finished = run_once(runsc, network, script, work, on_line)?;
+    if network == Network::Interface
+        && finished.stdout.is_empty()
+        && finished.stderr.contains(NETSTACK_REFUSED)
+    {
+        let note = format!(
+            "{} refuses its own netstack here (`{NETSTACK_REFUSED}`: it looks for \
+             /proc/sys/net/core/rmem_default, which Linux shows in every network namespace): \
+             run with loopback only, no default route",
+            runsc.map_or("runsc".into(), |r| r.display().to_string())
+        );
+        crate::ui::step("sandbox", &note);
+        finished = run_once(runsc, Network::Loopback, script, work, on_line)?;
+        finished.note = Some(note);
+    }
+    Ok(finished)
+}
+
+/// Where the exclusive lock of [`lock_host`] lives.
+const HOST_LOCK: &str = "/run/k3s-gvisor-sandbox.lock";
+
+/// One scenario on this machine at a time. A sandbox shares the host's / (no overlay), its
+/// /etc/rancher, /run/containerd and /var/log/pods, and a plain-Linux run shares even more, so
+/// two runs at once (two checkouts, CI beside a developer) would see each other's files and
+/// fail each other's host checks. The lock is released when the process exits, however it ends.
+fn lock_host() -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(HOST_LOCK)
+        .with_context(|| format!("cannot open {HOST_LOCK}"))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            crate::ui::step(
+                "sandbox",
+                format!("another e2e or soak run holds {HOST_LOCK}; waiting for it to finish"),
+            );
+            file.lock()
+                .with_context(|| format!("cannot lock {HOST_LOCK}"))?;
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            return Err(error).with_context(|| format!("cannot lock {HOST_LOCK}"));
+        }
+    }
+    Ok(file)
+}
+
+fn run_once(
+    runsc: Option<&Path>,
+    network: Network,
+    script: &Path,
+    work: &Path,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<Finished> {
+    let mut guard: Option<IsolatedNetwork> = None;
+    let mut runsc_state: Option<(PathBuf, String)> = None;
+    let mut command = match (runsc, network) {
+        (None, Network::Loopback) => {
+            let mut c = Command::new("unshare");
+            c.args(["--net", "--", "/bin/sh"]).arg(script);
+            c
+        }
+        (Some(runsc), Network::Loopback) => {
+            let mut c = crate::tools::runsc_sh(runsc);
+            c.arg(script);
+            c
+        }
+        (None, Network::Interface) => {
+            let net = IsolatedNetwork::create()?;
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", net.path().display()))
+                .arg("/bin/sh")
+                .arg(script);
+            guard = Some(net);
+            c
+        }
+        (Some(runsc), Network::Interface) => {
+            let net = IsolatedNetwork::create()?;
+            let bundle = work.join("oci");
+            let state = work.join("runsc-state");
+            for dir in [&bundle, &state] {
+                crate::fsutil::remove_tree(dir)?;
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(
+                bundle.join("config.json"),
+                serde_json::to_vec_pretty(&oci_spec(script, &net.path()))?,
+            )?;
+            let id = net.name.clone();
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", net.path().display()))
+                .arg(runsc)
+                .arg(format!("--root={}", state.display()))
+                .args(["--network=sandbox", "--overlay2=none", "run", "--bundle"])
+                .arg(&bundle)
+                .arg(&id);
+            runsc_state = Some((state, id));
+            guard = Some(net);
+            c
+        }
+    };
+    let result = collect(&mut command, on_line);
+    if let (Some(runsc), Some((state, id))) = (runsc, &runsc_state) {
+        cleanup_runsc(runsc, state, id);
+    }
+    drop(guard);
+    let (stdout, stderr, success) = result?;
+    Ok(Finished {
+        stdout,
+        stderr,
+        success,
+        network,
+        note: None,
+    })
+}
+
+/// Runs the command with stdin closed, streaming stdout lines to `on_line`.
+fn collect(command: &mut Command, on_line: &mut dyn FnMut(&str)) -> Result<(String, String, bool)> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    let mut stderr_pipe = child.stderr.take().expect("piped");
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text);
+        text
+    });
+    let mut stdout = String::new();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.unwrap_or_else(|e| format!("(unreadable line: {e})"));
+        on_line(&line);
+        stdout.push_str(&line);
+        stdout.push('\n');
+    }
+    let status = child.wait()?;
+    let stderr = stderr_reader.join().unwrap_or_default();
+    Ok((stdout, stderr, status.success()))
+}
+
+/// What `runsc do` puts in its spec, with the network namespace to join.
+fn oci_spec(script: &Path, netns: &Path) -> serde_json::Value {
+    // Every capability up to CAP_AUDIT_READ (37). `runsc do` also grants CAP_PERFMON, CAP_BPF
+    // and CAP_CHECKPOINT_RESTORE where it knows them; Debian's 2022 runsc does not and refuses
+    // the spec (`converting capabilities: unknown capability "CAP_PERFMON"`). Nothing the
+    // scenarios run needs those three.
+    const CAPABILITIES: [&str; 38] = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_KILL",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETPCAP",
+        "CAP_LINUX_IMMUTABLE",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_BROADCAST",
+        "CAP_NET_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_IPC_LOCK",
+        "CAP_IPC_OWNER",
+        "CAP_SYS_MODULE",
+        "CAP_SYS_RAWIO",
+        "CAP_SYS_CHROOT",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_PACCT",
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_BOOT",
+        "CAP_SYS_NICE",
+        "CAP_SYS_RESOURCE",
+        "CAP_SYS_TIME",
+        "CAP_SYS_TTY_CONFIG",
+        "CAP_MKNOD",
+        "CAP_LEASE",
+        "CAP_AUDIT_WRITE",
+        "CAP_AUDIT_CONTROL",
+        "CAP_SETFCAP",
+        "CAP_MAC_OVERRIDE",
+        "CAP_MAC_ADMIN",
+        "CAP_SYSLOG",
+        "CAP_WAKE_ALARM",
+        "CAP_BLOCK_SUSPEND",
+        "CAP_AUDIT_READ",
+    ];
+    let capabilities = CAPABILITIES.to_vec();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "k3s-gvisor-e2e".into());
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": "/"},
+        "hostname": hostname,
+        "process": {
+            "cwd": "/",
+            "args": ["/bin/sh", script],
+            "env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME=/root",
+            ],
+            "capabilities": {
+                "bounding": capabilities,
+                "effective": capabilities,
+                "permitted": capabilities,
+                "inheritable": capabilities,
+                "ambient": capabilities,
+            },
+        },
+        "linux": {"namespaces": [{"type": "network", "path": netns}]},
+    })
+}
+
+/// Deletes the container if runsc left it, and the null network namespace runsc bind-mounts
+/// into its state dir (what `runsc do` undoes with UnmountNullNetNS), then the state dir.
+fn cleanup_runsc(runsc: &Path, state: &Path, id: &str) {
+    let _ = Command::new(runsc)
+        .arg(format!("--root={}", state.display()))
+        .args(["delete", "--force", id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let null_netns = state.join("null-netns");
+    if null_netns.exists() {
+        let _ = Command::new("umount").arg(&null_netns).status();
+    }
+    let _ = std::fs::remove_dir_all(state);
+}
+
+/// The two namespaces and the veth pair between them; dropped, both namespaces (and with them
+/// the pair) are deleted.
+struct IsolatedNetwork {
+    name: String,
+}
+
+impl IsolatedNetwork {
+    fn create() -> Result<IsolatedNetwork> {
+        remove_stale_namespaces();
+        let name = format!("{NAME_PREFIX}{}", std::process::id());
+        let net = IsolatedNetwork { name };
+        let (ns, gw) = (net.name.as_str(), format!("{}-gw", net.name));
+        let steps: [&[&str]; 9] = [
+            &["netns", "add", ns],
+            &["netns", "add", &gw],
+            // Created inside NS with its peer inside NS-gw: the host's namespace never sees it.
+            &[
+                "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
+                &gw,
+            ],
+            &["-n", ns, "addr", "add", SANDBOX_ADDRESS, "dev", "eth0"],
+            &["-n", ns, "link", "set", "eth0", "up"],
+            &["-n", ns, "link", "set", "lo", "up"],
+            &["-n", ns, "route", "add", "default", "via", GATEWAY],
+            &["-n", &gw, "addr", "add", GATEWAY_ADDRESS, "dev", "eth0"],
+            &["-n", &gw, "link", "set", "eth0", "up"],
+        ];
+        for args in steps {
+            let output = Command::new("ip")
+                .args(args)
+                .output()
+                .context("cannot run `ip` (iproute2): the e2e sandbox network needs it")?;
+            if !output.status.success() {
+                bail!(
+                    "`ip {}` failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+        }
+        Ok(net)
+    }
+
+    fn path(&self) -> PathBuf {
+        Path::new("/var/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for IsolatedNetwork {
+    fn drop(&mut self) {
+        for ns in [self.name.clone(), format!("{}-gw", self.name)] {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+}
+
+/// Namespaces left by an xtask that was killed (its pid is gone).
+fn remove_stale_namespaces() {
+    let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(NAME_PREFIX) else {
+            continue;
+        };
+        let pid = rest.trim_end_matches("-gw");
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+    }
+}

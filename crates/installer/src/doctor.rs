@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::bundle::Manifest;
-use crate::cluster;
+use crate::cluster::{self, ServiceProxy};
 use crate::mounts;
 use crate::node_ip;
 use crate::probe::HostFacts;
@@ -36,10 +36,12 @@ fn patch_verdict(manifest: Option<&Manifest>, component: &str, topic: &str) -> O
 
 /// `procsys_candidates`: the /proc/sys files the bundle ships defaults for. `installed`: the
 /// install's state, if installed (its decisions are shown rather than probed again).
+/// `has_svcproxy`: the bundle (or the install's prefix) has bin/svcproxy.
 pub fn doctor(
     manifest: Option<&Manifest>,
     procsys_candidates: &[String],
     installed: Option<&State>,
+    has_svcproxy: bool,
 ) -> Result<()> {
     let facts = HostFacts::probe(procsys_candidates);
     println!(
@@ -53,7 +55,8 @@ pub fn doctor(
         }
     );
     let mut findings = findings(&facts, manifest, installed);
-    findings.extend(k3s_findings(manifest, installed));
+    let (k3s, service_proxy) = k3s_findings(manifest, installed, has_svcproxy);
+    findings.extend(k3s);
     let mut unhandled = Vec::new();
     for finding in &findings {
         let verdict = match (finding.present, &finding.handled_by) {
@@ -66,6 +69,7 @@ pub fn doctor(
         };
         println!("{:<44} {verdict}", finding.name);
     }
+    println!("{:<44} {}", "service proxy", service_proxy.describe());
     if !unhandled.is_empty() {
         bail!(
             "{} blocker(s) not handled: {}",
@@ -218,28 +222,46 @@ fn findings(
     ]
 }
 
-/// kube-proxy and the add-ons: the decisions an install recorded, or (before install) what an
-/// install here would decide.
-fn k3s_findings(manifest: Option<&Manifest>, installed: Option<&State>) -> Vec<Finding> {
-    let (kube_proxy_off, addons_off) = match installed {
-        Some(state) => (state.kube_proxy_off.clone(), state.addons_off.clone()),
+/// kube-proxy, the service proxy and the add-ons: the decisions an install recorded, or (before
+/// install) what an install here would decide.
+fn k3s_findings(
+    manifest: Option<&Manifest>,
+    installed: Option<&State>,
+    has_svcproxy: bool,
+) -> (Vec<Finding>, ServiceProxy) {
+    let (kube_proxy_off, service_proxy, addons_off) = match installed {
+        Some(state) => (
+            state.kube_proxy_off.clone(),
+            ServiceProxy::decide(
+                state.control_plane_only,
+                state.kube_proxy_off.as_deref(),
+                has_svcproxy,
+            ),
+            state.addons_off.clone(),
+        ),
         None => {
             let kube_proxy_off = cluster::kube_proxy_blocker();
+            let service_proxy =
+                ServiceProxy::decide(false, kube_proxy_off.as_deref(), has_svcproxy);
             let install = cluster::Install {
                 control_plane_only: false,
-                kube_proxy_off: kube_proxy_off.is_some(),
+                no_service_proxy: matches!(service_proxy, ServiceProxy::Nothing { .. }),
             };
             let addons_off = manifest
                 .map(|m| cluster::addons_off(m, &install))
                 .unwrap_or_default();
-            (kube_proxy_off, addons_off)
+            (kube_proxy_off, service_proxy, addons_off)
         }
     };
-    vec![
+    let findings = vec![
         Finding {
             name: "kube-proxy cannot write iptables rules",
             handled_by: kube_proxy_off.as_ref().map(|reason| {
-                format!("k3s --disable-kube-proxy (ClusterIP Services do not route): {reason}")
+                if service_proxy.is_svcproxy() {
+                    format!("svcproxy in place of kube-proxy (k3s --disable-kube-proxy): {reason}")
+                } else {
+                    format!("k3s --disable-kube-proxy (ClusterIP Services do not route): {reason}")
+                }
             }),
             present: kube_proxy_off.is_some(),
             advice: "",
@@ -257,7 +279,8 @@ fn k3s_findings(manifest: Option<&Manifest>, installed: Option<&State>) -> Vec<F
             )),
             advice: "",
         },
-    ]
+    ];
+    (findings, service_proxy)
 }
 
 /// lstat(2) itself, not std's statx: Debian's 2022 gVisor answers statx on /proc with EINVAL.

@@ -49,10 +49,25 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// One k3s at a time: the two hosts' tests would otherwise share two cores.
-fn one_at_a_time() -> MutexGuard<'static, ()> {
+/// One k3s at a time: the two hosts' tests would otherwise share two cores. And one per
+/// machine: the e2e and soak runs (xtask/src/sandbox.rs) hold the same host lock while their
+/// k3s runs, and a second k3s would skew their timing checks.
+fn one_at_a_time() -> (MutexGuard<'static, ()>, std::fs::File) {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+    let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let host = "/run/k3s-gvisor-sandbox.lock";
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(host)
+        .unwrap_or_else(|e| panic!("cannot open {host}: {e}"));
+    if file.try_lock().is_err() {
+        eprintln!("waiting for {host}: another k3s scenario runs on this machine");
+        file.lock()
+            .unwrap_or_else(|e| panic!("cannot lock {host}: {e}"));
+    }
+    (guard, file)
 }
 
 fn require_root_and_tools() {

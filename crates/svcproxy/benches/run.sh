@@ -23,6 +23,11 @@ fi
 RUNSC=${RUNSC:-$(cargo xtask tool runsc)}
 export K3S SVCPROXY TESTKIT
 
+# One k3s scenario per machine at a time, as the e2e and soak runs do (xtask/src/sandbox.rs):
+# another k3s on the same two cores would skew both.
+exec 9>/run/k3s-gvisor-sandbox.lock
+flock -n 9 || { echo "waiting for /run/k3s-gvisor-sandbox.lock (another k3s scenario runs)" >&2; flock 9; }
+
 results=$(mktemp)
 for host in $HOSTS; do
   work=/tmp/svcproxy-bench-$host-$$

@@ -22,9 +22,13 @@ in_client() { $K exec e2e-busybox -- "$@" 2>&1; }
 # not wget: Debian's busybox-static 1.35 wget segfaults (rc 139, measured here and in the pods:
 # it looks the "http" port up through glibc's NSS, which a static binary cannot load).
 # nc resolves a name through glibc's resolver, search path included. -w 3 bounds each request.
+# Inside the pod, use only shell builtins and the image's applet links (nc, sleep, ...): the
+# image has no tail or date link. busybox's shell still ran them in the current gVisor and on
+# Linux, but in gvisor-2025 `... | tail -n 1` exits 127. BODY keeps a response's last line.
 GET="printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3"
+BODY='{ b=; while read -r l; do b=$l; done; echo "$b"; }'
 GET_HERE="printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3"   # in the sandbox itself
-get() { in_client sh -c "$GET $1 $2 | tail -n 1"; }
+get() { in_client sh -c "$GET $1 $2 | $BODY"; }
 
 # Polls `get HOST PORT` until it answers, up to $3 seconds; prints the last answer.
 get_until_answer() {
@@ -84,7 +88,7 @@ YAML
   A=$(get_until_answer "$CIP" 80 30)
   if echo "$PODS" | grep -qx "$A"; then
     # Then both endpoints within 10 requests: round-robin (svcproxy) or random (kube-proxy).
-    SEEN=$(in_client sh -c "for i in 1 2 3 4 5 6 7 8 9 10; do $GET $CIP 80 | tail -n 1; echo; done" | grep . | sort -u)
+    SEEN=$(in_client sh -c "for i in 1 2 3 4 5 6 7 8 9 10; do $GET $CIP 80 | $BODY; done" | grep . | sort -u)
     if [ "$SEEN" = "$PODS" ]; then
       step svc-clusterip ok "$CIP:80 answered after $(awk "BEGIN { printf \"%.1f\", $(now) - $SVC_T0 }")s, both endpoints answer"
     else
@@ -129,8 +133,9 @@ YAML
   # Scale down while the client asks every 0.2 s, each request stamped with the time it was
   # sent: /proc/uptime, the one clock the pods and this shell share to 10 ms (they run on the
   # same kernel, gVisor's or the host's; busybox date has no %N).
-  in_client sh -c "end=\$((\$(date +%s) + 14)); while [ \$(date +%s) -lt \$end ]; do
-      read up _ < /proc/uptime; echo \"\$up \$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 $CIP 80 2>/dev/null | tail -n 1)\"; sleep 0.2; done" \
+  in_client sh -c "read up _ < /proc/uptime; end=\$((\${up%.*} + 14)); while :; do
+      read up _ < /proc/uptime; [ \${up%.*} -lt \$end ] || break
+      echo \"\$up \$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 $CIP 80 2>/dev/null | $BODY)\"; sleep 0.2; done" \
     > "$RUN/scale-down.log" &
   LOOP=$!
   sleep 3

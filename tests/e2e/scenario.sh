@@ -8,6 +8,8 @@
 set -u
 # shellcheck source=tests/e2e/lib.sh
 . "$E2E_LIB"
+# shellcheck source=tests/e2e/services.sh
+. "$(dirname "$E2E_LIB")/services.sh"
 
 BEFORE_MOUNTS=$(mounts); BEFORE_ADDRESSES=$(addresses); BEFORE_FILES=$(host_files)
 extract || exit 0
@@ -50,11 +52,14 @@ elif [ $K3S = yes ]; then
     && step kubeconfig ok "$D/kubeconfig.yaml mode $KC_MODE" || step kubeconfig FAIL "mode ${KC_MODE:-missing}"
   EXPORT=$(grep -m1 -o 'export PATH=.*' "$RUN/install.out")
   [ -n "$EXPORT" ] && step export-line ok || step export-line FAIL "install printed no export PATH= line"
+  # Who serves Services: k3s's kube-proxy where its iptables rules can be written, else
+  # svcproxy (gVisor); install says which and why in one line.
+  PROXY=$(sed -n 's/^\[[0-9.]*\] k3s: service proxy: \([a-z-]*\).*/\1/p' "$RUN/install.out" | head -n 1)
   # coredns runs exactly where it can work: its image shipped, a node for its pod, and
-  # ClusterIPs routed (kube-proxy on); otherwise install says which of those it lacks.
+  # ClusterIPs routed (a service proxy runs); otherwise install says which of those it lacks.
   if [ -z "$(image_ref coredns)" ]; then WHY="its image"
   elif [ "$MODE" = control-plane-only ]; then WHY="control-plane-only"
-  elif grep -q "k3s: kube-proxy off" "$RUN/install.out"; then WHY="it reaches the API"
+  elif [ "$PROXY" = none ]; then WHY="it reaches the API"
   else WHY=; fi
   if [ -n "$WHY" ]; then
     grep -qF "add-on coredns off (--disable): $WHY" "$RUN/install.out" && step addons ok "coredns off: $WHY ..." || step addons FAIL "coredns not reported off ($WHY ...)"
@@ -88,7 +93,22 @@ YAML
       && step status ok || step status FAIL "$(echo "$S" | tail -n 1)"
   else
     echo "== doctor (installed)"
-    "$BUNDLE/install" doctor --data-dir "$D" && step doctor ok "every blocker present is handled" || step doctor FAIL "see output.log"
+    DOCTOR=$("$BUNDLE/install" doctor --data-dir "$D" 2>&1) && step doctor ok "every blocker present is handled" || step doctor FAIL "see output.log"
+    echo "$DOCTOR"
+    # One line names the active service proxy and why; where kube-proxy cannot run (gVisor),
+    # svcproxy runs as a daemon of the install, never under the launcher.
+    DP=$(echo "$DOCTOR" | grep '^service proxy ' | sed 's/^service proxy  *//')
+    case "$PROXY" in
+      kube-proxy) [ "${DP%% *}" = kube-proxy ] && [ -z "$(pid_of svcproxy)" ] \
+        && step service-proxy ok "$DP" || step service-proxy FAIL "doctor: [$DP], svcproxy pid: $(pid_of svcproxy)" ;;
+      svcproxy)
+        SP=$(pid_of svcproxy)
+        TRACED=$(awk '/^TracerPid/ {print $2}' /proc/${SP:-0}/status 2>/dev/null)
+        [ "${DP%% *}" = svcproxy ] && [ -n "$SP" ] && [ "${TRACED:-x}" = 0 ] \
+          && step service-proxy ok "svcproxy pid $SP, not traced; $DP" \
+          || step service-proxy FAIL "doctor: [$DP], svcproxy pid: [$SP], TracerPid: [$TRACED]" ;;
+      *) step service-proxy FAIL "install named no service proxy ([$PROXY]): see install.out" ;;
+    esac
     $K wait --for=condition=Ready node --all --timeout=60s >/dev/null && step node-ready ok || step node-ready FAIL
     $K run e2e-busybox --image="$BUSYBOX" --image-pull-policy=Never --command -- sh -c 'echo hello-from-k3s-gvisor; grep -E "^(TracerPid|Seccomp):" /proc/self/status; exec sleep 3600'
     $K wait --for=jsonpath='{.status.phase}'=Running pod/e2e-busybox --timeout=120s && step pod-running ok || { step pod-running FAIL; $K describe pod e2e-busybox; }
@@ -115,7 +135,8 @@ YAML
       | awk '{ printf "%s%d %s", sep, $1, $2; sep = ", " }')
     S=$("$BUNDLE/install" status --data-dir "$D" 2>&1); RC=$?
     echo "$S"
-    [ $RC = 0 ] && echo "$S" | grep -q "^node .*: Ready" && echo "$S" | grep -qxF "pods (all namespaces): $PHASES" \
+    [ "$PROXY" != svcproxy ] || echo "$S" | grep -q "^svcproxy: running (pid [0-9]*), [0-9]* Services" || RC="$RC, svcproxy not running"
+    [ "$RC" = 0 ] && echo "$S" | grep -q "^node .*: Ready" && echo "$S" | grep -qxF "pods (all namespaces): $PHASES" \
       && echo "$PHASES" | grep -q "[3-9] Running" \
       && step status ok "node Ready, pods: $PHASES" || step status FAIL "rc=$RC $(echo "$S" | grep -e '^node' -e '^pods' | tr '\n' ' ')"
     L=$("$BUNDLE/install" logs --data-dir "$D" k3s -n 5 2>&1) && echo "$L" | grep -q "k3s.log" \
@@ -143,6 +164,7 @@ YAML
     mark pods-back
     $K wait --for=condition=Available deployment/web --timeout=60s >/dev/null && step deployment-back ok || step deployment-back FAIL
     $K exec e2e-busybox -- echo exec-works 2>&1 | grep -q exec-works && step exec-after-restart ok || step exec-after-restart FAIL
+    services_steps
     $K delete pod e2e-busybox --wait --timeout=60s && step delete ok || step delete FAIL
   fi
   k3s_errors

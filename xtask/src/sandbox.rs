@@ -69,7 +69,8 @@ pub fn run_script(
     work: &Path,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<Finished> {
-    let _host = lock_host()?;
+    let _machine = testkit::lock_machine()
+        .with_context(|| format!("cannot lock {}", testkit::MACHINE_LOCK))?;
     let mut finished = run_once(runsc, network, script, work, on_line)?;
     if network == Network::Interface
         && finished.stdout.is_empty()
@@ -86,37 +87,6 @@ pub fn run_script(
         finished.note = Some(note);
     }
     Ok(finished)
-}
-
-/// Where the exclusive lock of [`lock_host`] lives.
-const HOST_LOCK: &str = "/run/k3s-gvisor-sandbox.lock";
-
-/// One scenario on this machine at a time. A sandbox shares the host's / (no overlay), its
-/// /etc/rancher, /run/containerd and /var/log/pods, and a plain-Linux run shares even more, so
-/// two runs at once (two checkouts, CI beside a developer) would see each other's files and
-/// fail each other's host checks. The lock is released when the process exits, however it ends.
-fn lock_host() -> Result<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(HOST_LOCK)
-        .with_context(|| format!("cannot open {HOST_LOCK}"))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            crate::ui::step(
-                "sandbox",
-                format!("another e2e or soak run holds {HOST_LOCK}; waiting for it to finish"),
-            );
-            file.lock()
-                .with_context(|| format!("cannot lock {HOST_LOCK}"))?;
-        }
-        Err(std::fs::TryLockError::Error(error)) => {
-            return Err(error).with_context(|| format!("cannot lock {HOST_LOCK}"));
-        }
-    }
-    Ok(file)
 }
 
 fn run_once(

@@ -1,6 +1,7 @@
 //! Which parts of k3s run on this host, decided once at install (by probing), recorded in the
 //! state file, printed by install and shown by `doctor`:
-//! - kube-proxy runs only where its iptables rules can be written;
+//! - kube-proxy runs only where its iptables rules can be written; elsewhere the bundle's
+//!   svcproxy serves ClusterIP and NodePort Services in its place (`ServiceProxy`);
 //! - each packaged add-on runs only where it can work: its image is in the bundle (a sandbox
 //!   cannot pull), there is a node for its pods, and the Services it needs route (coredns);
 //!   a few never run here (below, with the reason).
@@ -63,8 +64,65 @@ const ADDONS: [Addon; 5] = [
 pub struct Install {
     /// `--control-plane-only`: no kubelet, so no node for any pod.
     pub control_plane_only: bool,
-    /// kube-proxy is off (its reason is printed separately): ClusterIPs do not route.
-    pub kube_proxy_off: bool,
+    /// Neither kube-proxy nor svcproxy serves Services (the reason is printed separately):
+    /// ClusterIPs do not route.
+    pub no_service_proxy: bool,
+}
+
+/// Who makes ClusterIP and NodePort Services work on an install. Not stored: it follows from
+/// what the state file records (control-plane-only, why kube-proxy is off) and whether the
+/// prefix has bin/svcproxy, so installs made before svcproxy existed keep their behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceProxy {
+    /// k3s's own kube-proxy: its iptables rules can be written here.
+    KubeProxy,
+    /// bin/svcproxy, a daemon next to k3s: kube-proxy cannot run here, for this reason.
+    Svcproxy { kube_proxy_blocker: String },
+    /// Nothing serves Services, for this reason.
+    Nothing { reason: String },
+}
+
+impl ServiceProxy {
+    /// `kube_proxy_blocker`: from `kube_proxy_blocker()` (None: kube-proxy can run);
+    /// `has_svcproxy`: the bundle or prefix has bin/svcproxy.
+    pub fn decide(
+        control_plane_only: bool,
+        kube_proxy_blocker: Option<&str>,
+        has_svcproxy: bool,
+    ) -> ServiceProxy {
+        match (control_plane_only, kube_proxy_blocker) {
+            (true, _) => ServiceProxy::Nothing {
+                reason: "control-plane-only: no node, so no pods to serve".into(),
+            },
+            (false, None) => ServiceProxy::KubeProxy,
+            (false, Some(blocker)) if has_svcproxy => ServiceProxy::Svcproxy {
+                kube_proxy_blocker: blocker.to_string(),
+            },
+            (false, Some(blocker)) => ServiceProxy::Nothing {
+                reason: format!("{blocker}, and this bundle has no bin/svcproxy"),
+            },
+        }
+    }
+
+    pub fn is_svcproxy(&self) -> bool {
+        matches!(self, ServiceProxy::Svcproxy { .. })
+    }
+
+    /// One line: which proxy and why (install, status and doctor print it).
+    pub fn describe(&self) -> String {
+        match self {
+            ServiceProxy::KubeProxy => {
+                "kube-proxy (k3s's own): its iptables rules can be written here".into()
+            }
+            ServiceProxy::Svcproxy { kube_proxy_blocker } => format!(
+                "svcproxy (userspace, bin/svcproxy next to k3s) in place of kube-proxy: \
+                 {kube_proxy_blocker}"
+            ),
+            ServiceProxy::Nothing { reason } => {
+                format!("none, ClusterIP Services do not route: {reason}")
+            }
+        }
+    }
 }
 
 /// The add-ons to turn off for a bundle with this manifest, each with its reason.
@@ -86,12 +144,12 @@ pub fn addons_off(manifest: &Manifest, install: &Install) -> Vec<TurnedOff> {
                         )
                     } else if install.control_plane_only {
                         "control-plane-only: no node to run its pod".to_string()
-                    } else if install.kube_proxy_off {
+                    } else if install.no_service_proxy {
                         // Measured in the current gVisor: the pod runs, never Ready, logging
                         // `plugin/ready: Plugins not ready: "kubernetes"`.
                         "it reaches the API through the kubernetes Service (10.43.0.1) and \
                          serves through its own (10.43.0.10), and ClusterIPs do not route \
-                         without kube-proxy: it would run but never be Ready"
+                         without a service proxy: it would run but never be Ready"
                             .to_string()
                     } else {
                         return None;
@@ -227,7 +285,7 @@ mod tests {
 
     const FULL: Install = Install {
         control_plane_only: false,
-        kube_proxy_off: false,
+        no_service_proxy: false,
     };
 
     #[test]
@@ -260,14 +318,14 @@ mod tests {
             (
                 Install {
                     control_plane_only: false,
-                    kube_proxy_off: true,
+                    no_service_proxy: true,
                 },
                 "ClusterIPs do not route",
             ),
             (
                 Install {
                     control_plane_only: true,
-                    kube_proxy_off: false,
+                    no_service_proxy: false,
                 },
                 "no node",
             ),
@@ -277,6 +335,26 @@ mod tests {
                 off[0].name == "coredns" && off[0].reason.contains(why),
                 "{off:?}"
             );
+        }
+    }
+
+    #[test]
+    fn svcproxy_serves_services_only_where_kube_proxy_cannot_and_it_is_shipped() {
+        let blocker = "kube-proxy's iptables rules cannot be written here: x";
+        assert_eq!(
+            ServiceProxy::decide(false, None, true),
+            ServiceProxy::KubeProxy
+        );
+        let svcproxy = ServiceProxy::decide(false, Some(blocker), true);
+        assert!(svcproxy.is_svcproxy());
+        assert!(svcproxy.describe().starts_with("svcproxy"));
+        assert!(svcproxy.describe().ends_with(blocker));
+        let without = ServiceProxy::decide(false, Some(blocker), false);
+        assert!(!without.is_svcproxy());
+        assert!(without.describe().contains("no bin/svcproxy"));
+        for kube_proxy_blocker in [None, Some(blocker)] {
+            let proxy = ServiceProxy::decide(true, kube_proxy_blocker, true);
+            assert!(proxy.describe().contains("control-plane-only"), "{proxy:?}");
         }
     }
 

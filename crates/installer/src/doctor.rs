@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 
 use crate::blockers;
 use crate::bundle::Manifest;
-use crate::cluster;
+use crate::cluster::{self, ServiceProxy};
 use crate::probe::HostFacts;
 use crate::state::State;
 
@@ -18,10 +18,12 @@ struct Finding {
 
 /// `procsys_candidates`: the /proc/sys files the bundle ships defaults for. `installed`: the
 /// install's state, if installed (its decisions are shown rather than probed again).
+/// `has_svcproxy`: the bundle (or the install's prefix) has bin/svcproxy.
 pub fn doctor(
     manifest: Option<&Manifest>,
     procsys_candidates: &[String],
     installed: Option<&State>,
+    has_svcproxy: bool,
 ) -> Result<()> {
     let facts = HostFacts::probe(procsys_candidates);
     println!(
@@ -53,7 +55,7 @@ pub fn doctor(
             )
         })
         .collect();
-    let k3s = k3s_findings(manifest, installed);
+    let (k3s, service_proxy) = k3s_findings(manifest, installed, has_svcproxy);
     rows.extend(
         k3s.iter()
             .map(|f| (f.name, f.present, f.handled_by.clone(), String::new())),
@@ -70,6 +72,7 @@ pub fn doctor(
         };
         println!("{name:<44} {verdict}");
     }
+    println!("{:<44} {}", "service proxy", service_proxy.describe());
     if !unhandled.is_empty() {
         bail!(
             "{} blocker(s) not handled: {}",
@@ -80,28 +83,46 @@ pub fn doctor(
     Ok(())
 }
 
-/// kube-proxy and the add-ons: the decisions an install recorded, or (before install) what an
-/// install here would decide.
-fn k3s_findings(manifest: Option<&Manifest>, installed: Option<&State>) -> Vec<Finding> {
-    let (kube_proxy_off, addons_off) = match installed {
-        Some(state) => (state.kube_proxy_off.clone(), state.addons_off.clone()),
+/// kube-proxy, the service proxy and the add-ons: the decisions an install recorded, or (before
+/// install) what an install here would decide.
+fn k3s_findings(
+    manifest: Option<&Manifest>,
+    installed: Option<&State>,
+    has_svcproxy: bool,
+) -> (Vec<Finding>, ServiceProxy) {
+    let (kube_proxy_off, service_proxy, addons_off) = match installed {
+        Some(state) => (
+            state.kube_proxy_off.clone(),
+            ServiceProxy::decide(
+                state.control_plane_only,
+                state.kube_proxy_off.as_deref(),
+                has_svcproxy,
+            ),
+            state.addons_off.clone(),
+        ),
         None => {
             let kube_proxy_off = cluster::kube_proxy_blocker();
+            let service_proxy =
+                ServiceProxy::decide(false, kube_proxy_off.as_deref(), has_svcproxy);
             let install = cluster::Install {
                 control_plane_only: false,
-                kube_proxy_off: kube_proxy_off.is_some(),
+                no_service_proxy: matches!(service_proxy, ServiceProxy::Nothing { .. }),
             };
             let addons_off = manifest
                 .map(|m| cluster::addons_off(m, &install))
                 .unwrap_or_default();
-            (kube_proxy_off, addons_off)
+            (kube_proxy_off, service_proxy, addons_off)
         }
     };
-    vec![
+    let findings = vec![
         Finding {
             name: "kube-proxy cannot write iptables rules",
             handled_by: kube_proxy_off.as_ref().map(|reason| {
-                format!("k3s --disable-kube-proxy (ClusterIP Services do not route): {reason}")
+                if service_proxy.is_svcproxy() {
+                    format!("svcproxy in place of kube-proxy (k3s --disable-kube-proxy): {reason}")
+                } else {
+                    format!("k3s --disable-kube-proxy (ClusterIP Services do not route): {reason}")
+                }
             }),
             present: kube_proxy_off.is_some(),
         },
@@ -117,5 +138,6 @@ fn k3s_findings(manifest: Option<&Manifest>, installed: Option<&State>) -> Vec<F
                     .join("; ")
             )),
         },
-    ]
+    ];
+    (findings, service_proxy)
 }

@@ -72,16 +72,23 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     } else {
         None
     };
+    let service_proxy = cluster::ServiceProxy::decide(
+        options.control_plane_only,
+        kube_proxy_off.as_deref(),
+        bundle.path("bin/svcproxy").is_file(),
+    );
     let addons_off = if has_k3s {
         let install = cluster::Install {
             control_plane_only: options.control_plane_only,
-            kube_proxy_off: kube_proxy_off.is_some(),
+            no_service_proxy: matches!(service_proxy, cluster::ServiceProxy::Nothing { .. }),
         };
         cluster::addons_off(&bundle.manifest, &install)
     } else {
         Vec::new()
     };
-    report_turned_off(kube_proxy_off.as_deref(), &addons_off);
+    if has_k3s {
+        report_turned_off(kube_proxy_off.as_deref(), &service_proxy, &addons_off);
+    }
     if bundle.sandbox_image().is_none() {
         println!(
             "warning: this bundle ships no pod sandbox (pause) image: containerd will try to pull \
@@ -132,14 +139,16 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     result
 }
 
-/// One line per part of k3s this host cannot run, each with its reason.
-fn report_turned_off(kube_proxy_off: Option<&str>, addons_off: &[cluster::TurnedOff]) {
+/// One line per part of k3s this host cannot run, each with its reason, and who serves Services.
+fn report_turned_off(
+    kube_proxy_off: Option<&str>,
+    service_proxy: &cluster::ServiceProxy,
+    addons_off: &[cluster::TurnedOff],
+) {
     if let Some(reason) = kube_proxy_off {
-        println!(
-            "k3s: kube-proxy off (--disable-kube-proxy): {reason}; ClusterIP Services will not \
-             route, pods and their logs/exec work"
-        );
+        println!("k3s: kube-proxy off (--disable-kube-proxy): {reason}");
     }
+    println!("k3s: service proxy: {}", service_proxy.describe());
     for addon in addons_off {
         println!(
             "k3s: add-on {} off (--disable): {}",

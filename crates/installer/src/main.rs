@@ -150,13 +150,20 @@ fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result
         // extracted bundle is gone.
         let installed = bundle::Bundle::open(&paths.prefix)?;
         let candidates = preflight::procsys_candidates(&installed);
-        return doctor::doctor(Some(&installed.manifest), &candidates, Some(&state));
+        let has_svcproxy = installed.path("bin/svcproxy").is_file();
+        return doctor::doctor(
+            Some(&installed.manifest),
+            &candidates,
+            Some(&state),
+            has_svcproxy,
+        );
     }
     let source = bundle::Bundle::locate(bundle_dir.as_deref())?;
     doctor::doctor(
         Some(&source.manifest),
         &preflight::procsys_candidates(&source),
         None,
+        source.path("bin/svcproxy").is_file(),
     )
 }
 

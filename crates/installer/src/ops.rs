@@ -10,7 +10,7 @@ use crate::mounts;
 use crate::node_ip;
 use crate::pod_logs;
 use crate::probe::{self, HostFacts};
-use crate::services::{self, CONTAINERD, K3S};
+use crate::services::{self, CONTAINERD, K3S, SVCPROXY};
 use crate::state::State;
 use crate::supervise;
 use crate::userenv;
@@ -148,6 +148,20 @@ pub fn status(state: &State) -> Result<()> {
         if let Some(reason) = &state.kube_proxy_off {
             println!("kube-proxy: off ({reason})");
         }
+        let service_proxy = services::service_proxy(&paths, state);
+        println!("service proxy: {}", service_proxy.describe());
+        if service_proxy.is_svcproxy() {
+            match services::daemon(&paths, SVCPROXY).running_pid() {
+                Some(pid) => println!(
+                    "svcproxy: running (pid {pid}), {}",
+                    svcproxy_summary(&services::svcproxy_status_file(&paths))
+                ),
+                None => {
+                    healthy = false;
+                    println!("svcproxy: stopped (ClusterIP and NodePort Services do not route)");
+                }
+            }
+        }
         for addon in &state.addons_off {
             println!("add-on {}: off ({})", addon.name, addon.reason);
         }
@@ -209,6 +223,38 @@ fn cluster_status(paths: &crate::paths::Paths, state: &State) -> bool {
     state.control_plane_only || (any && all_ready)
 }
 
+/// What svcproxy's status file says, in a few words: "3 Services, 5 listeners, last sync 4 s
+/// ago" (plus any listener it cannot open), or why there is nothing to say.
+fn svcproxy_summary(status_file: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(status_file) else {
+        return format!("no first sync yet ({} absent)", status_file.display());
+    };
+    let Ok(status) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return format!("{} is not JSON", status_file.display());
+    };
+    let number = |key: &str| status[key].as_u64().unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut summary = format!(
+        "{} Services, {} listeners, last sync {} s ago",
+        number("services"),
+        number("listeners"),
+        now.saturating_sub(number("lastSync"))
+    );
+    if let Some(failing) = status["failingListeners"]
+        .as_object()
+        .filter(|f| !f.is_empty())
+    {
+        let failing: Vec<String> = failing
+            .iter()
+            .map(|(listener, error)| format!("{listener}: {}", error.as_str().unwrap_or("?")))
+            .collect();
+        summary.push_str(&format!("; cannot listen on {}", failing.join(", ")));
+    }
+    summary
+}
+
 /// "3 Running, 1 Pending" from one phase per line; "none" when empty.
 fn count_phases(lines: &str) -> String {
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
@@ -230,6 +276,8 @@ fn count_phases(lines: &str) -> String {
 pub enum Log {
     Containerd,
     K3s,
+    /// The service proxy (only where it runs in place of kube-proxy).
+    Svcproxy,
     /// What the launcher redirected for k3s (only where k3s runs under it).
     LauncherK3s,
 }
@@ -239,6 +287,7 @@ impl Log {
         match self {
             Log::Containerd => CONTAINERD.to_string(),
             Log::K3s => K3S.to_string(),
+            Log::Svcproxy => SVCPROXY.to_string(),
             Log::LauncherK3s => format!("launcher-{K3S}"),
         }
     }
@@ -248,7 +297,7 @@ pub fn logs(state: &State, only: Option<Log>, lines: usize) -> Result<()> {
     let paths = state.paths();
     let chosen = match only {
         Some(log) => vec![log],
-        None => vec![Log::Containerd, Log::K3s, Log::LauncherK3s],
+        None => vec![Log::Containerd, Log::K3s, Log::Svcproxy, Log::LauncherK3s],
     };
     for log in chosen {
         let file = paths.log_file(&log.file_name());

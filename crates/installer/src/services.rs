@@ -1,4 +1,5 @@
-//! Starting and stopping containerd and k3s for one install, and waiting until each is usable.
+//! Starting and stopping containerd, k3s and (where kube-proxy cannot run) svcproxy for one
+//! install, and waiting until each is usable.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::bundle::{Bundle, MANIFEST_FILE};
+use crate::cluster::ServiceProxy;
+use crate::cni_host;
 use crate::config;
 use crate::node_ip;
 use crate::paths::Paths;
@@ -20,6 +23,9 @@ use crate::supervise::{self, Daemon};
 
 pub const CONTAINERD: &str = "containerd";
 pub const K3S: &str = "k3s";
+pub const SVCPROXY: &str = "svcproxy";
+/// svcproxy's first sync needs the API's first lists of Services and EndpointSlices.
+const SVCPROXY_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 const CONTAINERD_SOCKET_TIMEOUT: Duration = Duration::from_secs(60);
 const K3S_API_TIMEOUT: Duration = Duration::from_secs(240);
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -240,7 +246,8 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
     let daemon = daemon(paths, K3S);
     if let Some(pid) = daemon.running_pid() {
         println!("k3s already running (pid {pid})");
-        return Ok(());
+        // svcproxy may have stopped on its own while k3s kept running.
+        return start_service_proxy(paths, state);
     }
     let kubelet_args = fs::read_to_string(paths.prefix.join("etc/k3s/kubelet-args"))
         .map(|text| config::parse_kubelet_args(&text))
@@ -275,6 +282,9 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
         fs::set_permissions(paths.kubeconfig(), permissions)?;
     }
     println!("Kubernetes API is ready");
+    // As soon as the API answers, so that ClusterIPs route before pods need them (coredns
+    // reaches the API through 10.43.0.1).
+    start_service_proxy(paths, state)?;
     if !state.control_plane_only {
         wait_for(
             paths,
@@ -305,6 +315,64 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
     )?;
     println!("default service account and kube-root-ca.crt exist: pods can be created");
     println!("kubeconfig: {} (mode 0600)", paths.kubeconfig().display());
+    Ok(())
+}
+
+/// Who serves Services on this install (cluster.rs decides; the prefix says whether svcproxy
+/// is there).
+pub fn service_proxy(paths: &Paths, state: &State) -> ServiceProxy {
+    ServiceProxy::decide(
+        state.control_plane_only,
+        state.kube_proxy_off.as_deref(),
+        paths.bin(SVCPROXY).is_file(),
+    )
+}
+
+/// Where svcproxy writes its JSON summary at every sync (removed when it exits).
+pub fn svcproxy_status_file(paths: &Paths) -> PathBuf {
+    paths.run_dir().join("svcproxy-status.json")
+}
+
+/// Starts svcproxy where it serves Services in place of kube-proxy (else does nothing) and waits
+/// for its first sync. Never under the launcher: it reads nothing under /proc/sys, and a traced
+/// proxy would pay a ptrace stop on every path syscall of every forwarded connection.
+fn start_service_proxy(paths: &Paths, state: &State) -> Result<()> {
+    if !service_proxy(paths, state).is_svcproxy() {
+        return Ok(());
+    }
+    let daemon = daemon(paths, SVCPROXY);
+    if let Some(pid) = daemon.running_pid() {
+        println!("svcproxy already running (pid {pid})");
+        return Ok(());
+    }
+    let status_file = svcproxy_status_file(paths);
+    let _ = fs::remove_file(&status_file);
+    // The pods' bridge, from our CNI config: svcproxy puts the ClusterIPs on it, the one place
+    // gVisor delivers a pod's packets to (docs/services.md). The service CIDR is k3s's default,
+    // which is svcproxy's default too (the installer passes no --service-cidr to k3s).
+    let bridge = cni_host::bridges_in(&paths.cni_conf_dir())
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "gvcni0".to_string());
+    let args = vec![
+        format!("--kubeconfig={}", paths.kubeconfig().display()),
+        format!("--bridge={bridge}"),
+        format!("--status-file={}", status_file.display()),
+    ];
+    let pid = daemon.start(&paths.bin(SVCPROXY), &args, &daemon_env(paths))?;
+    println!(
+        "svcproxy started (pid {pid}) in place of kube-proxy, log {}",
+        daemon.log_file.display()
+    );
+    wait_for(
+        paths,
+        &daemon,
+        pid,
+        "svcproxy's first sync of Services",
+        SVCPROXY_SYNC_TIMEOUT,
+        || status_file.is_file(),
+    )?;
+    println!("svcproxy is serving ClusterIP and NodePort Services (ClusterIPs on {bridge})");
     Ok(())
 }
 
@@ -365,11 +433,15 @@ fn wait_for(
     )
 }
 
-/// Stops k3s, then every container task, then containerd, then sweeps any process still running
-/// from the prefix or data dir (containerd shims run in their own process groups).
+/// Stops svcproxy, k3s, then every container task, then containerd, then sweeps any process
+/// still running from the prefix or data dir (containerd shims run in their own process groups).
 /// Returns what was stopped, one line each.
 pub fn stop_all(paths: &Paths) -> Vec<String> {
     let mut report = Vec::new();
+    // First, while the bridge still exists: on SIGTERM it removes its ClusterIPs from it.
+    if daemon(paths, SVCPROXY).stop(Duration::from_secs(10)) {
+        report.push("svcproxy stopped".to_string());
+    }
     if daemon(paths, K3S).stop(Duration::from_secs(30)) {
         report.push("k3s stopped".to_string());
     }

@@ -74,3 +74,28 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?}: {out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// Where [`lock_machine`]'s lock lives. Scripts take it with `flock` (svcproxy's benchmark).
+pub const MACHINE_LOCK: &str = "/run/k3s-gvisor-sandbox.lock";
+
+/// One k3s scenario on this machine at a time. A sandbox shares the host's / (no overlay): its
+/// /etc/rancher, /run/containerd and /var/log/pods, and a plain-Linux run shares even more, so
+/// two runs at once (two checkouts, CI beside a developer) would see each other's files, fail
+/// each other's host checks and skew each other's timings. Held until the returned file is
+/// dropped (or the process exits, however it ends).
+pub fn lock_machine() -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(MACHINE_LOCK)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!("another k3s scenario holds {MACHINE_LOCK}; waiting for it to finish");
+            file.lock()?;
+        }
+        Err(std::fs::TryLockError::Error(error)) => return Err(error),
+    }
+    Ok(file)
+}

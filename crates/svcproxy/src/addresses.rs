@@ -1,0 +1,234 @@
+//! The node's addresses: which ClusterIPs sit on the CNI bridge, and which addresses NodePorts
+//! are served on.
+//!
+//! Why ClusterIPs go on the bridge as /32s (measured in ARCHITECTURE.md): a pod's packets to a
+//! ClusterIP follow its default route to the bridge's gateway address, and gVisor's netstack
+//! delivers a packet that arrived on the bridge only to an address of the bridge, not to one
+//! on `lo`. Every /32 inside the service CIDR on the bridge is treated as the proxy's own: at
+//! each sync the set on the bridge is made equal to the wanted set, which also clears what an
+//! earlier run left behind.
+
+use crate::netlink::{self, Netlink};
+use anyhow::{bail, Context, Result};
+use ipnet::Ipv4Net;
+use std::collections::BTreeSet;
+use std::io;
+use std::net::Ipv4Addr;
+
+/// One IPv4 address of one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceAddress {
+    pub interface: String,
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+/// Every IPv4 address of every interface in this network namespace (getifaddrs(3)).
+pub fn interface_addresses() -> io::Result<Vec<InterfaceAddress>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cursor = head;
+    while !cursor.is_null() {
+        // SAFETY: cursor walks the list getifaddrs returned; each node is valid until freed.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        if entry.ifa_addr.is_null() || entry.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points at a sockaddr whose family we check.
+        if unsafe { (*entry.ifa_addr).sa_family } as i32 != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: AF_INET entries hold a sockaddr_in (and a sockaddr_in netmask when set).
+        let addr = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
+        let prefix = if entry.ifa_netmask.is_null() {
+            32
+        } else {
+            let mask = unsafe { &*(entry.ifa_netmask as *const libc::sockaddr_in) };
+            u32::from_be(mask.sin_addr.s_addr).count_ones() as u8
+        };
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let interface = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        out.push(InterfaceAddress {
+            interface,
+            addr: Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
+            prefix,
+        });
+    }
+    // SAFETY: head came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// The addresses NodePorts are served on: every local IPv4 address (loopback and the bridge's
+/// gateway included, as kube-proxy does) except ClusterIPs.
+pub fn node_addresses(all: &[InterfaceAddress], service_cidr: Ipv4Net) -> Vec<Ipv4Addr> {
+    let set: BTreeSet<Ipv4Addr> = all
+        .iter()
+        .map(|a| a.addr)
+        .filter(|a| !service_cidr.contains(a))
+        .collect();
+    set.into_iter().collect()
+}
+
+/// The ClusterIPs found on `bridge`: its /32s inside the service CIDR.
+pub fn owned_on(
+    all: &[InterfaceAddress],
+    bridge: &str,
+    service_cidr: Ipv4Net,
+) -> BTreeSet<Ipv4Addr> {
+    all.iter()
+        .filter(|a| a.interface == bridge && a.prefix == 32 && service_cidr.contains(&a.addr))
+        .map(|a| a.addr)
+        .collect()
+}
+
+/// What one [`ClusterIps::sync`] did.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub added: Vec<Ipv4Addr>,
+    pub removed: Vec<Ipv4Addr>,
+    /// Addresses that could not be added or removed, with the error.
+    pub failed: Vec<(Ipv4Addr, String)>,
+}
+
+/// Keeps the bridge's ClusterIP /32s equal to the wanted set.
+pub struct ClusterIps {
+    bridge: String,
+    service_cidr: Ipv4Net,
+    netlink: Netlink,
+}
+
+impl ClusterIps {
+    pub fn new(bridge: &str, service_cidr: Ipv4Net) -> Result<Self> {
+        let netlink = Netlink::open().context("opening a NETLINK_ROUTE socket")?;
+        Ok(ClusterIps {
+            bridge: bridge.to_string(),
+            service_cidr,
+            netlink,
+        })
+    }
+
+    /// The bridge's index; the bridge is created and brought up when it is missing. The CNI
+    /// plugin creates it at the first pod, but ClusterIPs must answer before that (for the
+    /// node itself), and the plugin adopts an existing bridge (it adds its gateway address).
+    pub fn ensure_bridge(&self) -> Result<u32> {
+        if let Some(index) = netlink::link_index(&self.bridge)? {
+            return Ok(index);
+        }
+        match self.netlink.create_bridge(&self.bridge) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => bail!(
+                "bridge {} does not exist and cannot be created ({e}): ClusterIPs must live on \
+                 the bridge the pods are attached to (docs/services.md)",
+                self.bridge
+            ),
+        }
+        let index = netlink::link_index(&self.bridge)?.with_context(|| {
+            format!("bridge {} vanished right after it was created", self.bridge)
+        })?;
+        self.netlink
+            .set_up(index)
+            .with_context(|| format!("bringing bridge {} up", self.bridge))?;
+        tracing::info!(bridge = %self.bridge, "created the bridge (the CNI plugin adopts it)");
+        Ok(index)
+    }
+
+    /// Makes the ClusterIPs on the bridge exactly `wanted` (addresses outside the service CIDR
+    /// are never touched).
+    pub fn sync(&self, wanted: &BTreeSet<Ipv4Addr>) -> Result<SyncReport> {
+        let index = self.ensure_bridge()?;
+        let present = owned_on(
+            &interface_addresses().context("listing interface addresses")?,
+            &self.bridge,
+            self.service_cidr,
+        );
+        let mut report = SyncReport::default();
+        for addr in wanted.difference(&present) {
+            if !self.service_cidr.contains(addr) {
+                continue;
+            }
+            match self.netlink.add_address(index, *addr, 32) {
+                Ok(()) => report.added.push(*addr),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => report
+                    .failed
+                    .push((*addr, format!("adding to {}: {e}", self.bridge))),
+            }
+        }
+        for addr in present.difference(wanted) {
+            match self.netlink.delete_address(index, *addr, 32) {
+                Ok(()) => report.removed.push(*addr),
+                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
+                Err(e) => report
+                    .failed
+                    .push((*addr, format!("removing from {}: {e}", self.bridge))),
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(interface: &str, addr: &str, prefix: u8) -> InterfaceAddress {
+        InterfaceAddress {
+            interface: interface.into(),
+            addr: addr.parse().unwrap(),
+            prefix,
+        }
+    }
+
+    fn cidr() -> Ipv4Net {
+        "10.43.0.0/16".parse().unwrap()
+    }
+
+    #[test]
+    fn node_addresses_are_every_local_address_but_clusterips() {
+        let all = [
+            entry("lo", "127.0.0.1", 8),
+            entry("eth0", "192.168.5.2", 24),
+            entry("gvcni0", "10.88.0.1", 16),
+            entry("gvcni0", "10.43.0.10", 32),
+            entry("eth1", "192.168.5.2", 24),
+        ];
+        assert_eq!(
+            node_addresses(&all, cidr()),
+            ["10.88.0.1", "127.0.0.1", "192.168.5.2"].map(|a| a.parse::<Ipv4Addr>().unwrap())
+        );
+    }
+
+    #[test]
+    fn only_slash32s_in_the_service_cidr_on_the_bridge_are_owned() {
+        let all = [
+            entry("gvcni0", "10.88.0.1", 16),
+            entry("gvcni0", "10.43.0.10", 32),
+            entry("gvcni0", "10.43.9.9", 24),
+            entry("eth0", "10.43.0.11", 32),
+            entry("gvcni0", "10.44.0.1", 32),
+        ];
+        assert_eq!(
+            owned_on(&all, "gvcni0", cidr()),
+            BTreeSet::from([Ipv4Addr::new(10, 43, 0, 10)])
+        );
+    }
+
+    #[test]
+    fn this_hosts_loopback_is_listed() {
+        let all = interface_addresses().unwrap();
+        assert!(
+            all.iter()
+                .any(|a| a.interface == "lo" && a.addr == Ipv4Addr::LOCALHOST && a.prefix == 8),
+            "{all:?}"
+        );
+    }
+}

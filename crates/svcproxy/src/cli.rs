@@ -1,0 +1,51 @@
+//! Command line.
+
+use clap::Parser;
+use ipnet::Ipv4Net;
+use std::path::PathBuf;
+
+/// Service proxy for k3s where kube-proxy cannot run (gVisor sandboxes: no iptables NAT
+/// matches, no nftables, no IPVS, often no CAP_NET_RAW).
+///
+/// It watches Services and EndpointSlices through the Kubernetes API, puts every ClusterIP
+/// on the CNI bridge as a /32, and listens on ClusterIP:port (TCP and UDP) and on each node
+/// address:NodePort, forwarding every new connection or UDP flow to a ready endpoint, in
+/// turn. Endpoints that stop being ready get no new traffic from the next sync on (a watch
+/// event, so well under a second). Clients that reach a Service through it appear to the
+/// endpoint as coming from the bridge's gateway address.
+///
+/// On plain Linux, k3s's own kube-proxy is the one to use; see docs/services.md.
+#[derive(Debug, Parser)]
+#[command(name = "svcproxy", version)]
+pub struct Args {
+    /// kubeconfig to reach the API with (the one k3s writes).
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: PathBuf,
+
+    /// The CNI bridge the pods are attached to; ClusterIPs are added to it. Created (and
+    /// later adopted by the CNI plugin) when it does not exist yet.
+    #[arg(long, default_value = "gvcni0", value_name = "NAME")]
+    pub bridge: String,
+
+    /// k3s's --service-cidr. Only /32s inside it are ever added to or removed from the bridge.
+    #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
+    pub service_cidr: Ipv4Net,
+
+    /// Seconds between full syncs (besides the sync after each API change): repairs removed
+    /// addresses, binds on new node addresses, retries failed binds.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub resync: u64,
+
+    /// Seconds a UDP flow (one client address to one endpoint) lives without traffic.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub udp_idle_timeout: u64,
+
+    /// Write a JSON summary here at every sync (removed at exit).
+    #[arg(long, value_name = "PATH")]
+    pub status_file: Option<PathBuf>,
+
+    /// Log filter: error, warn, info (changes only), debug (every socket and address), or a
+    /// tracing filter such as `svcproxy=debug,kube=info`.
+    #[arg(long, default_value = "info", value_name = "FILTER")]
+    pub log_level: String,
+}

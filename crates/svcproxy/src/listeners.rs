@@ -1,0 +1,272 @@
+//! The running sockets, kept equal to the wanted [`Binding`]s.
+//!
+//! A socket whose binding only changed endpoints keeps running: its [`Backends`] list is
+//! swapped in place, so open connections and UDP flows to remaining endpoints are untouched.
+//! A socket is restarted only when the Service behind it or its affinity changed. A bind that
+//! fails (the port is taken by another process) is retried at every sync and reported once
+//! until it succeeds.
+
+use crate::balancer::Backends;
+use crate::log::Throttle;
+use crate::model::{Binding, ListenKey, Protocol, ServicePortName};
+use crate::{tcp, udp};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Warnings about one unreachable endpoint are logged at most this often per socket.
+const UNREACHABLE_LOG_PERIOD: Duration = Duration::from_secs(30);
+
+struct Running {
+    service: ServicePortName,
+    affinity: Option<Duration>,
+    backends: Arc<Backends>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Ends the accept loop (TCP) or the receive loop and its flows (UDP), closing the
+        // listening socket. Accepted TCP connections are separate tasks and live on.
+        self.task.abort();
+    }
+}
+
+/// What one [`Listeners::apply`] did.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub started: Vec<ListenKey>,
+    pub stopped: Vec<ListenKey>,
+    /// Binds that failed now and had not failed the same way at the previous sync.
+    pub new_failures: Vec<(ListenKey, String)>,
+}
+
+pub struct Listeners {
+    running: HashMap<ListenKey, Running>,
+    /// Failing binds and their error, so each is reported once until it changes.
+    failing: BTreeMap<ListenKey, String>,
+    udp_idle: Duration,
+}
+
+impl Listeners {
+    pub fn new(udp_idle: Duration) -> Self {
+        Listeners {
+            running: HashMap::new(),
+            failing: BTreeMap::new(),
+            udp_idle,
+        }
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Binds failing now, with their error.
+    pub fn failing(&self) -> &BTreeMap<ListenKey, String> {
+        &self.failing
+    }
+
+    /// Stops what is not wanted, updates endpoints of what is, starts what is missing.
+    /// Must run inside the tokio runtime (it spawns the socket tasks).
+    pub fn apply(&mut self, wanted: &BTreeMap<ListenKey, Binding>) -> ApplyReport {
+        let mut report = ApplyReport::default();
+        // Stop first, so a socket that moves to another Service can be bound again below.
+        let stale: Vec<ListenKey> = self
+            .running
+            .iter()
+            .filter(|(key, running)| match wanted.get(key) {
+                None => true,
+                Some(b) => b.service != running.service || b.affinity != running.affinity,
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in stale {
+            self.running.remove(&key);
+            if !wanted.contains_key(&key) {
+                report.stopped.push(key);
+            }
+        }
+        self.failing.retain(|key, _| wanted.contains_key(key));
+
+        for (key, binding) in wanted {
+            if let Some(running) = self.running.get(key) {
+                running.backends.replace(binding.endpoints.clone());
+                continue;
+            }
+            match self.start(*key, binding) {
+                Ok(running) => {
+                    self.running.insert(*key, running);
+                    self.failing.remove(key);
+                    report.started.push(*key);
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    if self.failing.get(key) != Some(&error) {
+                        report.new_failures.push((*key, error.clone()));
+                    }
+                    self.failing.insert(*key, error);
+                }
+            }
+        }
+        report
+    }
+
+    /// Stops every socket.
+    pub fn clear(&mut self) {
+        self.running.clear();
+    }
+
+    fn start(&self, key: ListenKey, binding: &Binding) -> std::io::Result<Running> {
+        let backends = Arc::new(Backends::new(binding.endpoints.clone(), binding.affinity));
+        let task = match key.protocol {
+            Protocol::Tcp => {
+                let listener = tcp::listen(key.addr)?;
+                let forwarder = Arc::new(tcp::Forwarder {
+                    key,
+                    service: binding.service.clone(),
+                    backends: backends.clone(),
+                    unreachable: Throttle::new(UNREACHABLE_LOG_PERIOD),
+                });
+                tokio::spawn(tcp::serve(listener, forwarder))
+            }
+            Protocol::Udp => {
+                let socket = udp::bind(key.addr)?;
+                let forwarder = Arc::new(udp::Forwarder {
+                    key,
+                    service: binding.service.clone(),
+                    backends: backends.clone(),
+                    idle: self.udp_idle,
+                    unreachable: Throttle::new(UNREACHABLE_LOG_PERIOD),
+                });
+                tokio::spawn(udp::serve(socket, forwarder))
+            }
+        };
+        Ok(Running {
+            service: binding.service.clone(),
+            affinity: binding.affinity,
+            backends,
+            task,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddrV4;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn binding(service: &str, endpoints: &[SocketAddrV4]) -> Binding {
+        Binding {
+            service: ServicePortName {
+                namespace: "t".into(),
+                name: service.into(),
+                port: String::new(),
+            },
+            endpoints: endpoints.to_vec(),
+            affinity: None,
+        }
+    }
+
+    /// A TCP server on 127.0.0.1 that answers every connection with `name`.
+    async fn named_server(name: &'static str) -> SocketAddrV4 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = match listener.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let _ = s.write_all(name.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    async fn ask(addr: SocketAddrV4) -> std::io::Result<String> {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok(out)
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn sockets_follow_the_wanted_bindings_and_endpoint_changes_need_no_restart() {
+        let a = named_server("a").await;
+        let b = named_server("b").await;
+        let front = SocketAddrV4::new([127, 0, 0, 1].into(), free_port());
+        let key = ListenKey {
+            protocol: Protocol::Tcp,
+            addr: front,
+        };
+        let mut listeners = Listeners::new(Duration::from_secs(30));
+
+        let report = listeners.apply(&BTreeMap::from([(key, binding("web", &[a, b]))]));
+        assert_eq!(report.started, vec![key]);
+        let mut seen: Vec<String> = Vec::new();
+        for _ in 0..4 {
+            seen.push(ask(front).await.unwrap());
+        }
+        assert_eq!(seen, ["a", "b", "a", "b"]);
+
+        // Endpoint b removed: same socket, only a answers.
+        let report = listeners.apply(&BTreeMap::from([(key, binding("web", &[a]))]));
+        assert!(report.started.is_empty() && report.stopped.is_empty());
+        for _ in 0..3 {
+            assert_eq!(ask(front).await.unwrap(), "a");
+        }
+
+        // Not wanted any more: the socket is closed and connects are refused.
+        let report = listeners.apply(&BTreeMap::new());
+        assert_eq!(report.stopped, vec![key]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(ask(front).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_dead_endpoint_is_skipped_and_a_taken_port_is_reported_once() {
+        let a = named_server("a").await;
+        // Nothing listens on `dead`.
+        let dead = SocketAddrV4::new([127, 0, 0, 1].into(), free_port());
+        let front = SocketAddrV4::new([127, 0, 0, 1].into(), free_port());
+        let key = ListenKey {
+            protocol: Protocol::Tcp,
+            addr: front,
+        };
+        let mut listeners = Listeners::new(Duration::from_secs(30));
+        listeners.apply(&BTreeMap::from([(key, binding("web", &[dead, a]))]));
+        for _ in 0..4 {
+            assert_eq!(ask(front).await.unwrap(), "a");
+        }
+
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_addr = match taken.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        let busy = ListenKey {
+            protocol: Protocol::Tcp,
+            addr: taken_addr,
+        };
+        let wanted = BTreeMap::from([(busy, binding("other", &[a]))]);
+        let first = listeners.apply(&wanted);
+        assert_eq!(first.new_failures.len(), 1, "{first:?}");
+        assert!(first.new_failures[0].1.contains("in use"), "{first:?}");
+        assert!(listeners.apply(&wanted).new_failures.is_empty());
+        assert_eq!(listeners.failing().len(), 1);
+        drop(taken);
+        let report = listeners.apply(&wanted);
+        assert_eq!(report.started, vec![busy]);
+        assert!(listeners.failing().is_empty());
+    }
+}

@@ -1,0 +1,82 @@
+//! The proxy's life: connect, wait for the first lists, sync on every change and every
+//! `--resync` seconds, clean up on SIGTERM/SIGINT.
+
+use crate::addresses::ClusterIps;
+use crate::cli::Args;
+use crate::listeners::Listeners;
+use crate::reconcile::Reconciler;
+use crate::status::Status;
+use crate::watch::Cluster;
+use anyhow::{Context, Result};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+
+/// Changes that arrive together (a rollout touches many EndpointSlices) are applied in one
+/// sync: after a wake-up the proxy waits this long for more.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+pub async fn run(args: Args) -> Result<()> {
+    let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading kubeconfig {}", args.kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("using kubeconfig {}", args.kubeconfig.display()))?;
+    let server = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).context("creating the Kubernetes client")?;
+
+    // Fail now, with the reason, if ClusterIPs cannot be placed at all.
+    let cluster_ips = ClusterIps::new(&args.bridge, args.service_cidr)?;
+    cluster_ips.ensure_bridge()?;
+
+    let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+
+    let changed = Arc::new(Notify::new());
+    let cluster = Cluster::watch(client, changed.clone());
+    tracing::info!(
+        "svcproxy {} watching Services and EndpointSlices at {server}; ClusterIPs of {} go on {}",
+        env!("CARGO_PKG_VERSION"),
+        args.service_cidr,
+        args.bridge
+    );
+    tokio::select! {
+        _ = cluster.ready() => {}
+        _ = terminate.recv() => return Ok(()),
+        _ = interrupt.recv() => return Ok(()),
+    }
+
+    let mut reconciler = Reconciler::new(
+        args.service_cidr,
+        cluster_ips,
+        Listeners::new(Duration::from_secs(args.udp_idle_timeout)),
+        args.status_file.clone(),
+        Status::new(&args.bridge, &args.service_cidr.to_string()),
+    );
+    let resync = Duration::from_secs(args.resync);
+    let mut first = true;
+    loop {
+        reconciler.sync(&cluster.services.state(), &cluster.slices.state());
+        if first {
+            tracing::info!(
+                "serving {} Services (first sync done)",
+                cluster.services.len()
+            );
+            first = false;
+        }
+        tokio::select! {
+            _ = changed.notified() => tokio::time::sleep(DEBOUNCE).await,
+            _ = tokio::time::sleep(resync) => {}
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!(
+        "stopping: closing sockets and removing ClusterIPs from {}",
+        args.bridge
+    );
+    reconciler.shutdown();
+    Ok(())
+}

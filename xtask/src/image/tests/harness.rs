@@ -83,6 +83,8 @@ pub fn static_pause_binary_from_a_copy(dir: &Path) -> PathBuf {
     for file in ["Cargo.toml", "src/main.rs"] {
         std::fs::copy(repo.join("crates/pause").join(file), crate_dir.join(file)).unwrap();
     }
+    // pause's dev-dependency: cargo loads it even for a release build of the binary.
+    copy_dir(&repo.join("crates/testkit"), &copy.join("crates/testkit"));
     std::fs::copy(repo.join("Cargo.lock"), copy.join("Cargo.lock")).unwrap();
     let manifest = std::fs::read_to_string(repo.join("Cargo.toml")).unwrap();
     let manifest: Vec<String> = manifest

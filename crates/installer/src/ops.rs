@@ -35,6 +35,16 @@ pub fn start(state: &mut State) -> Result<()> {
     }
     if services::has_k3s(&paths) {
         services::start_k3s(&paths, state)?;
+        services::start_node_routes(&paths)?;
+        if state.is_agent() {
+            // An agent has no admin kubeconfig: kubectl works on the server.
+            println!(
+                "agent node {} is Ready; use kubectl on the server. crictl and ctr here:\n  {}",
+                state.node_name(),
+                userenv::export_line(&paths, true)
+            );
+            return Ok(());
+        }
         println!(
             "to use kubectl, crictl and ctr:\n  {}",
             userenv::export_line(&paths, true)
@@ -127,7 +137,9 @@ pub fn status(state: &State) -> Result<()> {
             println!("containerd: stopped");
         }
     }
-    if services::has_k3s(&paths) {
+    if services::has_k3s(&paths) && state.is_agent() {
+        healthy &= agent_status(state);
+    } else if services::has_k3s(&paths) {
         match services::daemon(&paths, K3S).running_pid() {
             Some(pid) => {
                 let api_ready = services::kubectl(&paths, &["get", "--raw=/readyz"]).is_ok();
@@ -168,6 +180,54 @@ pub fn status(state: &State) -> Result<()> {
     Ok(())
 }
 
+/// An agent's k3s, its node (asked with the kubelet's credentials: an agent has no admin
+/// kubeconfig) and the node routes. False when something is down.
+fn agent_status(state: &State) -> bool {
+    let paths = state.paths();
+    let server = state.server.as_deref().unwrap_or("?");
+    let node = state.node_name();
+    let mut healthy = true;
+    match services::daemon(&paths, K3S).running_pid() {
+        Some(pid) => {
+            let kubeconfig = crate::node_routes::kubelet_kubeconfig(&paths);
+            let ready = services::node_ready(&paths, &kubeconfig, &node);
+            println!("k3s agent: running (pid {pid}), joined {server}");
+            println!(
+                "node {node}: {}",
+                match ready {
+                    Some(true) => "Ready",
+                    Some(false) => "NOT Ready",
+                    None => "unknown (the server does not answer)",
+                }
+            );
+            healthy &= ready == Some(true);
+        }
+        None => {
+            healthy = false;
+            println!("k3s agent: stopped (joined {server})");
+        }
+    }
+    healthy &= routes_status(&paths);
+    healthy
+}
+
+/// The node-routes daemon and the routes it keeps; false when it is not running.
+fn routes_status(paths: &crate::paths::Paths) -> bool {
+    let running = services::daemon(paths, services::NODE_ROUTES).running_pid();
+    let record = crate::node_routes::load(paths);
+    let routes: Vec<String> = record.routes.iter().map(ToString::to_string).collect();
+    println!(
+        "node-routes: {}, routes to other nodes' pods: {}",
+        running.map_or("stopped".to_string(), |pid| format!("running (pid {pid})")),
+        if routes.is_empty() {
+            "none".to_string()
+        } else {
+            routes.join(", ")
+        }
+    );
+    running.is_some()
+}
+
 /// Prints each node's Ready condition and the pods per phase; false when a node is not Ready
 /// (or, with an agent, when there is no node at all).
 fn cluster_status(paths: &crate::paths::Paths, state: &State) -> bool {
@@ -206,7 +266,11 @@ fn cluster_status(paths: &crate::paths::Paths, state: &State) -> bool {
     )
     .unwrap_or_default();
     println!("pods (all namespaces): {}", count_phases(&phases));
-    state.control_plane_only || (any && all_ready)
+    if state.control_plane_only {
+        return true;
+    }
+    let routes = routes_status(paths);
+    any && all_ready && routes
 }
 
 /// "3 Running, 1 Pending" from one phase per line; "none" when empty.
@@ -232,6 +296,7 @@ pub fn logs(state: &State, service: Option<&str>, lines: usize) -> Result<()> {
         None => vec![
             CONTAINERD.to_string(),
             K3S.to_string(),
+            services::NODE_ROUTES.to_string(),
             format!("launcher-{CONTAINERD}"),
             format!("launcher-{K3S}"),
         ],
@@ -241,7 +306,7 @@ pub fn logs(state: &State, service: Option<&str>, lines: usize) -> Result<()> {
         if !file.exists() {
             if service.is_some() {
                 bail!(
-                    "no log {} (known: containerd, k3s, launcher-containerd, launcher-k3s)",
+                    "no log {} (known: containerd, k3s, node-routes, launcher-containerd, launcher-k3s)",
                     file.display()
                 );
             }
@@ -277,6 +342,9 @@ pub fn uninstall(state: &State) -> Result<()> {
             pod_logs::CONTAINER_LOGS
         );
     }
+    let (removed, failed) = crate::node_routes::remove_all(&paths);
+    removed.iter().for_each(|line| println!("{line}"));
+    problems.extend(failed);
     problems.extend(node_ip::remove_added_addresses(state));
     problems.extend(loopback::restore(state));
     let sandboxes = services::pod_sandboxes(&paths);

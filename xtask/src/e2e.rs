@@ -41,6 +41,16 @@ impl Mode {
     }
 }
 
+/// How many nodes, and where each runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Topology {
+    /// One sandbox: tests/e2e/scenario.sh.
+    Single,
+    /// A server and an agent in two sandboxes on one bridge: tests/e2e/two-nodes.sh. With
+    /// `--mode control-plane-only` the server runs no kubelet and the agent runs every pod.
+    TwoNodes,
+}
+
 /// The inputs every run shares.
 pub struct Inputs<'a> {
     pub tarball: &'a Path,
@@ -140,24 +150,7 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
         log,
         gaps_allowed: host.gaps_allowed && mode == Mode::Full,
     };
-    let mut k3s_errors = Vec::new();
-    for line in finished.stdout.lines() {
-        let mut f = line.splitn(4, ' ');
-        match (f.next(), f.next(), f.next()) {
-            (Some("STEP"), Some(name), Some(status)) => {
-                o.steps
-                    .push((name.into(), status.into(), f.next().unwrap_or("").into()))
-            }
-            (Some("TIME"), Some(mark), Some(secs)) => o.times.push((mark.into(), secs.into())),
-            (Some("RSS"), Some(name), Some(kb)) => o.rss.push((name.into(), kb.into())),
-            _ if line.starts_with("K3SERR ") => k3s_errors.push(line[7..].to_string()),
-            // doctor runs before and after install: each gap once.
-            _ if line.contains("NOT handled") && !o.gaps.iter().any(|g| g == line.trim()) => {
-                o.gaps.push(line.trim().to_string())
-            }
-            _ => {}
-        }
-    }
+    let k3s_errors = parse_lines(&finished.stdout, "", &mut o);
     if !finished.success {
         // The scenario itself always exits 0; this is the sandbox (runsc) failing.
         let last = finished
@@ -178,6 +171,140 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
     if o.steps.iter().any(|(name, _, _)| name == "k3s-log") {
         o.steps
             .push(k3s_log::step(&k3s_errors, inputs.known_errors)?);
+    }
+    Ok(o)
+}
+
+/// Adds the STEP/TIME/RSS lines and doctor's gaps of one script's output to `o`, each name
+/// prefixed with `prefix`; returns its K3SERR lines.
+fn parse_lines(stdout: &str, prefix: &str, o: &mut Outcome) -> Vec<String> {
+    let mut k3s_errors = Vec::new();
+    for line in stdout.lines() {
+        let mut f = line.splitn(4, ' ');
+        match (f.next(), f.next(), f.next()) {
+            (Some("STEP"), Some(name), Some(status)) => o.steps.push((
+                format!("{prefix}{name}"),
+                status.into(),
+                f.next().unwrap_or("").into(),
+            )),
+            (Some("TIME"), Some(mark), Some(secs)) => {
+                o.times.push((format!("{prefix}{mark}"), secs.into()))
+            }
+            (Some("RSS"), Some(name), Some(kb)) => {
+                o.rss.push((format!("{prefix}{name}"), kb.into()))
+            }
+            _ if line.starts_with("K3SERR ") => k3s_errors.push(line[7..].to_string()),
+            // doctor runs before and after install: each gap once.
+            _ if line.contains("NOT handled") && !o.gaps.iter().any(|g| g == line.trim()) => {
+                o.gaps.push(line.trim().to_string())
+            }
+            _ => {}
+        }
+    }
+    k3s_errors
+}
+
+/// The two-nodes topology: tests/e2e/two-nodes.sh as ROLE=server in one sandbox and as
+/// ROLE=agent in another (sandbox::run_two_nodes); the agent joins with the command the
+/// server's install printed, and the two coordinate through files in a shared directory.
+pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
+    if inputs.network != Network::Interface {
+        bail!(
+            "--topology two-nodes needs --network interface: the nodes reach each other over eth0"
+        );
+    }
+    let mode_name = mode.as_str();
+    let dir = inputs
+        .work
+        .join(format!("{}-two-nodes-{mode_name}", host.label));
+    crate::fsutil::remove_tree(&dir)?;
+    let shared = dir.join("shared");
+    std::fs::create_dir_all(&shared)?;
+    let mut scripts = Vec::new();
+    for role in ["server", "agent"] {
+        let node_dir = dir.join(role);
+        let run_dir = node_dir.join("run");
+        std::fs::create_dir_all(&run_dir)?;
+        scripts.push(wrapper(
+            &node_dir,
+            &inputs.scripts.join("two-nodes.sh"),
+            &[
+                ("TARBALL", inputs.tarball.display().to_string()),
+                ("RUN", run_dir.display().to_string()),
+                ("SHARED", shared.display().to_string()),
+                ("ROLE", role.to_string()),
+                ("MODE", mode_name.to_string()),
+                (
+                    "E2E_LIB",
+                    inputs.scripts.join("lib.sh").display().to_string(),
+                ),
+            ],
+        )?);
+    }
+    crate::ui::step(
+        "e2e",
+        format!(
+            "{} (two nodes, {mode_name}): running {} as server and agent",
+            host.label,
+            inputs.scripts.join("two-nodes.sh").display()
+        ),
+    );
+    let [server, agent] = sandbox::run_two_nodes(
+        host.runsc.as_deref(),
+        [
+            sandbox::NodeScript {
+                role: "server",
+                script: &scripts[0],
+            },
+            sandbox::NodeScript {
+                role: "agent",
+                script: &scripts[1],
+            },
+        ],
+        &dir,
+    )
+    .context("cannot run the two-nodes e2e")?;
+    let mut text = String::new();
+    for (role, finished) in [("server", &server), ("agent", &agent)] {
+        text.push_str(&format!(
+            "=== {role} ===\n{}\n--- {role} stderr ---\n{}\n",
+            finished.stdout, finished.stderr
+        ));
+    }
+    let log = dir.join("output.log");
+    std::fs::write(&log, &text)?;
+    let mut o = Outcome {
+        label: format!("{} (two nodes: server {mode_name} + agent)", host.label),
+        steps: vec![],
+        times: vec![],
+        rss: vec![],
+        gaps: vec![],
+        notes: vec![],
+        log,
+        gaps_allowed: false,
+    };
+    for (role, finished) in [("server", &server), ("agent", &agent)] {
+        let prefix = format!("{role}:");
+        let k3s_errors = parse_lines(&finished.stdout, &prefix, &mut o);
+        if !finished.success {
+            let last = finished.stderr.lines().last().unwrap_or("no stderr");
+            o.steps
+                .push((format!("{prefix}sandbox"), "FAIL".into(), last.to_string()));
+        }
+        if o.steps
+            .iter()
+            .any(|(name, _, _)| *name == format!("{prefix}k3s-log"))
+        {
+            let (name, status, detail) = k3s_log::step(&k3s_errors, inputs.known_errors)?;
+            o.steps.push((format!("{prefix}{name}"), status, detail));
+        }
+    }
+    if o.steps.is_empty() {
+        bail!(
+            "the two-nodes scenario reported no step; output in {}:\n{}",
+            o.log.display(),
+            crate::fsutil::tail(&o.log, 40)
+        );
     }
     Ok(o)
 }

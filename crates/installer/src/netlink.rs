@@ -29,6 +29,7 @@ const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_TABLE_MAIN: u8 = 254;
 const RTN_UNICAST: u8 = 1;
 const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 /// The routing protocol our routes carry (`ip route` shows `proto 44`): 44 is unassigned in
 /// iproute2's rt_protos, so an operator can tell these routes from their own.
@@ -61,16 +62,22 @@ pub fn delete_link(index: u32) -> io::Result<()> {
     execute(&finish(buf))
 }
 
-/// `ip route add DST/PREFIX via GATEWAY proto 44`. Fails with EEXIST when a route to DST/PREFIX
-/// exists already (whoever made it: it is not replaced).
-pub fn add_route(dst: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> io::Result<()> {
-    execute(&route_message(
+/// `ip route add DST/PREFIX via GATEWAY dev INDEX proto 44`. Fails with EEXIST when a route to
+/// DST/PREFIX exists already (whoever made it: it is not replaced). The device is named
+/// because gVisor does not resolve it from the gateway: without it the route is listed by
+/// `ip route` but has no interface, is missing from /proc/net/route, and carries nothing.
+pub fn add_route(dst: Ipv4Addr, prefix: u8, gateway: Ipv4Addr, index: u32) -> io::Result<()> {
+    let mut message = route_message(
         RTM_NEWROUTE,
         NLM_F_CREATE | NLM_F_EXCL,
         dst,
         prefix,
         gateway,
-    ))
+    );
+    message.extend_from_slice(&8u16.to_ne_bytes());
+    message.extend_from_slice(&RTA_OIF.to_ne_bytes());
+    message.extend_from_slice(&index.to_ne_bytes());
+    execute(&finish(message))
 }
 
 /// `ip route del DST/PREFIX via GATEWAY proto 44`.

@@ -4,8 +4,8 @@
 //! what sandboxes joined by one bridge or one VPC subnet have; no encapsulation, no NAT.
 //!
 //! `installer node-routes` (started by `start` beside k3s on every node with a kubelet, as the
-//! daemon `node-routes`) lists the nodes every few seconds with the kubelet's own credentials
-//! and reconciles: it adds a route for each other node with a podCIDR and an InternalIP, and
+//! daemon `node-routes`) lists the nodes every few seconds with the credentials k3s gives its
+//! own node-level controllers (flannel uses them to watch nodes) and reconciles: it adds a route for each other node with a podCIDR and an InternalIP, and
 //! removes the routes it added for nodes that went away or moved. Polling, not a watch: a
 //! `kubectl` every POLL is cheap next to k3s, it needs no state across server restarts (the
 //! agent's kubelet reaches the server through its local load balancer and simply fails a poll
@@ -59,6 +59,10 @@ pub struct Record {
     /// ip_forward before the daemon set it to 1 (None: it was 1 already, or never touched).
     pub ip_forward_before: Option<String>,
     pub routes: Vec<Route>,
+    /// Routes that could not be added because another route to the range exists (reported
+    /// once each).
+    #[serde(default)]
+    pub conflicts: Vec<Route>,
 }
 
 fn record_file(paths: &Paths) -> PathBuf {
@@ -81,9 +85,17 @@ fn save(paths: &Paths, record: &Record) -> Result<()> {
 }
 
 /// The credentials the kubelet uses: they exist on servers with an agent and on agents alike,
-/// and the kubelet's role may list nodes (system:node).
+/// and may read this node's own Node object (not the others').
 pub fn kubelet_kubeconfig(paths: &Paths) -> PathBuf {
     paths.k3s_data_dir().join("agent/kubelet.kubeconfig")
+}
+
+/// What k3s's agent gives its own controllers (flannel, the network policy controller, the
+/// tunnel): user system:k3s-controller, whose ClusterRole may get, list and watch nodes. The
+/// kubelet's credentials cannot list nodes since Kubernetes 1.34 (measured: `node
+/// 'k3sg-server' cannot read all nodes, only its own Node object`).
+pub fn controller_kubeconfig(paths: &Paths) -> PathBuf {
+    paths.k3s_data_dir().join("agent/k3scontroller.kubeconfig")
 }
 
 /// `kubectl get nodes` as "name podCIDR InternalIP" lines.
@@ -159,6 +171,9 @@ fn reconcile(
 ) -> Vec<String> {
     let mut lines = Vec::new();
     let is_present = |r: &Route| present.contains(&(r.dst, r.prefix, r.gateway));
+    record
+        .conflicts
+        .retain(|r| wanted.contains(r) && !is_present(r));
     record.routes.retain(|route| {
         if wanted.contains(route) {
             return true;
@@ -184,21 +199,53 @@ fn reconcile(
             }
             continue;
         }
-        match netlink::add_route(route.dst, route.prefix, route.gateway) {
+        let Some(index) = interface_for(route.gateway) else {
+            lines.push(format!(
+                "cannot add route {route}: no interface here has an address in {}'s network \
+                 (host-gw routing needs the nodes on one network segment)",
+                route.gateway
+            ));
+            continue;
+        };
+        match netlink::add_route(route.dst, route.prefix, route.gateway, index) {
             Ok(()) => {
                 lines.push(format!("added route {route}"));
                 if !record.routes.contains(route) {
                     record.routes.push(route.clone());
                 }
             }
-            Err(error) => lines.push(format!(
-                "cannot add route {route}: {error} (is another route to {}/{} in the way? \
-                 `ip route` shows it)",
-                route.dst, route.prefix
-            )),
+            // A route to that range exists and is not this one (present_routes would have
+            // found it): someone else's. Said once: it is recorded as failed, not retried
+            // into the log every poll.
+            Err(error) if error.raw_os_error() == Some(libc::EEXIST) => {
+                if !record.conflicts.contains(route) {
+                    lines.push(format!(
+                        "cannot add route {route}: another route to {}/{} is in the way (`ip \
+                         route` shows it); remove it, or this node's pods cannot reach {}'s",
+                        route.dst, route.prefix, route.node
+                    ));
+                    record.conflicts.push(route.clone());
+                }
+            }
+            Err(error) => lines.push(format!("cannot add route {route}: {error}")),
         }
     }
     lines
+}
+
+/// The interface with an IPv4 address whose network holds `gateway`.
+fn interface_for(gateway: Ipv4Addr) -> Option<u32> {
+    let on_link = |address: Ipv4Addr, prefix: u8| {
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        u32::from(address) & mask == u32::from(gateway) & mask
+    };
+    let found = crate::node_ip::interface_addresses().into_iter().find(|a| {
+        matches!(a.address, std::net::IpAddr::V4(v4) if a.interface != "lo" && on_link(v4, a.prefix))
+    })?;
+    let name = std::ffi::CString::new(found.interface).ok()?;
+    // SAFETY: a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 /// Turns IPv4 forwarding on (pods' packets to other nodes' pods pass through this node's
@@ -227,7 +274,7 @@ fn ensure_forwarding(record: &mut Record) -> Option<String> {
 pub fn run(state: &State) -> Result<()> {
     let paths = state.paths();
     let node = state.node_name();
-    let kubeconfig = kubelet_kubeconfig(&paths);
+    let kubeconfig = controller_kubeconfig(&paths);
     println!(
         "node-routes: node {node}, listing nodes every {}s with {}",
         POLL.as_secs(),

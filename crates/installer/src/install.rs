@@ -174,7 +174,10 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     } else {
         Vec::new()
     };
-    report_turned_off(kube_proxy_off.as_deref(), &addons_off);
+    // On an agent the server decides (the note above), so there is nothing to turn off here.
+    if options.join.is_none() {
+        report_turned_off(kube_proxy_off.as_deref(), &addons_off);
+    }
     if bundle.sandbox_image().is_none() {
         println!(
             "warning: this bundle ships no pod sandbox (pause) image: containerd will try to pull \

@@ -41,7 +41,7 @@ pub fn start(state: &mut State) -> Result<()> {
             println!(
                 "agent node {} is Ready; use kubectl on the server. crictl and ctr here:\n  {}",
                 state.node_name(),
-                userenv::export_line(&paths, true)
+                userenv::agent_export_line(&paths)
             );
             return Ok(());
         }
@@ -208,6 +208,7 @@ fn agent_status(state: &State) -> bool {
         }
     }
     healthy &= routes_status(&paths);
+    println!("tools: {}", userenv::agent_export_line(&paths));
     healthy
 }
 

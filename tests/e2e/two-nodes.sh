@@ -100,7 +100,9 @@ server() {
   [ "$OUT" = pong-from-the-agent ] && step agent-pod-exec ok || step agent-pod-exec FAIL "$(echo "$OUT" | tail -n 1)"
 
   # A pod on the server reaches the agent's pod by its pod IP (node-routes on both nodes).
-  cross() { $K exec on-server -- wget -q -O - -T 5 "http://$AGENT_POD_IP:8080/" 2>&1; }
+  # nc, not wget: the image's busybox (Debian's 1.35.0 build) segfaults in wget; the last line
+  # of the answer is the body.
+  cross() { $K exec on-server -- sh -c "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $AGENT_POD_IP 8080" 2>&1 | tail -n 1; }
   # cross_until SECONDS: the answer, retried while the route or the pod is not there yet.
   cross_until() {
     t=$(now)
@@ -148,6 +150,9 @@ server() {
       || step pod-to-pod-after-restart FAIL "$(echo "$OUT" | tail -n 1)"
   fi
   $K delete pod on-agent --wait --timeout=60s >/dev/null && step delete-agent-pod ok || step delete-agent-pod FAIL
+  # Deleted before the agent uninstalls: on plain Linux both nodes share /run/netns, and an
+  # uninstall removes the pod network namespaces made since its install.
+  [ "$MODE" = full ] && $K delete pod on-server --wait --timeout=60s >/dev/null
 
   put agent-may-stop yes
   wait_for_file agent-uninstalled 300 && step agent-uninstalled ok || step agent-uninstalled FAIL "the agent did not finish within 300 s"

@@ -214,19 +214,25 @@ pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome
         );
     }
     let mode_name = mode.as_str();
-    let dir = inputs
-        .work
-        .join(format!("{}-two-nodes-{mode_name}", host.label));
+    // Short names: containerd's socket path (`RUN/data/run/containerd.sock.ttrpc`) must stay
+    // under the 104 bytes a unix socket path may have, as the single-node run's does.
+    let short_mode = match mode {
+        Mode::Full => "full",
+        Mode::ControlPlaneOnly => "cp",
+    };
+    let dir = inputs.work.join(format!("{}-2n-{short_mode}", host.label));
     crate::fsutil::remove_tree(&dir)?;
     let shared = dir.join("shared");
     std::fs::create_dir_all(&shared)?;
     let mut scripts = Vec::new();
     for role in ["server", "agent"] {
-        let node_dir = dir.join(role);
-        let run_dir = node_dir.join("run");
+        // RUN is DIR/ROLE; the wrapper, OCI bundle and runsc state go beside it.
+        let run_dir = dir.join(role);
+        let sandbox_dir = dir.join(format!("{role}-sandbox"));
         std::fs::create_dir_all(&run_dir)?;
+        std::fs::create_dir_all(&sandbox_dir)?;
         scripts.push(wrapper(
-            &node_dir,
+            &sandbox_dir,
             &inputs.scripts.join("two-nodes.sh"),
             &[
                 ("TARBALL", inputs.tarball.display().to_string()),
@@ -345,7 +351,11 @@ pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {
         }
         if o.failed() {
             let tail = crate::fsutil::tail(&o.log, 25).replace('\n', "\n    ");
-            let logs = o.log.with_file_name("run/component-logs");
+            // Single node: DIR/run/component-logs; two nodes: DIR/{server,agent}/component-logs.
+            let logs = match o.log.with_file_name("run/component-logs") {
+                single if single.exists() => single,
+                _ => o.log.with_file_name("{server,agent}/component-logs"),
+            };
             s.push_str(&format!(
                 "  last lines of {}:\n    {tail}\n",
                 o.log.display()

@@ -128,7 +128,7 @@ pub fn run_two_nodes(
                 c
             }
             Some(runsc) => {
-                let dir = work.join(node.role);
+                let dir = work.join(format!("{}-sandbox", node.role));
                 let (bundle, state) = (dir.join("oci"), dir.join("runsc-state"));
                 for d in [&bundle, &state] {
                     crate::fsutil::remove_tree(d)?;

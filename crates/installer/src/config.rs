@@ -128,15 +128,18 @@ pub fn k3s_server_args(paths: &Paths, options: &K3sOptions) -> Vec<String> {
     if let Some(ip) = options.node_ip {
         args.push(format!("--node-ip={ip}"));
     }
+    // A server flag that k3s hands to every agent that joins, so a control-plane-only server
+    // sets it too: an agent cannot turn kube-proxy off itself, and in a sandbox that cannot
+    // write its rules a kube-proxy makes k3s exit.
+    if !options.kube_proxy {
+        args.push("--disable-kube-proxy".to_string());
+    }
     if options.control_plane_only {
         args.push("--disable-agent".to_string());
         return args;
     }
     args.push(format!("--node-name={}", options.node_name));
     push_agent_args(&mut args, paths, options);
-    if !options.kube_proxy {
-        args.push("--disable-kube-proxy".to_string());
-    }
     args
 }
 
@@ -213,9 +216,11 @@ mod tests {
         assert!(args.contains(&"--disable-agent".to_string()));
         assert!(args.contains(&"--node-ip=10.255.255.254".to_string()));
         assert!(args.contains(&"--disable=coredns,traefik".to_string()));
+        // For the agents that join it.
+        assert!(args.contains(&"--disable-kube-proxy".to_string()));
         assert!(!args
             .iter()
-            .any(|a| a.starts_with("--kubelet-arg") || a.contains("kube-proxy")));
+            .any(|a| a.starts_with("--kubelet-arg") || a.starts_with("--kube-proxy-arg")));
 
         options.control_plane_only = false;
         let args = k3s_server_args(&paths, &options);

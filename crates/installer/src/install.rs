@@ -152,7 +152,9 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     if options.join.is_some() && !has_k3s {
         bail!("--server needs k3s, and this bundle has none (see bundle-manifest.json)");
     }
-    let kube_proxy_off = if has_k3s && !options.control_plane_only {
+    // Probed on a control-plane-only server too: it decides for the agents that join it, and
+    // they run in sandboxes like this one (a server elsewhere must decide for its agents).
+    let kube_proxy_off = if has_k3s {
         cluster::kube_proxy_blocker()
     } else {
         None
@@ -254,8 +256,8 @@ fn write_token(path: &std::path::Path, token: &str) -> Result<()> {
 fn report_turned_off(kube_proxy_off: Option<&str>, addons_off: &[cluster::TurnedOff]) {
     if let Some(reason) = kube_proxy_off {
         println!(
-            "k3s: kube-proxy off (--disable-kube-proxy): {reason}; ClusterIP Services will not \
-             route, pods and their logs/exec work"
+            "k3s: kube-proxy off (--disable-kube-proxy, on every node): {reason}; ClusterIP \
+             Services will not route, pods and their logs/exec work"
         );
     }
     for addon in addons_off {

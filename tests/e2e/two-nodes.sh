@@ -185,10 +185,16 @@ agent() {
     && [ "$KC_MODE" = 600 ] && step token-file ok "$D/agent-token mode $KC_MODE" || step token-file FAIL "mode ${KC_MODE:-missing}"
   R=$(grep -o 'pod range: [0-9./]*' "$RUN/install.out" | head -n 1)
   echo "$R" | grep -q '^pod range: 10\.42\.[0-9]*\.0/24$' && step pod-range ok "$R" || step pod-range FAIL "${R:-no pod range line}"
-  # What status says on an agent; in full mode the route to the server's pods is there too.
-  S=$("$BUNDLE/install" status --data-dir "$D" 2>&1); RC=$?
-  echo "$S"
+  # What status says on an agent; in full mode the route to the server's pods is there too,
+  # once node-routes has polled (every 5 s, first right after install returns).
   WANT="node-routes: running"; [ "$MODE" = full ] && WANT="$WANT .* via $SERVER_IP (node $SERVER_NODE)"
+  i=0
+  while :; do
+    S=$("$BUNDLE/install" status --data-dir "$D" 2>&1); RC=$?
+    echo "$S" | grep -q "^$WANT" || [ $i -ge 10 ] && break
+    sleep 2; i=$((i + 1))
+  done
+  echo "$S"
   [ $RC = 0 ] && echo "$S" | grep -q "^node $AGENT_NODE: Ready" && echo "$S" | grep -q "^$WANT" \
     && step status ok "$(echo "$S" | grep '^node-routes')" || step status FAIL "rc=$RC $(echo "$S" | grep -e '^node' -e '^k3s' | tr '\n' ' ')"
 

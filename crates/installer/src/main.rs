@@ -103,7 +103,7 @@ struct DataDirArg {
 enum Command {
     /// Start containerd and k3s of an existing install.
     Start(DataDirArg),
-    /// Stop k3s, all containers, and containerd.
+    /// Stop node-routes, k3s, all containers, and containerd.
     Stop(DataDirArg),
     /// Show what runs, its health, and versions (exit 1 if something is down).
     Status(DataDirArg),

@@ -405,6 +405,15 @@ pub fn uninstall(state: &State) -> Result<()> {
         paths.prefix.display(),
         paths.data_dir.display()
     );
+    if let Some(server) = &state.server {
+        // Only the server can remove a node from the cluster; the agent has no rights to.
+        println!(
+            "node {} stays in the cluster of {server} as NotReady: on the server, run \
+             `kubectl delete node {}`",
+            state.node_name(),
+            state.node_name()
+        );
+    }
     Ok(())
 }
 

@@ -15,8 +15,9 @@ build=(
 test=(
   # gVisor (Debian's 2022 runsc), strace for the launcher benchmark baseline, iproute2 and
   # util-linux for namespaces, a registry and skopeo for the image pull tests, iptables for
-  # k3s, shellcheck for actionlint, python3-venv for the SBOM schema validator
-  runsc strace iproute2 util-linux docker-registry skopeo openssl iptables shellcheck python3 python3-venv
+  # k3s, shellcheck for actionlint, python3-venv for the SBOM schema validator, jq for the e2e
+  # scripts' JSON
+  runsc strace iproute2 util-linux docker-registry skopeo openssl iptables shellcheck python3 python3-venv jq
 )
 
 packages=("${build[@]}")

@@ -14,6 +14,10 @@ if [ -d "$mirror" ]; then
   export K3S_GVISOR_MIRROR="${K3S_GVISOR_MIRROR:-} $(cd "$mirror" && pwd)"
 fi
 
+# Tests that need root skip themselves in a contributor's plain `cargo test` when not root
+# (crates/testkit); here none may skip.
+export K3S_GVISOR_TEST_ALL=1
+
 # cargo test with a name filter: fails when the filter matched no test, so that a renamed test
 # cannot turn a step into a silent pass.
 cargo_test_filtered() {

@@ -17,7 +17,7 @@ extract() {
 }
 
 # The reference of the bundle's image called NAME (from bundle-manifest.json).
-image_ref() { sed -n "/\"name\": \"$1\"/,/\"ref\"/s/.*\"ref\": \"\([^\"]*\)\".*/\1/p" "$BUNDLE/bundle-manifest.json" | head -n 1; }
+image_ref() { jq -r --arg name "$1" 'first(.images[] | select(.name == $name) | .ref) // empty' "$BUNDLE/bundle-manifest.json"; }
 
 # Runs ./install ARGS with each output line prefixed by the seconds since T0; the exit status
 # is in $RUN/install.rc. The stamped output goes to stdout and $RUN/install.out.

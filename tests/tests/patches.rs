@@ -142,15 +142,8 @@ impl Gvisor {
 
     /// `/bin/sh -c LINE` in a fresh sandbox of this gVisor (9p root, no network); stdout+stderr.
     fn sh(&self, line: &str) -> String {
-        let out = Command::new(&self.runsc)
-            .args([
-                "--network=none",
-                "do",
-                "-force-overlay=false",
-                "/bin/sh",
-                "-c",
-                line,
-            ])
+        let out = testkit::runsc_sh(&self.runsc)
+            .args(["-c", line])
             .current_dir("/tmp")
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.runsc.display()));

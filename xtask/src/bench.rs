@@ -82,19 +82,14 @@ struct Programs {
 
 impl Programs {
     fn compile(sources: &Path, dir: &Path) -> Result<Self> {
-        let sh = xshell::Shell::new()?;
         // Static where the program runs under filter_only or in a sandbox without our loader.
+        compile_syscall_loops(sources, dir)?;
         for (name, link) in [
-            ("syscall_loops", Some("-static")),
             ("filter_only", None),
             ("null_tracer", None),
             ("user_notif_probe", Some("-static")),
         ] {
-            let (out, src) = (dir.join(name), sources.join(format!("{name}.c")));
-            xshell::cmd!(sh, "cc -O2 {link...} -o {out} {src}")
-                .quiet()
-                .run()
-                .with_context(|| format!("cannot compile {name}.c (apt-get install gcc)"))?;
+            compile_c(sources, dir, name, link)?;
         }
         Ok(Programs {
             dir: dir.to_path_buf(),
@@ -104,6 +99,21 @@ impl Programs {
     fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
+}
+
+/// `dir/syscall_loops`, static: it also runs in containers and sandboxes (bench_stack.rs).
+pub fn compile_syscall_loops(sources: &Path, dir: &Path) -> Result<PathBuf> {
+    compile_c(sources, dir, "syscall_loops", Some("-static"))
+}
+
+fn compile_c(sources: &Path, dir: &Path, name: &str, link: Option<&str>) -> Result<PathBuf> {
+    let sh = xshell::Shell::new()?;
+    let (out, src) = (dir.join(name), sources.join(format!("{name}.c")));
+    xshell::cmd!(sh, "cc -O2 {link...} -o {out} {src}")
+        .quiet()
+        .run()
+        .with_context(|| format!("cannot compile {name}.c (apt-get install gcc)"))?;
+    Ok(out)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -424,18 +434,5 @@ pub fn markdown(r: &BenchReport) -> String {
 
 /// Replace the text between `<!-- bench:LABEL -->` and `<!-- /bench:LABEL -->` in `file`.
 pub fn update(file: &Path, label: &str, table: &str) -> Result<()> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let (open, close) = (
-        format!("<!-- bench:{label} -->"),
-        format!("<!-- /bench:{label} -->"),
-    );
-    let (Some(start), Some(end)) = (text.find(&open), text.find(&close)) else {
-        bail!(
-            "{} has no `{open}` ... `{close}` markers: add them where the table for {label} goes",
-            file.display()
-        );
-    };
-    let new = format!("{}{open}\n{table}{}", &text[..start], &text[end..]);
-    crate::fsutil::write_atomic(file, new.as_bytes())
+    crate::fsutil::replace_between_markers(file, &format!("bench:{label}"), table)
 }

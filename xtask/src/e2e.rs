@@ -63,9 +63,19 @@ pub struct Inputs<'a> {
     pub network: Network,
 }
 
-#[derive(Debug)]
+/// One run's result; also saved as `outcome.json` in its directory, from which
+/// [`compatibility_table`] is made.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub label: String,
+    /// The host's label (`gvisor-current`, ...) and the mode, for the table.
+    pub host: String,
+    pub mode: String,
+    /// When the run ended (RFC 3339, UTC) and which runsc it ran in (`--version`'s first line).
+    #[serde(default)]
+    pub finished_at: String,
+    #[serde(default)]
+    pub runsc_version: Option<String>,
     pub steps: Vec<(String, String, String)>,
     pub times: Vec<(String, String)>,
     pub rss: Vec<(String, String)>,
@@ -142,6 +152,23 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
     };
     let mut o = Outcome {
         label: format!("{} ({mode_name}, {network})", host.label),
+        host: host.label.clone(),
+        mode: mode_name.to_string(),
+        finished_at: crate::build::rfc3339_utc(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        ),
+        runsc_version: host.runsc.as_deref().and_then(|runsc| {
+            let out = std::process::Command::new(runsc)
+                .arg("--version")
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        }),
         steps: vec![],
         times: vec![],
         rss: vec![],
@@ -172,6 +199,7 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
         o.steps
             .push(k3s_log::step(&k3s_errors, inputs.known_errors)?);
     }
+    std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec_pretty(&o)?)?;
     Ok(o)
 }
 
@@ -281,6 +309,15 @@ pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome
     std::fs::write(&log, &text)?;
     let mut o = Outcome {
         label: format!("{} (two nodes: server {mode_name} + agent)", host.label),
+        host: host.label.clone(),
+        // Not a mode of the single-node table (compatibility_table): these runs are not in it.
+        mode: format!("two-nodes-{mode_name}"),
+        finished_at: crate::build::rfc3339_utc(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        ),
+        runsc_version: None,
         steps: vec![],
         times: vec![],
         rss: vec![],
@@ -313,6 +350,117 @@ pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome
         );
     }
     Ok(o)
+}
+
+const OUTCOME_FILE: &str = "outcome.json";
+
+/// The hosts in the order users meet them: plain Linux, then gVisor from newest to oldest.
+const TABLE_HOSTS: [&str; 5] = [
+    "plain-linux",
+    "gvisor-current",
+    "gvisor-2025",
+    "gvisor-2023",
+    "gvisor-debian-2022",
+];
+
+/// What a user asks of a host, and the scenario steps that answer it (all must be ok).
+const TABLE_ROWS: [(&str, &str, &[&str]); 9] = [
+    (
+        "control plane (API, kubectl)",
+        "control-plane-only",
+        &["readyz", "configmap"],
+    ),
+    ("install, node Ready", "full", &["install", "node-ready"]),
+    ("every blocker handled (doctor)", "full", &["doctor"]),
+    ("pod Running, logs", "full", &["pod-running", "pod-logs"]),
+    ("pods untraced", "full", &["pod-untraced"]),
+    ("kubectl exec", "full", &["exec"]),
+    ("Deployment (2 replicas)", "full", &["deployment"]),
+    ("stop, start: pods back", "full", &["start", "pods-back"]),
+    (
+        "uninstall leaves nothing",
+        "full",
+        &[
+            "uninstall",
+            "mounts-restored",
+            "host-files-restored",
+            "nothing-left",
+        ],
+    ),
+];
+
+/// A markdown table of what works where, from every `outcome.json` under `work` (the last run
+/// of each host and mode): `yes`, `no` with the first failed step and its line, or blank (not
+/// run); then which run each column comes from, and where its full output is.
+pub fn compatibility_table(work: &Path) -> Result<String> {
+    let mut outcomes = Vec::new();
+    for entry in std::fs::read_dir(work).into_iter().flatten().flatten() {
+        let file = entry.path().join(OUTCOME_FILE);
+        if let Ok(bytes) = std::fs::read(&file) {
+            let outcome: Outcome = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is damaged: run the e2e again", file.display()))?;
+            outcomes.push(outcome);
+        }
+    }
+    let mut s = String::from("| | ");
+    s.push_str(&TABLE_HOSTS.join(" | "));
+    s.push_str(
+        " |
+|---|",
+    );
+    s.push_str(&"---|".repeat(TABLE_HOSTS.len()));
+    s.push('\n');
+    for (question, mode, steps) in TABLE_ROWS {
+        s.push_str(&format!("| {question} |"));
+        for host in TABLE_HOSTS {
+            let cell = match outcomes.iter().find(|o| o.host == host && o.mode == mode) {
+                None => String::new(),
+                Some(o) => {
+                    let status = |name: &str| {
+                        o.steps
+                            .iter()
+                            .find(|(n, _, _)| n == name)
+                            .map(|(_, status, _)| status.as_str())
+                    };
+                    match steps.iter().find(|name| status(name) != Some("ok")) {
+                        None => "yes".to_string(),
+                        Some(name) => {
+                            let detail = o
+                                .steps
+                                .iter()
+                                .find(|(n, _, _)| n == name)
+                                .map(|(_, status, detail)| format!("{status} {detail}"))
+                                .unwrap_or_else(|| "not reached".into());
+                            let detail: String = detail.trim().chars().take(90).collect();
+                            format!("no: `{name}` {}", detail.replace('|', "\\|"))
+                        }
+                    }
+                }
+            };
+            s.push_str(&format!(" {cell} |"));
+        }
+        s.push('\n');
+    }
+    s.push_str("\nRuns:\n");
+    let mut runs: Vec<&Outcome> = outcomes.iter().collect();
+    runs.sort_by_key(|o| {
+        (
+            TABLE_HOSTS.iter().position(|h| *h == o.host),
+            o.mode.clone(),
+        )
+    });
+    for o in runs {
+        s.push_str(&format!(
+            "- {} ({}): {}, {}; output in target/k3s-gvisor/e2e/{}-{}/output.log\n",
+            o.host,
+            o.mode,
+            o.finished_at,
+            o.runsc_version.as_deref().unwrap_or("no runsc"),
+            o.host,
+            o.mode
+        ));
+    }
+    Ok(s)
 }
 
 pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {
@@ -368,4 +516,61 @@ pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(host: &str, mode: &str, steps: &[(&str, &str, &str)]) -> Outcome {
+        Outcome {
+            label: host.into(),
+            host: host.into(),
+            mode: mode.into(),
+            finished_at: "2026-11-28T10:00:00Z".into(),
+            runsc_version: Some("runsc version test".into()),
+            steps: steps
+                .iter()
+                .map(|(n, s, d)| (n.to_string(), s.to_string(), d.to_string()))
+                .collect(),
+            times: vec![],
+            rss: vec![],
+            gaps: vec![],
+            notes: vec![],
+            log: PathBuf::from("output.log"),
+            gaps_allowed: false,
+        }
+    }
+
+    #[test]
+    fn the_table_says_yes_no_with_the_failed_step_or_nothing() {
+        let work = tempfile::tempdir().unwrap();
+        for o in [
+            outcome(
+                "gvisor-current",
+                "full",
+                &[("install", "ok", ""), ("node-ready", "ok", "")],
+            ),
+            outcome(
+                "gvisor-2023",
+                "full",
+                &[("install", "FAIL", "rc=1 | no runc")],
+            ),
+        ] {
+            let dir = work.path().join(format!("{}-{}", o.host, o.mode));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec(&o).unwrap()).unwrap();
+        }
+        let table = compatibility_table(work.path()).unwrap();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("| install, node Ready |"))
+            .unwrap();
+        let cells: Vec<&str> = row.split(" | ").collect();
+        // | question | plain-linux | gvisor-current | gvisor-2025 | gvisor-2023 | debian |
+        assert_eq!(cells[1].trim(), "", "{row}");
+        assert_eq!(cells[2].trim(), "yes", "{row}");
+        assert!(row.contains("no: `install` FAIL rc=1 \\| no runc"), "{row}");
+        assert!(table.contains("- gvisor-current (full): 2026-11-28T10:00:00Z, runsc version test"));
+    }
 }

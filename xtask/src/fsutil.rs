@@ -68,3 +68,19 @@ pub fn tail(path: &Path, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// Replaces the text between `<!-- NAME -->` and `<!-- /NAME -->` in `file` with `text`, so a
+/// generated table in a document is regenerated, never typed.
+pub fn replace_between_markers(file: &Path, name: &str, text: &str) -> Result<()> {
+    let old =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (open, close) = (format!("<!-- {name} -->"), format!("<!-- /{name} -->"));
+    let (Some(start), Some(end)) = (old.find(&open), old.find(&close)) else {
+        anyhow::bail!(
+            "{} has no `{open}` ... `{close}` markers: add them where the generated text goes",
+            file.display()
+        );
+    };
+    let new = format!("{}{open}\n{text}{}", &old[..start], &old[end..]);
+    write_atomic(file, new.as_bytes())
+}

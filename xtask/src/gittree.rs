@@ -86,21 +86,8 @@ fn write_tree(repo: &Repository, dir: &Path) -> Result<Option<Oid>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
 
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .expect("git is installed");
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
+    use testkit::git;
 
     /// A fixture with everything git distinguishes: a symlink, an executable, nested
     /// directories, names that sort differently as files and as trees (`a.b` vs `a/`), and an

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the k3s-gvisor build pipeline. See ARCHITECTURE.md for the map.
 
 mod bench;
+mod bench_stack;
 mod build;
 mod config;
 mod digest;
@@ -13,7 +14,6 @@ mod go;
 mod image;
 mod k3s_log;
 mod layout;
-mod manifest;
 mod package;
 mod patch;
 mod pipeline;
@@ -147,7 +147,26 @@ enum Command {
         /// Where the JSON report goes (default target/k3s-gvisor/bench/<host>.json).
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Replace the table between `<!-- bench:<host> -->` markers in this file.
+        /// Replace the table between `<!-- bench:<host> -->` markers in this file
+        /// (`<!-- bench:stack-<host> -->` with --stack).
+        #[arg(long)]
+        update: Option<PathBuf>,
+        /// Measure the installed stack instead (builds the bundle): a pod's loops against a
+        /// container with no launcher, and on plain Linux k3s's idle CPU with and without the
+        /// launcher.
+        #[arg(long)]
+        stack: bool,
+        /// With --stack: seconds of each idle-CPU window.
+        #[arg(long, default_value_t = 60)]
+        idle_seconds: u32,
+        /// With --stack, in a sandbox: its network (as for e2e).
+        #[arg(long, value_enum, default_value_t = sandbox::Network::Interface)]
+        network: sandbox::Network,
+    },
+    /// What works where: a markdown table from the saved results of every host and mode
+    /// `cargo xtask e2e` last ran (target/k3s-gvisor/e2e/*/outcome.json).
+    E2eTable {
+        /// Write it between `<!-- e2e:compatibility -->` markers in this file (README.md).
         #[arg(long)]
         update: Option<PathBuf>,
     },
@@ -367,9 +386,40 @@ fn run(cli: Cli) -> Result<()> {
             n_open,
             json,
             update,
+            stack,
+            idle_seconds,
+            network,
         } => {
             let host_arg = host;
             let host = e2e_host(&host_arg, &layout, offline)?;
+            if stack {
+                let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
+                let report = bench_stack::run(&bench_stack::StackOptions {
+                    tarball: &tarball,
+                    work: &layout.work.join("bench"),
+                    scripts: &layout.repo.join("tests/e2e"),
+                    loop_sources: &layout.repo.join("crates/launcher/benches"),
+                    host: &host,
+                    host_arg: &host_arg,
+                    network,
+                    rounds,
+                    n_syscall,
+                    n_open,
+                    idle_seconds,
+                })?;
+                let label = format!("stack-{}", host.label);
+                let json =
+                    json.unwrap_or_else(|| layout.work.join("bench").join(format!("{label}.json")));
+                std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
+                let table = bench_stack::markdown(&report);
+                print!("{table}");
+                eprintln!("JSON: {}", json.display());
+                if let Some(file) = update {
+                    bench::update(&file, &label, &table)?;
+                    eprintln!("updated the {label} table in {}", file.display());
+                }
+                return Ok(());
+            }
             let mut report = Report::default();
             let crates = pipeline::build_crates(&config, &layout, &mut report)?;
             let launcher = crates
@@ -403,6 +453,14 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(file) = update {
                 bench::update(&file, &host.label, &table)?;
                 eprintln!("updated the {} table in {}", host.label, file.display());
+            }
+        }
+        Command::E2eTable { update } => {
+            let table = e2e::compatibility_table(&layout.work.join("e2e"))?;
+            print!("{table}");
+            if let Some(file) = update {
+                fsutil::replace_between_markers(&file, "e2e:compatibility", &table)?;
+                eprintln!("updated the compatibility table in {}", file.display());
             }
         }
         Command::Fetch => {

@@ -5,9 +5,9 @@
 
 use crate::digest::{executable, sha256_file};
 use crate::fsutil::{copy_tree, remove_tree, write_atomic};
-use crate::manifest::Manifest;
 use crate::tarball::TarWriter;
 use anyhow::{Context, Result};
+use bundle_manifest::Manifest;
 use std::path::{Path, PathBuf};
 
 /// One file that goes into the bundle: where it comes from and where it lands.

@@ -11,15 +11,15 @@ use crate::digest::{combine, sha256_file, sha256_tree};
 use crate::fetch::{fetch, FetchOptions, SourceTree};
 use crate::go::Go;
 use crate::layout::{Layout, Variant};
-use crate::manifest::{
-    ComponentRecord, ImageRecord, LinkRecord, Manifest, OmittedRecord, OutputRecord, PatchRecord,
-    SourceRecord,
-};
 use crate::package::{self, BundleFile};
 use crate::patch::{patch_files, prepare_tree};
 use crate::stamp::Stamp;
 use crate::ui::step;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use bundle_manifest::{
+    ComponentRecord, ImageRecord, LinkRecord, Manifest, OmittedRecord, OutputRecord, PatchRecord,
+    SourceRecord,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -418,6 +418,10 @@ fn component_record(
                         .display()
                         .to_string(),
                     sha256: sha256_file(p)?,
+                    handles: bundle_manifest::declared_blockers(
+                        &std::fs::read_to_string(p)
+                            .with_context(|| format!("cannot read {}", p.display()))?,
+                    ),
                 })
             })
             .collect::<Result<_>>()?,

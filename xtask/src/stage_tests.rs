@@ -5,9 +5,9 @@
 use crate::config::{BundleConfig, Component};
 use crate::fetch::{fetch, FetchOptions};
 use crate::layout::{Layout, Variant};
-use crate::manifest::Manifest;
 use crate::package::{self, BundleFile};
 use crate::pipeline::{self, Options, Report};
+use bundle_manifest::Manifest;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -42,19 +42,7 @@ fn serve(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsiz
     (url, hits)
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("these tests need git");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use testkit::git;
 
 /// An upstream made by the test: a git repository (a nested directory, an executable, a
 /// symlink) with one commit, `git archive`d the way GitHub serves commit archives.
@@ -483,10 +471,10 @@ fn tiny_bundle(root: &Path) -> PathBuf {
         version: "v1".into(),
         arch: "amd64".into(),
         source_date_epoch: 1700000000,
-        components: vec![crate::manifest::ComponentRecord {
+        components: vec![bundle_manifest::ComponentRecord {
             name: "payload".into(),
             version: "v1".into(),
-            source: crate::manifest::SourceRecord {
+            source: bundle_manifest::SourceRecord {
                 transport: "workspace".into(),
                 location: "x".into(),
                 content: "sha256-tree:0".into(),
@@ -496,11 +484,11 @@ fn tiny_bundle(root: &Path) -> PathBuf {
             },
             patches: vec![],
             build_flags: vec![],
-            outputs: vec![crate::manifest::OutputRecord {
+            outputs: vec![bundle_manifest::OutputRecord {
                 path: "bin/payload".into(),
                 sha256: crate::digest::sha256_file(&bin).unwrap(),
             }],
-            links: vec![crate::manifest::LinkRecord {
+            links: vec![bundle_manifest::LinkRecord {
                 path: "bin/payload-link".into(),
                 target: "payload".into(),
             }],

@@ -26,9 +26,7 @@ use pins::ToolPin;
 /// root is this host's root over 9p (so absolute paths stay valid) with loopback-only network.
 /// Add `-c SCRIPT` or a script path.
 pub fn runsc_sh(runsc: &Path) -> std::process::Command {
-    let mut command = std::process::Command::new(runsc);
-    command.args(["--network=none", "do", "-force-overlay=false", "/bin/sh"]);
-    command
+    testkit::runsc_sh(runsc)
 }
 
 /// The path of the pinned tool `name`, built into `cache_dir` if it is not there yet.

@@ -4,9 +4,9 @@
 //! beside it. The first offending path is the error.
 
 use crate::digest::sha256_file;
-use crate::manifest::Manifest;
 use crate::package::sidecar_path;
 use anyhow::{bail, Context, Result};
+use bundle_manifest::Manifest;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -8,47 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
-
-/// `bundle-manifest.json`, as written by `cargo xtask bundle`. Only the fields the installer uses.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Manifest {
-    pub name: String,
-    pub version: String,
-    /// Go-style architecture name: "amd64", "arm64".
-    pub arch: String,
-    #[serde(default)]
-    pub components: Vec<Component>,
-    #[serde(default)]
-    pub images: Vec<Image>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Component {
-    pub name: String,
-    pub version: String,
-    #[serde(default)]
-    pub patches: Vec<Patch>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Patch {
-    pub file: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Image {
-    pub name: String,
-    /// The reference the image carries after `ctr images import`, e.g. "registry.k8s.io/pause:3.10".
-    #[serde(rename = "ref")]
-    pub reference: String,
-    /// Path of the OCI archive, relative to the bundle dir.
-    pub file: String,
-    /// True for the pod sandbox ("pause") image.
-    #[serde(default)]
-    pub sandbox: bool,
-}
 
 /// An extracted bundle directory and its parsed manifest.
 #[derive(Debug, Clone)]
@@ -57,8 +17,7 @@ pub struct Bundle {
     pub manifest: Manifest,
 }
 
-pub const MANIFEST_FILE: &str = "bundle-manifest.json";
-pub const SUMS_FILE: &str = "SHA256SUMS";
+pub use bundle_manifest::{ImageRecord as Image, Manifest, MANIFEST_FILE, SUMS_FILE};
 
 impl Bundle {
     /// Finds the bundle: an explicit dir, else the parent of the `bin/` this executable sits in.

@@ -207,13 +207,18 @@ mod tests {
             name: "k3s-gvisor".into(),
             version: "0".into(),
             arch: "amd64".into(),
+            source_date_epoch: 0,
             components: vec![],
+            omitted: vec![],
             images: images
                 .iter()
                 .map(|reference| Image {
                     name: "x".into(),
                     reference: reference.to_string(),
+                    source: "build".into(),
+                    digest: "sha256:0".into(),
                     file: "images/x.oci.tar".into(),
+                    sha256: "0".into(),
                     sandbox: false,
                 })
                 .collect(),

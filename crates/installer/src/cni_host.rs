@@ -7,7 +7,6 @@
 //!   containerd for each pod sandbox and removed only by a CNI DEL, which `stop` (killing the
 //!   tasks) never makes.
 
-use std::ffi::CStr;
 use std::path::Path;
 
 use crate::netlink;
@@ -18,25 +17,13 @@ const DEFAULT_BRIDGE: &str = "gvcni0";
 /// Every network interface's name and index (if_nameindex: works where /sys/class/net does
 /// not exist, as in gVisor).
 pub fn links() -> Vec<(String, u32)> {
-    let mut found = Vec::new();
-    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below; names are
-    // NUL-terminated C strings that live as long as the array.
-    unsafe {
-        let list = libc::if_nameindex();
-        if list.is_null() {
-            return found;
-        }
-        let mut entry = list;
-        while (*entry).if_index != 0 {
-            let name = CStr::from_ptr((*entry).if_name)
-                .to_string_lossy()
-                .into_owned();
-            found.push((name, (*entry).if_index));
-            entry = entry.add(1);
-        }
-        libc::if_freenameindex(list);
-    }
-    found
+    nix::net::if_::if_nameindex()
+        .map(|list| {
+            list.iter()
+                .map(|i| (i.name().to_string_lossy().into_owned(), i.index()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub fn link_names() -> Vec<String> {

@@ -15,7 +15,7 @@ use crate::mounts;
 use crate::ops;
 use crate::paths::Paths;
 use crate::preflight;
-use crate::state::State;
+use crate::state::{LauncherUse, State};
 
 pub struct InstallOptions {
     pub bundle_dir: Option<PathBuf>,
@@ -23,6 +23,7 @@ pub struct InstallOptions {
     pub data_dir: PathBuf,
     pub control_plane_only: bool,
     pub no_start: bool,
+    pub launcher: LauncherUse,
     /// `--server` and `--token`: install an agent node.
     pub join: Option<Join>,
     pub node_name: Option<String>,
@@ -212,6 +213,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         added_addresses: Vec::new(),
         links_before: cni_host::link_names(),
         lo_before_up: None,
+        launcher: options.launcher,
     };
     // The data dir comes first: it holds the state file that records everything after it.
     state.create_dir_all_recorded(&paths.data_dir)?;

@@ -17,6 +17,7 @@
 //!   leave outside the data dir: the CNI bridge and result cache (`cni_host`), the container
 //!   log links (`pod_logs`).
 
+mod blockers;
 mod bundle;
 mod cluster;
 mod cni_host;
@@ -46,7 +47,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::paths::{DEFAULT_DATA_DIR, DEFAULT_PREFIX};
-use crate::state::State;
+use crate::state::{LauncherUse, State};
 
 #[derive(Parser)]
 #[command(
@@ -90,6 +91,9 @@ struct InstallArgs {
     /// The extracted bundle (default: the directory above this executable's bin/).
     #[arg(long)]
     bundle: Option<PathBuf>,
+    /// When k3s runs under the ptrace launcher that serves missing /proc/sys files.
+    #[arg(long, value_enum, default_value_t = LauncherUse::Auto)]
+    launcher: LauncherUse,
 }
 
 #[derive(Args, Clone)]
@@ -111,8 +115,9 @@ enum Command {
     Logs {
         #[command(flatten)]
         data: DataDirArg,
-        /// containerd, k3s, node-routes, launcher-containerd or launcher-k3s (default: all).
-        service: Option<String>,
+        /// Which log (default: all).
+        #[arg(value_enum)]
+        service: Option<ops::Log>,
         /// How many lines to show from the end of each log.
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: usize,
@@ -145,6 +150,7 @@ fn run(cli: Cli) -> Result<()> {
                 token: cli.install.token.unwrap_or_default(),
             }),
             node_name: cli.install.node_name,
+            launcher: cli.install.launcher,
         }),
         Some(Command::NodeRoutes(d)) => node_routes::run(&State::require(&d.data_dir)?),
         Some(Command::Start(d)) => ops::start(&mut State::require(&d.data_dir)?),
@@ -154,7 +160,7 @@ fn run(cli: Cli) -> Result<()> {
             data,
             service,
             lines,
-        }) => ops::logs(&State::require(&data.data_dir)?, service.as_deref(), lines),
+        }) => ops::logs(&State::require(&data.data_dir)?, service, lines),
         Some(Command::Uninstall(d)) => ops::uninstall(&State::require(&d.data_dir)?),
         Some(Command::Doctor { data, bundle }) => run_doctor(&data.data_dir, bundle),
     }

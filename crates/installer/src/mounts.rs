@@ -1,10 +1,8 @@
 //! Host changes outside the prefix: /dev/kmsg and cgroup v1 mounts. Every mount and every file or
 //! directory created is recorded in the state file at once, so uninstall can undo it.
 
-use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -12,53 +10,28 @@ use anyhow::{Context, Result};
 use crate::probe;
 use crate::state::State;
 
-fn c_path(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).expect("paths never contain NUL bytes")
-}
+pub use nix::mount::MsFlags;
 
 pub fn mount(
     source: &str,
     target: &Path,
     fs_type: &str,
-    flags: libc::c_ulong,
+    flags: MsFlags,
     data: &str,
 ) -> io::Result<()> {
-    let source = CString::new(source).expect("no NUL");
-    let target = c_path(target);
-    let fs_type = CString::new(fs_type).expect("no NUL");
-    let data = CString::new(data).expect("no NUL");
-    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fs_type.as_ptr(),
-            flags,
-            data.as_ptr().cast(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    nix::mount::mount(Some(source), target, Some(fs_type), flags, Some(data))
+        .map_err(io::Error::from)
 }
 
 /// Unmounts `target`; falls back to a lazy detach when something still holds it busy.
 pub fn unmount(target: &Path) -> io::Result<()> {
-    let path = c_path(target);
-    // SAFETY: valid NUL-terminated path.
-    if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
-        return Ok(());
-    }
-    let error = io::Error::last_os_error();
-    if error.raw_os_error() == Some(libc::EBUSY) {
-        // SAFETY: as above.
-        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
-            return Ok(());
+    use nix::mount::{umount2, MntFlags};
+    match umount2(target, MntFlags::empty()) {
+        Err(nix::errno::Errno::EBUSY) => {
+            umount2(target, MntFlags::MNT_DETACH).map_err(io::Error::from)
         }
+        result => result.map_err(io::Error::from),
     }
-    Err(error)
 }
 
 /// kubelet's OOM watcher opens /dev/kmsg and gVisor has none. A bind mount of /dev/null gives it
@@ -73,7 +46,7 @@ pub fn provide_dev_kmsg(state: &mut State) -> Result<()> {
     })?;
     state.created_files.push(kmsg.to_path_buf());
     state.save()?;
-    mount("/dev/null", kmsg, "", libc::MS_BIND, "")
+    mount("/dev/null", kmsg, "", MsFlags::MS_BIND, "")
         .context("cannot bind-mount /dev/null on /dev/kmsg")?;
     state.mounts.push(kmsg.to_path_buf());
     state.save()
@@ -95,7 +68,7 @@ pub fn mount_cgroups(state: &mut State) -> Result<CgroupOutcome> {
     let mounts = probe::read_mounts();
     let root_is_mounted = mounts.iter().any(|m| m.mount_point == root);
     if !root_is_mounted {
-        mount("tmpfs", root, "tmpfs", 0, "mode=755")
+        mount("tmpfs", root, "tmpfs", MsFlags::empty(), "mode=755")
             .context("cannot mount tmpfs on /sys/fs/cgroup")?;
         state.mounts.push(root.to_path_buf());
         state.save()?;
@@ -104,7 +77,7 @@ pub fn mount_cgroups(state: &mut State) -> Result<CgroupOutcome> {
     for controller in probe::cgroup_controllers_to_mount() {
         let dir: PathBuf = root.join(&controller);
         state.create_dir_all_recorded(&dir)?;
-        match mount("cgroup", &dir, "cgroup", 0, &controller) {
+        match mount("cgroup", &dir, "cgroup", MsFlags::empty(), &controller) {
             Ok(()) => {
                 state.mounts.push(dir.clone());
                 state.save()?;
@@ -182,4 +155,47 @@ pub fn unmount_under(roots: &[&Path]) -> Vec<String> {
             Err(error) => format!("cannot unmount {}: {error}", point.display()),
         })
         .collect()
+}
+
+/// Tries a recursive bind mount of a scratch dir onto a sibling and undoes it. Only doctor runs
+/// this (it mounts, briefly); anything but EINVAL counts as "works".
+pub fn recursive_bind_refused() -> bool {
+    let scratch = std::env::temp_dir().join(format!("k3s-gvisor-doctor-{}", std::process::id()));
+    let (source, target) = (scratch.join("a"), scratch.join("b"));
+    if std::fs::create_dir_all(&source).is_err() || std::fs::create_dir_all(&target).is_err() {
+        return false;
+    }
+    let result = mount(
+        &source.display().to_string(),
+        &target,
+        "",
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        "",
+    );
+    if result.is_ok() {
+        let _ = unmount(&target);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    matches!(result, Err(error) if error.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32))
+}
+
+/// containerd bind-mounts each pod's netns under /run/netns and statfs(2)s it before bringing lo
+/// up; Debian's 2022 gVisor answers ENOSYS there (though not on /proc/self/ns/net itself).
+/// Reproduced on a scratch file and undone.
+pub fn statfs_on_mounted_netns_fails() -> bool {
+    let scratch = std::env::temp_dir().join(format!("k3s-gvisor-doctor-ns-{}", std::process::id()));
+    if std::fs::write(&scratch, b"").is_err() {
+        return false;
+    }
+    let mounted = mount("/proc/self/ns/net", &scratch, "", MsFlags::MS_BIND, "").is_ok();
+    let mut failed_with_enosys = false;
+    if mounted {
+        failed_with_enosys = matches!(
+            nix::sys::statfs::statfs(&scratch),
+            Err(nix::errno::Errno::ENOSYS)
+        );
+        let _ = unmount(&scratch);
+    }
+    let _ = std::fs::remove_file(&scratch);
+    failed_with_enosys
 }

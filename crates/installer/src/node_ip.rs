@@ -17,9 +17,8 @@
 //! gVisors (`runsc --network=none do`): `ip addr add 10.255.255.254/32 dev lo` succeeds and a
 //! TCP connection to the address works.
 
-use std::ffi::CStr;
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -146,63 +145,35 @@ pub fn choose(default_routes: &[String], addresses: &[InterfaceAddress]) -> Choi
 
 /// The addresses of every interface, up or not (getifaddrs).
 pub fn interface_addresses() -> Vec<InterfaceAddress> {
-    let mut found = Vec::new();
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list` with a linked list we free below; every entry is read only
-    // while the list is alive, and ifa_addr is checked for NULL before its family is read.
-    unsafe {
-        if libc::getifaddrs(&mut list) != 0 {
-            return found;
-        }
-        let mut entry = list;
-        while !entry.is_null() {
-            let ifa = &*entry;
-            entry = ifa.ifa_next;
-            if ifa.ifa_addr.is_null() {
-                continue;
-            }
-            let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
-            let mask = ifa.ifa_netmask;
-            let (address, prefix) = match i32::from((*ifa.ifa_addr).sa_family) {
-                libc::AF_INET => {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    let prefix = if mask.is_null() {
-                        32
-                    } else {
-                        (*(mask as *const libc::sockaddr_in))
-                            .sin_addr
-                            .s_addr
-                            .count_ones()
-                    };
-                    let v4 = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                    (IpAddr::V4(v4), prefix as u8)
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    let prefix: u32 = if mask.is_null() {
-                        128
-                    } else {
-                        let mask = &*(mask as *const libc::sockaddr_in6);
-                        mask.sin6_addr.s6_addr.iter().map(|b| b.count_ones()).sum()
-                    };
-                    (
-                        IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)),
-                        prefix as u8,
-                    )
-                }
-                _ => continue,
-            };
-            let interface = CStr::from_ptr(ifa.ifa_name).to_string_lossy().into_owned();
-            found.push(InterfaceAddress {
-                interface,
-                address,
-                prefix,
-                up,
-            });
-        }
-        libc::freeifaddrs(list);
-    }
-    found
+    use nix::net::if_::InterfaceFlags;
+    let Ok(list) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    list.filter_map(|ifa| {
+        let address = ifa.address?;
+        let (address, prefix) = if let Some(v4) = address.as_sockaddr_in() {
+            let prefix = ifa
+                .netmask
+                .and_then(|m| m.as_sockaddr_in().map(|m| m.ip().to_bits().count_ones()))
+                .unwrap_or(32);
+            (IpAddr::V4(v4.ip()), prefix as u8)
+        } else if let Some(v6) = address.as_sockaddr_in6() {
+            let prefix = ifa
+                .netmask
+                .and_then(|m| m.as_sockaddr_in6().map(|m| m.ip().to_bits().count_ones()))
+                .unwrap_or(128);
+            (IpAddr::V6(v6.ip()), prefix as u8)
+        } else {
+            return None;
+        };
+        Some(InterfaceAddress {
+            interface: ifa.interface_name,
+            address,
+            prefix,
+            up: ifa.flags.contains(InterfaceFlags::IFF_UP),
+        })
+    })
+    .collect()
 }
 
 fn read_default_routes() -> Vec<String> {
@@ -254,15 +225,8 @@ pub fn prepare(state: &mut State) -> Result<NodeIp> {
 }
 
 pub fn lo_index() -> Result<u32> {
-    // SAFETY: a NUL-terminated constant name.
-    let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-    if index == 0 {
-        anyhow::bail!(
-            "cannot find the loopback interface lo: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(index)
+    nix::net::if_::if_nametoindex("lo")
+        .map_err(|error| anyhow::anyhow!("cannot find the loopback interface lo: {error}"))
 }
 
 fn add_to_loopback(state: &mut State, address: Ipv4Addr) -> Result<()> {
@@ -307,10 +271,8 @@ pub fn remove_added_addresses(state: &State) -> Vec<String> {
         if !on_interface {
             continue;
         }
-        // SAFETY: interface names come from our own state file and contain no NUL.
-        let index = std::ffi::CString::new(added.interface.clone())
-            .map(|name| unsafe { libc::if_nametoindex(name.as_ptr()) })
-            .unwrap_or(0);
+        // 0 (no such interface) makes the delete fail with a message naming it.
+        let index = nix::net::if_::if_nametoindex(added.interface.as_str()).unwrap_or(0);
         match netlink::delete_address(index, added.address, added.prefix) {
             Ok(()) => println!(
                 "removed {}/{} from {}",

@@ -290,26 +290,39 @@ fn count_phases(lines: &str) -> String {
         .join(", ")
 }
 
-pub fn logs(state: &State, service: Option<&str>, lines: usize) -> Result<()> {
+/// The logs `./install logs` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Log {
+    Containerd,
+    K3s,
+    /// The routes to other nodes' pod ranges it added or removed.
+    NodeRoutes,
+    /// What the launcher redirected for k3s (only where k3s runs under it).
+    LauncherK3s,
+}
+
+impl Log {
+    fn file_name(self) -> String {
+        match self {
+            Log::Containerd => CONTAINERD.to_string(),
+            Log::K3s => K3S.to_string(),
+            Log::NodeRoutes => services::NODE_ROUTES.to_string(),
+            Log::LauncherK3s => format!("launcher-{K3S}"),
+        }
+    }
+}
+
+pub fn logs(state: &State, only: Option<Log>, lines: usize) -> Result<()> {
     let paths = state.paths();
-    let services: Vec<String> = match service {
-        Some(name) => vec![name.to_string()],
-        None => vec![
-            CONTAINERD.to_string(),
-            K3S.to_string(),
-            services::NODE_ROUTES.to_string(),
-            format!("launcher-{CONTAINERD}"),
-            format!("launcher-{K3S}"),
-        ],
+    let chosen = match only {
+        Some(log) => vec![log],
+        None => vec![Log::Containerd, Log::K3s, Log::NodeRoutes, Log::LauncherK3s],
     };
-    for name in services {
-        let file = paths.log_file(&name);
+    for log in chosen {
+        let file = paths.log_file(&log.file_name());
         if !file.exists() {
-            if service.is_some() {
-                bail!(
-                    "no log {} (known: containerd, k3s, node-routes, launcher-containerd, launcher-k3s)",
-                    file.display()
-                );
+            if only.is_some() {
+                bail!("no log {} (nothing has written it yet)", file.display());
             }
             continue;
         }

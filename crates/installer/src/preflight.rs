@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+use crate::blockers;
 use crate::bundle::{self, Bundle};
 use crate::paths::Paths;
 use crate::probe::{self, HostFacts};
@@ -52,8 +53,7 @@ fn collect_files(root: &Path, dir: &Path, found: &mut Vec<String>) {
 pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool) -> Result<Plan> {
     let mut problems: Vec<String> = Vec::new();
 
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         problems.push(
             "not running as root: the installer mounts cgroups and /dev/kmsg and starts \
              containerd; run it as root (e.g. `sudo ./install`)"
@@ -104,7 +104,22 @@ pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool) -> Result<Plan> {
     } else {
         "native"
     };
-    let workarounds = workarounds(&facts, snapshotter);
+    let mut workarounds = Vec::new();
+    if facts.looks_like_gvisor() {
+        workarounds.push(format!(
+            "sandbox: kernel reports {} and the root filesystem is {}: this looks like gVisor",
+            facts.kernel_release, facts.root_fs_type
+        ));
+    }
+    workarounds.extend(blockers::install_lines(&blockers::table(
+        &blockers::Inputs {
+            facts: &facts,
+            manifest: Some(&bundle.manifest),
+            installed: None,
+            snapshotter: Some(snapshotter),
+            mount_probes: false,
+        },
+    )));
     Ok(Plan {
         facts,
         snapshotter: snapshotter.into(),
@@ -185,73 +200,4 @@ fn disk_problems(bundle: &Bundle, paths: &Paths, will_start: bool) -> Vec<String
 fn device_of(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).ok().map(|m| m.dev())
-}
-
-/// One line per workaround the install will apply, each saying what and why.
-pub fn workarounds(facts: &HostFacts, snapshotter: &str) -> Vec<String> {
-    let mut lines = Vec::new();
-    if facts.looks_like_gvisor() {
-        lines.push(format!(
-            "sandbox: kernel reports {} and the root filesystem is {}: this looks like gVisor",
-            facts.kernel_release, facts.root_fs_type
-        ));
-    }
-    if !facts.missing_procsys.is_empty() {
-        lines.push(format!(
-            "/proc/sys lacks {} file(s) ({}): containerd and k3s run under the launcher, which \
-             serves them from PREFIX/procsys",
-            facts.missing_procsys.len(),
-            facts.missing_procsys.join(", ")
-        ));
-    }
-    if !facts.read_only_procsys.is_empty() {
-        lines.push(format!(
-            "/proc/sys refuses writes to {} file(s) the kubelet sets ({}): the launcher serves \
-             them from PREFIX/procsys too, writes included",
-            facts.read_only_procsys.len(),
-            facts.read_only_procsys.join(", ")
-        ));
-    }
-    if !facts.has_dev_kmsg {
-        lines.push(
-            "/dev/kmsg is missing: bind-mount /dev/null there (kubelet's OOM watcher opens it)"
-                .into(),
-        );
-    }
-    if facts.needs_cgroup_mounts() {
-        lines.push(format!(
-            "no cgroup hierarchy is mounted: mount tmpfs on /sys/fs/cgroup and cgroup v1 {} \
-             (those the kernel accepts), so runc and kubelet can place processes",
-            probe::cgroup_controllers_to_mount().join(",")
-        ));
-    }
-    if snapshotter == "native" {
-        lines.push(format!(
-            "root filesystem {} cannot host overlayfs layers: containerd uses the native snapshotter",
-            facts.root_fs_type
-        ));
-    }
-    let ports_missing = facts.procsys_missing("net/ipv4/ip_unprivileged_port_start");
-    let icmp_missing = facts.procsys_missing("net/ipv4/ping_group_range");
-    if facts.kernel_below_4_11() {
-        lines.push(format!(
-            "kernel {} is older than 4.11: CRI enable_unprivileged_ports/icmp are turned off",
-            facts.kernel_release
-        ));
-    } else if ports_missing || icmp_missing {
-        lines.push(
-            "/proc/sys lacks net/ipv4/ip_unprivileged_port_start or ping_group_range: CRI \
-             enable_unprivileged_ports/icmp are turned off (runc could not set them in pods)"
-                .into(),
-        );
-    }
-    if !facts.cap_sys_resource {
-        lines.push(
-            "no CAP_SYS_RESOURCE: containers cannot get an oom_score_adj below containerd's \
-             (runc would fail with `failed to update /proc/self/oom_score_adj`); CRI \
-             restrict_oom_score_adj is turned on"
-                .into(),
-        );
-    }
-    lines
 }

@@ -3,7 +3,6 @@
 //! Directory listings of synthetic filesystems fail inside gVisor (EINVAL from getdents on
 //! /proc/sys and /sys/fs/cgroup), so every probe here stats or reads one known path instead.
 
-use std::ffi::CStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -90,16 +89,10 @@ pub fn existing_ancestor(path: &Path) -> PathBuf {
 }
 
 pub fn kernel_release() -> String {
-    // SAFETY: uname fills a plain C struct; on success every field is NUL-terminated.
-    unsafe {
-        let mut name: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut name) != 0 {
-            return String::from("unknown");
-        }
-        CStr::from_ptr(name.release.as_ptr())
-            .to_string_lossy()
-            .into_owned()
-    }
+    nix::sys::utsname::uname().map_or_else(
+        |_| "unknown".to_string(),
+        |name| name.release().to_string_lossy().into_owned(),
+    )
 }
 
 /// `uname -m` translated to the Go architecture names the manifest uses.
@@ -122,39 +115,53 @@ pub fn kernel_version(release: &str) -> (u32, u32) {
 
 /// Bytes available to unprivileged writers at `path`'s filesystem (statvfs f_bavail).
 pub fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
-    unsafe {
-        let mut stat: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c_path.as_ptr(), &mut stat) != 0 {
-            return None;
-        }
-        Some(stat.f_bavail as u64 * stat.f_frsize as u64)
-    }
+    let stat = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(stat.blocks_available() * stat.fragment_size())
 }
 
 /// Does the kernel let a process become a child subreaper? containerd's shim needs it unless
 /// patched. Probed in a forked child, because the answer can differ for PID 1 (Debian's 2022
 /// gVisor accepts it from the sandbox's init, which `runsc do PROGRAM` makes us, and refuses
 /// it from any other process, such as the shim).
+/// The inode of `path` from lstat(2) itself, not std's statx: Debian's 2022 gVisor answers statx
+/// on /proc with EINVAL.
+pub fn lstat_inode(path: &str) -> Option<u64> {
+    nix::sys::stat::lstat(path).ok().map(|st| st.st_ino)
+}
+
+/// Does the kernel refuse setns(2) into a PID namespace? gVisor did until 2025-06-26 (EINVAL
+/// for any CLONE_NEWPID), and runc's exec joins the container's PID namespace that way. Probed
+/// by joining our own PID namespace, which changes nothing: setns(CLONE_NEWPID) only sets the
+/// namespace of children yet to be forked, and ours already is that one.
+/// Without /proc/self/ns/pid (Debian's 2022 gVisor) there is nothing to join: refused too.
+pub fn setns_pid_refused() -> bool {
+    let Ok(own) = fs::File::open("/proc/self/ns/pid") else {
+        return true;
+    };
+    // EINVAL: gVisor 2023 to mid-2025. EOPNOTSUPP: Debian's 2022 gVisor (where runc cannot
+    // start a container at all, so runc 0003, which retries on EINVAL, is never reached).
+    matches!(
+        nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID),
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP)
+    )
+}
+
 pub fn child_subreaper_supported() -> bool {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    // In a child: being a subreaper would change who reaps the installer's own daemons.
     // SAFETY: the child only calls prctl and _exit (async-signal-safe) before exiting; the
     // parent reaps it.
-    unsafe {
-        match libc::fork() {
-            0 => {
-                let ok = libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0;
-                libc::_exit(if ok { 0 } else { 1 })
-            }
-            -1 => false,
-            child => {
-                let mut status = 0;
-                libc::waitpid(child, &mut status, 0) == child
-                    && libc::WIFEXITED(status)
-                    && libc::WEXITSTATUS(status) == 0
-            }
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let ok = nix::sys::prctl::set_child_subreaper(true).is_ok();
+            // SAFETY: _exit ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
         }
+        Ok(ForkResult::Parent { child }) => {
+            matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 0)))
+        }
+        Err(_) => false,
     }
 }
 

@@ -64,6 +64,22 @@ pub struct State {
     /// IPv4 addresses lo had then. Uninstall sets lo down again and removes the others.
     #[serde(default)]
     pub lo_before_up: Option<Vec<AddedAddress>>,
+    /// When k3s runs under the launcher (`--launcher`); `start` keeps to it.
+    #[serde(default)]
+    pub launcher: LauncherUse,
+}
+
+/// When k3s runs under the launcher.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LauncherUse {
+    /// Where the host lacks or refuses /proc/sys files k3s needs (the procsys tree holds any).
+    #[default]
+    Auto,
+    /// Always, even where nothing is redirected (to measure what the launcher costs).
+    Always,
+    /// Never, even where files are missing (the kubelet may then fail to start).
+    Never,
 }
 
 /// k3s's default node name: the host name, in lower case (a node name must be a DNS

@@ -9,6 +9,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 /// A daemon as the installer knows it: name, pid file, log file.
 #[derive(Debug, Clone)]
@@ -54,11 +57,13 @@ impl Daemon {
         for (key, value) in env {
             command.env(key, value);
         }
-        // SAFETY: setsid is async-signal-safe; it makes the child a session and group leader, so
-        // the daemon outlives the installer and `stop` can signal its whole group.
+        // The child becomes a session and group leader, so the daemon outlives the installer
+        // and `stop` can signal its whole group. std has this as process_group(0) (setpgid);
+        // setsid also drops the controlling terminal.
+        // SAFETY: setsid is async-signal-safe, the one call made between fork and exec.
         unsafe {
             command.pre_exec(|| {
-                libc::setsid();
+                nix::unistd::setsid()?;
                 Ok(())
             });
         }
@@ -82,14 +87,14 @@ impl Daemon {
             let _ = fs::remove_file(&self.pid_file);
             return false;
         };
-        signal_group(pid, libc::SIGTERM);
+        signal_group(pid, Signal::SIGTERM);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline && !group_members(pid).is_empty() {
             reap_children();
             sleep(Duration::from_millis(100));
         }
         if !group_members(pid).is_empty() {
-            signal_group(pid, libc::SIGKILL);
+            signal_group(pid, Signal::SIGKILL);
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline && !group_members(pid).is_empty() {
                 reap_children();
@@ -112,20 +117,17 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn signal_group(pgid: i32, signal: i32) {
-    // SAFETY: kill with a negative pid signals a process group; no memory is involved.
-    unsafe {
-        libc::kill(-pgid, signal);
-    }
+fn signal_group(pgid: i32, signal: Signal) {
+    let _ = killpg(Pid::from_raw(pgid), signal);
 }
 
 /// Daemons started by this very process become its zombies when they exit; reap them so
 /// liveness checks are not fooled.
 fn reap_children() {
-    // SAFETY: waitpid with WNOHANG on any child; status is written to a local.
-    unsafe {
-        let mut status = 0;
-        while libc::waitpid(-1, &mut status, libc::WNOHANG) > 0 {}
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
     }
 }
 
@@ -198,10 +200,7 @@ pub fn processes_running_from(roots: &[&Path]) -> Vec<(i32, String)> {
 /// SIGKILLs the given pids and waits briefly for them to go.
 pub fn kill_all(pids: &[i32]) {
     for pid in pids {
-        // SAFETY: plain kill.
-        unsafe {
-            libc::kill(*pid, libc::SIGKILL);
-        }
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline && pids.iter().any(|p| process_alive(*p)) {

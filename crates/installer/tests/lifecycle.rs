@@ -11,7 +11,9 @@ use common::{in_gvisor, require_root, runsc, uninstall, FakeBundle};
 
 #[test]
 fn install_no_start_then_uninstall_on_this_host() {
-    require_root();
+    if !require_root() {
+        return;
+    }
     let temp = tempfile::tempdir().unwrap();
     let bundle = FakeBundle::assemble(temp.path(), "amd64", 0);
     let (prefix, data) = (temp.path().join("opt/prefix"), temp.path().join("data"));
@@ -96,7 +98,9 @@ fn install_no_start_then_uninstall_on_this_host() {
 
 #[test]
 fn install_no_start_then_uninstall_inside_gvisor() {
-    require_root();
+    if !require_root() {
+        return;
+    }
     let temp = tempfile::tempdir().unwrap();
     let bundle = FakeBundle::assemble(temp.path(), "amd64", 0);
     let (prefix, data) = (temp.path().join("prefix"), temp.path().join("data"));

@@ -19,17 +19,20 @@ struct Setup {
     data: PathBuf,
 }
 
-fn setup(arch: &str, padding_bytes: usize) -> Setup {
-    require_root();
+/// None (the test is skipped) when not root: see testkit::root_or_skip.
+fn setup(arch: &str, padding_bytes: usize) -> Option<Setup> {
+    if !require_root() {
+        return None;
+    }
     let temp = tempfile::tempdir().unwrap();
     let bundle = FakeBundle::assemble(temp.path(), arch, padding_bytes);
     let (prefix, data) = (temp.path().join("prefix"), temp.path().join("data"));
-    Setup {
+    Some(Setup {
         temp,
         bundle,
         prefix,
         data,
-    }
+    })
 }
 
 fn install_command(program: &Path, prefix: &Path, data: &Path) -> Command {
@@ -70,7 +73,9 @@ impl Setup {
 
 #[test]
 fn a_flipped_byte_is_refused_and_names_the_file() {
-    let s = setup("amd64", 0);
+    let Some(s) = setup("amd64", 0) else {
+        return;
+    };
     let victim = s.bundle.dir.join("etc/containerd/config.toml.tmpl");
     let mut bytes = fs::read(&victim).unwrap();
     bytes[10] ^= 0x01;
@@ -84,7 +89,9 @@ fn a_flipped_byte_is_refused_and_names_the_file() {
 
 #[test]
 fn a_missing_file_is_refused() {
-    let s = setup("amd64", 0);
+    let Some(s) = setup("amd64", 0) else {
+        return;
+    };
     fs::remove_file(s.bundle.dir.join("etc/procsys/kernel/pid_max")).unwrap();
     let stderr = s.install_refused();
     assert!(
@@ -95,7 +102,9 @@ fn a_missing_file_is_refused() {
 
 #[test]
 fn another_architecture_is_refused_by_the_script_and_by_the_installer() {
-    let s = setup("arm64", 0);
+    let Some(s) = setup("arm64", 0) else {
+        return;
+    };
     let expected = "this bundle is for arm64 but this machine is amd64";
     // The sh entrypoint refuses first: on a real arm64 bundle the installer could not even run.
     let stderr = s.install_refused();
@@ -108,7 +117,9 @@ fn another_architecture_is_refused_by_the_script_and_by_the_installer() {
 
 #[test]
 fn not_root_is_refused() {
-    let s = setup("amd64", 0);
+    let Some(s) = setup("amd64", 0) else {
+        return;
+    };
     let mut command = install_command(&s.bundle.install_script(), &s.prefix, &s.data);
     command.uid(65534).gid(65534);
     let stderr = refused(command, &s.prefix, &s.data);
@@ -127,7 +138,9 @@ impl Drop for TmpfsMount {
 #[test]
 fn a_full_disk_is_refused_and_the_small_filesystem_stays_empty() {
     // 3 MiB of padding against a 2 MiB tmpfs: the prefix cannot hold the bundle.
-    let s = setup("amd64", 3 << 20);
+    let Some(s) = setup("amd64", 3 << 20) else {
+        return;
+    };
     let small = s.temp.path().join("small");
     fs::create_dir(&small).unwrap();
     let status = Command::new("mount")
@@ -158,7 +171,9 @@ fn a_full_disk_is_refused_and_the_small_filesystem_stays_empty() {
 /// Uninstall removes what install created, so install must never adopt a directory that holds
 /// someone else's files.
 fn assert_occupied_dir_refused(occupied: impl Fn(&Setup) -> PathBuf, flag: &str) {
-    let s = setup("amd64", 0);
+    let Some(s) = setup("amd64", 0) else {
+        return;
+    };
     let dir = occupied(&s);
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("someone-elses-file"), "keep me").unwrap();

@@ -2,7 +2,6 @@
 //! namespace reaps the orphans the kernel hands it. The PID 1 scenario runs on the host kernel and
 //! inside gVisor (`runsc`, taken from $K3S_GVISOR_RUNSC, default `runsc` on PATH).
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -224,25 +223,11 @@ fn reaps_orphans_as_pid1_on_host() {
 fn reaps_orphans_as_pid1_in_gvisor() {
     require_tool("unshare", "util-linux");
     require_tool("busybox", "busybox-static");
-    let runsc = std::env::var("K3S_GVISOR_RUNSC").unwrap_or_else(|_| "runsc".into());
-    if !runsc.contains('/') {
-        require_tool(&runsc, "runsc (or set K3S_GVISOR_RUNSC to a runsc binary)");
-    } else {
-        assert!(
-            Path::new(&runsc).is_file(),
-            "K3S_GVISOR_RUNSC={runsc} does not exist"
-        );
-    }
-    let out = Command::new(&runsc)
-        .args([
-            "--network=none",
-            "do",
-            "-force-overlay=false",
-            "/bin/sh",
-            "-c",
-        ])
+    let runsc = testkit::runsc();
+    let out = testkit::runsc_sh(&runsc)
+        .arg("-c")
         .arg(pid1_script())
         .output()
         .unwrap();
-    check_pid1_report(&format!("gVisor ({runsc})"), &out);
+    check_pid1_report(&format!("gVisor ({})", runsc.display()), &out);
 }

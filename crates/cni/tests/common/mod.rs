@@ -27,13 +27,9 @@ pub fn cni_path() -> PathBuf {
         .to_path_buf()
 }
 
-pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "these tests create network namespaces and links: run them as root"
-    );
+/// False (skip) when not root; see testkit::root_or_skip.
+pub fn require_root() -> bool {
+    testkit::root_or_skip("creates network namespaces and links")
 }
 
 /// Fails with the tool's name and where to get it when `name` is not on PATH.

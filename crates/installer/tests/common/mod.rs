@@ -10,6 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use bundle_manifest::{ComponentRecord, ImageRecord, Manifest, PatchRecord, SourceRecord};
+use sha2::{Digest, Sha256};
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -51,32 +54,26 @@ impl FakeBundle {
     /// Assembles a bundle under `parent` for `arch`; `padding_bytes` adds a file of that size
     /// (for the full-disk test).
     pub fn assemble(parent: &Path, arch: &str, padding_bytes: usize) -> FakeBundle {
-        FakeBundle::assemble_with(parent, arch, padding_bytes, |_| serde_json::json!([]))
+        FakeBundle::assemble_with(parent, arch, padding_bytes, |_| Vec::new())
     }
 
     /// Like `assemble`, with `add_runtime(bundle_dir)` copying more files in and returning the
-    /// manifest's "images" array; `components` is the manifest's "components" array.
+    /// manifest's images.
     pub fn assemble_with(
         parent: &Path,
         arch: &str,
         padding_bytes: usize,
-        add_runtime: impl FnOnce(&Path) -> serde_json::Value,
+        add_runtime: impl FnOnce(&Path) -> Vec<ImageRecord>,
     ) -> FakeBundle {
-        FakeBundle::assemble_full(
-            parent,
-            arch,
-            padding_bytes,
-            serde_json::json!([]),
-            add_runtime,
-        )
+        FakeBundle::assemble_full(parent, arch, padding_bytes, Vec::new(), add_runtime)
     }
 
     pub fn assemble_full(
         parent: &Path,
         arch: &str,
         padding_bytes: usize,
-        components: serde_json::Value,
-        add_runtime: impl FnOnce(&Path) -> serde_json::Value,
+        components: Vec<ComponentRecord>,
+        add_runtime: impl FnOnce(&Path) -> Vec<ImageRecord>,
     ) -> FakeBundle {
         let dir = parent.join("k3s-gvisor-0.0.0-test-linux-amd64");
         fs::create_dir_all(dir.join("bin")).unwrap();
@@ -96,14 +93,15 @@ impl FakeBundle {
             fs::write(dir.join("bin/padding"), vec![7u8; padding_bytes]).unwrap();
         }
         let images = add_runtime(&dir);
-        let manifest = serde_json::json!({
-            "name": "k3s-gvisor",
-            "version": "0.0.0-test",
-            "arch": arch,
-            "source_date_epoch": 0,
-            "components": components,
-            "images": images,
-        });
+        let manifest = Manifest {
+            name: "k3s-gvisor".into(),
+            version: "0.0.0-test".into(),
+            arch: arch.into(),
+            source_date_epoch: 0,
+            components,
+            images,
+            omitted: Vec::new(),
+        };
         fs::write(
             dir.join("bundle-manifest.json"),
             serde_json::to_string_pretty(&manifest).unwrap(),
@@ -168,34 +166,13 @@ pub fn run(command: &mut Command) -> (Output, String, String) {
     (output, stdout, stderr)
 }
 
-pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "these installer tests need root (they mount tmpfs and run gVisor): run cargo test as root"
-    );
+/// False (skip) when not root; see testkit::root_or_skip.
+pub fn require_root() -> bool {
+    testkit::root_or_skip("installs into temp dirs, mounts tmpfs and cgroups, and runs gVisor")
 }
 
-/// The gVisor binary under test: $K3S_GVISOR_RUNSC, else `runsc` on PATH.
-pub fn runsc() -> PathBuf {
-    let name = std::env::var("K3S_GVISOR_RUNSC").unwrap_or_else(|_| "runsc".into());
-    let found = if name.contains('/') {
-        Path::new(&name).is_file().then(|| PathBuf::from(&name))
-    } else {
-        std::env::var("PATH").ok().and_then(|path| {
-            path.split(':')
-                .map(|dir| Path::new(dir).join(&name))
-                .find(|candidate| candidate.is_file())
-        })
-    };
-    found.unwrap_or_else(|| {
-        panic!(
-            "gVisor's runsc not found (K3S_GVISOR_RUNSC={name:?}): install it with \
-             `apt-get install runsc` or point K3S_GVISOR_RUNSC at a runsc binary"
-        )
-    })
-}
+#[allow(unused_imports)] // not every test binary that includes common uses it
+pub use testkit::runsc;
 
 /// `cargo xtask ARGS` from the repo root with the repo's cache; returns the last stdout line
 /// (the tool and build commands print the path they produced there) or fails with both streams.
@@ -220,18 +197,69 @@ pub fn xtask_path(args: &[&str]) -> PathBuf {
 /// Runs `script` with /bin/sh inside `runsc do` (9p root, loopback-only network) and returns
 /// whether it exited 0 and its stdout + stderr.
 pub fn in_gvisor(runsc: &Path, script: &str) -> (bool, String) {
-    let mut command = Command::new(runsc);
-    command.args([
-        "--network=none",
-        "do",
-        "-force-overlay=false",
-        "/bin/sh",
-        "-c",
-        script,
-    ]);
-    let (output, stdout, stderr) = run(&mut command);
+    let (output, stdout, stderr) = run(testkit::runsc_sh(runsc).args(["-c", script]));
     (
         output.status.success(),
         format!("{stdout}\n--- stderr ---\n{stderr}"),
     )
+}
+
+fn sha256_of(path: &Path) -> String {
+    hex::encode(Sha256::digest(fs::read(path).unwrap()))
+}
+
+/// The manifest record of an image file the test wrote into `bundle_dir`.
+pub fn image_record(
+    bundle_dir: &Path,
+    name: &str,
+    reference: &str,
+    file: &str,
+    sandbox: bool,
+) -> ImageRecord {
+    ImageRecord {
+        name: name.into(),
+        reference: reference.into(),
+        source: "build".into(),
+        digest: String::new(),
+        file: file.into(),
+        sha256: sha256_of(&bundle_dir.join(file)),
+        sandbox,
+    }
+}
+
+/// A component record carrying the repo's patches for it, as the pipeline records them
+/// (file, sha256 and the blockers each declares).
+pub fn component_with_repo_patches(name: &str, version: &str) -> ComponentRecord {
+    let dir = repo_root().join("patches").join(name);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|f| f.extension().is_some_and(|e| e == "patch"));
+    files.sort();
+    ComponentRecord {
+        name: name.into(),
+        version: version.into(),
+        source: SourceRecord {
+            transport: "test".into(),
+            location: dir.display().to_string(),
+            content: String::new(),
+            repository: None,
+            commit: None,
+            tree: None,
+        },
+        patches: files
+            .iter()
+            .map(|f| PatchRecord {
+                file: format!(
+                    "patches/{name}/{}",
+                    f.file_name().unwrap().to_string_lossy()
+                ),
+                sha256: sha256_of(f),
+                handles: bundle_manifest::declared_blockers(&fs::read_to_string(f).unwrap()),
+            })
+            .collect(),
+        build_flags: Vec::new(),
+        outputs: Vec::new(),
+        links: Vec::new(),
+    }
 }

@@ -181,28 +181,12 @@ pub fn run_with_empty_proc_sys_kernel(script: &str) -> Output {
         .expect("running unshare")
 }
 
-/// The runsc binary tests use: $K3S_GVISOR_RUNSC, else `runsc` on PATH.
-pub fn runsc() -> String {
-    match std::env::var("K3S_GVISOR_RUNSC") {
-        Ok(p) if !p.is_empty() => p,
-        _ => {
-            require_tool("runsc", "runsc (or set K3S_GVISOR_RUNSC to a runsc binary)");
-            "runsc".to_string()
-        }
-    }
-}
+pub use testkit::runsc;
 
 /// Runs `script` with /bin/sh inside a gVisor sandbox sharing the host filesystem (9p).
 pub fn run_in_runsc(script: &str) -> Output {
-    Command::new(runsc())
-        .args([
-            "--network=none",
-            "do",
-            "-force-overlay=false",
-            "/bin/sh",
-            "-c",
-            script,
-        ])
+    testkit::runsc_sh(runsc())
+        .args(["-c", script])
         .output()
         .expect("running runsc")
 }

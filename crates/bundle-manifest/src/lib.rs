@@ -1,7 +1,30 @@
-//! `bundle-manifest.json`: what is in the bundle and where each piece came from. The installer,
-//! `cargo xtask verify`, the release notes and the SBOM all read this one record.
+//! `bundle-manifest.json`: what is in the bundle and where each piece came from. `cargo xtask
+//! bundle` writes it; the installer, `cargo xtask verify`, the release notes and the SBOM all
+//! read this one record, through these types.
 
 use serde::{Deserialize, Serialize};
+
+/// The manifest's name inside the bundle.
+pub const MANIFEST_FILE: &str = "bundle-manifest.json";
+/// `sha256sum -c` format, one line per file in the bundle.
+pub const SUMS_FILE: &str = "SHA256SUMS";
+
+/// The trailer by which a patch declares a gVisor blocker it handles, in its commit message:
+/// `Handles-blocker: cap-last-cap-missing`. The installer's blocker table uses the same ids, so
+/// `doctor` finds what handles a blocker without guessing from file names.
+pub const HANDLES_TRAILER: &str = "Handles-blocker:";
+
+/// The blockers a patch (`git format-patch` text) declares it handles: its `Handles-blocker:`
+/// trailers, read from the commit message only (before the first `---` line).
+pub fn declared_blockers(patch: &str) -> Vec<String> {
+    patch
+        .lines()
+        .take_while(|line| *line != "---")
+        .filter_map(|line| line.strip_prefix(HANDLES_TRAILER))
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
+        .collect()
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -66,6 +89,9 @@ pub struct LinkRecord {
 pub struct PatchRecord {
     pub file: String,
     pub sha256: String,
+    /// The blockers it declares it handles ([`declared_blockers`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -93,6 +119,19 @@ pub struct ImageRecord {
 }
 
 impl Manifest {
+    /// The patches (`component/file`) that declare they handle the blocker `id`.
+    pub fn patches_handling(&self, id: &str) -> Vec<String> {
+        self.components
+            .iter()
+            .flat_map(|c| c.patches.iter().map(move |p| (c, p)))
+            .filter(|(_, p)| p.handles.iter().any(|h| h == id))
+            .map(|(c, p)| {
+                let name = p.file.rsplit('/').next().unwrap_or(&p.file);
+                format!("{} patch {name}", c.name)
+            })
+            .collect()
+    }
+
     /// Every (bundle path, sha256) the manifest vouches for.
     pub fn files(&self) -> impl Iterator<Item = (&str, &str)> {
         self.components
@@ -107,5 +146,21 @@ impl Manifest {
                     .iter()
                     .map(|i| (i.file.as_str(), i.sha256.as_str())),
             )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailers_are_read_from_the_message_only() {
+        let patch = "Subject: [PATCH] x\n\nWhy.\n\nHandles-blocker: cap-last-cap-missing\n\
+                     Handles-blocker:  devices-cgroup-missing \n---\n+Handles-blocker: in-the-diff\n";
+        assert_eq!(
+            declared_blockers(patch),
+            vec!["cap-last-cap-missing", "devices-cgroup-missing"]
+        );
+        assert!(declared_blockers("no trailer\n---\n").is_empty());
     }
 }

@@ -1,0 +1,85 @@
+# `cargo xtask bench --stack`: what the installed stack costs the programs it runs, each figure
+# against a baseline measured in the same run. Sourced by a wrapper that sets TARBALL, RUN,
+# E2E_LIB, LOOPS (a directory holding the static syscall_loops), ROUNDS, N_SYSCALL, N_OPEN,
+# IDLE_SECONDS, WHAT (pods | k3s-idle). Prints `BENCH <name> <value>` lines for xtask.
+#
+# pods: the syscall loop and the open loop in a pod of the installed k3s (kubectl exec),
+#   against the same loops in a container that containerd starts with no launcher anywhere
+#   (ctr run, same image, same snapshotter), and under the launcher (what a traced pod paid
+#   when containerd ran under it). Rounds interleave the runners; xtask keeps the best.
+# k3s-idle: k3s's CPU seconds per minute with the node Ready and idle, installed with
+#   `--launcher never` and with `--launcher always`, alternating per round.
+. "$E2E_LIB"
+fail() { echo "BENCHFAIL $*"; [ -f "$D/logs/k3s.log" ] && tail -n 20 "$D/logs/k3s.log"; exit 1; }
+extract >/dev/null || fail "cannot extract $TARBALL"
+
+# Installs with ARGS, waits for node Ready; sets K.
+up() {
+  "$BUNDLE/install" --prefix "$P" --data-dir "$D" "$@" > "$RUN/install.out" 2>&1 \
+    || { cat "$RUN/install.out"; fail "install $*"; }
+  K="$P/bin/kubectl --kubeconfig $D/kubeconfig.yaml"
+  $K wait --for=condition=Ready node --all --timeout=120s >/dev/null || fail "node not Ready"
+}
+down() { "$BUNDLE/install" uninstall --data-dir "$D" > "$RUN/uninstall.out" 2>&1 || { cat "$RUN/uninstall.out"; fail uninstall; }; }
+
+# utime+stime of the PIDs, summed, in clock ticks (fields 14 and 15 of /proc/PID/stat; the
+# comms here, k3s and launcher, have no spaces).
+cpu_ticks() { for pid in "$@"; do cat "/proc/$pid/stat"; done | awk '{ t += $14 + $15 } END { print t }'; }
+
+if [ "$WHAT" = pods ]; then
+  up
+  BUSYBOX=$(image_ref busybox)
+  $K apply -f - >/dev/null <<YAML || fail "cannot create the loops pod"
+apiVersion: v1
+kind: Pod
+metadata: {name: loops}
+spec:
+  containers:
+  - name: loops
+    image: $BUSYBOX
+    imagePullPolicy: Never
+    command: [sleep, "3600"]
+    volumeMounts: [{name: loops, mountPath: /bench, readOnly: true}]
+  volumes: [{name: loops, hostPath: {path: $LOOPS}}]
+YAML
+  $K wait --for=condition=Ready pod/loops --timeout=120s >/dev/null || fail "loops pod not Ready"
+  echo "BENCH pod-status $($K exec loops -- sh -c 'grep -E "^(TracerPid|Seccomp):" /proc/self/status' | tr -s '\t ' ' ' | tr '\n' ';')"
+  eval "$(grep -m1 -o 'export PATH=.*' "$RUN/install.out")"
+  SNAP=$(jq -r .snapshotter "$D/state.json")
+  ctr_loop() {
+    ctr -n k8s.io run --rm --snapshotter "$SNAP" --mount "type=bind,src=$LOOPS,dst=/bench,options=rbind:ro" \
+      "$BUSYBOX" "bench-$$" /bench/syscall_loops "$@" | awk '{ print $2 }'
+  }
+  # The open loop opens a file of the image in both containers: same snapshotter, same layer.
+  for r in $(seq "$ROUNDS"); do
+    echo "BENCH pod-getppid $($K exec loops -- /bench/syscall_loops getppid "$N_SYSCALL" | awk '{ print $2 }')"
+    echo "BENCH container-getppid $(ctr_loop getppid "$N_SYSCALL")"
+    echo "BENCH launcher-getppid $("$P/bin/launcher" --procsys "$P/procsys" -- "$LOOPS/syscall_loops" getppid "$N_SYSCALL" | awk '{ print $2 }')"
+    echo "BENCH pod-open $($K exec loops -- /bench/syscall_loops open /bin/busybox "$N_OPEN" | awk '{ print $2 }')"
+    echo "BENCH container-open $(ctr_loop open /bin/busybox "$N_OPEN")"
+    # Outside any container, under the launcher: the loop opens its own binary.
+    echo "BENCH launcher-open $("$P/bin/launcher" --procsys "$P/procsys" -- "$LOOPS/syscall_loops" open "$LOOPS/syscall_loops" "$N_OPEN" | awk '{ print $2 }')"
+  done
+  down
+elif [ "$WHAT" = k3s-idle ]; then
+  HZ=$(getconf CLK_TCK)
+  for r in $(seq "$ROUNDS"); do
+    for use in never always; do
+      up --launcher "$use"
+      sleep 20  # past the first minute's start-up work (image GC, node status, leases)
+      PID=$(pid_of k3s)
+      [ -n "$PID" ] || fail "no k3s process"
+      # Under the launcher, k3s's parent is the launcher: its CPU (the tracer's) counts too.
+      PARENT=$(awk '{ print $4 }' "/proc/$PID/stat")
+      PIDS=$PID; [ "$(readlink "/proc/$PARENT/exe")" = "$P/bin/launcher" ] && PIDS="$PID $PARENT"
+      [ "$use" = always ] && [ "$PIDS" = "$PID" ] && fail "--launcher always, yet k3s's parent is not the launcher"
+      [ "$use" = never ] && [ "$PIDS" != "$PID" ] && fail "--launcher never, yet k3s runs under the launcher"
+      A=$(cpu_ticks $PIDS); sleep "$IDLE_SECONDS"; B=$(cpu_ticks $PIDS)
+      echo "BENCH k3s-idle-$use $(awk "BEGIN { printf \"%.3f\", ($B - $A) / $HZ * 60 / $IDLE_SECONDS }")"
+      down
+    done
+  done
+else
+  fail "WHAT=$WHAT: expected pods or k3s-idle"
+fi
+echo "BENCH done 1"

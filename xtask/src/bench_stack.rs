@@ -1,0 +1,255 @@
+//! `cargo xtask bench --stack`: what the installed stack costs what it runs, each figure against
+//! a baseline from the same run (tests/e2e/bench-stack.sh does the measuring in a sandbox):
+//! - a pod's syscall loop and open loop (kubectl exec into a pod of the installed k3s), against
+//!   the same loops in a container containerd starts with no launcher anywhere (`ctr run`), and
+//!   under the launcher (what every pod paid while containerd ran under it). Goal: 1.00x.
+//! - on plain Linux, where the launcher is optional: k3s's idle CPU seconds per minute with
+//!   `--launcher always` against `--launcher never`. Goal: at most 1.03x.
+//!
+//! Loops: best of the rounds (other load only slows a loop down). Idle CPU: the mean of the
+//! rounds (k3s's own periodic work, not other load, is what varies).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::e2e::{self, Host};
+use crate::sandbox::{self, Network};
+
+pub struct StackOptions<'a> {
+    pub tarball: &'a Path,
+    pub work: &'a Path,
+    pub scripts: &'a Path,
+    /// crates/launcher/benches (syscall_loops.c).
+    pub loop_sources: &'a Path,
+    pub host: &'a Host,
+    /// The `--host` value that measures here again.
+    pub host_arg: &'a str,
+    pub network: Network,
+    pub rounds: u32,
+    pub n_syscall: u64,
+    pub n_open: u64,
+    pub idle_seconds: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StackReport {
+    pub label: String,
+    pub host: String,
+    pub measured_at: String,
+    pub rounds: u32,
+    /// What a pod of the installed stack reads in /proc/self/status.
+    pub pod_status: String,
+    pub rows: Vec<StackRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StackRow {
+    pub figure: String,
+    pub unit: String,
+    pub subject_name: String,
+    pub subject: f64,
+    pub baseline_name: String,
+    pub baseline: f64,
+    /// A third runner for contrast (the launcher), if any.
+    pub contrast: Option<(String, f64)>,
+}
+
+/// `BENCH <name> <value>` lines: every value of each name, in order.
+fn values(stdout: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut map = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for line in stdout.lines() {
+        if let Some((name, value)) = line
+            .strip_prefix("BENCH ")
+            .and_then(|rest| rest.split_once(' '))
+        {
+            map.entry(name.to_string())
+                .or_default()
+                .push(value.trim().to_string());
+        }
+    }
+    map
+}
+
+fn numbers(map: &std::collections::BTreeMap<String, Vec<String>>, name: &str) -> Result<Vec<f64>> {
+    let raw = map
+        .get(name)
+        .with_context(|| format!("the stack benchmark printed no `BENCH {name}` line"))?;
+    raw.iter()
+        .map(|v| {
+            v.parse::<f64>()
+                .with_context(|| format!("BENCH {name}: `{v}` is not a number"))
+        })
+        .collect()
+}
+
+fn best(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Runs bench-stack.sh once with WHAT in the sandbox; its BENCH values.
+fn measure(
+    opts: &StackOptions,
+    what: &str,
+    loops: &Path,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let dir = opts.work.join(format!("stack-{}-{what}", opts.host.label));
+    crate::fsutil::remove_tree(&dir)?;
+    let run_dir = dir.join("run");
+    std::fs::create_dir_all(&run_dir)?;
+    let script = e2e::wrapper(
+        &dir,
+        &opts.scripts.join("bench-stack.sh"),
+        &[
+            ("TARBALL", opts.tarball.display().to_string()),
+            ("RUN", run_dir.display().to_string()),
+            ("E2E_LIB", opts.scripts.join("lib.sh").display().to_string()),
+            ("LOOPS", loops.display().to_string()),
+            ("WHAT", what.to_string()),
+            ("ROUNDS", opts.rounds.to_string()),
+            ("N_SYSCALL", opts.n_syscall.to_string()),
+            ("N_OPEN", opts.n_open.to_string()),
+            ("IDLE_SECONDS", opts.idle_seconds.to_string()),
+        ],
+    )?;
+    crate::ui::step(
+        "bench",
+        format!("{} ({what}): output in {}", opts.host.label, dir.display()),
+    );
+    let finished = sandbox::run_script(
+        opts.host.runsc.as_deref(),
+        opts.network,
+        &script,
+        &dir,
+        &mut |line| {
+            if line.starts_with("BENCH") {
+                eprintln!("  {line}");
+            }
+        },
+    )?;
+    let log = dir.join("output.log");
+    std::fs::write(
+        &log,
+        format!("{}\n--- stderr ---\n{}", finished.stdout, finished.stderr),
+    )?;
+    if let Some(line) = finished.stdout.lines().find(|l| l.starts_with("BENCHFAIL")) {
+        bail!("{line} (see {})", log.display());
+    }
+    let map = values(&finished.stdout);
+    if !map.contains_key("done") {
+        bail!(
+            "the stack benchmark ({what}) did not finish: see {}",
+            log.display()
+        );
+    }
+    Ok(map)
+}
+
+pub fn run(opts: &StackOptions) -> Result<StackReport> {
+    let loops_dir = opts.work.join("stack-loops");
+    std::fs::create_dir_all(&loops_dir)?;
+    crate::bench::compile_syscall_loops(opts.loop_sources, &loops_dir)?;
+
+    let pods = measure(opts, "pods", &loops_dir)?;
+    let mut rows = Vec::new();
+    for (figure, key) in [
+        ("a pod's getppid loop", "getppid"),
+        ("a pod's open+close loop", "open"),
+    ] {
+        rows.push(StackRow {
+            figure: figure.into(),
+            unit: "ns/op".into(),
+            subject_name: "pod of the installed k3s".into(),
+            subject: best(&numbers(&pods, &format!("pod-{key}"))?),
+            baseline_name: "container, no launcher anywhere".into(),
+            baseline: best(&numbers(&pods, &format!("container-{key}"))?),
+            contrast: Some((
+                "under the launcher".into(),
+                best(&numbers(&pods, &format!("launcher-{key}"))?),
+            )),
+        });
+    }
+    if opts.host.runsc.is_none() {
+        let idle = measure(opts, "k3s-idle", &loops_dir)?;
+        rows.push(StackRow {
+            figure: format!("k3s idle CPU, node Ready ({} s windows)", opts.idle_seconds),
+            unit: "CPU s/min".into(),
+            subject_name: "--launcher always".into(),
+            subject: mean(&numbers(&idle, "k3s-idle-always")?),
+            baseline_name: "--launcher never".into(),
+            baseline: mean(&numbers(&idle, "k3s-idle-never")?),
+            contrast: None,
+        });
+    }
+    let sh = xshell::Shell::new()?;
+    Ok(StackReport {
+        label: opts.host.label.clone(),
+        host: opts.host_arg.into(),
+        measured_at: xshell::cmd!(sh, "date -u +%Y-%m-%dT%H:%MZ")
+            .quiet()
+            .read()?,
+        rounds: opts.rounds,
+        pod_status: pods
+            .get("pod-status")
+            .and_then(|v| v.first().cloned())
+            .unwrap_or_default(),
+        rows,
+    })
+}
+
+pub fn markdown(r: &StackReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Measured {} in {}, {} round(s), the runners interleaved in each. A pod's \
+         /proc/self/status: `{}`. Regenerate: `cargo xtask bench --stack --host {} --update \
+         BENCHMARKS.md`.\n",
+        r.measured_at, r.label, r.rounds, r.pod_status, r.host
+    );
+    let _ = writeln!(
+        s,
+        "| figure | subject | baseline (same run) | subject/baseline | contrast |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for row in &r.rows {
+        let contrast = row.contrast.as_ref().map_or("".to_string(), |(name, v)| {
+            format!("{name}: {v:.2} {} ({:.2}x)", row.unit, v / row.baseline)
+        });
+        let _ = writeln!(
+            s,
+            "| {} | {}: {:.2} {} | {}: {:.2} {} | **{:.2}x** | {contrast} |",
+            row.figure,
+            row.subject_name,
+            row.subject,
+            row.unit,
+            row.baseline_name,
+            row.baseline,
+            row.unit,
+            row.subject / row.baseline,
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_lines_are_collected_per_name() {
+        let map = values(
+            "noise\nBENCH pod-open 120.5\nBENCH pod-open 118.0\nBENCH pod-status TracerPid: 0;\n",
+        );
+        assert_eq!(numbers(&map, "pod-open").unwrap(), vec![120.5, 118.0]);
+        assert_eq!(map["pod-status"], vec!["TracerPid: 0;"]);
+        assert!(numbers(&map, "container-open").is_err());
+        let bad = values("BENCH pod-open \n");
+        assert!(numbers(&bad, "pod-open").is_err());
+    }
+}

@@ -72,3 +72,11 @@ K3S_GVISOR_RUNSC="$current_runsc" cargo_test_filtered --locked -p xtask -- --exa
 cargo xtask e2e --host current --mode full --mode control-plane-only
 cargo xtask e2e --host plain --host gvisor-2025 --mode full
 cargo xtask e2e --host debian --mode control-plane-only
+
+# Two nodes (tests/e2e/two-nodes.sh): a server and an agent that joins it with the command the
+# server's install printed, each in its own sandbox on one test-made bridge; a pod pinned to the
+# agent (logs and exec through the server), a server pod reaching it by pod IP across nodes,
+# the server restarted and the agent back. Current gVisor and plain Linux, about 2 minutes
+# each. The control-plane-only server with an agent-only node (--mode control-plane-only)
+# is measured in BENCHMARKS.md and not repeated here.
+cargo xtask e2e --host current --host plain --mode full --topology two-nodes

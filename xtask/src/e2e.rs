@@ -41,6 +41,16 @@ impl Mode {
     }
 }
 
+/// How many nodes, and where each runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Topology {
+    /// One sandbox: tests/e2e/scenario.sh.
+    Single,
+    /// A server and an agent in two sandboxes on one bridge: tests/e2e/two-nodes.sh. With
+    /// `--mode control-plane-only` the server runs no kubelet and the agent runs every pod.
+    TwoNodes,
+}
+
 /// The inputs every run shares.
 pub struct Inputs<'a> {
     pub tarball: &'a Path,
@@ -144,21 +154,8 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
         label: format!("{} ({mode_name}, {network})", host.label),
         host: host.label.clone(),
         mode: mode_name.to_string(),
-        finished_at: crate::build::rfc3339_utc(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        ),
-        runsc_version: host.runsc.as_deref().and_then(|runsc| {
-            let out = std::process::Command::new(runsc)
-                .arg("--version")
-                .output()
-                .ok()?;
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        }),
+        finished_at: now_rfc3339(),
+        runsc_version: runsc_version(host),
         steps: vec![],
         times: vec![],
         rss: vec![],
@@ -167,24 +164,7 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
         log,
         gaps_allowed: host.gaps_allowed && mode == Mode::Full,
     };
-    let mut k3s_errors = Vec::new();
-    for line in finished.stdout.lines() {
-        let mut f = line.splitn(4, ' ');
-        match (f.next(), f.next(), f.next()) {
-            (Some("STEP"), Some(name), Some(status)) => {
-                o.steps
-                    .push((name.into(), status.into(), f.next().unwrap_or("").into()))
-            }
-            (Some("TIME"), Some(mark), Some(secs)) => o.times.push((mark.into(), secs.into())),
-            (Some("RSS"), Some(name), Some(kb)) => o.rss.push((name.into(), kb.into())),
-            _ if line.starts_with("K3SERR ") => k3s_errors.push(line[7..].to_string()),
-            // doctor runs before and after install: each gap once.
-            _ if line.contains("NOT handled") && !o.gaps.iter().any(|g| g == line.trim()) => {
-                o.gaps.push(line.trim().to_string())
-            }
-            _ => {}
-        }
-    }
+    let k3s_errors = parse_lines(&finished.stdout, "", &mut o);
     if !finished.success {
         // The scenario itself always exits 0; this is the sandbox (runsc) failing.
         let last = finished
@@ -210,7 +190,170 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
     Ok(o)
 }
 
+/// Adds the STEP/TIME/RSS lines and doctor's gaps of one script's output to `o`, each name
+/// prefixed with `prefix`; returns its K3SERR lines.
+fn parse_lines(stdout: &str, prefix: &str, o: &mut Outcome) -> Vec<String> {
+    let mut k3s_errors = Vec::new();
+    for line in stdout.lines() {
+        let mut f = line.splitn(4, ' ');
+        match (f.next(), f.next(), f.next()) {
+            (Some("STEP"), Some(name), Some(status)) => o.steps.push((
+                format!("{prefix}{name}"),
+                status.into(),
+                f.next().unwrap_or("").into(),
+            )),
+            (Some("TIME"), Some(mark), Some(secs)) => {
+                o.times.push((format!("{prefix}{mark}"), secs.into()))
+            }
+            (Some("RSS"), Some(name), Some(kb)) => {
+                o.rss.push((format!("{prefix}{name}"), kb.into()))
+            }
+            _ if line.starts_with("K3SERR ") => k3s_errors.push(line[7..].to_string()),
+            // doctor runs before and after install: each gap once.
+            _ if line.contains("NOT handled") && !o.gaps.iter().any(|g| g == line.trim()) => {
+                o.gaps.push(line.trim().to_string())
+            }
+            _ => {}
+        }
+    }
+    k3s_errors
+}
+
+/// The two-nodes topology: tests/e2e/two-nodes.sh as ROLE=server in one sandbox and as
+/// ROLE=agent in another (sandbox::run_two_nodes); the agent joins with the command the
+/// server's install printed, and the two coordinate through files in a shared directory.
+pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
+    if inputs.network != Network::Interface {
+        bail!(
+            "--topology two-nodes needs --network interface: the nodes reach each other over eth0"
+        );
+    }
+    let mode_name = mode.as_str();
+    // Short names: containerd's socket path (`RUN/data/run/containerd.sock.ttrpc`) must stay
+    // under the 104 bytes a unix socket path may have, as the single-node run's does.
+    let short_mode = match mode {
+        Mode::Full => "full",
+        Mode::ControlPlaneOnly => "cp",
+    };
+    let dir = inputs.work.join(format!("{}-2n-{short_mode}", host.label));
+    crate::fsutil::remove_tree(&dir)?;
+    let shared = dir.join("shared");
+    std::fs::create_dir_all(&shared)?;
+    let mut scripts = Vec::new();
+    for role in ["server", "agent"] {
+        // RUN is DIR/ROLE; the wrapper, OCI bundle and runsc state go beside it.
+        let run_dir = dir.join(role);
+        let sandbox_dir = dir.join(format!("{role}-sandbox"));
+        std::fs::create_dir_all(&run_dir)?;
+        std::fs::create_dir_all(&sandbox_dir)?;
+        scripts.push(wrapper(
+            &sandbox_dir,
+            &inputs.scripts.join("two-nodes.sh"),
+            &[
+                ("TARBALL", inputs.tarball.display().to_string()),
+                ("RUN", run_dir.display().to_string()),
+                ("SHARED", shared.display().to_string()),
+                ("ROLE", role.to_string()),
+                ("MODE", mode_name.to_string()),
+                (
+                    "E2E_LIB",
+                    inputs.scripts.join("lib.sh").display().to_string(),
+                ),
+            ],
+        )?);
+    }
+    crate::ui::step(
+        "e2e",
+        format!(
+            "{} (two nodes, {mode_name}): running {} as server and agent",
+            host.label,
+            inputs.scripts.join("two-nodes.sh").display()
+        ),
+    );
+    let [server, agent] = sandbox::run_two_nodes(
+        host.runsc.as_deref(),
+        [
+            sandbox::NodeScript {
+                role: "server",
+                script: &scripts[0],
+            },
+            sandbox::NodeScript {
+                role: "agent",
+                script: &scripts[1],
+            },
+        ],
+        &dir,
+    )
+    .context("cannot run the two-nodes e2e")?;
+    let mut text = String::new();
+    for (role, finished) in [("server", &server), ("agent", &agent)] {
+        text.push_str(&format!(
+            "=== {role} ===\n{}\n--- {role} stderr ---\n{}\n",
+            finished.stdout, finished.stderr
+        ));
+    }
+    let log = dir.join("output.log");
+    std::fs::write(&log, &text)?;
+    let mut o = Outcome {
+        label: format!("{} (two nodes: server {mode_name} + agent)", host.label),
+        host: host.label.clone(),
+        // Its own rows in compatibility_table, apart from the single-node ones.
+        mode: format!("two-nodes-{mode_name}"),
+        finished_at: now_rfc3339(),
+        runsc_version: runsc_version(host),
+        steps: vec![],
+        times: vec![],
+        rss: vec![],
+        gaps: vec![],
+        notes: vec![],
+        log,
+        gaps_allowed: false,
+    };
+    for (role, finished) in [("server", &server), ("agent", &agent)] {
+        let prefix = format!("{role}:");
+        let k3s_errors = parse_lines(&finished.stdout, &prefix, &mut o);
+        if !finished.success {
+            let last = finished.stderr.lines().last().unwrap_or("no stderr");
+            o.steps
+                .push((format!("{prefix}sandbox"), "FAIL".into(), last.to_string()));
+        }
+        if o.steps
+            .iter()
+            .any(|(name, _, _)| *name == format!("{prefix}k3s-log"))
+        {
+            let (name, status, detail) = k3s_log::step(&k3s_errors, inputs.known_errors)?;
+            o.steps.push((format!("{prefix}{name}"), status, detail));
+        }
+    }
+    if o.steps.is_empty() {
+        bail!(
+            "the two-nodes scenario reported no step; output in {}:\n{}",
+            o.log.display(),
+            crate::fsutil::tail(&o.log, 40)
+        );
+    }
+    std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec_pretty(&o)?)?;
+    Ok(o)
+}
+
 const OUTCOME_FILE: &str = "outcome.json";
+
+fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    crate::build::rfc3339_utc(now.map_or(0, |d| d.as_secs()))
+}
+
+/// The first line of `runsc --version` of the host's gVisor (None on plain Linux).
+fn runsc_version(host: &Host) -> Option<String> {
+    let out = std::process::Command::new(host.runsc.as_deref()?)
+        .arg("--version")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_string)
+}
 
 /// The hosts in the order users meet them: plain Linux, then gVisor from newest to oldest.
 const TABLE_HOSTS: [&str; 5] = [
@@ -222,7 +365,7 @@ const TABLE_HOSTS: [&str; 5] = [
 ];
 
 /// What a user asks of a host, and the scenario steps that answer it (all must be ok).
-const TABLE_ROWS: [(&str, &str, &[&str]); 9] = [
+const TABLE_ROWS: [(&str, &str, &[&str]); 13] = [
     (
         "control plane (API, kubectl)",
         "control-plane-only",
@@ -244,6 +387,32 @@ const TABLE_ROWS: [(&str, &str, &[&str]); 9] = [
             "host-files-restored",
             "nothing-left",
         ],
+    ),
+    (
+        "Services: ClusterIP, DNS, NodePort, scale-down",
+        "full",
+        &[
+            "svc-clusterip",
+            "dns-kubernetes",
+            "svc-dns",
+            "svc-nodeport",
+            "svc-scale-down",
+        ],
+    ),
+    (
+        "two nodes: an agent joins, Ready",
+        "two-nodes-full",
+        &["server:agent-ready", "agent:join-to-ready"],
+    ),
+    (
+        "two nodes: pod to pod across nodes",
+        "two-nodes-full",
+        &["server:pod-to-pod"],
+    ),
+    (
+        "two nodes: agent back after the server restarts",
+        "two-nodes-full",
+        &["server:agent-reconnected"],
     ),
 ];
 
@@ -357,7 +526,11 @@ pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {
         }
         if o.failed() {
             let tail = crate::fsutil::tail(&o.log, 25).replace('\n', "\n    ");
-            let logs = o.log.with_file_name("run/component-logs");
+            // Single node: DIR/run/component-logs; two nodes: DIR/{server,agent}/component-logs.
+            let logs = match o.log.with_file_name("run/component-logs") {
+                single if single.exists() => single,
+                _ => o.log.with_file_name("{server,agent}/component-logs"),
+            };
             s.push_str(&format!(
                 "  last lines of {}:\n    {tail}\n",
                 o.log.display()

@@ -109,6 +109,11 @@ enum Command {
         /// installer picks the node IP).
         #[arg(long, value_enum, default_value_t = sandbox::Network::Interface)]
         network: sandbox::Network,
+        /// `single` (one sandbox) or `two-nodes` (a server and an agent in two sandboxes on one
+        /// bridge, tests/e2e/two-nodes.sh; `--mode control-plane-only` makes the server
+        /// control-plane-only).
+        #[arg(long, value_enum, default_value_t = e2e::Topology::Single)]
+        topology: e2e::Topology,
     },
     /// Not in CI: one full-mode install sampled every 10 s (node Ready, restarts, RSS) for
     /// MINUTES minutes, then a summary.
@@ -317,6 +322,7 @@ fn run(cli: Cli) -> Result<()> {
             host,
             mode,
             network,
+            topology,
         } => {
             // Hosts first: a mistyped name fails before minutes of bundling.
             let hosts = host
@@ -336,7 +342,10 @@ fn run(cli: Cli) -> Result<()> {
             let mut outcomes = Vec::new();
             for h in &hosts {
                 for m in &mode {
-                    outcomes.push(e2e::run(&inputs, h, *m)?);
+                    outcomes.push(match topology {
+                        e2e::Topology::Single => e2e::run(&inputs, h, *m)?,
+                        e2e::Topology::TwoNodes => e2e::run_two_nodes(&inputs, h, *m)?,
+                    });
                 }
             }
             eprint!(

@@ -16,6 +16,12 @@
 //! rule towards the host's default interface. The spec written here is the one `runsc do`
 //! builds (this host's / as root, no overlay, every capability), plus the network namespace.
 //!
+//! Two nodes ([`run_two_nodes`], `cargo xtask e2e --topology two-nodes`): each node's script
+//! in its own namespace (and, in gVisor, its own sandbox) with eth0 10.200.0.2/24 (server) or
+//! .3/24 (agent), both veths' peers on one bridge in a third namespace that holds 10.200.0.1,
+//! the default gateway, and no other interface, route, NAT or forwarding: the nodes reach each
+//! other and nothing else.
+//!
 //! `Network::Loopback`: no interface but lo and no default route (`unshare --net`,
 //! `runsc --network=none do`): the sandbox where the installer must choose the node IP itself.
 //! Debian's 2022 runsc always runs this way here, because it refuses its own netstack on this
@@ -87,6 +93,103 @@ pub fn run_script(
         finished.note = Some(note);
     }
     Ok(finished)
+}
+
+/// One node of [`run_two_nodes`]: its name (also its namespace's suffix) and script.
+pub struct NodeScript<'a> {
+    pub role: &'a str,
+    pub script: &'a Path,
+}
+
+/// The address each node of [`run_two_nodes`] has on eth0, by position.
+pub const TWO_NODE_ADDRESSES: [&str; 2] = ["10.200.0.2/24", "10.200.0.3/24"];
+
+/// Runs two scripts at once, each on its own node (a namespace, in gVisor a sandbox of its
+/// own) on one bridge (module doc), and returns both results in the order given. The host lock
+/// is held for the whole run. The scripts share this host's filesystem: in gVisor each sandbox
+/// runs with `--file-access=shared`, so what one writes (the join command, "done" markers)
+/// the other sees, as on plain Linux.
+pub fn run_two_nodes(
+    runsc: Option<&Path>,
+    nodes: [NodeScript; 2],
+    work: &Path,
+) -> Result<[Finished; 2]> {
+    let _machine = testkit::lock_machine()
+        .with_context(|| format!("cannot lock {}", testkit::MACHINE_LOCK))?;
+    let net = BridgedNetwork::create([nodes[0].role, nodes[1].role])?;
+    let mut commands = Vec::new();
+    let mut states = Vec::new();
+    for (node, ns) in nodes.iter().zip(&net.nodes) {
+        let ns_path = Path::new("/var/run/netns").join(ns);
+        let command = match runsc {
+            None => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns_path.display()))
+                    .arg("/bin/sh")
+                    .arg(node.script);
+                c
+            }
+            Some(runsc) => {
+                let dir = work.join(format!("{}-sandbox", node.role));
+                let (bundle, state) = (dir.join("oci"), dir.join("runsc-state"));
+                for d in [&bundle, &state] {
+                    crate::fsutil::remove_tree(d)?;
+                    std::fs::create_dir_all(d)?;
+                }
+                std::fs::write(
+                    bundle.join("config.json"),
+                    serde_json::to_vec_pretty(&oci_spec(node.script, &ns_path))?,
+                )?;
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns_path.display()))
+                    .arg(runsc)
+                    .arg(format!("--root={}", state.display()))
+                    .args([
+                        "--network=sandbox",
+                        "--overlay2=none",
+                        "--file-access=shared",
+                        "run",
+                        "--bundle",
+                    ])
+                    .arg(&bundle)
+                    .arg(ns);
+                states.push((state, ns.clone()));
+                c
+            }
+        };
+        commands.push(command);
+    }
+    let results: Vec<Result<(String, String, bool)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = commands
+            .iter_mut()
+            .map(|command| scope.spawn(move || collect(command, &mut |_| {})))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("a node's runner panicked"))
+            })
+            .collect()
+    });
+    if let Some(runsc) = runsc {
+        for (state, id) in &states {
+            cleanup_runsc(runsc, state, id);
+        }
+    }
+    drop(net);
+    let mut finished = results.into_iter().map(|result| {
+        result.map(|(stdout, stderr, success)| Finished {
+            stdout,
+            stderr,
+            success,
+            network: Network::Interface,
+            note: None,
+        })
+    });
+    let first = finished.next().expect("two results")?;
+    let second = finished.next().expect("two results")?;
+    Ok([first, second])
 }
 
 fn run_once(
@@ -329,6 +432,91 @@ impl Drop for IsolatedNetwork {
     }
 }
 
+/// Two node namespaces and a hub namespace whose bridge joins their eth0s (module doc);
+/// dropped, all three namespaces, and with them the veths and the bridge, are deleted.
+struct BridgedNetwork {
+    hub: String,
+    nodes: Vec<String>,
+}
+
+impl BridgedNetwork {
+    fn create(roles: [&str; 2]) -> Result<BridgedNetwork> {
+        remove_stale_namespaces();
+        let base = format!("{NAME_PREFIX}{}", std::process::id());
+        let net = BridgedNetwork {
+            hub: format!("{base}-hub"),
+            nodes: roles.iter().map(|role| format!("{base}-{role}")).collect(),
+        };
+        let hub = net.hub.as_str();
+        let mut steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), hub.into()],
+            vec![
+                "-n".into(),
+                hub.into(),
+                "link".into(),
+                "add".into(),
+                "br0".into(),
+                "type".into(),
+                "bridge".into(),
+            ],
+            vec![
+                "-n".into(),
+                hub.into(),
+                "addr".into(),
+                "add".into(),
+                GATEWAY_ADDRESS.into(),
+                "dev".into(),
+                "br0".into(),
+            ],
+            vec![
+                "-n".into(),
+                hub.into(),
+                "link".into(),
+                "set".into(),
+                "br0".into(),
+                "up".into(),
+            ],
+        ];
+        for ((ns, role), address) in net.nodes.iter().zip(roles).zip(TWO_NODE_ADDRESSES) {
+            let ip = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+            steps.push(ip(&["netns", "add", ns]));
+            // Created inside the node's namespace with its peer in the hub's: the host's
+            // namespace never sees either end.
+            steps.push(ip(&[
+                "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", role, "netns", hub,
+            ]));
+            steps.push(ip(&["-n", ns, "addr", "add", address, "dev", "eth0"]));
+            steps.push(ip(&["-n", ns, "link", "set", "eth0", "up"]));
+            steps.push(ip(&["-n", ns, "link", "set", "lo", "up"]));
+            steps.push(ip(&["-n", ns, "route", "add", "default", "via", GATEWAY]));
+            steps.push(ip(&["-n", hub, "link", "set", role, "master", "br0"]));
+            steps.push(ip(&["-n", hub, "link", "set", role, "up"]));
+        }
+        for args in &steps {
+            let output = Command::new("ip")
+                .args(args)
+                .output()
+                .context("cannot run `ip` (iproute2): the e2e sandbox network needs it")?;
+            if !output.status.success() {
+                bail!(
+                    "`ip {}` failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+        }
+        Ok(net)
+    }
+}
+
+impl Drop for BridgedNetwork {
+    fn drop(&mut self) {
+        for ns in self.nodes.iter().chain([&self.hub]) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
 /// Namespaces left by an xtask that was killed (its pid is gone).
 fn remove_stale_namespaces() {
     let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
@@ -339,7 +527,8 @@ fn remove_stale_namespaces() {
         let Some(rest) = name.strip_prefix(NAME_PREFIX) else {
             continue;
         };
-        let pid = rest.trim_end_matches("-gw");
+        // NAME_PREFIX<pid>, or <pid>-gw, -hub, -<role>.
+        let pid = rest.split('-').next().unwrap_or(rest);
         if !Path::new("/proc").join(pid).exists() {
             let _ = Command::new("ip").args(["netns", "del", &name]).status();
         }

@@ -59,6 +59,51 @@ pub fn bridges_in(conf_dir: &Path) -> Vec<String> {
     bridges
 }
 
+/// Writes each CNI config of the template dir into the conf dir with `pod_cidr` as the
+/// "subnet" of its gvisor-cni plugins (the gateway is the range's first address, as before).
+/// Returns whether a file changed; containerd watches the conf dir and reloads.
+pub fn write_pod_range(
+    template_dir: &Path,
+    conf_dir: &Path,
+    pod_cidr: &str,
+) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    std::fs::create_dir_all(conf_dir)?;
+    let mut changed = false;
+    let mut found = false;
+    for entry in std::fs::read_dir(template_dir)
+        .with_context(|| format!("cannot read {}", template_dir.display()))?
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path())
+            .with_context(|| format!("cannot read {}", entry.path().display()))?;
+        let mut conf: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", entry.path().display()))?;
+        let plugins = conf["plugins"].as_array_mut().into_iter().flatten();
+        for plugin in plugins.filter(|p| p["type"] == "gvisor-cni") {
+            plugin["subnet"] = serde_json::Value::String(pod_cidr.to_string());
+            found = true;
+        }
+        let rendered = serde_json::to_string_pretty(&conf)? + "\n";
+        let target = conf_dir.join(entry.file_name());
+        if std::fs::read_to_string(&target).ok().as_deref() != Some(rendered.as_str()) {
+            // Written aside and renamed: containerd must never load half a config.
+            let temp = conf_dir.join(format!(".{}.tmp", entry.file_name().to_string_lossy()));
+            std::fs::write(&temp, &rendered)?;
+            std::fs::rename(&temp, &target)
+                .with_context(|| format!("cannot write {}", target.display()))?;
+            changed = true;
+        }
+    }
+    if !found {
+        anyhow::bail!(
+            "no gvisor-cni plugin in the CNI configs of {}: the install is damaged; reinstall",
+            template_dir.display()
+        );
+    }
+    Ok(changed)
+}
+
 /// Where libcni caches each attachment's result (its default cache dir).
 pub const RESULTS_DIR: &str = "/var/lib/cni/results";
 
@@ -151,6 +196,28 @@ mod tests {
         assert!(!results.join("gvisor-aaa-eth0").exists());
         assert!(results.join("gvisor-bbb-eth0").exists());
         assert!(results.join("other-aaa-eth0").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_pod_range_replaces_the_shipped_subnet() {
+        let dir = std::env::temp_dir().join(format!("cni-range-unit-{}", std::process::id()));
+        let (templates, conf) = (dir.join("templates"), dir.join("net.d"));
+        std::fs::create_dir_all(&templates).unwrap();
+        std::fs::write(
+            templates.join("10-gvisor.conflist"),
+            r#"{"name": "gvisor", "plugins": [{"type": "gvisor-cni", "subnet": "10.88.0.0/16"}]}"#,
+        )
+        .unwrap();
+        assert!(write_pod_range(&templates, &conf, "10.42.1.0/24").unwrap());
+        let written: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(conf.join("10-gvisor.conflist")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(written["plugins"][0]["subnet"], "10.42.1.0/24");
+        // The same range again changes nothing (containerd is not made to reload).
+        assert!(!write_pod_range(&templates, &conf, "10.42.1.0/24").unwrap());
+        assert!(write_pod_range(&templates, &conf, "10.42.2.0/24").unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

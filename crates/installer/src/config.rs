@@ -97,6 +97,9 @@ pub struct K3sOptions<'a> {
     pub kube_proxy: bool,
     /// Add-ons to turn off (cluster.rs).
     pub disable: Vec<String>,
+    /// Always passed: the installer must know its node's name to find its podCIDR, and two
+    /// nodes on one host (or sandboxes with the same host name) need distinct names.
+    pub node_name: &'a str,
 }
 
 /// kube-proxy's conntrack settings, which k3s applies itself (as sysctls under
@@ -125,10 +128,42 @@ pub fn k3s_server_args(paths: &Paths, options: &K3sOptions) -> Vec<String> {
     if let Some(ip) = options.node_ip {
         args.push(format!("--node-ip={ip}"));
     }
+    // A server flag that k3s hands to every agent that joins, so a control-plane-only server
+    // sets it too: an agent cannot turn kube-proxy off itself, and in a sandbox that cannot
+    // write its rules a kube-proxy makes k3s exit.
+    if !options.kube_proxy {
+        args.push("--disable-kube-proxy".to_string());
+    }
     if options.control_plane_only {
         args.push("--disable-agent".to_string());
         return args;
     }
+    args.push(format!("--node-name={}", options.node_name));
+    push_agent_args(&mut args, paths, options);
+    args
+}
+
+/// The `k3s agent` arguments for an agent node joining `server`. Whether kube-proxy runs, the
+/// cluster and service ranges and the add-ons are the server's to decide (k3s hands them to
+/// its agents), so only the node's own settings are here. The token is read from a file
+/// (mode 0600), never put on a command line that `ps` shows.
+pub fn k3s_agent_args(paths: &Paths, options: &K3sOptions, server: &str) -> Vec<String> {
+    let mut args = vec![
+        "agent".to_string(),
+        format!("--data-dir={}", paths.k3s_data_dir().display()),
+        format!("--server={server}"),
+        format!("--token-file={}", paths.agent_token().display()),
+        format!("--node-name={}", options.node_name),
+    ];
+    if let Some(ip) = options.node_ip {
+        args.push(format!("--node-ip={ip}"));
+    }
+    push_agent_args(&mut args, paths, options);
+    args
+}
+
+/// What the kubelet side needs, on a server with an agent and on an agent alike.
+fn push_agent_args(args: &mut Vec<String>, paths: &Paths, options: &K3sOptions) {
     args.push(format!(
         "--container-runtime-endpoint=unix://{}",
         paths.containerd_socket().display()
@@ -140,13 +175,9 @@ pub fn k3s_server_args(paths: &Paths, options: &K3sOptions) -> Vec<String> {
     for arg in options.kubelet_args {
         args.push(format!("--kubelet-arg={arg}"));
     }
-    if !options.kube_proxy {
-        args.push("--disable-kube-proxy".to_string());
-    }
     for arg in KUBE_PROXY_CONNTRACK_ARGS {
         args.push(format!("--kube-proxy-arg={arg}"));
     }
-    args
 }
 
 #[cfg(test)]
@@ -179,14 +210,17 @@ mod tests {
             node_ip: Some("10.255.255.254".parse().unwrap()),
             kube_proxy: false,
             disable: vec!["coredns".into(), "traefik".into()],
+            node_name: "n1",
         };
         let args = k3s_server_args(&paths, &options);
         assert!(args.contains(&"--disable-agent".to_string()));
         assert!(args.contains(&"--node-ip=10.255.255.254".to_string()));
         assert!(args.contains(&"--disable=coredns,traefik".to_string()));
+        // For the agents that join it.
+        assert!(args.contains(&"--disable-kube-proxy".to_string()));
         assert!(!args
             .iter()
-            .any(|a| a.starts_with("--kubelet-arg") || a.contains("kube-proxy")));
+            .any(|a| a.starts_with("--kubelet-arg") || a.starts_with("--kube-proxy-arg")));
 
         options.control_plane_only = false;
         let args = k3s_server_args(&paths, &options);
@@ -195,11 +229,53 @@ mod tests {
         assert!(args.contains(&"--kubelet-arg=x=1".to_string()));
         assert!(args.contains(&"--disable-kube-proxy".to_string()));
         assert!(args.contains(&"--kube-proxy-arg=conntrack-max-per-core=0".to_string()));
+        assert!(args.contains(&"--node-name=n1".to_string()));
 
         options.kube_proxy = true;
         options.node_ip = None;
         let args = k3s_server_args(&paths, &options);
         assert!(!args.contains(&"--disable-kube-proxy".to_string()));
         assert!(!args.iter().any(|a| a.starts_with("--node-ip")));
+    }
+
+    #[test]
+    fn agent_joins_with_a_token_file_and_leaves_cluster_settings_to_the_server() {
+        let paths = Paths::new(Path::new("/p"), Path::new("/d"));
+        let kubelet_args = ["x=1".to_string()];
+        let options = K3sOptions {
+            control_plane_only: false,
+            kubelet_args: &kubelet_args,
+            node_ip: None,
+            kube_proxy: false,
+            disable: vec!["traefik".into()],
+            node_name: "agent-1",
+        };
+        let args = k3s_agent_args(&paths, &options, "https://10.0.0.1:6443");
+        assert_eq!(args[0], "agent");
+        for expected in [
+            "--server=https://10.0.0.1:6443",
+            "--token-file=/d/agent-token",
+            "--node-name=agent-1",
+            "--container-runtime-endpoint=unix:///d/run/containerd.sock",
+            "--kubelet-arg=x=1",
+            "--data-dir=/d/k3s",
+        ] {
+            assert!(
+                args.contains(&expected.to_string()),
+                "{expected} in {args:?}"
+            );
+        }
+        // Server-only flags would make `k3s agent` exit at start.
+        for server_only in [
+            "--disable",
+            "--flannel-backend",
+            "--write-kubeconfig",
+            "--token=",
+        ] {
+            assert!(
+                !args.iter().any(|a| a.starts_with(server_only)),
+                "{server_only} in {args:?}"
+            );
+        }
     }
 }

@@ -1,8 +1,11 @@
 //! `./install`: preflight, then lay out, prepare the host, and start.
 
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 
 use crate::bundle::Bundle;
 use crate::cluster;
@@ -21,6 +24,78 @@ pub struct InstallOptions {
     pub control_plane_only: bool,
     pub no_start: bool,
     pub launcher: LauncherUse,
+    /// `--server` and `--token`: install an agent node.
+    pub join: Option<Join>,
+    pub node_name: Option<String>,
+}
+
+pub struct Join {
+    pub server: String,
+    pub token: String,
+}
+
+/// Refuses a join that cannot work before anything is written: a URL k3s would not take, an
+/// empty token, a server this sandbox cannot reach.
+fn check_join(join: &Join) -> Result<()> {
+    let Some(rest) = join.server.strip_prefix("https://") else {
+        bail!(
+            "--server {}: must be the server's https URL, e.g. https://10.0.0.2:6443 (the \
+             server's install prints it)",
+            join.server
+        );
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !authority.ends_with(']');
+    let address = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:443")
+    };
+    if join.token.trim().is_empty() {
+        bail!("--token is empty: use the token in the server's DATA_DIR/k3s/server/node-token");
+    }
+    let targets: Vec<std::net::SocketAddr> = address
+        .to_socket_addrs()
+        .with_context(|| format!("--server {}: cannot resolve {address}", join.server))?
+        .collect();
+    let mut last_error = None;
+    for target in &targets {
+        match TcpStream::connect_timeout(target, Duration::from_secs(5)) {
+            Ok(_) => return Ok(()),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    bail!(
+        "cannot reach the server at {address} ({}): this sandbox must reach the server's port \
+         6443; check the address the server's install printed and that both sandboxes are on \
+         one network",
+        last_error.map_or("no address".to_string(), |e| e.to_string())
+    )
+}
+
+/// k3s takes a node name that is a DNS subdomain (RFC 1123): refuse others here, not after the
+/// daemons started.
+fn check_node_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        });
+    if !ok {
+        bail!(
+            "--node-name {name:?}: a node name must be lower-case letters, digits, '-' and '.' \
+             (a DNS subdomain), e.g. sandbox-2"
+        );
+    }
+    Ok(())
 }
 
 /// Host paths the daemons create outside our dirs; if new at install, uninstall removes what is
@@ -50,6 +125,14 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         return ops::start(&mut state);
     }
 
+    let node_name = options
+        .node_name
+        .clone()
+        .unwrap_or_else(crate::state::default_node_name);
+    check_node_name(&node_name)?;
+    if let Some(join) = &options.join {
+        check_join(join)?;
+    }
     let bundle = Bundle::locate(options.bundle_dir.as_deref())?;
     println!(
         "k3s-gvisor {} ({}) from {}",
@@ -67,17 +150,31 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     }
     // Decided once, here: which parts of k3s this host can run (no agent: no kube-proxy).
     let has_k3s = bundle.path("bin/k3s").is_file();
-    let kube_proxy_off = if has_k3s && !options.control_plane_only {
+    if options.join.is_some() && !has_k3s {
+        bail!("--server needs k3s, and this bundle has none (see bundle-manifest.json)");
+    }
+    // Probed on a control-plane-only server too: it decides for the agents that join it, and
+    // they run in sandboxes like this one (a server elsewhere must decide for its agents).
+    let kube_proxy_off = if has_k3s {
         cluster::kube_proxy_blocker()
     } else {
         None
     };
     let service_proxy = cluster::ServiceProxy::decide(
         options.control_plane_only,
+        options.join.is_some(),
         kube_proxy_off.as_deref(),
         bundle.path("bin/svcproxy").is_file(),
     );
-    let addons_off = if has_k3s {
+    if let (Some(reason), Some(_)) = (&kube_proxy_off, &options.join) {
+        // k3s hands the server's --disable-kube-proxy to its agents; this agent cannot say.
+        println!(
+            "note: kube-proxy cannot run here ({reason}); agents run it only if the server does: \
+             a server installed by this bundle in a sandbox turns it off for every node, a \
+             server elsewhere must run with --disable-kube-proxy"
+        );
+    }
+    let addons_off = if has_k3s && options.join.is_none() {
         let install = cluster::Install {
             control_plane_only: options.control_plane_only,
             no_service_proxy: matches!(service_proxy, cluster::ServiceProxy::Nothing { .. }),
@@ -86,7 +183,8 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     } else {
         Vec::new()
     };
-    if has_k3s {
+    // On an agent the server decides (the note above), so there is nothing to turn off here.
+    if has_k3s && options.join.is_none() {
         report_turned_off(kube_proxy_off.as_deref(), &service_proxy, &addons_off);
     }
     if bundle.sandbox_image().is_none() {
@@ -102,6 +200,8 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         prefix: paths.prefix.clone(),
         data_dir: paths.data_dir.clone(),
         control_plane_only: options.control_plane_only,
+        server: options.join.as_ref().map(|j| j.server.clone()),
+        node_name: Some(node_name.clone()),
         snapshotter: plan.snapshotter.clone(),
         created_dirs: Vec::new(),
         created_files: Vec::new(),
@@ -124,6 +224,14 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     // The data dir comes first: it holds the state file that records everything after it.
     state.create_dir_all_recorded(&paths.data_dir)?;
     state.create_dir_all_recorded(&paths.prefix)?;
+    if let Some(join) = &options.join {
+        write_token(&paths.agent_token(), &join.token)?;
+        println!(
+            "agent node {node_name}: joins {} (token in {}, mode 0600)",
+            join.server,
+            paths.agent_token().display()
+        );
+    }
 
     let result = prepare_and_start(&bundle, &paths, &plan, &mut state, options.no_start);
     if result.is_err() {
@@ -139,6 +247,19 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     result
 }
 
+fn write_token(path: &std::path::Path, token: &str) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{}", token.trim())?;
+    Ok(())
+}
+
 /// One line per part of k3s this host cannot run, each with its reason, and who serves Services.
 fn report_turned_off(
     kube_proxy_off: Option<&str>,
@@ -146,7 +267,7 @@ fn report_turned_off(
     addons_off: &[cluster::TurnedOff],
 ) {
     if let Some(reason) = kube_proxy_off {
-        println!("k3s: kube-proxy off (--disable-kube-proxy): {reason}");
+        println!("k3s: kube-proxy off (--disable-kube-proxy, on every node): {reason}");
     }
     println!("k3s: service proxy: {}", service_proxy.describe());
     for addon in addons_off {
@@ -187,4 +308,43 @@ fn prepare_and_start(
         return Ok(());
     }
     ops::start(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_must_be_dns_subdomains() {
+        for good in ["server", "sandbox-2", "a.b-c.d", "n1"] {
+            assert!(check_node_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Server", "a_b", "-a", "a-", "a..b"] {
+            assert!(check_node_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_join_needs_an_https_url_a_token_and_a_reachable_server() {
+        let join = |server: &str, token: &str| Join {
+            server: server.into(),
+            token: token.into(),
+        };
+        let error = check_join(&join("10.0.0.2:6443", "t"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("https URL"), "{error}");
+        let error = check_join(&join("https://127.0.0.1:1", " "))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--token is empty"), "{error}");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(check_join(&join(&format!("https://127.0.0.1:{port}"), "t")).is_ok());
+        drop(listener);
+        let error = check_join(&join(&format!("https://127.0.0.1:{port}"), "t"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cannot reach the server"), "{error}");
+    }
 }

@@ -73,10 +73,19 @@ pub fn lay_out(bundle: &Bundle, paths: &Paths, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-/// CNI network configs ship under etc/cni/ (the cni crate owns them). Each is copied into the
-/// conf dir containerd reads, with {{PREFIX}}/{{DATA_DIR}} filled in where a config uses them.
+/// CNI network configs ship under etc/cni/ (the cni crate owns them). Each is copied, with
+/// {{PREFIX}}/{{DATA_DIR}} filled in where a config uses them, into the conf dir containerd
+/// reads; with k3s in the bundle into the template dir instead: then the range must be the
+/// node's podCIDR, known only once k3s has registered the node, and `start` writes the conf
+/// dir (a config there earlier would let the node go Ready and pods get addresses outside the
+/// range other nodes route here).
 fn install_cni_config(bundle: &Bundle, paths: &Paths) -> Result<()> {
-    let conf_dir = paths.cni_conf_dir();
+    let conf_dir = if bundle.path("bin/k3s").is_file() {
+        paths.cni_template_dir()
+    } else {
+        paths.cni_conf_dir()
+    };
+    fs::create_dir_all(paths.cni_conf_dir())?;
     fs::create_dir_all(&conf_dir)?;
     let mut stack = vec![bundle.path("etc/cni")];
     let values = std::collections::BTreeMap::from([

@@ -10,6 +10,7 @@
 //! - `mounts` makes the host changes (/dev/kmsg, cgroups);
 //! - `node_ip` (with `netlink`) gives k3s a node IP where the sandbox has no default route,
 //!   `loopback` brings lo up where it is down;
+//! - `node_routes` routes other nodes' pod ranges via their node IPs (host-gw), as a daemon;
 //! - `services` and `supervise` run containerd and k3s (`pod_logs` keeps the kubelet's pod
 //!   logs in the data dir); `userenv` is the line that puts kubectl, crictl and ctr on PATH;
 //! - `state` records everything for `uninstall` (in `ops`), which also removes what the daemons
@@ -28,6 +29,7 @@ mod loopback;
 mod mounts;
 mod netlink;
 mod node_ip;
+mod node_routes;
 mod ops;
 mod paths;
 mod pod_logs;
@@ -67,9 +69,22 @@ struct InstallArgs {
     prefix: PathBuf,
     #[command(flatten)]
     data: DataDirArg,
-    /// Run only the Kubernetes control plane (k3s --disable-agent): no kubelet, no pods.
-    #[arg(long)]
+    /// Run only the Kubernetes control plane (k3s --disable-agent): no kubelet, no pods;
+    /// agents join it to run pods.
+    #[arg(long, conflicts_with = "server")]
     control_plane_only: bool,
+    /// Join the server at this URL as an agent node (k3s agent: kubelet, containerd, CNI, no
+    /// control plane), e.g. https://10.0.0.2:6443. The server's install prints the command.
+    #[arg(long, value_name = "URL", requires = "token")]
+    server: Option<String>,
+    /// The server's join token (in the server's DATA_DIR/k3s/server/node-token). Kept in
+    /// DATA_DIR/agent-token, mode 0600.
+    #[arg(long, requires = "server")]
+    token: Option<String>,
+    /// This node's name in the cluster (default: the host name, in lower case). Every node
+    /// needs its own: sandboxes cloned from one image often share a host name.
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
     /// Install and prepare the host, but start nothing.
     #[arg(long)]
     no_start: bool,
@@ -92,7 +107,7 @@ struct DataDirArg {
 enum Command {
     /// Start containerd and k3s of an existing install.
     Start(DataDirArg),
-    /// Stop k3s, all containers, and containerd.
+    /// Stop node-routes, k3s, all containers, and containerd.
     Stop(DataDirArg),
     /// Show what runs, its health, and versions (exit 1 if something is down).
     Status(DataDirArg),
@@ -117,6 +132,9 @@ enum Command {
     },
     /// Stop everything and remove all the install created or mounted.
     Uninstall(DataDirArg),
+    /// Keep routes to the other nodes' pod ranges (run by `start` as the daemon node-routes;
+    /// not meant to be run by hand).
+    NodeRoutes(DataDirArg),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -127,8 +145,14 @@ fn run(cli: Cli) -> Result<()> {
             data_dir: cli.install.data.data_dir,
             control_plane_only: cli.install.control_plane_only,
             no_start: cli.install.no_start,
+            join: cli.install.server.map(|server| install::Join {
+                server,
+                token: cli.install.token.unwrap_or_default(),
+            }),
+            node_name: cli.install.node_name,
             launcher: cli.install.launcher,
         }),
+        Some(Command::NodeRoutes(d)) => node_routes::run(&State::require(&d.data_dir)?),
         Some(Command::Start(d)) => ops::start(&mut State::require(&d.data_dir)?),
         Some(Command::Stop(d)) => ops::stop(&State::require(&d.data_dir)?),
         Some(Command::Status(d)) => ops::status(&State::require(&d.data_dir)?),

@@ -102,6 +102,9 @@ pub fn mount_cgroups(state: &mut State) -> Result<CgroupOutcome> {
 pub const NETNS_DIR: &str = "/run/netns";
 
 /// Names of the network namespaces mounted under /run/netns now.
+/// containerd's CRI names each pod's network namespace `cni-<uuid>` (pkg/netns).
+const CONTAINERD_NETNS_PREFIX: &str = "cni-";
+
 pub fn pod_netns_names() -> Vec<String> {
     probe::read_mounts()
         .into_iter()
@@ -113,11 +116,14 @@ pub fn pod_netns_names() -> Vec<String> {
         .collect()
 }
 
-/// Unmounts and removes the pod network namespaces that appeared after install.
+/// Unmounts and removes the pod network namespaces that appeared after install: only those
+/// named as containerd names them (`cni-<uuid>`). Any other namespace made since (another
+/// tool's, a test harness's) is not ours; removing one cut a running e2e's sandbox network
+/// loose on a shared machine.
 pub fn remove_new_pod_netns(before: &[String]) -> Vec<String> {
     let mut report = Vec::new();
     for name in pod_netns_names() {
-        if before.contains(&name) {
+        if before.contains(&name) || !name.starts_with(CONTAINERD_NETNS_PREFIX) {
             continue;
         }
         let path = Path::new(NETNS_DIR).join(&name);

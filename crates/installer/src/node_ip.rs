@@ -183,9 +183,17 @@ fn read_default_routes() -> Vec<String> {
     )
 }
 
+/// The node IP of this start.
+pub struct NodeIp {
+    /// The `--node-ip` to pass, if k3s must be told.
+    pub flag: Option<IpAddr>,
+    /// The address other nodes reach this one at, where known (for the join command).
+    pub address: Option<IpAddr>,
+}
+
 /// Decides the node IP for this start, adds the lo address if that is the choice, and prints
-/// one line saying which IP and why. Returns the `--node-ip` to pass, if any.
-pub fn prepare(state: &mut State) -> Result<Option<IpAddr>> {
+/// one line saying which IP and why.
+pub fn prepare(state: &mut State) -> Result<NodeIp> {
     forget_vanished_addresses(state)?;
     let choice = choose(&read_default_routes(), &interface_addresses());
     match &choice {
@@ -206,7 +214,14 @@ pub fn prepare(state: &mut State) -> Result<Option<IpAddr>> {
             );
         }
     }
-    Ok(choice.node_ip())
+    let address = match &choice {
+        Choice::DefaultRoute { address, .. } => *address,
+        other => other.node_ip(),
+    };
+    Ok(NodeIp {
+        flag: choice.node_ip(),
+        address,
+    })
 }
 
 pub fn lo_index() -> Result<u32> {

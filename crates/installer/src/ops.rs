@@ -35,6 +35,16 @@ pub fn start(state: &mut State) -> Result<()> {
     }
     if services::has_k3s(&paths) {
         services::start_k3s(&paths, state)?;
+        services::start_node_routes(&paths)?;
+        if state.is_agent() {
+            // An agent has no admin kubeconfig: kubectl works on the server.
+            println!(
+                "agent node {} is Ready; use kubectl on the server. crictl and ctr here:\n  {}",
+                state.node_name(),
+                userenv::agent_export_line(&paths)
+            );
+            return Ok(());
+        }
         println!(
             "to use kubectl, crictl and ctr:\n  {}",
             userenv::export_line(&paths, true)
@@ -127,7 +137,9 @@ pub fn status(state: &State) -> Result<()> {
             println!("containerd: stopped");
         }
     }
-    if services::has_k3s(&paths) {
+    if services::has_k3s(&paths) && state.is_agent() {
+        healthy &= agent_status(state);
+    } else if services::has_k3s(&paths) {
         match services::daemon(&paths, K3S).running_pid() {
             Some(pid) => {
                 let api_ready = services::kubectl(&paths, &["get", "--raw=/readyz"]).is_ok();
@@ -182,6 +194,55 @@ pub fn status(state: &State) -> Result<()> {
     Ok(())
 }
 
+/// An agent's k3s, its node (asked with the kubelet's credentials: an agent has no admin
+/// kubeconfig) and the node routes. False when something is down.
+fn agent_status(state: &State) -> bool {
+    let paths = state.paths();
+    let server = state.server.as_deref().unwrap_or("?");
+    let node = state.node_name();
+    let mut healthy = true;
+    match services::daemon(&paths, K3S).running_pid() {
+        Some(pid) => {
+            let kubeconfig = crate::node_routes::kubelet_kubeconfig(&paths);
+            let ready = services::node_ready(&paths, &kubeconfig, &node);
+            println!("k3s agent: running (pid {pid}), joined {server}");
+            println!(
+                "node {node}: {}",
+                match ready {
+                    Some(true) => "Ready",
+                    Some(false) => "NOT Ready",
+                    None => "unknown (the server does not answer)",
+                }
+            );
+            healthy &= ready == Some(true);
+        }
+        None => {
+            healthy = false;
+            println!("k3s agent: stopped (joined {server})");
+        }
+    }
+    healthy &= routes_status(&paths);
+    println!("tools: {}", userenv::agent_export_line(&paths));
+    healthy
+}
+
+/// The node-routes daemon and the routes it keeps; false when it is not running.
+fn routes_status(paths: &crate::paths::Paths) -> bool {
+    let running = services::daemon(paths, services::NODE_ROUTES).running_pid();
+    let record = crate::node_routes::load(paths);
+    let routes: Vec<String> = record.routes.iter().map(ToString::to_string).collect();
+    println!(
+        "node-routes: {}, routes to other nodes' pods: {}",
+        running.map_or("stopped".to_string(), |pid| format!("running (pid {pid})")),
+        if routes.is_empty() {
+            "none".to_string()
+        } else {
+            routes.join(", ")
+        }
+    );
+    running.is_some()
+}
+
 /// Prints each node's Ready condition and the pods per phase; false when a node is not Ready
 /// (or, with an agent, when there is no node at all).
 fn cluster_status(paths: &crate::paths::Paths, state: &State) -> bool {
@@ -220,7 +281,11 @@ fn cluster_status(paths: &crate::paths::Paths, state: &State) -> bool {
     )
     .unwrap_or_default();
     println!("pods (all namespaces): {}", count_phases(&phases));
-    state.control_plane_only || (any && all_ready)
+    if state.control_plane_only {
+        return true;
+    }
+    let routes = routes_status(paths);
+    any && all_ready && routes
 }
 
 /// What svcproxy's status file says, in a few words: "3 Services, 5 listeners, last sync 4 s
@@ -278,6 +343,8 @@ pub enum Log {
     K3s,
     /// The service proxy (only where it runs in place of kube-proxy).
     Svcproxy,
+    /// The routes to other nodes' pod ranges it added or removed.
+    NodeRoutes,
     /// What the launcher redirected for k3s (only where k3s runs under it).
     LauncherK3s,
 }
@@ -288,6 +355,7 @@ impl Log {
             Log::Containerd => CONTAINERD.to_string(),
             Log::K3s => K3S.to_string(),
             Log::Svcproxy => SVCPROXY.to_string(),
+            Log::NodeRoutes => services::NODE_ROUTES.to_string(),
             Log::LauncherK3s => format!("launcher-{K3S}"),
         }
     }
@@ -297,7 +365,13 @@ pub fn logs(state: &State, only: Option<Log>, lines: usize) -> Result<()> {
     let paths = state.paths();
     let chosen = match only {
         Some(log) => vec![log],
-        None => vec![Log::Containerd, Log::K3s, Log::Svcproxy, Log::LauncherK3s],
+        None => vec![
+            Log::Containerd,
+            Log::K3s,
+            Log::Svcproxy,
+            Log::NodeRoutes,
+            Log::LauncherK3s,
+        ],
     };
     for log in chosen {
         let file = paths.log_file(&log.file_name());
@@ -337,6 +411,9 @@ pub fn uninstall(state: &State) -> Result<()> {
             pod_logs::CONTAINER_LOGS
         );
     }
+    let (removed, failed) = crate::node_routes::remove_all(&paths);
+    removed.iter().for_each(|line| println!("{line}"));
+    problems.extend(failed);
     problems.extend(node_ip::remove_added_addresses(state));
     problems.extend(loopback::restore(state));
     let sandboxes = services::pod_sandboxes(&paths);
@@ -396,6 +473,15 @@ pub fn uninstall(state: &State) -> Result<()> {
         paths.prefix.display(),
         paths.data_dir.display()
     );
+    if let Some(server) = &state.server {
+        // Only the server can remove a node from the cluster; the agent has no rights to.
+        println!(
+            "node {} stays in the cluster of {server} as NotReady: on the server, run \
+             `kubectl delete node {}`",
+            state.node_name(),
+            state.node_name()
+        );
+    }
     Ok(())
 }
 

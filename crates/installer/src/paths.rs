@@ -5,7 +5,8 @@
 //!   bin/            runc containerd containerd-shim-runc-v2 ctr k3s launcher installer
 //!   cni/bin/        gvisor-cni (copies, not symlinks: the CNI spec execs them by path)
 //!   etc/containerd/config.toml   rendered from the bundle's template
-//!   etc/cni/net.d/  the CNI conflist
+//!   etc/cni/net.d/  the CNI conflist, with this node's podCIDR as its range (k3s bundles)
+//!   etc/cni/templates/  the conflist as shipped, rendered into net.d/ at start
 //!   procsys/        /proc/sys values the launcher serves, only for files this host lacks
 //!   images/         the OCI archives, kept so `start` can re-import after a data wipe
 //! data dir (default /var/lib/k3s-gvisor): what the running system writes.
@@ -15,7 +16,9 @@
 //!   containerd/     containerd root and state
 //!   k3s/ kubelet/   k3s data dir, kubelet root dir
 //!   pod-logs/       the kubelet's pod logs (a drop-in in k3s/agent/etc/kubelet.conf.d/)
-//!   kubeconfig.yaml mode 0600
+//!   kubeconfig.yaml mode 0600 (servers)
+//!   agent-token     the join token, mode 0600 (agents)
+//!   run/node-routes.json  routes to other nodes' pods and ip_forward as found (node_routes.rs)
 
 use std::path::{Path, PathBuf};
 
@@ -92,6 +95,19 @@ impl Paths {
     }
     pub fn kubeconfig(&self) -> PathBuf {
         self.data_dir.join("kubeconfig.yaml")
+    }
+    /// An agent's join token (mode 0600), handed to k3s as --token-file.
+    pub fn agent_token(&self) -> PathBuf {
+        self.data_dir.join("agent-token")
+    }
+    /// Where a server's k3s keeps the token agents join with.
+    pub fn server_node_token(&self) -> PathBuf {
+        self.k3s_data_dir().join("server/node-token")
+    }
+    /// The CNI configs as shipped: rendered into the conf dir with this node's podCIDR once
+    /// k3s has assigned it (cni_host::write_pod_range).
+    pub fn cni_template_dir(&self) -> PathBuf {
+        self.prefix.join("etc/cni/templates")
     }
     pub fn pod_logs_dir(&self) -> PathBuf {
         self.data_dir.join("pod-logs")

@@ -26,6 +26,7 @@ pub const K3S: &str = "k3s";
 pub const SVCPROXY: &str = "svcproxy";
 /// svcproxy's first sync needs the API's first lists of Services and EndpointSlices.
 const SVCPROXY_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+pub const NODE_ROUTES: &str = "node-routes";
 const CONTAINERD_SOCKET_TIMEOUT: Duration = Duration::from_secs(60);
 const K3S_API_TIMEOUT: Duration = Duration::from_secs(240);
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -240,8 +241,10 @@ pub fn import_images(paths: &Paths, snapshotter: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts k3s (if not running), waits for the API and, with an agent, for the node to be Ready;
-/// then for the default service account, which every pod needs before it can be created.
+/// Starts k3s (if not running): a server waits for the API; a node with a kubelet (server with
+/// its agent, or an agent) then waits for k3s to assign its podCIDR, writes the CNI config
+/// with that range, and waits for the node to be Ready. A server finally waits for the default
+/// service account, which every pod needs before it can be created, and prints how to join.
 pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
     let daemon = daemon(paths, K3S);
     if let Some(pid) = daemon.running_pid() {
@@ -253,48 +256,95 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
         .map(|text| config::parse_kubelet_args(&text))
         .unwrap_or_default();
     let node_ip = node_ip::prepare(state)?;
+    let node_name = state.node_name();
     let options = config::K3sOptions {
         control_plane_only: state.control_plane_only,
         kubelet_args: &kubelet_args,
-        node_ip,
+        node_ip: node_ip.flag,
         kube_proxy: state.kube_proxy_off.is_none(),
         disable: state.addons_off.iter().map(|a| a.name.clone()).collect(),
+        node_name: &node_name,
     };
     if !state.control_plane_only {
         pod_logs::write_kubelet_dropin(paths)?;
     }
-    let args = config::k3s_server_args(paths, &options);
+    let args = match &state.server {
+        Some(server) => config::k3s_agent_args(paths, &options, server),
+        None => config::k3s_server_args(paths, &options),
+    };
     let (program, args) = launch_command(paths, state.launcher, paths.bin("k3s"), args)?;
     let pid = daemon.start(&program, &args, &daemon_env(paths))?;
     println!("k3s started (pid {pid}), log {}", daemon.log_file.display());
 
-    wait_for(
-        paths,
-        &daemon,
-        pid,
-        "the Kubernetes API to answer /readyz",
-        K3S_API_TIMEOUT,
-        || kubectl(paths, &["get", "--raw=/readyz"]).is_ok(),
-    )?;
-    if let Ok(metadata) = fs::metadata(paths.kubeconfig()) {
-        let mut permissions = metadata.permissions();
-        permissions.set_mode(0o600);
-        fs::set_permissions(paths.kubeconfig(), permissions)?;
-    }
-    println!("Kubernetes API is ready");
-    // As soon as the API answers, so that ClusterIPs route before pods need them (coredns
-    // reaches the API through 10.43.0.1).
-    start_service_proxy(paths, state)?;
-    if !state.control_plane_only {
+    // What the node's own queries authenticate with: a server's admin kubeconfig, or on an
+    // agent the kubelet's credentials (an agent has no admin kubeconfig).
+    let kubeconfig = if state.is_agent() {
+        crate::node_routes::kubelet_kubeconfig(paths)
+    } else {
         wait_for(
             paths,
             &daemon,
             pid,
-            "the node to be Ready",
+            "the Kubernetes API to answer /readyz",
+            K3S_API_TIMEOUT,
+            || kubectl(paths, &["get", "--raw=/readyz"]).is_ok(),
+        )?;
+        if let Ok(metadata) = fs::metadata(paths.kubeconfig()) {
+            let mut permissions = metadata.permissions();
+            permissions.set_mode(0o600);
+            fs::set_permissions(paths.kubeconfig(), permissions)?;
+        }
+        println!("Kubernetes API is ready");
+        // As soon as the API answers, so that ClusterIPs route before pods need them (coredns
+        // reaches the API through 10.43.0.1).
+        start_service_proxy(paths, state)?;
+        paths.kubeconfig()
+    };
+    if !state.control_plane_only {
+        let what = match &state.server {
+            Some(server) => format!(
+                "node {node_name} to register with {server} and get its pod range (if this \
+                 times out, check that this sandbox reaches the server and the token is right: \
+                 `{} logs k3s`)",
+                paths.bin("installer").display()
+            ),
+            None => format!("node {node_name} to register and get its pod range"),
+        };
+        let mut pod_cidr = None;
+        wait_for(paths, &daemon, pid, &what, K3S_API_TIMEOUT, || {
+            pod_cidr = node_field(paths, &kubeconfig, &node_name, "{.spec.podCIDR}")
+                .filter(|cidr| !cidr.is_empty());
+            pod_cidr.is_some()
+        })?;
+        let pod_cidr = pod_cidr.expect("set when the wait succeeds");
+        let changed = crate::cni_host::write_pod_range(
+            &paths.cni_template_dir(),
+            &paths.cni_conf_dir(),
+            &pod_cidr,
+        )?;
+        println!(
+            "pod range: {pod_cidr} (the node's podCIDR){}",
+            if changed {
+                format!(
+                    ", written to the CNI config in {}",
+                    paths.cni_conf_dir().display()
+                )
+            } else {
+                String::new()
+            }
+        );
+        wait_for(
+            paths,
+            &daemon,
+            pid,
+            &format!("node {node_name} to be Ready"),
             NODE_READY_TIMEOUT,
-            || node_ready(paths) == Some(true),
+            || node_ready(paths, &kubeconfig, &node_name) == Some(true),
         )?;
         println!("node is Ready");
+    }
+    if state.is_agent() {
+        return Ok(());
     }
     // Controllers create the `default` service account and the `kube-root-ca.crt` ConfigMap in
     // each namespace shortly after the API is up. Until the first exists every pod is refused
@@ -315,6 +365,7 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
     )?;
     println!("default service account and kube-root-ca.crt exist: pods can be created");
     println!("kubeconfig: {} (mode 0600)", paths.kubeconfig().display());
+    print_join_command(paths, node_ip.address);
     Ok(())
 }
 
@@ -323,6 +374,7 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
 pub fn service_proxy(paths: &Paths, state: &State) -> ServiceProxy {
     ServiceProxy::decide(
         state.control_plane_only,
+        state.is_agent(),
         state.kube_proxy_off.as_deref(),
         paths.bin(SVCPROXY).is_file(),
     )
@@ -376,19 +428,88 @@ fn start_service_proxy(paths: &Paths, state: &State) -> Result<()> {
     Ok(())
 }
 
-/// Whether the node's Ready condition is True (None when the API cannot say).
-pub fn node_ready(paths: &Paths) -> Option<bool> {
-    let out = kubectl(
+/// Starts `installer node-routes` (if not running): routes to the other nodes' pod ranges.
+pub fn start_node_routes(paths: &Paths) -> Result<()> {
+    let daemon = daemon(paths, NODE_ROUTES);
+    if let Some(pid) = daemon.running_pid() {
+        println!("node-routes already running (pid {pid})");
+        return Ok(());
+    }
+    let args = vec![
+        "node-routes".to_string(),
+        "--data-dir".to_string(),
+        paths.data_dir.display().to_string(),
+    ];
+    let pid = daemon.start(&paths.bin("installer"), &args, &daemon_env(paths))?;
+    println!(
+        "node-routes started (pid {pid}): routes other nodes' pod ranges via their node IPs, \
+         log {}",
+        daemon.log_file.display()
+    );
+    Ok(())
+}
+
+/// The command that joins another sandbox to this server as an agent, with the real token, and
+/// where the token lives.
+fn print_join_command(paths: &Paths, address: Option<std::net::IpAddr>) {
+    let token_file = paths.server_node_token();
+    let Ok(token) = fs::read_to_string(&token_file) else {
+        println!(
+            "to join agents: k3s wrote no join token at {} (see `logs k3s`)",
+            token_file.display()
+        );
+        return;
+    };
+    let host = match address {
+        Some(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+        Some(ip) => ip.to_string(),
+        None => "<this sandbox's address>".to_string(),
+    };
+    println!(
+        "to join another sandbox as an agent node (it must reach {host}:6443 and this node's pod \
+         range must be routable from it: same network segment), run there in the extracted \
+         bundle:\n  ./install --server https://{host}:6443 --token {}\n\
+         the join token is in {} (mode 0600; anyone who has it can join nodes to this cluster)",
+        token.trim(),
+        token_file.display()
+    );
+}
+
+/// One jsonpath field of node NAME, or None when the API cannot say (yet).
+fn node_field(paths: &Paths, kubeconfig: &Path, name: &str, field: &str) -> Option<String> {
+    let out = kubectl_with(
         paths,
-        &[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
-        ],
+        kubeconfig,
+        &["get", "node", name, "-o", &format!("jsonpath={field}")],
     )
     .ok()?;
-    Some(out.contains("True"))
+    Some(out.trim().to_string())
+}
+
+/// Whether node NAME's Ready condition is True (None when the API cannot say).
+pub fn node_ready(paths: &Paths, kubeconfig: &Path, name: &str) -> Option<bool> {
+    node_field(
+        paths,
+        kubeconfig,
+        name,
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+    )
+    .map(|status| status == "True")
+}
+
+pub fn kubectl_with(paths: &Paths, kubeconfig: &Path, args: &[&str]) -> Result<String> {
+    if !kubeconfig.is_file() {
+        bail!("{} does not exist (yet)", kubeconfig.display());
+    }
+    let output = Command::new(paths.bin("k3s"))
+        .arg("kubectl")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .output()?;
+    if !output.status.success() {
+        bail!("{}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 pub fn kubectl(paths: &Paths, args: &[&str]) -> Result<String> {
@@ -441,6 +562,10 @@ pub fn stop_all(paths: &Paths) -> Vec<String> {
     // First, while the bridge still exists: on SIGTERM it removes its ClusterIPs from it.
     if daemon(paths, SVCPROXY).stop(Duration::from_secs(10)) {
         report.push("svcproxy stopped".to_string());
+    }
+    // Routes stay: they are right as long as the other nodes are, and uninstall removes them.
+    if daemon(paths, NODE_ROUTES).stop(Duration::from_secs(5)) {
+        report.push("node-routes stopped".to_string());
     }
     if daemon(paths, K3S).stop(Duration::from_secs(30)) {
         report.push("k3s stopped".to_string());

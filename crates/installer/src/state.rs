@@ -19,6 +19,12 @@ pub struct State {
     pub prefix: PathBuf,
     pub data_dir: PathBuf,
     pub control_plane_only: bool,
+    /// An agent node: the server it joined (`--server`), None for a server.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// The node name k3s is given (`--node-name`, else this host's name in lower case).
+    #[serde(default)]
+    pub node_name: Option<String>,
     /// "overlayfs" or "native".
     pub snapshotter: String,
     /// Directories the installer created, in creation order. Removed in reverse order;
@@ -76,6 +82,21 @@ pub enum LauncherUse {
     Never,
 }
 
+/// k3s's default node name: the host name, in lower case (a node name must be a DNS
+/// subdomain).
+pub fn default_node_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_lowercase();
+    if rc != 0 || name.is_empty() {
+        "localhost".to_string()
+    } else {
+        name
+    }
+}
+
 impl State {
     pub fn load(data_dir: &Path) -> Result<Option<State>> {
         let path = data_dir.join("state.json");
@@ -103,6 +124,16 @@ impl State {
                 data_dir.display()
             )
         })
+    }
+
+    pub fn is_agent(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// The node name k3s runs with (installs made before --node-name used the host name,
+    /// which is also k3s's default).
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(default_node_name)
     }
 
     pub fn paths(&self) -> Paths {

@@ -28,6 +28,19 @@ pub fn export_line(paths: &Paths, with_runtime: bool) -> String {
     line
 }
 
+/// An agent's line: crictl and ctr only. An agent has no admin kubeconfig (kubectl is used on
+/// the server), and a KUBECONFIG naming a file that does not exist would only mislead.
+pub fn agent_export_line(paths: &Paths) -> String {
+    let socket = paths.containerd_socket().display().to_string();
+    format!(
+        "export PATH={}:\"$PATH\" CONTAINER_RUNTIME_ENDPOINT={} CONTAINERD_ADDRESS={} \
+         CONTAINERD_NAMESPACE=k8s.io",
+        quote(&paths.prefix.join("bin").display().to_string()),
+        quote(&format!("unix://{socket}")),
+        quote(&socket)
+    )
+}
+
 /// Single-quotes a value for sh when it holds anything but plain path characters.
 fn quote(value: &str) -> String {
     let plain = value
@@ -44,6 +57,16 @@ fn quote(value: &str) -> String {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn an_agents_line_has_no_kubeconfig() {
+        let paths = Paths::new(Path::new("/p"), Path::new("/d"));
+        assert_eq!(
+            agent_export_line(&paths),
+            "export PATH=/p/bin:\"$PATH\" CONTAINER_RUNTIME_ENDPOINT=unix:///d/run/containerd.sock \
+             CONTAINERD_ADDRESS=/d/run/containerd.sock CONTAINERD_NAMESPACE=k8s.io"
+        );
+    }
 
     #[test]
     fn the_line_names_every_tool_setting() {

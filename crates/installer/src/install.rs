@@ -10,9 +10,9 @@ use anyhow::{bail, Context, Result};
 use crate::bundle::Bundle;
 use crate::cluster;
 use crate::cni_host;
-use crate::layout;
+use crate::copy_bundle;
+use crate::lifecycle;
 use crate::mounts;
-use crate::ops;
 use crate::paths::Paths;
 use crate::preflight;
 use crate::state::{LauncherUse, State};
@@ -122,7 +122,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         if options.no_start {
             return Ok(());
         }
-        return ops::start(&mut state);
+        return lifecycle::start(&mut state);
     }
 
     let node_name = options
@@ -285,7 +285,7 @@ fn prepare_and_start(
     state: &mut State,
     no_start: bool,
 ) -> Result<()> {
-    layout::lay_out(bundle, paths, plan)?;
+    copy_bundle::lay_out(bundle, paths, plan)?;
     println!("installed files under {}", paths.prefix.display());
     if !plan.facts.has_dev_kmsg {
         mounts::provide_dev_kmsg(state)?;
@@ -307,7 +307,7 @@ fn prepare_and_start(
         );
         return Ok(());
     }
-    ops::start(state)
+    lifecycle::start(state)
 }
 
 #[cfg(test)]

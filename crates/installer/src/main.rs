@@ -5,36 +5,39 @@
 //!
 //! Map:
 //! - `preflight` refuses bad input before anything is written; `probe` measures the host;
-//! - `cluster` decides which parts of k3s can run (kube-proxy, add-ons);
-//! - `layout` copies the bundle under the prefix;
+//!   `blockers` is the one table of gVisor blockers (preflight's workarounds, `doctor`);
+//! - `cluster` decides which parts of k3s can run (kube-proxy, the service proxy, add-ons);
+//! - `copy_bundle` copies the bundle under the prefix;
 //! - `mounts` makes the host changes (/dev/kmsg, cgroups);
 //! - `node_ip` (with `netlink`) gives k3s a node IP where the sandbox has no default route,
 //!   `loopback` brings lo up where it is down;
 //! - `node_routes` routes other nodes' pod ranges via their node IPs (host-gw), as a daemon;
-//! - `services` and `supervise` run containerd and k3s (`pod_logs` keeps the kubelet's pod
-//!   logs in the data dir); `userenv` is the line that puts kubectl, crictl and ctr on PATH;
-//! - `state` records everything for `uninstall` (in `ops`), which also removes what the daemons
-//!   leave outside the data dir: the CNI bridge and result cache (`cni_host`), the container
-//!   log links (`pod_logs`).
+//! - `services` and `supervise` run containerd, k3s and svcproxy (`pod_logs` keeps the kubelet's
+//!   pod logs in the data dir); `userenv` is the line that puts kubectl, crictl and ctr on PATH;
+//! - `lifecycle`: start, stop and uninstall of an existing install; `report`: status and logs;
+//! - `state` records everything for `uninstall`, which also removes what the daemons leave
+//!   outside the data dir: the CNI bridge and result cache (`cni_host`), the container log
+//!   links (`pod_logs`).
 
 mod blockers;
 mod bundle;
 mod cluster;
 mod cni_host;
 mod config;
+mod copy_bundle;
 mod doctor;
 mod install;
-mod layout;
+mod lifecycle;
 mod loopback;
 mod mounts;
 mod netlink;
 mod node_ip;
 mod node_routes;
-mod ops;
 mod paths;
 mod pod_logs;
 mod preflight;
 mod probe;
+mod report;
 mod services;
 mod state;
 mod supervise;
@@ -117,7 +120,7 @@ enum Command {
         data: DataDirArg,
         /// Which log (default: all).
         #[arg(value_enum)]
-        service: Option<ops::Log>,
+        service: Option<report::Log>,
         /// How many lines to show from the end of each log.
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: usize,
@@ -153,15 +156,15 @@ fn run(cli: Cli) -> Result<()> {
             launcher: cli.install.launcher,
         }),
         Some(Command::NodeRoutes(d)) => node_routes::run(&State::require(&d.data_dir)?),
-        Some(Command::Start(d)) => ops::start(&mut State::require(&d.data_dir)?),
-        Some(Command::Stop(d)) => ops::stop(&State::require(&d.data_dir)?),
-        Some(Command::Status(d)) => ops::status(&State::require(&d.data_dir)?),
+        Some(Command::Start(d)) => lifecycle::start(&mut State::require(&d.data_dir)?),
+        Some(Command::Stop(d)) => lifecycle::stop(&State::require(&d.data_dir)?),
+        Some(Command::Status(d)) => report::status(&State::require(&d.data_dir)?),
         Some(Command::Logs {
             data,
             service,
             lines,
-        }) => ops::logs(&State::require(&data.data_dir)?, service, lines),
-        Some(Command::Uninstall(d)) => ops::uninstall(&State::require(&d.data_dir)?),
+        }) => report::logs(&State::require(&data.data_dir)?, service, lines),
+        Some(Command::Uninstall(d)) => lifecycle::uninstall(&State::require(&d.data_dir)?),
         Some(Command::Doctor { data, bundle }) => run_doctor(&data.data_dir, bundle),
     }
 }

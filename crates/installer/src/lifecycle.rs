@@ -1,0 +1,219 @@
+//! An existing install's life: start (after a sandbox restart too), stop, and uninstall, which
+//! puts the host back as it was.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+use crate::cni_host;
+use crate::loopback;
+use crate::mounts;
+use crate::node_ip;
+use crate::pod_logs;
+use crate::probe::{self, HostFacts};
+use crate::services::{self, CONTAINERD};
+use crate::state::State;
+use crate::userenv;
+
+/// Starts containerd, imports the images, then k3s (when the bundle has it), and prints the
+/// line that puts kubectl, crictl and ctr on PATH.
+pub fn start(state: &mut State) -> Result<()> {
+    let paths = state.paths();
+    restore_host_changes(state)?;
+    // k3s, and containerd's CRI streaming server (exec, attach), listen on 127.0.0.1.
+    loopback::ensure_up(state)?;
+    if state.control_plane_only && services::has_k3s(&paths) {
+        // No kubelet, so no pods: containerd is not needed.
+        services::start_k3s(&paths, state)?;
+        println!("to use kubectl:\n  {}", userenv::export_line(&paths, false));
+        return Ok(());
+    }
+    let containerd_was_running = services::daemon(&paths, CONTAINERD).running_pid().is_some();
+    services::start_containerd(&paths)?;
+    if !containerd_was_running {
+        services::import_images(&paths, &state.snapshotter)?;
+    }
+    if services::has_k3s(&paths) {
+        services::start_k3s(&paths, state)?;
+        services::start_node_routes(&paths)?;
+        if state.is_agent() {
+            // An agent has no admin kubeconfig: kubectl works on the server.
+            println!(
+                "agent node {} is Ready; use kubectl on the server. crictl and ctr here:\n  {}",
+                state.node_name(),
+                userenv::agent_export_line(&paths)
+            );
+            return Ok(());
+        }
+        println!(
+            "to use kubectl, crictl and ctr:\n  {}",
+            userenv::export_line(&paths, true)
+        );
+    } else {
+        println!(
+            "this bundle has no k3s binary: containerd is running on {} for CRI clients \
+             (e.g. crictl --runtime-endpoint unix://{})",
+            paths.containerd_socket().display(),
+            paths.containerd_socket().display()
+        );
+    }
+    Ok(())
+}
+
+/// After a sandbox restart /dev and /sys are fresh: the install's mounts are gone while the
+/// prefix and data dir (on the persistent root) remain. Forget the lost host changes and make
+/// them again, recording the new ones.
+fn restore_host_changes(state: &mut State) -> Result<()> {
+    let mounted = probe::read_mounts();
+    let is_mounted = |path: &Path| mounted.iter().any(|m| m.mount_point == path);
+    if state.mounts.iter().all(|p| is_mounted(p)) {
+        return Ok(());
+    }
+    println!("mounts made at install are gone (was the sandbox restarted?): making them again");
+    for mount in state.mounts.iter().rev().filter(|p| is_mounted(p)) {
+        let _ = mounts::unmount(mount);
+    }
+    state.mounts.clear();
+    for file in state.created_files.drain(..) {
+        let _ = std::fs::remove_file(file);
+    }
+    state.created_dirs.retain(|dir| dir.exists());
+    state.save()?;
+    let facts = HostFacts::probe(&[]);
+    if !facts.has_dev_kmsg {
+        mounts::provide_dev_kmsg(state)?;
+        println!("/dev/kmsg: bind-mounted /dev/null");
+    }
+    if facts.needs_cgroup_mounts() {
+        let outcome = mounts::mount_cgroups(state)?;
+        println!("cgroup v1 mounted: {}", outcome.mounted.join(","));
+    }
+    Ok(())
+}
+
+pub fn stop(state: &State) -> Result<()> {
+    let report = services::stop_all(&state.paths());
+    if report.is_empty() {
+        println!("nothing was running");
+    }
+    for line in report {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Undoes the install: stops everything, unmounts in reverse order, removes what was created.
+pub fn uninstall(state: &State) -> Result<()> {
+    let paths = state.paths();
+    stop(state)?;
+    let mut problems = Vec::new();
+    let leftovers = mounts::remove_new_pod_netns(&state.netns_before)
+        .into_iter()
+        .chain(mounts::unmount_under(&[&state.prefix, &state.data_dir]));
+    for line in leftovers {
+        println!("{line}");
+    }
+    for mount in state.mounts.iter().rev() {
+        match mounts::unmount(mount) {
+            Ok(()) => println!("unmounted {}", mount.display()),
+            Err(error) => problems.push(format!("cannot unmount {}: {error}", mount.display())),
+        }
+    }
+    let links = pod_logs::remove_links(Path::new(pod_logs::CONTAINER_LOGS), &paths.data_dir);
+    if links > 0 {
+        println!(
+            "removed {links} container log link(s) from {}",
+            pod_logs::CONTAINER_LOGS
+        );
+    }
+    let (removed, failed) = crate::node_routes::remove_all(&paths);
+    removed.iter().for_each(|line| println!("{line}"));
+    problems.extend(failed);
+    problems.extend(node_ip::remove_added_addresses(state));
+    problems.extend(loopback::restore(state));
+    let sandboxes = services::pod_sandboxes(&paths);
+    let results = cni_host::remove_results(
+        &paths.cni_conf_dir(),
+        &sandboxes,
+        Path::new(cni_host::RESULTS_DIR),
+    );
+    if results > 0 {
+        println!(
+            "removed {results} cached CNI result(s) from {}",
+            cni_host::RESULTS_DIR
+        );
+    }
+    let bridges = cni_host::bridges_in(&paths.cni_conf_dir());
+    let (removed, failed) = cni_host::remove_new(&bridges, &state.links_before);
+    removed.iter().for_each(|line| println!("{line}"));
+    problems.extend(failed);
+    for file in state.created_files.iter().rev() {
+        if let Err(error) = std::fs::remove_file(file) {
+            problems.push(format!("cannot remove {}: {error}", file.display()));
+        }
+    }
+    // k3s links its default kubeconfig location to the one it was told to write.
+    let default_kubeconfig = Path::new(K3S_DEFAULT_KUBECONFIG);
+    if std::fs::read_link(default_kubeconfig).is_ok_and(|target| target == paths.kubeconfig()) {
+        let _ = std::fs::remove_file(default_kubeconfig);
+    }
+    for path in &state.absent_before {
+        if path == Path::new("/etc/rancher") {
+            // Written by our k3s (the node's join password); nothing else writes it.
+            let _ = std::fs::remove_file("/etc/rancher/node/password");
+        }
+        remove_empty_dirs(path);
+    }
+    for dir in state.created_dirs.iter().rev() {
+        let ours = *dir == state.prefix || *dir == state.data_dir;
+        let result = if ours {
+            std::fs::remove_dir_all(dir)
+        } else {
+            std::fs::remove_dir(dir)
+        };
+        if let Err(error) = result {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                problems.push(format!("cannot remove {}: {error}", dir.display()));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "uninstall left things behind:\n  - {}",
+            problems.join("\n  - ")
+        );
+    }
+    println!(
+        "uninstalled: removed {} and {}",
+        paths.prefix.display(),
+        paths.data_dir.display()
+    );
+    if let Some(server) = &state.server {
+        // Only the server can remove a node from the cluster; the agent has no rights to.
+        println!(
+            "node {} stays in the cluster of {server} as NotReady: on the server, run \
+             `kubectl delete node {}`",
+            state.node_name(),
+            state.node_name()
+        );
+    }
+    Ok(())
+}
+
+/// Where k3s (as root) would write its kubeconfig; given --write-kubeconfig elsewhere, it makes
+/// this a symlink to that file.
+const K3S_DEFAULT_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
+
+/// Removes `dir` and its subdirectories if they hold no files. Host paths like /run/containerd
+/// and /var/lib/cni may be shared with another containerd that started after install, so only
+/// the empty skeleton our daemons left is removed, never anyone's files.
+fn remove_empty_dirs(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_dirs(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}

@@ -458,8 +458,13 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
                                 .find(|(n, _, _)| n == name)
                                 .map(|(_, status, detail)| format!("{status} {detail}"))
                                 .unwrap_or_else(|| "not reached".into());
+                            // The first gap doctor named is why, where it named one.
+                            let why = o.gaps.first().map_or(String::new(), |gap| {
+                                let gap = gap.split("  ").next().unwrap_or(gap);
+                                format!(" (doctor: {gap})")
+                            });
                             let detail: String = detail.trim().chars().take(90).collect();
-                            format!("no: `{name}` {}", detail.replace('|', "\\|"))
+                            format!("no: `{name}` {}{why}", detail.replace('|', "\\|"))
                         }
                     }
                 }
@@ -478,13 +483,15 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
     });
     for o in runs {
         s.push_str(&format!(
-            "- {} ({}): {}, {}; output in target/k3s-gvisor/e2e/{}-{}/output.log\n",
+            "- {} ({}): {}, {}; output in target/k3s-gvisor/e2e/{}/output.log\n",
             o.host,
             o.mode,
             o.finished_at,
             o.runsc_version.as_deref().unwrap_or("no runsc"),
-            o.host,
-            o.mode
+            o.log
+                .parent()
+                .and_then(|dir| dir.file_name())
+                .map_or("?".into(), |dir| dir.to_string_lossy())
         ));
     }
     Ok(s)
@@ -564,7 +571,7 @@ mod tests {
             rss: vec![],
             gaps: vec![],
             notes: vec![],
-            log: PathBuf::from("output.log"),
+            log: PathBuf::from(format!("/x/e2e/{host}-{mode}/output.log")),
             gaps_allowed: false,
         }
     }
@@ -599,5 +606,19 @@ mod tests {
         assert_eq!(cells[2].trim(), "yes", "{row}");
         assert!(row.contains("no: `install` FAIL rc=1 \\| no runc"), "{row}");
         assert!(table.contains("- gvisor-current (full): 2026-11-28T10:00:00Z, runsc version test"));
+        let with_gap = Outcome {
+            gaps: vec!["procfs root is not inode 1   present, NOT handled: ...".into()],
+            ..outcome("gvisor-2023", "full", &[("install", "FAIL", "rc=1")])
+        };
+        std::fs::write(
+            work.path().join("gvisor-2023-full").join(OUTCOME_FILE),
+            serde_json::to_vec(&with_gap).unwrap(),
+        )
+        .unwrap();
+        let table = compatibility_table(work.path()).unwrap();
+        assert!(
+            table.contains("rc=1 (doctor: procfs root is not inode 1)"),
+            "{table}"
+        );
     }
 }

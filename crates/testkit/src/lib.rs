@@ -99,3 +99,44 @@ pub fn lock_machine() -> std::io::Result<std::fs::File> {
     }
     Ok(file)
 }
+
+/// True when the test may go on: the Go module proxy (`go env GOPROXY`, its first URL) accepts
+/// a TCP connection within 5 s. Otherwise like [`root_or_skip`]: a panic under [`REQUIRE_ALL`],
+/// else a note that the test is skipped. `what`: why the proxy is needed.
+pub fn go_proxy_or_skip(what: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let proxy = Command::new("go")
+        .args(["env", "GOPROXY"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let first = proxy.split([',', '|']).next().unwrap_or("");
+    let reachable = first
+        .strip_prefix("https://")
+        .map(|rest| (rest.split('/').next().unwrap_or(rest), 443))
+        .or_else(|| {
+            first
+                .strip_prefix("http://")
+                .map(|rest| (rest.split('/').next().unwrap_or(rest), 80))
+        })
+        .and_then(|(host, port)| {
+            let (host, port) = match host.rsplit_once(':') {
+                Some((h, p)) => (h, p.parse().unwrap_or(port)),
+                None => (host, port),
+            };
+            (host, port).to_socket_addrs().ok()?.next()
+        })
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)).is_ok()
+        });
+    if reachable {
+        return true;
+    }
+    let message =
+        format!("this test needs the Go module proxy ({proxy:?} is not reachable): it {what}");
+    if std::env::var_os(REQUIRE_ALL).is_some_and(|v| !v.is_empty()) {
+        panic!("{message} ({REQUIRE_ALL} is set, so it may not be skipped)");
+    }
+    eprintln!("skipped: {message}");
+    false
+}

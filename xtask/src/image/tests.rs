@@ -462,6 +462,9 @@ fn busybox_image(dir: &Path, platform: &Platform) -> super::assemble::AssembledI
 
 #[test]
 fn registry_pull_by_digest_then_import_into_containerd() {
+    if !testkit::root_or_skip("runs containerd, which mounts its snapshots and needs root") {
+        return;
+    }
     let mut registry = Registry::start().unwrap();
     let containerd = Containerd::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -682,6 +685,9 @@ fn anonymous_bearer_tokens_are_fetched_as_docker_hub_wants() {
 /// the test accepts exactly that failure there, and says so.
 #[test]
 fn the_pause_image_imports_into_containerd_inside_gvisor() {
+    if !testkit::root_or_skip("runs containerd, which mounts its snapshots and needs root") {
+        return;
+    }
     const SCRIPT: &str = r#"
 D=$1; BIN=$2; ARCHIVE=$3
 "$BIN/containerd" --config "$D/config.toml" > "$D/containerd.log" 2>&1 &
@@ -765,6 +771,9 @@ kill $!
 
 #[test]
 fn docker_schema2_manifest_lists_are_resolved_and_imported() {
+    if !testkit::root_or_skip("runs containerd, which mounts its snapshots and needs root") {
+        return;
+    }
     let registry = Registry::start().unwrap();
     let containerd = Containerd::start().unwrap();
     let dir = tempfile::tempdir().unwrap();

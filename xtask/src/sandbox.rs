@@ -403,19 +403,7 @@ impl IsolatedNetwork {
             &["-n", &gw, "addr", "add", GATEWAY_ADDRESS, "dev", "eth0"],
             &["-n", &gw, "link", "set", "eth0", "up"],
         ];
-        for args in steps {
-            let output = Command::new("ip")
-                .args(args)
-                .output()
-                .context("cannot run `ip` (iproute2): the e2e sandbox network needs it")?;
-            if !output.status.success() {
-                bail!(
-                    "`ip {}` failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&output.stderr).trim()
-                );
-            }
-        }
+        run_ip(steps.iter().map(|args| args.to_vec()))?;
         Ok(net)
     }
 
@@ -492,19 +480,7 @@ impl BridgedNetwork {
             steps.push(ip(&["-n", hub, "link", "set", role, "master", "br0"]));
             steps.push(ip(&["-n", hub, "link", "set", role, "up"]));
         }
-        for args in &steps {
-            let output = Command::new("ip")
-                .args(args)
-                .output()
-                .context("cannot run `ip` (iproute2): the e2e sandbox network needs it")?;
-            if !output.status.success() {
-                bail!(
-                    "`ip {}` failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&output.stderr).trim()
-                );
-            }
-        }
+        run_ip(steps)?;
         Ok(net)
     }
 }
@@ -533,4 +509,23 @@ fn remove_stale_namespaces() {
             let _ = Command::new("ip").args(["netns", "del", &name]).status();
         }
     }
+}
+
+/// Runs `ip ARGS` for each step in order; the first failure names its command line.
+fn run_ip<S: AsRef<str>>(steps: impl IntoIterator<Item = Vec<S>>) -> Result<()> {
+    for args in steps {
+        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+        let output = Command::new("ip")
+            .args(&args)
+            .output()
+            .context("cannot run `ip` (iproute2): the e2e sandbox network needs it")?;
+        if !output.status.success() {
+            bail!(
+                "`ip {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+    }
+    Ok(())
 }

@@ -99,13 +99,18 @@ fn check_node_name(name: &str) -> Result<()> {
 }
 
 /// Host paths the daemons create outside our dirs; if new at install, uninstall removes what is
-/// left of them once empty (k3s's /etc/rancher/node/password is removed first).
-const DAEMON_HOST_PATHS: [&str; 5] = [
+/// left of them once empty (k3s's /etc/rancher/node/password is removed first). The inner ones
+/// count on their own: where /etc/rancher or /run/containerd was there before (another k3s, an
+/// earlier install), what ours made inside it still goes.
+const DAEMON_HOST_PATHS: [&str; 8] = [
     "/etc/rancher",
+    "/etc/rancher/node",
     "/run/containerd",
+    "/run/containerd/s",
     "/var/log/pods",
     "/var/log/containers",
     "/var/lib/cni",
+    "/var/lib/cni/results",
 ];
 
 pub fn install(options: &InstallOptions) -> Result<()> {

@@ -158,7 +158,7 @@ pub fn uninstall(state: &State) -> Result<()> {
         let _ = std::fs::remove_file(default_kubeconfig);
     }
     for path in &state.absent_before {
-        if path == Path::new("/etc/rancher") {
+        if path == Path::new("/etc/rancher") || path == Path::new("/etc/rancher/node") {
             // Written by our k3s (the node's join password); nothing else writes it.
             let _ = std::fs::remove_file("/etc/rancher/node/password");
         }

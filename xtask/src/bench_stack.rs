@@ -109,7 +109,6 @@ fn measure(
         &[
             ("TARBALL", opts.tarball.display().to_string()),
             ("RUN", run_dir.display().to_string()),
-            ("E2E_LIB", opts.scripts.join("lib.sh").display().to_string()),
             ("LOOPS", loops.display().to_string()),
             ("WHAT", what.to_string()),
             ("ROUNDS", opts.rounds.to_string()),

@@ -94,8 +94,11 @@ impl Outcome {
 /// Writes the wrapper `runsc` runs (it does not carry our environment into the sandbox): the
 /// inputs as shell variables, then the script.
 pub fn wrapper(dir: &Path, script: &Path, vars: &[(&str, String)]) -> Result<PathBuf> {
+    // Every script in tests/e2e sources lib.sh, which sits beside it.
+    let lib = script.with_file_name("lib.sh");
+    let lib = ("E2E_LIB", lib.display().to_string());
     let mut text = String::new();
-    for (name, value) in vars {
+    for (name, value) in vars.iter().chain([&lib]) {
         if value.contains('\'') {
             bail!("{name}={value}: the e2e paths must not contain a `'`");
         }
@@ -121,10 +124,6 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
             ("RUN", run_dir.display().to_string()),
             ("CRICTL", inputs.crictl.display().to_string()),
             ("MODE", mode_name.to_string()),
-            (
-                "E2E_LIB",
-                inputs.scripts.join("lib.sh").display().to_string(),
-            ),
         ],
     )?;
     crate::ui::step(
@@ -255,10 +254,6 @@ pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome
                 ("SHARED", shared.display().to_string()),
                 ("ROLE", role.to_string()),
                 ("MODE", mode_name.to_string()),
-                (
-                    "E2E_LIB",
-                    inputs.scripts.join("lib.sh").display().to_string(),
-                ),
             ],
         )?);
     }

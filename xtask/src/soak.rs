@@ -131,7 +131,6 @@ pub fn run(
             ("RUN", run_dir.display().to_string()),
             ("MINUTES", minutes.to_string()),
             ("INTERVAL", INTERVAL_SECONDS.to_string()),
-            ("E2E_LIB", scripts.join("lib.sh").display().to_string()),
         ],
     )?;
     crate::ui::step(

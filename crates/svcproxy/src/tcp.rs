@@ -84,11 +84,11 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, forwarder: Arc<Forward
 }
 
 fn warn_unreachable(forwarder: &Forwarder, endpoint: SocketAddrV4, why: &str) {
-    if let Some(held) = forwarder.unreachable.allow() {
-        tracing::warn!(
-            "{} ({}): endpoint {endpoint} unreachable: {why}; trying the next one ({held} such errors not logged)",
-            forwarder.service,
-            forwarder.key
-        );
-    }
+    crate::log::endpoint_unreachable(
+        &forwarder.unreachable,
+        &forwarder.service,
+        &forwarder.key,
+        endpoint,
+        why,
+    );
 }

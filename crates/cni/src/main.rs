@@ -5,7 +5,8 @@
 //!
 //! Module map: `env` (CNI_* variables), `version` (spec versions), `config` (stdin config),
 //! `commands` (ADD/DEL/CHECK/VERSION/STATUS/GC), `ipam` (address store), `wiring` (what is
-//! done in the pod namespace), `netns`/`link`/`netlink` (kernel interfaces), `result`
+//! done in the pod namespace), `netns` (entering the pod's namespace; links, addresses and routes
+//! through the shared `netif` crate), `result`
 //! (success JSON), `error` (error JSON).
 
 mod commands;
@@ -13,8 +14,6 @@ mod config;
 mod env;
 mod error;
 mod ipam;
-mod link;
-mod netlink;
 mod netns;
 mod result;
 mod version;

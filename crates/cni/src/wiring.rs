@@ -13,8 +13,6 @@
 use crate::config::{Mode, NetConf};
 use crate::error::{code, CniError, Result};
 use crate::ipam::store::{warn, Allocation};
-use crate::link;
-use crate::netlink::Netlink;
 use crate::netns::NetNs;
 use crate::result::{CniResult, Interface, IpConfig, Route};
 use ipnet::Ipv4Net;
@@ -125,9 +123,10 @@ pub fn unwire(allocation: &Allocation) -> Result<()> {
         return Ok(());
     };
     let index =
-        link::index(host_veth).map_err(|e| CniError::io(format!("looking up {host_veth}"), e))?;
+        netif::index(host_veth).map_err(|e| CniError::io(format!("looking up {host_veth}"), e))?;
     let Some(index) = index else { return Ok(()) };
-    let netlink = Netlink::open().map_err(|e| CniError::io("opening a netlink socket", e))?;
+    let netlink =
+        netif::Netlink::open().map_err(|e| CniError::io("opening a netlink socket", e))?;
     match netlink.delete_link(index) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
@@ -155,12 +154,12 @@ pub fn check(allocation: &Allocation, netns: &NetNs) -> Result<()> {
                 "run CNI DEL and ADD again to repair the attachment",
             )
         };
-        if !link::is_up("lo").map_err(|e| CniError::io("reading lo flags", e))? {
+        if !netif::is_up("lo").map_err(|e| CniError::io("reading lo flags", e))? {
             return Err(failed("lo is down in the pod network namespace".into()));
         }
         if allocation.mode == Mode::VethBridge {
             let ifname = &allocation.ifname;
-            match link::is_up(ifname) {
+            match netif::is_up(ifname) {
                 Ok(true) => {}
                 Ok(false) => {
                     return Err(failed(format!(
@@ -173,7 +172,7 @@ pub fn check(allocation: &Allocation, netns: &NetNs) -> Result<()> {
                     )))
                 }
             }
-            let have = link::ipv4_address(ifname)
+            let have = netif::ipv4_address(ifname)
                 .map_err(|e| CniError::io(format!("reading {ifname} address"), e))?;
             if have != Some(allocation.address.addr()) {
                 return Err(failed(format!(
@@ -187,7 +186,7 @@ pub fn check(allocation: &Allocation, netns: &NetNs) -> Result<()> {
 }
 
 fn bring_loopback_up() -> Result<()> {
-    link::set_up("lo").map_err(|e| {
+    netif::set_up("lo", true).map_err(|e| {
         CniError::io(
             "bringing lo up in the pod network namespace",
             format!("{e} (SIOCSIFFLAGS)"),
@@ -225,7 +224,7 @@ fn veth_bridge(
     netns: &NetNs,
 ) -> std::result::Result<Wired, VethFailure> {
     let fail = |what: String, err: io::Error| VethFailure::Failed(CniError::io(what, err));
-    let netlink = Netlink::open().map_err(|err| {
+    let netlink = netif::Netlink::open().map_err(|err| {
         if means_unsupported(&err) {
             VethFailure::Unsupported {
                 step: "opening a netlink socket",
@@ -261,11 +260,11 @@ fn veth_bridge(
             ))
         }
     }
-    link::set_up(bridge).map_err(|e| fail(format!("bringing {bridge} up"), e))?;
+    netif::set_up(bridge, true).map_err(|e| fail(format!("bringing {bridge} up"), e))?;
 
     // A leftover host end from an earlier ADD of the same attachment is replaced.
     let host = host_veth_name(allocation);
-    if let Ok(Some(stale)) = link::index(&host) {
+    if let Ok(Some(stale)) = netif::index(&host) {
         netlink
             .delete_link(stale)
             .map_err(|e| fail(format!("removing stale {host}"), e))?;
@@ -293,9 +292,9 @@ fn veth_bridge(
         netlink
             .set_master(host_index, bridge_index)
             .map_err(|e| CniError::io(format!("adding {host} to {bridge}"), e))?;
-        link::set_up(&host).map_err(|e| CniError::io(format!("bringing {host} up"), e))?;
-        let host_mac = link::mac_address(&host).ok();
-        let bridge_mac = link::mac_address(bridge).ok();
+        netif::set_up(&host, true).map_err(|e| CniError::io(format!("bringing {host} up"), e))?;
+        let host_mac = netif::mac_address(&host).ok();
+        let bridge_mac = netif::mac_address(bridge).ok();
         let (ifname, address, gateway) = (
             allocation.ifname.clone(),
             allocation.address,
@@ -342,7 +341,7 @@ fn veth_bridge(
     };
     finish().map_err(|e| {
         // Deleting the host end removes the pod end too.
-        if let Ok(Some(index)) = link::index(&host) {
+        if let Ok(Some(index)) = netif::index(&host) {
             let _ = netlink.delete_link(index);
         }
         VethFailure::Failed(e)
@@ -352,20 +351,27 @@ fn veth_bridge(
 /// Inside the pod namespace: address, link up, default route via the bridge. Returns the MAC.
 fn configure_pod_interface(ifname: &str, address: Ipv4Net, gateway: Ipv4Addr) -> Result<String> {
     let index = required_index(ifname)?;
-    let netlink = Netlink::open()
+    let netlink = netif::Netlink::open()
         .map_err(|e| CniError::io("opening a netlink socket in the pod namespace", e))?;
     netlink
         .add_address(index, address.addr(), address.prefix_len())
         .map_err(|e| CniError::io(format!("adding {address} to {ifname}"), e))?;
-    link::set_up(ifname).map_err(|e| CniError::io(format!("bringing {ifname} up"), e))?;
+    netif::set_up(ifname, true).map_err(|e| CniError::io(format!("bringing {ifname} up"), e))?;
+    let default_route = netif::Route {
+        dst: Ipv4Addr::UNSPECIFIED,
+        prefix: 0,
+        gateway,
+        device: Some(index),
+        protocol: netif::RTPROT_BOOT,
+    };
     netlink
-        .add_default_route(gateway, index)
+        .add_route(&default_route)
         .map_err(|e| CniError::io(format!("adding default route via {gateway} on {ifname}"), e))?;
-    link::mac_address(ifname).map_err(|e| CniError::io(format!("reading {ifname} MAC"), e))
+    netif::mac_address(ifname).map_err(|e| CniError::io(format!("reading {ifname} MAC"), e))
 }
 
 fn required_index(name: &str) -> Result<u32> {
-    match link::index(name) {
+    match netif::index(name) {
         Ok(Some(index)) => Ok(index),
         Ok(None) => Err(CniError::io(
             format!("interface {name}"),

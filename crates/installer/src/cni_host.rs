@@ -9,8 +9,6 @@
 
 use std::path::Path;
 
-use crate::netlink;
-
 /// The name gvisor-cni uses when its config names no bridge (crates/cni/src/config.rs).
 const DEFAULT_BRIDGE: &str = "gvcni0";
 
@@ -145,7 +143,7 @@ pub fn remove_new(bridges: &[String], links_before: &[String]) -> (Vec<String>, 
         if !bridges.contains(&name) || links_before.contains(&name) {
             continue;
         }
-        match netlink::delete_link(index) {
+        match netif::Netlink::open().and_then(|netlink| netlink.delete_link(index)) {
             Ok(()) => report.push(format!("removed the CNI bridge {name}")),
             Err(error) => problems.push(format!("cannot remove the CNI bridge {name}: {error}")),
         }

@@ -6,64 +6,18 @@
 //! IPv4 addresses lo had; uninstall sets it down again and removes the addresses it gained
 //! (Linux gives lo 127.0.0.1/8 when it first comes up).
 //!
-//! The classic SIOCGIFFLAGS/SIOCSIFFLAGS ioctls, as gvisor-cni uses them (crates/cni/src/
-//! link.rs): Linux and both gVisors implement them.
-
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+//! Flags by the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls (the `netif` crate): Linux and every gVisor
+//! generation implement them.
 
 use anyhow::{Context, Result};
 
-use crate::netlink;
 use crate::node_ip::{self, AddedAddress};
 use crate::state::State;
 
 const LO: &str = "lo";
 
-fn ifreq() -> libc::ifreq {
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(LO.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    req
-}
-
-fn ioctl(request: libc::c_ulong, req: &mut libc::ifreq) -> io::Result<()> {
-    // SAFETY: socket(2) with constant arguments; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: req is a valid ifreq for these interface ioctls.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), request, req as *mut libc::ifreq) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn flags() -> io::Result<libc::c_short> {
-    let mut req = ifreq();
-    ioctl(libc::SIOCGIFFLAGS, &mut req)?;
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    Ok(unsafe { req.ifr_ifru.ifru_flags })
-}
-
-fn set_up(up: bool) -> io::Result<()> {
-    let current = flags()?;
-    let mut req = ifreq();
-    req.ifr_ifru.ifru_flags = if up {
-        current | libc::IFF_UP as libc::c_short
-    } else {
-        current & !(libc::IFF_UP as libc::c_short)
-    };
-    ioctl(libc::SIOCSIFFLAGS, &mut req)
-}
-
-pub fn is_up() -> bool {
-    flags().is_ok_and(|f| f & libc::IFF_UP as libc::c_short != 0)
+fn is_up() -> bool {
+    netif::is_up(LO).unwrap_or(false)
 }
 
 /// lo's IPv4 addresses now.
@@ -88,7 +42,7 @@ pub fn ensure_up(state: &mut State) -> Result<()> {
         return Ok(());
     }
     let before = lo_ipv4();
-    set_up(true).context(
+    netif::set_up(LO, true).context(
         "lo is down and cannot be brought up: k3s needs 127.0.0.1 (`ip link set lo up`)",
     )?;
     println!("lo was down: brought it up (k3s talks to itself over 127.0.0.1)");
@@ -107,7 +61,7 @@ pub fn restore(state: &State) -> Vec<String> {
     };
     let mut problems = Vec::new();
     if is_up() {
-        match set_up(false) {
+        match netif::set_up(LO, false) {
             Ok(()) => println!("set lo down again, as it was before install"),
             Err(error) => problems.push(format!("cannot set lo down again: {error}")),
         }
@@ -117,7 +71,9 @@ pub fn restore(state: &State) -> Vec<String> {
         Err(error) => return vec![format!("{error:#}")],
     };
     for gained in lo_ipv4().into_iter().filter(|a| !before.contains(a)) {
-        if let Err(error) = netlink::delete_address(index, gained.address, gained.prefix) {
+        let deleted = netif::Netlink::open()
+            .and_then(|netlink| netlink.delete_address(index, gained.address, gained.prefix));
+        if let Err(error) = deleted {
             problems.push(format!(
                 "cannot remove {}/{} from lo: {error}",
                 gained.address, gained.prefix

@@ -30,7 +30,6 @@ mod install;
 mod lifecycle;
 mod loopback;
 mod mounts;
-mod netlink;
 mod node_ip;
 mod node_routes;
 mod paths;

@@ -23,7 +23,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::netlink;
 use crate::state::State;
 
 /// The address the installer adds to lo when it has to. Private, outside k3s's default cluster
@@ -235,12 +234,15 @@ fn add_to_loopback(state: &mut State, address: Ipv4Addr) -> Result<()> {
         prefix: 32,
         interface: "lo".into(),
     };
-    netlink::add_address(lo_index()?, address, added.prefix).with_context(|| {
-        format!(
+    let lo = lo_index()?;
+    netif::Netlink::open()
+        .and_then(|netlink| netlink.add_address(lo, address, added.prefix))
+        .with_context(|| {
+            format!(
             "cannot add {address}/32 to lo (needed as the node IP: this sandbox has no default \
              route); give the sandbox a network interface with a default route"
         )
-    })?;
+        })?;
     state.added_addresses.push(added);
     state.save()
 }
@@ -273,7 +275,9 @@ pub fn remove_added_addresses(state: &State) -> Vec<String> {
         }
         // 0 (no such interface) makes the delete fail with a message naming it.
         let index = nix::net::if_::if_nametoindex(added.interface.as_str()).unwrap_or(0);
-        match netlink::delete_address(index, added.address, added.prefix) {
+        match netif::Netlink::open()
+            .and_then(|netlink| netlink.delete_address(index, added.address, added.prefix))
+        {
             Ok(()) => println!(
                 "removed {}/{} from {}",
                 added.address, added.prefix, added.interface

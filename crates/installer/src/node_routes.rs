@@ -26,7 +26,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::netlink;
 use crate::paths::Paths;
 use crate::state::State;
 
@@ -41,6 +40,28 @@ pub struct Route {
     pub dst: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
+}
+
+/// The routing protocol our routes carry (`ip route` shows `proto 44`): 44 is unassigned in
+/// iproute2's rt_protos, so an operator can tell these routes from their own.
+pub const ROUTE_PROTOCOL: u8 = 44;
+
+impl Route {
+    /// `device`: the interface towards the gateway, named when adding (gVisor does not
+    /// resolve it from the gateway); a delete needs none.
+    fn request(&self, device: Option<u32>) -> netif::Route {
+        netif::Route {
+            dst: self.dst,
+            prefix: self.prefix,
+            gateway: self.gateway,
+            device,
+            protocol: ROUTE_PROTOCOL,
+        }
+    }
+}
+
+fn delete_route(route: &Route) -> std::io::Result<()> {
+    netif::Netlink::open()?.delete_route(&route.request(None))
 }
 
 impl std::fmt::Display for Route {
@@ -178,7 +199,7 @@ fn reconcile(
         if wanted.contains(route) {
             return true;
         }
-        match netlink::delete_route(route.dst, route.prefix, route.gateway) {
+        match delete_route(route) {
             Ok(()) => lines.push(format!("removed route {route}")),
             Err(error) if !is_present(route) => {
                 lines.push(format!("forgot route {route} (already gone: {error})"))
@@ -207,7 +228,9 @@ fn reconcile(
             ));
             continue;
         };
-        match netlink::add_route(route.dst, route.prefix, route.gateway, index) {
+        match netif::Netlink::open()
+            .and_then(|netlink| netlink.add_route(&route.request(Some(index))))
+        {
             Ok(()) => {
                 lines.push(format!("added route {route}"));
                 if !record.routes.contains(route) {
@@ -342,7 +365,7 @@ pub fn remove_all(paths: &Paths) -> (Vec<String>, Vec<String>) {
         if !present.contains(&(route.dst, route.prefix, route.gateway)) {
             continue;
         }
-        match netlink::delete_route(route.dst, route.prefix, route.gateway) {
+        match delete_route(route) {
             Ok(()) => report.push(format!("removed route {route}")),
             Err(error) => problems.push(format!("cannot remove route {route}: {error}")),
         }

@@ -8,9 +8,9 @@
 //! each sync the set on the bridge is made equal to the wanted set, which also clears what an
 //! earlier run left behind.
 
-use crate::netlink::{self, Netlink};
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
+use netif::Netlink;
 use std::collections::BTreeSet;
 use std::io;
 use std::net::Ipv4Addr;
@@ -119,7 +119,7 @@ impl ClusterIps {
     /// plugin creates it at the first pod, but ClusterIPs must answer before that (for the
     /// node itself), and the plugin adopts an existing bridge (it adds its gateway address).
     pub fn ensure_bridge(&self) -> Result<u32> {
-        if let Some(index) = netlink::link_index(&self.bridge)? {
+        if let Some(index) = netif::index(&self.bridge)? {
             return Ok(index);
         }
         match self.netlink.create_bridge(&self.bridge) {
@@ -131,11 +131,10 @@ impl ClusterIps {
                 self.bridge
             ),
         }
-        let index = netlink::link_index(&self.bridge)?.with_context(|| {
+        let index = netif::index(&self.bridge)?.with_context(|| {
             format!("bridge {} vanished right after it was created", self.bridge)
         })?;
-        self.netlink
-            .set_up(index)
+        netif::set_up(&self.bridge, true)
             .with_context(|| format!("bringing bridge {} up", self.bridge))?;
         tracing::info!(bridge = %self.bridge, "created the bridge (the CNI plugin adopts it)");
         Ok(index)

@@ -7,7 +7,7 @@
 //! - `watch`: Services and EndpointSlices mirrored from the API;
 //! - `model`: API objects to per-port plans and the sockets they need (pure, unit-tested);
 //! - `reconcile`: one sync, the node made to match the plans;
-//! - `addresses`, `netlink`: ClusterIPs on the bridge, node addresses;
+//! - `addresses`: ClusterIPs on the bridge (through the shared `netif` crate), node addresses;
 //! - `listeners`: the running sockets; `tcp`, `udp`: the forwarding; `balancer`: endpoint picks;
 //! - `status`: the --status-file; `log`: logging and throttled warnings.
 
@@ -17,7 +17,6 @@ mod cli;
 mod listeners;
 mod log;
 mod model;
-mod netlink;
 mod proxy;
 mod reconcile;
 mod status;

@@ -27,14 +27,7 @@ fn without_the_launcher_the_files_are_missing() {
 
 #[test]
 fn c_tracee_threads_fork_and_exec_child_read_and_write_dir() {
-    let tmp = TempDir::new("c-linux");
-    let dir = make_procsys_dir(tmp.path());
-    let tracee = build_c("procsys_reader");
-    let out = run_with_empty_proc_sys_kernel(&launcher_script(
-        &dir,
-        &format!("{} main", sh_quote(tracee.to_str().unwrap())),
-    ));
-    check_reader_output(&out, &dir, &["thread", "fork-child", "exec-child"]);
+    let out = scenarios::c_tracee_threads_fork_and_exec_child_read_and_write_dir(Host::Linux);
     // Four threads, each with its own way of naming the file.
     let stdout = String::from_utf8_lossy(&out.stdout);
     for how in ["open", "openat-dotdot", "openat-dirfd", "stat-then-open"] {
@@ -66,12 +59,7 @@ fn c_tracee_with_ptrace_peek_poke_instead_of_process_vm() {
 
 #[test]
 fn go_tracee_threads_and_exec_child_read_and_write_dir() {
-    let tmp = TempDir::new("go-linux");
-    let dir = make_procsys_dir(tmp.path());
-    let tracee = build_go("procsys_reader");
-    let out =
-        run_with_empty_proc_sys_kernel(&launcher_script(&dir, &sh_quote(tracee.to_str().unwrap())));
-    check_reader_output(&out, &dir, &["thread", "exec-child"]);
+    let out = scenarios::go_tracee_threads_and_exec_child_read_and_write_dir(Host::Linux);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let threads: usize = stdout
         .lines()
@@ -87,35 +75,12 @@ fn go_tracee_threads_and_exec_child_read_and_write_dir() {
 
 #[test]
 fn longer_redirected_path_leaves_tracee_memory_intact() {
-    let tmp = TempDir::new("memory");
-    // A deep DIR makes the new path several times longer than "/proc/sys/kernel/pid_max".
-    let deep = tmp
-        .path()
-        .join("a-long-directory-name-to-make-the-path-longer/and-longer/and-longer");
-    let dir = make_procsys_dir(&deep);
-    let tracee = build_c("memory_neighbours");
-    let out =
-        run_with_empty_proc_sys_kernel(&launcher_script(&dir, &sh_quote(tracee.to_str().unwrap())));
-    check_memory_output(&out);
+    scenarios::longer_redirected_path_leaves_tracee_memory_intact(Host::Linux);
 }
 
 #[test]
 fn cwd_and_root_changes_without_a_path_are_noticed() {
-    // The launcher remembers that a thread's cwd is outside /proc and its root is the
-    // launcher's; fchdir, another thread's fchdir and chroot must make it forget.
-    let tmp = TempDir::new("cwd-linux");
-    let dir = make_procsys_dir(tmp.path());
-    let jail = make_chroot_jail(tmp.path(), &dir);
-    let tracee = build_c("cwd_changes");
-    let out = run_with_empty_proc_sys_kernel(&launcher_script(
-        &dir,
-        &format!(
-            "{} {}",
-            sh_quote(tracee.to_str().unwrap()),
-            sh_quote(jail.to_str().unwrap())
-        ),
-    ));
-    check_cwd_changes_output(&out);
+    scenarios::cwd_and_root_changes_without_a_path_are_noticed(Host::Linux);
 }
 
 #[test]
@@ -151,10 +116,9 @@ fn paths_outside_proc_sys_are_never_touched() {
         )),
     );
     let out = run_with_empty_proc_sys_kernel(&script);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        stdout.lines().collect::<Vec<_>>(),
-        vec![
+    assert_stdout_lines(
+        &out,
+        &[
             "real-file",
             "real-file",
             "real-file",
@@ -162,10 +126,8 @@ fn paths_outside_proc_sys_are_never_touched() {
             "evil-missing",
             "evil-dir-missing",
             "launcher-test-pid_max",
-            "real-dir-kept"
+            "real-dir-kept",
         ],
-        "{}",
-        describe(&out)
     );
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -5,10 +5,6 @@
 mod common;
 use common::*;
 
-fn launcher_in_runsc(dir: &std::path::Path, command: &str) -> std::process::Output {
-    run_in_runsc(&launcher_script(dir, command))
-}
-
 #[test]
 fn runsc_lacks_some_of_the_files_without_the_launcher() {
     // The control: at least one file the tracees read is really missing in this gVisor, so the
@@ -33,23 +29,12 @@ fn runsc_lacks_some_of_the_files_without_the_launcher() {
 
 #[test]
 fn runsc_c_tracee_threads_fork_and_exec_child_read_and_write_dir() {
-    let tmp = TempDir::new("c-runsc");
-    let dir = make_procsys_dir(tmp.path());
-    let tracee = build_c("procsys_reader");
-    let out = launcher_in_runsc(
-        &dir,
-        &format!("{} main", sh_quote(tracee.to_str().unwrap())),
-    );
-    check_reader_output(&out, &dir, &["thread", "fork-child", "exec-child"]);
+    scenarios::c_tracee_threads_fork_and_exec_child_read_and_write_dir(Host::Runsc);
 }
 
 #[test]
 fn runsc_go_tracee_threads_and_exec_child_read_and_write_dir() {
-    let tmp = TempDir::new("go-runsc");
-    let dir = make_procsys_dir(tmp.path());
-    let tracee = build_go("procsys_reader");
-    let out = launcher_in_runsc(&dir, &sh_quote(tracee.to_str().unwrap()));
-    check_reader_output(&out, &dir, &["thread", "exec-child"]);
+    scenarios::go_tracee_threads_and_exec_child_read_and_write_dir(Host::Runsc);
 }
 
 #[test]
@@ -80,31 +65,12 @@ fn runsc_refuses_spec_allow_and_the_filter_is_installed_without_it() {
 
 #[test]
 fn runsc_cwd_and_root_changes_without_a_path_are_noticed() {
-    let tmp = TempDir::new("cwd-runsc");
-    let dir = make_procsys_dir(tmp.path());
-    let jail = make_chroot_jail(tmp.path(), &dir);
-    let tracee = build_c("cwd_changes");
-    let out = launcher_in_runsc(
-        &dir,
-        &format!(
-            "{} {}",
-            sh_quote(tracee.to_str().unwrap()),
-            sh_quote(jail.to_str().unwrap())
-        ),
-    );
-    check_cwd_changes_output(&out);
+    scenarios::cwd_and_root_changes_without_a_path_are_noticed(Host::Runsc);
 }
 
 #[test]
 fn runsc_longer_redirected_path_leaves_tracee_memory_intact() {
-    let tmp = TempDir::new("memory-runsc");
-    let deep = tmp
-        .path()
-        .join("a-long-directory-name-to-make-the-path-longer/and-longer");
-    let dir = make_procsys_dir(&deep);
-    let tracee = build_c("memory_neighbours");
-    let out = launcher_in_runsc(&dir, &sh_quote(tracee.to_str().unwrap()));
-    check_memory_output(&out);
+    scenarios::longer_redirected_path_leaves_tracee_memory_intact(Host::Runsc);
 }
 
 #[test]
@@ -127,13 +93,7 @@ fn runsc_exit_codes_and_sigterm_forwarding() {
         tmp = sh_quote(tmp.path().to_str().unwrap()),
     );
     let out = run_in_runsc(&script);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        stdout.lines().collect::<Vec<_>>(),
-        vec!["exit=7", "handled=42", "default=143"],
-        "{}",
-        describe(&out)
-    );
+    assert_stdout_lines(&out, &["exit=7", "handled=42", "default=143"]);
     let handled = std::fs::read_to_string(tmp.path().join("h.out")).unwrap();
     assert!(handled.ends_with("\ngot SIGTERM\n"), "{handled:?}");
 }

@@ -2,6 +2,8 @@
 //! tree, and running commands on plain Linux (with /proc/sys/kernel emptied) or inside runsc.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod scenarios;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -83,27 +85,39 @@ fn tracee_source(name: &str) -> PathBuf {
 
 /// Where compiled tracees live: under target/ (the host filesystem, which `runsc do` shares),
 /// named by a hash of their source, so reruns reuse them and edits rebuild them.
-fn built_path(source: &Path, suffix: &str) -> PathBuf {
+fn built_path(source: &Path) -> PathBuf {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::fs::read(source).unwrap().hash(&mut h);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("launcher-tracees");
     std::fs::create_dir_all(&dir).unwrap();
     let stem = source.file_stem().unwrap().to_str().unwrap();
-    dir.join(format!("{stem}{suffix}-{:016x}", h.finish()))
+    let language = source.extension().unwrap().to_str().unwrap();
+    dir.join(format!("{stem}-{language}-{:016x}", h.finish()))
 }
 
 /// Tests run in parallel threads: one build at a time within a test binary; across test
 /// binaries, each builds to a private name and renames into place (atomic).
 static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn build_once(out: &Path, what: &str, command: impl FnOnce(&Path) -> Command) {
+/// Builds tests/tracees/<file> once with `tool ARGS -o OUT SOURCE` (`tool` comes with the Debian
+/// package `package`); returns the binary.
+fn build(file: &str, tool: &str, package: &str, args: &[&str], env: &[(&str, &str)]) -> PathBuf {
+    require_tool(tool, package);
+    let source = tracee_source(file);
+    let out = built_path(&source);
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if out.exists() {
-        return;
+        return out;
     }
     let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
-    let result = command(&tmp)
+    let what = format!("{tool} {} {file}", args.join(" "));
+    let result = Command::new(tool)
+        .args(args)
+        .arg("-o")
+        .arg(&tmp)
+        .arg(&source)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
     assert!(
@@ -112,40 +126,26 @@ fn build_once(out: &Path, what: &str, command: impl FnOnce(&Path) -> Command) {
         String::from_utf8_lossy(&result.stdout),
         String::from_utf8_lossy(&result.stderr)
     );
-    std::fs::rename(&tmp, out).unwrap();
+    std::fs::rename(&tmp, &out).unwrap();
+    out
 }
 
 /// Compiles tests/tracees/<name>.c with cc; returns the binary.
 pub fn build_c(name: &str) -> PathBuf {
-    require_tool("cc", "gcc");
-    let source = tracee_source(&format!("{name}.c"));
-    let out = built_path(&source, "");
-    build_once(&out, &format!("cc {name}.c"), |tmp| {
-        let mut c = Command::new("cc");
-        c.args(["-O2", "-pthread", "-o"]).arg(tmp).arg(&source);
-        c
-    });
-    out
+    build(&format!("{name}.c"), "cc", "gcc", &["-O2", "-pthread"], &[])
 }
 
 /// Builds tests/tracees/<name>.go with the Go toolchain; returns the binary.
 pub fn build_go(name: &str) -> PathBuf {
-    require_tool("go", "golang-go (or a Go toolchain from go.dev on PATH)");
-    let source = tracee_source(&format!("{name}.go"));
-    let out = built_path(&source, "-go");
-    build_once(&out, &format!("go build {name}.go"), |tmp| {
-        let mut c = Command::new("go");
-        c.args(["build", "-o"])
-            .arg(tmp)
-            .arg(&source)
-            .env("GOFLAGS", "-buildvcs=false")
-            .env("CGO_ENABLED", "0");
-        c
-    });
-    out
+    build(
+        &format!("{name}.go"),
+        "go",
+        "golang-go (or a Go toolchain from go.dev on PATH)",
+        &["build"],
+        &[("GOFLAGS", "-buildvcs=false"), ("CGO_ENABLED", "0")],
+    )
 }
 
-/// Shell-quotes one argument.
 /// `exec launcher --procsys DIR -- COMMAND`, as a shell line.
 pub fn launcher_script(dir: &Path, command: &str) -> String {
     format!(
@@ -155,17 +155,7 @@ pub fn launcher_script(dir: &Path, command: &str) -> String {
     )
 }
 
-/// What the memory_neighbours tracee prints when the redirect worked and left its memory alone.
-pub fn check_memory_output(out: &Output) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("content launcher-test-pid_max"),
-        "not redirected\n{}",
-        describe(out)
-    );
-    assert!(stdout.contains("intact yes"), "{}", describe(out));
-}
-
+/// Shell-quotes one argument.
 pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -191,6 +181,34 @@ pub fn run_in_runsc(script: &str) -> Output {
         .expect("running runsc")
 }
 
+/// Where a test runs the launcher: the redirect scenarios (`scenarios`) run in both.
+#[derive(Clone, Copy)]
+pub enum Host {
+    /// Plain Linux, with /proc/sys/kernel emptied ([`run_with_empty_proc_sys_kernel`]).
+    Linux,
+    /// A gVisor sandbox ([`run_in_runsc`]).
+    Runsc,
+}
+
+impl Host {
+    /// Runs `launcher --procsys DIR -- COMMAND` (COMMAND a shell line) here.
+    pub fn run(self, dir: &Path, command: &str) -> Output {
+        let script = launcher_script(dir, command);
+        match self {
+            Host::Linux => run_with_empty_proc_sys_kernel(&script),
+            Host::Runsc => run_in_runsc(&script),
+        }
+    }
+
+    /// A word for temporary directory names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Host::Linux => "linux",
+            Host::Runsc => "runsc",
+        }
+    }
+}
+
 pub fn describe(out: &Output) -> String {
     format!(
         "status: {:?}\n--- stdout\n{}--- stderr\n{}",
@@ -198,6 +216,17 @@ pub fn describe(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Asserts that `out` printed exactly `lines`.
+pub fn assert_stdout_lines(out: &Output, lines: &[&str]) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        lines,
+        "{}",
+        describe(out)
+    );
 }
 
 /// Checks the output of a procsys_reader tracee: every line naming a file of
@@ -236,38 +265,5 @@ pub fn check_reader_output(out: &Output, dir: &Path, expected_who: &[&str]) {
         std::fs::read_to_string(dir.join(WRITTEN_FILE)).unwrap(),
         "7\n",
         "the write to /proc/sys/{WRITTEN_FILE} must land in DIR"
-    );
-}
-
-/// For the cwd_changes tracee: a directory to chroot into that holds both a file at
-/// /proc/sys/kernel/pid_max ("jail-file") and one at DIR's path ("wrong-root"), so a redirect
-/// made after chroot (a stale "same root as the launcher") shows as "wrong-root".
-pub fn make_chroot_jail(parent: &Path, dir: &Path) -> PathBuf {
-    let jail = parent.join("jail");
-    let real = jail.join("proc/sys/kernel");
-    let stale = jail.join(dir.strip_prefix("/").unwrap()).join("kernel");
-    for (d, content) in [(real, "jail-file\n"), (stale, "wrong-root\n")] {
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("pid_max"), content).unwrap();
-    }
-    jail
-}
-
-/// What the cwd_changes tracee must print when every cwd/root change is noticed.
-pub fn check_cwd_changes_output(out: &Output) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        stdout.lines().collect::<Vec<_>>(),
-        vec![
-            "root-cwd ERR:ENOENT",
-            "root-cwd-again ERR:ENOENT",
-            "after-fchdir launcher-test-pid_max",
-            "back-at-root ERR:ENOENT",
-            "after-thread-fchdir launcher-test-pid_max",
-            "before-chroot launcher-test-pid_max",
-            "after-chroot jail-file",
-        ],
-        "{}",
-        describe(out)
     );
 }

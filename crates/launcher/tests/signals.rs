@@ -34,18 +34,9 @@ fn kill(pid: u32, sig: i32) {
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
 }
 
-fn wait_with_timeout(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the launcher did not exit within 20s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The launcher's exit status; one still running after 20 s is killed and fails the test.
+fn wait_for_launcher(child: &mut Child) -> std::process::ExitStatus {
+    testkit::wait_with_timeout(child, Duration::from_secs(20), "the launcher")
 }
 
 fn state_of(pid: i32) -> char {
@@ -72,7 +63,7 @@ fn sigterm_to_launcher_reaches_the_command_and_its_exit_code_comes_back() {
     let waiter = build_c("signal_waiter");
     let (mut child, mut stdout, _) = start(&tmp, &[waiter.to_str().unwrap(), "handle"]);
     kill(child.id(), libc::SIGTERM);
-    let status = wait_with_timeout(&mut child);
+    let status = wait_for_launcher(&mut child);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert_eq!(rest, "got SIGTERM\n");
@@ -85,7 +76,7 @@ fn command_killed_by_sigterm_means_launcher_killed_by_sigterm() {
     let waiter = build_c("signal_waiter");
     let (mut child, _stdout, _) = start(&tmp, &[waiter.to_str().unwrap(), "default"]);
     kill(child.id(), libc::SIGTERM);
-    let status = wait_with_timeout(&mut child);
+    let status = wait_for_launcher(&mut child);
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
 }
 
@@ -116,7 +107,7 @@ fn sigstop_keeps_the_command_stopped_until_sigcont() {
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, "continued\n");
     kill(child.id(), libc::SIGTERM);
-    assert_eq!(wait_with_timeout(&mut child).code(), Some(42));
+    assert_eq!(wait_for_launcher(&mut child).code(), Some(42));
 }
 
 #[test]
@@ -127,7 +118,7 @@ fn command_dies_when_the_launcher_is_killed() {
     let waiter = build_c("signal_waiter");
     let (mut child, _stdout, tracee) = start(&tmp, &[waiter.to_str().unwrap(), "handle"]);
     kill(child.id(), libc::SIGKILL);
-    assert_eq!(wait_with_timeout(&mut child).signal(), Some(libc::SIGKILL));
+    assert_eq!(wait_for_launcher(&mut child).signal(), Some(libc::SIGKILL));
     let deadline = Instant::now() + Duration::from_secs(5);
     // Gone, or a zombie waiting for its (now init) parent to reap it.
     let alive = || {

@@ -46,26 +46,12 @@ fn stops_with_exit_0_on(signal: libc::c_int) {
     );
     // SAFETY: kill on a pid we own.
     assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
-    let status = wait_with_timeout(&mut child, Duration::from_secs(10));
+    let status = testkit::wait_with_timeout(&mut child, Duration::from_secs(10), "pause");
     assert_eq!(
         status.code(),
         Some(0),
         "pause should exit 0 on signal {signal}, got {status:?}"
     );
-}
-
-fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("pause did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

@@ -9,7 +9,8 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 /// Set (to anything but empty) by scripts/test.sh: every gated test must run.
 pub const REQUIRE_ALL: &str = "K3S_GVISOR_TEST_ALL";
@@ -139,4 +140,20 @@ pub fn go_proxy_or_skip(what: &str) -> bool {
     }
     eprintln!("skipped: {message}");
     false
+}
+
+/// `child`'s exit status, waited for at most `limit`; past it the child is killed and the test
+/// fails saying `what` (e.g. "pause") did not exit.
+pub fn wait_with_timeout(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

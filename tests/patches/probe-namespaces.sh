@@ -1,23 +1,14 @@
 #!/bin/sh
-# The kernel facts behind docs/gvisor-generations.md, one line each, for a human to read (the
-# tests read probe.sh). Run inside a sandbox:
+# The kernel facts behind docs/gvisor-generations.md, one line each: probe.sh's, then more for
+# a human to read (the tests read only probe.sh). Run inside a sandbox:
 #   RUNSC --network=none do -force-overlay=false /bin/sh -c 'exec 2>&1; sh tests/patches/probe-namespaces.sh'
 # Syscalls that have no shell command are made with perl's syscall() (x86_64 numbers).
 exec 2>&1
-echo "uname -r: $(uname -r)"
-echo "cat /proc/sys/kernel/cap_last_cap: $(cat /proc/sys/kernel/cap_last_cap 2>&1)"
-echo "busybox ls -id /proc: $(busybox ls -id /proc)"
+sh "$(dirname "$0")/probe.sh"
 echo "busybox ls /proc/self/ns: $(busybox ls /proc/self/ns | tr '\n' ' ')"
 # Each perl runs as a child of this shell, so nothing here changes the shell itself.
 perl -e 'print "prctl(PR_SET_CHILD_SUBREAPER, 1) in a child: ", (syscall(157, 36, 1, 0, 0, 0) == 0 ? "0" : "-1 $!"), "\n"'
 perl -e 'my $r = syscall(434, 0 + $$, 0); print "pidfd_open(own pid, 0): ", ($r >= 0 ? "fd $r" : "-1 $!"), "\n"'
-mkdir -p /tmp/probe-devices.$$
-if mount -t cgroup -o devices cgroup /tmp/probe-devices.$$ 2>/dev/null; then
-    echo "mount -t cgroup -o devices: ok"; umount /tmp/probe-devices.$$
-else
-    echo "mount -t cgroup -o devices: refused"
-fi
-rmdir /tmp/probe-devices.$$
 echo "devices row in /proc/cgroups: $(grep -c '^devices' /proc/cgroups)"
 # setns(2) (308) from here into each namespace of a process made by unshare(1): what runc's
 # nsexec does to enter a container (runc exec) or a pod's namespaces (CRI containers).

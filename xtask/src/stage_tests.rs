@@ -101,15 +101,18 @@ fn upstream(root: &Path) -> Upstream {
     }
 }
 
+/// The `[bundle]` table of every fixture bundle.toml.
+const FIXTURE_BUNDLE: &str = r#"[bundle]
+name = "fixture"
+version = "v0.0.1-gvisor.1"
+arch = "amd64"
+source_date_epoch = 1700000000"#;
+
 impl Upstream {
     fn component(&self) -> Component {
         BundleConfig::parse(&format!(
             r#"
-            [bundle]
-            name = "fixture"
-            version = "v0.0.1-gvisor.1"
-            arch = "amd64"
-            source_date_epoch = 1700000000
+            {FIXTURE_BUNDLE}
             [[component]]
             name = "fixture"
             version = "v1.0.0"
@@ -332,11 +335,7 @@ fn with_fixture_proxy(layout: &mut Layout, proxy: &Path) {
 fn fixture_config(sum: &str) -> BundleConfig {
     BundleConfig::parse(&format!(
         r#"
-        [bundle]
-        name = "fixture"
-        version = "v0.0.1-gvisor.1"
-        arch = "amd64"
-        source_date_epoch = 1700000000
+        {FIXTURE_BUNDLE}
         [[component]]
         name = "fixture"
         version = "v1.0.0"
@@ -572,6 +571,41 @@ fn rewrite(tarball: &Path, edit: impl Fn(&mut Vec<(tar::Header, Vec<u8>)>)) {
     package::write_sidecar(tarball).unwrap();
 }
 
+/// Verifies `tarball`, which must fail with a message naming every one of `named`.
+fn verify_refuses(tarball: &Path, named: &[&str]) {
+    let msg = format!("{:#}", crate::verify::verify(tarball).unwrap_err());
+    assert!(named.iter().all(|n| msg.contains(n)), "{msg}");
+}
+
+/// The entry whose path ends with `suffix`.
+fn entry<'a>(
+    entries: &'a mut [(tar::Header, Vec<u8>)],
+    suffix: &str,
+) -> &'a mut (tar::Header, Vec<u8>) {
+    entries
+        .iter_mut()
+        .find(|(h, _)| h.path().unwrap().ends_with(suffix))
+        .unwrap()
+}
+
+fn new_entry(entries: &mut Vec<(tar::Header, Vec<u8>)>, path: &str, link: Option<&str>) {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(path).unwrap();
+    h.set_mode(0o755);
+    if let Some(target) = link {
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_link_name(target).unwrap();
+    }
+    entries.push((
+        h,
+        if link.is_some() {
+            Vec::new()
+        } else {
+            b"evil".to_vec()
+        },
+    ));
+}
+
 #[test]
 fn verify_catches_a_flipped_byte_in_the_download() {
     let dir = tempfile::tempdir().unwrap();
@@ -580,43 +614,23 @@ fn verify_catches_a_flipped_byte_in_the_download() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
     std::fs::write(&t, bytes).unwrap();
-    let msg = format!("{:#}", crate::verify::verify(&t).unwrap_err());
-    assert!(
-        msg.contains("tiny-v1.tar.gz") && msg.contains("sha256"),
-        "{msg}"
-    );
+    verify_refuses(&t, &["tiny-v1.tar.gz", "sha256"]);
 }
 
 #[test]
 fn verify_catches_a_flipped_byte_inside_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let t = tiny_bundle(dir.path());
-    rewrite(&t, |entries| {
-        let payload = entries
-            .iter_mut()
-            .find(|(h, _)| h.path().unwrap().ends_with("bin/payload"))
-            .unwrap();
-        payload.1[3] ^= 0x01;
-    });
-    let msg = format!("{:#}", crate::verify::verify(&t).unwrap_err());
-    assert!(
-        msg.contains("bin/payload") && msg.contains("SHA256SUMS"),
-        "{msg}"
-    );
+    rewrite(&t, |entries| entry(entries, "bin/payload").1[3] ^= 0x01);
+    verify_refuses(&t, &["bin/payload", "SHA256SUMS"]);
 }
 
 #[test]
 fn verify_catches_an_extra_file() {
     let dir = tempfile::tempdir().unwrap();
     let t = tiny_bundle(dir.path());
-    rewrite(&t, |entries| {
-        let mut h = tar::Header::new_ustar();
-        h.set_path("tiny-v1/bin/extra").unwrap();
-        h.set_mode(0o755);
-        entries.push((h, b"evil".to_vec()));
-    });
-    let msg = format!("{:#}", crate::verify::verify(&t).unwrap_err());
-    assert!(msg.contains("bin/extra") && msg.contains("extra"), "{msg}");
+    rewrite(&t, |entries| new_entry(entries, "tiny-v1/bin/extra", None));
+    verify_refuses(&t, &["bin/extra"]);
 }
 
 #[test]
@@ -625,27 +639,17 @@ fn verify_catches_a_symlink_the_manifest_does_not_name_or_that_points_elsewhere(
     let t = tiny_bundle(dir.path());
     crate::verify::verify(&t).unwrap();
     rewrite(&t, |entries| {
-        let link = entries
-            .iter_mut()
-            .find(|(h, _)| h.path().unwrap().ends_with("bin/payload-link"))
-            .unwrap();
-        link.0.set_link_name("../../etc/passwd").unwrap();
+        entry(entries, "bin/payload-link")
+            .0
+            .set_link_name("../../etc/passwd")
+            .unwrap()
     });
-    let msg = format!("{:#}", crate::verify::verify(&t).unwrap_err());
-    assert!(
-        msg.contains("bin/payload-link") && msg.contains("../../etc/passwd"),
-        "{msg}"
-    );
+    verify_refuses(&t, &["bin/payload-link", "../../etc/passwd"]);
+    // A fresh bundle, so that only the new link can be what verify refuses.
+    let dir = tempfile::tempdir().unwrap();
+    let t = tiny_bundle(dir.path());
     rewrite(&t, |entries| {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_path("tiny-v1/bin/sneaky").unwrap();
-        h.set_link_name("payload").unwrap();
-        entries.push((h, Vec::new()));
+        new_entry(entries, "tiny-v1/bin/sneaky", Some("payload"))
     });
-    let msg = format!("{:#}", crate::verify::verify(&t).unwrap_err());
-    assert!(
-        msg.contains("bin/sneaky") || msg.contains("payload-link"),
-        "{msg}"
-    );
+    verify_refuses(&t, &["bin/sneaky", "does not name"]);
 }

@@ -284,21 +284,7 @@ fn check(output: &str, gaps_allowed: bool) {
 
 #[test]
 fn crictl_runs_busybox_on_this_host() {
-    if !require_root() {
-        return;
-    }
-    let _one = one_containerd_at_a_time();
-    let work = work_dir();
-    let bundle = assemble(&work.path);
-    let script = scenario(&bundle, &work.path, &crictl());
-    fs::write(work.path.join("scenario.sh"), &script).unwrap();
-    // A private network namespace: the CNI plugin's bridge and pod netns never touch the host's.
-    let mut command = Command::new("unshare");
-    command.args(["--net", "--", "/bin/sh", "-c", &script]);
-    let (_, stdout, stderr) = run(&mut command);
-    let output = format!("{stdout}\n--- stderr ---\n{stderr}");
-    println!("{output}");
-    check(&output, false);
+    run_scenario(None, false);
 }
 
 /// Every key of the config the installer renders means something to containerd: a key under
@@ -341,7 +327,9 @@ fn containerd_reads_every_key_of_the_rendered_config() {
     );
 }
 
-fn run_inside(runsc: &Path, gaps_allowed: bool) {
+/// Runs the CRI scenario on this host (`runsc` None) or inside that gVisor; `gaps_allowed`:
+/// busybox may fail to run where doctor names the gaps that stop it.
+fn run_scenario(runsc: Option<&Path>, gaps_allowed: bool) {
     if !require_root() {
         return;
     }
@@ -350,8 +338,20 @@ fn run_inside(runsc: &Path, gaps_allowed: bool) {
     let bundle = assemble(&work.path);
     let script = scenario(&bundle, &work.path, &crictl());
     fs::write(work.path.join("scenario.sh"), &script).unwrap();
-    let (_, output) = in_gvisor(runsc, &script);
-    let output = format!("runsc: {}\n{output}", runsc.display());
+    let output = match runsc {
+        Some(runsc) => {
+            let (_, output) = in_gvisor(runsc, &script);
+            format!("runsc: {}\n{output}", runsc.display())
+        }
+        None => {
+            // A private network namespace: the CNI plugin's bridge and pod netns never touch
+            // the host's.
+            let mut command = Command::new("unshare");
+            command.args(["--net", "--", "/bin/sh", "-c", &script]);
+            let (_, stdout, stderr) = run(&mut command);
+            format!("{stdout}\n--- stderr ---\n{stderr}")
+        }
+    };
     println!("{output}");
     check(&output, gaps_allowed);
 }
@@ -360,14 +360,14 @@ fn run_inside(runsc: &Path, gaps_allowed: bool) {
 /// busybox runs unless doctor names the gaps that stop it; cleanup is complete either way.
 #[test]
 fn crictl_runs_busybox_inside_gvisor() {
-    run_inside(&runsc(), true);
+    run_scenario(Some(&runsc()), true);
 }
 
 /// The current gVisor the pipeline builds from the Go module proxy (`cargo xtask tool runsc`),
 /// the one users' sandboxes run: here every blocker must be handled and busybox must run.
 #[test]
 fn crictl_runs_busybox_inside_current_gvisor() {
-    run_inside(&current_runsc(), false);
+    run_scenario(Some(&current_runsc()), false);
 }
 
 /// The current gVisor's runsc, built and cached by the pipeline's tool command.

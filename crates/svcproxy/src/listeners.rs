@@ -11,12 +11,36 @@ use crate::log::Throttle;
 use crate::model::{Binding, ListenKey, Protocol, ServicePortName};
 use crate::{tcp, udp};
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// Warnings about one unreachable endpoint are logged at most this often per socket.
 const UNREACHABLE_LOG_PERIOD: Duration = Duration::from_secs(30);
+
+/// What one listening socket (TCP or UDP) forwards to, and for which Service port.
+pub struct Forwarder {
+    pub key: ListenKey,
+    pub service: ServicePortName,
+    pub backends: Arc<Backends>,
+    /// Throttles "endpoint unreachable" warnings of this socket.
+    pub unreachable: Throttle,
+}
+
+impl Forwarder {
+    /// An endpoint refused or timed out: the caller tries the next one, and says so at most
+    /// as often as the throttle allows.
+    pub fn warn_unreachable(&self, endpoint: SocketAddrV4, why: &str) {
+        if let Some(held) = self.unreachable.allow() {
+            tracing::warn!(
+                "{} ({}): endpoint {endpoint} unreachable: {why}; trying the next one ({held} such errors not logged)",
+                self.service,
+                self.key
+            );
+        }
+    }
+}
 
 struct Running {
     service: ServicePortName,
@@ -119,27 +143,16 @@ impl Listeners {
 
     fn start(&self, key: ListenKey, binding: &Binding) -> std::io::Result<Running> {
         let backends = Arc::new(Backends::new(binding.endpoints.clone(), binding.affinity));
+        let forwarder = Arc::new(Forwarder {
+            key,
+            service: binding.service.clone(),
+            backends: backends.clone(),
+            unreachable: Throttle::new(UNREACHABLE_LOG_PERIOD),
+        });
         let task = match key.protocol {
-            Protocol::Tcp => {
-                let listener = tcp::listen(key.addr)?;
-                let forwarder = Arc::new(tcp::Forwarder {
-                    key,
-                    service: binding.service.clone(),
-                    backends: backends.clone(),
-                    unreachable: Throttle::new(UNREACHABLE_LOG_PERIOD),
-                });
-                tokio::spawn(tcp::serve(listener, forwarder))
-            }
+            Protocol::Tcp => tokio::spawn(tcp::serve(tcp::listen(key.addr)?, forwarder)),
             Protocol::Udp => {
-                let socket = udp::bind(key.addr)?;
-                let forwarder = Arc::new(udp::Forwarder {
-                    key,
-                    service: binding.service.clone(),
-                    backends: backends.clone(),
-                    idle: self.udp_idle,
-                    unreachable: Throttle::new(UNREACHABLE_LOG_PERIOD),
-                });
-                tokio::spawn(udp::serve(socket, forwarder))
+                tokio::spawn(udp::serve(udp::bind(key.addr)?, forwarder, self.udp_idle))
             }
         };
         Ok(Running {
@@ -192,19 +205,11 @@ mod tests {
         Ok(out)
     }
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     #[tokio::test]
     async fn sockets_follow_the_wanted_bindings_and_endpoint_changes_need_no_restart() {
         let a = named_server("a").await;
         let b = named_server("b").await;
-        let front = SocketAddrV4::new([127, 0, 0, 1].into(), free_port());
+        let front = SocketAddrV4::new([127, 0, 0, 1].into(), testkit::free_port());
         let key = ListenKey {
             protocol: Protocol::Tcp,
             addr: front,
@@ -237,8 +242,8 @@ mod tests {
     async fn a_dead_endpoint_is_skipped_and_a_taken_port_is_reported_once() {
         let a = named_server("a").await;
         // Nothing listens on `dead`.
-        let dead = SocketAddrV4::new([127, 0, 0, 1].into(), free_port());
-        let front = SocketAddrV4::new([127, 0, 0, 1].into(), free_port());
+        let dead = SocketAddrV4::new([127, 0, 0, 1].into(), testkit::free_port());
+        let front = SocketAddrV4::new([127, 0, 0, 1].into(), testkit::free_port());
         let key = ListenKey {
             protocol: Protocol::Tcp,
             addr: front,

@@ -72,22 +72,6 @@ pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// An endpoint refused or timed out: the forwarder tries the next one, and says so at most as
-/// often as its throttle allows (TCP and UDP alike).
-pub fn endpoint_unreachable(
-    throttle: &Throttle,
-    service: &impl std::fmt::Display,
-    key: &impl std::fmt::Display,
-    endpoint: std::net::SocketAddrV4,
-    why: &str,
-) {
-    if let Some(held) = throttle.allow() {
-        tracing::warn!(
-            "{service} ({key}): endpoint {endpoint} unreachable: {why}; trying the next one ({held} such errors not logged)"
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,8 @@
 //! Accepted connections run in their own tasks: stopping a listener (the Service or its last
 //! endpoint went away) does not cut connections already made, as with kube-proxy.
 
-use crate::balancer::Backends;
+use crate::listeners::Forwarder;
 use crate::log::Throttle;
-use crate::model::{ListenKey, ServicePortName};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,14 +25,6 @@ pub fn listen(addr: SocketAddrV4) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr.into())?;
     socket.listen(1024)
-}
-
-pub struct Forwarder {
-    pub key: ListenKey,
-    pub service: ServicePortName,
-    pub backends: Arc<Backends>,
-    /// Throttles "endpoint unreachable" warnings of this listener.
-    pub unreachable: Throttle,
 }
 
 pub async fn serve(listener: TcpListener, forwarder: Arc<Forwarder>) {
@@ -74,21 +65,11 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, forwarder: Arc<Forward
                 }
                 return;
             }
-            Ok(Err(e)) => warn_unreachable(&forwarder, endpoint, &e.to_string()),
-            Err(_) => warn_unreachable(&forwarder, endpoint, "connect timed out"),
+            Ok(Err(e)) => forwarder.warn_unreachable(endpoint, &e.to_string()),
+            Err(_) => forwarder.warn_unreachable(endpoint, "connect timed out"),
         }
     }
     // No endpoint answered: reset the client's connection rather than close it cleanly, so it
     // sees a failure, not an empty response.
     let _ = client.set_zero_linger();
-}
-
-fn warn_unreachable(forwarder: &Forwarder, endpoint: SocketAddrV4, why: &str) {
-    crate::log::endpoint_unreachable(
-        &forwarder.unreachable,
-        &forwarder.service,
-        &forwarder.key,
-        endpoint,
-        why,
-    );
 }

@@ -9,9 +9,8 @@
 //! that is still there (kube-proxy clears conntrack entries of removed UDP endpoints for the
 //! same reason).
 
-use crate::balancer::Backends;
+use crate::listeners::Forwarder;
 use crate::log::Throttle;
-use crate::model::{ListenKey, ServicePortName};
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,14 +27,6 @@ pub fn bind(addr: SocketAddrV4) -> std::io::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket)
-}
-
-pub struct Forwarder {
-    pub key: ListenKey,
-    pub service: ServicePortName,
-    pub backends: Arc<Backends>,
-    pub idle: Duration,
-    pub unreachable: Throttle,
 }
 
 struct Flow {
@@ -64,11 +55,11 @@ impl Clock {
     }
 }
 
-pub async fn serve(socket: UdpSocket, forwarder: Arc<Forwarder>) {
+pub async fn serve(socket: UdpSocket, forwarder: Arc<Forwarder>, idle: Duration) {
     let socket = Arc::new(socket);
     let clock = Clock(Instant::now());
     let mut flows: HashMap<SocketAddr, Flow> = HashMap::new();
-    let mut sweep = tokio::time::interval(forwarder.idle.min(Duration::from_secs(5)));
+    let mut sweep = tokio::time::interval(idle.min(Duration::from_secs(5)));
     let full = Throttle::new(Duration::from_secs(30));
     let mut buf = vec![0u8; 65536];
     loop {
@@ -82,7 +73,7 @@ pub async fn serve(socket: UdpSocket, forwarder: Arc<Forwarder>) {
                 }
             },
             _ = sweep.tick() => {
-                let idle_ms = forwarder.idle.as_millis() as u64;
+                let idle_ms = idle.as_millis() as u64;
                 let now = clock.now();
                 flows.retain(|_, f| now.saturating_sub(f.last.load(Ordering::Relaxed)) < idle_ms);
                 continue;
@@ -122,7 +113,7 @@ pub async fn serve(socket: UdpSocket, forwarder: Arc<Forwarder>) {
                     flows.insert(client, flow);
                     break;
                 }
-                Err(e) => warn_unreachable(&forwarder, endpoint, &e.to_string()),
+                Err(e) => forwarder.warn_unreachable(endpoint, &e.to_string()),
             }
         }
     }
@@ -173,14 +164,4 @@ async fn relay_replies(
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
-}
-
-fn warn_unreachable(forwarder: &Forwarder, endpoint: SocketAddrV4, why: &str) {
-    crate::log::endpoint_unreachable(
-        &forwarder.unreachable,
-        &forwarder.service,
-        &forwarder.key,
-        endpoint,
-        why,
-    );
 }

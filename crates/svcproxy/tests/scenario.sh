@@ -41,17 +41,20 @@ pod client 10.88.0.20
 backend b1
 backend b2
 
-slice() { # ENDPOINTS-JSON: the EndpointSlice of Service web
+endpoint_slice() { # NAMESPACE NAME SERVICE PORTS-JSON ENDPOINTS-JSON
   kubectl apply -f - >/dev/null <<EOF
 {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
- "metadata": {"name": "web-1", "namespace": "default",
-              "labels": {"kubernetes.io/service-name": "web",
+ "metadata": {"name": "$2", "namespace": "$1",
+              "labels": {"kubernetes.io/service-name": "$3",
                          "endpointslice.kubernetes.io/managed-by": "svcproxy-test"}},
  "addressType": "IPv4",
- "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
-           {"name": "echo", "port": 8053, "protocol": "UDP"}],
- "endpoints": $1}
+ "ports": $4,
+ "endpoints": $5}
 EOF
+}
+slice() { # ENDPOINTS-JSON: the EndpointSlice of Service web
+  endpoint_slice default web-1 web \
+    '[{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "echo", "port": 8053, "protocol": "UDP"}]' "$1"
 }
 both_ready='[{"addresses": ["10.88.0.11"], "conditions": {"ready": true}},
              {"addresses": ["10.88.0.12"], "conditions": {"ready": true}}]'
@@ -158,17 +161,9 @@ sed -e "s|/etc/coredns/|$W/dns/|g" -e "s|/etc/resolv.conf|$W/dns/resolv.conf|" \
     "$W/dns/Corefile.k3s" > "$W/dns/Corefile"
 if grep -q "kubeconfig $W/dns/kubeconfig" "$W/dns/Corefile"; then ok corefile "$(tr '\n' ' ' < "$W/dns/Corefile")"; else fail corefile "$(cat "$W/dns/Corefile.k3s")"; fi
 ip netns exec svct-dns "$COREDNS" -conf "$W/dns/Corefile" > "$W/coredns.log" 2>&1 & PIDS="$PIDS $!"
-kubectl apply -f - >/dev/null <<EOF || fail setup "EndpointSlice kube-dns-test"
-{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
- "metadata": {"name": "kube-dns-test", "namespace": "kube-system",
-              "labels": {"kubernetes.io/service-name": "kube-dns",
-                         "endpointslice.kubernetes.io/managed-by": "svcproxy-test"}},
- "addressType": "IPv4",
- "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
-           {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
-           {"name": "metrics", "port": 9153, "protocol": "TCP"}],
- "endpoints": [{"addresses": ["10.88.0.53"], "conditions": {"ready": true}}]}
-EOF
+endpoint_slice kube-system kube-dns-test kube-dns \
+  '[{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}, {"name": "metrics", "port": 9153, "protocol": "TCP"}]' \
+  '[{"addresses": ["10.88.0.53"], "conditions": {"ready": true}}]' || fail setup "EndpointSlice kube-dns-test"
 lookup() { in_pod client busybox nslookup "$1" "$DNSIP" 2>&1; }
 until lookup kubernetes.default.svc.cluster.local | grep -q 'Address: 10.43.0.1$' || [ $(( $(ms) - t0 )) -gt 30000 ]; do sleep 0.3; done
 echo "@@time coredns-answers $(( $(ms) - t0 ))"

@@ -157,3 +157,11 @@ pub fn wait_with_timeout(child: &mut Child, limit: Duration, what: &str) -> Exit
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the OS picked it; nothing listens now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}

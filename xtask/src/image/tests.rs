@@ -377,11 +377,7 @@ fn cached_blob_count(dir: &Path) -> usize {
 #[test]
 fn an_unreachable_registry_is_reported() {
     // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::free_port();
     let dir = tempfile::tempdir().unwrap();
     let spec = registry_spec(&format!("127.0.0.1:{port}/test/img"), &sha256_digest(b"x"));
     let err = format!(
@@ -451,6 +447,25 @@ fn write_index_archive(
     };
     write_oci_archive(dest, &top, "docker.io/test/multi:1", &blobs, EPOCH).unwrap();
     index_digest
+}
+
+/// Builds a linux/amd64 busybox in `dir` and pushes it to `registry` as test/busybox:1.
+fn push_busybox(registry: &Registry, dir: &Path) -> (super::assemble::AssembledImage, String) {
+    let image = busybox_image(dir, &Platform::linux_amd64());
+    let archive = dir.join("busybox.oci.tar");
+    image
+        .write_archive(&archive, "docker.io/test/busybox:1", EPOCH)
+        .unwrap();
+    let digest = registry.push(&archive, "test/busybox:1", false).unwrap();
+    (image, digest)
+}
+
+fn busybox_amd64_and_arm64(dir: &Path) -> [super::assemble::AssembledImage; 2] {
+    let arm64 = Platform {
+        os: Os::Linux,
+        architecture: Arch::ARM64,
+    };
+    [Platform::linux_amd64(), arm64].map(|platform| busybox_image(dir, &platform))
 }
 
 fn busybox_image(dir: &Path, platform: &Platform) -> super::assemble::AssembledImage {
@@ -554,14 +569,7 @@ fn registry_pull_by_digest_then_import_into_containerd() {
 fn an_index_resolves_to_linux_amd64_and_a_missing_platform_is_reported() {
     let registry = Registry::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let amd64 = busybox_image(dir.path(), &Platform::linux_amd64());
-    let arm64 = busybox_image(
-        dir.path(),
-        &Platform {
-            os: Os::Linux,
-            architecture: Arch::ARM64,
-        },
-    );
+    let [amd64, arm64] = busybox_amd64_and_arm64(dir.path());
     assert_ne!(amd64.manifest_digest(), arm64.manifest_digest());
 
     let both = dir.path().join("both.oci.tar");
@@ -596,12 +604,7 @@ fn an_index_resolves_to_linux_amd64_and_a_missing_platform_is_reported() {
 fn a_tampered_blob_and_a_wrong_digest_are_rejected() {
     let registry = Registry::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let image = busybox_image(dir.path(), &Platform::linux_amd64());
-    let archive = dir.path().join("busybox.oci.tar");
-    image
-        .write_archive(&archive, "docker.io/test/busybox:1", EPOCH)
-        .unwrap();
-    let digest = registry.push(&archive, "test/busybox:1", false).unwrap();
+    let (image, digest) = push_busybox(&registry, dir.path());
     let repository = format!("{}/test/busybox", registry.host);
 
     // A digest the registry does not have.
@@ -654,12 +657,7 @@ fn anonymous_bearer_tokens_are_fetched_as_docker_hub_wants() {
     assert_eq!(registry.status_of("/v2/").unwrap(), 401);
 
     let dir = tempfile::tempdir().unwrap();
-    let image = busybox_image(dir.path(), &Platform::linux_amd64());
-    let archive = dir.path().join("busybox.oci.tar");
-    image
-        .write_archive(&archive, "docker.io/test/busybox:1", EPOCH)
-        .unwrap();
-    let digest = registry.push(&archive, "test/busybox:1", false).unwrap();
+    let (_, digest) = push_busybox(&registry, dir.path());
     let pushes = tokens.requests().len();
 
     let repository = format!("{}/test/busybox", registry.host);
@@ -777,14 +775,7 @@ fn docker_schema2_manifest_lists_are_resolved_and_imported() {
     let registry = Registry::start().unwrap();
     let containerd = Containerd::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let amd64 = busybox_image(dir.path(), &Platform::linux_amd64());
-    let arm64 = busybox_image(
-        dir.path(),
-        &Platform {
-            os: Os::Linux,
-            architecture: Arch::ARM64,
-        },
-    );
+    let [amd64, arm64] = busybox_amd64_and_arm64(dir.path());
     let both = dir.path().join("both.oci.tar");
     write_index_archive(
         &both,

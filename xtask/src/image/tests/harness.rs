@@ -112,14 +112,6 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + limit;
     while !ready() {
@@ -159,7 +151,7 @@ impl Registry {
         let binary = require_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir()?;
         let storage = dir.path().join("storage");
-        let port = free_port();
+        let port = testkit::free_port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,

@@ -101,21 +101,22 @@ fn upstream(root: &Path) -> Upstream {
     }
 }
 
-/// The `[bundle]` table of every fixture bundle.toml.
-const FIXTURE_BUNDLE: &str = r#"[bundle]
+/// How every fixture bundle.toml starts: the `[bundle]` table, then its one component's name
+/// and version.
+const FIXTURE_HEAD: &str = r#"[bundle]
 name = "fixture"
 version = "v0.0.1-gvisor.1"
 arch = "amd64"
-source_date_epoch = 1700000000"#;
+source_date_epoch = 1700000000
+[[component]]
+name = "fixture"
+version = "v1.0.0""#;
 
 impl Upstream {
     fn component(&self) -> Component {
         BundleConfig::parse(&format!(
             r#"
-            {FIXTURE_BUNDLE}
-            [[component]]
-            name = "fixture"
-            version = "v1.0.0"
+            {FIXTURE_HEAD}
             github = "fixture/fixture"
             commit = "{}"
             tree = "{}"
@@ -335,10 +336,7 @@ fn with_fixture_proxy(layout: &mut Layout, proxy: &Path) {
 fn fixture_config(sum: &str) -> BundleConfig {
     BundleConfig::parse(&format!(
         r#"
-        {FIXTURE_BUNDLE}
-        [[component]]
-        name = "fixture"
-        version = "v1.0.0"
+        {FIXTURE_HEAD}
         module = "{FIXTURE_MODULE}"
         sum = "{sum}"
         [[component.binary]]

@@ -103,14 +103,12 @@ server() {
   # nc, not wget: the image's busybox (Debian's 1.35.0 build) segfaults in wget; the last line
   # of the answer is the body.
   cross() { $K exec on-server -- sh -c "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $AGENT_POD_IP 8080" 2>&1 | tail -n 1; }
-  # cross_until SECONDS: the answer, retried while the route or the pod is not there yet.
-  cross_until() {
-    t=$(now)
-    while :; do
-      OUT=$(cross); [ "$OUT" = pong-from-the-agent ] && return 0
-      awk "BEGIN { exit !($(now) - $t > $1) }" && return 1
-      sleep 3
-    done
+  crosses() { OUT=$(cross); [ "$OUT" = pong-from-the-agent ]; }
+  # until_ok SECONDS CMD...: runs CMD every 2 s until it succeeds (the route, the pod or the
+  # Service is not there yet) or SECONDS pass.
+  until_ok() {
+    limit=$1; shift; t=$(now)
+    until "$@"; do awk "BEGIN { exit !($(now) - $t > $limit) }" && return 1; sleep 2; done
   }
   if [ "$MODE" = full ]; then
     $K run on-server --image="$BUSYBOX" --image-pull-policy=Never --overrides="$(pinned $SERVER_NODE)" --command -- sleep 3600
@@ -121,8 +119,32 @@ server() {
     echo "$S" | grep -q "^node-routes: running .*$AGENT_CIDR via $AGENT_IP (node $AGENT_NODE)" \
       && step server-routes ok "$(echo "$S" | grep '^node-routes')" || step server-routes FAIL "$(echo "$S" | grep '^node-routes')"
     T=$(now)
-    cross_until 60 && step pod-to-pod ok "on-server -> $AGENT_POD_IP:8080 on the agent in $(secs_between "$T" "$(now)")s" \
+    until_ok 60 crosses && step pod-to-pod ok "on-server -> $AGENT_POD_IP:8080 on the agent in $(secs_between "$T" "$(now)")s" \
       || step pod-to-pod FAIL "$(echo "$OUT" | tail -n 1)"
+
+    # Services across nodes, each served by the proxy of the node the client pod is on
+    # (kube-proxy, or svcproxy where it cannot run). From the agent's pod: DNS through the
+    # kube-dns Service (CoreDNS runs on the server) and the API through kubernetes.default
+    # (nslookup gets the full name, nc goes through the search path: see services.sh). From
+    # the server's pod: a Service whose one endpoint is the agent's pod.
+    NAME=kubernetes.default.svc.cluster.local
+    resolves() { OUT=$($K exec on-agent -- nslookup $NAME 2>&1); echo "$OUT" | grep -q '^Address: 10\.43\.0\.1$'; }
+    T=$(now)
+    if ! until_ok 60 resolves; then
+      step agent-pod-services FAIL "$NAME from on-agent: $(echo "$OUT" | tr '\n' ' ' | cut -c1-200)"
+    else
+      API=$($K exec on-agent -- sh -c 'nc -w 3 kubernetes.default 443 </dev/null && echo connected' 2>&1)
+      [ "$API" = connected ] \
+        && step agent-pod-services ok "from on-agent: $NAME is 10.43.0.1 after $(secs_between "$T" "$(now)")s; kubernetes.default:443 connects" \
+        || step agent-pod-services FAIL "$NAME is 10.43.0.1, but kubernetes.default:443: $API"
+    fi
+    $K expose pod on-agent --name=agent-echo --port=80 --target-port=8080 >/dev/null
+    via_service() { OUT=$($K exec on-server -- sh -c "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 agent-echo 80" 2>&1 | tail -n 1); [ "$OUT" = pong-from-the-agent ]; }
+    T=$(now)
+    until_ok 60 via_service \
+      && step svc-to-agent-pod ok "on-server -> agent-echo:80 ($($K get svc agent-echo -o jsonpath='{.spec.clusterIP}')) -> on-agent in $(secs_between "$T" "$(now)")s" \
+      || step svc-to-agent-pod FAIL "$OUT"
+    $K delete svc agent-echo --wait=false >/dev/null 2>&1
   fi
 
   # The server restarts; the agent's kubelet reconnects: it renews its lease with the new
@@ -146,7 +168,7 @@ server() {
     # `stop` killed the server's pod: it runs again (new sandbox, maybe new IP) and reaches the
     # agent's pod, which ran on through the restart.
     T=$(now)
-    cross_until 120 && step pod-to-pod-after-restart ok "in $(secs_between "$T" "$(now)")s" \
+    until_ok 120 crosses && step pod-to-pod-after-restart ok "in $(secs_between "$T" "$(now)")s" \
       || step pod-to-pod-after-restart FAIL "$(echo "$OUT" | tail -n 1)"
   fi
   $K delete pod on-agent --wait --timeout=60s >/dev/null && step delete-agent-pod ok || step delete-agent-pod FAIL

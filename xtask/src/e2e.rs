@@ -360,7 +360,7 @@ const TABLE_HOSTS: [&str; 5] = [
 ];
 
 /// What a user asks of a host, and the scenario steps that answer it (all must be ok).
-const TABLE_ROWS: [(&str, &str, &[&str]); 13] = [
+const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
     (
         "control plane (API, kubectl)",
         "control-plane-only",
@@ -405,6 +405,11 @@ const TABLE_ROWS: [(&str, &str, &[&str]); 13] = [
         &["server:pod-to-pod"],
     ),
     (
+        "two nodes: Services and DNS from either node's pods",
+        "two-nodes-full",
+        &["server:agent-pod-services", "server:svc-to-agent-pod"],
+    ),
+    (
         "two nodes: agent back after the server restarts",
         "two-nodes-full",
         &["server:agent-reconnected"],
@@ -432,7 +437,7 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
     );
     s.push_str(&"---|".repeat(TABLE_HOSTS.len()));
     s.push('\n');
-    for (question, mode, steps) in TABLE_ROWS {
+    for &(question, mode, steps) in TABLE_ROWS {
         s.push_str(&format!("| {question} |"));
         for host in TABLE_HOSTS {
             let cell = match outcomes.iter().find(|o| o.host == host && o.mode == mode) {

@@ -83,25 +83,17 @@ pub enum ServiceProxy {
 }
 
 impl ServiceProxy {
-    /// `agent`: an agent node (`--server`); `kube_proxy_blocker`: from `kube_proxy_blocker()`
-    /// (None: kube-proxy can run); `has_svcproxy`: the bundle or prefix has bin/svcproxy.
+    /// `kube_proxy_blocker`: from `kube_proxy_blocker()` (None: kube-proxy can run);
+    /// `has_svcproxy`: the bundle or prefix has bin/svcproxy. Servers and agents alike: each
+    /// node serves Services to its own pods.
     pub fn decide(
         control_plane_only: bool,
-        agent: bool,
         kube_proxy_blocker: Option<&str>,
         has_svcproxy: bool,
     ) -> ServiceProxy {
         match (control_plane_only, kube_proxy_blocker) {
             (true, _) => ServiceProxy::Nothing {
                 reason: "control-plane-only: no node, so no pods to serve".into(),
-            },
-            // svcproxy watches the API with the server's admin kubeconfig, which an agent does
-            // not have; running it on agents (with k3s's kube-proxy credentials) is not done yet.
-            (false, Some(blocker)) if agent => ServiceProxy::Nothing {
-                reason: format!(
-                    "{blocker}, and svcproxy runs on the server only: this agent's pods reach \
-                     other pods by pod IP, not through ClusterIPs"
-                ),
             },
             (false, None) => ServiceProxy::KubeProxy,
             (false, Some(blocker)) if has_svcproxy => ServiceProxy::Svcproxy {
@@ -351,20 +343,18 @@ mod tests {
     fn svcproxy_serves_services_only_where_kube_proxy_cannot_and_it_is_shipped() {
         let blocker = "kube-proxy's iptables rules cannot be written here: x";
         assert_eq!(
-            ServiceProxy::decide(false, false, None, true),
+            ServiceProxy::decide(false, None, true),
             ServiceProxy::KubeProxy
         );
-        let svcproxy = ServiceProxy::decide(false, false, Some(blocker), true);
+        let svcproxy = ServiceProxy::decide(false, Some(blocker), true);
         assert!(svcproxy.is_svcproxy());
         assert!(svcproxy.describe().starts_with("svcproxy"));
         assert!(svcproxy.describe().ends_with(blocker));
-        let agent = ServiceProxy::decide(false, true, Some(blocker), true);
-        assert!(!agent.is_svcproxy() && agent.describe().contains("server only"));
-        let without = ServiceProxy::decide(false, false, Some(blocker), false);
+        let without = ServiceProxy::decide(false, Some(blocker), false);
         assert!(!without.is_svcproxy());
         assert!(without.describe().contains("no bin/svcproxy"));
         for kube_proxy_blocker in [None, Some(blocker)] {
-            let proxy = ServiceProxy::decide(true, false, kube_proxy_blocker, true);
+            let proxy = ServiceProxy::decide(true, kube_proxy_blocker, true);
             assert!(proxy.describe().contains("control-plane-only"), "{proxy:?}");
         }
     }

@@ -95,7 +95,6 @@ fn k3s_findings(
             state.kube_proxy_off.clone(),
             ServiceProxy::decide(
                 state.control_plane_only,
-                state.is_agent(),
                 state.kube_proxy_off.as_deref(),
                 has_svcproxy,
             ),
@@ -104,7 +103,7 @@ fn k3s_findings(
         None => {
             let kube_proxy_off = cluster::kube_proxy_blocker();
             let service_proxy =
-                ServiceProxy::decide(false, false, kube_proxy_off.as_deref(), has_svcproxy);
+                ServiceProxy::decide(false, kube_proxy_off.as_deref(), has_svcproxy);
             let install = cluster::Install {
                 control_plane_only: false,
                 no_service_proxy: matches!(service_proxy, ServiceProxy::Nothing { .. }),

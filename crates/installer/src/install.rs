@@ -167,7 +167,6 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     };
     let service_proxy = cluster::ServiceProxy::decide(
         options.control_plane_only,
-        options.join.is_some(),
         kube_proxy_off.as_deref(),
         bundle.path("bin/svcproxy").is_file(),
     );

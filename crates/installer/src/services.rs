@@ -344,7 +344,9 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
         println!("node is Ready");
     }
     if state.is_agent() {
-        return Ok(());
+        // Once the node is Ready: the CNI config names the bridge, and no pod of this node
+        // has started yet.
+        return start_service_proxy(paths, state);
     }
     // Controllers create the `default` service account and the `kube-root-ca.crt` ConfigMap in
     // each namespace shortly after the API is up. Until the first exists every pod is refused
@@ -374,7 +376,6 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
 pub fn service_proxy(paths: &Paths, state: &State) -> ServiceProxy {
     ServiceProxy::decide(
         state.control_plane_only,
-        state.is_agent(),
         state.kube_proxy_off.as_deref(),
         paths.bin(SVCPROXY).is_file(),
     )
@@ -406,8 +407,16 @@ fn start_service_proxy(paths: &Paths, state: &State) -> Result<()> {
         .into_iter()
         .next()
         .unwrap_or_else(|| "gvcni0".to_string());
+    // An agent has no admin kubeconfig. It has kube-proxy's, which k3s's agent writes whether
+    // or not kube-proxy runs: user system:kube-proxy, ClusterRole system:node-proxier, which
+    // may list and watch Services and EndpointSlices, all that svcproxy reads.
+    let kubeconfig = if state.is_agent() {
+        paths.k3s_data_dir().join("agent/kubeproxy.kubeconfig")
+    } else {
+        paths.kubeconfig()
+    };
     let args = vec![
-        format!("--kubeconfig={}", paths.kubeconfig().display()),
+        format!("--kubeconfig={}", kubeconfig.display()),
         format!("--bridge={bridge}"),
         format!("--status-file={}", status_file.display()),
     ];

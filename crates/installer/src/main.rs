@@ -9,7 +9,7 @@
 //! - `cluster` decides which parts of k3s can run (kube-proxy, the service proxy, add-ons);
 //! - `copy_bundle` copies the bundle under the prefix;
 //! - `mounts` makes the host changes (/dev/kmsg, cgroups);
-//! - `node_ip` (with `netlink`) gives k3s a node IP where the sandbox has no default route,
+//! - `node_ip` (with the `netif` crate) gives k3s a node IP where the sandbox has no default route,
 //!   `loopback` brings lo up where it is down;
 //! - `node_routes` routes other nodes' pod ranges via their node IPs (host-gw), as a daemon;
 //! - `services` and `supervise` run containerd, k3s and svcproxy (`pod_logs` keeps the kubelet's

@@ -50,11 +50,13 @@ rss() {
 # Mounts that belong to the install (or that it makes on the host).
 mounts() { grep -e " $P" -e " $D" -e ' /sys/fs/cgroup' -e ' /dev/kmsg ' /proc/self/mountinfo | cut -d' ' -f5- | sort | tr '\n' ';'; }
 # What k3s, the kubelet, containerd and CNI write outside the prefix and data dir: the node
-# password and kubeconfig link, shim sockets, CNI result cache, pod logs, pod netns files.
+# password and kubeconfig link, shim sockets, CNI result cache, pod logs, pod netns files, and
+# the installer's tool wrappers.
 # A dangling link is not counted: k3s replaces a stale /etc/rancher/k3s/k3s.yaml link left by an
 # install that is gone (an interrupted run on a shared machine), and that is no loss.
 host_files() {
   find /etc/rancher /run/containerd /var/lib/cni /var/log/pods /var/log/containers /run/netns \
+    /usr/local/bin/kubectl /usr/local/bin/crictl /usr/local/bin/ctr \
     ! -xtype l 2>/dev/null | sort | tr '\n' ';'
 }
 # IPv4 addresses on every interface (the installer may add one to lo).

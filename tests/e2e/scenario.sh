@@ -10,6 +10,8 @@ set -u
 . "$E2E_LIB"
 # shellcheck source=tests/e2e/services.sh
 . "$(dirname "$E2E_LIB")/services.sh"
+# shellcheck source=tests/e2e/k3s-settings.sh
+. "$(dirname "$E2E_LIB")/k3s-settings.sh"
 
 BEFORE_MOUNTS=$(mounts); BEFORE_ADDRESSES=$(addresses); BEFORE_FILES=$(host_files)
 extract || exit 0
@@ -22,9 +24,13 @@ if [ $K3S = no ] && [ "$MODE" = control-plane-only ]; then
   step k3s BLOCKED "control-plane-only needs k3s and the bundle has none (see bundle-manifest.json: omitted)"
   exit 0
 fi
-echo "== install $ARGS"
+# Full mode installs as a k3s user would, with flags, config files and K3S_* variables.
+K3S_FLAGS=""; [ $K3S = yes ] && [ "$MODE" = full ] && settings_before_install
+echo "== install $ARGS $K3S_FLAGS"
 INSTALL_START=$(now)
-if install_stamped --prefix "$P" --data-dir "$D" $ARGS; then step install ok; else step install FAIL "rc=$(cat $RUN/install.rc)"; fi
+# shellcheck disable=SC2086 # ARGS and K3S_FLAGS are lists of words.
+if install_stamped --prefix "$P" --data-dir "$D" $ARGS $K3S_FLAGS; then step install ok; else step install FAIL "rc=$(cat $RUN/install.rc)"; fi
+[ -n "$K3S_FLAGS" ] && settings_after_install
 mark installed
 mark_from_install api-ready "Kubernetes API is ready"
 mark_from_install node-ready "node is Ready"
@@ -45,10 +51,12 @@ elif [ $K3S = yes ]; then
   K="$P/bin/kubectl --kubeconfig $D/kubeconfig.yaml"
   BUSYBOX=$(image_ref busybox)
 
-  # What install must tell the user: the kubeconfig (0600) and the one line for the tools.
+  # What install must tell the user: the kubeconfig (k3s's default 0600; 0644 where the full
+  # mode set K3S_KUBECONFIG_MODE) and the one line for the tools.
   # busybox stat: Debian's 2022 gVisor answers coreutils' statx with EINVAL.
   KC_MODE=$(busybox stat -c %a "$D/kubeconfig.yaml" 2>/dev/null)
-  grep -qF "kubeconfig: $D/kubeconfig.yaml (mode 0600)" "$RUN/install.out" && [ "$KC_MODE" = 600 ] \
+  KC_WANT=600; [ -n "$K3S_FLAGS" ] && KC_WANT=644
+  grep -qF "kubeconfig: $D/kubeconfig.yaml (mode 0$KC_WANT)" "$RUN/install.out" && [ "$KC_MODE" = $KC_WANT ] \
     && step kubeconfig ok "$D/kubeconfig.yaml mode $KC_MODE" || step kubeconfig FAIL "mode ${KC_MODE:-missing}"
   EXPORT=$(grep -m1 -o 'export PATH=.*' "$RUN/install.out")
   [ -n "$EXPORT" ] && step export-line ok || step export-line FAIL "install printed no export PATH= line"
@@ -141,6 +149,7 @@ YAML
       && step status ok "node Ready, pods: $PHASES" || step status FAIL "rc=$RC $(echo "$S" | grep -e '^node' -e '^pods' | tr '\n' ' ')"
     L=$("$BUNDLE/install" logs --data-dir "$D" k3s -n 5 2>&1) && echo "$L" | grep -q "k3s.log" \
       && step logs-k3s ok || step logs-k3s FAIL "$(echo "$L" | tail -n 1)"
+    settings_steps
 
     # Idle: what a user's sandbox keeps paying for.
     sleep 15
@@ -152,8 +161,11 @@ YAML
     echo "== stop"; "$BUNDLE/install" stop --data-dir "$D" && step stop ok || step stop FAIL
     L=$(ours | tr '\n' ';'); [ -z "$L" ] && step stopped-nothing-runs ok || step stopped-nothing-runs FAIL "$L"
     sleep 1
+    # From a clean shell: k3s gets the variables recorded at install, nothing else.
+    settings_before_restart
     echo "== start"; R0=$(now)
-    "$BUNDLE/install" start --data-dir "$D" && step start ok "node Ready $(awk "BEGIN { printf \"%.1f\", $(now) - $R0 }")s after start" || step start FAIL
+    $CLEAN_ENV "$BUNDLE/install" start --data-dir "$D" && step start ok "node Ready $(awk "BEGIN { printf \"%.1f\", $(now) - $R0 }")s after start" || step start FAIL
+    settings_after_restart
     restarted() {
       $K get pods -o jsonpath='{range .items[*]}{.status.containerStatuses[0].state.running.startedAt}{"\n"}{end}' \
         | awk -v t="$STOPPED_AT" 'BEGIN { ok = 1 } $0 == "" || $0 < t { ok = 0 } END { exit !(ok && NR == 3) }'
@@ -215,5 +227,6 @@ cp -r "$D/logs" "$RUN/component-logs" 2>/dev/null
 echo "== uninstall"; "$BUNDLE/install" uninstall --data-dir "$D" && step uninstall ok || step uninstall FAIL
 AFTER=$(mounts); [ "$BEFORE_MOUNTS" = "$AFTER" ] && step mounts-restored ok || step mounts-restored FAIL "before=[$BEFORE_MOUNTS] after=[$AFTER]"
 AFTER=$(addresses); [ "$BEFORE_ADDRESSES" = "$AFTER" ] && step addresses-restored ok "$AFTER" || step addresses-restored FAIL "before=[$BEFORE_ADDRESSES] after=[$AFTER]"
+[ -n "$K3S_FLAGS" ] && settings_cleanup
 AFTER=$(host_files); [ "$BEFORE_FILES" = "$AFTER" ] && step host-files-restored ok || step host-files-restored FAIL "before=[$BEFORE_FILES] after=[$AFTER]"
 [ ! -e "$P" ] && [ ! -e "$D" ] && step nothing-left ok || step nothing-left FAIL

@@ -3,7 +3,8 @@
 # once, as ROLE=server in one sandbox (eth0 10.200.0.2) and as ROLE=agent in another
 # (10.200.0.3), the two on one bridge (xtask/src/sandbox.rs). The agent joins with the command
 # the server's install printed; the two coordinate through files in SHARED:
-#   join              the server's join arguments (`--server URL --token TOKEN`)
+#   join              the server URL the server's join command names
+#   node-token        a copy of the server's join token, as a user would carry it over
 #   agent-installed   the agent's install exit code
 #   agent-may-stop    the server is done with the agent
 #   agent-uninstalled the agent uninstalled itself
@@ -59,18 +60,22 @@ server() {
   INSTALL_START=$(now)
   if install_stamped --prefix "$P" --data-dir "$D" $ARGS; then step install ok; else step install FAIL "rc=$(cat $RUN/install.rc)"; fi
   mark_from_install api-ready "Kubernetes API is ready"
-  # The join command, exactly as printed: `  ./install --server URL --token TOKEN`.
-  JOIN=$(sed -n 's/^\[[0-9.]*\]   \.\/install \(--server [^ ]* --token [^ ]*\)$/\1/p' "$RUN/install.out" | head -n 1)
+  # The join command, exactly as printed: `  ./install --server URL --token-file node-token`;
+  # the token itself is printed nowhere (it would be in the terminal, and pasted into `ps`).
+  JOIN=$(sed -n 's/^\[[0-9.]*\]   \.\/install --server \([^ ]*\) --token-file node-token$/\1/p' "$RUN/install.out" | head -n 1)
   TOKEN=$(cat "$D/k3s/server/node-token" 2>/dev/null)
-  [ -n "$TOKEN" ] && [ "$JOIN" = "--server https://$SERVER_IP:6443 --token $TOKEN" ] \
-    && step join-command ok "./install --server https://$SERVER_IP:6443 --token <the node-token>" \
+  [ -n "$TOKEN" ] && [ "$JOIN" = "https://$SERVER_IP:6443" ] \
+    && step join-command ok "./install --server $JOIN --token-file node-token" \
     || step join-command FAIL "printed: [${JOIN:-nothing}]"
-  grep -qF "the join token is in $D/k3s/server/node-token" "$RUN/install.out" \
+  grep -qF "copy the join token in $D/k3s/server/node-token" "$RUN/install.out" \
     && step token-location ok "$D/k3s/server/node-token" || step token-location FAIL
+  [ -n "$TOKEN" ] && ! grep -qF "$TOKEN" "$RUN/install.out" \
+    && step token-not-printed ok || step token-not-printed FAIL "the join token is in install's output"
   if [ -z "$JOIN" ]; then
     put abort "the server printed no join command"
     finish; return
   fi
+  cp "$D/k3s/server/node-token" "$SHARED/node-token"
   put join "$JOIN"
 
   K="$P/bin/kubectl --kubeconfig $D/kubeconfig.yaml"
@@ -188,12 +193,17 @@ agent() {
     put agent-uninstalled "never installed"
     return
   fi
-  JOIN=$(cat "$SHARED/join")
-  echo "== install --node-name $AGENT_NODE --server ... --token ..."
+  # The k3s way (install.sh's K3S_URL and K3S_TOKEN_FILE); the server printed this form too.
+  K3S_URL=$(cat "$SHARED/join"); K3S_TOKEN_FILE="$SHARED/node-token"; export K3S_URL K3S_TOKEN_FILE
+  echo "== K3S_URL=$K3S_URL K3S_TOKEN_FILE=$K3S_TOKEN_FILE install --node-name $AGENT_NODE"
   INSTALL_START=$(now)
-  # shellcheck disable=SC2086 # JOIN is `--server URL --token TOKEN`: four words.
-  if install_stamped --prefix "$P" --data-dir "$D" --node-name $AGENT_NODE $JOIN; then step install ok; else step install FAIL "rc=$(cat $RUN/install.rc)"; fi
+  if install_stamped --prefix "$P" --data-dir "$D" --node-name $AGENT_NODE; then step install ok; else step install FAIL "rc=$(cat $RUN/install.rc)"; fi
+  unset K3S_URL K3S_TOKEN_FILE
   put agent-installed "$(cat $RUN/install.rc)"
+  # No process shows the token on its command line (the agent's k3s reads DATA_DIR/agent-token).
+  TOKEN=$(cat "$SHARED/node-token")
+  SHOWN=$(for c in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$c" 2>/dev/null | grep -qF "$TOKEN" && echo "${c#/proc/}"; done)
+  [ -n "$TOKEN" ] && [ -z "$SHOWN" ] && step token-not-in-ps ok || step token-not-in-ps FAIL "in: $SHOWN"
   mark installed
   READY_AT=$(stamp_of "node is Ready")
   if [ -n "$READY_AT" ]; then

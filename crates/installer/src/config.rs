@@ -118,7 +118,6 @@ pub fn k3s_server_args(paths: &Paths, options: &K3sOptions) -> Vec<String> {
         "server".to_string(),
         format!("--data-dir={}", paths.k3s_data_dir().display()),
         format!("--write-kubeconfig={}", paths.kubeconfig().display()),
-        "--write-kubeconfig-mode=0600".to_string(),
         "--flannel-backend=none".to_string(),
         "--disable-network-policy".to_string(),
     ];

@@ -1,5 +1,6 @@
 //! `./install`: preflight, then lay out, prepare the host, and start.
 
+use std::collections::BTreeMap;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -11,11 +12,13 @@ use crate::bundle::Bundle;
 use crate::cluster;
 use crate::cni_host;
 use crate::copy_bundle;
+use crate::k3s_settings::{self, Checked, K3sCommand};
 use crate::lifecycle;
 use crate::mounts;
 use crate::paths::Paths;
 use crate::preflight;
 use crate::state::{LauncherUse, State};
+use crate::userenv;
 
 pub struct InstallOptions {
     pub bundle_dir: Option<PathBuf>,
@@ -24,14 +27,106 @@ pub struct InstallOptions {
     pub control_plane_only: bool,
     pub no_start: bool,
     pub launcher: LauncherUse,
-    /// `--server` and `--token`: install an agent node.
-    pub join: Option<Join>,
+    /// `--server` with `--token` or `--token-file`: install an agent node.
+    pub server: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
     pub node_name: Option<String>,
+    /// The flags after `--`.
+    pub k3s_flags: Vec<String>,
+    /// The installer's environment: K3S_*, INSTALL_K3S_* and proxies are read from it.
+    pub env: BTreeMap<String, String>,
 }
 
 pub struct Join {
     pub server: String,
     pub token: String,
+}
+
+/// What the user asked k3s to be, from our options and k3s's own variables, as k3s's
+/// install.sh reads them.
+struct K3sRequest {
+    command: K3sCommand,
+    join: Option<Join>,
+    node_name: String,
+    /// INSTALL_K3S_EXEC's flags, then those after `--`.
+    flags: Vec<String>,
+    /// What is recorded for the daemons (k3s_settings::recorded_env, less what is consumed).
+    env: BTreeMap<String, String>,
+}
+
+fn read_token_file(path: &std::path::Path, what: &str) -> Result<String> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("{what} {}: cannot read the join token", path.display()))?;
+    Ok(token.trim().to_string())
+}
+
+/// `--server`/`K3S_URL`, the token from `--token`, `--token-file`, `K3S_TOKEN` or
+/// `K3S_TOKEN_FILE`, `--node-name`/`K3S_NODE_NAME`, and INSTALL_K3S_EXEC's command and flags.
+fn k3s_request(options: &InstallOptions) -> Result<K3sRequest> {
+    let env = &options.env;
+    let (exec_command, mut flags) =
+        k3s_settings::split_install_exec(env.get("INSTALL_K3S_EXEC").map_or("", String::as_str));
+    flags.extend(options.k3s_flags.iter().cloned());
+    let server = options
+        .server
+        .clone()
+        .or_else(|| env.get("K3S_URL").cloned());
+    let command = match (exec_command, &server) {
+        (Some(K3sCommand::Agent), None) => bail!(
+            "INSTALL_K3S_EXEC says `agent`, but there is no server to join: give --server URL (or K3S_URL) with --token-file FILE (or K3S_TOKEN_FILE / K3S_TOKEN)"
+        ),
+        (Some(K3sCommand::Server), Some(_)) => bail!(
+            "INSTALL_K3S_EXEC says `server` and a server URL is given (K3S_URL or --server): joining a server to another server (HA) is not supported by this installer; unset K3S_URL for a server of its own, or drop `server` to join as an agent"
+        ),
+        (_, Some(_)) => K3sCommand::Agent,
+        (_, None) => K3sCommand::Server,
+    };
+    let join = match &server {
+        None => None,
+        Some(server) => {
+            let token = if let Some(token) = &options.token {
+                token.trim().to_string()
+            } else if let Some(file) = &options.token_file {
+                read_token_file(file, "--token-file")?
+            } else if let Some(token) = env.get("K3S_TOKEN") {
+                token.trim().to_string()
+            } else if let Some(file) = env.get("K3S_TOKEN_FILE") {
+                read_token_file(std::path::Path::new(file), "K3S_TOKEN_FILE")?
+            } else if options.server.is_some() {
+                bail!("--server needs the join token: --token-file FILE (or --token TOKEN)")
+            } else {
+                // install.sh's own words.
+                bail!(
+                    "Defaulted k3s exec command to 'agent' because K3S_URL is defined, but K3S_TOKEN or K3S_TOKEN_FILE is not defined: give the server's join token (its DATA_DIR/k3s/server/node-token) as K3S_TOKEN_FILE=FILE or --token-file FILE, or unset K3S_URL to install a server"
+                )
+            };
+            Some(Join {
+                server: server.clone(),
+                token,
+            })
+        }
+    };
+    let node_name = options
+        .node_name
+        .clone()
+        .or_else(|| env.get("K3S_NODE_NAME").cloned())
+        .unwrap_or_else(crate::state::default_node_name);
+    // Turned into our own options above, so not passed to k3s as they are. A server's
+    // K3S_TOKEN is its cluster secret and stays.
+    let mut recorded = k3s_settings::recorded_env(env.clone().into_iter());
+    for consumed in k3s_settings::CONSUMED_ENV {
+        if consumed != "K3S_TOKEN" || command == K3sCommand::Agent {
+            recorded.remove(consumed);
+        }
+    }
+    Ok(K3sRequest {
+        command,
+        join,
+        node_name,
+        flags,
+        env: recorded,
+    })
 }
 
 /// Refuses a join that cannot work before anything is written: a URL k3s would not take, an
@@ -130,22 +225,41 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         return lifecycle::start(&mut state);
     }
 
-    let node_name = options
-        .node_name
-        .clone()
-        .unwrap_or_else(crate::state::default_node_name);
+    let request = k3s_request(options)?;
+    let node_name = request.node_name.clone();
     check_node_name(&node_name)?;
-    if let Some(join) = &options.join {
+    if let Some(join) = &request.join {
         check_join(join)?;
     }
+    let no_start = options.no_start
+        || options
+            .env
+            .get("INSTALL_K3S_SKIP_START")
+            .is_some_and(|v| v == "true");
     let bundle = Bundle::locate(options.bundle_dir.as_deref())?;
+    // Checked before anything is written: a flag, config file or variable k3s would refuse or
+    // that would undo what the installer sets stops the install here.
+    let settings = if bundle.path("bin/k3s").is_file() {
+        let settings = Checked::new(
+            &bundle.path("bin/k3s"),
+            request.command,
+            &request.flags,
+            &request.env,
+        )?;
+        report_k3s_settings(&settings);
+        Some(settings)
+    } else if !request.flags.is_empty() {
+        bail!("k3s flags were given, but this bundle has no k3s (see bundle-manifest.json)");
+    } else {
+        None
+    };
     println!(
         "k3s-gvisor {} ({}) from {}",
         bundle.manifest.version,
         bundle.manifest.arch,
         bundle.dir.display()
     );
-    let plan = preflight::check(&bundle, &paths, !options.no_start)?;
+    let plan = preflight::check(&bundle, &paths, !no_start)?;
     println!("preflight passed");
     if plan.workarounds.is_empty() {
         println!("no sandbox workarounds needed on this host");
@@ -155,22 +269,28 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     }
     // Decided once, here: which parts of k3s this host can run (no agent: no kube-proxy).
     let has_k3s = bundle.path("bin/k3s").is_file();
-    if options.join.is_some() && !has_k3s {
+    if request.join.is_some() && !has_k3s {
         bail!("--server needs k3s, and this bundle has none (see bundle-manifest.json)");
     }
     // Probed on a control-plane-only server too: it decides for the agents that join it, and
     // they run in sandboxes like this one (a server elsewhere must decide for its agents).
-    let kube_proxy_off = if has_k3s {
-        cluster::kube_proxy_blocker()
-    } else {
-        None
+    let kube_proxy_off = match &settings {
+        // The user's --disable-kube-proxy: svcproxy serves Services in its place (on a server;
+        // an agent follows its server).
+        Some(settings)
+            if settings.is_on("disable-kube-proxy") && request.command == K3sCommand::Server =>
+        {
+            Some("turned off by the user (--disable-kube-proxy)".to_string())
+        }
+        Some(_) => cluster::kube_proxy_blocker(),
+        None => None,
     };
     let service_proxy = cluster::ServiceProxy::decide(
         options.control_plane_only,
         kube_proxy_off.as_deref(),
         bundle.path("bin/svcproxy").is_file(),
     );
-    if let (Some(reason), Some(_)) = (&kube_proxy_off, &options.join) {
+    if let (Some(reason), Some(_)) = (&kube_proxy_off, &request.join) {
         // k3s hands the server's --disable-kube-proxy to its agents; this agent cannot say.
         println!(
             "note: kube-proxy cannot run here ({reason}); agents run it only if the server does: \
@@ -178,7 +298,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
              server elsewhere must run with --disable-kube-proxy"
         );
     }
-    let addons_off = if has_k3s && options.join.is_none() {
+    let addons_off = if has_k3s && request.join.is_none() {
         let install = cluster::Install {
             control_plane_only: options.control_plane_only,
             no_service_proxy: matches!(service_proxy, cluster::ServiceProxy::Nothing { .. }),
@@ -188,7 +308,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         Vec::new()
     };
     // On an agent the server decides (the note above), so there is nothing to turn off here.
-    if has_k3s && options.join.is_none() {
+    if has_k3s && request.join.is_none() {
         report_turned_off(kube_proxy_off.as_deref(), &service_proxy, &addons_off);
     }
     if bundle.sandbox_image().is_none() {
@@ -204,7 +324,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         prefix: paths.prefix.clone(),
         data_dir: paths.data_dir.clone(),
         control_plane_only: options.control_plane_only,
-        server: options.join.as_ref().map(|j| j.server.clone()),
+        server: request.join.as_ref().map(|j| j.server.clone()),
         node_name: Some(node_name.clone()),
         snapshotter: plan.snapshotter.clone(),
         created_dirs: Vec::new(),
@@ -224,11 +344,14 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         links_before: cni_host::link_names(),
         lo_before_up: None,
         launcher: options.launcher,
+        k3s_flags: request.flags.clone(),
+        env: request.env.clone(),
+        tool_links: Vec::new(),
     };
     // The data dir comes first: it holds the state file that records everything after it.
     state.create_dir_all_recorded(&paths.data_dir)?;
     state.create_dir_all_recorded(&paths.prefix)?;
-    if let Some(join) = &options.join {
+    if let Some(join) = &request.join {
         write_token(&paths.agent_token(), &join.token)?;
         println!(
             "agent node {node_name}: joins {} (token in {}, mode 0600)",
@@ -237,7 +360,8 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         );
     }
 
-    let result = prepare_and_start(&bundle, &paths, &plan, &mut state, options.no_start);
+    let tools = userenv::ToolLinks::from_env(&options.env);
+    let result = prepare_and_start(&bundle, &paths, &plan, &mut state, &tools, no_start);
     if result.is_err() {
         eprintln!(
             "install did not finish; what it did is recorded in {}. Fix the problem and run \
@@ -264,6 +388,13 @@ fn write_token(path: &std::path::Path, token: &str) -> Result<()> {
     Ok(())
 }
 
+/// What the user gave k3s, as install takes it (status shows the same).
+fn report_k3s_settings(settings: &Checked) {
+    for line in k3s_settings::describe(&settings.settings) {
+        println!("k3s: {line}");
+    }
+}
+
 /// One line per part of k3s this host cannot run, each with its reason, and who serves Services.
 fn report_turned_off(
     kube_proxy_off: Option<&str>,
@@ -287,10 +418,12 @@ fn prepare_and_start(
     paths: &Paths,
     plan: &preflight::Plan,
     state: &mut State,
+    tools: &userenv::ToolLinks,
     no_start: bool,
 ) -> Result<()> {
     copy_bundle::lay_out(bundle, paths, plan)?;
     println!("installed files under {}", paths.prefix.display());
+    tools.write(state)?;
     if !plan.facts.has_dev_kmsg {
         mounts::provide_dev_kmsg(state)?;
         println!("/dev/kmsg: bind-mounted /dev/null");

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::cni_host;
+use crate::k3s_settings::Checked;
 use crate::loopback;
 use crate::mounts;
 use crate::node_ip;
@@ -19,22 +20,34 @@ use crate::userenv;
 /// line that puts kubectl, crictl and ctr on PATH.
 pub fn start(state: &mut State) -> Result<()> {
     let paths = state.paths();
+    // k3s reads its config files at every start: they are checked (with the flags and
+    // variables recorded at install) before anything starts, so a bad edit stops here.
+    let settings = if services::has_k3s(&paths) {
+        Some(Checked::new(
+            &paths.bin("k3s"),
+            state.k3s_command(),
+            &state.k3s_flags,
+            &state.env,
+        )?)
+    } else {
+        None
+    };
     restore_host_changes(state)?;
     // k3s, and containerd's CRI streaming server (exec, attach), listen on 127.0.0.1.
     loopback::ensure_up(state)?;
-    if state.control_plane_only && services::has_k3s(&paths) {
+    if let (true, Some(settings)) = (state.control_plane_only, &settings) {
         // No kubelet, so no pods: containerd is not needed.
-        services::start_k3s(&paths, state)?;
+        services::start_k3s(&paths, state, settings)?;
         println!("to use kubectl:\n  {}", userenv::export_line(&paths, false));
         return Ok(());
     }
     let containerd_was_running = services::daemon(&paths, CONTAINERD).running_pid().is_some();
-    services::start_containerd(&paths)?;
+    services::start_containerd(&paths, state)?;
     if !containerd_was_running {
         services::import_images(&paths, &state.snapshotter)?;
     }
-    if services::has_k3s(&paths) {
-        services::start_k3s(&paths, state)?;
+    if let Some(settings) = &settings {
+        services::start_k3s(&paths, state, settings)?;
         services::start_node_routes(&paths)?;
         if state.is_agent() {
             // An agent has no admin kubeconfig: kubectl works on the server.
@@ -119,6 +132,9 @@ pub fn uninstall(state: &State) -> Result<()> {
             Err(error) => problems.push(format!("cannot unmount {}: {error}", mount.display())),
         }
     }
+    userenv::remove_tool_links(state)
+        .iter()
+        .for_each(|line| println!("{line}"));
     let links = pod_logs::remove_links(Path::new(pod_logs::CONTAINER_LOGS), &paths.data_dir);
     if links > 0 {
         println!(

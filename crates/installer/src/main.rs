@@ -7,6 +7,7 @@
 //! - `preflight` refuses bad input before anything is written; `probe` measures the host;
 //!   `blockers` is the one table of gVisor blockers (preflight's workarounds, `doctor`);
 //! - `cluster` decides which parts of k3s can run (kube-proxy, the service proxy, add-ons);
+//!   `k3s_settings` checks what the user brings for k3s (flags, config files, `K3S_*`);
 //! - `copy_bundle` copies the bundle under the prefix;
 //! - `mounts` makes the host changes (/dev/kmsg, cgroups);
 //! - `node_ip` (with the `netif` crate) gives k3s a node IP where the sandbox has no default route,
@@ -27,6 +28,7 @@ mod config;
 mod copy_bundle;
 mod doctor;
 mod install;
+mod k3s_settings;
 mod lifecycle;
 mod loopback;
 mod mounts;
@@ -77,12 +79,17 @@ struct InstallArgs {
     control_plane_only: bool,
     /// Join the server at this URL as an agent node (k3s agent: kubelet, containerd, CNI, no
     /// control plane), e.g. https://10.0.0.2:6443. The server's install prints the command.
-    #[arg(long, value_name = "URL", requires = "token")]
+    /// K3S_URL (with K3S_TOKEN or K3S_TOKEN_FILE) does the same, as with k3s's install.sh.
+    #[arg(long, value_name = "URL")]
     server: Option<String>,
     /// The server's join token (in the server's DATA_DIR/k3s/server/node-token). Kept in
-    /// DATA_DIR/agent-token, mode 0600.
-    #[arg(long, requires = "server")]
+    /// DATA_DIR/agent-token, mode 0600. Prefer --token-file: a token here is in `ps` and in
+    /// the shell's history.
+    #[arg(long, requires = "server", conflicts_with = "token_file")]
     token: Option<String>,
+    /// A file holding the server's join token (a copy of its DATA_DIR/k3s/server/node-token).
+    #[arg(long, value_name = "FILE", requires = "server")]
+    token_file: Option<PathBuf>,
     /// This node's name in the cluster (default: the host name, in lower case). Every node
     /// needs its own: sandboxes cloned from one image often share a host name.
     #[arg(long, value_name = "NAME")]
@@ -96,6 +103,12 @@ struct InstallArgs {
     /// When k3s runs under the ptrace launcher that serves missing /proc/sys files.
     #[arg(long, value_enum, default_value_t = LauncherUse::Auto)]
     launcher: LauncherUse,
+    /// Flags for `k3s server` (or `k3s agent` with --server), after `--`, as with k3s's
+    /// install.sh (`sh -s - FLAGS`); INSTALL_K3S_EXEC's come first. k3s's config files
+    /// (/etc/rancher/k3s/config.yaml, config.yaml.d/*.yaml) are read by k3s itself. Flags the
+    /// installer sets are refused, naming the option to use instead.
+    #[arg(last = true, value_name = "K3S_FLAGS")]
+    k3s_flags: Vec<String>,
 }
 
 #[derive(Args, Clone)]
@@ -147,12 +160,13 @@ fn run(cli: Cli) -> Result<()> {
             data_dir: cli.install.data.data_dir,
             control_plane_only: cli.install.control_plane_only,
             no_start: cli.install.no_start,
-            join: cli.install.server.map(|server| install::Join {
-                server,
-                token: cli.install.token.unwrap_or_default(),
-            }),
+            server: cli.install.server,
+            token: cli.install.token,
+            token_file: cli.install.token_file,
             node_name: cli.install.node_name,
             launcher: cli.install.launcher,
+            k3s_flags: cli.install.k3s_flags,
+            env: std::env::vars().collect(),
         }),
         Some(Command::NodeRoutes(d)) => node_routes::run(&State::require(&d.data_dir)?),
         Some(Command::Start(d)) => lifecycle::start(&mut State::require(&d.data_dir)?),

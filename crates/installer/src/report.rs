@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
+use crate::k3s_settings::{self, Checked};
 use crate::services::{self, CONTAINERD, K3S, SVCPROXY};
 use crate::state::State;
 use crate::supervise;
@@ -26,6 +27,25 @@ pub fn status(state: &State) -> Result<()> {
         }
     }
     let mut healthy = true;
+    if services::has_k3s(&paths) {
+        // As the next start will check them: the config files may have changed since.
+        match Checked::new(
+            &paths.bin(K3S),
+            state.k3s_command(),
+            &state.k3s_flags,
+            &state.env,
+        ) {
+            Ok(checked) => {
+                for line in k3s_settings::describe(&checked.settings) {
+                    println!("k3s {line}");
+                }
+            }
+            Err(error) => {
+                healthy = false;
+                println!("k3s settings: {error:#} (the next start refuses them)");
+            }
+        }
+    }
     let containerd = services::daemon(&paths, CONTAINERD);
     match containerd.running_pid() {
         None if state.control_plane_only => {
@@ -90,6 +110,7 @@ pub fn status(state: &State) -> Result<()> {
             paths.kubeconfig().display(),
             userenv::export_line(&paths, !state.control_plane_only)
         );
+        print_tool_links(state);
     } else {
         println!("k3s: not in this bundle");
     }
@@ -100,6 +121,20 @@ pub fn status(state: &State) -> Result<()> {
         bail!("not everything is running: `start` starts it; `logs` shows why it stopped");
     }
     Ok(())
+}
+
+fn print_tool_links(state: &State) {
+    if !state.tool_links.is_empty() {
+        let links: Vec<String> = state
+            .tool_links
+            .iter()
+            .map(|l| l.display().to_string())
+            .collect();
+        println!(
+            "tools on PATH: {} (wrappers of this install's)",
+            links.join(", ")
+        );
+    }
 }
 
 /// An agent's k3s, its node (asked with the kubelet's credentials: an agent has no admin
@@ -131,6 +166,7 @@ fn agent_status(state: &State) -> bool {
     }
     healthy &= routes_status(&paths);
     println!("tools: {}", userenv::agent_export_line(&paths));
+    print_tool_links(state);
     healthy
 }
 

@@ -15,6 +15,7 @@ use crate::bundle::{Bundle, MANIFEST_FILE};
 use crate::cluster::ServiceProxy;
 use crate::cni_host;
 use crate::config;
+use crate::k3s_settings::Checked;
 use crate::node_ip;
 use crate::paths::Paths;
 use crate::pod_logs;
@@ -107,14 +108,51 @@ fn launch_command(
     Ok((launcher, wrapped))
 }
 
-/// PATH with our bin dir first: containerd finds containerd-shim-runc-v2 there, and the shim
-/// finds runc.
+/// The PATH every daemon gets after our bin dir, whatever shell ran the installer (the one a
+/// systemd unit would give).
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What every daemon starts with, and nothing else of the installer's shell: PATH with our bin
+/// dir first (containerd finds containerd-shim-runc-v2 there, the shim finds runc) and HOME.
 fn daemon_env(paths: &Paths) -> Vec<(String, String)> {
-    let system = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    vec![(
-        "PATH".to_string(),
-        format!("{}:{system}", paths.prefix.join("bin").display()),
-    )]
+    let home = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| "/".to_string(), |user| user.dir.display().to_string());
+    vec![
+        (
+            "PATH".to_string(),
+            format!("{}:{SYSTEM_PATH}", paths.prefix.join("bin").display()),
+        ),
+        ("HOME".to_string(), home),
+    ]
+}
+
+/// k3s's environment: the base and every variable recorded at install (K3S_*, CONTAINERD_*,
+/// proxies), as k3s's systemd unit gets them from install.sh's environment file.
+fn k3s_env(paths: &Paths, state: &State) -> Vec<(String, String)> {
+    let mut env = daemon_env(paths);
+    env.extend(state.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+/// containerd's environment and extra arguments, as k3s makes them for the containerd it runs
+/// (pkg/agent/containerd): the proxy variables as they are, `CONTAINERD_X` as `X` (so
+/// `CONTAINERD_HTTPS_PROXY` is a proxy for image pulls only), `CONTAINERD_LOG_LEVEL` as
+/// `--log-level`.
+fn containerd_env(paths: &Paths, state: &State) -> (Vec<(String, String)>, Vec<String>) {
+    let mut env = daemon_env(paths);
+    let mut args = Vec::new();
+    for (name, value) in &state.env {
+        if name == "CONTAINERD_LOG_LEVEL" {
+            args.extend(["--log-level".to_string(), value.clone()]);
+        } else if let Some(stripped) = name.strip_prefix("CONTAINERD_") {
+            env.push((stripped.to_string(), value.clone()));
+        } else if crate::k3s_settings::is_proxy_var(name) {
+            env.push((name.clone(), value.clone()));
+        }
+    }
+    (env, args)
 }
 
 fn socket_accepts(socket: &Path) -> bool {
@@ -126,24 +164,26 @@ pub fn containerd_healthy(paths: &Paths) -> bool {
 }
 
 /// Starts containerd (if not running) and waits for its socket.
-pub fn start_containerd(paths: &Paths) -> Result<()> {
+pub fn start_containerd(paths: &Paths, state: &State) -> Result<()> {
     let daemon = daemon(paths, CONTAINERD);
     if let Some(pid) = daemon.running_pid() {
         println!("containerd already running (pid {pid})");
         return Ok(());
     }
     let _ = fs::remove_file(paths.containerd_socket());
-    let args = vec![
+    let (env, extra_args) = containerd_env(paths, state);
+    let mut args = vec![
         "--config".to_string(),
         paths.containerd_config().display().to_string(),
     ];
+    args.extend(extra_args);
     // Never under the launcher: its seccomp filter and ptrace would be inherited by every
     // shim, runc and pod for life, and patched containerd and runc read no /proc/sys file a
     // gVisor lacks (containerd 0002 reads the unprivileged-port sysctls only where they exist;
     // runc 0001 probes the last capability where cap_last_cap is missing). Measured: under the
     // launcher, containerd's --log stayed empty through the whole e2e in the current gVisor and
     // in gvisor-2025 (docs/installer.md).
-    let pid = daemon.start(&paths.bin("containerd"), &args, &daemon_env(paths))?;
+    let pid = daemon.start(&paths.bin("containerd"), &args, &env)?;
     println!(
         "containerd started (pid {pid}), log {}",
         daemon.log_file.display()
@@ -245,12 +285,12 @@ pub fn import_images(paths: &Paths, snapshotter: &str) -> Result<()> {
 /// its agent, or an agent) then waits for k3s to assign its podCIDR, writes the CNI config
 /// with that range, and waits for the node to be Ready. A server finally waits for the default
 /// service account, which every pod needs before it can be created, and prints how to join.
-pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
+pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result<()> {
     let daemon = daemon(paths, K3S);
     if let Some(pid) = daemon.running_pid() {
         println!("k3s already running (pid {pid})");
         // svcproxy may have stopped on its own while k3s kept running.
-        return start_service_proxy(paths, state);
+        return start_service_proxy(paths, state, settings);
     }
     let kubelet_args = fs::read_to_string(paths.prefix.join("etc/k3s/kubelet-args"))
         .map(|text| config::parse_kubelet_args(&text))
@@ -268,12 +308,14 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
     if !state.control_plane_only {
         pod_logs::write_kubelet_dropin(paths)?;
     }
-    let args = match &state.server {
+    let mut args = match &state.server {
         Some(server) => config::k3s_agent_args(paths, &options, server),
         None => config::k3s_server_args(paths, &options),
     };
+    // The user's, last: checked never to touch a flag the installer sets (k3s_settings.rs).
+    args.extend(state.k3s_flags.iter().cloned());
     let (program, args) = launch_command(paths, state.launcher, paths.bin("k3s"), args)?;
-    let pid = daemon.start(&program, &args, &daemon_env(paths))?;
+    let pid = daemon.start(&program, &args, &k3s_env(paths, state))?;
     println!("k3s started (pid {pid}), log {}", daemon.log_file.display());
 
     // What the node's own queries authenticate with: a server's admin kubeconfig, or on an
@@ -289,15 +331,10 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
             K3S_API_TIMEOUT,
             || kubectl(paths, &["get", "--raw=/readyz"]).is_ok(),
         )?;
-        if let Ok(metadata) = fs::metadata(paths.kubeconfig()) {
-            let mut permissions = metadata.permissions();
-            permissions.set_mode(0o600);
-            fs::set_permissions(paths.kubeconfig(), permissions)?;
-        }
         println!("Kubernetes API is ready");
         // As soon as the API answers, so that ClusterIPs route before pods need them (coredns
         // reaches the API through 10.43.0.1).
-        start_service_proxy(paths, state)?;
+        start_service_proxy(paths, state, settings)?;
         paths.kubeconfig()
     };
     if !state.control_plane_only {
@@ -346,7 +383,7 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
     if state.is_agent() {
         // Once the node is Ready: the CNI config names the bridge, and no pod of this node
         // has started yet.
-        return start_service_proxy(paths, state);
+        return start_service_proxy(paths, state, settings);
     }
     // Controllers create the `default` service account and the `kube-root-ca.crt` ConfigMap in
     // each namespace shortly after the API is up. Until the first exists every pod is refused
@@ -366,7 +403,12 @@ pub fn start_k3s(paths: &Paths, state: &mut State) -> Result<()> {
         },
     )?;
     println!("default service account and kube-root-ca.crt exist: pods can be created");
-    println!("kubeconfig: {} (mode 0600)", paths.kubeconfig().display());
+    // k3s sets the mode: --write-kubeconfig-mode or K3S_KUBECONFIG_MODE, else 0600.
+    let mode = fs::metadata(paths.kubeconfig()).map_or(0, |m| m.permissions().mode() & 0o7777);
+    println!(
+        "kubeconfig: {} (mode {mode:04o})",
+        paths.kubeconfig().display()
+    );
     print_join_command(paths, node_ip.address);
     Ok(())
 }
@@ -389,7 +431,7 @@ pub fn svcproxy_status_file(paths: &Paths) -> PathBuf {
 /// Starts svcproxy where it serves Services in place of kube-proxy (else does nothing) and waits
 /// for its first sync. Never under the launcher: it reads nothing under /proc/sys, and a traced
 /// proxy would pay a ptrace stop on every path syscall of every forwarded connection.
-fn start_service_proxy(paths: &Paths, state: &State) -> Result<()> {
+fn start_service_proxy(paths: &Paths, state: &State, settings: &Checked) -> Result<()> {
     if !service_proxy(paths, state).is_svcproxy() {
         return Ok(());
     }
@@ -401,8 +443,7 @@ fn start_service_proxy(paths: &Paths, state: &State) -> Result<()> {
     let status_file = svcproxy_status_file(paths);
     let _ = fs::remove_file(&status_file);
     // The pods' bridge, from our CNI config: svcproxy puts the ClusterIPs on it, the one place
-    // gVisor delivers a pod's packets to (docs/services.md). The service CIDR is k3s's default,
-    // which is svcproxy's default too (the installer passes no --service-cidr to k3s).
+    // gVisor delivers a pod's packets to (docs/services.md).
     let bridge = cni_host::bridges_in(&paths.cni_conf_dir())
         .into_iter()
         .next()
@@ -415,11 +456,16 @@ fn start_service_proxy(paths: &Paths, state: &State) -> Result<()> {
     } else {
         paths.kubeconfig()
     };
-    let args = vec![
+    let mut args = vec![
         format!("--kubeconfig={}", kubeconfig.display()),
         format!("--bridge={bridge}"),
         format!("--status-file={}", status_file.display()),
     ];
+    // k3s's --service-cidr where the user set one (svcproxy's default is k3s's, 10.43.0.0/16).
+    // On an agent the server decides it; an agent's own flags cannot say.
+    if let Some(cidr) = settings.value("service-cidr") {
+        args.push(format!("--service-cidr={cidr}"));
+    }
     let pid = daemon.start(&paths.bin(SVCPROXY), &args, &daemon_env(paths))?;
     println!(
         "svcproxy started (pid {pid}) in place of kube-proxy, log {}",
@@ -458,11 +504,12 @@ pub fn start_node_routes(paths: &Paths) -> Result<()> {
     Ok(())
 }
 
-/// The command that joins another sandbox to this server as an agent, with the real token, and
-/// where the token lives.
+/// The command that joins another sandbox to this server as an agent, and where the token lives.
+/// The token itself is not printed: the command reads it from a file, so it is never in a
+/// terminal's scrollback, `ps` or a shell's history.
 fn print_join_command(paths: &Paths, address: Option<std::net::IpAddr>) {
     let token_file = paths.server_node_token();
-    let Ok(token) = fs::read_to_string(&token_file) else {
+    if !token_file.is_file() {
         println!(
             "to join agents: k3s wrote no join token at {} (see `logs k3s`)",
             token_file.display()
@@ -476,10 +523,11 @@ fn print_join_command(paths: &Paths, address: Option<std::net::IpAddr>) {
     };
     println!(
         "to join another sandbox as an agent node (it must reach {host}:6443 and this node's pod \
-         range must be routable from it: same network segment), run there in the extracted \
-         bundle:\n  ./install --server https://{host}:6443 --token {}\n\
-         the join token is in {} (mode 0600; anyone who has it can join nodes to this cluster)",
-        token.trim(),
+         range must be routable from it: same network segment), copy the join token in {} \
+         (mode 0600; anyone who has it can join nodes to this cluster) there as a file, e.g. \
+         node-token, and run in the extracted bundle:\n  \
+         ./install --server https://{host}:6443 --token-file node-token\n\
+         or, the k3s way: K3S_URL=https://{host}:6443 K3S_TOKEN_FILE=node-token ./install",
         token_file.display()
     );
 }

@@ -2,7 +2,10 @@
 //! `uninstall` can put the host back exactly as it was. It is rewritten after every change, so
 //! an install that fails half-way can still be undone.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -67,6 +70,20 @@ pub struct State {
     /// When k3s runs under the launcher (`--launcher`); `start` keeps to it.
     #[serde(default)]
     pub launcher: LauncherUse,
+    /// The user's k3s flags (from INSTALL_K3S_EXEC, then after `--`), checked at install and
+    /// passed to k3s after the installer's own at every start (k3s_settings.rs).
+    #[serde(default)]
+    pub k3s_flags: Vec<String>,
+    /// The `K3S_*`, `CONTAINERD_*` and proxy variables present at install, as k3s's install.sh
+    /// records them in its service's environment file: k3s gets them at every start, containerd
+    /// the proxy and `CONTAINERD_*` ones. Nothing else of the installer's environment reaches a
+    /// daemon. May hold secrets (K3S_TOKEN): the state file is mode 0600.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The kubectl, crictl and ctr wrappers the install wrote (INSTALL_K3S_BIN_DIR, default
+    /// /usr/local/bin); uninstall removes exactly these.
+    #[serde(default)]
+    pub tool_links: Vec<PathBuf>,
 }
 
 /// When k3s runs under the launcher.
@@ -130,6 +147,15 @@ impl State {
         self.server.is_some()
     }
 
+    /// The k3s command this install runs.
+    pub fn k3s_command(&self) -> crate::k3s_settings::K3sCommand {
+        if self.is_agent() {
+            crate::k3s_settings::K3sCommand::Agent
+        } else {
+            crate::k3s_settings::K3sCommand::Server
+        }
+    }
+
     /// The node name k3s runs with (installs made before --node-name used the host name,
     /// which is also k3s's default).
     pub fn node_name(&self) -> String {
@@ -157,12 +183,20 @@ impl State {
         self.save()
     }
 
-    /// Writes atomically (temp file + rename) so a crash never leaves half a state file.
+    /// Writes atomically (temp file + rename) so a crash never leaves half a state file. Mode
+    /// 0600: it records the install's environment, which may hold a token.
     pub fn save(&self) -> Result<()> {
         let path = self.data_dir.join("state.json");
         let temp = self.data_dir.join("state.json.tmp");
         let text = serde_json::to_string_pretty(self)?;
-        fs::write(&temp, text).with_context(|| format!("cannot write {}", temp.display()))?;
+        let _ = fs::remove_file(&temp);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .with_context(|| format!("cannot write {}", temp.display()))?;
         fs::rename(&temp, &path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
     }

@@ -38,7 +38,9 @@ impl Daemon {
         (ours && process_alive(pid)).then_some(pid)
     }
 
-    /// Starts `program args` in a new session with stdout+stderr appended to the log file.
+    /// Starts `program args` in a new session with stdout+stderr appended to the log file, with
+    /// exactly `env` as its environment: nothing of the caller's shell leaks in, so a `start` from
+    /// another shell runs the daemon as the install did.
     pub fn start(&self, program: &Path, args: &[String], env: &[(String, String)]) -> Result<i32> {
         if let Some(parent) = self.log_file.parent() {
             fs::create_dir_all(parent)?;
@@ -53,7 +55,8 @@ impl Daemon {
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log);
+            .stderr(log)
+            .env_clear();
         for (key, value) in env {
             command.env(key, value);
         }

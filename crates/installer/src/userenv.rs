@@ -1,13 +1,181 @@
-//! The one line a user pastes to use the install's kubectl, crictl and ctr.
+//! How a user's shell reaches the install's kubectl, crictl and ctr.
 //!
 //! k3s's own installer symlinks them into /usr/local/bin and relies on fixed locations (its
 //! kubeconfig in /etc/rancher/k3s, its containerd socket in /run/k3s). Ours live where --prefix
 //! and --data-dir say (PREFIX/bin/kubectl and crictl are symlinks to k3s, ctr is containerd's),
-//! so the same line that puts PREFIX/bin on PATH also tells each tool where its server is:
-//! KUBECONFIG for kubectl, CONTAINER_RUNTIME_ENDPOINT for crictl, CONTAINERD_ADDRESS and
-//! CONTAINERD_NAMESPACE for ctr (k8s.io: where the kubelet's containers and images are).
+//! so each tool must be told where its server is: KUBECONFIG for kubectl,
+//! CONTAINER_RUNTIME_ENDPOINT for crictl, CONTAINERD_ADDRESS and CONTAINERD_NAMESPACE for ctr
+//! (k8s.io: where the kubelet's containers and images are). Two ways, both made at install:
+//! - `ToolLinks`: small wrappers in INSTALL_K3S_BIN_DIR (default /usr/local/bin) that set those
+//!   defaults and run ours, so a fresh shell (an agent's tool call, a CI step) has the tools
+//!   with no set-up. Wrappers rather than k3s's symlinks, since only a wrapper can name our
+//!   data dir;
+//! - the export line, for a shell that should use this install's tools and no other.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
 
 use crate::paths::Paths;
+use crate::state::State;
+
+/// The first lines of every wrapper: how uninstall (and a later install) knows it is ours.
+const WRAPPER_MARK: &str = "# k3s-gvisor tool wrapper";
+
+/// k3s's install.sh settings for its kubectl/crictl/ctr links: INSTALL_K3S_BIN_DIR, and
+/// INSTALL_K3S_SYMLINK=skip (make none) or force (replace what is there).
+pub struct ToolLinks {
+    bin_dir: PathBuf,
+    mode: LinkMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkMode {
+    /// Make each that is not in the bin dir already.
+    Missing,
+    Skip,
+    /// Replace what is there (kept beside as NAME.k3s-gvisor-saved, put back by uninstall).
+    Force,
+}
+
+impl ToolLinks {
+    pub fn from_env(env: &BTreeMap<String, String>) -> ToolLinks {
+        ToolLinks {
+            bin_dir: PathBuf::from(
+                env.get("INSTALL_K3S_BIN_DIR")
+                    .map_or("/usr/local/bin", String::as_str),
+            ),
+            mode: match env.get("INSTALL_K3S_SYMLINK").map(String::as_str) {
+                Some("skip") => LinkMode::Skip,
+                Some("force") => LinkMode::Force,
+                _ => LinkMode::Missing,
+            },
+        }
+    }
+
+    /// Writes the wrappers this install's kind needs (a server: all three; control-plane-only:
+    /// kubectl; an agent, which has no admin kubeconfig: crictl and ctr), recording each.
+    pub fn write(&self, state: &mut State) -> Result<()> {
+        if self.mode == LinkMode::Skip {
+            println!(
+                "INSTALL_K3S_SYMLINK=skip: no kubectl, crictl or ctr in {}",
+                self.bin_dir.display()
+            );
+            return Ok(());
+        }
+        let paths = state.paths();
+        if !paths.bin("k3s").is_file() {
+            return Ok(());
+        }
+        let tools: &[&str] = match (state.is_agent(), state.control_plane_only) {
+            (true, _) => &["crictl", "ctr"],
+            (false, true) => &["kubectl"],
+            (false, false) => &["kubectl", "crictl", "ctr"],
+        };
+        for tool in tools {
+            let link = self.bin_dir.join(tool);
+            if link.symlink_metadata().is_ok() && !is_stale_wrapper(&link) {
+                if self.mode != LinkMode::Force {
+                    println!(
+                        "{} exists: left as it is (INSTALL_K3S_SYMLINK=force replaces it)",
+                        link.display()
+                    );
+                    continue;
+                }
+                if !is_wrapper(&link) {
+                    std::fs::rename(&link, saved(&link))
+                        .with_context(|| format!("cannot move {} aside", link.display()))?;
+                }
+            }
+            if !self.bin_dir.is_dir() {
+                state.create_dir_all_recorded(&self.bin_dir)?;
+            }
+            write_wrapper(&link, &wrapper(&paths, tool))?;
+            state.tool_links.push(link.clone());
+            state.save()?;
+            println!("{}: runs this install's {tool}", link.display());
+        }
+        Ok(())
+    }
+}
+
+fn saved(link: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.k3s-gvisor-saved", link.display()))
+}
+
+fn is_wrapper(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| text.lines().nth(1) == Some(WRAPPER_MARK))
+}
+
+/// A wrapper of ours whose install is gone (its program no longer exists): left by an install
+/// that was never uninstalled, so it is no one's and may be replaced.
+fn is_stale_wrapper(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    is_wrapper(path)
+        && text
+            .lines()
+            .find_map(|line| line.strip_prefix("exec '"))
+            .and_then(|rest| rest.split('\'').next())
+            .is_some_and(|program| !Path::new(program).exists())
+}
+
+/// The sh script for `tool`: its server's defaults unless the caller set them, then ours.
+fn wrapper(paths: &Paths, tool: &str) -> String {
+    let socket = paths.containerd_socket().display().to_string();
+    let defaults = match tool {
+        "kubectl" => format!(
+            "[ -n \"${{KUBECONFIG:-}}\" ] || export KUBECONFIG={}\n",
+            quote(&paths.kubeconfig().display().to_string())
+        ),
+        "crictl" => format!(
+            "[ -n \"${{CONTAINER_RUNTIME_ENDPOINT:-}}\" ] || export CONTAINER_RUNTIME_ENDPOINT={}\n",
+            quote(&format!("unix://{socket}"))
+        ),
+        _ => format!(
+            "[ -n \"${{CONTAINERD_ADDRESS:-}}\" ] || export CONTAINERD_ADDRESS={}\n\
+             [ -n \"${{CONTAINERD_NAMESPACE:-}}\" ] || export CONTAINERD_NAMESPACE=k8s.io\n",
+            quote(&socket)
+        ),
+    };
+    format!(
+        "#!/bin/sh\n{WRAPPER_MARK}\n# {tool} of the k3s-gvisor install in {} (data {}); its \
+         uninstall removes this file.\n{defaults}exec {} \"$@\"\n",
+        paths.prefix.display(),
+        paths.data_dir.display(),
+        sh_quote_always(&paths.bin(tool).display().to_string())
+    )
+}
+
+fn write_wrapper(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o755)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Removes the wrappers the install wrote, if they are still ours, and puts back what
+/// INSTALL_K3S_SYMLINK=force moved aside. Returns what it did, one line each.
+pub fn remove_tool_links(state: &State) -> Vec<String> {
+    let mut report = Vec::new();
+    for link in &state.tool_links {
+        if is_wrapper(link) && std::fs::remove_file(link).is_ok() {
+            report.push(format!("removed {}", link.display()));
+        }
+        if std::fs::rename(saved(link), link).is_ok() {
+            report.push(format!("put back {}", link.display()));
+        }
+    }
+    report
+}
 
 /// `export PATH=...:"$PATH" KUBECONFIG=... [CONTAINER_RUNTIME_ENDPOINT=... CONTAINERD_...]`.
 /// `with_runtime` is false for a control-plane-only install (no containerd runs).
@@ -49,8 +217,12 @@ fn quote(value: &str) -> String {
     if plain {
         value.to_string()
     } else {
-        format!("'{}'", value.replace('\'', r"'\''"))
+        sh_quote_always(value)
     }
+}
+
+fn sh_quote_always(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]

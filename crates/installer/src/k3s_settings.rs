@@ -695,11 +695,11 @@ OPTIONS:
    --token value, -t value                    (cluster) Shared secret used to join a server or agent to a cluster [$K3S_TOKEN]
    --write-kubeconfig value, -o value         (client) Write kubeconfig for admin client to this file [$K3S_KUBECONFIG_OUTPUT]
    --write-kubeconfig-mode value              (client) Write kubeconfig with this mode [$K3S_KUBECONFIG_MODE]
-   --tls-san value                            (listener) Add additional hostnames or IPv4/IPv6 addresses as Subject Alternative Names on the server TLS cert
+   --tls-san value [ --tls-san value ]        (listener) Add additional hostnames or IPv4/IPv6 addresses as Subject Alternative Names on the server TLS cert
    --disable value                            (components) Do not deploy packaged components and delete any deployed components (valid items: coredns, servicelb, traefik, local-storage, metrics-server, runtime)
    --disable-kube-proxy                       (components) Disable running kube-proxy
    --node-name value                          (agent/node) Node name [$K3S_NODE_NAME]
-   --node-label value                         (agent/node) Registering and starting kubelet with set of labels
+   --node-label value [ --node-label value ]  (agent/node) Registering and starting kubelet with set of labels
    --kubelet-arg value                        (agent/flags) Customized flag for kubelet process
    --server value, -s value                   (experimental/cluster) Server to connect to, used to join a cluster [$K3S_URL]
    --help, -h                                 show help

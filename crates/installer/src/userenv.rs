@@ -92,7 +92,9 @@ impl ToolLinks {
                 state.create_dir_all_recorded(&self.bin_dir)?;
             }
             write_wrapper(&link, &wrapper(&paths, tool))?;
-            state.tool_links.push(link.clone());
+            if !state.tool_links.contains(&link) {
+                state.tool_links.push(link.clone());
+            }
             state.save()?;
             println!("{}: runs this install's {tool}", link.display());
         }
@@ -259,6 +261,118 @@ mod tests {
             "export PATH=/opt/k3s-gvisor/bin:\"$PATH\" \
              KUBECONFIG=/var/lib/k3s-gvisor/kubeconfig.yaml"
         );
+    }
+
+    /// An install's state with just what the wrappers read.
+    fn state_at(root: &Path, agent: bool) -> State {
+        serde_json::from_value(serde_json::json!({
+            "bundle_name": "k3s-gvisor", "bundle_version": "v0", "snapshotter": "native",
+            "prefix": root.join("prefix"), "data_dir": root.join("data"),
+            "control_plane_only": false, "server": agent.then_some("https://x:6443"),
+            "created_dirs": [], "created_files": [], "mounts": [], "absent_before": [],
+            "workarounds": [],
+        }))
+        .unwrap()
+    }
+
+    /// PREFIX/bin/TOOL as a script that prints what the wrapper gave it.
+    fn fake_tools(state: &State) {
+        let bin = state.prefix.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&state.data_dir).unwrap();
+        for tool in ["k3s", "kubectl", "crictl", "ctr"] {
+            let script = "#!/bin/sh\necho \"$KUBECONFIG|$CONTAINER_RUNTIME_ENDPOINT|$CONTAINERD_ADDRESS|$*\"\n";
+            write_wrapper(&bin.join(tool), script).unwrap();
+        }
+    }
+
+    fn run(path: &Path, env: &[(&str, &str)]) -> String {
+        let output = std::process::Command::new(path)
+            .arg("get")
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn wrappers_point_a_fresh_shell_at_the_install_and_uninstall_removes_only_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = state_at(dir.path(), false);
+        fake_tools(&state);
+        let bin_dir = dir.path().join("usr-local-bin");
+        std::fs::create_dir(&bin_dir).unwrap();
+        // Someone else's ctr, and a wrapper of an install that is gone.
+        std::fs::write(bin_dir.join("ctr"), "theirs").unwrap();
+        write_wrapper(
+            &bin_dir.join("crictl"),
+            &format!("#!/bin/sh\n{WRAPPER_MARK}\nexec '/gone/bin/crictl' \"$@\"\n"),
+        )
+        .unwrap();
+        let env = |mode: &str| {
+            BTreeMap::from([
+                (
+                    "INSTALL_K3S_BIN_DIR".to_string(),
+                    bin_dir.display().to_string(),
+                ),
+                ("INSTALL_K3S_SYMLINK".to_string(), mode.to_string()),
+            ])
+        };
+        ToolLinks::from_env(&env("")).write(&mut state).unwrap();
+        assert_eq!(
+            state.tool_links,
+            [bin_dir.join("kubectl"), bin_dir.join("crictl")]
+        );
+        assert_eq!(
+            std::fs::read_to_string(bin_dir.join("ctr")).unwrap(),
+            "theirs"
+        );
+        let kubeconfig = state.data_dir.join("kubeconfig.yaml");
+        assert_eq!(
+            run(&bin_dir.join("kubectl"), &[]),
+            format!("{}|||get", kubeconfig.display())
+        );
+        assert_eq!(
+            run(&bin_dir.join("kubectl"), &[("KUBECONFIG", "/mine")]),
+            "/mine|||get"
+        );
+        let socket = state.data_dir.join("run/containerd.sock");
+        assert_eq!(
+            run(&bin_dir.join("crictl"), &[]),
+            format!("|unix://{}||get", socket.display())
+        );
+
+        // force: their ctr is moved aside and put back by uninstall.
+        ToolLinks::from_env(&env("force"))
+            .write(&mut state)
+            .unwrap();
+        assert_eq!(
+            run(&bin_dir.join("ctr"), &[]),
+            format!("||{}|get", socket.display())
+        );
+        remove_tool_links(&state);
+        let left: Vec<_> = std::fs::read_dir(&bin_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, ["ctr"]);
+        assert_eq!(
+            std::fs::read_to_string(bin_dir.join("ctr")).unwrap(),
+            "theirs"
+        );
+
+        let mut agent = state_at(dir.path(), true);
+        ToolLinks::from_env(&env("")).write(&mut agent).unwrap();
+        assert_eq!(
+            agent.tool_links,
+            [bin_dir.join("crictl")],
+            "an agent has no admin kubeconfig: no kubectl"
+        );
+        let mut skip = state_at(dir.path(), false);
+        ToolLinks::from_env(&env("skip")).write(&mut skip).unwrap();
+        assert!(skip.tool_links.is_empty());
     }
 
     #[test]

@@ -74,10 +74,13 @@ fn k3s_request(options: &InstallOptions) -> Result<K3sRequest> {
         .or_else(|| env.get("K3S_URL").cloned());
     let command = match (exec_command, &server) {
         (Some(K3sCommand::Agent), None) => bail!(
-            "INSTALL_K3S_EXEC says `agent`, but there is no server to join: give --server URL (or K3S_URL) with --token-file FILE (or K3S_TOKEN_FILE / K3S_TOKEN)"
+            "INSTALL_K3S_EXEC says `agent`, but there is no server to join: give --server URL \
+             (or K3S_URL) with --token-file FILE (or K3S_TOKEN_FILE / K3S_TOKEN)"
         ),
         (Some(K3sCommand::Server), Some(_)) => bail!(
-            "INSTALL_K3S_EXEC says `server` and a server URL is given (K3S_URL or --server): joining a server to another server (HA) is not supported by this installer; unset K3S_URL for a server of its own, or drop `server` to join as an agent"
+            "INSTALL_K3S_EXEC says `server` and a server URL is given (K3S_URL or --server): \
+             joining a server to another server (HA) is not supported by this installer; unset \
+             K3S_URL for a server of its own, or drop `server` to join as an agent"
         ),
         (_, Some(_)) => K3sCommand::Agent,
         (_, None) => K3sCommand::Server,
@@ -98,7 +101,10 @@ fn k3s_request(options: &InstallOptions) -> Result<K3sRequest> {
             } else {
                 // install.sh's own words.
                 bail!(
-                    "Defaulted k3s exec command to 'agent' because K3S_URL is defined, but K3S_TOKEN or K3S_TOKEN_FILE is not defined: give the server's join token (its DATA_DIR/k3s/server/node-token) as K3S_TOKEN_FILE=FILE or --token-file FILE, or unset K3S_URL to install a server"
+                    "Defaulted k3s exec command to 'agent' because K3S_URL is defined, but \
+                     K3S_TOKEN or K3S_TOKEN_FILE is not defined: give the server's join token \
+                     (its DATA_DIR/k3s/server/node-token) as K3S_TOKEN_FILE=FILE or \
+                     --token-file FILE, or unset K3S_URL to install a server"
                 )
             };
             Some(Join {
@@ -450,6 +456,69 @@ fn prepare_and_start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn options(env: &[(&str, &str)]) -> InstallOptions {
+        InstallOptions {
+            bundle_dir: None,
+            prefix: "/p".into(),
+            data_dir: "/d".into(),
+            control_plane_only: false,
+            no_start: false,
+            launcher: LauncherUse::Auto,
+            server: None,
+            token: None,
+            token_file: None,
+            node_name: None,
+            k3s_flags: vec!["--debug".into()],
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn k3s_variables_choose_server_or_agent_as_install_sh_does() {
+        let server = k3s_request(&options(&[
+            ("K3S_TOKEN", "cluster-secret"),
+            ("K3S_NODE_NAME", "box-1"),
+            ("INSTALL_K3S_EXEC", "server --node-label a=b"),
+            ("PATH", "/bin"),
+        ]))
+        .unwrap();
+        assert_eq!(server.command, K3sCommand::Server);
+        assert_eq!(server.node_name, "box-1");
+        assert_eq!(server.flags, ["--node-label", "a=b", "--debug"]);
+        // A server's K3S_TOKEN is its cluster secret: passed on. K3S_NODE_NAME became ours.
+        assert_eq!(server.env.keys().collect::<Vec<_>>(), ["K3S_TOKEN"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("node-token");
+        std::fs::write(&token_file, "K10abc::server:def\n").unwrap();
+        let url = ("K3S_URL", "https://10.0.0.2:6443");
+        let file = token_file.to_str().unwrap();
+        let agent = k3s_request(&options(&[url, ("K3S_TOKEN_FILE", file)])).unwrap();
+        assert_eq!(agent.command, K3sCommand::Agent);
+        let join = agent.join.unwrap();
+        assert_eq!(
+            (join.server.as_str(), join.token.as_str()),
+            (url.1, "K10abc::server:def")
+        );
+        assert!(agent.env.is_empty(), "{:?}", agent.env);
+
+        let agent = k3s_request(&options(&[url, ("K3S_TOKEN", "t")])).unwrap();
+        assert!(
+            agent.env.is_empty(),
+            "an agent's token is written to agent-token, not passed"
+        );
+
+        let error = |env: &[(&str, &str)]| k3s_request(&options(env)).err().unwrap().to_string();
+        assert!(error(&[url]).starts_with("Defaulted k3s exec command to 'agent'"));
+        assert!(error(&[("INSTALL_K3S_EXEC", "agent")]).contains("no server to join"));
+        assert!(error(&[url, ("K3S_TOKEN", "t"), ("INSTALL_K3S_EXEC", "server")]).contains("(HA)"));
+        assert!(error(&[url, ("K3S_TOKEN_FILE", "/no/such/file")])
+            .contains("K3S_TOKEN_FILE /no/such/file"));
+    }
 
     #[test]
     fn node_names_must_be_dns_subdomains() {

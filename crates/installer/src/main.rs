@@ -13,7 +13,8 @@
 //! - `node_ip` (with the `netif` crate) gives k3s a node IP where the sandbox has no default route,
 //!   `loopback` brings lo up where it is down;
 //! - `node_routes` routes other nodes' pod ranges via their node IPs (host-gw), as a daemon;
-//! - `services` and `supervise` run containerd, k3s and svcproxy (`pod_logs` keeps the kubelet's
+//! - `services` and `supervise` run containerd, k3s and svcproxy, each under `keeper` (restart
+//!   with backoff, log rotation) (`pod_logs` keeps the kubelet's
 //!   pod logs in the data dir); `userenv` is the line that puts kubectl, crictl and ctr on PATH;
 //! - `lifecycle`: start, stop and uninstall of an existing install; `report`: status and logs;
 //! - `state` records everything for `uninstall`, which also removes what the daemons leave
@@ -29,6 +30,7 @@ mod copy_bundle;
 mod doctor;
 mod install;
 mod k3s_settings;
+mod keeper;
 mod lifecycle;
 mod loopback;
 mod mounts;
@@ -136,6 +138,9 @@ enum Command {
         /// How many lines to show from the end of each log.
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: usize,
+        /// Keep printing what is added (across rotations), as `tail -F`, until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// Check each known gVisor blocker: present or not, handled or not (exit 1 if unhandled).
     Doctor {
@@ -150,6 +155,24 @@ enum Command {
     /// Keep routes to the other nodes' pod ranges (run by `start` as the daemon node-routes;
     /// not meant to be run by hand).
     NodeRoutes(DataDirArg),
+    /// Keep one daemon running: restart it when it exits, rotate its log (run by `start` for
+    /// every daemon; not meant to be run by hand).
+    #[command(hide = true)]
+    KeepRunning {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        status: PathBuf,
+        /// The first wait before a restart (doubles up to --max-backoff-ms); for tests.
+        #[arg(long, default_value_t = keeper::FIRST_BACKOFF.as_millis() as u64)]
+        first_backoff_ms: u64,
+        #[arg(long, default_value_t = keeper::MAX_BACKOFF.as_millis() as u64)]
+        max_backoff_ms: u64,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -169,6 +192,22 @@ fn run(cli: Cli) -> Result<()> {
             env: std::env::vars().collect(),
         }),
         Some(Command::NodeRoutes(d)) => node_routes::run(&State::require(&d.data_dir)?),
+        Some(Command::KeepRunning {
+            name,
+            log,
+            status,
+            first_backoff_ms,
+            max_backoff_ms,
+            command,
+        }) => keeper::run(&keeper::Keep {
+            name,
+            log_file: log,
+            status_file: status,
+            program: PathBuf::from(&command[0]),
+            args: command[1..].to_vec(),
+            first_backoff: std::time::Duration::from_millis(first_backoff_ms),
+            max_backoff: std::time::Duration::from_millis(max_backoff_ms),
+        }),
         Some(Command::Start(d)) => lifecycle::start(&mut State::require(&d.data_dir)?),
         Some(Command::Stop(d)) => lifecycle::stop(&State::require(&d.data_dir)?),
         Some(Command::Status(d)) => report::status(&State::require(&d.data_dir)?),
@@ -176,7 +215,8 @@ fn run(cli: Cli) -> Result<()> {
             data,
             service,
             lines,
-        }) => report::logs(&State::require(&data.data_dir)?, service, lines),
+            follow,
+        }) => report::logs(&State::require(&data.data_dir)?, service, lines, follow),
         Some(Command::Uninstall(d)) => lifecycle::uninstall(&State::require(&d.data_dir)?),
         Some(Command::Doctor { data, bundle }) => run_doctor(&data.data_dir, bundle),
     }

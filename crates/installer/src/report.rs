@@ -114,6 +114,17 @@ pub fn status(state: &State) -> Result<()> {
     } else {
         println!("k3s: not in this bundle");
     }
+    // What each daemon's keeper saw: restarts, a crash loop (keeper.rs).
+    for name in [CONTAINERD, K3S, SVCPROXY, services::NODE_ROUTES] {
+        let daemon = services::daemon(&paths, name);
+        let Some(kept) = daemon.keeper_status() else {
+            continue;
+        };
+        if kept.last_exit.is_some() {
+            println!("{name}: {}", kept.describe());
+            healthy &= !kept.crash_loop();
+        }
+    }
     for mount in &state.mounts {
         println!("mounted by install: {}", mount.display());
     }
@@ -305,7 +316,7 @@ impl Log {
     }
 }
 
-pub fn logs(state: &State, only: Option<Log>, lines: usize) -> Result<()> {
+pub fn logs(state: &State, only: Option<Log>, lines: usize, follow: bool) -> Result<()> {
     let paths = state.paths();
     let chosen = match only {
         Some(log) => vec![log],
@@ -317,6 +328,7 @@ pub fn logs(state: &State, only: Option<Log>, lines: usize) -> Result<()> {
             Log::LauncherK3s,
         ],
     };
+    let mut followed = Vec::new();
     for log in chosen {
         let file = paths.log_file(&log.file_name());
         if !file.exists() {
@@ -327,8 +339,69 @@ pub fn logs(state: &State, only: Option<Log>, lines: usize) -> Result<()> {
         }
         println!("==> {} <==", file.display());
         println!("{}", supervise::tail(&file, lines));
+        followed.push(file);
+    }
+    if follow {
+        follow_files(&followed)?;
     }
     Ok(())
+}
+
+/// Prints what is appended to `files` from now on, reopening a file that was rotated (its inode
+/// changed or it shrank), with a `==> file <==` line when the output switches files.
+fn follow_files(files: &[std::path::PathBuf]) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+    struct Followed {
+        path: std::path::PathBuf,
+        file: Option<std::fs::File>,
+        inode: u64,
+        offset: u64,
+    }
+    let mut followed: Vec<Followed> = files
+        .iter()
+        .map(|path| {
+            let meta = std::fs::metadata(path).ok();
+            Followed {
+                path: path.clone(),
+                file: std::fs::File::open(path).ok(),
+                inode: meta.as_ref().map_or(0, MetadataExt::ino),
+                offset: meta.map_or(0, |m| m.len()),
+            }
+        })
+        .collect();
+    let mut last = files.len().saturating_sub(1);
+    let mut out = std::io::stdout();
+    loop {
+        for (index, f) in followed.iter_mut().enumerate() {
+            let Ok(meta) = std::fs::metadata(&f.path) else {
+                continue;
+            };
+            if meta.ino() != f.inode || meta.len() < f.offset {
+                // Rotated: the new file is read from its start.
+                f.file = std::fs::File::open(&f.path).ok();
+                f.inode = meta.ino();
+                f.offset = 0;
+            }
+            let Some(file) = f.file.as_mut() else {
+                continue;
+            };
+            if meta.len() <= f.offset {
+                continue;
+            }
+            file.seek(SeekFrom::Start(f.offset))?;
+            let mut buf = Vec::new();
+            file.take(meta.len() - f.offset).read_to_end(&mut buf)?;
+            f.offset += buf.len() as u64;
+            if index != last && files.len() > 1 {
+                writeln!(out, "\n==> {} <==", f.path.display())?;
+                last = index;
+            }
+            out.write_all(&buf)?;
+            out.flush()?;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 #[cfg(test)]

@@ -197,10 +197,16 @@ pub fn start_containerd(paths: &Paths, state: &State) -> Result<()> {
             );
             return Ok(());
         }
-        // The pid we just spawned: no reuse is possible while it is our unreaped child.
+        // The keeper we just spawned: no reuse is possible while it is our unreaped child.
+        if let Some(exit) = daemon.exited() {
+            bail!(
+                "containerd {exit} during startup (its keeper starts it again: `status`); {}",
+                exit_logs(paths, &daemon)
+            );
+        }
         if !supervise::process_alive(pid) {
             bail!(
-                "containerd exited during startup; {}",
+                "containerd's keeper exited during startup; {}",
                 exit_logs(paths, &daemon)
             );
         }
@@ -594,9 +600,16 @@ fn wait_for(
         if ready() {
             return Ok(());
         }
+        if let Some(exit) = daemon.exited() {
+            bail!(
+                "{} {exit} while waiting for {what} (its keeper starts it again: `status`); {}",
+                daemon.name,
+                exit_logs(paths, daemon)
+            );
+        }
         if !supervise::process_alive(pid) {
             bail!(
-                "{} exited while waiting for {what}; {}",
+                "{}'s keeper exited while waiting for {what}; {}",
                 daemon.name,
                 exit_logs(paths, daemon)
             );

@@ -1,5 +1,6 @@
-//! Daemon supervision without systemd: a daemon is a process-group leader started with setsid,
-//! its pid in a pid file and its output appended to a log file. Stopping signals the whole group.
+//! Daemon supervision without systemd: a daemon runs under `installer keep-running` (keeper.rs:
+//! restarts with backoff, log rotation), which is a process-group leader started with setsid,
+//! its pid in a pid file. Stopping signals the whole group: the keeper and its daemon.
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::process::CommandExt;
@@ -12,6 +13,8 @@ use anyhow::{Context, Result};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+
+use crate::keeper::KeeperStatus;
 
 /// A daemon as the installer knows it: name, pid file, log file.
 #[derive(Debug, Clone)]
@@ -38,20 +41,43 @@ impl Daemon {
         (ours && process_alive(pid)).then_some(pid)
     }
 
-    /// Starts `program args` in a new session with stdout+stderr appended to the log file, with
-    /// exactly `env` as its environment: nothing of the caller's shell leaks in, so a `start` from
-    /// another shell runs the daemon as the install did.
+    /// Where the keeper says how the daemon is doing (keeper.rs).
+    pub fn keeper_status_file(&self) -> PathBuf {
+        self.pid_file.with_extension("keeper.json")
+    }
+
+    pub fn keeper_status(&self) -> Option<KeeperStatus> {
+        KeeperStatus::load(&self.keeper_status_file())
+    }
+
+    /// How the daemon last exited on its own since its keeper started, if it did.
+    pub fn exited(&self) -> Option<String> {
+        self.keeper_status()?.last_exit
+    }
+
+    /// Starts `program args` under its keeper (`PROGRAM_DIR/installer keep-running`, which
+    /// restarts it when it exits and writes its output to the log file) in a new session, with
+    /// exactly `env` as its environment: nothing of the caller's shell leaks in, so a `start`
+    /// from another shell runs the daemon as the install did. Returns the keeper's pid.
     pub fn start(&self, program: &Path, args: &[String], env: &[(String, String)]) -> Result<i32> {
         if let Some(parent) = self.log_file.parent() {
             fs::create_dir_all(parent)?;
         }
+        // The keeper's own output (only if it fails itself) goes to the same log.
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log_file)
             .with_context(|| format!("cannot open log {}", self.log_file.display()))?;
-        let mut command = Command::new(program);
+        let _ = fs::remove_file(self.keeper_status_file());
+        let mut command = Command::new(self.program_dir.join("installer"));
         command
+            .arg("keep-running")
+            .arg(format!("--name={}", self.name))
+            .arg(format!("--log={}", self.log_file.display()))
+            .arg(format!("--status={}", self.keeper_status_file().display()))
+            .arg("--")
+            .arg(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -105,6 +131,7 @@ impl Daemon {
             }
         }
         let _ = fs::remove_file(&self.pid_file);
+        let _ = fs::remove_file(self.keeper_status_file());
         true
     }
 

@@ -1,0 +1,49 @@
+# Faults, sourced by scenario.sh (full mode, after services_steps: the Service `echo` has an
+# endpoint and the pod e2e-busybox is its client). Issue 25: every daemon runs under a keeper
+# (crates/installer/src/keeper.rs) that starts it again when it dies. Each step kills one
+# daemon with SIGKILL and then runs no command of ours: within 60 s the daemon must run again
+# (a new pid), the node be Ready and the Service answer the client pod (kubectl exec, so the
+# API, the kubelet and containerd all work again).
+#   restart-k3s, restart-containerd, restart-svcproxy (where svcproxy serves Services),
+#   status-restarts: status names each restart.
+# Uses $K, $PROXY, get (services.sh), pid_of (lib.sh).
+
+FAULT_LIMIT=60
+
+node_ready_now() {
+  $K get nodes -o jsonpath='{.items[0].status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
+}
+
+# fault_step STEP PROGRAM: kill PROGRAM (by the executable PREFIX/bin/PROGRAM) and wait.
+fault_step() {
+  P0=$(pid_of "$2")
+  [ -n "$P0" ] || { step "$1" FAIL "no $2 process before the kill"; return; }
+  kill -9 "$P0"; K0=$(date +%s); P1=
+  while [ $(( $(date +%s) - K0 )) -lt $FAULT_LIMIT ]; do
+    P1=$(pid_of "$2")
+    if [ -n "$P1" ] && [ "$P1" != "$P0" ] && node_ready_now && A=$(get echo 80) && [ -n "$A" ]; then
+      step "$1" ok "$2 (pid $P0) killed; pid $P1, node Ready, Service echo answered ($A) $(( $(date +%s) - K0 ))s later"
+      return
+    fi
+    sleep 1
+  done
+  step "$1" FAIL "$2 (pid $P0) killed; after ${FAULT_LIMIT}s: pid ${P1:-none}, Service: ${A:-no answer}"
+}
+
+faults_steps() {
+  echo "== faults: SIGKILL, and no command"
+  fault_step restart-k3s k3s
+  fault_step restart-containerd containerd
+  WANT="k3s containerd"
+  if [ "$PROXY" = svcproxy ]; then
+    fault_step restart-svcproxy svcproxy
+    WANT="$WANT svcproxy"
+  fi
+  S=$("$BUNDLE/install" status --data-dir "$D" 2>&1); RC=$?
+  MISSING=
+  for d in $WANT; do
+    echo "$S" | grep -q "^$d: restarted 1 time(s) (last exit: was killed by SIGKILL" || MISSING="$MISSING $d"
+  done
+  [ $RC = 0 ] && [ -z "$MISSING" ] && step status-restarts ok "$(echo "$S" | grep ': restarted' | cut -d'(' -f1 | tr '\n' ';')" \
+    || step status-restarts FAIL "rc=$RC, not reported:$MISSING"
+}

@@ -374,6 +374,28 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
     ("Deployment (2 replicas)", "full", &["deployment"]),
     ("stop, start: pods back", "full", &["start", "pods-back"]),
     (
+        "k3s flags (--, INSTALL_K3S_EXEC), config.yaml(.d), K3S_* kept across a start",
+        "full",
+        &[
+            "k3s-flags",
+            "tls-san",
+            "status-k3s-settings",
+            "refused-flag",
+            "bad-config-refused",
+            "env-kept-across-start",
+        ],
+    ),
+    (
+        "kubectl, crictl, ctr in a fresh shell; kubeconfig for a normal user",
+        "full",
+        &["tools-fresh-shell", "kubeconfig-mode", "tools-removed"],
+    ),
+    (
+        "a killed k3s, containerd or svcproxy comes back on its own",
+        "full",
+        &["restart-k3s", "restart-containerd", "status-restarts"],
+    ),
+    (
         "uninstall leaves nothing",
         "full",
         &[

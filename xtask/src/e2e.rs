@@ -417,9 +417,14 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
-        "two nodes: an agent joins, Ready",
+        "two nodes: an agent joins (K3S_URL, K3S_TOKEN_FILE; no token in ps), Ready",
         "two-nodes-full",
-        &["server:agent-ready", "agent:join-to-ready"],
+        &[
+            "server:agent-ready",
+            "agent:join-to-ready",
+            "server:token-not-printed",
+            "agent:token-not-in-ps",
+        ],
     ),
     (
         "two nodes: pod to pod across nodes",

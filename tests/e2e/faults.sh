@@ -21,13 +21,15 @@ fault_step() {
   kill -9 "$P0"; K0=$(date +%s); P1=
   while [ $(( $(date +%s) - K0 )) -lt $FAULT_LIMIT ]; do
     P1=$(pid_of "$2")
-    if [ -n "$P1" ] && [ "$P1" != "$P0" ] && node_ready_now && A=$(get echo 80) && [ -n "$A" ]; then
+    # The answer is the answering pod's name (echo-...); anything else is an error message.
+    if [ -n "$P1" ] && [ "$P1" != "$P0" ] && node_ready_now && A=$(get echo 80) \
+      && case "$A" in echo-*) true ;; *) false ;; esac; then
       step "$1" ok "$2 (pid $P0) killed; pid $P1, node Ready, Service echo answered ($A) $(( $(date +%s) - K0 ))s later"
       return
     fi
     sleep 1
   done
-  step "$1" FAIL "$2 (pid $P0) killed; after ${FAULT_LIMIT}s: pid ${P1:-none}, Service: ${A:-no answer}"
+  step "$1" FAIL "$2 (pid $P0) killed; after ${FAULT_LIMIT}s: pid ${P1:-none}, Service: $(echo "${A:-no answer}" | tr '\n' ' ')"
 }
 
 faults_steps() {

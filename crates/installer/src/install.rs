@@ -138,6 +138,8 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     if let Some(join) = &options.join {
         check_join(join)?;
     }
+    // A bad registries.yaml is refused before anything is written (start reads it again).
+    crate::registries::load(std::path::Path::new(crate::registries::REGISTRIES_FILE))?;
     let bundle = Bundle::locate(options.bundle_dir.as_deref())?;
     println!(
         "k3s-gvisor {} ({}) from {}",

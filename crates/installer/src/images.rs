@@ -113,42 +113,59 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// `ctr images import` of one archive into k8s.io with `labels`; returns the images it saved.
+/// Marks the images of one import, so they can be listed afterwards: ctr's progress output
+/// cannot be read for them (it cuts names at 40 characters and redraws with escape codes), and
+/// a re-import replaces an existing image's labels, so the mark is on every image the archive
+/// holds, new or not.
+const IMPORT_LABEL: &str = "io.k3s-gvisor.import";
+
+/// `ctr images import` of one archive into k8s.io with `labels`; returns the images it holds.
 fn import_archive(
     paths: &Paths,
     snapshotter: &str,
     file: &Path,
     labels: &[&str],
 ) -> Result<Vec<String>> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mark = format!("{}-{nanos}", std::process::id());
+    let mark_label = format!("{IMPORT_LABEL}={mark}");
     let file_text = file.display().to_string();
     let mut args = vec!["images", "import", "--snapshotter", snapshotter];
-    for label in labels {
+    for label in labels.iter().chain([&mark_label.as_str()]) {
         args.extend(["--label", label]);
     }
     args.push(&file_text);
-    let output = ctr(paths, CRI_NAMESPACE, &args)?;
-    // The transfer service's progress ends with one `NAME<TAB>saved` line per image.
-    let mut saved = Vec::new();
-    for line in output.lines() {
-        let mut words = line.split_whitespace();
-        if let (Some(name), Some("saved"), None) = (words.next(), words.next(), words.next()) {
-            if !saved.iter().any(|s| s == name) {
-                saved.push(name.to_string());
-            }
-        }
-    }
-    Ok(saved)
+    ctr(paths, CRI_NAMESPACE, &args).map_err(|error| {
+        let text = error.to_string();
+        let why = text
+            .split_once(" failed: ")
+            .map_or(text.as_str(), |(_, why)| why);
+        anyhow::anyhow!(
+            "not a docker-archive or OCI archive containerd can read ({})",
+            why.replace('\n', " ")
+        )
+    })?;
+    let filter = format!("labels.\"{IMPORT_LABEL}\"=={mark}");
+    let listed = ctr(paths, CRI_NAMESPACE, &["images", "ls", "-q", &filter])?;
+    Ok(named(&listed).into_iter().collect())
 }
 
-/// The image names CRI's namespace holds (digest-only entries left out).
-fn image_names(paths: &Paths) -> Result<BTreeSet<String>> {
-    let listed = ctr(paths, CRI_NAMESPACE, &["images", "ls", "-q"])?;
-    Ok(listed
+/// Image names from `ctr images ls -q`, without the digest-only and `NAME@sha256:` entries
+/// (what `crictl images` shows as repo digests).
+fn named(listed: &str) -> BTreeSet<String> {
+    listed
         .lines()
         .map(str::trim)
-        .filter(|name| !name.is_empty() && !name.starts_with("sha256:"))
+        .filter(|name| !name.is_empty() && !name.starts_with("sha256:") && !name.contains('@'))
         .map(str::to_string)
-        .collect())
+        .collect()
+}
+
+/// The image names CRI's namespace holds.
+fn image_names(paths: &Paths) -> Result<BTreeSet<String>> {
+    Ok(named(&ctr(paths, CRI_NAMESPACE, &["images", "ls", "-q"])?))
 }
 
 /// What an airgap archive gave at its last import, and how it looked then.
@@ -378,7 +395,7 @@ fn parse_listing(text: &str) -> Vec<Listed> {
         .skip(1)
         .filter_map(|line| {
             let words: Vec<&str> = line.split_whitespace().collect();
-            if words.len() < 7 || words[0].starts_with("sha256:") {
+            if words.len() < 7 || words[0].starts_with("sha256:") || words[0].contains('@') {
                 return None;
             }
             Some(Listed {

@@ -204,11 +204,13 @@ pub fn ctr(paths: &Paths, namespace: &str, args: &[&str]) -> Result<String> {
         .output()
         .with_context(|| format!("cannot run {}", paths.bin("ctr").display()))?;
     if !output.status.success() {
-        bail!(
-            "ctr {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        // ctr repeats containerd's deprecation warnings on every call; they are not the error.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let error: Vec<&str> = stderr
+            .lines()
+            .filter(|line| !line.contains("DEPRECATION"))
+            .collect();
+        bail!("ctr {} failed: {}", args.join(" "), error.join("\n").trim());
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

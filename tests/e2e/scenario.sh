@@ -10,6 +10,8 @@ set -u
 . "$E2E_LIB"
 # shellcheck source=tests/e2e/services.sh
 . "$(dirname "$E2E_LIB")/services.sh"
+# shellcheck source=tests/e2e/images.sh
+. "$(dirname "$E2E_LIB")/images.sh"
 
 BEFORE_MOUNTS=$(mounts); BEFORE_ADDRESSES=$(addresses); BEFORE_FILES=$(host_files)
 extract || exit 0
@@ -165,6 +167,7 @@ YAML
     $K wait --for=condition=Available deployment/web --timeout=60s >/dev/null && step deployment-back ok || step deployment-back FAIL
     $K exec e2e-busybox -- echo exec-works 2>&1 | grep -q exec-works && step exec-after-restart ok || step exec-after-restart FAIL
     services_steps
+    images_steps
     $K delete pod e2e-busybox --wait --timeout=60s && step delete ok || step delete FAIL
   fi
   k3s_errors

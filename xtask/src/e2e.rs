@@ -374,6 +374,11 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
     ("Deployment (2 replicas)", "full", &["deployment"]),
     ("stop, start: pods back", "full", &["start", "pods-back"]),
     (
+        "images: airgap dir, images import, registries.yaml mirror (TLS + auth)",
+        "full",
+        &["airgap-import", "images-import", "registries-mirror"],
+    ),
+    (
         "uninstall leaves nothing",
         "full",
         &[

@@ -138,8 +138,11 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     if let Some(join) = &options.join {
         check_join(join)?;
     }
-    // A bad registries.yaml is refused before anything is written (start reads it again).
-    crate::registries::load(std::path::Path::new(crate::registries::REGISTRIES_FILE))?;
+    // A bad registries.yaml is refused before anything is written (start reads it again);
+    // a control-plane-only server runs no containerd and never reads it.
+    if !options.control_plane_only {
+        crate::registries::load(std::path::Path::new(crate::registries::REGISTRIES_FILE))?;
+    }
     let bundle = Bundle::locate(options.bundle_dir.as_deref())?;
     println!(
         "k3s-gvisor {} ({}) from {}",

@@ -352,10 +352,8 @@ fn check(output: &str, work: &Path) {
         "{no_ca}"
     );
     let no_auth = line("pull-failed 10.77.0.2:5003");
-    assert!(
-        no_auth.contains("401") || no_auth.to_lowercase().contains("unauthorized"),
-        "{no_auth}"
-    );
+    // containerd's words when the registry asks for basic auth and it has none for the host.
+    assert!(no_auth.contains("no basic auth credentials"), "{no_auth}");
     // The direct registries never went through the proxy.
     let proxy_log = line("proxy-log=");
     assert!(!proxy_log.contains("10.77.0."), "{proxy_log}");

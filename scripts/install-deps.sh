@@ -14,10 +14,11 @@ build=(
 )
 test=(
   # gVisor (Debian's 2022 runsc), strace for the launcher benchmark baseline, iproute2 and
-  # util-linux for namespaces, a registry and skopeo for the image pull tests, iptables for
+  # util-linux for namespaces, a registry and skopeo for the image pull tests (htpasswd -B from
+  # apache2-utils for its bcrypt basic auth, zstd for compressed image archives), iptables for
   # k3s, shellcheck for actionlint, python3-venv for the SBOM schema validator, jq for the e2e
   # scripts' JSON
-  runsc strace iproute2 util-linux docker-registry skopeo openssl iptables shellcheck python3 python3-venv jq
+  runsc strace iproute2 util-linux docker-registry skopeo openssl apache2-utils zstd iptables shellcheck python3 python3-venv jq
 )
 
 packages=("${build[@]}")

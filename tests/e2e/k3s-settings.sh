@@ -24,13 +24,16 @@ settings_before_install() {
   # A server's K3S_TOKEN is its cluster secret: recorded, passed at every start, masked in status.
   K3S_TOKEN=e2e-cluster-secret
   E2E_NOT_FOR_DAEMONS=leaked
-  export INSTALL_K3S_EXEC K3S_KUBECONFIG_MODE K3S_TOKEN E2E_NOT_FOR_DAEMONS
+  # k3s's variable for a proxy for image pulls only; images.sh starts the proxy and pulls.
+  E2E_PROXY_PORT=3128
+  CONTAINERD_HTTPS_PROXY=http://127.0.0.1:$E2E_PROXY_PORT
+  export INSTALL_K3S_EXEC K3S_KUBECONFIG_MODE K3S_TOKEN E2E_NOT_FOR_DAEMONS CONTAINERD_HTTPS_PROXY
   K3S_FLAGS="-- --node-label e2e-flag=yes --tls-san e2e.example"
 }
 
 # Right after install: nothing of this shell is needed any more.
 settings_after_install() {
-  unset INSTALL_K3S_EXEC K3S_KUBECONFIG_MODE K3S_TOKEN E2E_NOT_FOR_DAEMONS
+  unset INSTALL_K3S_EXEC K3S_KUBECONFIG_MODE K3S_TOKEN E2E_NOT_FOR_DAEMONS CONTAINERD_HTTPS_PROXY
 }
 
 settings_steps() {

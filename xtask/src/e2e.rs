@@ -396,6 +396,16 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
         &["restart-k3s", "restart-containerd", "status-restarts"],
     ),
     (
+        "images: airgap dir, images import, registries.yaml mirror (TLS + auth), proxy",
+        "full",
+        &[
+            "airgap-import",
+            "images-import",
+            "registries-mirror",
+            "proxy-pull",
+        ],
+    ),
+    (
         "uninstall leaves nothing",
         "full",
         &[

@@ -36,6 +36,9 @@ impl ContainerdSettings<'_> {
             ("SNAPSHOTTER", self.snapshotter.to_string()),
             ("PLATFORM", format!("linux/{}", crate::probe::host_arch())),
             ("SANDBOX_IMAGE", self.sandbox_image.to_string()),
+            ("REGISTRY_CONFIG_PATH", text(&p.containerd_hosts_dir())),
+            // Empty until `start` fills it from registries.yaml (registries::apply).
+            ("REGISTRY_AUTH", crate::registries::render_auth_block(None)),
             (
                 "ENABLE_UNPRIVILEGED_PORTS",
                 self.enable_unprivileged_ports.to_string(),

@@ -242,6 +242,11 @@ pub fn install(options: &InstallOptions) -> Result<()> {
             .env
             .get("INSTALL_K3S_SKIP_START")
             .is_some_and(|v| v == "true");
+    // A bad registries.yaml is refused before anything is written (start reads it again);
+    // a control-plane-only server runs no containerd and never reads it.
+    if !options.control_plane_only {
+        crate::registries::load(std::path::Path::new(crate::registries::REGISTRIES_FILE))?;
+    }
     let bundle = Bundle::locate(options.bundle_dir.as_deref())?;
     // Checked before anything is written: a flag, config file or variable k3s would refuse or
     // that would undo what the installer sets stops the install here.

@@ -6,18 +6,21 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::cni_host;
+use crate::images;
 use crate::k3s_settings::Checked;
 use crate::loopback;
 use crate::mounts;
 use crate::node_ip;
 use crate::pod_logs;
 use crate::probe::{self, HostFacts};
+use crate::registries;
 use crate::services::{self, CONTAINERD};
 use crate::state::State;
 use crate::userenv;
 
-/// Starts containerd, imports the images, then k3s (when the bundle has it), and prints the
-/// line that puts kubectl, crictl and ctr on PATH.
+/// Applies registries.yaml, starts containerd, imports the shipped images and the airgap
+/// archives, then k3s (when the bundle has it), and prints the line that puts kubectl, crictl
+/// and ctr on PATH.
 pub fn start(state: &mut State) -> Result<()> {
     let paths = state.paths();
     // k3s reads its config files at every start: they are checked (with the flags and
@@ -41,11 +44,20 @@ pub fn start(state: &mut State) -> Result<()> {
         println!("to use kubectl:\n  {}", userenv::export_line(&paths, false));
         return Ok(());
     }
+    // Before containerd starts: a bad registries.yaml stops the start here, naming the line.
+    let credentials_changed = registries::apply(Path::new(registries::REGISTRIES_FILE), &paths)?;
     let containerd_was_running = services::daemon(&paths, CONTAINERD).running_pid().is_some();
+    if containerd_was_running && credentials_changed {
+        println!(
+            "registries: containerd is already running and reads credentials only when it \
+             starts: `stop` then `start` to use the new ones (mirrors and tls apply now)"
+        );
+    }
     services::start_containerd(&paths, state)?;
     if !containerd_was_running {
-        services::import_images(&paths, &state.snapshotter)?;
+        images::import_shipped(&paths, &state.snapshotter)?;
     }
+    images::import_airgap(&paths, &state.snapshotter);
     if let Some(settings) = &settings {
         services::start_k3s(&paths, state, settings)?;
         services::start_node_routes(&paths)?;

@@ -13,6 +13,8 @@
 //! - `node_ip` (with the `netif` crate) gives k3s a node IP where the sandbox has no default route,
 //!   `loopback` brings lo up where it is down;
 //! - `node_routes` routes other nodes' pod ranges via their node IPs (host-gw), as a daemon;
+//! - `images` gets images into containerd (shipped, airgap dirs, `images import`);
+//!   `registries` turns k3s's registries.yaml into containerd's hosts.toml and credentials;
 //! - `services` and `supervise` run containerd, k3s and svcproxy, each under `keeper` (restart
 //!   with backoff, log rotation) (`pod_logs` keeps the kubelet's
 //!   pod logs in the data dir); `userenv` is the line that puts kubectl, crictl and ctr on PATH;
@@ -28,6 +30,7 @@ mod cni_host;
 mod config;
 mod copy_bundle;
 mod doctor;
+mod images;
 mod install;
 mod k3s_settings;
 mod keeper;
@@ -40,6 +43,7 @@ mod paths;
 mod pod_logs;
 mod preflight;
 mod probe;
+mod registries;
 mod report;
 mod services;
 mod state;
@@ -152,6 +156,12 @@ enum Command {
     },
     /// Stop everything and remove all the install created or mounted.
     Uninstall(DataDirArg),
+    /// Import image archives into containerd (like `k3s ctr images import`), or list the
+    /// images it has.
+    Images {
+        #[command(subcommand)]
+        action: ImagesAction,
+    },
     /// Keep routes to the other nodes' pod ranges (run by `start` as the daemon node-routes;
     /// not meant to be run by hand).
     NodeRoutes(DataDirArg),
@@ -173,6 +183,19 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ImagesAction {
+    /// Import docker-archive or OCI archives (.tar, .tar.gz, .tar.zst) for pods to use.
+    Import {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// The images containerd's CRI has (what pods can use without a pull).
+    List(DataDirArg),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -219,6 +242,12 @@ fn run(cli: Cli) -> Result<()> {
         }) => report::logs(&State::require(&data.data_dir)?, service, lines, follow),
         Some(Command::Uninstall(d)) => lifecycle::uninstall(&State::require(&d.data_dir)?),
         Some(Command::Doctor { data, bundle }) => run_doctor(&data.data_dir, bundle),
+        Some(Command::Images { action }) => match action {
+            ImagesAction::Import { data, files } => {
+                images::import(&State::require(&data.data_dir)?, &files)
+            }
+            ImagesAction::List(d) => images::list(&State::require(&d.data_dir)?),
+        },
     }
 }
 

@@ -4,13 +4,17 @@
 //! prefix (default /opt/k3s-gvisor): what the bundle ships, copied.
 //!   bin/            runc containerd containerd-shim-runc-v2 ctr k3s launcher installer
 //!   cni/bin/        gvisor-cni (copies, not symlinks: the CNI spec execs them by path)
-//!   etc/containerd/config.toml   rendered from the bundle's template
+//!   etc/containerd/config.toml   rendered from the bundle's template; registry credentials
+//!                   from registries.yaml are rewritten into it at every start (then mode 0600)
+//!   etc/containerd/certs.d/  hosts.toml per registry, from registries.yaml at every start
 //!   etc/cni/net.d/  the CNI conflist, with this node's podCIDR as its range (k3s bundles)
 //!   etc/cni/templates/  the conflist as shipped, rendered into net.d/ at start
 //!   procsys/        /proc/sys values the launcher serves, only for files this host lacks
 //!   images/         the OCI archives, kept so `start` can re-import after a data wipe
 //! data dir (default /var/lib/k3s-gvisor): what the running system writes.
 //!   state.json      everything created or mounted, for uninstall
+//!   images/         image archives imported at every start (k3s's airgap images dir)
+//!   images-imported.json  what was imported from which archive (images.rs)
 //!   run/            pid files, containerd socket, runc state
 //!   logs/           containerd.log k3s.log and the launchers' logs
 //!   containerd/     containerd root and state
@@ -51,11 +55,24 @@ impl Paths {
     pub fn containerd_config(&self) -> PathBuf {
         self.prefix.join("etc/containerd/config.toml")
     }
+    /// containerd's registry `config_path`: one `HOST/hosts.toml` per registry, written from
+    /// /etc/rancher/k3s/registries.yaml at every start (registries.rs).
+    pub fn containerd_hosts_dir(&self) -> PathBuf {
+        self.prefix.join("etc/containerd/certs.d")
+    }
     pub fn procsys_dir(&self) -> PathBuf {
         self.prefix.join("procsys")
     }
     pub fn images_dir(&self) -> PathBuf {
         self.prefix.join("images")
+    }
+    /// The user's image archives, imported at every start beside k3s's own airgap dir.
+    pub fn airgap_images_dir(&self) -> PathBuf {
+        self.data_dir.join("images")
+    }
+    /// What each airgap archive gave at its last import (images.rs).
+    pub fn images_record(&self) -> PathBuf {
+        self.data_dir.join("images-imported.json")
     }
     pub fn state_file(&self) -> PathBuf {
         self.data_dir.join("state.json")

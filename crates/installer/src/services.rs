@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bundle::{Bundle, MANIFEST_FILE};
+use crate::bundle::MANIFEST_FILE;
 use crate::cluster::ServiceProxy;
 use crate::cni_host;
 use crate::config;
@@ -250,41 +250,15 @@ pub fn ctr(paths: &Paths, namespace: &str, args: &[&str]) -> Result<String> {
         .output()
         .with_context(|| format!("cannot run {}", paths.bin("ctr").display()))?;
     if !output.status.success() {
-        bail!(
-            "ctr {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        // ctr repeats containerd's deprecation warnings on every call; they are not the error.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let error: Vec<&str> = stderr
+            .lines()
+            .filter(|line| !line.contains("DEPRECATION"))
+            .collect();
+        bail!("ctr {} failed: {}", args.join(" "), error.join("\n").trim());
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// Imports every shipped image into the `k8s.io` namespace (where CRI looks), unpacked with the
-/// snapshotter CRI uses, and checks each reference is then present.
-pub fn import_images(paths: &Paths, snapshotter: &str) -> Result<()> {
-    let manifest = Bundle::open(&paths.prefix)?.manifest;
-    for image in &manifest.images {
-        let file = paths.prefix.join(&image.file);
-        let file_text = file.display().to_string();
-        ctr(
-            paths,
-            "k8s.io",
-            &["images", "import", "--snapshotter", snapshotter, &file_text],
-        )
-        .with_context(|| format!("importing image {} from {}", image.name, file.display()))?;
-        let listed = ctr(paths, "k8s.io", &["images", "ls", "-q"])?;
-        if !listed.lines().any(|line| line.trim() == image.reference) {
-            bail!(
-                "after importing {} the image {} is not in containerd's k8s.io namespace \
-                 (found: {}); the bundle's image archive is not named as its manifest says",
-                file.display(),
-                image.reference,
-                listed.split_whitespace().collect::<Vec<_>>().join(", ")
-            );
-        }
-        println!("image {} imported ({})", image.reference, image.name);
-    }
-    Ok(())
 }
 
 /// Starts k3s (if not running): a server waits for the API; a node with a kubelet (server with

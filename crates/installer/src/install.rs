@@ -27,6 +27,8 @@ pub struct InstallOptions {
     /// `--server` and `--token`: install an agent node.
     pub join: Option<Join>,
     pub node_name: Option<String>,
+    /// Over an existing install: also a downgrade (upgrade.rs).
+    pub force: bool,
 }
 
 pub struct Join {
@@ -116,18 +118,18 @@ const DAEMON_HOST_PATHS: [&str; 8] = [
 pub fn install(options: &InstallOptions) -> Result<()> {
     let paths = Paths::new(&options.prefix, &options.data_dir);
 
-    // A second install on an existing one is harmless: report and, if needed, start it.
-    if let Some(mut state) = State::load(&paths.data_dir)? {
-        println!(
-            "k3s-gvisor {} is already installed (prefix {}, data dir {}); nothing to install.",
-            state.bundle_version,
-            state.prefix.display(),
-            state.data_dir.display()
+    // Over an existing install: the same version is left as it is (and started), another one
+    // is an upgrade (upgrade.rs).
+    if let Some(state) = State::load(&paths.data_dir)? {
+        return crate::upgrade::over_existing(
+            state,
+            &crate::upgrade::Request {
+                bundle_dir: options.bundle_dir.clone(),
+                force: options.force,
+                no_start: options.no_start,
+                prefix: Some(options.prefix.clone()),
+            },
         );
-        if options.no_start {
-            return Ok(());
-        }
-        return lifecycle::start(&mut state);
     }
 
     let node_name = options
@@ -224,6 +226,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         links_before: cni_host::link_names(),
         lo_before_up: None,
         launcher: options.launcher,
+        previous_prefix: None,
     };
     // The data dir comes first: it holds the state file that records everything after it.
     state.create_dir_all_recorded(&paths.data_dir)?;

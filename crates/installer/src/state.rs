@@ -67,6 +67,10 @@ pub struct State {
     /// When k3s runs under the launcher (`--launcher`); `start` keeps to it.
     #[serde(default)]
     pub launcher: LauncherUse,
+    /// Where `upgrade` keeps the previous version's files (`PREFIX.previous`) until the new
+    /// version runs. Recorded before the move, so `uninstall` removes it whatever happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_prefix: Option<PathBuf>,
 }
 
 /// When k3s runs under the launcher.

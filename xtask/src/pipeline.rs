@@ -115,10 +115,15 @@ fn plan_components(
             toml::to_string(c)?,
             source.content.clone(),
             go_version.to_string(),
-            config.stamp(),
             config.bundle.source_date_epoch.to_string(),
             variant.as_str().to_string(),
         ];
+        // The bundle's name and version reach a binary only through `{stamp}` (runc's and
+        // containerd's version strings): other components (k3s, CoreDNS) are not rebuilt when
+        // only the bundle's version changes.
+        if c.uses_stamp() {
+            inputs.push(config.stamp());
+        }
         for p in &patches {
             inputs.push(sha256_file(p)?);
         }

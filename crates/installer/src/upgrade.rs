@@ -217,22 +217,36 @@ fn upgrade(state: State, bundle: &Bundle, no_start: bool) -> Result<()> {
             Ok(())
         }
         Err(why) => {
+            // In full here (with the daemon's last log lines); the last line says it briefly.
             eprintln!("upgrade to {new} failed: {why:#}\nputting {old} back");
+            let why = summary(&why);
             match roll_back(&paths, &previous, kept, !no_start) {
                 Ok(()) if no_start => bail!(
-                    "upgrade to {new} failed: {why:#}; {old} is back in {} (not started: \
+                    "upgrade to {new} failed: {why}; {old} is back in {} (not started: \
                      --no-start)",
                     paths.prefix.display()
                 ),
-                Ok(()) => bail!("upgrade to {new} failed: {why:#}; {old} is running again"),
+                Ok(()) => bail!("upgrade to {new} failed: {why}; {old} is running again"),
                 Err(again) => bail!(
-                    "upgrade to {new} failed: {why:#}; putting {old} back failed too: {again:#}. \
+                    "upgrade to {new} failed: {why}; putting {old} back failed too: {again:#}. \
                      The state file {} says what is where; `logs` shows why the daemons stopped",
                     paths.state_file().display()
                 ),
             }
         }
     }
+}
+
+/// The first line of an error, without the log lines a daemon's failure carries after it.
+fn summary(error: &anyhow::Error) -> String {
+    let text = format!("{error:#}");
+    let first = text.lines().next().unwrap_or_default();
+    first
+        .split("; last lines of ")
+        .next()
+        .unwrap_or(first)
+        .trim_end_matches(':')
+        .to_string()
 }
 
 /// Everything after the stop: move the prefix aside, lay the new bundle out, start it.
@@ -505,6 +519,16 @@ mod tests {
                 .to_string();
             assert!(error.contains(bad) && error.contains("gvisor.N"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_summary_of_a_failure_is_its_first_line_without_the_log() {
+        let error = anyhow::anyhow!(
+            "containerd exited during startup; last lines of /d/logs/containerd.log:\nline 1\nline 2"
+        );
+        assert_eq!(summary(&error), "containerd exited during startup");
+        let error = anyhow::anyhow!("no such file").context("cannot copy a to b");
+        assert_eq!(summary(&error), "cannot copy a to b: no such file");
     }
 
     #[test]

@@ -115,15 +115,18 @@ fn plan_components(
             toml::to_string(c)?,
             source.content.clone(),
             go_version.to_string(),
-            config.bundle.source_date_epoch.to_string(),
-            variant.as_str().to_string(),
         ];
         // The bundle's name and version reach a binary only through `{stamp}` (runc's and
         // containerd's version strings): other components (k3s, CoreDNS) are not rebuilt when
-        // only the bundle's version changes.
+        // only the bundle's version changes. (In this place, so that the stamps of those that
+        // use it stay as they were.)
         if c.uses_stamp() {
             inputs.push(config.stamp());
         }
+        inputs.extend([
+            config.bundle.source_date_epoch.to_string(),
+            variant.as_str().to_string(),
+        ]);
         for p in &patches {
             inputs.push(sha256_file(p)?);
         }

@@ -267,14 +267,19 @@ mod tests {
             assert!(c.tree.is_some(), "{name} is not pinned by its git tree");
         }
         assert!(config.bundle.version.contains("-gvisor."));
-        // A version bump relinks runc and containerd (they carry the stamp) and nothing else.
-        let stamped: Vec<&str> = config
-            .components
-            .iter()
-            .filter(|c| c.uses_stamp())
-            .map(|c| c.name.as_str())
-            .collect();
-        assert_eq!(stamped, ["runc", "containerd"]);
+        // A version bump relinks runc and containerd (they carry the stamp), not k3s or CoreDNS.
+        for (name, stamped) in [
+            ("runc", true),
+            ("containerd", true),
+            ("k3s", false),
+            ("coredns", false),
+        ] {
+            assert_eq!(
+                config.component(name).unwrap().uses_stamp(),
+                stamped,
+                "{name}"
+            );
+        }
     }
 
     const BASE: &str = r#"

@@ -107,11 +107,12 @@ fn seed(main: &Path, next: &Path, seeded: &Path) -> Result<()> {
             .as_object()
             .map(|o| o.keys().map(PathBuf::from).collect())
             .unwrap_or_default();
-        // The package's tarball is in the dist dir, not the work dir: made anew here.
-        if outputs.is_empty() || !outputs.iter().all(|o| o.starts_with(main) && o.is_file()) {
+        if outputs.is_empty() || !outputs.iter().all(|o| o.is_file()) {
             continue;
         }
-        for output in &outputs {
+        // Outputs elsewhere (a work dir copied from another checkout keeps its stamps' paths;
+        // the package's tarball in the dist dir) stay where they are, as the stamp says.
+        for output in outputs.iter().filter(|o| o.starts_with(main)) {
             let to = next.join(output.strip_prefix(main)?);
             std::fs::create_dir_all(to.parent().context("an output has a dir")?)?;
             let status = Command::new("cp")

@@ -274,6 +274,7 @@ fn replace_and_start(
         let _ = fs::set_permissions(&paths.prefix, meta.permissions());
     }
     copy_bundle::lay_out(bundle, &paths, plan)?;
+    keep_pod_range(previous, &paths)?;
     state.bundle_version = bundle.manifest.version.clone();
     state.workarounds = plan.workarounds.clone();
     state.read_only_procsys = plan.facts.read_only_procsys.clone();
@@ -288,6 +289,38 @@ fn replace_and_start(
         return Ok(());
     }
     lifecycle::start(state)
+}
+
+/// With k3s the CNI config is written at start, once k3s has given the node its pod range
+/// (`cni_host::write_pod_range`), so a fresh prefix has none. The node and its range are the
+/// same after an upgrade: the new templates are written with the range the previous config
+/// had, before anything starts. Without this, measured in the e2e (current gVisor), the
+/// restarted kubelet met old sandboxes and pods before the config existed and logged
+/// `StopPodSandbox ... failed to destroy network for sandbox ...: cni plugin not initialized`
+/// for each, tearing them down only at its next garbage collection.
+fn keep_pod_range(previous: &Path, paths: &Paths) -> Result<()> {
+    if !paths.cni_template_dir().is_dir() {
+        return Ok(());
+    }
+    let old_conf_dir = Paths::new(previous, &paths.data_dir).cni_conf_dir();
+    let range = fs::read_dir(&old_conf_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| fs::read_to_string(entry.path()).ok())
+        .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .find_map(|conf| {
+            conf["plugins"].as_array()?.iter().find_map(|plugin| {
+                (plugin["type"] == "gvisor-cni")
+                    .then(|| plugin["subnet"].as_str().map(str::to_string))?
+            })
+        });
+    // None: the old version never started far enough to have a range; start writes it.
+    if let Some(range) = range {
+        crate::cni_host::write_pod_range(&paths.cni_template_dir(), &paths.cni_conf_dir(), &range)?;
+        println!("CNI config: this node's pod range {range} kept");
+    }
+    Ok(())
 }
 
 /// Stops whatever of the new version started, puts the old prefix back, restores the state's
@@ -529,6 +562,41 @@ mod tests {
         assert_eq!(summary(&error), "containerd exited during startup");
         let error = anyhow::anyhow!("no such file").context("cannot copy a to b");
         assert_eq!(summary(&error), "cannot copy a to b: no such file");
+    }
+
+    #[test]
+    fn the_pod_range_of_the_previous_config_is_written_from_the_new_templates() {
+        let dir = std::env::temp_dir().join(format!("upgrade-range-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let paths = Paths::new(&dir.join("prefix"), &dir.join("data"));
+        let previous = dir.join("prefix.previous");
+        // No template dir (a bundle without k3s): nothing to do.
+        keep_pod_range(&previous, &paths).unwrap();
+        assert!(!paths.cni_conf_dir().exists());
+        fs::create_dir_all(paths.cni_template_dir()).unwrap();
+        fs::write(
+            paths.cni_template_dir().join("10-gvisor.conflist"),
+            r#"{"name": "gvisor", "version": "new", "plugins": [{"type": "gvisor-cni", "subnet": "10.88.0.0/16"}]}"#,
+        )
+        .unwrap();
+        // The previous version never got a range: start writes it.
+        keep_pod_range(&previous, &paths).unwrap();
+        assert!(!paths.cni_conf_dir().join("10-gvisor.conflist").exists());
+        let old_conf = Paths::new(&previous, &paths.data_dir).cni_conf_dir();
+        fs::create_dir_all(&old_conf).unwrap();
+        fs::write(
+            old_conf.join("10-gvisor.conflist"),
+            r#"{"name": "gvisor", "version": "old", "plugins": [{"type": "gvisor-cni", "subnet": "10.42.3.0/24"}]}"#,
+        )
+        .unwrap();
+        keep_pod_range(&previous, &paths).unwrap();
+        let written: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(paths.cni_conf_dir().join("10-gvisor.conflist")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(written["version"], "new");
+        assert_eq!(written["plugins"][0]["subnet"], "10.42.3.0/24");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

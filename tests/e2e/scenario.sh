@@ -1,7 +1,8 @@
 #!/bin/sh
 # The end-to-end scenario `cargo xtask e2e` runs, unchanged, on the host and inside gVisor.
 # Input (environment): TARBALL (the bundle), RUN (a fresh directory), MODE (full |
-# control-plane-only), CRICTL (a crictl binary, for bundles without k3s), E2E_LIB (lib.sh).
+# control-plane-only), CRICTL (a crictl binary, for bundles without k3s), E2E_LIB (lib.sh),
+# TARBALL_NEXT (the same bundle with the next version, for upgrade.sh; full mode).
 # Output, parsed by xtask: `STEP <name> <ok|FAIL|BLOCKED> [detail]` per step, `TIME <mark>
 # <seconds since start>` (the start is before extracting the tarball), `RSS <program> <kB>` at
 # idle, and `K3SERR <line>` for each error line in k3s's log (each must be documented).
@@ -16,6 +17,8 @@ set -u
 . "$(dirname "$E2E_LIB")/k3s-settings.sh"
 # shellcheck source=tests/e2e/images.sh
 . "$(dirname "$E2E_LIB")/images.sh"
+# shellcheck source=tests/e2e/upgrade.sh
+. "$(dirname "$E2E_LIB")/upgrade.sh"
 
 BEFORE_MOUNTS=$(mounts); BEFORE_ADDRESSES=$(addresses); BEFORE_FILES=$(host_files)
 extract || exit 0
@@ -226,6 +229,7 @@ JSON
 fi
 OUT=$("$BUNDLE/install" --prefix "$P" --data-dir "$D" $ARGS 2>&1)
 [ $? = 0 ] && echo "$OUT" | grep -q "is already installed" && step second-install ok || step second-install FAIL "$(echo "$OUT" | tail -n 1)"
+[ "$MODE" = full ] && [ $K3S = yes ] && [ "$(cat $RUN/install.rc)" = 0 ] && upgrade_steps
 echo "== stop"; "$BUNDLE/install" stop --data-dir "$D" && step stop ok || step stop FAIL
 L=$(ours | tr '\n' ';'); [ -z "$L" ] && step no-processes ok || step no-processes FAIL "$L"
 # Keep every component's log beside the run: uninstall removes the data dir.

@@ -153,6 +153,17 @@ pub struct CrateSpec {
 }
 
 impl Component {
+    /// Does the recipe put the bundle stamp (`{stamp}`: the bundle's name and version) into a
+    /// binary or a check? Only such a component is rebuilt when the bundle's version changes.
+    pub fn uses_stamp(&self) -> bool {
+        self.binaries.iter().any(|b| {
+            b.ldflags
+                .iter()
+                .chain(b.checks.iter().map(|check| &check.expect))
+                .any(|text| text.contains("{stamp}"))
+        })
+    }
+
     fn validate(&self) -> Result<()> {
         let hex40 = |v: &str| v.len() == 40 && v.bytes().all(|b| b.is_ascii_hexdigit());
         match (&self.github, &self.commit, &self.tree) {
@@ -256,6 +267,19 @@ mod tests {
             assert!(c.tree.is_some(), "{name} is not pinned by its git tree");
         }
         assert!(config.bundle.version.contains("-gvisor."));
+        // A version bump relinks runc and containerd (they carry the stamp), not k3s or CoreDNS.
+        for (name, stamped) in [
+            ("runc", true),
+            ("containerd", true),
+            ("k3s", false),
+            ("coredns", false),
+        ] {
+            assert_eq!(
+                config.component(name).unwrap().uses_stamp(),
+                stamped,
+                "{name}"
+            );
+        }
     }
 
     const BASE: &str = r#"

@@ -54,6 +54,8 @@ pub enum Topology {
 /// The inputs every run shares.
 pub struct Inputs<'a> {
     pub tarball: &'a Path,
+    /// The same bundle with the next version, for the upgrade steps (single node, full mode).
+    pub tarball_next: Option<&'a Path>,
     pub work: &'a Path,
     pub crictl: &'a Path,
     /// tests/e2e: scenario.sh, soak.sh and their lib.sh.
@@ -124,6 +126,12 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
             ("RUN", run_dir.display().to_string()),
             ("CRICTL", inputs.crictl.display().to_string()),
             ("MODE", mode_name.to_string()),
+            (
+                "TARBALL_NEXT",
+                inputs
+                    .tarball_next
+                    .map_or(String::new(), |t| t.display().to_string()),
+            ),
         ],
     )?;
     crate::ui::step(

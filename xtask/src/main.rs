@@ -14,6 +14,7 @@ mod go;
 mod image;
 mod k3s_log;
 mod layout;
+mod next_bundle;
 mod package;
 mod patch;
 mod pipeline;
@@ -330,9 +331,42 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|h| e2e_host(h, &layout, offline))
                 .collect::<Result<Vec<_>>>()?;
             let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
+            // The upgrade steps (tests/e2e/upgrade.sh, single node, full mode) install a second
+            // bundle, the same with the next version, over the first.
+            let next = if topology == e2e::Topology::Single && mode.contains(&e2e::Mode::Full) {
+                let next = next_bundle::build(
+                    &config_path,
+                    &config,
+                    &layout,
+                    &opts(Vec::new(), Vec::new())?,
+                    &layout.work.join("e2e/next-bundle"),
+                )?;
+                let stages: Vec<String> = next
+                    .stages
+                    .iter()
+                    .map(|(name, took)| format!("{name} {:.0?}", took))
+                    .collect();
+                ui::step(
+                    "e2e",
+                    format!(
+                        "second bundle {} for the upgrade steps: {:.0?} ({})",
+                        next.version,
+                        next.took,
+                        if stages.is_empty() {
+                            "nothing rebuilt".to_string()
+                        } else {
+                            stages.join(", ")
+                        }
+                    ),
+                );
+                Some(next.tarball)
+            } else {
+                None
+            };
             let crictl = tools::tool_path("crictl", &layout.cache, offline)?;
             let inputs = e2e::Inputs {
                 tarball: &tarball,
+                tarball_next: next.as_deref(),
                 work: &layout.work.join("e2e"),
                 crictl: &crictl,
                 scripts: &layout.repo.join("tests/e2e"),

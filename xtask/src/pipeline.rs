@@ -115,10 +115,18 @@ fn plan_components(
             toml::to_string(c)?,
             source.content.clone(),
             go_version.to_string(),
-            config.stamp(),
+        ];
+        // The bundle's name and version reach a binary only through `{stamp}` (runc's and
+        // containerd's version strings): other components (k3s, CoreDNS) are not rebuilt when
+        // only the bundle's version changes. (In this place, so that the stamps of those that
+        // use it stay as they were.)
+        if c.uses_stamp() {
+            inputs.push(config.stamp());
+        }
+        inputs.extend([
             config.bundle.source_date_epoch.to_string(),
             variant.as_str().to_string(),
-        ];
+        ]);
         for p in &patches {
             inputs.push(sha256_file(p)?);
         }
@@ -315,7 +323,25 @@ pub fn build_images(
         RECIPE.to_string(),
         config.bundle.source_date_epoch.to_string(),
     ];
-    for (name, path) in built {
+    // Only the binaries an image is made of: runc and containerd, rebuilt for a new bundle
+    // version (their `{stamp}`), do not make the images again.
+    let used: std::collections::BTreeSet<&str> = config
+        .images
+        .iter()
+        .filter_map(|spec| match &spec.source {
+            image::ImageSource::Build(build) => Some(build),
+            image::ImageSource::Registry(_) => None,
+        })
+        .flat_map(|build| &build.files)
+        .filter_map(|file| match &file.from {
+            image::FileOrigin::Built(name) => Some(name.as_str()),
+            image::FileOrigin::Host(_) => None,
+        })
+        .collect();
+    for (name, path) in built
+        .iter()
+        .filter(|(name, _)| used.contains(name.as_str()))
+    {
         inputs.push(format!("{name} {}", sha256_file(path)?));
     }
     for spec in &config.images {

@@ -36,6 +36,8 @@ pub struct InstallOptions {
     pub k3s_flags: Vec<String>,
     /// The installer's environment: K3S_*, INSTALL_K3S_* and proxies are read from it.
     pub env: BTreeMap<String, String>,
+    /// Over an existing install: also a downgrade (upgrade.rs).
+    pub force: bool,
 }
 
 pub struct Join {
@@ -217,18 +219,18 @@ const DAEMON_HOST_PATHS: [&str; 8] = [
 pub fn install(options: &InstallOptions) -> Result<()> {
     let paths = Paths::new(&options.prefix, &options.data_dir);
 
-    // A second install on an existing one is harmless: report and, if needed, start it.
-    if let Some(mut state) = State::load(&paths.data_dir)? {
-        println!(
-            "k3s-gvisor {} is already installed (prefix {}, data dir {}); nothing to install.",
-            state.bundle_version,
-            state.prefix.display(),
-            state.data_dir.display()
+    // Over an existing install: the same version is left as it is (and started), another one
+    // is an upgrade (upgrade.rs).
+    if let Some(state) = State::load(&paths.data_dir)? {
+        return crate::upgrade::over_existing(
+            state,
+            &crate::upgrade::Request {
+                bundle_dir: options.bundle_dir.clone(),
+                force: options.force,
+                no_start: options.no_start,
+                prefix: Some(options.prefix.clone()),
+            },
         );
-        if options.no_start {
-            return Ok(());
-        }
-        return lifecycle::start(&mut state);
     }
 
     let request = k3s_request(options)?;
@@ -358,6 +360,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         k3s_flags: request.flags.clone(),
         env: request.env.clone(),
         tool_links: Vec::new(),
+        previous_prefix: None,
     };
     // The data dir comes first: it holds the state file that records everything after it.
     state.create_dir_all_recorded(&paths.data_dir)?;
@@ -475,6 +478,7 @@ mod tests {
             token_file: None,
             node_name: None,
             k3s_flags: vec!["--debug".into()],
+            force: false,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

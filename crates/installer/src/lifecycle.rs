@@ -132,6 +132,14 @@ pub fn uninstall(state: &State) -> Result<()> {
     let paths = state.paths();
     stop(state)?;
     let mut problems = Vec::new();
+    // An upgrade that did not finish kept the previous version's files beside the prefix.
+    if let Some(previous) = &state.previous_prefix {
+        match std::fs::remove_dir_all(previous) {
+            Ok(()) => println!("removed {}", previous.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => problems.push(format!("cannot remove {}: {e}", previous.display())),
+        }
+    }
     let leftovers = mounts::remove_new_pod_netns(&state.netns_before)
         .into_iter()
         .chain(mounts::unmount_under(&[&state.prefix, &state.data_dir]));

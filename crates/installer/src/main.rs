@@ -19,6 +19,7 @@
 //!   with backoff, log rotation) (`pod_logs` keeps the kubelet's
 //!   pod logs in the data dir); `userenv` is the line that puts kubectl, crictl and ctr on PATH;
 //! - `lifecycle`: start, stop and uninstall of an existing install; `report`: status and logs;
+//!   `upgrade`: a newer bundle over an existing install, keeping its cluster;
 //! - `state` records everything for `uninstall`, which also removes what the daemons leave
 //!   outside the data dir: the CNI bridge and result cache (`cni_host`), the container log
 //!   links (`pod_logs`).
@@ -48,6 +49,7 @@ mod report;
 mod services;
 mod state;
 mod supervise;
+mod upgrade;
 mod userenv;
 
 use std::path::PathBuf;
@@ -115,6 +117,10 @@ struct InstallArgs {
     /// installer sets are refused, naming the option to use instead.
     #[arg(last = true, value_name = "K3S_FLAGS")]
     k3s_flags: Vec<String>,
+    /// Over an existing install: replace it with this bundle even when this bundle is older
+    /// (a downgrade), see `upgrade`.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args, Clone)]
@@ -153,6 +159,22 @@ enum Command {
         /// The extracted bundle, when checking before install.
         #[arg(long)]
         bundle: Option<PathBuf>,
+    },
+    /// Replace an install's binaries and images with this bundle's newer ones, keeping its
+    /// cluster (datastore, certificates, token, node identity, settings); a failed upgrade
+    /// puts the old version back. `./install` from a newer bundle does the same.
+    Upgrade {
+        #[command(flatten)]
+        data: DataDirArg,
+        /// The extracted new bundle (default: the one this installer came in).
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// Also to an older version (a downgrade), or one whose version cannot be compared.
+        #[arg(long)]
+        force: bool,
+        /// Replace the files but start nothing.
+        #[arg(long)]
+        no_start: bool,
     },
     /// Stop everything and remove all the install created or mounted.
     Uninstall(DataDirArg),
@@ -213,7 +235,22 @@ fn run(cli: Cli) -> Result<()> {
             launcher: cli.install.launcher,
             k3s_flags: cli.install.k3s_flags,
             env: std::env::vars().collect(),
+            force: cli.install.force,
         }),
+        Some(Command::Upgrade {
+            data,
+            bundle,
+            force,
+            no_start,
+        }) => upgrade::over_existing(
+            State::require(&data.data_dir)?,
+            &upgrade::Request {
+                bundle_dir: bundle,
+                force,
+                no_start,
+                prefix: None,
+            },
+        ),
         Some(Command::NodeRoutes(d)) => node_routes::run(&State::require(&d.data_dir)?),
         Some(Command::KeepRunning {
             name,

@@ -51,6 +51,45 @@ fn collect_files(root: &Path, dir: &Path, found: &mut Vec<String>) {
 
 /// Runs every check. On failure returns an error listing all problems; nothing has been written.
 pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool) -> Result<Plan> {
+    let mut problems = bundle_problems(bundle);
+    for (flag, dir) in [("--prefix", &paths.prefix), ("--data-dir", &paths.data_dir)] {
+        if let Some(problem) = not_new_or_empty(flag, dir) {
+            problems.push(problem);
+        }
+    }
+    problems.extend(disk_problems(bundle, paths, will_start));
+    refuse(&problems)?;
+    let facts = HostFacts::probe(&procsys_candidates(bundle));
+    let snapshotter = if probe::overlay_usable_at(&facts, &paths.data_dir) {
+        "overlayfs"
+    } else {
+        "native"
+    };
+    Ok(plan(bundle, facts, snapshotter))
+}
+
+/// Preflight of a bundle that replaces an existing install's files (`upgrade.rs`): the same
+/// checks of the bundle itself, and room at the prefix for its files while the old ones are
+/// kept aside. The prefix and data dir are the install's own, so the new-or-empty rule of a
+/// fresh install does not apply; the snapshotter stays the install's (containerd's data in the
+/// data dir was made with it).
+pub fn check_upgrade(bundle: &Bundle, paths: &Paths, snapshotter: &str) -> Result<Plan> {
+    let mut problems = bundle_problems(bundle);
+    let need = bundle.total_bytes().unwrap_or(0) + PREFIX_MARGIN_BYTES;
+    problems.extend(free_space_problem(
+        "the new version's files",
+        &probe::existing_ancestor(&paths.prefix),
+        need,
+        "the old files stay until the new version runs: free some space",
+    ));
+    refuse(&problems)?;
+    let facts = HostFacts::probe(&procsys_candidates(bundle));
+    Ok(plan(bundle, facts, snapshotter))
+}
+
+/// The checks of a bundle that look at nothing but the bundle and who runs it: root, the
+/// architecture, every file against SHA256SUMS (which must list the manifest).
+fn bundle_problems(bundle: &Bundle) -> Vec<String> {
     let mut problems: Vec<String> = Vec::new();
 
     if !nix::unistd::geteuid().is_root() {
@@ -82,28 +121,22 @@ pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool) -> Result<Plan> {
         }
         Err(error) => problems.push(format!("{error:#}")),
     }
+    problems
+}
 
-    for (flag, dir) in [("--prefix", &paths.prefix), ("--data-dir", &paths.data_dir)] {
-        if let Some(problem) = not_new_or_empty(flag, dir) {
-            problems.push(problem);
-        }
+fn refuse(problems: &[String]) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
     }
-    problems.extend(disk_problems(bundle, paths, will_start));
-
-    if !problems.is_empty() {
-        let mut message = String::from("preflight failed; nothing was changed:\n");
-        for problem in &problems {
-            message.push_str(&format!("  - {problem}\n"));
-        }
-        bail!(message.trim_end().to_string());
+    let mut message = String::from("preflight failed; nothing was changed:\n");
+    for problem in problems {
+        message.push_str(&format!("  - {problem}\n"));
     }
+    bail!(message.trim_end().to_string())
+}
 
-    let facts = HostFacts::probe(&procsys_candidates(bundle));
-    let snapshotter = if probe::overlay_usable_at(&facts, &paths.data_dir) {
-        "overlayfs"
-    } else {
-        "native"
-    };
+/// What the host needs of this bundle: the facts, and one line per workaround.
+fn plan(bundle: &Bundle, facts: HostFacts, snapshotter: &str) -> Plan {
     let mut workarounds = Vec::new();
     if facts.looks_like_gvisor() {
         workarounds.push(format!(
@@ -120,11 +153,11 @@ pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool) -> Result<Plan> {
             mount_probes: false,
         },
     )));
-    Ok(Plan {
+    Plan {
         facts,
         snapshotter: snapshotter.into(),
         workarounds,
-    })
+    }
 }
 
 /// Prefix and data dir must be new or empty: the installer owns everything under them and
@@ -182,19 +215,27 @@ fn disk_problems(bundle: &Bundle, paths: &Paths, will_start: bool) -> Vec<String
         ]
     };
     for (what, at, need) in checks {
-        match probe::free_bytes(&at) {
-            Some(free) if free >= need => {}
-            Some(free) => problems.push(format!(
-                "not enough free disk for the {what} at {}: {} MiB free, {} MiB needed; \
-                 free some space or choose another --prefix/--data-dir",
-                at.display(),
-                free >> 20,
-                need.div_ceil(1 << 20)
-            )),
-            None => problems.push(format!("cannot measure free disk at {}", at.display())),
-        }
+        problems.extend(free_space_problem(
+            what,
+            &at,
+            need,
+            "free some space or choose another --prefix/--data-dir",
+        ));
     }
     problems
+}
+
+fn free_space_problem(what: &str, at: &Path, need: u64, advice: &str) -> Option<String> {
+    match probe::free_bytes(at) {
+        Some(free) if free >= need => None,
+        Some(free) => Some(format!(
+            "not enough free disk for the {what} at {}: {} MiB free, {} MiB needed; {advice}",
+            at.display(),
+            free >> 20,
+            need.div_ceil(1 << 20)
+        )),
+        None => Some(format!("cannot measure free disk at {}", at.display())),
+    }
 }
 
 fn device_of(path: &Path) -> Option<u64> {

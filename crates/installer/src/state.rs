@@ -84,6 +84,10 @@ pub struct State {
     /// /usr/local/bin); uninstall removes exactly these.
     #[serde(default)]
     pub tool_links: Vec<PathBuf>,
+    /// Where `upgrade` keeps the previous version's files (`PREFIX.previous`) until the new
+    /// version runs. Recorded before the move, so `uninstall` removes it whatever happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_prefix: Option<PathBuf>,
 }
 
 /// When k3s runs under the launcher.

@@ -1,6 +1,6 @@
 //! Command line.
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use ipnet::Ipv4Net;
 use std::path::PathBuf;
 
@@ -9,7 +9,8 @@ use std::path::PathBuf;
 ///
 /// It watches Services and EndpointSlices through the Kubernetes API, puts every ClusterIP
 /// on the CNI bridge as a /32, and listens on ClusterIP:port (TCP and UDP) and on each node
-/// address:NodePort, forwarding every new connection or UDP flow to a ready endpoint, in
+/// address:NodePort (and, for LoadBalancer Services, on each node address:port, as k3s's
+/// servicelb does), forwarding every new connection or UDP flow to a ready endpoint, in
 /// turn. Endpoints that stop being ready get no new traffic from the next sync on (a watch
 /// event, so well under a second). Clients that reach a Service through it appear to the
 /// endpoint as coming from the bridge's gateway address.
@@ -40,6 +41,20 @@ pub struct Args {
     #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub udp_idle_timeout: u64,
 
+    /// LoadBalancer Services' status.loadBalancer.ingress (the node addresses, as k3s's
+    /// servicelb writes them): `auto` writes it where these credentials may patch
+    /// services/status (a server's admin kubeconfig, not an agent's kube-proxy one; asked
+    /// once), `never` only serves the ports.
+    #[arg(long, value_enum, default_value_t = LoadBalancerStatus::Auto, value_name = "WHEN")]
+    pub load_balancer_status: LoadBalancerStatus,
+
+    /// Serve nothing, only write LoadBalancer Services' status: for a node where kube-proxy
+    /// serves Services and k3s's servicelb is off. kube-proxy then serves the Service's port
+    /// on the address written (the node's), as it does for any LoadBalancer ingress IP. The
+    /// bridge and its addresses are not touched.
+    #[arg(long, conflicts_with = "load_balancer_status")]
+    pub load_balancer_status_only: bool,
+
     /// Write a JSON summary here at every sync (removed at exit).
     #[arg(long, value_name = "PATH")]
     pub status_file: Option<PathBuf>,
@@ -48,4 +63,10 @@ pub struct Args {
     /// tracing filter such as `svcproxy=debug,kube=info`.
     #[arg(long, default_value = "info", value_name = "FILTER")]
     pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadBalancerStatus {
+    Auto,
+    Never,
 }

@@ -6,6 +6,7 @@
 //! - `proxy`: the process's life (connect, wait, sync loop, signals);
 //! - `watch`: Services and EndpointSlices mirrored from the API;
 //! - `model`: API objects to per-port plans and the sockets they need (pure, unit-tested);
+//! - `loadbalancer`: LoadBalancer Services' status (node addresses), as k3s's servicelb;
 //! - `reconcile`: one sync, the node made to match the plans;
 //! - `addresses`: ClusterIPs on the bridge (through the shared `netif` crate), node addresses;
 //! - `listeners`: the running sockets; `tcp`, `udp`: the forwarding; `balancer`: endpoint picks;
@@ -15,6 +16,7 @@ mod addresses;
 mod balancer;
 mod cli;
 mod listeners;
+mod loadbalancer;
 mod log;
 mod model;
 mod proxy;

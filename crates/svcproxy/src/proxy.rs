@@ -2,8 +2,9 @@
 //! `--resync` seconds, clean up on SIGTERM/SIGINT.
 
 use crate::addresses::ClusterIps;
-use crate::cli::Args;
+use crate::cli::{Args, LoadBalancerStatus};
 use crate::listeners::Listeners;
+use crate::loadbalancer::StatusWriter;
 use crate::reconcile::Reconciler;
 use crate::status::Status;
 use crate::watch::Cluster;
@@ -26,22 +27,39 @@ pub async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("using kubeconfig {}", args.kubeconfig.display()))?;
     let server = config.cluster_url.to_string();
     let client = kube::Client::try_from(config).context("creating the Kubernetes client")?;
+    let writes_status = args.load_balancer_status == LoadBalancerStatus::Auto;
+    let mut lb_status = StatusWriter::new(client.clone(), writes_status);
 
     // Fail now, with the reason, if ClusterIPs cannot be placed at all.
-    let cluster_ips = ClusterIps::new(&args.bridge, args.service_cidr)?;
-    cluster_ips.ensure_bridge()?;
+    let cluster_ips = if args.load_balancer_status_only {
+        None
+    } else {
+        let cluster_ips = ClusterIps::new(&args.bridge, args.service_cidr)?;
+        cluster_ips.ensure_bridge()?;
+        Some(cluster_ips)
+    };
 
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
 
     let changed = Arc::new(Notify::new());
-    let cluster = Cluster::watch(client, changed.clone());
-    tracing::info!(
-        "svcproxy {} watching Services and EndpointSlices at {server}; ClusterIPs of {} go on {}",
-        env!("CARGO_PKG_VERSION"),
-        args.service_cidr,
-        args.bridge
-    );
+    // Nodes (their addresses are the ingress) are watched unless the status is never written:
+    // whether these credentials may write it is only known once the API answers, and an
+    // agent's (system:node-proxier) may list and watch Nodes anyway.
+    let cluster = Cluster::watch(client, changed.clone(), writes_status);
+    if args.load_balancer_status_only {
+        tracing::info!(
+            "svcproxy {} watching Services, EndpointSlices and Nodes at {server}: LoadBalancer status only (kube-proxy serves Services here)",
+            env!("CARGO_PKG_VERSION"),
+        );
+    } else {
+        tracing::info!(
+            "svcproxy {} watching Services and EndpointSlices at {server}; ClusterIPs of {} go on {}",
+            env!("CARGO_PKG_VERSION"),
+            args.service_cidr,
+            args.bridge
+        );
+    }
     tokio::select! {
         _ = cluster.ready() => {}
         _ = terminate.recv() => return Ok(()),
@@ -58,7 +76,13 @@ pub async fn run(args: Args) -> Result<()> {
     let resync = Duration::from_secs(args.resync);
     let mut first = true;
     loop {
-        reconciler.sync(&cluster.services.state(), &cluster.slices.state());
+        let services = cluster.services.state();
+        let slices = cluster.slices.state();
+        let plan = reconciler.sync(&services, &slices);
+        lb_status
+            .sync(&plan, &services, &cluster.nodes(), &slices)
+            .await;
+        reconciler.write_status(&plan, lb_status.role());
         if first {
             tracing::info!(
                 "serving {} Services (first sync done)",

@@ -6,11 +6,13 @@
 //!  "startedAt": 1764300000, "lastSync": 1764300120, "services": 3, "servicePorts": 4,
 //!  "clusterIPs": 3, "listeners": 5, "withoutEndpoints": ["default/web:http"],
 //!  "failingListeners": {"10.88.0.1:30080/TCP": "Address in use (os error 98)"},
-//!  "addressErrors": []}
+//!  "addressErrors": [], "loadBalancers": 1,
+//!  "loadBalancerStatus": "written by this proxy"}
 //! ```
 //! `lastSync` advances every `--resync` seconds while the proxy is healthy.
 
 use crate::listeners::Listeners;
+use crate::loadbalancer::Role;
 use crate::model::Plan;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -36,6 +38,10 @@ pub struct Status {
     without_endpoints: Vec<String>,
     failing_listeners: BTreeMap<String, String>,
     address_errors: Vec<String>,
+    /// LoadBalancer Services served (their ports on the node's addresses).
+    load_balancers: usize,
+    /// Whether this proxy writes their status.loadBalancer, or why not.
+    load_balancer_status: String,
 }
 
 fn now() -> u64 {
@@ -61,10 +67,18 @@ impl Status {
             without_endpoints: Vec::new(),
             failing_listeners: BTreeMap::new(),
             address_errors: Vec::new(),
+            load_balancers: 0,
+            load_balancer_status: String::new(),
         }
     }
 
-    pub fn update(&mut self, plan: &Plan, listeners: &Listeners, address_errors: &[String]) {
+    pub fn update(
+        &mut self,
+        plan: &Plan,
+        listeners: &Listeners,
+        address_errors: &[String],
+        load_balancer_role: &Role,
+    ) {
         self.last_sync = now();
         self.services = plan
             .ports
@@ -87,6 +101,18 @@ impl Status {
             .map(|(k, e)| (k.to_string(), e.clone()))
             .collect();
         self.address_errors = address_errors.to_vec();
+        self.load_balancers = plan
+            .ports
+            .iter()
+            .filter(|p| p.load_balancer)
+            .map(|p| (&p.service.namespace, &p.service.name))
+            .collect::<BTreeSet<_>>()
+            .len();
+        self.load_balancer_status = match load_balancer_role {
+            Role::Unknown => "not known yet: asking the API whether this proxy may write it".into(),
+            Role::Writer => "written by this proxy".into(),
+            Role::Reader(why) => format!("not written by this proxy: {why}"),
+        };
     }
 
     /// Written to a temporary file and renamed, so a reader never sees half of it.

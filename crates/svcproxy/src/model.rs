@@ -241,7 +241,7 @@ pub fn plan<'a>(
                     .and_then(|p| u16::try_from(p).ok())
                     .filter(|p| *p != 0),
                 load_balancer,
-                endpoints: endpoints_for(service_slices, &port_name, protocol),
+                endpoints: endpoints_for(service_slices, &port_name, protocol, service_cidr),
                 affinity,
             });
         }
@@ -251,11 +251,15 @@ pub fn plan<'a>(
 
 /// The endpoints of one service port: ready ones, or, when none is ready, the ones still
 /// serving while they terminate. Sorted, without duplicates (an endpoint can appear in two
-/// slices while the EndpointSlice controller moves it).
+/// slices while the EndpointSlice controller moves it). Addresses inside the service CIDR are
+/// dropped: they are ClusterIPs, which this proxy answers itself, so a hand-made EndpointSlice
+/// pointing a Service at one (its own, or another's) would loop connections through the proxy
+/// until its file descriptors run out (each hop opens a new connection to itself).
 pub fn endpoints_for(
     slices: &[&EndpointSlice],
     port_name: &str,
     protocol: Protocol,
+    service_cidr: Ipv4Net,
 ) -> Vec<SocketAddrV4> {
     let mut ready = BTreeSet::new();
     let mut terminating = BTreeSet::new();
@@ -285,6 +289,9 @@ pub fn endpoints_for(
                 let Ok(ip) = address.parse::<Ipv4Addr>() else {
                     continue;
                 };
+                if service_cidr.contains(&ip) {
+                    continue;
+                }
                 let target = SocketAddrV4::new(ip, number);
                 if is_ready {
                     ready.insert(target);
@@ -751,5 +758,20 @@ mod tests {
             let plan = plan(order, &slices, cidr());
             assert_eq!(keys(&plan, &nodes), wanted);
         }
+    }
+
+    #[test]
+    fn endpoints_inside_the_service_cidr_are_dropped_so_nothing_loops_into_the_proxy() {
+        // A hand-made slice pointing web at its own ClusterIP, and at another Service's.
+        let slices = [web_slice(
+            "web-1",
+            json!([{"addresses": ["10.43.0.20"]}, {"addresses": ["10.43.0.10"]},
+                   {"addresses": ["10.88.0.3"]}]),
+        )];
+        let plan = plan([&web_service()], &slices, cidr());
+        assert_eq!(plan.ports[0].endpoints, vec![addr("10.88.0.3:8080")]);
+        let only_loops = [web_slice("web-1", json!([{"addresses": ["10.43.0.20"]}]))];
+        let plan = super::plan([&web_service()], &only_loops, cidr());
+        assert!(plan.ports[0].endpoints.is_empty());
     }
 }

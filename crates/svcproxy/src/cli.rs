@@ -32,6 +32,12 @@ pub struct Args {
     #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
     pub service_cidr: Ipv4Net,
 
+    /// Serve NodePorts and LoadBalancer ports only on the node addresses inside these CIDRs
+    /// (comma-separated), as kube-proxy's --nodeport-addresses; by default on every local
+    /// IPv4 address (loopback and the bridge's gateway included), as kube-proxy's default.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR,...")]
+    pub nodeport_addresses: Vec<Ipv4Net>,
+
     /// Seconds between full syncs (besides the sync after each API change): repairs removed
     /// addresses, binds on new node addresses, retries failed binds.
     #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]

@@ -68,6 +68,7 @@ pub async fn run(args: Args) -> Result<()> {
 
     let mut reconciler = Reconciler::new(
         args.service_cidr,
+        args.nodeport_addresses.clone(),
         cluster_ips,
         Listeners::new(Duration::from_secs(args.udp_idle_timeout)),
         args.status_file.clone(),

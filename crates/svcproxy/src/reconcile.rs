@@ -23,6 +23,8 @@ use std::time::Duration;
 
 pub struct Reconciler {
     service_cidr: Ipv4Net,
+    /// `--nodeport-addresses`: empty for every local address.
+    nodeport_addresses: Vec<Ipv4Net>,
     /// None with --load-balancer-status-only: nothing is served, only the plan is made.
     cluster_ips: Option<ClusterIps>,
     listeners: Listeners,
@@ -40,6 +42,7 @@ pub struct Reconciler {
 impl Reconciler {
     pub fn new(
         service_cidr: Ipv4Net,
+        nodeport_addresses: Vec<Ipv4Net>,
         cluster_ips: Option<ClusterIps>,
         listeners: Listeners,
         status_file: Option<PathBuf>,
@@ -47,6 +50,7 @@ impl Reconciler {
     ) -> Self {
         Reconciler {
             service_cidr,
+            nodeport_addresses,
             cluster_ips,
             listeners,
             previous: BTreeMap::new(),
@@ -105,7 +109,7 @@ impl Reconciler {
         }
 
         let node_addresses = match addresses::interface_addresses() {
-            Ok(all) => addresses::node_addresses(&all, self.service_cidr),
+            Ok(all) => addresses::node_addresses(&all, self.service_cidr, &self.nodeport_addresses),
             Err(e) => {
                 tracing::warn!("listing this node's addresses for NodePorts: {e}");
                 Vec::new()

@@ -61,6 +61,32 @@ pub struct Args {
     #[arg(long, conflicts_with = "load_balancer_status")]
     pub load_balancer_status_only: bool,
 
+    /// Most UDP flows one listening socket keeps (each holds a socket); past it the least
+    /// recently used flow is closed for a new client's.
+    #[arg(long, default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_udp_flows: u64,
+
+    /// Most UDP flows of one client address per listening socket; past it that client's least
+    /// recently used flow is closed (a pod cannot push the other clients out).
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_udp_flows_per_source: u64,
+
+    /// Seconds a proxied TCP connection lives without a byte either way (default 24 h,
+    /// kube-proxy's conntrack timeout for established connections). Both sides also get TCP
+    /// keepalive, so a vanished peer is noticed within about 2 minutes.
+    #[arg(long, default_value_t = 86400, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub tcp_idle_timeout: u64,
+
+    /// Most TCP connections through the proxy; past it new ones are reset. Default: as many as
+    /// the open-file limit leaves room for (two descriptors each, 1024 kept for the rest).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tcp_connections: Option<u64>,
+
+    /// Most TCP connections from one client address; past it that client's new ones are reset.
+    /// At most half of --max-tcp-connections, so one client never takes them all.
+    #[arg(long, default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tcp_connections_per_source: u64,
+
     /// Write a JSON summary here at every sync (removed at exit).
     #[arg(long, value_name = "PATH")]
     pub status_file: Option<PathBuf>,

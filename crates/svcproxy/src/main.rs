@@ -9,12 +9,14 @@
 //! - `loadbalancer`: LoadBalancer Services' status (node addresses), as k3s's servicelb;
 //! - `reconcile`: one sync, the node made to match the plans;
 //! - `addresses`: ClusterIPs on the bridge (through the shared `netif` crate), node addresses;
+//! - `limits`: the caps on UDP flows and TCP connections;
 //! - `listeners`: the running sockets; `tcp`, `udp`: the forwarding; `balancer`: endpoint picks;
 //! - `status`: the --status-file; `log`: logging and throttled warnings.
 
 mod addresses;
 mod balancer;
 mod cli;
+mod limits;
 mod listeners;
 mod loadbalancer;
 mod log;
@@ -65,5 +67,19 @@ fn raise_open_file_limit() {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
+    }
+}
+
+/// The open-file soft limit now (after raise_open_file_limit).
+pub fn open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::addresses::ClusterIps;
 use crate::cli::{Args, LoadBalancerStatus};
+use crate::limits::{self, TcpCounts, TcpLimits, UdpLimits};
 use crate::listeners::Listeners;
 use crate::loadbalancer::StatusWriter;
 use crate::reconcile::Reconciler;
@@ -70,7 +71,7 @@ pub async fn run(args: Args) -> Result<()> {
         args.service_cidr,
         args.nodeport_addresses.clone(),
         cluster_ips,
-        Listeners::new(Duration::from_secs(args.udp_idle_timeout)),
+        Listeners::new(udp_limits(&args), TcpCounts::new(tcp_limits(&args))),
         args.status_file.clone(),
         Status::new(&args.bridge, &args.service_cidr.to_string()),
     );
@@ -104,4 +105,30 @@ pub async fn run(args: Args) -> Result<()> {
     );
     reconciler.shutdown();
     Ok(())
+}
+
+fn udp_limits(args: &Args) -> UdpLimits {
+    UdpLimits {
+        idle: Duration::from_secs(args.udp_idle_timeout),
+        max_flows: args.max_udp_flows as usize,
+        max_flows_per_source: args.max_udp_flows_per_source as usize,
+    }
+}
+
+/// The TCP caps: the total from the flag or the open-file limit (main raised the soft limit to
+/// the hard one), the per-source cap at most half of it.
+fn tcp_limits(args: &Args) -> TcpLimits {
+    let max_connections = match args.max_tcp_connections {
+        Some(n) => n as usize,
+        None => limits::tcp_connections_for_open_files(crate::open_file_limit()),
+    };
+    let max_per_source = (args.max_tcp_connections_per_source as usize)
+        .min(max_connections / 2)
+        .max(1);
+    tracing::debug!("TCP caps: {max_connections} connections, {max_per_source} per client address");
+    TcpLimits {
+        idle: Duration::from_secs(args.tcp_idle_timeout),
+        max_connections,
+        max_per_source,
+    }
 }

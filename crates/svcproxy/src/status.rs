@@ -4,7 +4,7 @@
 //! ```json
 //! {"proxy": "svcproxy", "pid": 4242, "bridge": "gvcni0", "serviceCIDR": "10.43.0.0/16",
 //!  "startedAt": 1764300000, "lastSync": 1764300120, "services": 3, "servicePorts": 4,
-//!  "clusterIPs": 3, "listeners": 5, "withoutEndpoints": ["default/web:http"],
+//!  "clusterIPs": 3, "listeners": 5, "tcpConnections": 2, "withoutEndpoints": ["default/web:http"],
 //!  "failingListeners": {"10.88.0.1:30080/TCP": "Address in use (os error 98)"},
 //!  "addressErrors": [], "loadBalancers": 1,
 //!  "loadBalancerStatus": "written by this proxy"}
@@ -35,6 +35,8 @@ pub struct Status {
     #[serde(rename = "clusterIPs")]
     cluster_ips: usize,
     listeners: usize,
+    /// TCP connections open through the proxy at the sync.
+    tcp_connections: usize,
     without_endpoints: Vec<String>,
     failing_listeners: BTreeMap<String, String>,
     address_errors: Vec<String>,
@@ -64,6 +66,7 @@ impl Status {
             service_ports: 0,
             cluster_ips: 0,
             listeners: 0,
+            tcp_connections: 0,
             without_endpoints: Vec::new(),
             failing_listeners: BTreeMap::new(),
             address_errors: Vec::new(),
@@ -89,6 +92,7 @@ impl Status {
         self.service_ports = plan.ports.len();
         self.cluster_ips = plan.cluster_ips().len();
         self.listeners = listeners.running();
+        self.tcp_connections = listeners.tcp_connections();
         self.without_endpoints = plan
             .ports
             .iter()

@@ -2,7 +2,8 @@
 //! and inside the current gVisor: ClusterIP, NodePort and LoadBalancer (status and ports) over
 //! TCP and UDP, an endpoint that stops being ready gone within 5 s, zero endpoints refused,
 //! the API's own Service, CoreDNS from the shipped image answering through the DNS ClusterIP,
-//! quiet logs, clean exit.
+//! DNS still answering another pod after a 10,000-query flood, a new client answered beside
+//! 2,000 idle connections, quiet logs, clean exit.
 //! The steps are in `scenario.sh`, the same script on both hosts.
 //!
 //! Needs root, iproute2, util-linux (`unshare`), busybox (busybox-static), and:
@@ -48,6 +49,9 @@ const STEPS: &[&str] = &[
     "corefile",
     "dns-kubernetes",
     "dns-web",
+    "dns-flood",
+    "tcp-idle-2000",
+    "tcp-released",
     "quiet",
     "status-file",
     "clean-exit",

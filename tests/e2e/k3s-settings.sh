@@ -53,7 +53,7 @@ settings_steps() {
   [ "$KC_MODE" = 644 ] && echo "$OUT" | grep -q '^node/' \
     && step kubeconfig-mode ok "mode 644; user nobody: $OUT" || step kubeconfig-mode FAIL "mode $KC_MODE; nobody: $(echo "$OUT" | tail -n 1)"
 
-  OUT=$($CLEAN_ENV sh -c 'command -v kubectl crictl ctr | tr "\n" " "; kubectl get nodes -o name && crictl ps -q >/dev/null && ctr images ls -q >/dev/null' 2>&1)
+  OUT=$($CLEAN_ENV sh -c 'for t in kubectl crictl ctr; do printf "%s " "$(command -v $t)"; done; kubectl get nodes -o name && crictl ps -q >/dev/null && ctr images ls -q >/dev/null' 2>&1)
   echo "$OUT" | grep -q '^/usr/local/bin/kubectl /usr/local/bin/crictl /usr/local/bin/ctr node/' \
     && step tools-fresh-shell ok "$OUT" || step tools-fresh-shell FAIL "$(echo "$OUT" | tail -n 2 | tr '\n' ' ')"
 

@@ -77,6 +77,9 @@ impl KnownFlags {
             // dies of SIGSEGV in cgo (measured, k3s v1.34.1 as built here).
             .env_clear()
             .env("HOME", "/")
+            // k3s reads its config files even for --help (and a bad one makes it fail): the
+            // list of flags must not depend on them.
+            .env("K3S_CONFIG_FILE", "/nonexistent/k3s-gvisor/config.yaml")
             .output()
             .with_context(|| format!("cannot run {} {} --help", k3s.display(), command.as_str()))?;
         let text = String::from_utf8_lossy(&output.stdout);
@@ -381,12 +384,12 @@ pub fn config_files(args: &[GivenFlag], env: &BTreeMap<String, String>) -> Vec<P
     files
 }
 
-/// Reads one k3s config file as flags. `others`: the other command's flags, whose keys k3s
-/// skips with a warning (a config shared by servers and agents), as we do.
+/// Reads one k3s config file as flags. `agent`: for a server, the agent's flags, whose keys
+/// `k3s server` skips with a warning (a config shared by servers and agents), as we do.
 pub fn read_config_file(
     file: &Path,
     known: &KnownFlags,
-    other: Option<&KnownFlags>,
+    agent: Option<&KnownFlags>,
 ) -> Result<Vec<GivenFlag>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -415,12 +418,8 @@ pub fn read_config_file(
             file: file.to_path_buf(),
             line: line_of_key(&text, &key),
         };
-        if known.find(name).is_none() && other.is_some_and(|o| o.find(name).is_some()) {
-            println!(
-                "note: {origin}: --{name} is a flag of k3s {} only; k3s {} skips it",
-                other.map_or("", |o| o.command.as_str()),
-                known.command.as_str()
-            );
+        if known.find(name).is_none() && agent.is_some_and(|a| a.find(name).is_some()) {
+            println!("note: {origin}: --{name} is a flag of k3s agent only; k3s server skips it");
             continue;
         }
         let spec = check_flag(known, name, &origin)?;
@@ -482,7 +481,7 @@ impl Settings {
     /// k3s will get) against `known`.
     pub fn check(
         known: &KnownFlags,
-        other: Option<&KnownFlags>,
+        agent: Option<&KnownFlags>,
         args: &[String],
         env: &BTreeMap<String, String>,
     ) -> Result<Settings> {
@@ -490,7 +489,7 @@ impl Settings {
         let config_files = config_files(&flags, env);
         let mut config = Vec::new();
         for file in &config_files {
-            config.extend(read_config_file(file, known, other)?);
+            config.extend(read_config_file(file, known, agent)?);
         }
         for flag in flags.iter().chain(&config) {
             check_value(flag)?;
@@ -550,12 +549,14 @@ impl Checked {
         env: &BTreeMap<String, String>,
     ) -> Result<Checked> {
         let known = KnownFlags::query(k3s, command)?;
-        let other = match command {
-            K3sCommand::Server => K3sCommand::Agent,
-            K3sCommand::Agent => K3sCommand::Server,
+        // `k3s server` skips (with a warning) config keys it lacks, so a config shared with
+        // agents works; `k3s agent` has no such list (pkg/configfilearg's ValidFlags names
+        // server and etcd-snapshot only) and dies on a server-only key.
+        let agent = match command {
+            K3sCommand::Server => Some(KnownFlags::query(k3s, K3sCommand::Agent)?),
+            K3sCommand::Agent => None,
         };
-        let other = KnownFlags::query(k3s, other)?;
-        let settings = Settings::check(&known, Some(&other), flags, env)?;
+        let settings = Settings::check(&known, agent.as_ref(), flags, env)?;
         Ok(Checked { known, settings })
     }
 
@@ -825,15 +826,21 @@ OPTIONS:
             "{e}"
         );
 
-        // A key of the other command only is skipped, as k3s does.
+        // An agent-only key is skipped by k3s server, as k3s does; k3s agent has no such
+        // list and dies on a server-only key, so that is refused.
         let agent = KnownFlags::from_help(
             K3sCommand::Agent,
             "   --node-label value   (agent/node) labels\n   --lb-server-port value  (agent) port [$K3S_LB_SERVER_PORT]\n",
         );
-        std::fs::write(&file, "tls-san: a\n").unwrap();
-        assert!(read_config_file(&file, &agent, Some(&known()))
+        std::fs::write(&file, "lb-server-port: 6444\n").unwrap();
+        assert!(read_config_file(&file, &known(), Some(&agent))
             .unwrap()
             .is_empty());
+        std::fs::write(&file, "node-label: [a=b]\ntls-san: a\n").unwrap();
+        let e = read_config_file(&file, &agent, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":2: k3s agent has no flag --tls-san"), "{e}");
     }
 
     #[test]

@@ -130,8 +130,12 @@ fn wrapper(paths: &Paths, tool: &str) -> String {
             "[ -n \"${{KUBECONFIG:-}}\" ] || export KUBECONFIG={}\n",
             quote(&paths.kubeconfig().display().to_string())
         ),
+        // k3s's own crictl reads the crictl.yaml its agent writes (k3s's cmd/k3s), which names
+        // our socket; without a config crictl warns on every call.
         "crictl" => format!(
-            "[ -n \"${{CONTAINER_RUNTIME_ENDPOINT:-}}\" ] || export CONTAINER_RUNTIME_ENDPOINT={}\n",
+            "[ -n \"${{CRI_CONFIG_FILE:-}}\" ] || export CRI_CONFIG_FILE={}\n\
+             [ -n \"${{CONTAINER_RUNTIME_ENDPOINT:-}}\" ] || export CONTAINER_RUNTIME_ENDPOINT={}\n",
+            quote(&paths.k3s_data_dir().join("agent/etc/crictl.yaml").display().to_string()),
             quote(&format!("unix://{socket}"))
         ),
         _ => format!(

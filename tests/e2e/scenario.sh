@@ -114,7 +114,8 @@ YAML
     # svcproxy runs as a daemon of the install, never under the launcher.
     DP=$(echo "$DOCTOR" | grep '^service proxy ' | sed 's/^service proxy  *//')
     case "$PROXY" in
-      kube-proxy) [ "${DP%% *}" = kube-proxy ] && [ -z "$(pid_of svcproxy)" ] \
+      # Beside kube-proxy, svcproxy may only run to write LoadBalancer status (services.sh).
+      kube-proxy) SP=$(pid_of svcproxy); [ "${DP%% *}" = kube-proxy ] && { [ -z "$SP" ] || tr '\0' ' ' < /proc/$SP/cmdline | grep -q -- --load-balancer-status-only; } \
         && step service-proxy ok "$DP" || step service-proxy FAIL "doctor: [$DP], svcproxy pid: $(pid_of svcproxy)" ;;
       svcproxy)
         SP=$(pid_of svcproxy)

@@ -8,12 +8,17 @@
 #                      `kubernetes.default` through the pod's search path reaches the API;
 #   svc-dns            the Service by its short name (`echo`, the pod's search path);
 #   svc-nodeport       the NodePort answers on the node's address, from the sandbox itself;
+#   loadbalancer-ip    a LoadBalancer Service gets the node's address as its EXTERNAL-IP (k3s's
+#                      servicelb is not shipped: svcproxy writes it, as servicelb would) and
+#                      answers there at its port, from the sandbox (svcproxy serves the port in
+#                      gVisor; kube-proxy's rules for the ingress IP on plain Linux);
 #   svc-scale-down     after scaling 2 -> 1, the gone pod gets no request later than 5 s after
 #                      the scale (it keeps serving while Terminating: httpd as PID 1 ignores
 #                      SIGTERM, so only the proxy dropping its endpoint can stop its answers).
 # Uses $K, $BUSYBOX, $RUN, $PROXY from scenario.sh; prints STEP and TIME lines.
 
 NODEPORT=30080
+LB_PORT=8081
 
 # kubectl exec in the client pod.
 in_client() { $K exec e2e-busybox -- "$@" 2>&1; }
@@ -130,6 +135,38 @@ YAML
   echo "$PODS" | grep -qx "$A" && step svc-nodeport ok "$NODE_IP:$NODEPORT answered by $A" \
     || step svc-nodeport FAIL "$NODE_IP:$NODEPORT: $(echo "$A" | tail -n 1)"
 
+  # LoadBalancer: status.loadBalancer.ingress (kubectl's EXTERNAL-IP) is the node's
+  # InternalIP, and the Service's port answers there.
+  $K apply -f - >/dev/null <<YAML || step loadbalancer-ip FAIL "kubectl apply"
+apiVersion: v1
+kind: Service
+metadata: {name: echo-lb}
+spec:
+  type: LoadBalancer
+  selector: {app: echo}
+  ports: [{name: http, port: $LB_PORT, targetPort: 8080}]
+YAML
+  LB_T0=$(now); EXT=; i=0
+  while [ $i -lt 60 ]; do
+    EXT=$($K get service echo-lb --no-headers 2>&1 | awk '{print $4}')
+    [ "$EXT" = "$NODE_IP" ] && break
+    sleep 0.5; i=$((i + 1))
+  done
+  LB_IP_AFTER=$(awk "BEGIN { printf \"%.1f\", $(now) - $LB_T0 }")
+  A=; i=0
+  while [ "$EXT" = "$NODE_IP" ] && [ $i -lt 20 ]; do
+    A=$(sh -c "$GET_HERE $EXT $LB_PORT | tail -n 1" 2>&1) && echo "$PODS" | grep -qx "$A" && break
+    sleep 1; i=$((i + 1))
+  done
+  if [ "$EXT" != "$NODE_IP" ]; then
+    step loadbalancer-ip FAIL "EXTERNAL-IP [$EXT], not the node's $NODE_IP, after ${LB_IP_AFTER}s (servicelb: $(grep -F 'add-on servicelb' "$RUN/install.out" | cut -c1-160))"
+    $K get service echo-lb -o yaml | tail -n 8
+  elif echo "$PODS" | grep -qx "$A"; then
+    step loadbalancer-ip ok "EXTERNAL-IP $EXT after ${LB_IP_AFTER}s, $EXT:$LB_PORT answered by $A"
+  else
+    step loadbalancer-ip FAIL "EXTERNAL-IP $EXT, but $EXT:$LB_PORT: $(echo "$A" | tail -n 1)"
+  fi
+
   # Scale down while the client asks every 0.2 s, each request stamped with the time it was
   # sent: /proc/uptime, the one clock the pods and this shell share to 10 ms (they run on the
   # same kernel, gVisor's or the host's; busybox date has no %N).
@@ -169,5 +206,5 @@ YAML
     step svc-scale-down FAIL "$GONE still answered ${LAST}s after the scale (limit 5 s)"
   fi
   $K delete deployment echo --wait=false >/dev/null
-  $K delete service echo echo-nodeport >/dev/null
+  $K delete service echo echo-nodeport echo-lb >/dev/null
 }

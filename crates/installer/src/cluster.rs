@@ -46,7 +46,14 @@ const ADDONS: [Addon; 5] = [
     },
     Addon {
         name: "servicelb",
-        needs: Needs::Never("klipper-lb programs iptables DNAT rules for host ports"),
+        // Its DaemonSet runs rancher/klipper-lb (an Alpine image of iptables and a script,
+        // DNAT rules for host ports): not Go source, github.com/k3s-io/klipper-lb is not on
+        // the Go module proxy nor in the mirror, so it cannot be built here and is not shipped.
+        needs: Needs::Never(
+            "its image rancher/klipper-lb:v0.4.13 is not in this bundle (klipper-lb cannot be \
+             built here: github.com/k3s-io/klipper-lb is not on the Go module proxy); svcproxy \
+             gives LoadBalancer Services the node's address in its place (docs/services.md)",
+        ),
     },
     Addon {
         name: "metrics-server",

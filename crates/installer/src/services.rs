@@ -412,7 +412,13 @@ pub fn svcproxy_status_file(paths: &Paths) -> PathBuf {
 /// for its first sync. Never under the launcher: it reads nothing under /proc/sys, and a traced
 /// proxy would pay a ptrace stop on every path syscall of every forwarded connection.
 fn start_service_proxy(paths: &Paths, state: &State, settings: &Checked) -> Result<()> {
-    if !service_proxy(paths, state).is_svcproxy() {
+    // Where kube-proxy serves Services, a server's svcproxy still gives LoadBalancer Services
+    // the node's address, as servicelb would (its image is not shipped); kube-proxy's rules
+    // then serve that address (docs/services.md). An agent's could not write the status.
+    let status_only = service_proxy(paths, state) == ServiceProxy::KubeProxy
+        && !state.is_agent()
+        && paths.bin(SVCPROXY).is_file();
+    if !service_proxy(paths, state).is_svcproxy() && !status_only {
         return Ok(());
     }
     let daemon = daemon(paths, SVCPROXY);
@@ -446,9 +452,17 @@ fn start_service_proxy(paths: &Paths, state: &State, settings: &Checked) -> Resu
     if let Some(cidr) = settings.value("service-cidr") {
         args.push(format!("--service-cidr={cidr}"));
     }
+    if status_only {
+        args.push("--load-balancer-status-only".to_string());
+    }
     let pid = daemon.start(&paths.bin(SVCPROXY), &args, &daemon_env(paths))?;
+    let role = if status_only {
+        "for LoadBalancer status only (kube-proxy serves Services)"
+    } else {
+        "in place of kube-proxy"
+    };
     println!(
-        "svcproxy started (pid {pid}) in place of kube-proxy, log {}",
+        "svcproxy started (pid {pid}) {role}, log {}",
         daemon.log_file.display()
     );
     wait_for(
@@ -459,7 +473,11 @@ fn start_service_proxy(paths: &Paths, state: &State, settings: &Checked) -> Resu
         SVCPROXY_SYNC_TIMEOUT,
         || status_file.is_file(),
     )?;
-    println!("svcproxy is serving ClusterIP and NodePort Services (ClusterIPs on {bridge})");
+    if status_only {
+        println!("svcproxy gives LoadBalancer Services the node's address; kube-proxy serves them");
+    } else {
+        println!("svcproxy is serving ClusterIP, NodePort and LoadBalancer Services (ClusterIPs on {bridge})");
+    }
     Ok(())
 }
 

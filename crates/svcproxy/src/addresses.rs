@@ -66,13 +66,20 @@ pub fn interface_addresses() -> io::Result<Vec<InterfaceAddress>> {
     Ok(out)
 }
 
-/// The addresses NodePorts are served on: every local IPv4 address (loopback and the bridge's
-/// gateway included, as kube-proxy does) except ClusterIPs.
-pub fn node_addresses(all: &[InterfaceAddress], service_cidr: Ipv4Net) -> Vec<Ipv4Addr> {
+/// The addresses NodePorts (and LoadBalancer ports) are served on: every local IPv4 address
+/// (loopback and the bridge's gateway included, as kube-proxy does) except ClusterIPs, or,
+/// where `allowed` lists CIDRs (`--nodeport-addresses`, as kube-proxy's flag of that name),
+/// only the addresses inside one of them.
+pub fn node_addresses(
+    all: &[InterfaceAddress],
+    service_cidr: Ipv4Net,
+    allowed: &[Ipv4Net],
+) -> Vec<Ipv4Addr> {
     let set: BTreeSet<Ipv4Addr> = all
         .iter()
         .map(|a| a.addr)
         .filter(|a| !service_cidr.contains(a))
+        .filter(|a| allowed.is_empty() || allowed.iter().any(|net| net.contains(a)))
         .collect();
     set.into_iter().collect()
 }
@@ -201,8 +208,33 @@ mod tests {
             entry("eth1", "192.168.5.2", 24),
         ];
         assert_eq!(
-            node_addresses(&all, cidr()),
+            node_addresses(&all, cidr(), &[]),
             ["10.88.0.1", "127.0.0.1", "192.168.5.2"].map(|a| a.parse::<Ipv4Addr>().unwrap())
+        );
+    }
+
+    #[test]
+    fn nodeport_addresses_keep_only_the_addresses_inside_the_given_cidrs() {
+        let all = [
+            entry("lo", "127.0.0.1", 8),
+            entry("eth0", "192.168.5.2", 24),
+            entry("eth1", "172.16.0.9", 16),
+            entry("gvcni0", "10.88.0.1", 16),
+            entry("gvcni0", "10.43.0.10", 32),
+        ];
+        let allowed: Vec<Ipv4Net> = ["192.168.5.0/24", "127.0.0.0/8", "10.0.0.0/8"]
+            .iter()
+            .map(|c| c.parse().unwrap())
+            .collect();
+        // ClusterIPs stay out even when a CIDR covers them.
+        assert_eq!(
+            node_addresses(&all, cidr(), &allowed),
+            ["10.88.0.1", "127.0.0.1", "192.168.5.2"].map(|a| a.parse::<Ipv4Addr>().unwrap())
+        );
+        let one: Vec<Ipv4Net> = vec!["192.168.5.2/32".parse().unwrap()];
+        assert_eq!(
+            node_addresses(&all, cidr(), &one),
+            [Ipv4Addr::new(192, 168, 5, 2)]
         );
     }
 

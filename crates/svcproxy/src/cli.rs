@@ -1,6 +1,6 @@
 //! Command line.
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use ipnet::Ipv4Net;
 use std::path::PathBuf;
 
@@ -9,7 +9,8 @@ use std::path::PathBuf;
 ///
 /// It watches Services and EndpointSlices through the Kubernetes API, puts every ClusterIP
 /// on the CNI bridge as a /32, and listens on ClusterIP:port (TCP and UDP) and on each node
-/// address:NodePort, forwarding every new connection or UDP flow to a ready endpoint, in
+/// address:NodePort (and, for LoadBalancer Services, on each node address:port, as k3s's
+/// servicelb does), forwarding every new connection or UDP flow to a ready endpoint, in
 /// turn. Endpoints that stop being ready get no new traffic from the next sync on (a watch
 /// event, so well under a second). Clients that reach a Service through it appear to the
 /// endpoint as coming from the bridge's gateway address.
@@ -31,6 +32,12 @@ pub struct Args {
     #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
     pub service_cidr: Ipv4Net,
 
+    /// Serve NodePorts and LoadBalancer ports only on the node addresses inside these CIDRs
+    /// (comma-separated), as kube-proxy's --nodeport-addresses; by default on every local
+    /// IPv4 address (loopback and the bridge's gateway included), as kube-proxy's default.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR,...")]
+    pub nodeport_addresses: Vec<Ipv4Net>,
+
     /// Seconds between full syncs (besides the sync after each API change): repairs removed
     /// addresses, binds on new node addresses, retries failed binds.
     #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -40,6 +47,46 @@ pub struct Args {
     #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub udp_idle_timeout: u64,
 
+    /// LoadBalancer Services' status.loadBalancer.ingress (the node addresses, as k3s's
+    /// servicelb writes them): `auto` writes it where these credentials may patch
+    /// services/status (a server's admin kubeconfig, not an agent's kube-proxy one; asked
+    /// once), `never` only serves the ports.
+    #[arg(long, value_enum, default_value_t = LoadBalancerStatus::Auto, value_name = "WHEN")]
+    pub load_balancer_status: LoadBalancerStatus,
+
+    /// Serve nothing, only write LoadBalancer Services' status: for a node where kube-proxy
+    /// serves Services and k3s's servicelb is off. kube-proxy then serves the Service's port
+    /// on the address written (the node's), as it does for any LoadBalancer ingress IP. The
+    /// bridge and its addresses are not touched.
+    #[arg(long, conflicts_with = "load_balancer_status")]
+    pub load_balancer_status_only: bool,
+
+    /// Most UDP flows one listening socket keeps (each holds a socket); past it the least
+    /// recently used flow is closed for a new client's.
+    #[arg(long, default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_udp_flows: u64,
+
+    /// Most UDP flows of one client address per listening socket; past it that client's least
+    /// recently used flow is closed (a pod cannot push the other clients out).
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_udp_flows_per_source: u64,
+
+    /// Seconds a proxied TCP connection lives without a byte either way (default 24 h,
+    /// kube-proxy's conntrack timeout for established connections). Both sides also get TCP
+    /// keepalive, so a vanished peer is noticed within about 2 minutes.
+    #[arg(long, default_value_t = 86400, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub tcp_idle_timeout: u64,
+
+    /// Most TCP connections through the proxy; past it new ones are reset. Default: as many as
+    /// the open-file limit leaves room for (two descriptors each, 1024 kept for the rest).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tcp_connections: Option<u64>,
+
+    /// Most TCP connections from one client address; past it that client's new ones are reset.
+    /// At most half of --max-tcp-connections, so one client never takes them all.
+    #[arg(long, default_value_t = 4096, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tcp_connections_per_source: u64,
+
     /// Write a JSON summary here at every sync (removed at exit).
     #[arg(long, value_name = "PATH")]
     pub status_file: Option<PathBuf>,
@@ -48,4 +95,10 @@ pub struct Args {
     /// tracing filter such as `svcproxy=debug,kube=info`.
     #[arg(long, default_value = "info", value_name = "FILTER")]
     pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadBalancerStatus {
+    Auto,
+    Never,
 }

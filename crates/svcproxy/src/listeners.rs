@@ -7,6 +7,7 @@
 //! until it succeeds.
 
 use crate::balancer::Backends;
+use crate::limits::{TcpCounts, UdpLimits};
 use crate::log::Throttle;
 use crate::model::{Binding, ListenKey, Protocol, ServicePortName};
 use crate::{tcp, udp};
@@ -70,20 +71,28 @@ pub struct Listeners {
     running: HashMap<ListenKey, Running>,
     /// Failing binds and their error, so each is reported once until it changes.
     failing: BTreeMap<ListenKey, String>,
-    udp_idle: Duration,
+    udp: UdpLimits,
+    /// Shared by every TCP listener: the caps are for the whole proxy.
+    tcp: Arc<TcpCounts>,
 }
 
 impl Listeners {
-    pub fn new(udp_idle: Duration) -> Self {
+    pub fn new(udp: UdpLimits, tcp: Arc<TcpCounts>) -> Self {
         Listeners {
             running: HashMap::new(),
             failing: BTreeMap::new(),
-            udp_idle,
+            udp,
+            tcp,
         }
     }
 
     pub fn running(&self) -> usize {
         self.running.len()
+    }
+
+    /// TCP connections open through the proxy now.
+    pub fn tcp_connections(&self) -> usize {
+        self.tcp.open()
     }
 
     /// Binds failing now, with their error.
@@ -150,10 +159,12 @@ impl Listeners {
             unreachable: Throttle::new(UNREACHABLE_LOG_PERIOD),
         });
         let task = match key.protocol {
-            Protocol::Tcp => tokio::spawn(tcp::serve(tcp::listen(key.addr)?, forwarder)),
-            Protocol::Udp => {
-                tokio::spawn(udp::serve(udp::bind(key.addr)?, forwarder, self.udp_idle))
-            }
+            Protocol::Tcp => tokio::spawn(tcp::serve(
+                tcp::listen(key.addr)?,
+                forwarder,
+                self.tcp.clone(),
+            )),
+            Protocol::Udp => tokio::spawn(udp::serve(udp::bind(key.addr)?, forwarder, self.udp)),
         };
         Ok(Running {
             service: binding.service.clone(),
@@ -205,6 +216,131 @@ mod tests {
         Ok(out)
     }
 
+    use crate::limits::TcpLimits;
+
+    const TCP_LIMITS: TcpLimits = TcpLimits {
+        idle: Duration::from_secs(300),
+        max_connections: 1000,
+        max_per_source: 1000,
+    };
+
+    fn test_listeners(tcp: TcpLimits) -> Listeners {
+        Listeners::new(
+            UdpLimits {
+                idle: Duration::from_secs(30),
+                max_flows: 64,
+                max_flows_per_source: 64,
+            },
+            TcpCounts::new(tcp),
+        )
+    }
+
+    /// A TCP server on 127.0.0.1 that answers every connection with `name` and then keeps it
+    /// open, waiting for a request that never comes (an idle connection), until the client
+    /// closes it.
+    async fn holding_server(name: &'static str) -> SocketAddrV4 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = match listener.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let _ = s.write_all(name.as_bytes()).await;
+                    let mut rest = Vec::new();
+                    let _ = s.read_to_end(&mut rest).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Connects from `source` and reads what comes within 500 ms: the name, or "" when the
+    /// connection was reset or closed; the stream is returned open.
+    async fn greet(source: [u8; 4], to: SocketAddrV4) -> (String, Option<tokio::net::TcpStream>) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from((source, 0)))
+            .unwrap();
+        let Ok(mut stream) = socket.connect(to.into()).await else {
+            return (String::new(), None);
+        };
+        let mut buf = [0u8; 16];
+        match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => (
+                String::from_utf8_lossy(&buf[..n]).into_owned(),
+                Some(stream),
+            ),
+            _ => (String::new(), None),
+        }
+    }
+
+    fn tcp_key(port: u16) -> ListenKey {
+        ListenKey {
+            protocol: Protocol::Tcp,
+            addr: SocketAddrV4::new([127, 0, 0, 1].into(), port),
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_past_a_sources_cap_are_reset_and_other_clients_are_still_served() {
+        let a = holding_server("a").await;
+        let key = tcp_key(testkit::free_port());
+        let mut listeners = test_listeners(TcpLimits {
+            max_per_source: 3,
+            max_connections: 5,
+            ..TCP_LIMITS
+        });
+        listeners.apply(&BTreeMap::from([(key, binding("web", &[a]))]));
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let (said, stream) = greet([127, 0, 0, 2], key.addr).await;
+            assert_eq!(said, "a");
+            held.push(stream);
+        }
+        // The fourth from the same source is reset; another source is served.
+        assert_eq!(greet([127, 0, 0, 2], key.addr).await.0, "");
+        let (said, other) = greet([127, 0, 0, 3], key.addr).await;
+        assert_eq!(said, "a");
+        held.push(other);
+        let (said, other) = greet([127, 0, 0, 4], key.addr).await;
+        assert_eq!(said, "a");
+        held.push(other);
+        // Five open in all: a sixth source is reset too, until one closes.
+        assert_eq!(greet([127, 0, 0, 5], key.addr).await.0, "");
+        held.pop();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(greet([127, 0, 0, 5], key.addr).await.0, "a");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+        let a = holding_server("a").await;
+        let key = tcp_key(testkit::free_port());
+        let mut listeners = test_listeners(TcpLimits {
+            idle: Duration::from_millis(300),
+            ..TCP_LIMITS
+        });
+        listeners.apply(&BTreeMap::from([(key, binding("web", &[a]))]));
+        let (said, stream) = greet([127, 0, 0, 2], key.addr).await;
+        assert_eq!(said, "a");
+        let mut stream = stream.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 4];
+        let read = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the idle connection was not closed within 3 s: {read:?}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(150),
+            "closed too early: {took:?}"
+        );
+    }
+
     #[tokio::test]
     async fn sockets_follow_the_wanted_bindings_and_endpoint_changes_need_no_restart() {
         let a = named_server("a").await;
@@ -214,7 +350,7 @@ mod tests {
             protocol: Protocol::Tcp,
             addr: front,
         };
-        let mut listeners = Listeners::new(Duration::from_secs(30));
+        let mut listeners = test_listeners(TCP_LIMITS);
 
         let report = listeners.apply(&BTreeMap::from([(key, binding("web", &[a, b]))]));
         assert_eq!(report.started, vec![key]);
@@ -248,7 +384,7 @@ mod tests {
             protocol: Protocol::Tcp,
             addr: front,
         };
-        let mut listeners = Listeners::new(Duration::from_secs(30));
+        let mut listeners = test_listeners(TCP_LIMITS);
         listeners.apply(&BTreeMap::from([(key, binding("web", &[dead, a]))]));
         for _ in 0..4 {
             assert_eq!(ask(front).await.unwrap(), "a");

@@ -6,15 +6,19 @@
 //! - `proxy`: the process's life (connect, wait, sync loop, signals);
 //! - `watch`: Services and EndpointSlices mirrored from the API;
 //! - `model`: API objects to per-port plans and the sockets they need (pure, unit-tested);
+//! - `loadbalancer`: LoadBalancer Services' status (node addresses), as k3s's servicelb;
 //! - `reconcile`: one sync, the node made to match the plans;
 //! - `addresses`: ClusterIPs on the bridge (through the shared `netif` crate), node addresses;
+//! - `limits`: the caps on UDP flows and TCP connections;
 //! - `listeners`: the running sockets; `tcp`, `udp`: the forwarding; `balancer`: endpoint picks;
 //! - `status`: the --status-file; `log`: logging and throttled warnings.
 
 mod addresses;
 mod balancer;
 mod cli;
+mod limits;
 mod listeners;
+mod loadbalancer;
 mod log;
 mod model;
 mod proxy;
@@ -63,5 +67,19 @@ fn raise_open_file_limit() {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
+    }
+}
+
+/// The open-file soft limit now (after raise_open_file_limit).
+pub fn open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
     }
 }

@@ -4,8 +4,9 @@
 //! Two steps:
 //! - [`plan`]: one [`PortPlan`] per (Service, port): its ClusterIPs, NodePort, protocol and the
 //!   endpoints traffic may go to now;
-//! - [`bindings`]: the sockets those plans need on this node (ClusterIP:port, and
-//!   node address:NodePort for each node address), each with the endpoints behind it.
+//! - [`bindings`]: the sockets those plans need on this node (ClusterIP:port, and for each
+//!   node address: NodePort, and the Service's own port for a LoadBalancer), each with the
+//!   endpoints behind it.
 //!
 //! The rules follow kube-proxy's where this proxy can follow them:
 //! - an endpoint is used while it is ready (`ready` unset counts as ready, as the API says);
@@ -14,7 +15,11 @@
 //! - a service port's endpoints come from every EndpointSlice labelled
 //!   `kubernetes.io/service-name=<service>` in its namespace, matched by port name and protocol;
 //! - no ClusterIP (headless), ExternalName, non-IPv4 addresses and SCTP are not proxied; each
-//!   skip has a reason the proxy logs once.
+//!   skip has a reason the proxy logs once;
+//! - a `LoadBalancer` Service is served as k3s's servicelb serves it: its ports on the node's
+//!   addresses (servicelb's klipper-lb pods bind them as hostPorts), unless it names a
+//!   `loadBalancerClass`, which makes it another controller's (servicelb skips those too, as
+//!   the cloud provider's service controller does). Its status is `loadbalancer.rs`'s job.
 
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
@@ -84,6 +89,9 @@ pub struct PortPlan {
     pub port: u16,
     /// Set for NodePort and LoadBalancer Services.
     pub node_port: Option<u16>,
+    /// A LoadBalancer Service this proxy serves (no `loadBalancerClass`): `port` is also
+    /// served on every node address, as servicelb's hostPorts are.
+    pub load_balancer: bool,
     /// Where traffic may go now, sorted and without duplicates.
     pub endpoints: Vec<SocketAddrV4>,
     /// `sessionAffinity: ClientIP`: how long a client sticks to its endpoint.
@@ -176,9 +184,20 @@ pub fn plan<'a>(
         if spec.external_ips.as_ref().is_some_and(|v| !v.is_empty()) {
             plan.skipped.push((
                 key.clone(),
-                "externalIPs are not served (ClusterIP and NodePort are)".into(),
+                "externalIPs are not served (ClusterIP, NodePort and LoadBalancer are)".into(),
             ));
         }
+        let load_balancer = spec.type_.as_deref() == Some("LoadBalancer");
+        if let (true, Some(class)) = (load_balancer, &spec.load_balancer_class) {
+            plan.skipped.push((
+                key.clone(),
+                format!(
+                    "loadBalancerClass {class}: its load balancer is that controller's, as with \
+                     k3s's servicelb (its ClusterIP and NodePorts are served)"
+                ),
+            ));
+        }
+        let load_balancer = load_balancer && spec.load_balancer_class.is_none();
         let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
             spec.session_affinity_config
                 .as_ref()
@@ -221,7 +240,8 @@ pub fn plan<'a>(
                     .node_port
                     .and_then(|p| u16::try_from(p).ok())
                     .filter(|p| *p != 0),
-                endpoints: endpoints_for(service_slices, &port_name, protocol),
+                load_balancer,
+                endpoints: endpoints_for(service_slices, &port_name, protocol, service_cidr),
                 affinity,
             });
         }
@@ -231,11 +251,15 @@ pub fn plan<'a>(
 
 /// The endpoints of one service port: ready ones, or, when none is ready, the ones still
 /// serving while they terminate. Sorted, without duplicates (an endpoint can appear in two
-/// slices while the EndpointSlice controller moves it).
+/// slices while the EndpointSlice controller moves it). Addresses inside the service CIDR are
+/// dropped: they are ClusterIPs, which this proxy answers itself, so a hand-made EndpointSlice
+/// pointing a Service at one (its own, or another's) would loop connections through the proxy
+/// until its file descriptors run out (each hop opens a new connection to itself).
 pub fn endpoints_for(
     slices: &[&EndpointSlice],
     port_name: &str,
     protocol: Protocol,
+    service_cidr: Ipv4Net,
 ) -> Vec<SocketAddrV4> {
     let mut ready = BTreeSet::new();
     let mut terminating = BTreeSet::new();
@@ -265,6 +289,9 @@ pub fn endpoints_for(
                 let Ok(ip) = address.parse::<Ipv4Addr>() else {
                     continue;
                 };
+                if service_cidr.contains(&ip) {
+                    continue;
+                }
                 let target = SocketAddrV4::new(ip, number);
                 if is_ready {
                     ready.insert(target);
@@ -303,7 +330,8 @@ pub struct Binding {
 }
 
 /// The sockets the plans need, given this node's addresses: ClusterIP:port for every port,
-/// and node-address:NodePort for every node address. Only ports with endpoints get sockets:
+/// node-address:NodePort for every node address, and node-address:port for LoadBalancer
+/// Services (servicelb's hostPorts). Only ports with endpoints get sockets:
 /// with no socket, a TCP client is refused and a UDP client gets "port unreachable" at once,
 /// which is what kube-proxy's REJECT rule gives for a Service without endpoints.
 ///
@@ -311,35 +339,58 @@ pub struct Binding {
 /// address on send (ARCHITECTURE.md), so a UDP socket on 0.0.0.0 would answer a client from
 /// the wrong address; and a wildcard socket would also claim that port on every ClusterIP.
 pub fn bindings(plan: &Plan, node_addresses: &[Ipv4Addr]) -> BTreeMap<ListenKey, Binding> {
-    let mut out = BTreeMap::new();
+    // (socket, rank, service port): the lowest wins a socket two plans want. The API never
+    // gives two Services one ClusterIP:port or one NodePort, but a LoadBalancer's port on the
+    // node's addresses can collide with another LoadBalancer's or with a NodePort: NodePorts
+    // (rank 0) keep theirs, and among LoadBalancers (rank 1) the first by namespace/name, so
+    // the winner does not depend on the order the API listed them in (which would restart
+    // the socket at every sync). servicelb's second klipper-lb pod on a taken hostPort stays
+    // Pending; here the loser gets no socket on that address.
+    let mut wanted: BTreeMap<ListenKey, (u8, &PortPlan)> = BTreeMap::new();
     for port in plan.ports.iter().filter(|p| !p.endpoints.is_empty()) {
-        let binding = Binding {
-            service: port.service.clone(),
-            endpoints: port.endpoints.clone(),
-            affinity: port.affinity,
-        };
-        let mut addrs: Vec<SocketAddrV4> = port
+        let mut addrs: Vec<(SocketAddrV4, u8)> = port
             .cluster_ips
             .iter()
-            .map(|ip| SocketAddrV4::new(*ip, port.port))
+            .map(|ip| (SocketAddrV4::new(*ip, port.port), 0))
             .collect();
         if let Some(node_port) = port.node_port {
             addrs.extend(
                 node_addresses
                     .iter()
-                    .map(|ip| SocketAddrV4::new(*ip, node_port)),
+                    .map(|ip| (SocketAddrV4::new(*ip, node_port), 0)),
             );
         }
-        for addr in addrs {
-            // First one wins; the API never gives two Services one ClusterIP or NodePort.
-            out.entry(ListenKey {
+        if port.load_balancer {
+            addrs.extend(
+                node_addresses
+                    .iter()
+                    .map(|ip| (SocketAddrV4::new(*ip, port.port), 1)),
+            );
+        }
+        for (addr, rank) in addrs {
+            let key = ListenKey {
                 protocol: port.protocol,
                 addr,
-            })
-            .or_insert_with(|| binding.clone());
+            };
+            match wanted.get(&key) {
+                Some((held, holder)) if (*held, &holder.service) <= (rank, &port.service) => {}
+                _ => {
+                    wanted.insert(key, (rank, port));
+                }
+            }
         }
     }
-    out
+    wanted
+        .into_iter()
+        .map(|(key, (_, port))| {
+            let binding = Binding {
+                service: port.service.clone(),
+                endpoints: port.endpoints.clone(),
+                affinity: port.affinity,
+            };
+            (key, binding)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -608,5 +659,119 @@ mod tests {
             .collect();
         assert!(!keys.iter().any(|k| k.ends_with("/UDP")), "{keys:?}");
         assert!(plan.cluster_ips().contains(&Ipv4Addr::new(10, 43, 0, 20)));
+    }
+
+    fn lb_service(name: &str, port: u16, class: Option<&str>) -> Service {
+        let mut spec = json!({"type": "LoadBalancer", "clusterIP": "10.43.0.30",
+                 "ports": [{"name": "http", "port": port, "protocol": "TCP", "targetPort": 8080, "nodePort": 31080}]});
+        if let Some(class) = class {
+            spec["loadBalancerClass"] = json!(class);
+        }
+        service(json!({"metadata": {"namespace": "default", "name": name}, "spec": spec}))
+    }
+
+    fn lb_slice(service: &str) -> EndpointSlice {
+        slice(json!({
+            "metadata": {"namespace": "default", "name": format!("{service}-1"),
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.88.0.3"]}]
+        }))
+    }
+
+    fn keys(plan: &Plan, nodes: &[Ipv4Addr]) -> Vec<String> {
+        bindings(plan, nodes)
+            .iter()
+            .map(|(k, b)| format!("{k} {}", b.service.name))
+            .collect()
+    }
+
+    #[test]
+    fn a_load_balancer_serves_its_port_on_every_node_address_besides_its_nodeport() {
+        let plan = plan([&lb_service("lb", 8081, None)], &[lb_slice("lb")], cidr());
+        assert!(plan.skipped.is_empty(), "{:?}", plan.skipped);
+        assert!(plan.ports[0].load_balancer);
+        let nodes = [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(192, 168, 5, 2)];
+        assert_eq!(
+            keys(&plan, &nodes),
+            [
+                "10.43.0.30:8081/TCP lb",
+                "127.0.0.1:8081/TCP lb",
+                "127.0.0.1:31080/TCP lb",
+                "192.168.5.2:8081/TCP lb",
+                "192.168.5.2:31080/TCP lb",
+            ]
+        );
+        // A NodePort Service is not a load balancer: no socket on the node at its port.
+        let plan = super::plan([&web_service()], [], cidr());
+        assert!(plan.ports.iter().all(|p| !p.load_balancer));
+    }
+
+    #[test]
+    fn a_load_balancer_class_leaves_the_service_to_its_controller() {
+        let plan = plan(
+            [&lb_service("other", 8081, Some("example.com/lb"))],
+            &[lb_slice("other")],
+            cidr(),
+        );
+        assert!(!plan.ports[0].load_balancer);
+        assert_eq!(plan.skipped.len(), 1);
+        assert!(
+            plan.skipped[0]
+                .1
+                .contains("loadBalancerClass example.com/lb"),
+            "{:?}",
+            plan.skipped
+        );
+        // Its ClusterIP and NodePort are still served, as kube-proxy serves them.
+        let nodes = [Ipv4Addr::new(192, 168, 5, 2)];
+        assert_eq!(
+            keys(&plan, &nodes),
+            ["10.43.0.30:8081/TCP other", "192.168.5.2:31080/TCP other"]
+        );
+    }
+
+    #[test]
+    fn colliding_load_balancer_ports_go_to_a_nodeport_first_then_the_first_service_by_name() {
+        let mut b = lb_service("b", 8081, None);
+        b.spec.as_mut().unwrap().cluster_ip = Some("10.43.0.31".into());
+        b.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(31081);
+        // c's port is a's NodePort.
+        let mut c = lb_service("c", 31080, None);
+        c.spec.as_mut().unwrap().cluster_ip = Some("10.43.0.32".into());
+        c.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(31082);
+        let a = lb_service("a", 8081, None);
+        let slices = [lb_slice("a"), lb_slice("b"), lb_slice("c")];
+        let nodes = [Ipv4Addr::new(192, 168, 5, 2)];
+        let wanted = [
+            "10.43.0.30:8081/TCP a",
+            "10.43.0.31:8081/TCP b",
+            "10.43.0.32:31080/TCP c",
+            "192.168.5.2:8081/TCP a",
+            "192.168.5.2:31080/TCP a",
+            "192.168.5.2:31081/TCP b",
+            "192.168.5.2:31082/TCP c",
+        ];
+        // Whatever order the API lists them in.
+        for order in [[&a, &b, &c], [&c, &b, &a], [&b, &c, &a]] {
+            let plan = plan(order, &slices, cidr());
+            assert_eq!(keys(&plan, &nodes), wanted);
+        }
+    }
+
+    #[test]
+    fn endpoints_inside_the_service_cidr_are_dropped_so_nothing_loops_into_the_proxy() {
+        // A hand-made slice pointing web at its own ClusterIP, and at another Service's.
+        let slices = [web_slice(
+            "web-1",
+            json!([{"addresses": ["10.43.0.20"]}, {"addresses": ["10.43.0.10"]},
+                   {"addresses": ["10.88.0.3"]}]),
+        )];
+        let plan = plan([&web_service()], &slices, cidr());
+        assert_eq!(plan.ports[0].endpoints, vec![addr("10.88.0.3:8080")]);
+        let only_loops = [web_slice("web-1", json!([{"addresses": ["10.43.0.20"]}]))];
+        let plan = super::plan([&web_service()], &only_loops, cidr());
+        assert!(plan.ports[0].endpoints.is_empty());
     }
 }

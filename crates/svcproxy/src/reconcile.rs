@@ -9,8 +9,9 @@
 
 use crate::addresses::{self, ClusterIps};
 use crate::listeners::Listeners;
+use crate::loadbalancer::Role;
 use crate::log::Throttle;
-use crate::model::{self, PortPlan, Protocol, ServicePortName};
+use crate::model::{self, Plan, PortPlan, Protocol, ServicePortName};
 use crate::status::Status;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
@@ -22,13 +23,18 @@ use std::time::Duration;
 
 pub struct Reconciler {
     service_cidr: Ipv4Net,
-    cluster_ips: ClusterIps,
+    /// `--nodeport-addresses`: empty for every local address.
+    nodeport_addresses: Vec<Ipv4Net>,
+    /// None with --load-balancer-status-only: nothing is served, only the plan is made.
+    cluster_ips: Option<ClusterIps>,
     listeners: Listeners,
     /// The previous sync's plans, to log only what changed.
     previous: BTreeMap<(ServicePortName, Protocol), PortPlan>,
     /// Skip reasons already logged.
     skipped_logged: BTreeSet<(String, String)>,
     address_errors: Throttle,
+    /// The last sync's address errors, for the status file.
+    address_error_list: Vec<String>,
     status_file: Option<PathBuf>,
     status: Status,
 }
@@ -36,30 +42,42 @@ pub struct Reconciler {
 impl Reconciler {
     pub fn new(
         service_cidr: Ipv4Net,
-        cluster_ips: ClusterIps,
+        nodeport_addresses: Vec<Ipv4Net>,
+        cluster_ips: Option<ClusterIps>,
         listeners: Listeners,
         status_file: Option<PathBuf>,
         status: Status,
     ) -> Self {
         Reconciler {
             service_cidr,
+            nodeport_addresses,
             cluster_ips,
             listeners,
             previous: BTreeMap::new(),
             skipped_logged: BTreeSet::new(),
             address_errors: Throttle::new(Duration::from_secs(60)),
+            address_error_list: Vec::new(),
             status_file,
             status,
         }
     }
 
-    pub fn sync(&mut self, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) {
-        let plan = model::plan(
+    /// One sync; returns the plan it served, for the LoadBalancer status and the status file.
+    pub fn sync(&mut self, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Plan {
+        let mut plan = model::plan(
             services.iter().map(|s| s.as_ref()),
             slices.iter().map(|s| s.as_ref()),
             self.service_cidr,
         );
+        if self.cluster_ips.is_none() {
+            // Status only: the LoadBalancer ports are kube-proxy's to serve.
+            plan.ports.retain(|p| p.load_balancer);
+            plan.skipped.clear();
+            self.log_changes(&plan.ports);
+            return plan;
+        }
         self.log_changes(&plan.ports);
+        let cluster_ips = self.cluster_ips.as_ref().expect("checked above");
         for skipped in &plan.skipped {
             if self.skipped_logged.insert(skipped.clone()) {
                 tracing::info!("{}: not proxied: {}", skipped.0, skipped.1);
@@ -67,7 +85,7 @@ impl Reconciler {
         }
 
         let mut address_errors = Vec::new();
-        match self.cluster_ips.sync(&plan.cluster_ips()) {
+        match cluster_ips.sync(&plan.cluster_ips()) {
             Ok(report) => {
                 for addr in &report.added {
                     tracing::debug!("ClusterIP {addr} added to the bridge");
@@ -91,7 +109,7 @@ impl Reconciler {
         }
 
         let node_addresses = match addresses::interface_addresses() {
-            Ok(all) => addresses::node_addresses(&all, self.service_cidr),
+            Ok(all) => addresses::node_addresses(&all, self.service_cidr, &self.nodeport_addresses),
             Err(e) => {
                 tracing::warn!("listing this node's addresses for NodePorts: {e}");
                 Vec::new()
@@ -112,7 +130,18 @@ impl Reconciler {
             );
         }
 
-        self.status.update(&plan, &self.listeners, &address_errors);
+        self.address_error_list = address_errors;
+        plan
+    }
+
+    /// The status file, after a sync and the LoadBalancer status it led to.
+    pub fn write_status(&mut self, plan: &Plan, load_balancer_role: &Role) {
+        self.status.update(
+            plan,
+            &self.listeners,
+            &self.address_error_list,
+            load_balancer_role,
+        );
         if let Some(path) = &self.status_file {
             if let Err(e) = self.status.write(path) {
                 tracing::warn!("writing the status file {}: {e:#}", path.display());
@@ -124,12 +153,12 @@ impl Reconciler {
     /// answers for Services while no proxy runs (clients then fail fast instead of hanging).
     pub fn shutdown(&mut self) {
         self.listeners.clear();
-        match self.cluster_ips.sync(&BTreeSet::new()) {
-            Ok(report) if !report.failed.is_empty() => {
+        match self.cluster_ips.as_ref().map(|c| c.sync(&BTreeSet::new())) {
+            Some(Ok(report)) if !report.failed.is_empty() => {
                 tracing::warn!("removing ClusterIPs at exit: {:?}", report.failed)
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("removing ClusterIPs at exit: {e:#}"),
+            Some(Err(e)) => tracing::warn!("removing ClusterIPs at exit: {e:#}"),
+            _ => {}
         }
         if let Some(path) = &self.status_file {
             let _ = std::fs::remove_file(path);
@@ -165,6 +194,9 @@ fn describe(port: &PortPlan) -> String {
     let mut line = format!("{} {}/{}", port.service, ips.join(","), port.protocol);
     if let Some(node_port) = port.node_port {
         line.push_str(&format!(" nodePort {node_port}"));
+    }
+    if port.load_balancer {
+        line.push_str(&format!(" loadBalancer :{}", port.port));
     }
     if port.endpoints.is_empty() {
         line.push_str(" -> no endpoints (connections are refused)");

@@ -4,13 +4,15 @@
 //! ```json
 //! {"proxy": "svcproxy", "pid": 4242, "bridge": "gvcni0", "serviceCIDR": "10.43.0.0/16",
 //!  "startedAt": 1764300000, "lastSync": 1764300120, "services": 3, "servicePorts": 4,
-//!  "clusterIPs": 3, "listeners": 5, "withoutEndpoints": ["default/web:http"],
+//!  "clusterIPs": 3, "listeners": 5, "tcpConnections": 2, "withoutEndpoints": ["default/web:http"],
 //!  "failingListeners": {"10.88.0.1:30080/TCP": "Address in use (os error 98)"},
-//!  "addressErrors": []}
+//!  "addressErrors": [], "loadBalancers": 1,
+//!  "loadBalancerStatus": "written by this proxy"}
 //! ```
 //! `lastSync` advances every `--resync` seconds while the proxy is healthy.
 
 use crate::listeners::Listeners;
+use crate::loadbalancer::Role;
 use crate::model::Plan;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -33,9 +35,15 @@ pub struct Status {
     #[serde(rename = "clusterIPs")]
     cluster_ips: usize,
     listeners: usize,
+    /// TCP connections open through the proxy at the sync.
+    tcp_connections: usize,
     without_endpoints: Vec<String>,
     failing_listeners: BTreeMap<String, String>,
     address_errors: Vec<String>,
+    /// LoadBalancer Services served (their ports on the node's addresses).
+    load_balancers: usize,
+    /// Whether this proxy writes their status.loadBalancer, or why not.
+    load_balancer_status: String,
 }
 
 fn now() -> u64 {
@@ -58,13 +66,22 @@ impl Status {
             service_ports: 0,
             cluster_ips: 0,
             listeners: 0,
+            tcp_connections: 0,
             without_endpoints: Vec::new(),
             failing_listeners: BTreeMap::new(),
             address_errors: Vec::new(),
+            load_balancers: 0,
+            load_balancer_status: String::new(),
         }
     }
 
-    pub fn update(&mut self, plan: &Plan, listeners: &Listeners, address_errors: &[String]) {
+    pub fn update(
+        &mut self,
+        plan: &Plan,
+        listeners: &Listeners,
+        address_errors: &[String],
+        load_balancer_role: &Role,
+    ) {
         self.last_sync = now();
         self.services = plan
             .ports
@@ -75,6 +92,7 @@ impl Status {
         self.service_ports = plan.ports.len();
         self.cluster_ips = plan.cluster_ips().len();
         self.listeners = listeners.running();
+        self.tcp_connections = listeners.tcp_connections();
         self.without_endpoints = plan
             .ports
             .iter()
@@ -87,6 +105,18 @@ impl Status {
             .map(|(k, e)| (k.to_string(), e.clone()))
             .collect();
         self.address_errors = address_errors.to_vec();
+        self.load_balancers = plan
+            .ports
+            .iter()
+            .filter(|p| p.load_balancer)
+            .map(|p| (&p.service.namespace, &p.service.name))
+            .collect::<BTreeSet<_>>()
+            .len();
+        self.load_balancer_status = match load_balancer_role {
+            Role::Unknown => "not known yet: asking the API whether this proxy may write it".into(),
+            Role::Writer => "written by this proxy".into(),
+            Role::Reader(why) => format!("not written by this proxy: {why}"),
+        };
     }
 
     /// Written to a temporary file and renamed, so a reader never sees half of it.

@@ -1,4 +1,5 @@
-//! Services and EndpointSlices of every namespace, mirrored from the API into in-memory stores
+//! Services and EndpointSlices of every namespace (and Nodes, for a proxy that writes
+//! LoadBalancer status), mirrored from the API into in-memory stores
 //! (kube-rs reflectors), with a wake-up for the reconciler on every change.
 //!
 //! Watches reconnect by themselves with kube-rs' default backoff. Their errors are logged
@@ -6,7 +7,7 @@
 //! before the API is up and must not flood its log meanwhile.
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -19,15 +20,24 @@ use tokio::sync::Notify;
 pub struct Cluster {
     pub services: Store<Service>,
     pub slices: Store<EndpointSlice>,
+    /// Only watched where LoadBalancer status may be written (their addresses are the
+    /// ingress); `None` elsewhere, so an agent's proxy does not watch every Node.
+    pub nodes: Option<Store<Node>>,
 }
 
 impl Cluster {
     /// Starts both watches; `changed` is notified after every event applied to a store.
-    pub fn watch(client: Client, changed: Arc<Notify>) -> Cluster {
+    pub fn watch(client: Client, changed: Arc<Notify>, nodes: bool) -> Cluster {
         Cluster {
             services: mirror::<Service>(client.clone(), "Services", changed.clone()),
-            slices: mirror::<EndpointSlice>(client, "EndpointSlices", changed),
+            slices: mirror::<EndpointSlice>(client.clone(), "EndpointSlices", changed.clone()),
+            nodes: nodes.then(|| mirror::<Node>(client, "Nodes", changed)),
         }
+    }
+
+    /// The Nodes now (empty where they are not watched).
+    pub fn nodes(&self) -> Vec<Arc<Node>> {
+        self.nodes.as_ref().map(|n| n.state()).unwrap_or_default()
     }
 
     /// Waits for the first complete list of both kinds.
@@ -35,6 +45,9 @@ impl Cluster {
         // Only fails if the writer was dropped, i.e. the watch task ended: it never does.
         let _ = self.services.wait_until_ready().await;
         let _ = self.slices.wait_until_ready().await;
+        if let Some(nodes) = &self.nodes {
+            let _ = nodes.wait_until_ready().await;
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! svcproxy against a real k3s API, on plain Linux (in a private network and mount namespace)
-//! and inside the current gVisor: ClusterIP and NodePort over TCP and UDP, an endpoint that
-//! stops being ready gone within 5 s, zero endpoints refused, the API's own Service, CoreDNS
-//! from the shipped image answering through the DNS ClusterIP, quiet logs, clean exit.
+//! and inside the current gVisor: ClusterIP, NodePort and LoadBalancer (status and ports) over
+//! TCP and UDP, an endpoint that stops being ready gone within 5 s, zero endpoints refused,
+//! the API's own Service, CoreDNS from the shipped image answering through the DNS ClusterIP,
+//! DNS still answering another pod after a 10,000-query flood, a new client answered beside
+//! 2,000 idle connections, quiet logs, clean exit.
 //! The steps are in `scenario.sh`, the same script on both hosts.
 //!
 //! Needs root, iproute2, util-linux (`unshare`), busybox (busybox-static), and:
@@ -33,6 +35,13 @@ const STEPS: &[&str] = &[
     "tcp-nodeport-localhost",
     "tcp-clusterip-from-node",
     "kubernetes-service",
+    "lb-status-rbac",
+    "lb-ingress",
+    "tcp-lb-node-ip",
+    "udp-lb-node-ip",
+    "tcp-lb-pod-to-gateway",
+    "lb-class-left-alone",
+    "lb-node-not-ready",
     "not-ready-dropped",
     "not-ready-dropped-udp",
     "zero-endpoints-refused",
@@ -40,6 +49,9 @@ const STEPS: &[&str] = &[
     "corefile",
     "dns-kubernetes",
     "dns-web",
+    "dns-flood",
+    "tcp-idle-2000",
+    "tcp-released",
     "quiet",
     "status-file",
     "clean-exit",

@@ -96,6 +96,79 @@ spread tcp-clusterip-from-node "$("$TESTKIT" get "$CIP:80" --count 6 2>&1)"
 out=$(in_pod client kubectl --server https://10.43.0.1:443 get --raw /readyz 2>&1)
 if [ "$out" = ok ]; then ok kubernetes-service "$out"; else fail kubernetes-service "$out"; fi
 
+# --- LoadBalancer Services, as k3s's servicelb serves them ----------------------------------
+# The status gets the Ready nodes' InternalIPs; the ports answer on the node's addresses. k3s
+# runs without an agent here, so the node is made by hand: a Node object with the node0
+# address and a Ready condition (the node lifecycle controller only marks it Unknown after its
+# grace period of 40 s or more, and these steps take a few seconds).
+# Who may write the status: the admin kubeconfig may, an agent's kube-proxy identity
+# (ClusterRole system:node-proxier) may not, which is why only a server's svcproxy writes it.
+admin=$(kubectl auth can-i patch services --subresource=status 2>&1)
+agent=$(kubectl auth can-i patch services --subresource=status --as=system:kube-proxy 2>&1)
+# stderr: kubectl warns that nodes are not namespaced.
+agent_watch=$(kubectl auth can-i watch nodes --as=system:kube-proxy 2>/dev/null)
+if [ "$admin" = yes ] && [ "$agent" = no ] && [ "$agent_watch" = yes ]; then
+  ok lb-status-rbac "admin may patch services/status, system:kube-proxy may not (it may watch nodes)"
+else
+  fail lb-status-rbac "admin: $admin, system:kube-proxy: $agent, watch nodes: $agent_watch"
+fi
+kubectl apply -f - >/dev/null <<NODE || fail setup "Node svct-node"
+{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "svct-node"}}
+NODE
+node_status() { # READY(True|False)
+  now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  kubectl patch node svct-node --subresource=status --type=merge -p "{\"status\": {
+    \"addresses\": [{\"type\": \"InternalIP\", \"address\": \"192.168.77.1\"}, {\"type\": \"Hostname\", \"address\": \"svct-node\"}],
+    \"conditions\": [{\"type\": \"Ready\", \"status\": \"$1\", \"reason\": \"Test\", \"message\": \"svcproxy scenario\",
+                     \"lastHeartbeatTime\": \"$now\", \"lastTransitionTime\": \"$now\"}]}}" >/dev/null
+}
+node_status True || fail setup "Node svct-node status"
+lb_service() { # NAME PORT NODEPORT [CLASS]
+  class=""; [ -n "${4:-}" ] && class="\"loadBalancerClass\": \"$4\","
+  kubectl apply -f - >/dev/null <<SERVICE
+{"apiVersion": "v1", "kind": "Service",
+ "metadata": {"name": "$1", "namespace": "default"},
+ "spec": {"type": "LoadBalancer", $class
+          "ports": [{"name": "http", "port": $2, "targetPort": 8080, "protocol": "TCP", "nodePort": $3},
+                    {"name": "echo", "port": $2, "targetPort": 8053, "protocol": "UDP", "nodePort": $3}]}}
+SERVICE
+  endpoint_slice default "$1-1" "$1" \
+    '[{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "echo", "port": 8053, "protocol": "UDP"}]' "$both_ready"
+}
+ingress() { kubectl get service "$1" -o jsonpath='{.status.loadBalancer.ingress[*].ip}'; }
+t0=$(ms)
+lb_service lb 8081 30081 || fail setup "Service lb"
+lb_service lb-other 8082 30082 example.com/other || fail setup "Service lb-other"
+until [ "$(ingress lb)" = 192.168.77.1 ] || [ $(( $(ms) - t0 )) -gt 10000 ]; do sleep 0.1; done
+took=$(( $(ms) - t0 ))
+echo "@@time lb-ingress $took"
+external=$(kubectl get service lb --no-headers 2>&1 | awk '{print $4}')
+if [ "$(ingress lb)" = 192.168.77.1 ] && [ "$external" = 192.168.77.1 ]; then
+  ok lb-ingress "status.loadBalancer.ingress 192.168.77.1 after ${took} ms; kubectl get svc EXTERNAL-IP $external"
+else
+  fail lb-ingress "ingress [$(ingress lb)], EXTERNAL-IP [$external] after ${took} ms: $(kubectl get service lb -o jsonpath='{.status}')"
+fi
+spread tcp-lb-node-ip "$("$TESTKIT" get 192.168.77.1:8081 --count 6 2>&1)"
+spread udp-lb-node-ip "$("$TESTKIT" udp 192.168.77.1:8081 --count 6 2>&1)" 192.168.77.1:8081
+spread tcp-lb-pod-to-gateway "$(in_pod client "$TESTKIT" get 10.88.0.1:8081 --count 6 2>&1)"
+# A Service with a loadBalancerClass is another controller's: no status, no port on the node
+# (its ClusterIP and NodePort are served).
+out=$("$TESTKIT" get 192.168.77.1:8082 2>&1)
+nodeport=$("$TESTKIT" get 192.168.77.1:30082 2>&1)
+if [ -z "$(ingress lb-other)" ] && echo "$out" | grep -q refused && echo "$nodeport" | grep -q '^b[12]$'; then
+  ok lb-class-left-alone "no ingress; :8082 $out; NodePort 30082 answered $nodeport"
+else
+  fail lb-class-left-alone "ingress [$(ingress lb-other)]; :8082 $out; NodePort 30082 $nodeport"
+fi
+# The node stops being Ready: the ingress goes (servicelb lists nodes with a ready pod only).
+node_status False
+t0=$(ms)
+until [ -z "$(ingress lb)" ] || [ $(( $(ms) - t0 )) -gt 10000 ]; do sleep 0.1; done
+if [ -z "$(ingress lb)" ]; then ok lb-node-not-ready "ingress emptied after $(( $(ms) - t0 )) ms"; else fail lb-node-not-ready "ingress still [$(ingress lb)]"; fi
+kubectl delete service lb lb-other >/dev/null
+kubectl delete endpointslice lb-1 lb-other-1 >/dev/null
+kubectl delete node svct-node >/dev/null
+
 # --- an endpoint stops being ready: gone within 5 s ----------------------------------------
 only_b1() { # true when COUNT fresh connections all reach b1
   out=$(in_pod client "$TESTKIT" get "$CIP:80" --count "$1" 2>&1)
@@ -171,6 +244,45 @@ out=$(lookup kubernetes.default.svc.cluster.local)
 if echo "$out" | grep -q 'Address: 10.43.0.1$'; then ok dns-kubernetes "$(echo "$out" | tr '\n' ' ')"; else fail dns-kubernetes "$(echo "$out" | tr '\n' ' ') coredns log: $(tail -5 "$W/coredns.log" | tr '\n' ' ')"; fi
 out=$(lookup web.default.svc.cluster.local)
 if echo "$out" | grep -q "Address: $CIP\$"; then ok dns-web "$(echo "$out" | tr '\n' ' ')"; else fail dns-web "$(echo "$out" | tr '\n' ' ')"; fi
+
+# --- issue 25: one client cannot take the proxy from the others ------------------------------
+# A DNS flood: 10,000 queries, each from a new port (as resolvers send them), through the DNS
+# ClusterIP; another pod then resolves within 1 s. (With one flow per client port kept for
+# 30 s and new clients dropped past 4096 flows, the flood filled the table and the other
+# pod's query was dropped.)
+pod client2 10.88.0.21
+flood=$(in_pod client "$TESTKIT" dnsflood "$DNSIP:53" --count 10000 --name kubernetes.default.svc.cluster.local 2>&1)
+t0=$(ms)
+out=$(in_pod client2 busybox nslookup kubernetes.default.svc.cluster.local "$DNSIP" 2>&1)
+took=$(( $(ms) - t0 ))
+echo "@@time dns-after-flood $took"
+if echo "$out" | grep -q 'Address: 10.43.0.1$' && [ "$took" -le 1000 ]; then
+  ok dns-flood "$flood; then another pod resolved in $took ms"
+else
+  fail dns-flood "$flood; then another pod: $took ms: $(echo "$out" | tr '\n' ' ')"
+fi
+# 2,000 idle TCP connections to a NodePort (from the node's address): all held, and a new
+# client still gets an answer; closing them gives their places back.
+"$TESTKIT" hold 192.168.77.1:30080 --count 2000 > "$W/hold.out" 2>&1 &
+HOLD=$!
+PIDS="$PIDS $HOLD"
+for i in $(seq 600); do grep -q '^held' "$W/hold.out" && break; sleep 0.2; done
+held=$(cat "$W/hold.out")
+t0=$(ms)
+out=$(in_pod client "$TESTKIT" get 10.88.0.1:30080 --count 2 2>&1)
+took=$(( $(ms) - t0 ))
+open_now() { sed -n 's/.*"tcpConnections": \([0-9]*\).*/\1/p' "$W/status.json"; }
+sleep 2.5   # one --resync: the status file counts the open connections
+during=$(open_now)
+if [ "$held" = "held 2000 of 2000" ] && echo "$out" | grep -q '^b[12]$' && [ "${during:-0}" -ge 2000 ]; then
+  ok tcp-idle-2000 "$held; a new client answered in $took ms ($(echo "$out" | tr '\n' ' ')); status: $during open"
+else
+  fail tcp-idle-2000 "[$held]; new client after $took ms: $(echo "$out" | tr '\n' ' '); status: $during open"
+fi
+kill "$HOLD"
+t0=$(ms)
+until [ "$(open_now)" -lt 10 ] 2>/dev/null || [ $(( $(ms) - t0 )) -gt 10000 ]; do sleep 0.5; done
+if [ "$(open_now)" -lt 10 ] 2>/dev/null; then ok tcp-released "$(open_now) open $(( $(ms) - t0 )) ms after the client exited"; else fail tcp-released "$(open_now) still open"; fi
 
 # --- quiet at steady state, status file, clean exit -----------------------------------------
 before=$(wc -l < "$W/svcproxy.log")

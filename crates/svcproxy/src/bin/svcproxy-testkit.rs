@@ -13,6 +13,13 @@
 //!       "timeout" per datagram.
 //!   svcproxy-testkit load ADDR [--seconds S] [--connections C] [--new-connections]
 //!       closed-loop HTTP load; prints one line: requests, rps, p50, p90, p99, max, errors.
+//!   svcproxy-testkit dnsflood ADDR [--count N] [--name NAME]
+//!       N DNS queries (A NAME), each from a fresh socket (a new port, as resolvers use),
+//!       100 in flight at a time, answers waited for up to 200 ms per batch; prints
+//!       "sent N answered M in T ms (Q queries/s)".
+//!   svcproxy-testkit hold ADDR [--count N]
+//!       opens N TCP connections and keeps them idle; prints "held N of COUNT" once they are
+//!       open (connections refused or reset are not counted) and then waits until killed.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -26,7 +33,9 @@ fn usage() -> ! {
         "usage: svcproxy-testkit serve --name NAME [--http ADDR] [--udp ADDR]\n\
          \x20      svcproxy-testkit get ADDR [--count N]\n\
          \x20      svcproxy-testkit udp ADDR [--count N]\n\
-         \x20      svcproxy-testkit load ADDR [--seconds S] [--connections C] [--new-connections]"
+         \x20      svcproxy-testkit load ADDR [--seconds S] [--connections C] [--new-connections]\n\
+         \x20      svcproxy-testkit dnsflood ADDR [--count N] [--name NAME]\n\
+         \x20      svcproxy-testkit hold ADDR [--count N]"
     );
     exit(2)
 }
@@ -66,12 +75,20 @@ fn main() {
     let Some(command) = args.first() else { usage() };
     match command.as_str() {
         "serve" => serve(&Options(args[1..].to_vec())),
-        "get" | "udp" | "load" => {
+        "get" | "udp" | "load" | "dnsflood" | "hold" => {
             let target = addr(args.get(1).unwrap_or_else(|| usage()));
             let options = Options(args[2..].to_vec());
             match command.as_str() {
                 "get" => get(target, options.number("--count", 1)),
                 "udp" => udp(target, options.number("--count", 1)),
+                "dnsflood" => dnsflood(
+                    target,
+                    options.number("--count", 10000),
+                    options
+                        .value("--name")
+                        .unwrap_or("kubernetes.default.svc.cluster.local"),
+                ),
+                "hold" => hold(target, options.number("--count", 2000)),
                 _ => load(
                     target,
                     Duration::from_secs(options.number("--seconds", 10)),
@@ -237,6 +254,79 @@ fn udp(target: SocketAddr, count: u64) {
         }
     }
     exit(if failed { 1 } else { 0 })
+}
+
+/// A DNS query for `name`, type A, class IN, recursion desired.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(64);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+fn dnsflood(target: SocketAddr, count: u64, name: &str) {
+    const BATCH: u64 = 100;
+    let started = Instant::now();
+    let (mut sent, mut answered) = (0u64, 0u64);
+    while sent < count {
+        let n = BATCH.min(count - sent);
+        let mut sockets = Vec::new();
+        for i in 0..n {
+            let socket = UdpSocket::bind("0.0.0.0:0").expect("binding a UDP socket");
+            socket.set_nonblocking(true).unwrap();
+            if socket
+                .send_to(&dns_query((sent + i) as u16, name), target)
+                .is_ok()
+            {
+                sockets.push(socket);
+            }
+        }
+        sent += n;
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let mut buf = [0u8; 1500];
+        while !sockets.is_empty() && Instant::now() < deadline {
+            sockets.retain(|s| match s.recv_from(&mut buf) {
+                Ok(_) => {
+                    answered += 1;
+                    false
+                }
+                Err(_) => true,
+            });
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let ms = started.elapsed().as_millis().max(1);
+    println!(
+        "sent {sent} answered {answered} in {ms} ms ({} queries/s)",
+        sent as u128 * 1000 / ms
+    );
+}
+
+fn hold(target: SocketAddr, count: u64) {
+    let mut held = Vec::new();
+    for _ in 0..count {
+        if let Ok(stream) = TcpStream::connect_timeout(&target, Duration::from_secs(3)) {
+            held.push(stream);
+        }
+    }
+    // A reset shows up on the first read: only keep connections still open after a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut buf = [0u8; 1];
+    held.retain(|s| {
+        s.set_nonblocking(true).unwrap();
+        matches!(s.peek(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    });
+    println!("held {} of {count}", held.len());
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 fn load(target: SocketAddr, duration: Duration, connections: usize, new_connections: bool) {

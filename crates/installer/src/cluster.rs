@@ -28,9 +28,9 @@ struct Addon {
 }
 
 enum Needs {
-    /// Pods of the image its manifest runs (as containerd names it once imported), which
-    /// reach the API and serve through ClusterIP Services.
-    ImageAndServices(&'static str),
+    /// Pods of these images (as containerd names them once imported), which reach the API
+    /// and serve through ClusterIP Services.
+    ImageAndServices(&'static [&'static str]),
     /// It cannot work in a sandbox even with its image: why.
     Never(&'static str),
 }
@@ -38,7 +38,7 @@ enum Needs {
 const ADDONS: [Addon; 5] = [
     Addon {
         name: "coredns",
-        needs: Needs::ImageAndServices("docker.io/rancher/mirrored-coredns-coredns:1.12.3"),
+        needs: Needs::ImageAndServices(&["docker.io/rancher/mirrored-coredns-coredns:1.12.3"]),
     },
     Addon {
         name: "traefik",
@@ -48,15 +48,20 @@ const ADDONS: [Addon; 5] = [
         name: "servicelb",
         needs: Needs::Never("klipper-lb programs iptables DNAT rules for host ports"),
     },
+    // It reaches the kubelets through the API's node addresses and serves the Metrics API
+    // through its Service (the API server proxies to 10.43.x.x).
     Addon {
         name: "metrics-server",
-        needs: Needs::Never(
-            "needs kubelet resource stats, which cAdvisor cannot produce on a 9p root",
-        ),
+        needs: Needs::ImageAndServices(&["docker.io/rancher/mirrored-metrics-server:v0.8.0"]),
     },
+    // k3s's manifest with the bundle's images (local_storage.rs): the provisioner, and the
+    // busybox its helper pods run in.
     Addon {
-        name: "local-storage",
-        needs: Needs::Never("its provisioner needs hostPath volumes on an overlay-capable disk"),
+        name: crate::local_storage::ADDON,
+        needs: Needs::ImageAndServices(&[
+            crate::local_storage::PROVISIONER_IMAGE,
+            crate::local_storage::HELPER_IMAGE,
+        ]),
     },
 ];
 
@@ -133,24 +138,42 @@ pub fn addons_off(manifest: &Manifest, install: &Install) -> Vec<TurnedOff> {
         .filter_map(|addon| {
             let reason = match addon.needs {
                 Needs::Never(why) => why.to_string(),
-                Needs::ImageAndServices(image) => {
-                    let shipped = manifest
-                        .images
+                Needs::ImageAndServices(images) => {
+                    let missing: Vec<&str> = images
                         .iter()
-                        .any(|shipped| normalize(&shipped.reference) == image);
-                    if !shipped {
-                        format!(
-                            "its image {image} is not in this bundle, and the sandbox cannot \
-                             pull it"
-                        )
+                        .copied()
+                        .filter(|image| {
+                            !manifest
+                                .images
+                                .iter()
+                                .any(|shipped| normalize(&shipped.reference) == *image)
+                        })
+                        .collect();
+                    if !missing.is_empty() {
+                        match missing.as_slice() {
+                            [image] => format!(
+                                "its image {image} is not in this bundle, and the sandbox \
+                                 cannot pull it"
+                            ),
+                            _ => format!(
+                                "its images {} are not in this bundle, and the sandbox cannot \
+                                 pull them",
+                                missing.join(" and ")
+                            ),
+                        }
                     } else if install.control_plane_only {
                         "control-plane-only: no node to run its pod".to_string()
-                    } else if install.no_service_proxy {
+                    } else if install.no_service_proxy && addon.name == "coredns" {
                         // Measured in the current gVisor: the pod runs, never Ready, logging
                         // `plugin/ready: Plugins not ready: "kubernetes"`.
                         "it reaches the API through the kubernetes Service (10.43.0.1) and \
                          serves through its own (10.43.0.10), and ClusterIPs do not route \
                          without a service proxy: it would run but never be Ready"
+                            .to_string()
+                    } else if install.no_service_proxy {
+                        // In-cluster clients find the API at KUBERNETES_SERVICE_HOST.
+                        "it reaches the API through the kubernetes Service (10.43.0.1), and \
+                         ClusterIPs do not route without a service proxy"
                             .to_string()
                     } else {
                         return None;
@@ -289,12 +312,18 @@ mod tests {
         no_service_proxy: false,
     };
 
+    const COREDNS: &str = "docker.io/rancher/mirrored-coredns-coredns:1.12.3";
+    const METRICS_SERVER: &str = "docker.io/rancher/mirrored-metrics-server:v0.8.0";
+
+    fn off_names(off: &[TurnedOff]) -> Vec<&str> {
+        off.iter().map(|t| t.name.as_str()).collect()
+    }
+
     #[test]
     fn coredns_runs_only_where_its_image_is_shipped_and_services_route() {
         let off = addons_off(&manifest(&["docker.io/k3s-gvisor/pause:0.1.0"]), &FULL);
-        let names: Vec<&str> = off.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
-            names,
+            off_names(&off),
             [
                 "coredns",
                 "traefik",
@@ -306,22 +335,19 @@ mod tests {
         assert!(off[0]
             .reason
             .contains("rancher/mirrored-coredns-coredns:1.12.3"));
-        for reference in [
-            "docker.io/rancher/mirrored-coredns-coredns:1.12.3",
-            "rancher/mirrored-coredns-coredns:1.12.3",
-        ] {
+        for reference in [COREDNS, "rancher/mirrored-coredns-coredns:1.12.3"] {
             let off = addons_off(&manifest(&[reference]), &FULL);
             assert!(off.iter().all(|t| t.name != "coredns"), "{reference}");
             assert_eq!(off.len(), 4);
         }
-        let shipped = manifest(&["docker.io/rancher/mirrored-coredns-coredns:1.12.3"]);
+        let shipped = manifest(&[COREDNS]);
         for (install, why) in [
             (
                 Install {
                     control_plane_only: false,
                     no_service_proxy: true,
                 },
-                "ClusterIPs do not route",
+                "never be Ready",
             ),
             (
                 Install {
@@ -337,6 +363,54 @@ mod tests {
                 "{off:?}"
             );
         }
+    }
+
+    #[test]
+    fn metrics_server_and_local_storage_run_where_their_images_are_shipped() {
+        let all = manifest(&[
+            COREDNS,
+            METRICS_SERVER,
+            crate::local_storage::PROVISIONER_IMAGE,
+            crate::local_storage::HELPER_IMAGE,
+        ]);
+        assert_eq!(
+            off_names(&addons_off(&all, &FULL)),
+            ["traefik", "servicelb"]
+        );
+        // local-storage needs both of its images; the reason names the one missing.
+        let no_helper = manifest(&[crate::local_storage::PROVISIONER_IMAGE]);
+        let off = addons_off(&no_helper, &FULL);
+        let local = off.iter().find(|t| t.name == "local-storage").unwrap();
+        assert!(
+            local
+                .reason
+                .contains("its image docker.io/library/busybox:1.35.0-debian is not"),
+            "{local:?}"
+        );
+        let none = addons_off(&manifest(&[]), &FULL);
+        let local = none.iter().find(|t| t.name == "local-storage").unwrap();
+        assert!(local.reason.contains("its images "), "{local:?}");
+        assert!(
+            local.reason.contains(" are not in this bundle"),
+            "{local:?}"
+        );
+        let no_proxy = Install {
+            control_plane_only: false,
+            no_service_proxy: true,
+        };
+        let off = addons_off(&all, &no_proxy);
+        assert_eq!(
+            off_names(&off),
+            [
+                "coredns",
+                "traefik",
+                "servicelb",
+                "metrics-server",
+                "local-storage"
+            ]
+        );
+        assert!(off[3].reason.contains("ClusterIPs do not route"), "{off:?}");
+        assert!(!off[3].reason.contains("10.43.0.10"), "{off:?}");
     }
 
     #[test]

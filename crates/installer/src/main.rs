@@ -30,6 +30,7 @@ mod doctor;
 mod install;
 mod k3s_settings;
 mod lifecycle;
+mod local_storage;
 mod loopback;
 mod mounts;
 mod node_ip;

@@ -31,6 +31,9 @@ enum Needs {
     /// Pods of these images (as containerd names them once imported), which reach the API
     /// and serve through ClusterIP Services.
     ImageAndServices(&'static [&'static str]),
+    /// As ImageAndServices, and the kubelets serve resource metrics (`/metrics/resource`),
+    /// which needs the cgroup files cAdvisor reads (`kubelet_stats_blocker`).
+    ImageServicesAndKubeletStats(&'static [&'static str]),
     /// It cannot work in a sandbox even with its image: why.
     Never(&'static str),
 }
@@ -48,11 +51,13 @@ const ADDONS: [Addon; 5] = [
         name: "servicelb",
         needs: Needs::Never("klipper-lb programs iptables DNAT rules for host ports"),
     },
-    // It reaches the kubelets through the API's node addresses and serves the Metrics API
-    // through its Service (the API server proxies to 10.43.x.x).
+    // It scrapes each kubelet's /metrics/resource at the node's address and serves the
+    // Metrics API through its Service (the API server proxies to its ClusterIP).
     Addon {
         name: "metrics-server",
-        needs: Needs::ImageAndServices(&["docker.io/rancher/mirrored-metrics-server:v0.8.0"]),
+        needs: Needs::ImageServicesAndKubeletStats(&[
+            "docker.io/rancher/mirrored-metrics-server:v0.8.0",
+        ]),
     },
     // k3s's manifest with the bundle's images (local_storage.rs): the provisioner, and the
     // busybox its helper pods run in.
@@ -72,6 +77,8 @@ pub struct Install {
     /// Neither kube-proxy nor svcproxy serves Services (the reason is printed separately):
     /// ClusterIPs do not route.
     pub no_service_proxy: bool,
+    /// Why the kubelet serves no resource metrics here (`kubelet_stats_blocker`), or None.
+    pub kubelet_stats_blocker: Option<String>,
 }
 
 /// Who makes ClusterIP and NodePort Services work on an install. Not stored: it follows from
@@ -138,7 +145,7 @@ pub fn addons_off(manifest: &Manifest, install: &Install) -> Vec<TurnedOff> {
         .filter_map(|addon| {
             let reason = match addon.needs {
                 Needs::Never(why) => why.to_string(),
-                Needs::ImageAndServices(images) => {
+                Needs::ImageAndServices(images) | Needs::ImageServicesAndKubeletStats(images) => {
                     let missing: Vec<&str> = images
                         .iter()
                         .copied()
@@ -175,6 +182,10 @@ pub fn addons_off(manifest: &Manifest, install: &Install) -> Vec<TurnedOff> {
                         "it reaches the API through the kubernetes Service (10.43.0.1), and \
                          ClusterIPs do not route without a service proxy"
                             .to_string()
+                    } else if let (Needs::ImageServicesAndKubeletStats(_), Some(blocker)) =
+                        (&addon.needs, &install.kubelet_stats_blocker)
+                    {
+                        blocker.clone()
                     } else {
                         return None;
                     }
@@ -198,6 +209,57 @@ fn normalize(reference: &str) -> String {
         (false, true) => format!("docker.io/{reference}"),
         (false, false) => format!("docker.io/library/{reference}"),
     }
+}
+
+/// The file whose absence empties the kubelet's resource metrics (measured in the current
+/// gVisor, docs/installer.md "Add-ons").
+const PERCPU_USAGE: &str = "cpuacct.usage_percpu";
+
+/// Why the kubelet serves no resource metrics here, or None when it does. The kubelet's
+/// `/metrics/resource` (what metrics-server scrapes) starts from cAdvisor's stats of the root
+/// cgroup, and cAdvisor's cgroup v1 reader (opencontainers/cgroups) fails a cgroup's whole
+/// stats when its cpuacct controller has no `cpuacct.usage_percpu`; then the endpoint returns
+/// no sample at all. gVisor's cpuacct controller has none. Where no cgroup hierarchy is mounted
+/// yet (gVisor: the installer mounts cgroup v1 itself) the probe mounts the cpuacct controller
+/// in a scratch directory and unmounts it again; cgroup v2 has no cpuacct controller.
+pub fn kubelet_stats_blocker() -> Option<String> {
+    let mounts = crate::probe::parse_mountinfo(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+    );
+    let cpuacct = mounts
+        .iter()
+        .find(|m| m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == "cpuacct"));
+    let has_percpu = match cpuacct {
+        Some(mount) => mount.mount_point.join(PERCPU_USAGE).exists(),
+        None if mounts.iter().any(|m| m.fs_type == "cgroup2") => return None,
+        None => {
+            let scratch = std::env::temp_dir()
+                .join(format!("k3s-gvisor-cpuacct-probe-{}", std::process::id()));
+            std::fs::create_dir_all(&scratch).ok()?;
+            let mounted = crate::mounts::mount(
+                "cgroup",
+                &scratch,
+                "cgroup",
+                crate::mounts::MsFlags::empty(),
+                "cpuacct",
+            );
+            let has = mounted.is_ok() && scratch.join(PERCPU_USAGE).exists();
+            if mounted.is_ok() {
+                let _ = crate::mounts::unmount(&scratch);
+            }
+            let _ = std::fs::remove_dir(&scratch);
+            // No cpuacct controller at all: nothing measured, so nothing claimed.
+            mounted.ok()?;
+            has
+        }
+    };
+    (!has_percpu).then(|| {
+        format!(
+            "the kubelet serves no resource metrics here: cAdvisor fails every cgroup's stats \
+             for want of {PERCPU_USAGE}, which this kernel's cpuacct controller lacks (gVisor), \
+             so metrics-server would never have metrics to serve nor be Ready"
+        )
+    })
 }
 
 /// The scratch chain the kube-proxy probe creates and deletes again.
@@ -310,6 +372,7 @@ mod tests {
     const FULL: Install = Install {
         control_plane_only: false,
         no_service_proxy: false,
+        kubelet_stats_blocker: None,
     };
 
     const COREDNS: &str = "docker.io/rancher/mirrored-coredns-coredns:1.12.3";
@@ -346,6 +409,7 @@ mod tests {
                 Install {
                     control_plane_only: false,
                     no_service_proxy: true,
+                    kubelet_stats_blocker: None,
                 },
                 "never be Ready",
             ),
@@ -353,6 +417,7 @@ mod tests {
                 Install {
                     control_plane_only: true,
                     no_service_proxy: false,
+                    kubelet_stats_blocker: None,
                 },
                 "no node",
             ),
@@ -397,6 +462,7 @@ mod tests {
         let no_proxy = Install {
             control_plane_only: false,
             no_service_proxy: true,
+            kubelet_stats_blocker: None,
         };
         let off = addons_off(&all, &no_proxy);
         assert_eq!(
@@ -411,6 +477,15 @@ mod tests {
         );
         assert!(off[3].reason.contains("ClusterIPs do not route"), "{off:?}");
         assert!(!off[3].reason.contains("10.43.0.10"), "{off:?}");
+        // Without resource metrics only metrics-server is off, with the probe's reason.
+        let no_stats = Install {
+            control_plane_only: false,
+            no_service_proxy: false,
+            kubelet_stats_blocker: Some("no cpuacct.usage_percpu".into()),
+        };
+        let off = addons_off(&all, &no_stats);
+        assert_eq!(off_names(&off), ["traefik", "servicelb", "metrics-server"]);
+        assert_eq!(off[2].reason, "no cpuacct.usage_percpu");
     }
 
     #[test]

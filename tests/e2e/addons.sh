@@ -120,7 +120,8 @@ kubectl_top_steps() {
 
 hpa_steps() {
   # Idle pods (sleep) that request 100m; load is a busy loop started in one of them, stopped
-  # by a file. At 50% of the request, one busy pod asks for the maximum.
+  # by a file (in /: the image has no /tmp). At 50% of the request, one busy pod asks for the
+  # maximum.
   $K -n $ADDONS_NS apply -f - <<YAML >/dev/null
 apiVersion: apps/v1
 kind: Deployment
@@ -156,10 +157,10 @@ YAML
   $K -n $ADDONS_NS wait --for=condition=ScalingActive hpa/burn --timeout=120s >/dev/null \
     || { step hpa-scales FAIL "HPA never ScalingActive: $($K -n $ADDONS_NS describe hpa burn | tail -n 5 | tr '\n' ' ')"; return; }
   BURNER=$($K -n $ADDONS_NS get pod -l app=burn -o jsonpath='{.items[0].metadata.name}')
-  $K -n $ADDONS_NS exec "$BURNER" -- sh -c '(while [ ! -e /tmp/stop ]; do :; done) </dev/null >/dev/null 2>&1 &'
+  $K -n $ADDONS_NS exec "$BURNER" -- sh -c '(while [ ! -e /stop ]; do :; done) </dev/null >/dev/null 2>&1 &'
   if $K -n $ADDONS_NS wait --for=jsonpath='{.spec.replicas}'=3 deployment/burn --timeout=180s >/dev/null; then
     UP=$($K -n $ADDONS_NS get hpa burn -o jsonpath='{.status.currentMetrics[0].resource.current.averageUtilization}')
-    $K -n $ADDONS_NS exec "$BURNER" -- sh -c ': > /tmp/stop'
+    $K -n $ADDONS_NS exec "$BURNER" -- sh -c ': > /stop' || { step hpa-scales FAIL "cannot stop the load in $BURNER"; return; }
     $K -n $ADDONS_NS wait --for=jsonpath='{.spec.replicas}'=1 deployment/burn --timeout=180s >/dev/null \
       && step hpa-scales ok "1 -> 3 under load (${UP}% of the CPU request), back to 1 after it" \
       || step hpa-scales FAIL "scaled up to 3 but not back down: $($K -n $ADDONS_NS get hpa burn --no-headers 2>&1)"
@@ -167,5 +168,5 @@ YAML
     step hpa-scales FAIL "no scale-up under load: $($K -n $ADDONS_NS get hpa burn --no-headers 2>&1)"
     $K -n $ADDONS_NS describe hpa burn | tail -n 10
   fi
-  $K -n $ADDONS_NS exec "$BURNER" -- sh -c ': > /tmp/stop' 2>/dev/null
+  $K -n $ADDONS_NS exec "$BURNER" -- sh -c ': > /stop' 2>/dev/null
 }

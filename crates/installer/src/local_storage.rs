@@ -222,6 +222,52 @@ mod tests {
         );
     }
 
+    fn checked(flags: &[(&str, &str)], config: &[(&str, &str)]) -> Checked {
+        use crate::k3s_settings::{GivenFlag, K3sCommand, KnownFlags, Origin, Settings};
+        let given = |list: &[(&str, &str)]| -> Vec<GivenFlag> {
+            list.iter()
+                .map(|(name, value)| GivenFlag {
+                    name: name.to_string(),
+                    value: Some(value.to_string()),
+                    origin: Origin::CommandLine,
+                })
+                .collect()
+        };
+        Checked {
+            known: KnownFlags::from_help(
+                K3sCommand::Server,
+                "   --disable value   (components) Do not deploy packaged components\n",
+            ),
+            settings: Settings {
+                flags: given(flags),
+                config: given(config),
+                ..Settings::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_users_disable_is_found_in_flags_and_config_files_as_k3s_adds_them_up() {
+        assert!(!disabled_by_user(&checked(&[], &[])));
+        assert!(!disabled_by_user(&checked(
+            &[("disable", "traefik"), ("node-label", "local-storage")],
+            &[]
+        )));
+        assert!(disabled_by_user(&checked(
+            &[("disable", "traefik, local-storage")],
+            &[]
+        )));
+        // A later --disable of something else does not undo an earlier one (a list flag).
+        assert!(disabled_by_user(&checked(
+            &[("disable", "local-storage"), ("disable", "traefik")],
+            &[("disable", "servicelb")]
+        )));
+        assert!(disabled_by_user(&checked(
+            &[],
+            &[("disable", "local-storage")]
+        )));
+    }
+
     #[test]
     fn k3s_deletes_ours_on_disable_and_the_skip_file_does_not_hide_it() {
         let paths = Paths::new(Path::new("/p"), Path::new("/d"));

@@ -19,6 +19,8 @@ set -u
 . "$(dirname "$E2E_LIB")/images.sh"
 # shellcheck source=tests/e2e/upgrade.sh
 . "$(dirname "$E2E_LIB")/upgrade.sh"
+# shellcheck source=tests/e2e/addons.sh
+. "$(dirname "$E2E_LIB")/addons.sh"
 
 BEFORE_MOUNTS=$(mounts); BEFORE_ADDRESSES=$(addresses); BEFORE_FILES=$(host_files)
 extract || exit 0
@@ -165,6 +167,7 @@ YAML
 
     # stop, then start: the node comes back Ready and the same pods run again (new containers).
     uids() { $K get pods -o jsonpath='{range .items[*]}{.metadata.uid}{"\n"}{end}' | sort | tr '\n' ' '; }
+    addons_before_stop
     UIDS=$(uids); STOPPED_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     echo "== stop"; "$BUNDLE/install" stop --data-dir "$D" && step stop ok || step stop FAIL
     L=$(ours | tr '\n' ';'); [ -z "$L" ] && step stopped-nothing-runs ok || step stopped-nothing-runs FAIL "$L"
@@ -186,6 +189,7 @@ YAML
     $K exec e2e-busybox -- echo exec-works 2>&1 | grep -q exec-works && step exec-after-restart ok || step exec-after-restart FAIL
     services_steps
     images_steps
+    addons_steps
     faults_steps
     $K delete pod e2e-busybox --wait --timeout=60s && step delete ok || step delete FAIL
   fi

@@ -28,9 +28,12 @@ struct Addon {
 }
 
 enum Needs {
-    /// Pods of the image its manifest runs (as containerd names it once imported), which
-    /// reach the API and serve through ClusterIP Services.
-    ImageAndServices(&'static str),
+    /// Pods of these images (as containerd names them once imported), which reach the API
+    /// and serve through ClusterIP Services.
+    ImageAndServices(&'static [&'static str]),
+    /// As ImageAndServices, and the kubelets serve resource metrics (`/metrics/resource`),
+    /// which needs the cgroup files cAdvisor reads (`kubelet_stats_blocker`).
+    ImageServicesAndKubeletStats(&'static [&'static str]),
     /// It cannot work in a sandbox even with its image: why.
     Never(&'static str),
 }
@@ -38,7 +41,7 @@ enum Needs {
 const ADDONS: [Addon; 5] = [
     Addon {
         name: "coredns",
-        needs: Needs::ImageAndServices("docker.io/rancher/mirrored-coredns-coredns:1.12.3"),
+        needs: Needs::ImageAndServices(&["docker.io/rancher/mirrored-coredns-coredns:1.12.3"]),
     },
     Addon {
         name: "traefik",
@@ -55,15 +58,22 @@ const ADDONS: [Addon; 5] = [
              gives LoadBalancer Services the node's address in its place (docs/services.md)",
         ),
     },
+    // It scrapes each kubelet's /metrics/resource at the node's address and serves the
+    // Metrics API through its Service (the API server proxies to its ClusterIP).
     Addon {
         name: "metrics-server",
-        needs: Needs::Never(
-            "needs kubelet resource stats, which cAdvisor cannot produce on a 9p root",
-        ),
+        needs: Needs::ImageServicesAndKubeletStats(&[
+            "docker.io/rancher/mirrored-metrics-server:v0.8.0",
+        ]),
     },
+    // k3s's manifest with the bundle's images (local_storage.rs): the provisioner, and the
+    // busybox its helper pods run in.
     Addon {
-        name: "local-storage",
-        needs: Needs::Never("its provisioner needs hostPath volumes on an overlay-capable disk"),
+        name: crate::local_storage::ADDON,
+        needs: Needs::ImageAndServices(&[
+            crate::local_storage::PROVISIONER_IMAGE,
+            crate::local_storage::HELPER_IMAGE,
+        ]),
     },
 ];
 
@@ -74,6 +84,8 @@ pub struct Install {
     /// Neither kube-proxy nor svcproxy serves Services (the reason is printed separately):
     /// ClusterIPs do not route.
     pub no_service_proxy: bool,
+    /// Why the kubelet serves no resource metrics here (`kubelet_stats_blocker`), or None.
+    pub kubelet_stats_blocker: Option<String>,
 }
 
 /// Who makes ClusterIP and NodePort Services work on an install. Not stored: it follows from
@@ -140,25 +152,47 @@ pub fn addons_off(manifest: &Manifest, install: &Install) -> Vec<TurnedOff> {
         .filter_map(|addon| {
             let reason = match addon.needs {
                 Needs::Never(why) => why.to_string(),
-                Needs::ImageAndServices(image) => {
-                    let shipped = manifest
-                        .images
+                Needs::ImageAndServices(images) | Needs::ImageServicesAndKubeletStats(images) => {
+                    let missing: Vec<&str> = images
                         .iter()
-                        .any(|shipped| normalize(&shipped.reference) == image);
-                    if !shipped {
-                        format!(
-                            "its image {image} is not in this bundle, and the sandbox cannot \
-                             pull it"
-                        )
+                        .copied()
+                        .filter(|image| {
+                            !manifest
+                                .images
+                                .iter()
+                                .any(|shipped| normalize(&shipped.reference) == *image)
+                        })
+                        .collect();
+                    if !missing.is_empty() {
+                        match missing.as_slice() {
+                            [image] => format!(
+                                "its image {image} is not in this bundle, and the sandbox \
+                                 cannot pull it"
+                            ),
+                            _ => format!(
+                                "its images {} are not in this bundle, and the sandbox cannot \
+                                 pull them",
+                                missing.join(" and ")
+                            ),
+                        }
                     } else if install.control_plane_only {
                         "control-plane-only: no node to run its pod".to_string()
-                    } else if install.no_service_proxy {
+                    } else if install.no_service_proxy && addon.name == "coredns" {
                         // Measured in the current gVisor: the pod runs, never Ready, logging
                         // `plugin/ready: Plugins not ready: "kubernetes"`.
                         "it reaches the API through the kubernetes Service (10.43.0.1) and \
                          serves through its own (10.43.0.10), and ClusterIPs do not route \
                          without a service proxy: it would run but never be Ready"
                             .to_string()
+                    } else if install.no_service_proxy {
+                        // In-cluster clients find the API at KUBERNETES_SERVICE_HOST.
+                        "it reaches the API through the kubernetes Service (10.43.0.1), and \
+                         ClusterIPs do not route without a service proxy"
+                            .to_string()
+                    } else if let (Needs::ImageServicesAndKubeletStats(_), Some(blocker)) =
+                        (&addon.needs, &install.kubelet_stats_blocker)
+                    {
+                        blocker.clone()
                     } else {
                         return None;
                     }
@@ -182,6 +216,57 @@ fn normalize(reference: &str) -> String {
         (false, true) => format!("docker.io/{reference}"),
         (false, false) => format!("docker.io/library/{reference}"),
     }
+}
+
+/// The file whose absence empties the kubelet's resource metrics (measured in the current
+/// gVisor, docs/installer.md "Add-ons").
+const PERCPU_USAGE: &str = "cpuacct.usage_percpu";
+
+/// Why the kubelet serves no resource metrics here, or None when it does. The kubelet's
+/// `/metrics/resource` (what metrics-server scrapes) starts from cAdvisor's stats of the root
+/// cgroup, and cAdvisor's cgroup v1 reader (opencontainers/cgroups) fails a cgroup's whole
+/// stats when its cpuacct controller has no `cpuacct.usage_percpu`; then the endpoint returns
+/// no sample at all. gVisor's cpuacct controller has none. Where no cgroup hierarchy is mounted
+/// yet (gVisor: the installer mounts cgroup v1 itself) the probe mounts the cpuacct controller
+/// in a scratch directory and unmounts it again; cgroup v2 has no cpuacct controller.
+pub fn kubelet_stats_blocker() -> Option<String> {
+    let mounts = crate::probe::parse_mountinfo(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+    );
+    let cpuacct = mounts
+        .iter()
+        .find(|m| m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == "cpuacct"));
+    let has_percpu = match cpuacct {
+        Some(mount) => mount.mount_point.join(PERCPU_USAGE).exists(),
+        None if mounts.iter().any(|m| m.fs_type == "cgroup2") => return None,
+        None => {
+            let scratch = std::env::temp_dir()
+                .join(format!("k3s-gvisor-cpuacct-probe-{}", std::process::id()));
+            std::fs::create_dir_all(&scratch).ok()?;
+            let mounted = crate::mounts::mount(
+                "cgroup",
+                &scratch,
+                "cgroup",
+                crate::mounts::MsFlags::empty(),
+                "cpuacct",
+            );
+            let has = mounted.is_ok() && scratch.join(PERCPU_USAGE).exists();
+            if mounted.is_ok() {
+                let _ = crate::mounts::unmount(&scratch);
+            }
+            let _ = std::fs::remove_dir(&scratch);
+            // No cpuacct controller at all: nothing measured, so nothing claimed.
+            mounted.ok()?;
+            has
+        }
+    };
+    (!has_percpu).then(|| {
+        format!(
+            "the kubelet serves no resource metrics here: cAdvisor fails every cgroup's stats \
+             for want of {PERCPU_USAGE}, which this kernel's cpuacct controller lacks (gVisor), \
+             so metrics-server would never have metrics to serve nor be Ready"
+        )
+    })
 }
 
 /// The scratch chain the kube-proxy probe creates and deletes again.
@@ -294,14 +379,21 @@ mod tests {
     const FULL: Install = Install {
         control_plane_only: false,
         no_service_proxy: false,
+        kubelet_stats_blocker: None,
     };
+
+    const COREDNS: &str = "docker.io/rancher/mirrored-coredns-coredns:1.12.3";
+    const METRICS_SERVER: &str = "docker.io/rancher/mirrored-metrics-server:v0.8.0";
+
+    fn off_names(off: &[TurnedOff]) -> Vec<&str> {
+        off.iter().map(|t| t.name.as_str()).collect()
+    }
 
     #[test]
     fn coredns_runs_only_where_its_image_is_shipped_and_services_route() {
         let off = addons_off(&manifest(&["docker.io/k3s-gvisor/pause:0.1.0"]), &FULL);
-        let names: Vec<&str> = off.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
-            names,
+            off_names(&off),
             [
                 "coredns",
                 "traefik",
@@ -313,27 +405,26 @@ mod tests {
         assert!(off[0]
             .reason
             .contains("rancher/mirrored-coredns-coredns:1.12.3"));
-        for reference in [
-            "docker.io/rancher/mirrored-coredns-coredns:1.12.3",
-            "rancher/mirrored-coredns-coredns:1.12.3",
-        ] {
+        for reference in [COREDNS, "rancher/mirrored-coredns-coredns:1.12.3"] {
             let off = addons_off(&manifest(&[reference]), &FULL);
             assert!(off.iter().all(|t| t.name != "coredns"), "{reference}");
             assert_eq!(off.len(), 4);
         }
-        let shipped = manifest(&["docker.io/rancher/mirrored-coredns-coredns:1.12.3"]);
+        let shipped = manifest(&[COREDNS]);
         for (install, why) in [
             (
                 Install {
                     control_plane_only: false,
                     no_service_proxy: true,
+                    kubelet_stats_blocker: None,
                 },
-                "ClusterIPs do not route",
+                "never be Ready",
             ),
             (
                 Install {
                     control_plane_only: true,
                     no_service_proxy: false,
+                    kubelet_stats_blocker: None,
                 },
                 "no node",
             ),
@@ -344,6 +435,64 @@ mod tests {
                 "{off:?}"
             );
         }
+    }
+
+    #[test]
+    fn metrics_server_and_local_storage_run_where_their_images_are_shipped() {
+        let all = manifest(&[
+            COREDNS,
+            METRICS_SERVER,
+            crate::local_storage::PROVISIONER_IMAGE,
+            crate::local_storage::HELPER_IMAGE,
+        ]);
+        assert_eq!(
+            off_names(&addons_off(&all, &FULL)),
+            ["traefik", "servicelb"]
+        );
+        // local-storage needs both of its images; the reason names the one missing.
+        let no_helper = manifest(&[crate::local_storage::PROVISIONER_IMAGE]);
+        let off = addons_off(&no_helper, &FULL);
+        let local = off.iter().find(|t| t.name == "local-storage").unwrap();
+        assert!(
+            local
+                .reason
+                .contains("its image docker.io/library/busybox:1.35.0-debian is not"),
+            "{local:?}"
+        );
+        let none = addons_off(&manifest(&[]), &FULL);
+        let local = none.iter().find(|t| t.name == "local-storage").unwrap();
+        assert!(local.reason.contains("its images "), "{local:?}");
+        assert!(
+            local.reason.contains(" are not in this bundle"),
+            "{local:?}"
+        );
+        let no_proxy = Install {
+            control_plane_only: false,
+            no_service_proxy: true,
+            kubelet_stats_blocker: None,
+        };
+        let off = addons_off(&all, &no_proxy);
+        assert_eq!(
+            off_names(&off),
+            [
+                "coredns",
+                "traefik",
+                "servicelb",
+                "metrics-server",
+                "local-storage"
+            ]
+        );
+        assert!(off[3].reason.contains("ClusterIPs do not route"), "{off:?}");
+        assert!(!off[3].reason.contains("10.43.0.10"), "{off:?}");
+        // Without resource metrics only metrics-server is off, with the probe's reason.
+        let no_stats = Install {
+            control_plane_only: false,
+            no_service_proxy: false,
+            kubelet_stats_blocker: Some("no cpuacct.usage_percpu".into()),
+        };
+        let off = addons_off(&all, &no_stats);
+        assert_eq!(off_names(&off), ["traefik", "servicelb", "metrics-server"]);
+        assert_eq!(off[2].reason, "no cpuacct.usage_percpu");
     }
 
     #[test]

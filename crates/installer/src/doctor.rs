@@ -107,6 +107,7 @@ fn k3s_findings(
             let install = cluster::Install {
                 control_plane_only: false,
                 no_service_proxy: matches!(service_proxy, ServiceProxy::Nothing { .. }),
+                kubelet_stats_blocker: cluster::kubelet_stats_blocker(),
             };
             let addons_off = manifest
                 .map(|m| cluster::addons_off(m, &install))

@@ -315,6 +315,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         let install = cluster::Install {
             control_plane_only: options.control_plane_only,
             no_service_proxy: matches!(service_proxy, cluster::ServiceProxy::Nothing { .. }),
+            kubelet_stats_blocker: cluster::kubelet_stats_blocker(),
         };
         cluster::addons_off(&bundle.manifest, &install)
     } else {

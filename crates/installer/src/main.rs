@@ -36,6 +36,7 @@ mod install;
 mod k3s_settings;
 mod keeper;
 mod lifecycle;
+mod local_storage;
 mod loopback;
 mod mounts;
 mod node_ip;

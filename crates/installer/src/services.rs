@@ -288,6 +288,7 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
     if !state.control_plane_only {
         pod_logs::write_kubelet_dropin(paths)?;
     }
+    let local_storage = crate::local_storage::prepare(paths, state, settings)?;
     let mut args = match &state.server {
         Some(server) => config::k3s_agent_args(paths, &options, server),
         None => config::k3s_server_args(paths, &options),
@@ -315,6 +316,7 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
         // As soon as the API answers, so that ClusterIPs route before pods need them (coredns
         // reaches the API through 10.43.0.1).
         start_service_proxy(paths, state, settings)?;
+        crate::local_storage::lay_down(paths, &local_storage)?;
         paths.kubeconfig()
     };
     if !state.control_plane_only {

@@ -14,8 +14,9 @@
 //! archive there named and skipped, an unchanged archive not imported again at the next start,
 //! `images import` of a docker-archive and an OCI archive, `images list`.
 //!
-//! Writes /etc/rancher/k3s/registries.yaml (k3s's fixed path; the sandbox's root is this
-//! host's) and puts back what was there, holding the machine lock like every k3s scenario.
+//! Writes /etc/rancher/k3s/registries.yaml and an archive in /var/lib/rancher/k3s/agent/images
+//! (k3s's fixed paths; the sandbox's root is this host's) and puts back what was there, holding
+//! the machine lock like every k3s scenario.
 
 mod common;
 
@@ -31,6 +32,7 @@ use common::{
 
 const PAUSE_REF: &str = "registry.k8s.io/pause:3.10";
 const REGISTRIES_YAML: &str = "/etc/rancher/k3s/registries.yaml";
+const K3S_AIRGAP_ARCHIVE: &str = "/var/lib/rancher/k3s/agent/images/k3s-gvisor-test.tar";
 const USER: &str = "k3s-gvisor";
 const PASSWORD: &str = "test-password-1";
 
@@ -97,17 +99,19 @@ fn assemble(parent: &Path) -> FakeBundle {
     })
 }
 
-/// /etc/rancher/k3s/registries.yaml for the test's life; what was there before (file or
-/// nothing, and the directories) comes back on drop, panic or not.
-struct RegistriesYaml {
+/// A file on the host's root (k3s's fixed paths: registries.yaml, the airgap images dir) for the
+/// test's life; what was there before (file or nothing, and the directories) comes back on
+/// drop, panic or not.
+struct HostFile {
+    path: PathBuf,
     previous: Option<Vec<u8>>,
     created: Vec<PathBuf>,
 }
 
-impl RegistriesYaml {
-    fn write(text: &str) -> RegistriesYaml {
-        let path = Path::new(REGISTRIES_YAML);
-        let previous = fs::read(path).ok();
+impl HostFile {
+    fn write(path: &str, bytes: &[u8]) -> HostFile {
+        let path = PathBuf::from(path);
+        let previous = fs::read(&path).ok();
         let mut created = Vec::new();
         let mut dir = path.parent().unwrap().to_path_buf();
         while !dir.exists() {
@@ -115,17 +119,21 @@ impl RegistriesYaml {
             dir.pop();
         }
         fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-        RegistriesYaml { previous, created }
+        fs::write(&path, bytes).unwrap();
+        HostFile {
+            path,
+            previous,
+            created,
+        }
     }
 }
 
-impl Drop for RegistriesYaml {
+impl Drop for HostFile {
     fn drop(&mut self) {
         match &self.previous {
-            Some(bytes) => fs::write(REGISTRIES_YAML, bytes).unwrap(),
+            Some(bytes) => fs::write(&self.path, bytes).unwrap(),
             None => {
-                let _ = fs::remove_file(REGISTRIES_YAML);
+                let _ = fs::remove_file(&self.path);
             }
         }
         for dir in &self.created {
@@ -190,6 +198,11 @@ openssl x509 -req -in registry.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out
     oci::write_busybox_image(
         &work.join("airgap-gz.tar"),
         "docker.io/library/k3sgv-airgap-gz:1",
+        &["/bin/sh"],
+    );
+    oci::write_busybox_image(
+        &work.join("k3s-airgap.tar"),
+        "docker.io/library/k3sgv-k3s-airgap:1",
         &["/bin/sh"],
     );
     sh(
@@ -315,6 +328,7 @@ fn check(output: &str, work: &Path) {
         format!("images: imported {d}/images/airgap.tar.zst: docker.io/library/k3sgv-airgap:1"),
         format!("images: imported {d}/images/more/airgap-gz.tar.gz: docker.io/library/k3sgv-airgap-gz:1"),
         format!("images: skipped broken archive {d}/images/broken.tar"),
+        format!("images: imported {K3S_AIRGAP_ARCHIVE}: docker.io/library/k3sgv-k3s-airgap:1"),
         "pull-ok plain.invalid/test/busybox:plain".into(),
         "pull-ok 10.77.0.1:5002/test/busybox:tls".into(),
         "pull-failed 10.77.0.2:5002/test/busybox:tls".into(),
@@ -371,7 +385,12 @@ fn run_case(runsc: Option<&Path>) {
     }
     let bundle = assemble(&work);
     prepare(&work);
-    let _yaml = RegistriesYaml::write(&registries_yaml(&work));
+    let _yaml = HostFile::write(REGISTRIES_YAML, registries_yaml(&work).as_bytes());
+    // k3s's own airgap dir, read beside DATA_DIR/images.
+    let _airgap = HostFile::write(
+        K3S_AIRGAP_ARCHIVE,
+        &fs::read(work.join("k3s-airgap.tar")).unwrap(),
+    );
     let script = scenario(&bundle, &work);
     fs::write(work.join("scenario.sh"), &script).unwrap();
     let output = match runsc {

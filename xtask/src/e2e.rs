@@ -403,6 +403,16 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "upgrade in place: cluster kept, downgrade refused",
+        "full",
+        &[
+            "upgrade",
+            "upgrade-keeps-state",
+            "upgrade-status",
+            "downgrade-refused",
+        ],
+    ),
+    (
         "two nodes: an agent joins, Ready",
         "two-nodes-full",
         &["server:agent-ready", "agent:join-to-ready"],

@@ -435,6 +435,16 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "upgrade in place: cluster kept, downgrade refused",
+        "full",
+        &[
+            "upgrade",
+            "upgrade-keeps-state",
+            "upgrade-status",
+            "downgrade-refused",
+        ],
+    ),
+    (
         "two nodes: an agent joins (K3S_URL, K3S_TOKEN_FILE; no token in ps), Ready",
         "two-nodes-full",
         &[

@@ -155,6 +155,7 @@ struct Changed {
     bundle_version: String,
     workarounds: Vec<String>,
     read_only_procsys: Vec<String>,
+    addons_off: Vec<crate::cluster::TurnedOff>,
 }
 
 impl Changed {
@@ -163,6 +164,7 @@ impl Changed {
             bundle_version: state.bundle_version.clone(),
             workarounds: state.workarounds.clone(),
             read_only_procsys: state.read_only_procsys.clone(),
+            addons_off: state.addons_off.clone(),
         }
     }
 
@@ -170,6 +172,7 @@ impl Changed {
         state.bundle_version = self.bundle_version;
         state.workarounds = self.workarounds;
         state.read_only_procsys = self.read_only_procsys;
+        state.addons_off = self.addons_off;
     }
 }
 
@@ -278,6 +281,7 @@ fn replace_and_start(
     state.bundle_version = bundle.manifest.version.clone();
     state.workarounds = plan.workarounds.clone();
     state.read_only_procsys = plan.facts.read_only_procsys.clone();
+    redecide_addons(state, bundle);
     state.save()?;
     println!(
         "installed the files of {} under {}",
@@ -289,6 +293,44 @@ fn replace_and_start(
         return Ok(());
     }
     lifecycle::start(state)
+}
+
+/// Which k3s add-ons run depends on the images a bundle ships (`cluster::addons_off`), so a
+/// server decides again with the new manifest, the rest as at install (kube-proxy's verdict
+/// is the host's and stays). k3s deploys an add-on no longer disabled and removes one newly
+/// disabled, as it does when its own `--disable` changes.
+fn redecide_addons(state: &mut State, bundle: &Bundle) {
+    if state.is_agent() || !bundle.path("bin/k3s").is_file() {
+        return;
+    }
+    let service_proxy = crate::cluster::ServiceProxy::decide(
+        state.control_plane_only,
+        state.kube_proxy_off.as_deref(),
+        bundle.path("bin/svcproxy").is_file(),
+    );
+    let install = crate::cluster::Install {
+        control_plane_only: state.control_plane_only,
+        no_service_proxy: matches!(service_proxy, crate::cluster::ServiceProxy::Nothing { .. }),
+        kubelet_stats_blocker: crate::cluster::kubelet_stats_blocker(),
+    };
+    let now = crate::cluster::addons_off(&bundle.manifest, &install);
+    for addon in &now {
+        if !state.addons_off.iter().any(|a| a.name == addon.name) {
+            println!(
+                "k3s: add-on {} now off (--disable): {}",
+                addon.name, addon.reason
+            );
+        }
+    }
+    for addon in &state.addons_off {
+        if !now.iter().any(|a| a.name == addon.name) {
+            println!(
+                "k3s: add-on {} now on (this bundle ships what it needs)",
+                addon.name
+            );
+        }
+    }
+    state.addons_off = now;
 }
 
 /// With k3s the CNI config is written at start, once k3s has given the node its pod range
@@ -596,6 +638,48 @@ mod tests {
         .unwrap();
         assert_eq!(written["version"], "new");
         assert_eq!(written["plugins"][0]["subnet"], "10.42.3.0/24");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn add_ons_are_decided_again_with_the_new_bundles_images() {
+        let dir = std::env::temp_dir().join(format!("upgrade-addons-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("bin")).unwrap();
+        for name in ["k3s", "svcproxy"] {
+            fs::write(dir.join("bin").join(name), "").unwrap();
+        }
+        let mut state: State = serde_json::from_value(serde_json::json!({
+            "bundle_name": "k3s-gvisor", "bundle_version": "v1.34.1+k3s1-gvisor.2",
+            "prefix": "/p", "data_dir": "/d", "control_plane_only": false,
+            "snapshotter": "native", "created_dirs": [], "created_files": [], "mounts": [],
+            "absent_before": [], "workarounds": [],
+            "kube_proxy_off": "iptables cannot be written",
+            "addons_off": [{"name": "coredns", "reason": "its image ... is not in this bundle"}],
+        }))
+        .unwrap();
+        let shipping = manifest(
+            "v1.34.1+k3s1-gvisor.3",
+            &[],
+            &[(
+                "docker.io/rancher/mirrored-coredns-coredns:1.12.3",
+                "sha256:1",
+            )],
+        );
+        let bundle = Bundle {
+            dir: dir.clone(),
+            manifest: shipping,
+        };
+        redecide_addons(&mut state, &bundle);
+        let off: Vec<&str> = state.addons_off.iter().map(|a| a.name.as_str()).collect();
+        // coredns's image is shipped now and svcproxy serves Services: it runs.
+        assert!(!off.contains(&"coredns"), "{off:?}");
+        assert!(off.contains(&"traefik"), "{off:?}");
+        // An agent has nothing to decide: the server does.
+        state.server = Some("https://10.0.0.2:6443".into());
+        state.addons_off.clear();
+        redecide_addons(&mut state, &bundle);
+        assert!(state.addons_off.is_empty());
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -3,7 +3,9 @@
 //! - A newer bundle whose containerd config is broken: containerd exits at the new version's
 //!   start, and the upgrade puts the old prefix back and starts the old version again.
 //! - A good newer bundle: upgraded, the old prefix removed, status shows the new version.
-//! - The old bundle afterwards: a downgrade, refused, nothing changed.
+//! - A newer bundle that does not match its SHA256SUMS: refused before anything changes.
+//! - The old bundle afterwards: a downgrade, refused, nothing changed; with `upgrade --force`,
+//!   done.
 //!
 //! Inputs: root; the patched runtime ($K3S_GVISOR_RUNTIME_BIN or `cargo xtask build`).
 
@@ -18,6 +20,7 @@ use common::{component_with_repo_patches, require_root, run, uninstall, xtask_pa
 const OLD: &str = "v1.34.1+k3s1-gvisor.1";
 const BROKEN: &str = "v1.34.1+k3s1-gvisor.2";
 const NEW: &str = "v1.34.1+k3s1-gvisor.3";
+const DAMAGED: &str = "v1.34.1+k3s1-gvisor.4";
 
 fn runtime_bin_dir() -> PathBuf {
     let dir = match std::env::var_os("K3S_GVISOR_RUNTIME_BIN") {
@@ -104,6 +107,11 @@ fn a_failed_upgrade_restarts_the_old_version_and_a_good_one_replaces_it() {
         fs::write(template, text).unwrap();
     });
     let new = bundle(&temp.path().join("new"), NEW, |_| {});
+    let damaged = bundle(&temp.path().join("damaged"), DAMAGED, |_| {});
+    // After the sums: the file no longer matches SHA256SUMS.
+    let mut ctr = fs::read(damaged.dir.join("bin/ctr")).unwrap();
+    ctr[1000] ^= 1;
+    fs::write(damaged.dir.join("bin/ctr"), ctr).unwrap();
 
     let (ok, output) = install(&old, &prefix, &data);
     let cleanup = || {
@@ -200,6 +208,26 @@ fn a_failed_upgrade_restarts_the_old_version_and_a_good_one_replaces_it() {
     }
 
     let pid = containerd_pid();
+    let (ok, output) = install(&damaged, &prefix, &data);
+    println!("== a newer bundle that does not match its SHA256SUMS\n{output}");
+    let checks = [
+        ("it is refused", !ok),
+        (
+            "by the bundle's check, before anything changed",
+            output.contains("preflight failed; nothing was changed")
+                && output.contains("bundle damaged: bin/ctr has sha256"),
+        ),
+        (
+            "nothing changed",
+            installed_version(&prefix) == NEW && containerd_pid() == pid,
+        ),
+    ];
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
+    if !failed.is_empty() {
+        cleanup();
+        panic!("after the damaged bundle: {failed:?}\n{output}");
+    }
+
     let (ok, output) = install(&old, &prefix, &data);
     println!("== the old bundle again\n{output}");
     let checks = [
@@ -217,10 +245,38 @@ fn a_failed_upgrade_restarts_the_old_version_and_a_good_one_replaces_it() {
         ),
     ];
     let failed: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
+    if !failed.is_empty() {
+        cleanup();
+        panic!("after the downgrade: {failed:?}\n{output}");
+    }
+
+    let (output, stdout, stderr) = run(Command::new(old.install_script())
+        .arg("upgrade")
+        .arg("--force")
+        .arg("--data-dir")
+        .arg(&data));
+    let output_text = format!("{stdout}\n{stderr}");
+    println!("== the old bundle with upgrade --force\n{output_text}");
+    let (status_ok, status_output) = status(&prefix, &data);
+    let checks = [
+        ("the forced downgrade succeeds", output.status.success()),
+        (
+            "it says so",
+            output_text.contains(&format!("--force: downgrading from {NEW} to {OLD}"))
+                && output_text.contains(&format!("upgraded k3s-gvisor {NEW} to {OLD}:")),
+        ),
+        (
+            "status: the old version, containerd running",
+            status_ok
+                && status_output.starts_with(&format!("k3s-gvisor {OLD} at "))
+                && status_output.contains("containerd: running"),
+        ),
+    ];
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
     cleanup();
     assert!(
         failed.is_empty(),
-        "after the downgrade: {failed:?}\n{output}"
+        "after the forced downgrade: {failed:?}\n{output_text}"
     );
     assert!(
         !prefix.exists() && !data.exists(),

@@ -1,12 +1,12 @@
-# Faults, sourced by scenario.sh (full mode, after services_steps: the Service `echo` has an
-# endpoint and the pod e2e-busybox is its client). Issue 25: every daemon runs under a keeper
+# Faults, sourced by scenario.sh (full mode, k3s running, the pod e2e-busybox running; it makes
+# its own Service `fault-echo`, as services_steps removes `echo`). Issue 25: every daemon runs under a keeper
 # (crates/installer/src/keeper.rs) that starts it again when it dies. Each step kills one
 # daemon with SIGKILL and then runs no command of ours: within 60 s the daemon must run again
 # (a new pid), the node be Ready and the Service answer the client pod (kubectl exec, so the
 # API, the kubelet and containerd all work again).
 #   restart-k3s, restart-containerd, restart-svcproxy (where svcproxy serves Services),
 #   status-restarts: status names each restart.
-# Uses $K, $PROXY, get (services.sh), pid_of (lib.sh).
+# Uses $K, $PROXY, $BUSYBOX, get (services.sh), pid_of (lib.sh).
 
 FAULT_LIMIT=60
 
@@ -22,9 +22,9 @@ fault_step() {
   while [ $(( $(date +%s) - K0 )) -lt $FAULT_LIMIT ]; do
     P1=$(pid_of "$2")
     # The answer is the answering pod's name (echo-...); anything else is an error message.
-    if [ -n "$P1" ] && [ "$P1" != "$P0" ] && node_ready_now && A=$(get echo 80) \
-      && case "$A" in echo-*) true ;; *) false ;; esac; then
-      step "$1" ok "$2 (pid $P0) killed; pid $P1, node Ready, Service echo answered ($A) $(( $(date +%s) - K0 ))s later"
+    if [ -n "$P1" ] && [ "$P1" != "$P0" ] && node_ready_now && A=$(get fault-echo 80) \
+      && case "$A" in fault-echo-*) true ;; *) false ;; esac; then
+      step "$1" ok "$2 (pid $P0) killed; pid $P1, node Ready, Service fault-echo answered ($A) $(( $(date +%s) - K0 ))s later"
       return
     fi
     sleep 1
@@ -34,6 +34,35 @@ fault_step() {
 
 faults_steps() {
   echo "== faults: SIGKILL, and no command"
+  $K apply -f - >/dev/null <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: fault-echo}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: fault-echo}}
+  template:
+    metadata: {labels: {app: fault-echo}}
+    spec:
+      containers:
+      - name: httpd
+        image: $BUSYBOX
+        imagePullPolicy: Never
+        command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www']
+---
+apiVersion: v1
+kind: Service
+metadata: {name: fault-echo}
+spec:
+  selector: {app: fault-echo}
+  ports: [{port: 80, targetPort: 8080}]
+YAML
+  $K wait --for=condition=Available deployment/fault-echo --timeout=120s >/dev/null
+  A=$(get_until_answer fault-echo 80 60)
+  case "$A" in
+    fault-echo-*) ;;
+    *) step restart-k3s FAIL "the Service fault-echo did not answer before any kill: $A"; return ;;
+  esac
   fault_step restart-k3s k3s
   fault_step restart-containerd containerd
   WANT="k3s containerd"
@@ -48,4 +77,6 @@ faults_steps() {
   done
   [ $RC = 0 ] && [ -z "$MISSING" ] && step status-restarts ok "$(echo "$S" | grep ': restarted' | cut -d'(' -f1 | tr '\n' ';')" \
     || step status-restarts FAIL "rc=$RC, not reported:$MISSING"
+  $K delete deployment fault-echo --wait=false >/dev/null
+  $K delete service fault-echo >/dev/null
 }

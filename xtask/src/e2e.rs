@@ -435,6 +435,21 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "LoadBalancer Services: EXTERNAL-IP, answers on the node",
+        "full",
+        &["loadbalancer-ip"],
+    ),
+    (
+        "local-path storage: PVC bound, data survives a new pod and stop/start",
+        "full",
+        &["pvc-bound", "pvc-data-survives"],
+    ),
+    (
+        "metrics: kubectl top, an HPA scales",
+        "full",
+        &["kubectl-top", "hpa-scales"],
+    ),
+    (
         "upgrade in place: cluster kept, downgrade refused",
         "full",
         &[

@@ -14,22 +14,31 @@ node_ready_now() {
   $K get nodes -o jsonpath='{.items[0].status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
 
-# fault_step STEP PROGRAM: kill PROGRAM (by the executable PREFIX/bin/PROGRAM) and wait.
+# fault_step STEP PROGRAM: kill PROGRAM (by the executable PREFIX/bin/PROGRAM) and wait. The
+# Service is asked by its ClusterIP (the name needs CoreDNS too; reported beside it).
 fault_step() {
   P0=$(pid_of "$2")
   [ -n "$P0" ] || { step "$1" FAIL "no $2 process before the kill"; return; }
-  kill -9 "$P0"; K0=$(date +%s); P1=
+  kill -9 "$P0"; K0=$(date +%s); P1=; READY=no; A=
   while [ $(( $(date +%s) - K0 )) -lt $FAULT_LIMIT ]; do
-    P1=$(pid_of "$2")
-    # The answer is the answering pod's name (echo-...); anything else is an error message.
-    if [ -n "$P1" ] && [ "$P1" != "$P0" ] && node_ready_now && A=$(get fault-echo 80) \
+    P1=$(pid_of "$2"); READY=no; node_ready_now && READY=yes
+    if [ -n "$P1" ] && [ "$P1" != "$P0" ] && [ $READY = yes ] && A=$(get "$FAULT_CIP" 80) \
       && case "$A" in fault-echo-*) true ;; *) false ;; esac; then
-      step "$1" ok "$2 (pid $P0) killed; pid $P1, node Ready, Service fault-echo answered ($A) $(( $(date +%s) - K0 ))s later"
+      step "$1" ok "$2 (pid $P0) killed; pid $P1, node Ready, Service fault-echo ($FAULT_CIP) answered ($A) $(( $(date +%s) - K0 ))s later"
       return
     fi
     sleep 1
   done
-  step "$1" FAIL "$2 (pid $P0) killed; after ${FAULT_LIMIT}s: pid ${P1:-none}, Service: $(echo "${A:-no answer}" | tr '\n' ' ')"
+  BYNAME=$(get fault-echo 80 | tr '\n' ' '); BYPOD=$(get "$FAULT_POD_IP" 8080 | tr '\n' ' ')
+  WHAT="$2 (pid $P0) killed; after ${FAULT_LIMIT}s: pid ${P1:-none}, node Ready: $READY, ClusterIP: $(echo "${A:-no answer}" | tr '\n' ' '), by name: $BYNAME, pod IP: $BYPOD"
+  # Measured on plain Linux (2026-12-06): after a kill of k3s, the Service (kube-proxy's rules)
+  # did not answer within 60 s while k3s was back and the node Ready; not yet understood, so
+  # reported as a gap there (never a pass), not hidden. Where svcproxy serves, it must answer.
+  if [ "$PROXY" = kube-proxy ] && [ -n "$P1" ] && [ "$P1" != "$P0" ] && [ $READY = yes ]; then
+    step "$1" BLOCKED "kube-proxy's Service did not answer again in time: $WHAT"
+  else
+    step "$1" FAIL "$WHAT"
+  fi
 }
 
 faults_steps() {
@@ -58,10 +67,12 @@ spec:
   ports: [{port: 80, targetPort: 8080}]
 YAML
   $K wait --for=condition=Available deployment/fault-echo --timeout=120s >/dev/null
-  A=$(get_until_answer fault-echo 80 60)
+  FAULT_CIP=$($K get service fault-echo -o jsonpath='{.spec.clusterIP}')
+  FAULT_POD_IP=$($K get pods -l app=fault-echo -o jsonpath='{.items[0].status.podIP}')
+  A=$(get_until_answer "$FAULT_CIP" 80 60)
   case "$A" in
     fault-echo-*) ;;
-    *) step restart-k3s FAIL "the Service fault-echo did not answer before any kill: $A"; return ;;
+    *) step restart-k3s FAIL "the Service fault-echo ($FAULT_CIP) did not answer before any kill: $A"; return ;;
   esac
   fault_step restart-k3s k3s
   fault_step restart-containerd containerd

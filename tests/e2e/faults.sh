@@ -15,7 +15,9 @@ node_ready_now() {
 }
 
 # fault_step STEP PROGRAM: kill PROGRAM (by the executable PREFIX/bin/PROGRAM) and wait. The
-# Service is asked by its ClusterIP (the name needs CoreDNS too; reported beside it).
+# Service is asked by its ClusterIP: by name it also needs CoreDNS, which on plain Linux did not
+# answer within 60 s after a kill of k3s in one run (2026-12-06; the ClusterIP answered 7 s after
+# the kill in the next), an open question; on failure the name and the pod IP are reported too.
 fault_step() {
   P0=$(pid_of "$2")
   [ -n "$P0" ] || { step "$1" FAIL "no $2 process before the kill"; return; }
@@ -30,15 +32,7 @@ fault_step() {
     sleep 1
   done
   BYNAME=$(get fault-echo 80 | tr '\n' ' '); BYPOD=$(get "$FAULT_POD_IP" 8080 | tr '\n' ' ')
-  WHAT="$2 (pid $P0) killed; after ${FAULT_LIMIT}s: pid ${P1:-none}, node Ready: $READY, ClusterIP: $(echo "${A:-no answer}" | tr '\n' ' '), by name: $BYNAME, pod IP: $BYPOD"
-  # Measured on plain Linux (2026-12-06): after a kill of k3s, the Service (kube-proxy's rules)
-  # did not answer within 60 s while k3s was back and the node Ready; not yet understood, so
-  # reported as a gap there (never a pass), not hidden. Where svcproxy serves, it must answer.
-  if [ "$PROXY" = kube-proxy ] && [ -n "$P1" ] && [ "$P1" != "$P0" ] && [ $READY = yes ]; then
-    step "$1" BLOCKED "kube-proxy's Service did not answer again in time: $WHAT"
-  else
-    step "$1" FAIL "$WHAT"
-  fi
+  step "$1" FAIL "$2 (pid $P0) killed; after ${FAULT_LIMIT}s: pid ${P1:-none}, node Ready: $READY, ClusterIP: $(echo "${A:-no answer}" | tr '\n' ' '), by name: $BYNAME, pod IP: $BYPOD"
 }
 
 faults_steps() {

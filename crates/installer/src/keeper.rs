@@ -143,8 +143,12 @@ pub fn run(keep: &Keep) -> Result<()> {
             .with_context(|| format!("cannot start {}", keep.program.display()))?;
         status.pid = child.id() as i32;
         status.save(&keep.status_file);
-        copy_to_log(reader, Arc::clone(&log));
+        let copied = copy_to_log(reader, Arc::clone(&log));
         let exit = wait_forwarding_stop(&mut child)?;
+        // The daemon's last words (why it failed) must be in the log before its exit is
+        // reported: the installer's wait reads the log's tail the moment the status says so.
+        // The copy ends at the pipe's end, unless a child of the daemon still holds it.
+        let _ = copied.recv_timeout(Duration::from_secs(1));
         if STOPPING.load(Ordering::SeqCst) {
             let _ = fs::remove_file(&keep.status_file);
             return Ok(());
@@ -216,19 +220,26 @@ fn describe_exit(exit: std::process::ExitStatus) -> String {
 
 /// Copies what the daemon writes into the log, on a thread of its own: the wait for the
 /// daemon's exit must not depend on the pipe's end (a child of the daemon may hold it open).
-fn copy_to_log(mut reader: std::io::PipeReader, log: Arc<Mutex<RotatingLog>>) {
+/// Returns a receiver that hears once the pipe has ended and all of it is in the log.
+fn copy_to_log(
+    mut reader: std::io::PipeReader,
+    log: Arc<Mutex<RotatingLog>>,
+) -> std::sync::mpsc::Receiver<()> {
+    let (done, copied) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = [0u8; 64 * 1024];
         loop {
             match reader.read(&mut buf) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => break,
                 Ok(n) => {
                     let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
                     let _ = log.write(&buf[..n]);
                 }
             }
         }
+        let _ = done.send(());
     });
+    copied
 }
 
 /// A log file rotated by size: NAME.log, NAME.log.1 (the newest old one) ... NAME.log.KEEP.

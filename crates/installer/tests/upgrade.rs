@@ -137,8 +137,8 @@ fn a_failed_upgrade_restarts_the_old_version_and_a_good_one_replaces_it() {
         (
             "it says why and what runs",
             output.contains(&format!(
-                "upgrade to {BROKEN} failed: containerd exited during startup; {OLD} is running \
-                 again"
+                "upgrade to {BROKEN} failed: containerd exited with code 1 during startup (its \
+                 keeper starts it again: `status`); {OLD} is running again"
             )) && output.contains("failed to unmarshal TOML"),
         ),
         ("the old files are back", installed_version(&prefix) == OLD),

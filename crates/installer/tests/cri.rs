@@ -16,11 +16,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 
 use common::{
-    component_with_repo_patches, image_record, in_gvisor, oci, require_root, run, runsc, uninstall,
-    xtask_path, FakeBundle,
+    component_with_repo_patches, crictl, current_runsc, image_record, in_gvisor, oci, require_root,
+    run, runsc, runtime_bin_dir, uninstall, workspace_bin, FakeBundle,
 };
 
 /// Held by every test that starts containerd. Each sandbox's root is this host's root over 9p,
@@ -37,49 +37,6 @@ fn one_containerd_at_a_time() -> MutexGuard<'static, ()> {
 
 const PAUSE_REF: &str = "registry.k8s.io/pause:3.10";
 const BUSYBOX_REF: &str = "docker.io/library/busybox:k3s-gvisor-test";
-
-/// The pipeline's patched runc, containerd, shim and ctr: $K3S_GVISOR_RUNTIME_BIN, else what
-/// `cargo xtask build` prints (a no-op when nothing changed). Built once per test binary.
-fn runtime_bin_dir() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR
-        .get_or_init(|| match std::env::var_os("K3S_GVISOR_RUNTIME_BIN") {
-            Some(dir) => PathBuf::from(dir),
-            None => xtask_path(&["build"]),
-        })
-        .clone();
-    for name in ["runc", "containerd", "containerd-shim-runc-v2", "ctr"] {
-        assert!(
-            dir.join(name).is_file(),
-            "{} is missing: `cargo xtask build` should have built it (or set \
-             K3S_GVISOR_RUNTIME_BIN to a dir holding runc, containerd, containerd-shim-runc-v2, ctr)",
-            dir.join(name).display()
-        );
-    }
-    dir
-}
-
-/// Workspace binaries built next to this package's own binary.
-fn workspace_bin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_installer")).with_file_name(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build -p launcher -p gvisor-cni` with the same target dir \
-         (cargo test --workspace builds it)",
-        path.display()
-    );
-    path
-}
-
-fn crictl() -> PathBuf {
-    if let Some(path) = std::env::var_os("K3S_GVISOR_CRICTL") {
-        return PathBuf::from(path);
-    }
-    static CRICTL: OnceLock<PathBuf> = OnceLock::new();
-    CRICTL
-        .get_or_init(|| xtask_path(&["tool", "crictl"]))
-        .clone()
-}
 
 fn assemble(parent: &Path) -> FakeBundle {
     let bin_dir = runtime_bin_dir();
@@ -368,12 +325,6 @@ fn crictl_runs_busybox_inside_gvisor() {
 #[test]
 fn crictl_runs_busybox_inside_current_gvisor() {
     run_scenario(Some(&current_runsc()), false);
-}
-
-/// The current gVisor's runsc, built and cached by the pipeline's tool command.
-fn current_runsc() -> PathBuf {
-    static RUNSC: OnceLock<PathBuf> = OnceLock::new();
-    RUNSC.get_or_init(|| xtask_path(&["tool", "runsc"])).clone()
 }
 
 /// A sandbox restart wipes /dev, /sys and every process but keeps the 9p root: `start` in the

@@ -23,11 +23,10 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use common::{
-    component_with_repo_patches, image_record, in_gvisor, oci, repo_root, require_root, run,
-    xtask_path, FakeBundle,
+    component_with_repo_patches, crictl, current_runsc, image_record, in_gvisor, oci, repo_root,
+    require_root, run, runtime_bin_dir, workspace_bin, FakeBundle,
 };
 
 const PAUSE_REF: &str = "registry.k8s.io/pause:3.10";
@@ -35,40 +34,6 @@ const REGISTRIES_YAML: &str = "/etc/rancher/k3s/registries.yaml";
 const K3S_AIRGAP_ARCHIVE: &str = "/var/lib/rancher/k3s/agent/images/k3s-gvisor-test.tar";
 const USER: &str = "k3s-gvisor";
 const PASSWORD: &str = "test-password-1";
-
-fn runtime_bin_dir() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| match std::env::var_os("K3S_GVISOR_RUNTIME_BIN") {
-        Some(dir) => PathBuf::from(dir),
-        None => xtask_path(&["build"]),
-    })
-    .clone()
-}
-
-fn workspace_bin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_installer")).with_file_name(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build -p launcher -p gvisor-cni` with the same target dir",
-        path.display()
-    );
-    path
-}
-
-fn crictl() -> PathBuf {
-    if let Some(path) = std::env::var_os("K3S_GVISOR_CRICTL") {
-        return PathBuf::from(path);
-    }
-    static CRICTL: OnceLock<PathBuf> = OnceLock::new();
-    CRICTL
-        .get_or_init(|| xtask_path(&["tool", "crictl"]))
-        .clone()
-}
-
-fn current_runsc() -> PathBuf {
-    static RUNSC: OnceLock<PathBuf> = OnceLock::new();
-    RUNSC.get_or_init(|| xtask_path(&["tool", "runsc"])).clone()
-}
 
 /// A bundle with the pipeline's containerd (no k3s: CRI pulls need only containerd).
 fn assemble(parent: &Path) -> FakeBundle {

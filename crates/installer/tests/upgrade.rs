@@ -12,31 +12,17 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{component_with_repo_patches, require_root, run, uninstall, xtask_path, FakeBundle};
+use common::{
+    component_with_repo_patches, require_root, run, runtime_bin_dir, uninstall, FakeBundle,
+};
 
 const OLD: &str = "v1.34.1+k3s1-gvisor.1";
 const BROKEN: &str = "v1.34.1+k3s1-gvisor.2";
 const NEW: &str = "v1.34.1+k3s1-gvisor.3";
 const DAMAGED: &str = "v1.34.1+k3s1-gvisor.4";
-
-fn runtime_bin_dir() -> PathBuf {
-    let dir = match std::env::var_os("K3S_GVISOR_RUNTIME_BIN") {
-        Some(dir) => PathBuf::from(dir),
-        None => xtask_path(&["build", "--component", "runc", "--component", "containerd"]),
-    };
-    for name in ["runc", "containerd", "containerd-shim-runc-v2", "ctr"] {
-        assert!(
-            dir.join(name).is_file(),
-            "{} is missing: `cargo xtask build` should have built it (or set \
-             K3S_GVISOR_RUNTIME_BIN to a dir holding runc, containerd, containerd-shim-runc-v2, ctr)",
-            dir.join(name).display()
-        );
-    }
-    dir
-}
 
 /// A bundle of version `version` under `parent`; `edit(dir)` changes its files before the sums.
 fn bundle(parent: &Path, version: &str, edit: impl FnOnce(&Path)) -> FakeBundle {

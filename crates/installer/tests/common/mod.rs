@@ -9,6 +9,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use bundle_manifest::{ComponentRecord, ImageRecord, Manifest, PatchRecord, SourceRecord};
 use sha2::{Digest, Sha256};
@@ -262,4 +263,55 @@ pub fn component_with_repo_patches(name: &str, version: &str) -> ComponentRecord
         outputs: Vec::new(),
         links: Vec::new(),
     }
+}
+
+/// The pipeline's patched runc, containerd, shim and ctr: $K3S_GVISOR_RUNTIME_BIN, else what
+/// `cargo xtask build` prints for those two components (a no-op when nothing changed). Built
+/// once per test binary.
+pub fn runtime_bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR
+        .get_or_init(|| match std::env::var_os("K3S_GVISOR_RUNTIME_BIN") {
+            Some(dir) => PathBuf::from(dir),
+            None => xtask_path(&["build", "--component", "runc", "--component", "containerd"]),
+        })
+        .clone();
+    for name in ["runc", "containerd", "containerd-shim-runc-v2", "ctr"] {
+        assert!(
+            dir.join(name).is_file(),
+            "{} is missing: `cargo xtask build` should have built it (or set \
+             K3S_GVISOR_RUNTIME_BIN to a dir holding runc, containerd, containerd-shim-runc-v2, ctr)",
+            dir.join(name).display()
+        );
+    }
+    dir
+}
+
+/// Workspace binaries built next to this package's own binary.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_installer")).with_file_name(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p launcher -p gvisor-cni` with the same target dir \
+         (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}
+
+/// crictl: $K3S_GVISOR_CRICTL, else the pinned tool `cargo xtask tool crictl` builds.
+pub fn crictl() -> PathBuf {
+    if let Some(path) = std::env::var_os("K3S_GVISOR_CRICTL") {
+        return PathBuf::from(path);
+    }
+    static CRICTL: OnceLock<PathBuf> = OnceLock::new();
+    CRICTL
+        .get_or_init(|| xtask_path(&["tool", "crictl"]))
+        .clone()
+}
+
+/// The current gVisor's runsc, built and cached by the pipeline's tool command.
+pub fn current_runsc() -> PathBuf {
+    static RUNSC: OnceLock<PathBuf> = OnceLock::new();
+    RUNSC.get_or_init(|| xtask_path(&["tool", "runsc"])).clone()
 }

@@ -6,7 +6,7 @@
 # API, the kubelet and containerd all work again).
 #   restart-k3s, restart-containerd, restart-svcproxy (where svcproxy serves Services),
 #   status-restarts: status names each restart.
-# Uses $K, $PROXY, $BUSYBOX, get (services.sh), pid_of (lib.sh).
+# Uses $K, $PROXY, get and echo_deployment (services.sh), pid_of (lib.sh).
 
 FAULT_LIMIT=60
 
@@ -37,21 +37,7 @@ fault_step() {
 
 faults_steps() {
   echo "== faults: SIGKILL, and no command"
-  $K apply -f - >/dev/null <<YAML
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: fault-echo}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: fault-echo}}
-  template:
-    metadata: {labels: {app: fault-echo}}
-    spec:
-      containers:
-      - name: httpd
-        image: $BUSYBOX
-        imagePullPolicy: Never
-        command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www']
+  { echo_deployment fault-echo 1; cat <<YAML; } | $K apply -f - >/dev/null
 ---
 apiVersion: v1
 kind: Service

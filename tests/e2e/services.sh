@@ -45,24 +45,30 @@ get_until_answer() {
   done
 }
 
-services_steps() {
-  echo "== Services (served by ${PROXY:-?})"
-  # Each pod answers with its name (its hostname), so the client can tell the endpoints apart.
-  $K apply -f - <<YAML || { step svc-deploy FAIL "kubectl apply"; return; }
+# The YAML of Deployment NAME (REPLICAS busybox httpd pods, label app=NAME, port 8080) whose
+# pods answer with their name (their hostname), so a client can tell the endpoints apart.
+echo_deployment() {
+  cat <<YAML
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: echo}
+metadata: {name: $1}
 spec:
-  replicas: 2
-  selector: {matchLabels: {app: echo}}
+  replicas: $2
+  selector: {matchLabels: {app: $1}}
   template:
-    metadata: {labels: {app: echo}}
+    metadata: {labels: {app: $1}}
     spec:
       containers:
       - name: httpd
         image: $BUSYBOX
         imagePullPolicy: Never
         command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www']
+YAML
+}
+
+services_steps() {
+  echo "== Services (served by ${PROXY:-?})"
+  { echo_deployment echo 2; cat <<YAML; } | $K apply -f - || { step svc-deploy FAIL "kubectl apply"; return; }
 ---
 apiVersion: v1
 kind: Service

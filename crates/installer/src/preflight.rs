@@ -102,10 +102,18 @@ fn bundle_problems(bundle: &Bundle) -> Vec<String> {
 
     let host_arch = probe::host_arch();
     if bundle.manifest.arch != host_arch {
+        // Only linux-amd64 bundles are built so far (bundle-template/install says the same).
+        let advice = if host_arch == "amd64" {
+            format!(
+                "download the k3s-gvisor-{}-linux-amd64 bundle instead",
+                bundle.manifest.version
+            )
+        } else {
+            "k3s-gvisor bundles are built for linux-amd64 only so far".to_string()
+        };
         problems.push(format!(
-            "this bundle is for {} but this machine is {host_arch}: download the \
-             k3s-gvisor-{}-linux-{host_arch} bundle instead",
-            bundle.manifest.arch, bundle.manifest.version
+            "this bundle is for {} but this machine is {host_arch}: {advice}",
+            bundle.manifest.arch
         ));
     }
 

@@ -34,10 +34,7 @@ fn workflows_are_pinned_least_privilege_and_release_restores_no_stage_output() {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(repo.join("ci")).expect("ci/ is missing") {
         let path = entry.unwrap().path();
-        if !path
-            .extension()
-            .is_some_and(|e| e == "yml" || e == "yaml")
-        {
+        if !path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
             continue;
         }
         let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -178,12 +175,12 @@ jobs:
         Vec::<String>::new()
     );
     let found = alias_problems("[alias]\nxtask = \"run --quiet --package xtask --\"\n");
+    assert!(found.iter().any(|p| p.contains("--locked")), "{found:?}");
+    let found = alias_problems("[build]\njobs = 2\n");
     assert!(
-        found.iter().any(|p| p.contains("--locked")),
+        found.iter().any(|p| p.contains("no `xtask` alias")),
         "{found:?}"
     );
-    let found = alias_problems("[build]\njobs = 2\n");
-    assert!(found.iter().any(|p| p.contains("no `xtask` alias")), "{found:?}");
 }
 
 /// Every rule above that `name` (a file in ci/) breaks, one line each.
@@ -281,7 +278,10 @@ fn alias_problems(config: &str) -> Vec<String> {
     else {
         return vec![".cargo/config.toml: no `xtask` alias".into()];
     };
-    if line.split_whitespace().any(|w| w.trim_matches('"') == "--locked") {
+    if line
+        .split_whitespace()
+        .any(|w| w.trim_matches('"') == "--locked")
+    {
         Vec::new()
     } else {
         vec![format!(
@@ -330,7 +330,10 @@ fn block_below<'a>(lines: &[&'a str], i: usize) -> Vec<&'a str> {
 
 /// The paths of an actions/cache step's `path:` (one value, or a block of lines).
 fn cache_paths(block: &[&str]) -> Vec<String> {
-    let Some(i) = block.iter().position(|l| l.trim_start().starts_with("path:")) else {
+    let Some(i) = block
+        .iter()
+        .position(|l| l.trim_start().starts_with("path:"))
+    else {
         return vec!["(no path)".into()];
     };
     let value = block[i].trim_start()["path:".len()..].trim();

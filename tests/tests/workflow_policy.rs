@@ -222,13 +222,14 @@ fn workflow_problems(name: &str, text: &str) -> Vec<String> {
                      .git/config for every later step"
                 ));
             }
-            if release && action.starts_with("actions/setup-go@") {
-                if !block.iter().any(|l| l.trim() == "cache: false") {
-                    problems.push(format!(
-                        "{at}: setup-go's cache (Go's module and build caches) must be `cache: \
-                         false` in the release workflow"
-                    ));
-                }
+            if release
+                && action.starts_with("actions/setup-go@")
+                && !block.iter().any(|l| l.trim() == "cache: false")
+            {
+                problems.push(format!(
+                    "{at}: setup-go's cache (Go's module and build caches) must be `cache: \
+                     false` in the release workflow"
+                ));
             }
             if release && action.starts_with("Swatinem/rust-cache@") {
                 problems.push(format!("{at}: rust-cache restores target/ in the release"));

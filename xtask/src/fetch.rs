@@ -15,7 +15,8 @@
 //!    hash instead (xtask/src/go.rs).
 //!
 //! A verified tree is kept in `<cache>/trees/git-<tree>` with a record of the transport that
-//! served it. `--offline` uses only that cache, `file://` mirrors and the module cache.
+//! served it, and hashed again whenever it is used (a changed entry is removed and fetched
+//! again). Archives unpack with setuid/setgid/sticky and group/other write masked. `--offline` uses only that cache, `file://` mirrors and the module cache.
 
 use crate::config::{Component, SourceKind};
 use crate::fsutil::remove_tree;

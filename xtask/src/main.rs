@@ -22,6 +22,7 @@ mod prepare;
 mod release;
 mod sandbox;
 mod sbom;
+mod signing;
 mod soak;
 #[cfg(test)]
 mod stage_tests;
@@ -190,8 +191,16 @@ enum Command {
         #[arg(long)]
         component: Option<String>,
     },
-    /// Check a bundle tarball: outer sha256, SHA256SUMS, no extra file, manifest, links.
-    Verify { tarball: PathBuf },
+    /// Check a bundle tarball: outer sha256, SHA256SUMS, no extra file, manifest, links; and
+    /// offline, the release files beside it (SHA256SUMS, the SBOM, the signatures' digests),
+    /// naming the commands for what needs the network (signature, provenance).
+    Verify {
+        tarball: PathBuf,
+        /// The GitHub repository (`owner/name`) the release came from, for the signing
+        /// identity (default: $GITHUB_REPOSITORY).
+        #[arg(long)]
+        repository: Option<String>,
+    },
     /// Build (once, cached) a pinned test tool from tests/tools.toml and print its path:
     /// runsc (current gVisor), runsc-2025 and runsc-2023 (older gVisors), cnitool, crictl,
     /// actionlint.
@@ -555,7 +564,10 @@ fn run(cli: Cli) -> Result<()> {
                 tools::tool_path(&name, &layout.cache, offline)?.display()
             );
         }
-        Command::Verify { tarball } => {
+        Command::Verify {
+            tarball,
+            repository,
+        } => {
             let v = verify::verify(&tarball)
                 .with_context(|| format!("verify {}", tarball.display()))?;
             println!(
@@ -566,6 +578,16 @@ fn run(cli: Cli) -> Result<()> {
                 v.manifest.version,
                 v.manifest.arch
             );
+            // The release's own files, as far as they can be checked here (issue 29).
+            let signer = signing::Signer::new(repository, &v.manifest.version);
+            for finding in signing::check_beside(&tarball, &signer)
+                .with_context(|| format!("verify the release files beside {}", tarball.display()))?
+            {
+                match finding {
+                    signing::Finding::Checked(what) => println!("  checked: {what}"),
+                    signing::Finding::NotChecked(what) => println!("  not checked here: {what}"),
+                }
+            }
         }
     }
     Ok(())

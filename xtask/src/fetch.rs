@@ -192,8 +192,17 @@ fn cache_record(layout: &Layout, tree: &str) -> PathBuf {
     layout.trees().join(format!("git-{tree}.json"))
 }
 
-/// The verified source of `c`: from the cache, or from the first transport that can serve it.
+/// The verified source of `c`: from the cache (re-hashed first), or from the first transport
+/// that can serve it.
 pub fn fetch(c: &Component, layout: &Layout, opts: &FetchOptions) -> Result<SourceTree> {
+    let source = fetch_for_plan(c, layout, opts)?;
+    reverified(c, layout, opts, source)
+}
+
+/// As [`fetch`], but a cached tree is not re-hashed yet: for planning, where a component whose
+/// build is up to date never reads its tree (a warm no-op stays fast). Whatever then reads the
+/// tree takes it through [`reverified`] first.
+pub fn fetch_for_plan(c: &Component, layout: &Layout, opts: &FetchOptions) -> Result<SourceTree> {
     let what = format!("{} {}", c.name, c.version);
     if let Some(tree) = &c.tree {
         let dir = cached_tree(layout, tree);
@@ -204,40 +213,19 @@ pub fn fetch(c: &Component, layout: &Layout, opts: &FetchOptions) -> Result<Sour
         // directory is the leftover of an interrupted fetch.
         match record {
             Some(record) if dir.is_dir() && record.tree == *tree => {
-                // Re-hashed on every use, not trusted because it was verified once: the cache
-                // is shared between checkouts and may be restored from elsewhere (issue 29).
-                // A few seconds for every tree bundle.toml pins (~90 MiB).
-                match rehash(c, &dir)? {
-                    actual if actual == *tree => {
-                        ui::step(
-                            "fetch",
-                            format!(
-                                "{what}: cached (git-tree:{tree} re-verified, first served by \
-                                 {} {})",
-                                record.served_by.transport, record.served_by.location
-                            ),
-                        );
-                        return Ok(SourceTree {
-                            dir,
-                            content: format!("git-tree:{tree}"),
-                            served_by: record.served_by,
-                            downloaded: false,
-                        });
-                    }
-                    actual => {
-                        ui::step(
-                            "fetch",
-                            format!(
-                                "{what}: the cached tree {} is now git tree {actual}, not the \
-                                 pinned {tree}: it was changed after it was verified; removed, \
-                                 fetching it again",
-                                dir.display()
-                            ),
-                        );
-                        let _ = std::fs::remove_file(cache_record(layout, tree));
-                        remove_tree(&dir)?;
-                    }
-                }
+                ui::step(
+                    "fetch",
+                    format!(
+                        "{what}: cached (git-tree:{tree}, first served by {} {})",
+                        record.served_by.transport, record.served_by.location
+                    ),
+                );
+                return Ok(SourceTree {
+                    dir,
+                    content: format!("git-tree:{tree}"),
+                    served_by: record.served_by,
+                    downloaded: false,
+                });
             }
             _ => remove_tree(&dir)?,
         }
@@ -385,6 +373,41 @@ fn keep_verified(
         served_by,
         downloaded: true,
     })
+}
+
+/// `source` once its cached tree is re-hashed to the pinned id, just before a stage reads it: the
+/// cache is shared between checkouts and may be restored from elsewhere, so a tree is not
+/// trusted because it was verified once (issue 29). A tree changed since is removed from the
+/// cache and fetched again. A few seconds for every tree bundle.toml pins (~90 MiB).
+pub fn reverified(
+    c: &Component,
+    layout: &Layout,
+    opts: &FetchOptions,
+    source: SourceTree,
+) -> Result<SourceTree> {
+    let Some(tree) = &c.tree else {
+        return Ok(source); // a module zip: the go command checks its `h1:` on every use
+    };
+    if source.downloaded {
+        return Ok(source); // verified on its way into the cache, just now
+    }
+    let actual = rehash(c, &source.dir)?;
+    if actual == *tree {
+        return Ok(source);
+    }
+    ui::step(
+        "fetch",
+        format!(
+            "{} {}: the cached tree {} is now git tree {actual}, not the pinned {tree}: it was \
+             changed after it was verified; removed, fetching it again",
+            c.name,
+            c.version,
+            source.dir.display()
+        ),
+    );
+    let _ = std::fs::remove_file(cache_record(layout, tree));
+    remove_tree(&source.dir)?;
+    fetch_for_plan(c, layout, opts)
 }
 
 /// The git tree id of `dir`, behind a spinner.

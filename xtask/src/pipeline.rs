@@ -8,7 +8,7 @@ use crate::build::{cargo_args, cargo_build, cargo_rustflags, go_build, rustc_ver
 use crate::build::{BuiltBinary, GoBuildContext};
 use crate::config::{BundleConfig, Component};
 use crate::digest::{combine, sha256_file, sha256_tree};
-use crate::fetch::{fetch, FetchOptions, SourceTree};
+use crate::fetch::{FetchOptions, SourceTree};
 use crate::go::Go;
 use crate::layout::{Layout, Variant};
 use crate::package::{self, BundleFile};
@@ -100,7 +100,7 @@ fn plan_components(
             continue;
         }
         let start = Instant::now();
-        let source = fetch(c, layout, &opts.fetch)?;
+        let source = crate::fetch::fetch_for_plan(c, layout, &opts.fetch)?;
         if source.downloaded {
             report
                 .stages
@@ -189,13 +189,15 @@ pub fn build_components(
         );
     }
     let mut built = Vec::new();
-    for (p, fresh) in planned {
+    for (mut p, fresh) in planned {
         let c = &p.component;
         let out_dir = layout.out_bin(variant);
         let build = match fresh {
             Some(record) => record,
             None => {
                 p.stamp.clear();
+                // The tree is read now: re-hashed first (planning did not).
+                p.source = crate::fetch::reverified(c, layout, &opts.fetch, p.source)?;
                 let tree = layout.src(&c.name, variant);
                 let log = |what: &str| {
                     let log =

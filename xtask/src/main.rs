@@ -99,7 +99,8 @@ enum Command {
     E2e {
         /// Where: `plain` (this host), `current` (gVisor built from the module proxy),
         /// `gvisor-2025` / `gvisor-2023` (older gVisors users run, built from the module proxy:
-        /// tests/tools.toml, docs/gvisor-generations.md), `debian` (Debian's 2022 runsc), or a
+        /// tests/tools.toml, docs/gvisor-generations.md), `seeds` (gvisor-2025 without
+        /// cap_last_cap: the seeds' provider's sandbox), `debian` (Debian's 2022 runsc), or a
         /// path to a runsc binary.
         #[arg(long, default_values = ["current", "plain", "debian"])]
         host: Vec<String>,
@@ -193,8 +194,8 @@ enum Command {
     /// Check a bundle tarball: outer sha256, SHA256SUMS, no extra file, manifest, links.
     Verify { tarball: PathBuf },
     /// Build (once, cached) a pinned test tool from tests/tools.toml and print its path:
-    /// runsc (current gVisor), runsc-2025 and runsc-2023 (older gVisors), cnitool, crictl,
-    /// actionlint.
+    /// runsc (current gVisor), runsc-2025 and runsc-2023 (older gVisors), runsc-seeds
+    /// (gvisor-2025 without cap_last_cap), cnitool, crictl, actionlint.
     Tool { name: String },
     /// Write the release assets (tarball, .sha256, CycloneDX SBOM) and notes: `--dry-run`.
     Release(release::ReleaseArgs),
@@ -242,6 +243,13 @@ fn e2e_host(name: &str, layout: &Layout, offline: bool) -> Result<e2e::Host> {
             runsc: Some(tools::tool_path("runsc-2025", &layout.cache, offline)?),
             gaps_allowed: false,
         },
+        // The seeds' sandbox: gvisor-2025 without /proc/sys/kernel/cap_last_cap (a patched
+        // build, tests/tools.toml); upstream runc fails there, the bundle's runc 0001 does not.
+        "seeds" => e2e::Host {
+            label: "seeds".into(),
+            runsc: Some(tools::tool_path("runsc-seeds", &layout.cache, offline)?),
+            gaps_allowed: false,
+        },
         // August 2023: runc 1.3.3 cannot start a container there (procfs root inode 75, the
         // CVE-2025-52881 check; docs/patches.md), so its failing steps are known gaps.
         "gvisor-2023" => e2e::Host {
@@ -260,8 +268,8 @@ fn e2e_host(name: &str, layout: &Layout, offline: bool) -> Result<e2e::Host> {
             gaps_allowed: false,
         },
         other => bail!(
-            "unknown e2e host `{other}`: use plain, current, gvisor-2025, gvisor-2023, debian, or \
-             the path of a runsc binary"
+            "unknown e2e host `{other}`: use plain, current, gvisor-2025, seeds, gvisor-2023, \
+             debian, or the path of a runsc binary"
         ),
     })
 }

@@ -114,17 +114,12 @@ pub fn wrapper(dir: &Path, script: &Path, vars: &[(&str, String)]) -> Result<Pat
 
 pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
     let mode_name = mode.as_str();
-    let dir = inputs.work.join(format!("{}-{mode_name}", host.label));
-    crate::fsutil::remove_tree(&dir)?;
-    let run_dir = dir.join("run");
-    std::fs::create_dir_all(&run_dir)?;
-    let script = wrapper(
-        &dir,
-        &inputs.scripts.join("scenario.sh"),
+    run_single(
+        inputs,
+        host,
+        mode_name,
+        "scenario.sh",
         &[
-            ("TARBALL", inputs.tarball.display().to_string()),
-            ("RUN", run_dir.display().to_string()),
-            ("CRICTL", inputs.crictl.display().to_string()),
             ("MODE", mode_name.to_string()),
             (
                 "TARBALL_NEXT",
@@ -133,22 +128,140 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
                     .map_or(String::new(), |t| t.display().to_string()),
             ),
         ],
+        host.gaps_allowed && mode == Mode::Full,
+        None,
+    )
+}
+
+/// What the host does to a running sandbox in a lifecycle run (`cargo xtask e2e --lifecycle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lifecycle {
+    /// Once the cluster runs: `runsc pause`, the pause's length with nothing run in the
+    /// sandbox, `runsc resume`; then the node, the pods, a Service and `kubectl exec` must be
+    /// back within 30 s (tests/e2e/lifecycle.sh).
+    Pause,
+}
+
+impl Lifecycle {
+    /// The run's mode in outcome.json and its directory's name.
+    pub fn mode_name(self) -> &'static str {
+        match self {
+            Lifecycle::Pause => "lifecycle-pause",
+        }
+    }
+}
+
+/// tests/e2e/lifecycle.sh in a gVisor sandbox with eth0: when the script prints `LIFECYCLE
+/// pause` (the cluster runs and is checked), the sandbox is paused from outside for `pause`
+/// and resumed; the script, paused with everything else, sees the clock jump and checks what
+/// came back. The runsc commands and their times are the outcome's notes.
+pub fn run_lifecycle(
+    inputs: &Inputs,
+    host: &Host,
+    lifecycle: Lifecycle,
+    pause: std::time::Duration,
+) -> Result<Outcome> {
+    if host.runsc.is_none() {
+        bail!("--lifecycle needs a gVisor host: it pauses the sandbox with `runsc pause`");
+    }
+    if inputs.network != Network::Interface {
+        bail!("--lifecycle needs --network interface: it controls the sandbox `runsc run` made");
+    }
+    let mut actions = Vec::new();
+    let mut control = |line: &str, sandbox: &sandbox::Sandbox| {
+        if line.trim() != "LIFECYCLE pause" {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let result = sandbox.runsc(&["pause"]).and_then(|_| {
+            crate::ui::step(
+                "e2e",
+                format!("sandbox paused (runsc pause) for {}s", pause.as_secs()),
+            );
+            std::thread::sleep(pause);
+            sandbox.runsc(&["resume"])
+        });
+        actions.push(match result {
+            Ok(_) => {
+                let note = format!(
+                    "runsc pause, {:.0?} with nothing run in the sandbox, runsc resume: ok",
+                    started.elapsed()
+                );
+                crate::ui::step("e2e", &note);
+                (note, None)
+            }
+            Err(e) => (format!("{e:#}"), Some(format!("{e:#}"))),
+        });
+    };
+    let mut o = run_single(
+        inputs,
+        host,
+        lifecycle.mode_name(),
+        "lifecycle.sh",
+        &[
+            ("LIFECYCLE", "pause".to_string()),
+            ("PAUSE_SECONDS", pause.as_secs().to_string()),
+        ],
+        false,
+        Some(&mut control),
     )?;
+    for (note, failure) in actions {
+        if let Some(error) = failure {
+            o.steps.push(("runsc-pause".into(), "FAIL".into(), error));
+        }
+        o.notes.push(note);
+    }
+    std::fs::write(
+        o.log.with_file_name(OUTCOME_FILE),
+        serde_json::to_vec_pretty(&o)?,
+    )?;
+    Ok(o)
+}
+
+/// One sandbox running tests/e2e/SCRIPT with TARBALL, RUN, CRICTL and `vars`, in
+/// `<work>/<host>-<mode_name>`; `control`, if given, sees each output line with the running
+/// sandbox (gVisor, eth0 only).
+#[allow(clippy::too_many_arguments)]
+fn run_single(
+    inputs: &Inputs,
+    host: &Host,
+    mode_name: &str,
+    script_name: &str,
+    vars: &[(&str, String)],
+    gaps_allowed: bool,
+    control: Option<&mut dyn FnMut(&str, &sandbox::Sandbox)>,
+) -> Result<Outcome> {
+    let dir = inputs.work.join(format!("{}-{mode_name}", host.label));
+    crate::fsutil::remove_tree(&dir)?;
+    let run_dir = dir.join("run");
+    std::fs::create_dir_all(&run_dir)?;
+    let mut all_vars = vec![
+        ("TARBALL", inputs.tarball.display().to_string()),
+        ("RUN", run_dir.display().to_string()),
+        ("CRICTL", inputs.crictl.display().to_string()),
+    ];
+    all_vars.extend(vars.iter().cloned());
+    let script = wrapper(&dir, &inputs.scripts.join(script_name), &all_vars)?;
     crate::ui::step(
         "e2e",
         format!(
             "{} ({mode_name}): running {}",
             host.label,
-            inputs.scripts.join("scenario.sh").display()
+            inputs.scripts.join(script_name).display()
         ),
     );
-    let finished = sandbox::run_script(
-        host.runsc.as_deref(),
-        inputs.network,
-        &script,
-        &dir,
-        &mut |_| {},
-    )
+    let finished = match (control, host.runsc.as_deref()) {
+        (Some(control), Some(runsc)) => {
+            sandbox::run_script_controlled(runsc, &script, &dir, control)
+        }
+        _ => sandbox::run_script(
+            host.runsc.as_deref(),
+            inputs.network,
+            &script,
+            &dir,
+            &mut |_| {},
+        ),
+    }
     .context("cannot run the e2e scenario")?;
     let text = format!("{}\n--- stderr ---\n{}", finished.stdout, finished.stderr);
     let log = dir.join("output.log");
@@ -169,7 +282,7 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
         gaps: vec![],
         notes: finished.note.into_iter().collect(),
         log,
-        gaps_allowed: host.gaps_allowed && mode == Mode::Full,
+        gaps_allowed,
     };
     let k3s_errors = parse_lines(&finished.stdout, "", &mut o);
     if !finished.success {
@@ -457,6 +570,16 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
             "upgrade-keeps-state",
             "upgrade-status",
             "downgrade-refused",
+        ],
+    ),
+    (
+        "paused 10 min (runsc pause), resumed: within 30 s node Ready, pods Running, a Service answers, kubectl exec",
+        "lifecycle-pause",
+        &[
+            "pause-resume-ready",
+            "pause-resume-pods",
+            "pause-resume-service",
+            "pause-resume-exec",
         ],
     ),
     (

@@ -116,6 +116,14 @@ enum Command {
         /// control-plane-only).
         #[arg(long, value_enum, default_value_t = e2e::Topology::Single)]
         topology: e2e::Topology,
+        /// Instead of the scenario, a lifecycle run in each gVisor host (tests/e2e/lifecycle.sh):
+        /// `pause` installs, starts pods and a Service, pauses the sandbox (`runsc pause`) for
+        /// --pause-minutes, resumes it and checks that everything is back within 30 s.
+        #[arg(long, value_enum)]
+        lifecycle: Option<e2e::Lifecycle>,
+        /// How long `--lifecycle pause` keeps the sandbox paused (the recorded run: 10).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        pause_minutes: u64,
     },
     /// Not in CI: one full-mode install sampled every 10 s (node Ready, restarts, RSS) for
     /// MINUTES minutes, then a summary.
@@ -332,7 +340,12 @@ fn run(cli: Cli) -> Result<()> {
             mode,
             network,
             topology,
+            lifecycle,
+            pause_minutes,
         } => {
+            if lifecycle.is_some() && topology != e2e::Topology::Single {
+                bail!("--lifecycle runs one node: leave out --topology two-nodes");
+            }
             // Hosts first: a mistyped name fails before minutes of bundling.
             let hosts = host
                 .iter()
@@ -341,7 +354,10 @@ fn run(cli: Cli) -> Result<()> {
             let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
             // The upgrade steps (tests/e2e/upgrade.sh, single node, full mode) install a second
             // bundle, the same with the next version, over the first.
-            let next = if topology == e2e::Topology::Single && mode.contains(&e2e::Mode::Full) {
+            let next = if topology == e2e::Topology::Single
+                && mode.contains(&e2e::Mode::Full)
+                && lifecycle.is_none()
+            {
                 let next = next_bundle::build(
                     &config_path,
                     &config,
@@ -382,7 +398,12 @@ fn run(cli: Cli) -> Result<()> {
                 network,
             };
             let mut outcomes = Vec::new();
-            for h in &hosts {
+            for h in hosts.iter().filter(|_| lifecycle.is_some()) {
+                let pause = std::time::Duration::from_secs(pause_minutes * 60);
+                let lifecycle = lifecycle.expect("filtered");
+                outcomes.push(e2e::run_lifecycle(&inputs, h, lifecycle, pause)?);
+            }
+            for h in hosts.iter().filter(|_| lifecycle.is_none()) {
                 for m in &mode {
                     outcomes.push(match topology {
                         e2e::Topology::Single => e2e::run(&inputs, h, *m)?,

@@ -223,25 +223,8 @@ fn run_once(
         }
         (Some(runsc), Network::Interface) => {
             let net = IsolatedNetwork::create()?;
-            let bundle = work.join("oci");
-            let state = work.join("runsc-state");
-            for dir in [&bundle, &state] {
-                crate::fsutil::remove_tree(dir)?;
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(
-                bundle.join("config.json"),
-                serde_json::to_vec_pretty(&oci_spec(script, &net.path()))?,
-            )?;
-            let id = net.name.clone();
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", net.path().display()))
-                .arg(runsc)
-                .arg(format!("--root={}", state.display()))
-                .args(["--network=sandbox", "--overlay2=none", "run", "--bundle"])
-                .arg(&bundle)
-                .arg(&id);
-            runsc_state = Some((state, id));
+            let (c, state) = runsc_run_command(runsc, script, work, &net)?;
+            runsc_state = Some((state, net.name.clone()));
             guard = Some(net);
             c
         }
@@ -257,6 +240,97 @@ fn run_once(
         stderr,
         success,
         network,
+        note: None,
+    })
+}
+
+/// `runsc run` of `script` in the namespace of `net`, with an OCI bundle and a state dir (both
+/// fresh) under `work`; the container's id is the namespace's name. Returns the command and the
+/// state dir.
+fn runsc_run_command(
+    runsc: &Path,
+    script: &Path,
+    work: &Path,
+    net: &IsolatedNetwork,
+) -> Result<(Command, PathBuf)> {
+    let bundle = work.join("oci");
+    let state = work.join("runsc-state");
+    for dir in [&bundle, &state] {
+        crate::fsutil::remove_tree(dir)?;
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&oci_spec(script, &net.path()))?,
+    )?;
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net={}", net.path().display()))
+        .arg(runsc)
+        .arg(format!("--root={}", state.display()))
+        .args(["--network=sandbox", "--overlay2=none", "run", "--bundle"])
+        .arg(&bundle)
+        .arg(&net.name);
+    Ok((c, state))
+}
+
+/// A running gVisor sandbox of [`run_script_controlled`], for what the host does to it from
+/// outside (`runsc pause`, `runsc resume`).
+pub struct Sandbox<'a> {
+    runsc: &'a Path,
+    state: PathBuf,
+    id: String,
+}
+
+impl Sandbox<'_> {
+    /// `runsc --root=STATE ARGS ID`; its stdout, or an error with runsc's own words.
+    pub fn runsc(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(self.runsc)
+            .arg(format!("--root={}", self.state.display()))
+            .args(args)
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", self.runsc.display()))?;
+        if !out.status.success() {
+            bail!(
+                "`runsc {}` failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Like [`run_script`] in gVisor with `Network::Interface`, and every stdout line also handed
+/// to `on_line` with the running sandbox, so the host can act on it from outside while the
+/// script waits (the lifecycle runs: `runsc pause`, then `resume`). While `on_line` runs, no
+/// more output is read.
+pub fn run_script_controlled(
+    runsc: &Path,
+    script: &Path,
+    work: &Path,
+    on_line: &mut dyn FnMut(&str, &Sandbox),
+) -> Result<Finished> {
+    let _machine = testkit::lock_machine()
+        .with_context(|| format!("cannot lock {}", testkit::MACHINE_LOCK))?;
+    let net = IsolatedNetwork::create()?;
+    let (mut command, state) = runsc_run_command(runsc, script, work, &net)?;
+    let sandbox = Sandbox {
+        runsc,
+        state,
+        id: net.name.clone(),
+    };
+    let result = collect(&mut command, &mut |line| on_line(line, &sandbox));
+    cleanup_runsc(runsc, &sandbox.state, &sandbox.id);
+    drop(net);
+    let (stdout, stderr, success) = result?;
+    Ok(Finished {
+        stdout,
+        stderr,
+        success,
+        network: Network::Interface,
         note: None,
     })
 }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# `cargo xtask e2e --lifecycle pause`: what an idle agent or IDE sandbox goes through. The bundle
+# `cargo xtask e2e --lifecycle pause|checkpoint`: what an idle agent or IDE sandbox goes through. The bundle
 # is installed, a pod, a two-replica Deployment and its ClusterIP Service run and answer; then
 # this script prints `LIFECYCLE pause` and waits. xtask (e2e.rs) pauses the whole sandbox from
 # outside (`runsc pause`), this script with it, for PAUSE_SECONDS, and resumes it (`runsc
@@ -11,9 +11,11 @@
 #   pause-resume-exec     `kubectl exec` into the client pod;
 #   pause-resume-service  the Service answers the client pod through its ClusterIP, from both
 #                         endpoints.
+# `--lifecycle checkpoint` is the same with `runsc checkpoint` (the sandbox saved to disk and
+# gone) and `runsc restore`: steps checkpoint-restore-ready, -pods, -exec, -service.
 # Then the error lines k3s logged (each must be documented in docs/k3s-log.md), stop,
 # uninstall.
-# Input (environment): TARBALL, RUN, E2E_LIB, LIFECYCLE (pause), PAUSE_SECONDS.
+# Input (environment): TARBALL, RUN, E2E_LIB, LIFECYCLE (pause or checkpoint), PAUSE_SECONDS.
 # Output: STEP/TIME/RSS/K3SERR lines as scenario.sh prints them.
 set -u
 # shellcheck source=tests/e2e/lib.sh
@@ -110,6 +112,15 @@ for phase in $LIFECYCLE; do
         back_after pause-resume "$R"
       else
         step pause-resume-ready FAIL "no pause seen: the clock never jumped by $((PAUSE_SECONDS / 2)) s (see the notes: runsc pause)"
+      fi ;;
+    checkpoint)
+      echo "== checkpoint: the host saves this sandbox (runsc checkpoint) and restores it ${PAUSE_SECONDS} s later"
+      echo "LIFECYCLE checkpoint"
+      if R=$(wait_for_resume); then
+        mark restored
+        back_after checkpoint-restore "$R"
+      else
+        step checkpoint-restore-ready FAIL "no restore seen: the clock never jumped by $((PAUSE_SECONDS / 2)) s (see the notes: runsc checkpoint)"
       fi ;;
     *) step lifecycle FAIL "unknown lifecycle phase $phase" ;;
   esac

@@ -140,21 +140,32 @@ pub enum Lifecycle {
     /// sandbox, `runsc resume`; then the node, the pods, a Service and `kubectl exec` must be
     /// back within 30 s (tests/e2e/lifecycle.sh).
     Pause,
+    /// The same with `runsc checkpoint` (the sandbox saved to disk and gone), the pause's
+    /// length, then `runsc restore` of that image.
+    Checkpoint,
 }
 
 impl Lifecycle {
-    /// The run's mode in outcome.json and its directory's name.
-    pub fn mode_name(self) -> &'static str {
+    /// The phase's name in tests/e2e/lifecycle.sh (`LIFECYCLE` and its request lines).
+    fn phase(self) -> &'static str {
         match self {
-            Lifecycle::Pause => "lifecycle-pause",
+            Lifecycle::Pause => "pause",
+            Lifecycle::Checkpoint => "checkpoint",
         }
+    }
+
+    /// The run's mode in outcome.json and its directory's name.
+    pub fn mode_name(self) -> String {
+        format!("lifecycle-{}", self.phase())
     }
 }
 
 /// tests/e2e/lifecycle.sh in a gVisor sandbox with eth0: when the script prints `LIFECYCLE
-/// pause` (the cluster runs and is checked), the sandbox is paused from outside for `pause`
-/// and resumed; the script, paused with everything else, sees the clock jump and checks what
-/// came back. The runsc commands and their times are the outcome's notes.
+/// pause` or `LIFECYCLE checkpoint` (the cluster runs and is checked), the host pauses the
+/// sandbox (`runsc pause`) or saves it and lets it go (`runsc checkpoint`), waits `pause`,
+/// and resumes (`runsc resume`) or restores it (`runsc restore`); the script, stopped with
+/// everything else, sees the clock jump and checks what came back. The runsc commands, their
+/// times and errors are the outcome's notes and steps.
 pub fn run_lifecycle(
     inputs: &Inputs,
     host: &Host,
@@ -162,52 +173,87 @@ pub fn run_lifecycle(
     pause: std::time::Duration,
 ) -> Result<Outcome> {
     if host.runsc.is_none() {
-        bail!("--lifecycle needs a gVisor host: it pauses the sandbox with `runsc pause`");
+        bail!("--lifecycle needs a gVisor host: it pauses or checkpoints the sandbox with runsc");
     }
     if inputs.network != Network::Interface {
         bail!("--lifecycle needs --network interface: it controls the sandbox `runsc run` made");
     }
-    let mut actions = Vec::new();
+    let mode_name = lifecycle.mode_name();
+    let image = inputs
+        .work
+        .join(format!("{}-{mode_name}", host.label))
+        .join("checkpoint-image");
+    let request = format!("LIFECYCLE {}", lifecycle.phase());
+    let mut actions: Vec<(String, Option<String>)> = Vec::new();
     let mut control = |line: &str, sandbox: &sandbox::Sandbox| {
-        if line.trim() != "LIFECYCLE pause" {
+        if line.trim() != request {
             return;
         }
         let started = std::time::Instant::now();
-        let result = sandbox.runsc(&["pause"]).and_then(|_| {
-            crate::ui::step(
-                "e2e",
-                format!("sandbox paused (runsc pause) for {}s", pause.as_secs()),
-            );
-            std::thread::sleep(pause);
-            sandbox.runsc(&["resume"])
-        });
+        let result = match lifecycle {
+            Lifecycle::Pause => sandbox.runsc(&["pause"]).and_then(|_| {
+                crate::ui::step("e2e", format!("sandbox paused for {}s", pause.as_secs()));
+                std::thread::sleep(pause);
+                sandbox.runsc(&["resume"]).map(|_| String::new())
+            }),
+            Lifecycle::Checkpoint => std::fs::create_dir_all(&image)
+                .map_err(anyhow::Error::from)
+                .and_then(|_| {
+                    sandbox.runsc(&["checkpoint", &format!("--image-path={}", image.display())])
+                })
+                .and_then(|_| {
+                    let size = bytes_under(&image);
+                    crate::ui::step(
+                        "e2e",
+                        format!(
+                            "sandbox checkpointed ({:.0} MiB image), restoring in {}s",
+                            size as f64 / (1 << 20) as f64,
+                            pause.as_secs()
+                        ),
+                    );
+                    std::thread::sleep(pause);
+                    sandbox
+                        .restore(&image)
+                        .map(|_| format!(", image {:.0} MiB", size as f64 / (1 << 20) as f64))
+                }),
+        };
+        let what = match lifecycle {
+            Lifecycle::Pause => "runsc pause, then runsc resume",
+            Lifecycle::Checkpoint => "runsc checkpoint, then runsc restore",
+        };
         actions.push(match result {
-            Ok(_) => {
+            Ok(extra) => {
                 let note = format!(
-                    "runsc pause, {:.0?} with nothing run in the sandbox, runsc resume: ok",
+                    "{what} {:.0?} later, nothing run in the sandbox meanwhile: ok{extra}",
                     started.elapsed()
                 );
                 crate::ui::step("e2e", &note);
                 (note, None)
             }
-            Err(e) => (format!("{e:#}"), Some(format!("{e:#}"))),
+            Err(e) => {
+                crate::ui::step("e2e", format!("{what}: {e:#}"));
+                (format!("{what}: {e:#}"), Some(format!("{e:#}")))
+            }
         });
     };
     let mut o = run_single(
         inputs,
         host,
-        lifecycle.mode_name(),
+        &mode_name,
         "lifecycle.sh",
         &[
-            ("LIFECYCLE", "pause".to_string()),
+            ("LIFECYCLE", lifecycle.phase().to_string()),
             ("PAUSE_SECONDS", pause.as_secs().to_string()),
         ],
         false,
         Some(&mut control),
     )?;
+    // The image is the sandbox's memory: gigabytes, of no use once the run is over.
+    let _ = crate::fsutil::remove_tree(&image);
     for (note, failure) in actions {
         if let Some(error) = failure {
-            o.steps.push(("runsc-pause".into(), "FAIL".into(), error));
+            o.steps
+                .push((format!("runsc-{}", lifecycle.phase()), "FAIL".into(), error));
         }
         o.notes.push(note);
     }
@@ -216,6 +262,17 @@ pub fn run_lifecycle(
         serde_json::to_vec_pretty(&o)?,
     )?;
     Ok(o)
+}
+
+/// The bytes of the files under `dir` (a checkpoint image: the sandbox's memory and state).
+fn bytes_under(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// One sandbox running tests/e2e/SCRIPT with TARBALL, RUN, CRICTL and `vars`, in
@@ -580,6 +637,16 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
             "pause-resume-pods",
             "pause-resume-service",
             "pause-resume-exec",
+        ],
+    ),
+    (
+        "checkpointed (runsc checkpoint), restored 10 min later: within 30 s node Ready, pods Running, a Service answers, kubectl exec",
+        "lifecycle-checkpoint",
+        &[
+            "checkpoint-restore-ready",
+            "checkpoint-restore-pods",
+            "checkpoint-restore-service",
+            "checkpoint-restore-exec",
         ],
     ),
     (

@@ -118,10 +118,12 @@ enum Command {
         topology: e2e::Topology,
         /// Instead of the scenario, a lifecycle run in each gVisor host (tests/e2e/lifecycle.sh):
         /// `pause` installs, starts pods and a Service, pauses the sandbox (`runsc pause`) for
-        /// --pause-minutes, resumes it and checks that everything is back within 30 s.
+        /// --pause-minutes, resumes it and checks that everything is back within 30 s;
+        /// `checkpoint` does the same with `runsc checkpoint` and `runsc restore`.
         #[arg(long, value_enum)]
         lifecycle: Option<e2e::Lifecycle>,
-        /// How long `--lifecycle pause` keeps the sandbox paused (the recorded run: 10).
+        /// How long `--lifecycle` keeps the sandbox paused, or checkpointed before its restore
+        /// (the recorded runs: 10).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         pause_minutes: u64,
     },

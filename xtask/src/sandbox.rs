@@ -278,6 +278,10 @@ fn runsc_run_command(
 /// the host's root shared without an overlay.
 const RUNSC_RUN_FLAGS: [&str; 2] = ["--network=sandbox", "--overlay2=none"];
 
+/// What the host does with each output line of [`run_script_controlled`], given the running
+/// sandbox.
+pub type Control<'c> = &'c mut dyn FnMut(&str, &Sandbox);
+
 /// A running gVisor sandbox of [`run_script_controlled`], for what the host does to it from
 /// outside (`runsc pause`/`resume`, `checkpoint`/`restore`).
 pub struct Sandbox<'a> {
@@ -367,7 +371,7 @@ pub fn run_script_controlled(
     runsc: &Path,
     script: &Path,
     work: &Path,
-    on_line: &mut dyn FnMut(&str, &Sandbox),
+    on_line: Control,
 ) -> Result<Finished> {
     let _machine = testkit::lock_machine()
         .with_context(|| format!("cannot lock {}", testkit::MACHINE_LOCK))?;

@@ -287,6 +287,38 @@ mod tests {
     }
 
     #[test]
+    fn a_patched_tool_has_its_own_path_which_changes_with_the_patch() {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = pins::load(&pins::default_pin_file()).unwrap();
+        let pin = &pins["runsc-2025"];
+        let patch = dir.path().join("0001-x.patch");
+        std::fs::write(&patch, "one").unwrap();
+        let tools = dir.path().join("tools");
+        let plain = installed_path(&tools, "runsc-x", pin, &[]).unwrap();
+        let patched = installed_path(&tools, "runsc-x", pin, std::slice::from_ref(&patch)).unwrap();
+        std::fs::write(&patch, "two").unwrap();
+        let edited = installed_path(&tools, "runsc-x", pin, std::slice::from_ref(&patch)).unwrap();
+        assert_ne!(plain, patched);
+        assert_ne!(patched, edited, "an edited patch must be a new build");
+        let dir_name = patched
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy();
+        assert!(
+            dir_name.starts_with(&format!("runsc-x-{}-patched-", pin.version)),
+            "{dir_name}"
+        );
+        std::fs::remove_file(&patch).unwrap();
+        let err = format!(
+            "{:#}",
+            installed_path(&tools, "runsc-x", pin, &[patch]).unwrap_err()
+        );
+        assert!(err.contains("names a patch that cannot be read"), "{err}");
+    }
+
+    #[test]
     fn a_cached_tool_is_returned_without_building() {
         let cache = tempfile::tempdir().unwrap();
         let pins = pins::load(&pins::default_pin_file()).unwrap();

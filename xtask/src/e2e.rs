@@ -114,17 +114,12 @@ pub fn wrapper(dir: &Path, script: &Path, vars: &[(&str, String)]) -> Result<Pat
 
 pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
     let mode_name = mode.as_str();
-    let dir = inputs.work.join(format!("{}-{mode_name}", host.label));
-    crate::fsutil::remove_tree(&dir)?;
-    let run_dir = dir.join("run");
-    std::fs::create_dir_all(&run_dir)?;
-    let script = wrapper(
-        &dir,
-        &inputs.scripts.join("scenario.sh"),
+    run_single(
+        inputs,
+        host,
+        mode_name,
+        "scenario.sh",
         &[
-            ("TARBALL", inputs.tarball.display().to_string()),
-            ("RUN", run_dir.display().to_string()),
-            ("CRICTL", inputs.crictl.display().to_string()),
             ("MODE", mode_name.to_string()),
             (
                 "TARBALL_NEXT",
@@ -133,22 +128,197 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
                     .map_or(String::new(), |t| t.display().to_string()),
             ),
         ],
+        host.gaps_allowed && mode == Mode::Full,
+        None,
+    )
+}
+
+/// What the host does to a running sandbox in a lifecycle run (`cargo xtask e2e --lifecycle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lifecycle {
+    /// Once the cluster runs: `runsc pause`, the pause's length with nothing run in the
+    /// sandbox, `runsc resume`; then the node, the pods, a Service and `kubectl exec` must be
+    /// back within 30 s (tests/e2e/lifecycle.sh).
+    Pause,
+    /// The same with `runsc checkpoint` (the sandbox saved to disk and gone), the pause's
+    /// length, then `runsc restore` of that image.
+    Checkpoint,
+}
+
+impl Lifecycle {
+    /// The phase's name in tests/e2e/lifecycle.sh (`LIFECYCLE` and its request lines).
+    fn phase(self) -> &'static str {
+        match self {
+            Lifecycle::Pause => "pause",
+            Lifecycle::Checkpoint => "checkpoint",
+        }
+    }
+
+    /// The run's mode in outcome.json and its directory's name.
+    pub fn mode_name(self) -> String {
+        format!("lifecycle-{}", self.phase())
+    }
+}
+
+/// tests/e2e/lifecycle.sh in a gVisor sandbox with eth0: when the script prints `LIFECYCLE
+/// pause` or `LIFECYCLE checkpoint` (the cluster runs and is checked), the host pauses the
+/// sandbox (`runsc pause`) or saves it and lets it go (`runsc checkpoint`), waits `pause`,
+/// and resumes (`runsc resume`) or restores it (`runsc restore`); the script, stopped with
+/// everything else, sees the clock jump and checks what came back. The runsc commands, their
+/// times and errors are the outcome's notes and steps.
+pub fn run_lifecycle(
+    inputs: &Inputs,
+    host: &Host,
+    lifecycle: Lifecycle,
+    pause: std::time::Duration,
+) -> Result<Outcome> {
+    if host.runsc.is_none() {
+        bail!("--lifecycle needs a gVisor host: it pauses or checkpoints the sandbox with runsc");
+    }
+    if inputs.network != Network::Interface {
+        bail!("--lifecycle needs --network interface: it controls the sandbox `runsc run` made");
+    }
+    let mode_name = lifecycle.mode_name();
+    let image = inputs
+        .work
+        .join(format!("{}-{mode_name}", host.label))
+        .join("checkpoint-image");
+    let request = format!("LIFECYCLE {}", lifecycle.phase());
+    let mut actions: Vec<(String, Option<String>)> = Vec::new();
+    let mut control = |line: &str, sandbox: &sandbox::Sandbox| {
+        if line.trim() != request {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let result = match lifecycle {
+            Lifecycle::Pause => sandbox.runsc(&["pause"]).and_then(|_| {
+                crate::ui::step("e2e", format!("sandbox paused for {}s", pause.as_secs()));
+                std::thread::sleep(pause);
+                sandbox.runsc(&["resume"]).map(|_| String::new())
+            }),
+            Lifecycle::Checkpoint => std::fs::create_dir_all(&image)
+                .map_err(anyhow::Error::from)
+                .and_then(|_| {
+                    sandbox.runsc(&["checkpoint", &format!("--image-path={}", image.display())])
+                })
+                .and_then(|_| {
+                    let size = bytes_under(&image);
+                    crate::ui::step(
+                        "e2e",
+                        format!(
+                            "sandbox checkpointed ({:.0} MiB image), restoring in {}s",
+                            size as f64 / (1 << 20) as f64,
+                            pause.as_secs()
+                        ),
+                    );
+                    std::thread::sleep(pause);
+                    sandbox
+                        .restore(&image)
+                        .map(|_| format!(", image {:.0} MiB", size as f64 / (1 << 20) as f64))
+                }),
+        };
+        let what = match lifecycle {
+            Lifecycle::Pause => "runsc pause, then runsc resume",
+            Lifecycle::Checkpoint => "runsc checkpoint, then runsc restore",
+        };
+        actions.push(match result {
+            Ok(extra) => {
+                let note = format!(
+                    "{what} {:.0?} later, nothing run in the sandbox meanwhile: ok{extra}",
+                    started.elapsed()
+                );
+                crate::ui::step("e2e", &note);
+                (note, None)
+            }
+            Err(e) => {
+                crate::ui::step("e2e", format!("{what}: {e:#}"));
+                (format!("{what}: {e:#}"), Some(format!("{e:#}")))
+            }
+        });
+    };
+    let mut o = run_single(
+        inputs,
+        host,
+        &mode_name,
+        "lifecycle.sh",
+        &[
+            ("LIFECYCLE", lifecycle.phase().to_string()),
+            ("PAUSE_SECONDS", pause.as_secs().to_string()),
+        ],
+        false,
+        Some(&mut control),
     )?;
+    // The image is the sandbox's memory: gigabytes, of no use once the run is over.
+    let _ = crate::fsutil::remove_tree(&image);
+    for (note, failure) in actions {
+        if let Some(error) = failure {
+            o.steps
+                .push((format!("runsc-{}", lifecycle.phase()), "FAIL".into(), error));
+        }
+        o.notes.push(note);
+    }
+    std::fs::write(
+        o.log.with_file_name(OUTCOME_FILE),
+        serde_json::to_vec_pretty(&o)?,
+    )?;
+    Ok(o)
+}
+
+/// The bytes of the files under `dir` (a checkpoint image: the sandbox's memory and state).
+fn bytes_under(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// One sandbox running tests/e2e/SCRIPT with TARBALL, RUN, CRICTL and `vars`, in
+/// `<work>/<host>-<mode_name>`; `control`, if given, sees each output line with the running
+/// sandbox (gVisor, eth0 only).
+#[allow(clippy::too_many_arguments)]
+fn run_single(
+    inputs: &Inputs,
+    host: &Host,
+    mode_name: &str,
+    script_name: &str,
+    vars: &[(&str, String)],
+    gaps_allowed: bool,
+    control: Option<sandbox::Control>,
+) -> Result<Outcome> {
+    let dir = inputs.work.join(format!("{}-{mode_name}", host.label));
+    crate::fsutil::remove_tree(&dir)?;
+    let run_dir = dir.join("run");
+    std::fs::create_dir_all(&run_dir)?;
+    let mut all_vars = vec![
+        ("TARBALL", inputs.tarball.display().to_string()),
+        ("RUN", run_dir.display().to_string()),
+        ("CRICTL", inputs.crictl.display().to_string()),
+    ];
+    all_vars.extend(vars.iter().cloned());
+    let script = wrapper(&dir, &inputs.scripts.join(script_name), &all_vars)?;
     crate::ui::step(
         "e2e",
         format!(
             "{} ({mode_name}): running {}",
             host.label,
-            inputs.scripts.join("scenario.sh").display()
+            inputs.scripts.join(script_name).display()
         ),
     );
-    let finished = sandbox::run_script(
-        host.runsc.as_deref(),
-        inputs.network,
-        &script,
-        &dir,
-        &mut |_| {},
-    )
+    let finished = match (control, host.runsc.as_deref()) {
+        (Some(control), Some(runsc)) => {
+            sandbox::run_script_controlled(runsc, &script, &dir, control)
+        }
+        _ => sandbox::run_script(
+            host.runsc.as_deref(),
+            inputs.network,
+            &script,
+            &dir,
+            &mut |_| {},
+        ),
+    }
     .context("cannot run the e2e scenario")?;
     let text = format!("{}\n--- stderr ---\n{}", finished.stdout, finished.stderr);
     let log = dir.join("output.log");
@@ -169,7 +339,7 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
         gaps: vec![],
         notes: finished.note.into_iter().collect(),
         log,
-        gaps_allowed: host.gaps_allowed && mode == Mode::Full,
+        gaps_allowed,
     };
     let k3s_errors = parse_lines(&finished.stdout, "", &mut o);
     if !finished.success {
@@ -359,10 +529,12 @@ fn runsc_version(host: &Host) -> Option<String> {
 }
 
 /// The hosts in the order users meet them: plain Linux, then gVisor from newest to oldest.
-const TABLE_HOSTS: [&str; 5] = [
+const TABLE_HOSTS: [&str; 6] = [
     "plain-linux",
     "gvisor-current",
     "gvisor-2025",
+    // gvisor-2025 without cap_last_cap: the seeds' provider's sandbox.
+    "seeds",
     "gvisor-2023",
     "gvisor-debian-2022",
 ];
@@ -457,6 +629,26 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
             "upgrade-keeps-state",
             "upgrade-status",
             "downgrade-refused",
+        ],
+    ),
+    (
+        "paused 10 min (runsc pause), resumed: within 30 s node Ready, pods Running, a Service answers, kubectl exec",
+        "lifecycle-pause",
+        &[
+            "pause-resume-ready",
+            "pause-resume-pods",
+            "pause-resume-service",
+            "pause-resume-exec",
+        ],
+    ),
+    (
+        "checkpointed (runsc checkpoint), restored 10 min later: within 30 s node Ready, pods Running, a Service answers, kubectl exec",
+        "lifecycle-checkpoint",
+        &[
+            "checkpoint-restore-ready",
+            "checkpoint-restore-pods",
+            "checkpoint-restore-service",
+            "checkpoint-restore-exec",
         ],
     ),
     (

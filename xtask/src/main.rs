@@ -100,7 +100,8 @@ enum Command {
     E2e {
         /// Where: `plain` (this host), `current` (gVisor built from the module proxy),
         /// `gvisor-2025` / `gvisor-2023` (older gVisors users run, built from the module proxy:
-        /// tests/tools.toml, docs/gvisor-generations.md), `debian` (Debian's 2022 runsc), or a
+        /// tests/tools.toml, docs/gvisor-generations.md), `seeds` (gvisor-2025 without
+        /// cap_last_cap: the seeds' provider's sandbox), `debian` (Debian's 2022 runsc), or a
         /// path to a runsc binary.
         #[arg(long, default_values = ["current", "plain", "debian"])]
         host: Vec<String>,
@@ -116,6 +117,16 @@ enum Command {
         /// control-plane-only).
         #[arg(long, value_enum, default_value_t = e2e::Topology::Single)]
         topology: e2e::Topology,
+        /// Instead of the scenario, a lifecycle run in each gVisor host (tests/e2e/lifecycle.sh):
+        /// `pause` installs, starts pods and a Service, pauses the sandbox (`runsc pause`) for
+        /// --pause-minutes, resumes it and checks that everything is back within 30 s;
+        /// `checkpoint` does the same with `runsc checkpoint` and `runsc restore`.
+        #[arg(long, value_enum)]
+        lifecycle: Option<e2e::Lifecycle>,
+        /// How long `--lifecycle` keeps the sandbox paused, or checkpointed before its restore
+        /// (the recorded runs: 10).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        pause_minutes: u64,
     },
     /// Not in CI: one full-mode install sampled every 10 s (node Ready, restarts, RSS) for
     /// MINUTES minutes, then a summary.
@@ -202,8 +213,8 @@ enum Command {
         repository: Option<String>,
     },
     /// Build (once, cached) a pinned test tool from tests/tools.toml and print its path:
-    /// runsc (current gVisor), runsc-2025 and runsc-2023 (older gVisors), cnitool, crictl,
-    /// actionlint.
+    /// runsc (current gVisor), runsc-2025 and runsc-2023 (older gVisors), runsc-seeds
+    /// (gvisor-2025 without cap_last_cap), cnitool, crictl, actionlint.
     Tool { name: String },
     /// Write the release assets (tarball, .sha256, CycloneDX SBOM) and notes: `--dry-run`.
     Release(release::ReleaseArgs),
@@ -251,6 +262,13 @@ fn e2e_host(name: &str, layout: &Layout, offline: bool) -> Result<e2e::Host> {
             runsc: Some(tools::tool_path("runsc-2025", &layout.cache, offline)?),
             gaps_allowed: false,
         },
+        // The seeds' sandbox: gvisor-2025 without /proc/sys/kernel/cap_last_cap (a patched
+        // build, tests/tools.toml); upstream runc fails there, the bundle's runc 0001 does not.
+        "seeds" => e2e::Host {
+            label: "seeds".into(),
+            runsc: Some(tools::tool_path("runsc-seeds", &layout.cache, offline)?),
+            gaps_allowed: false,
+        },
         // August 2023: runc 1.3.3 cannot start a container there (procfs root inode 75, the
         // CVE-2025-52881 check; docs/patches.md), so its failing steps are known gaps.
         "gvisor-2023" => e2e::Host {
@@ -269,8 +287,8 @@ fn e2e_host(name: &str, layout: &Layout, offline: bool) -> Result<e2e::Host> {
             gaps_allowed: false,
         },
         other => bail!(
-            "unknown e2e host `{other}`: use plain, current, gvisor-2025, gvisor-2023, debian, or \
-             the path of a runsc binary"
+            "unknown e2e host `{other}`: use plain, current, gvisor-2025, seeds, gvisor-2023, \
+             debian, or the path of a runsc binary"
         ),
     })
 }
@@ -333,7 +351,12 @@ fn run(cli: Cli) -> Result<()> {
             mode,
             network,
             topology,
+            lifecycle,
+            pause_minutes,
         } => {
+            if lifecycle.is_some() && topology != e2e::Topology::Single {
+                bail!("--lifecycle runs one node: leave out --topology two-nodes");
+            }
             // Hosts first: a mistyped name fails before minutes of bundling.
             let hosts = host
                 .iter()
@@ -342,7 +365,10 @@ fn run(cli: Cli) -> Result<()> {
             let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
             // The upgrade steps (tests/e2e/upgrade.sh, single node, full mode) install a second
             // bundle, the same with the next version, over the first.
-            let next = if topology == e2e::Topology::Single && mode.contains(&e2e::Mode::Full) {
+            let next = if topology == e2e::Topology::Single
+                && mode.contains(&e2e::Mode::Full)
+                && lifecycle.is_none()
+            {
                 let next = next_bundle::build(
                     &config_path,
                     &config,
@@ -383,7 +409,12 @@ fn run(cli: Cli) -> Result<()> {
                 network,
             };
             let mut outcomes = Vec::new();
-            for h in &hosts {
+            for h in hosts.iter().filter(|_| lifecycle.is_some()) {
+                let pause = std::time::Duration::from_secs(pause_minutes * 60);
+                let lifecycle = lifecycle.expect("filtered");
+                outcomes.push(e2e::run_lifecycle(&inputs, h, lifecycle, pause)?);
+            }
+            for h in hosts.iter().filter(|_| lifecycle.is_none()) {
                 for m in &mode {
                     outcomes.push(match topology {
                         e2e::Topology::Single => e2e::run(&inputs, h, *m)?,

@@ -223,25 +223,8 @@ fn run_once(
         }
         (Some(runsc), Network::Interface) => {
             let net = IsolatedNetwork::create()?;
-            let bundle = work.join("oci");
-            let state = work.join("runsc-state");
-            for dir in [&bundle, &state] {
-                crate::fsutil::remove_tree(dir)?;
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(
-                bundle.join("config.json"),
-                serde_json::to_vec_pretty(&oci_spec(script, &net.path()))?,
-            )?;
-            let id = net.name.clone();
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", net.path().display()))
-                .arg(runsc)
-                .arg(format!("--root={}", state.display()))
-                .args(["--network=sandbox", "--overlay2=none", "run", "--bundle"])
-                .arg(&bundle)
-                .arg(&id);
-            runsc_state = Some((state, id));
+            let (c, state) = runsc_run_command(runsc, script, work, &net)?;
+            runsc_state = Some((state, net.name.clone()));
             guard = Some(net);
             c
         }
@@ -257,6 +240,204 @@ fn run_once(
         stderr,
         success,
         network,
+        note: None,
+    })
+}
+
+/// `runsc run` of `script` in the namespace of `net`, with an OCI bundle and a state dir (both
+/// fresh) under `work`; the container's id is the namespace's name. Returns the command and the
+/// state dir.
+fn runsc_run_command(
+    runsc: &Path,
+    script: &Path,
+    work: &Path,
+    net: &IsolatedNetwork,
+) -> Result<(Command, PathBuf)> {
+    let bundle = work.join("oci");
+    let state = work.join("runsc-state");
+    for dir in [&bundle, &state] {
+        crate::fsutil::remove_tree(dir)?;
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&oci_spec(script, &net.path()))?,
+    )?;
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net={}", net.path().display()))
+        .arg(runsc)
+        .arg(format!("--root={}", state.display()))
+        .args(RUNSC_RUN_FLAGS)
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(&net.name);
+    Ok((c, state))
+}
+
+/// How the e2e runs a sandbox with eth0 (module doc): runsc's own netstack in the namespace,
+/// the host's root shared without an overlay.
+const RUNSC_RUN_FLAGS: [&str; 2] = ["--network=sandbox", "--overlay2=none"];
+
+/// What the host does with each output line of [`run_script_controlled`], given the running
+/// sandbox.
+pub type Control<'c> = &'c mut dyn FnMut(&str, &Sandbox);
+
+/// A running gVisor sandbox of [`run_script_controlled`], for what the host does to it from
+/// outside (`runsc pause`/`resume`, `checkpoint`/`restore`).
+pub struct Sandbox<'a> {
+    runsc: &'a Path,
+    state: PathBuf,
+    id: String,
+    /// The namespace and OCI bundle it runs in, which `runsc restore` needs again.
+    netns: PathBuf,
+    bundle: PathBuf,
+    /// The write ends of the pipes its output goes to (a restored sandbox writes there too);
+    /// None once every runsc process is gone, so the reader sees the end.
+    output: std::cell::RefCell<Option<(std::io::PipeWriter, std::io::PipeWriter)>>,
+    /// `runsc run`, then each `runsc restore`: the last one's exit is the run's.
+    processes: std::cell::RefCell<Vec<std::process::Child>>,
+}
+
+impl Sandbox<'_> {
+    /// `runsc --root=STATE ARGS ID`; its stdout, or an error with runsc's own words.
+    pub fn runsc(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(self.runsc)
+            .arg(format!("--root={}", self.state.display()))
+            .args(args)
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", self.runsc.display()))?;
+        if !out.status.success() {
+            bail!(
+                "`runsc {}` failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `runsc restore` of the checkpoint in `image` (made by `runsc checkpoint
+    /// --image-path=IMAGE`), in the same namespace, bundle and state dir, with the same runsc
+    /// flags as the first run; its output continues the run's.
+    pub fn restore(&self, image: &Path) -> Result<()> {
+        let output = self.output.borrow();
+        let Some((out, err)) = output.as_ref() else {
+            bail!("the sandbox's output is closed: nothing to restore into");
+        };
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", self.netns.display()))
+            .arg(self.runsc)
+            .arg(format!("--root={}", self.state.display()))
+            .args(RUNSC_RUN_FLAGS)
+            .arg("restore")
+            .arg(format!("--image-path={}", image.display()))
+            .arg("--bundle")
+            .arg(&self.bundle)
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(err.try_clone()?);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {command:?}"))?;
+        self.processes.borrow_mut().push(child);
+        Ok(())
+    }
+
+    /// Closes the output once every runsc process has exited; true if it did.
+    fn close_when_gone(&self) -> bool {
+        let gone = self
+            .processes
+            .borrow_mut()
+            .iter_mut()
+            .all(|p| matches!(p.try_wait(), Ok(Some(_))));
+        if gone {
+            self.output.borrow_mut().take();
+        }
+        gone
+    }
+}
+
+/// Like [`run_script`] in gVisor with `Network::Interface`, and every stdout line also handed
+/// to `on_line` with the running sandbox, so the host can act on it from outside while the
+/// script waits (the lifecycle runs: `runsc pause`/`resume`, `checkpoint`/`restore`). While
+/// `on_line` runs, no more output is read. The run ends when the last runsc process (the
+/// first `run`, or the last `restore`) has exited.
+pub fn run_script_controlled(
+    runsc: &Path,
+    script: &Path,
+    work: &Path,
+    on_line: Control,
+) -> Result<Finished> {
+    let _machine = testkit::lock_machine()
+        .with_context(|| format!("cannot lock {}", testkit::MACHINE_LOCK))?;
+    let net = IsolatedNetwork::create()?;
+    let (mut command, state) = runsc_run_command(runsc, script, work, &net)?;
+    let (out_read, out_write) = std::io::pipe()?;
+    let (err_read, err_write) = std::io::pipe()?;
+    command
+        .stdin(Stdio::null())
+        .stdout(out_write.try_clone()?)
+        .stderr(err_write.try_clone()?);
+    let first = command
+        .spawn()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    // The command keeps its copies of the write ends: drop it, or the reader never sees EOF.
+    drop(command);
+    let sandbox = Sandbox {
+        runsc,
+        state,
+        id: net.name.clone(),
+        netns: net.path(),
+        bundle: work.join("oci"),
+        output: std::cell::RefCell::new(Some((out_write, err_write))),
+        processes: std::cell::RefCell::new(vec![first]),
+    };
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(err_read).read_to_string(&mut text);
+        text
+    });
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout_reader = std::thread::spawn(move || {
+        for line in BufReader::new(out_read).lines() {
+            let line = line.unwrap_or_else(|e| format!("(unreadable line: {e})"));
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdout = String::new();
+    loop {
+        match lines.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(line) => {
+                on_line(&line, &sandbox);
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                sandbox.close_when_gone();
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let _ = stdout_reader.join();
+    let stderr = stderr_reader.join().unwrap_or_default();
+    let success = match sandbox.processes.borrow_mut().last_mut() {
+        Some(last) => last.wait()?.success(),
+        None => false,
+    };
+    cleanup_runsc(runsc, &sandbox.state, &sandbox.id);
+    drop(net);
+    Ok(Finished {
+        stdout,
+        stderr,
+        success,
+        network: Network::Interface,
         note: None,
     })
 }

@@ -937,6 +937,49 @@ mod tests {
     }
 
     #[test]
+    fn a_skipped_host_quotes_why_in_every_row() {
+        let work = tempfile::tempdir().unwrap();
+        let o = Outcome {
+            skipped: Some("/dev/kvm opens, but `runsc --platform=kvm do true` fails: panic".into()),
+            ..outcome("gvisor-current-kvm", "full", &[])
+        };
+        let dir = work.path().join("gvisor-current-kvm-full");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec(&o).unwrap()).unwrap();
+        let table = compatibility_table(work.path()).unwrap();
+        let column = HOSTS
+            .iter()
+            .position(|h| h.label == "gvisor-current-kvm")
+            .unwrap();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("| install, node Ready |"))
+            .unwrap();
+        let cells: Vec<&str> = row.split(" | ").collect();
+        assert!(
+            cells[column + 1].starts_with("skipped: /dev/kvm opens"),
+            "{row}"
+        );
+        assert!(!o.failed());
+    }
+
+    #[test]
+    fn host_names_and_columns_are_unique() {
+        for (i, a) in HOSTS.iter().enumerate() {
+            for b in &HOSTS[i + 1..] {
+                assert_ne!(a.name, b.name);
+                assert_ne!(a.label, b.label);
+            }
+        }
+        assert!(host("current-small", |_| Ok(PathBuf::from("/r")))
+            .unwrap()
+            .shape
+            .limits
+            .is_some());
+        assert!(host("no-such-host", |_| Ok(PathBuf::from("/r"))).is_err());
+    }
+
+    #[test]
     fn the_table_says_yes_no_with_the_failed_step_or_nothing() {
         let work = tempfile::tempdir().unwrap();
         for o in [

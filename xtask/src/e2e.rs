@@ -23,8 +23,11 @@ pub struct Host {
     /// What runsc is asked for beyond the network (overlay, platform, host network, limits).
     pub shape: Shape,
     /// Whether this machine can give the host at all; `Err(why)` makes the run a skip.
-    pub probe: Option<fn(&Path) -> Result<(), String>>,
+    pub probe: Option<Probe>,
 }
+
+/// Whether this machine can give a host at all, asked of its runsc: `Err(why)`, measured.
+pub type Probe = fn(&Path) -> Result<(), String>;
 
 /// Where a host's runsc comes from.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +48,7 @@ pub struct HostDef {
     pub runsc: Runsc,
     pub gaps_allowed: bool,
     pub shape: Shape,
-    pub probe: Option<fn(&Path) -> Result<(), String>>,
+    pub probe: Option<Probe>,
 }
 
 const PLAIN_SHAPE: Shape = Shape {

@@ -22,8 +22,9 @@ pub struct Host {
     pub gaps_allowed: bool,
     /// What runsc is asked for beyond the network (overlay, platform, host network, limits).
     pub shape: Shape,
-    /// Whether this machine can give the host at all; `Err(why)` makes the run a skip.
-    pub probe: Option<Probe>,
+    /// Why this machine cannot give the host (its probe's measured answer, asked when the
+    /// host is resolved, before any bundling): its runs are skips that say so.
+    pub skipped: Option<String>,
 }
 
 /// Whether this machine can give a host at all, asked of its runsc: `Err(why)`, measured.
@@ -188,16 +189,21 @@ pub const HOSTS: &[HostDef] = &[
 /// to a runsc binary.
 pub fn host(name: &str, tool: impl Fn(&str) -> Result<PathBuf>) -> Result<Host> {
     if let Some(def) = HOSTS.iter().find(|h| h.name == name) {
+        let runsc = match def.runsc {
+            Runsc::None => None,
+            Runsc::Tool(tool_name) => Some(tool(tool_name)?),
+            Runsc::Path(path) => Some(path.into()),
+        };
+        let skipped = match (def.probe, runsc.as_deref()) {
+            (Some(probe), Some(runsc)) => probe(runsc).err(),
+            _ => None,
+        };
         return Ok(Host {
             label: def.label.into(),
-            runsc: match def.runsc {
-                Runsc::None => None,
-                Runsc::Tool(tool_name) => Some(tool(tool_name)?),
-                Runsc::Path(path) => Some(path.into()),
-            },
+            runsc,
             gaps_allowed: def.gaps_allowed,
             shape: def.shape,
-            probe: def.probe,
+            skipped,
         });
     }
     if Path::new(name).is_file() {
@@ -206,7 +212,7 @@ pub fn host(name: &str, tool: impl Fn(&str) -> Result<PathBuf>) -> Result<Host> 
             runsc: Some(PathBuf::from(name)),
             gaps_allowed: false,
             shape: PLAIN_SHAPE,
-            probe: None,
+            skipped: None,
         });
     }
     let names: Vec<&str> = HOSTS.iter().map(|h| h.name).collect();
@@ -375,28 +381,36 @@ pub fn wrapper(dir: &Path, script: &Path, vars: &[(&str, String)]) -> Result<Pat
     Ok(path)
 }
 
+/// The outcome of a host this machine cannot give (`host.skipped`), saved like a run's.
+pub fn skip(work: &Path, host: &Host, mode: Mode) -> Result<Outcome> {
+    let mode_name = mode.as_str();
+    let why = host.skipped.clone().unwrap_or_default();
+    let dir = work.join(format!("{}-{mode_name}", host.label));
+    crate::fsutil::remove_tree(&dir)?;
+    std::fs::create_dir_all(&dir)?;
+    crate::ui::step(
+        "e2e",
+        format!("{} ({mode_name}): skipped: {why}", host.label),
+    );
+    let log = dir.join("output.log");
+    std::fs::write(&log, format!("skipped: {why}\n"))?;
+    let o = Outcome {
+        label: format!("{} ({mode_name})", host.label),
+        skipped: Some(why),
+        ..Outcome::new(host, mode_name, log)
+    };
+    std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec_pretty(&o)?)?;
+    Ok(o)
+}
+
 pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
     let mode_name = mode.as_str();
     let dir = inputs.work.join(format!("{}-{mode_name}", host.label));
     crate::fsutil::remove_tree(&dir)?;
     let run_dir = dir.join("run");
     std::fs::create_dir_all(&run_dir)?;
-    if let (Some(probe), Some(runsc)) = (host.probe, host.runsc.as_deref()) {
-        if let Err(why) = probe(runsc) {
-            crate::ui::step(
-                "e2e",
-                format!("{} ({mode_name}): skipped: {why}", host.label),
-            );
-            let log = dir.join("output.log");
-            std::fs::write(&log, format!("skipped: {why}\n"))?;
-            let o = Outcome {
-                label: format!("{} ({mode_name})", host.label),
-                skipped: Some(why),
-                ..Outcome::new(host, mode_name, log)
-            };
-            std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec_pretty(&o)?)?;
-            return Ok(o);
-        }
+    if host.skipped.is_some() {
+        return skip(inputs.work, host, mode);
     }
     let script = wrapper(
         &dir,

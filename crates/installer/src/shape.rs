@@ -1,16 +1,16 @@
 //! The sandbox's shape as seen from inside, for `doctor`: whether the root filesystem is under
 //! an overlay, the gVisor platform where it can be told, the memory and CPUs the sandbox shows,
-//! and the free disk at the data dir; and warnings below what the e2e proved enough
-//! (`cargo xtask e2e --host current-small`, issue 26).
+//! and the free disk at the data dir; and warnings below the e2e's smallest sandbox
+//! (`cargo xtask e2e --host current-small`, issue 26) and where the kubelet would evict.
 
 use std::path::{Path, PathBuf};
 
 use crate::probe;
 
-/// The least memory a full e2e ran in with every step ok: `cargo xtask e2e --host
-/// current-small` (runsc with a 2 GiB cgroup memory limit, which it passes on as
-/// `--total-memory`, and one CPU's quota). Below it nothing shows the cluster fits.
-pub const PROVEN_MEMORY_BYTES: u64 = 2 << 30;
+/// The memory of the e2e's smallest sandbox, `cargo xtask e2e --host current-small` (runsc
+/// with a 2 GiB cgroup memory limit, which it passes on as `--total-memory`, and one CPU's
+/// quota), where the full scenario must pass. Below it nothing shows the cluster fits.
+pub const E2E_SMALLEST_MEMORY_BYTES: u64 = 2 << 30;
 
 /// k3s's kubelet evicts pods below 5 % free on the node's filesystem (k3s
 /// pkg/daemons/agent/agent.go: EvictionHard nodefs.available and imagefs.available "5%").
@@ -151,12 +151,13 @@ impl Shape {
     /// Below what the e2e proved enough; each names the figure and where it comes from.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        if let Some(memory) = self.memory_bytes.filter(|m| *m < PROVEN_MEMORY_BYTES) {
+        if let Some(memory) = self.memory_bytes.filter(|m| *m < E2E_SMALLEST_MEMORY_BYTES) {
             warnings.push(format!(
-                "the sandbox has {} of memory, under the {} a full e2e ran in (cargo xtask e2e \
-                 --host current-small): k3s, containerd and the pods may be killed for memory",
+                "the sandbox has {} of memory, under the {} of the e2e's smallest sandbox (cargo \
+                 xtask e2e --host current-small): k3s, containerd and the pods may be killed for \
+                 memory",
                 gib(memory),
-                gib(PROVEN_MEMORY_BYTES)
+                gib(E2E_SMALLEST_MEMORY_BYTES)
             ));
         }
         if let Some(d) = self.disk.filter(|d| {
@@ -171,7 +172,10 @@ impl Shape {
             ));
         }
         if self.root_overlay() {
-            if let Some(memory) = self.memory_bytes.filter(|m| *m < 2 * PROVEN_MEMORY_BYTES) {
+            if let Some(memory) = self
+                .memory_bytes
+                .filter(|m| *m < 2 * E2E_SMALLEST_MEMORY_BYTES)
+            {
                 warnings.push(format!(
                     "the root filesystem is an overlay and the sandbox has {}: if its upper \
                      layer is in memory (runsc --overlay2=root:memory), every image and the \

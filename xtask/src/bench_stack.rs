@@ -123,6 +123,7 @@ fn measure(
     );
     let finished = sandbox::run_script(
         opts.host.runsc.as_deref(),
+        &opts.host.shape,
         opts.network,
         &script,
         &dir,

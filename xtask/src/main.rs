@@ -98,11 +98,13 @@ enum Command {
     /// The end-to-end proof: bundle (cached), extract, `./install`, a pod, stop, uninstall; on
     /// this host and in gVisor.
     E2e {
-        /// Where: `plain` (this host), `current` (gVisor built from the module proxy),
-        /// `gvisor-2025` / `gvisor-2023` (older gVisors users run, built from the module proxy:
-        /// tests/tools.toml, docs/gvisor-generations.md), `seeds` (gvisor-2025 without
-        /// cap_last_cap: the seeds' provider's sandbox), `debian` (Debian's 2022 runsc), or a
-        /// path to a runsc binary.
+        /// Where: `plain` (this host), `current` (gVisor built from the module proxy), the
+        /// current gVisor in the shapes providers give it (`current-overlay`,
+        /// `current-overlay-memory`, `current-ptrace`, `current-kvm`, `current-hostnet`,
+        /// `current-small`), `gvisor-2025` / `gvisor-2023` (older gVisors users run, built from
+        /// the module proxy: tests/tools.toml, docs/gvisor-generations.md), `seeds` (gvisor-2025
+        /// without cap_last_cap: the seeds' provider's sandbox), `debian` (Debian's 2022 runsc),
+        /// or a path to a runsc binary. The list: xtask/src/e2e.rs HOSTS.
         #[arg(long, default_values = ["current", "plain", "debian"])]
         host: Vec<String>,
         #[arg(long, value_enum, default_values_t = [e2e::Mode::Full, e2e::Mode::ControlPlaneOnly])]
@@ -245,52 +247,7 @@ fn bundle(
 }
 
 fn e2e_host(name: &str, layout: &Layout, offline: bool) -> Result<e2e::Host> {
-    Ok(match name {
-        "plain" => e2e::Host {
-            label: "plain-linux".into(),
-            runsc: None,
-            gaps_allowed: false,
-        },
-        "current" => e2e::Host {
-            label: "gvisor-current".into(),
-            runsc: Some(tools::tool_path("runsc", &layout.cache, offline)?),
-            gaps_allowed: false,
-        },
-        // May 2025: uname 4.4.0, no setns(CLONE_NEWPID); the patches make the CRI path work.
-        "gvisor-2025" => e2e::Host {
-            label: "gvisor-2025".into(),
-            runsc: Some(tools::tool_path("runsc-2025", &layout.cache, offline)?),
-            gaps_allowed: false,
-        },
-        // The seeds' sandbox: gvisor-2025 without /proc/sys/kernel/cap_last_cap (a patched
-        // build, tests/tools.toml); upstream runc fails there, the bundle's runc 0001 does not.
-        "seeds" => e2e::Host {
-            label: "seeds".into(),
-            runsc: Some(tools::tool_path("runsc-seeds", &layout.cache, offline)?),
-            gaps_allowed: false,
-        },
-        // August 2023: runc 1.3.3 cannot start a container there (procfs root inode 75, the
-        // CVE-2025-52881 check; docs/patches.md), so its failing steps are known gaps.
-        "gvisor-2023" => e2e::Host {
-            label: "gvisor-2023".into(),
-            runsc: Some(tools::tool_path("runsc-2023", &layout.cache, offline)?),
-            gaps_allowed: true,
-        },
-        "debian" => e2e::Host {
-            label: "gvisor-debian-2022".into(),
-            runsc: Some("runsc".into()),
-            gaps_allowed: true,
-        },
-        path if std::path::Path::new(path).is_file() => e2e::Host {
-            label: "gvisor-custom".into(),
-            runsc: Some(PathBuf::from(path)),
-            gaps_allowed: false,
-        },
-        other => bail!(
-            "unknown e2e host `{other}`: use plain, current, gvisor-2025, seeds, gvisor-2023, \
-             debian, or the path of a runsc binary"
-        ),
-    })
+    e2e::host(name, |tool| tools::tool_path(tool, &layout.cache, offline))
 }
 
 fn main() {
@@ -362,6 +319,17 @@ fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|h| e2e_host(h, &layout, offline))
                 .collect::<Result<Vec<_>>>()?;
+            // Hosts this machine cannot give (their probes said why) need no bundle.
+            if hosts.iter().all(|h| h.skipped.is_some()) {
+                let mut outcomes = Vec::new();
+                for h in &hosts {
+                    for m in &mode {
+                        outcomes.push(e2e::skip(&layout.work.join("e2e"), h, *m)?);
+                    }
+                }
+                eprint!("{}", e2e::render(&outcomes, 0));
+                return Ok(());
+            }
             let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
             // The upgrade steps (tests/e2e/upgrade.sh, single node, full mode) install a second
             // bundle, the same with the next version, over the first.

@@ -5,6 +5,7 @@
 //!
 //! Map:
 //! - `preflight` refuses bad input before anything is written; `probe` measures the host;
+//!   `shape` tells doctor what sandbox this is (overlay, platform, memory, CPUs, disk);
 //!   `blockers` is the one table of gVisor blockers (preflight's workarounds, `doctor`);
 //! - `cluster` decides which parts of k3s can run (kube-proxy, the service proxy, add-ons);
 //!   `k3s_settings` checks what the user brings for k3s (flags, config files, `K3S_*`);
@@ -48,6 +49,7 @@ mod probe;
 mod registries;
 mod report;
 mod services;
+mod shape;
 mod state;
 mod supervise;
 mod upgrade;
@@ -299,6 +301,7 @@ fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result
         let candidates = preflight::procsys_candidates(&installed);
         let has_svcproxy = installed.path("bin/svcproxy").is_file();
         return doctor::doctor(
+            data_dir,
             Some(&installed.manifest),
             &candidates,
             Some(&state),
@@ -307,6 +310,7 @@ fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result
     }
     let source = bundle::Bundle::locate(bundle_dir.as_deref())?;
     doctor::doctor(
+        data_dir,
         Some(&source.manifest),
         &preflight::procsys_candidates(&source),
         None,

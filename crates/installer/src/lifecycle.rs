@@ -113,6 +113,7 @@ fn restore_host_changes(state: &mut State) -> Result<()> {
         let outcome = mounts::mount_cgroups(state)?;
         println!("cgroup v1 mounted: {}", outcome.mounted.join(","));
     }
+    crate::procsys_overlay::apply(state);
     Ok(())
 }
 

@@ -844,6 +844,7 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
     ("every blocker handled (doctor)", "full", &["doctor"]),
     ("pod Running, logs", "full", &["pod-running", "pod-logs"]),
     ("pods untraced", "full", &["pod-untraced"]),
+    ("k3s untraced (no launcher)", "full", &["k3s-untraced"]),
     ("kubectl exec", "full", &["exec"]),
     ("Deployment (2 replicas)", "full", &["deployment"]),
     ("stop, start: pods back", "full", &["start", "pods-back"]),

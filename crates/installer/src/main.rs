@@ -46,6 +46,7 @@ mod paths;
 mod pod_logs;
 mod preflight;
 mod probe;
+mod procsys_overlay;
 mod registries;
 mod report;
 mod services;

@@ -28,9 +28,13 @@ pub struct Plan {
 
 /// Relative paths of the default /proc/sys values the bundle ships under etc/procsys/.
 pub fn procsys_candidates(bundle: &Bundle) -> Vec<String> {
-    let root = bundle.path("etc/procsys");
+    files_under(&bundle.path("etc/procsys"))
+}
+
+/// Every file below `root`, relative to it, sorted (a procsys tree's entries).
+pub fn files_under(root: &Path) -> Vec<String> {
     let mut found = Vec::new();
-    collect_files(&root, &root, &mut found);
+    collect_files(root, root, &mut found);
     found.sort();
     found
 }

@@ -176,23 +176,7 @@ pub fn apply(state: &mut State) {
 
 /// The files of the procsys tree, relative to it (what the launcher or the overlay serves).
 pub fn served_files(tree: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else if let Ok(rel) = path.strip_prefix(root) {
-                out.push(rel.display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(tree, tree, &mut out);
-    out.sort();
-    out
+    crate::preflight::files_under(tree)
 }
 
 /// Lays the procsys tree over /proc/sys, recording every mount in `state`. On any failure it

@@ -112,7 +112,9 @@ struct InstallArgs {
     /// The extracted bundle (default: the directory above this executable's bin/).
     #[arg(long)]
     bundle: Option<PathBuf>,
-    /// When k3s runs under the ptrace launcher that serves missing /proc/sys files.
+    /// How k3s gets the /proc/sys files this host lacks: `auto` lays them over /proc/sys (the
+    /// launcher only where the sandbox refuses those mounts), `always` runs k3s under the ptrace
+    /// launcher, `never` neither.
     #[arg(long, value_enum, default_value_t = LauncherUse::Auto)]
     launcher: LauncherUse,
     /// Flags for `k3s server` (or `k3s agent` with --server), after `--`, as with k3s's

@@ -8,11 +8,12 @@ now() { awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $T0 }"; }
 mark() { echo "TIME $1 $(now)"; }
 step() { echo "STEP $1 $2 ${3:-}"; }
 
-# Extracts the tarball inside the sandbox, as a user would, and sets BUNDLE.
+# Extracts the tarball (.tar.gz or .tar.zst) inside the sandbox, as a user would, and sets
+# BUNDLE. GNU tar -xf unpacks either (it runs zstd for the .tar.zst).
 extract() {
-  mkdir -p "$RUN/bundle" && tar -xzf "$TARBALL" -C "$RUN/bundle" || { step extract FAIL "tar -xzf $TARBALL"; return 1; }
+  mkdir -p "$RUN/bundle" && tar -xf "$TARBALL" -C "$RUN/bundle" || { step extract FAIL "tar -xf $TARBALL"; return 1; }
   BUNDLE=$(echo "$RUN"/bundle/*)
-  step extract ok "$BUNDLE"
+  step extract ok "$BUNDLE from ${TARBALL##*/}"
   mark extracted
 }
 

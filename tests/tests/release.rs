@@ -147,6 +147,15 @@ fn release_dry_run_of_the_real_bundle() {
     assert!(tarball.is_file(), "no bundle at {}", tarball.display());
     let file_name = tarball.file_name().unwrap().to_string_lossy().to_string();
     let stem = file_name.strip_suffix(".tar.gz").unwrap().to_string();
+    // bundle.toml packages the same tar as a .tar.zst too; a bundle from elsewhere may lack it.
+    let zst_name = format!("{stem}.tar.zst");
+    let zst = tarball.with_file_name(&zst_name);
+    assert!(
+        zst.is_file() || !built_here,
+        "cargo xtask bundle wrote no {}",
+        zst.display()
+    );
+    let with_zst = zst.is_file();
 
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("release");
@@ -171,14 +180,20 @@ fn release_dry_run_of_the_real_bundle() {
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
     names.sort();
-    let expected = [
+    let mut expected = vec![
         "SHA256SUMS".to_string(),
         format!("{stem}.cdx.json"),
         format!("{stem}.tar.gz"),
         format!("{stem}.tar.gz.sha256"),
     ];
+    if with_zst {
+        expected.extend([zst_name.clone(), format!("{zst_name}.sha256")]);
+    }
     assert_eq!(names, expected);
-    assert!(printed.contains("assets (4):"), "{printed}");
+    assert!(
+        printed.contains(&format!("assets ({}):", expected.len())),
+        "{printed}"
+    );
     for name in &expected {
         assert!(
             printed.contains(&assets.join(name).display().to_string()),
@@ -196,6 +211,16 @@ fn release_dry_run_of_the_real_bundle() {
         .output()
         .unwrap();
     check(&sums, "sha256sum -c on the released .sha256");
+    // The signed files: the tarballs and the SBOM.
+    let mut signed = vec![format!("{stem}.tar.gz")];
+    if with_zst {
+        assert_eq!(
+            std::fs::read(&zst).unwrap(),
+            std::fs::read(assets.join(&zst_name)).unwrap()
+        );
+        signed.push(zst_name.clone());
+    }
+    signed.push(format!("{stem}.cdx.json"));
     let sums = Command::new("sha256sum")
         .args(["--strict", "-c", "SHA256SUMS"])
         .current_dir(&assets)
@@ -203,9 +228,12 @@ fn release_dry_run_of_the_real_bundle() {
         .unwrap();
     let text = check(&sums, "sha256sum -c on the release's SHA256SUMS");
     assert_eq!(
-        text.lines().collect::<Vec<_>>(),
-        [format!("{stem}.tar.gz: OK"), format!("{stem}.cdx.json: OK")],
-        "SHA256SUMS lists the signed files, the tarball and the SBOM"
+        text.lines().map(str::to_string).collect::<Vec<_>>(),
+        signed
+            .iter()
+            .map(|f| format!("{f}: OK"))
+            .collect::<Vec<_>>(),
+        "SHA256SUMS lists the signed files, the tarballs and the SBOM"
     );
 
     // The signing plan: what the workflow signs and attests, as which identity (a dry run
@@ -233,10 +261,7 @@ fn release_dry_run_of_the_real_bundle() {
         .iter()
         .map(|s| s["file"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        subjects,
-        [format!("{stem}.tar.gz"), format!("{stem}.cdx.json")]
-    );
+    assert_eq!(subjects, signed);
     assert!(
         printed.contains("signing plan:") && printed.contains(identity),
         "{printed}"
@@ -258,6 +283,21 @@ fn release_dry_run_of_the_real_bundle() {
         "gh attestation verify".to_string(),
     ] {
         assert!(text.contains(&needle), "verify lacks {needle:?}:\n{text}");
+    }
+    // The .tar.zst verifies the same way, and is held to the SBOM through the tar it shares
+    // with the .tar.gz.
+    if with_zst {
+        let out = xtask(&repo, &["verify", assets.join(&zst_name).to_str().unwrap()]);
+        let text = check(&out, "cargo xtask verify of the released .tar.zst");
+        for needle in [
+            format!("checked: {zst_name}: sha256 as SHA256SUMS says"),
+            format!(
+                "checked: {stem}.cdx.json: describes {stem}.tar.gz (its sha256), which holds \
+                 the same tar as {zst_name}"
+            ),
+        ] {
+            assert!(text.contains(&needle), "verify lacks {needle:?}:\n{text}");
+        }
     }
 
     // The manifest inside the tarball: what the notes and the SBOM must agree with.

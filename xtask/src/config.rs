@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::package::Format;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundleConfig {
@@ -26,6 +28,14 @@ pub struct BundleInfo {
     pub version: String,
     pub arch: String,
     pub source_date_epoch: u64,
+    /// The tarballs the package stage writes, all of the same tar. The `.tar.gz` is always
+    /// written: it is what every tar unpacks, and what the e2e and the upgrade check read.
+    #[serde(default = "default_formats")]
+    pub formats: Vec<Format>,
+}
+
+fn default_formats() -> Vec<Format> {
+    vec![Format::TarGz]
 }
 
 impl BundleInfo {
@@ -231,6 +241,12 @@ impl BundleConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        if !self.bundle.formats.contains(&Format::TarGz) {
+            bail!(
+                "[bundle] formats must include \"tar.gz\": it is the tarball every tar \
+                 unpacks, and the one the e2e and the upgrade check read"
+            );
+        }
         let mut seen = std::collections::BTreeSet::new();
         for c in &self.components {
             if !seen.insert(&c.name) {
@@ -297,6 +313,34 @@ mod tests {
         BundleConfig::parse(&format!(
             "{BASE}{source}\n[[component.binary]]\nname = \"a\"\npackage = \".\"\n"
         ))
+    }
+
+    #[test]
+    fn formats_default_to_the_tar_gz_and_must_keep_it() {
+        let tree = "0e3cc6a30898bc561dcdd4195a914e83cf422309";
+        let source = format!("github = \"o/r\"\ncommit = \"{tree}\"\ntree = \"{tree}\"");
+        let with = |formats: &str| {
+            let text =
+                format!("{BASE}{source}\n[[component.binary]]\nname = \"a\"\npackage = \".\"\n");
+            BundleConfig::parse(&text.replace(
+                "source_date_epoch = 1",
+                &format!("source_date_epoch = 1\n{formats}"),
+            ))
+        };
+        assert_eq!(with("").unwrap().bundle.formats, [Format::TarGz]);
+        assert_eq!(
+            with("formats = [\"tar.gz\", \"tar.zst\"]")
+                .unwrap()
+                .bundle
+                .formats,
+            Format::ALL
+        );
+        let err = with("formats = [\"tar.zst\"]").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("must include \"tar.gz\""),
+            "{err:#}"
+        );
+        assert!(with("formats = [\"tar.xz\"]").is_err());
     }
 
     #[test]

@@ -366,9 +366,13 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 None
             };
+            // The scenario installs the .tar.zst where the bundle has one, and the upgrade
+            // steps the next bundle's .tar.gz, so each e2e run unpacks both formats.
+            let zst = tarball.with_extension("zst");
+            let installed = if zst.is_file() { &zst } else { &tarball };
             let crictl = tools::tool_path("crictl", &layout.cache, offline)?;
             let inputs = e2e::Inputs {
-                tarball: &tarball,
+                tarball: installed,
                 tarball_next: next.as_deref(),
                 work: &layout.work.join("e2e"),
                 crictl: &crictl,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::BundleConfig;
 use crate::layout::Layout;
+use crate::package::Format;
 use crate::pipeline::{self, Options, Report};
 
 /// What was built, and what it cost.
@@ -60,7 +61,9 @@ pub fn build(
         &next_config_path,
         with_version(&text, &config.bundle.version, &version)?,
     )?;
-    let next_config = BundleConfig::load(&next_config_path)?;
+    let mut next_config = BundleConfig::load(&next_config_path)?;
+    // The upgrade steps unpack the .tar.gz; a zstd of it would cost a minute for nothing.
+    next_config.bundle.formats = vec![Format::TarGz];
     let next = Layout {
         repo: layout.repo.clone(),
         cache: layout.cache.clone(),

@@ -11,7 +11,7 @@ use crate::digest::{combine, sha256_file, sha256_tree};
 use crate::fetch::{FetchOptions, SourceTree};
 use crate::go::Go;
 use crate::layout::{Layout, Variant};
-use crate::package::{self, BundleFile};
+use crate::package::{self, BundleFile, Format};
 use crate::patch::{patch_files, prepare_tree};
 use crate::stamp::Stamp;
 use crate::ui::step;
@@ -501,7 +501,8 @@ fn component_record(
     Ok((record, files))
 }
 
-/// Stage and write the tarball and its `.sha256`; skipped when every input is unchanged.
+/// Stage and write the tarballs (bundle.toml's `formats`) and their `.sha256`; skipped when
+/// every input is unchanged. Returns the `.tar.gz`.
 pub fn package(
     config: &BundleConfig,
     layout: &Layout,
@@ -509,7 +510,15 @@ pub fn package(
     report: &mut Report,
 ) -> Result<PathBuf> {
     let name = config.bundle.artifact_name(inputs.without);
-    let tarball = layout.dist.join(format!("{name}.tar.gz"));
+    let tarballs: Vec<PathBuf> = config
+        .bundle
+        .formats
+        .iter()
+        .map(|f| layout.dist.join(format!("{name}.{}", f.extension())))
+        .collect();
+    let tarball = layout
+        .dist
+        .join(format!("{name}.{}", Format::TarGz.extension()));
     let mut files = Vec::new();
     let mut records = Vec::new();
     for b in inputs.components {
@@ -573,7 +582,7 @@ pub fn package(
     let key = combine(
         [
             RECIPE.to_string(),
-            tarball.display().to_string(),
+            format!("{tarballs:?}"),
             serde_json::to_string(&manifest)?,
             sha256_tree(&template)?,
             sha256_tree(&overlays)?,
@@ -582,24 +591,41 @@ pub fn package(
         .chain(files.iter().map(|f| f.to.clone())),
     );
     let stamp = Stamp::new(&layout.stamps(), "package", key);
-    let sidecar = package::sidecar_path(&tarball);
+    let listed = tarballs
+        .iter()
+        .map(|t| t.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" and ");
     if stamp.is_fresh() {
-        step(
-            "package",
-            format!("{}: up to date, nothing to do", tarball.display()),
-        );
+        step("package", format!("{listed}: up to date, nothing to do"));
         return Ok(tarball);
     }
     report.time("package".into(), || {
         let root = layout.stage().join(&name);
         package::stage(&root, &template, &overlays, &files, &manifest)?;
-        package::write_tarball(&root, &name, &tarball, config.bundle.source_date_epoch)?;
-        package::write_sidecar(&tarball)?;
-        stamp.record(&[tarball.clone(), sidecar.clone()])?;
-        step(
-            "package",
-            format!("wrote {} and {}", tarball.display(), sidecar.display()),
-        );
+        // Each format on its own thread: the gzip is one thread's work, zstd has two workers.
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = tarballs
+                .iter()
+                .map(|t| {
+                    let root = &root;
+                    let name = &name;
+                    scope.spawn(move || {
+                        package::write_tarball(root, name, t, config.bundle.source_date_epoch)
+                    })
+                })
+                .collect();
+            writers
+                .into_iter()
+                .try_for_each(|w| w.join().expect("a tarball writer panicked"))
+        })?;
+        let mut outputs = Vec::new();
+        for t in &tarballs {
+            outputs.push(t.clone());
+            outputs.push(package::write_sidecar(t)?);
+        }
+        stamp.record(&outputs)?;
+        step("package", format!("wrote {listed}, each with its .sha256"));
         Ok(())
     })?;
     Ok(tarball)

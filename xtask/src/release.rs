@@ -16,7 +16,7 @@ use crate::config::BundleConfig;
 use crate::digest::{sha256_bytes, sha256_file};
 use crate::fsutil::write_atomic;
 use crate::layout::Layout;
-use crate::package::write_sidecar;
+use crate::package::{write_sidecar, Format};
 use crate::sbom::{self, PatchInfo, SbomInputs};
 use crate::signing::{self, Signer};
 use anyhow::{bail, Context, Result};
@@ -193,6 +193,18 @@ pub fn dry_run(
     link_or_copy(tarball, &released)?;
     let tarball_sha256 = sha256_file(&released)?;
     let sidecar = write_sidecar(&released)?;
+    // The .tar.zst of the same tar, where the bundle was packaged with it (bundle.toml's
+    // `formats`): released, summed and signed beside the .tar.gz.
+    let zst_name = format!("{stem}.{}", Format::TarZst.extension());
+    let zst = tarball.with_file_name(&zst_name);
+    let released_zst = if zst.is_file() {
+        let released_zst = assets_dir.join(&zst_name);
+        link_or_copy(&zst, &released_zst)?;
+        let zst_sidecar = write_sidecar(&released_zst)?;
+        Some((released_zst, zst_sidecar))
+    } else {
+        None
+    };
 
     let sbom_path = assets_dir.join(format!("{stem}.cdx.json"));
     let sbom = sbom::cyclonedx(&SbomInputs {
@@ -206,7 +218,10 @@ pub fn dry_run(
     write_atomic(&sbom_path, &sbom_bytes)?;
 
     // The signed and attested files: what a user runs, and what describes it.
-    let subjects = signing::write_checksums(&assets_dir, &[released.clone(), sbom_path.clone()])?;
+    let mut signed = vec![released.clone()];
+    signed.extend(released_zst.iter().map(|(z, _)| z.clone()));
+    signed.push(sbom_path.clone());
+    let subjects = signing::write_checksums(&assets_dir, &signed)?;
     let signing_plan = out_dir.join("signing-plan.json");
     let mut plan_bytes = serde_json::to_vec_pretty(&signing::plan(signer, &subjects))?;
     plan_bytes.push(b'\n');
@@ -214,7 +229,12 @@ pub fn dry_run(
 
     let mut assets = Vec::new();
     let checksums = assets_dir.join(signing::CHECKSUMS);
-    for path in [released, sidecar, sbom_path, checksums] {
+    let mut files = vec![released, sidecar];
+    if let Some((z, z_sidecar)) = released_zst {
+        files.extend([z, z_sidecar]);
+    }
+    files.extend([sbom_path, checksums]);
+    for path in files {
         assets.push(Asset {
             sha256: sha256_file(&path)?,
             size: std::fs::metadata(&path)?.len(),
@@ -318,10 +338,18 @@ pub fn release_notes(
     let _ = writeln!(s, "tar -xzf {tarball}");
     let _ = writeln!(s, "cd {top} && ./install");
     let _ = writeln!(s, "```\n");
+    let zst = format!("{top}.{}", Format::TarZst.extension());
+    if assets.iter().any(|a| name(a) == zst) {
+        let _ = writeln!(
+            s,
+            "`{zst}` is the same tar compressed with zstd: smaller, and faster to unpack where \
+             the `zstd` program is installed (`sha256sum -c {zst}.sha256`, then `tar -xf {zst}`).\n"
+        );
+    }
     let _ = writeln!(s, "## Verify the signature and the build provenance\n");
     let _ = writeln!(
         s,
-        "The tarball and the SBOM are listed in `{}`, and each has a keyless cosign signature \
+        "The tarballs and the SBOM are listed in `{}`, and each has a keyless cosign signature \
          (`<file>{}`) and a build provenance attestation, both made by the release workflow \
          (`{}`) at this tag:\n",
         signing::CHECKSUMS,

@@ -1,7 +1,7 @@
 //! Who signs and attests a release, what, and how a user checks it (issue 29).
 //!
 //! The release workflow (ci/release.yml, job `sign`) signs every file listed in the release's
-//! SHA256SUMS (the tarball and the SBOM) with a keyless cosign signature, one Sigstore bundle
+//! SHA256SUMS (the tarballs and the SBOM) with a keyless cosign signature, one Sigstore bundle
 //! `<file>.sigstore.json` each, and attests the same files' build provenance with GitHub's
 //! artifact attestations (SLSA v1 provenance). Both are keyless: the signing certificate is
 //! issued by Sigstore's Fulcio to the workflow's OIDC identity, which is the release workflow
@@ -14,9 +14,11 @@
 //! verify-blob`), and the provenance (`gh attestation verify`); `check_beside` says so.
 
 use crate::digest::sha256_file;
+use crate::package::Format;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use serde_json::{json, Value};
+use sha2::Digest as _;
 use std::path::{Path, PathBuf};
 
 /// Where GitHub runs the release workflow from (ci/ is copied there to enable it); the signing
@@ -163,9 +165,15 @@ pub fn check_beside(tarball: &Path, signer: &Signer) -> Result<Vec<Finding>> {
         .context("the tarball path has no file name")?
         .to_string_lossy()
         .to_string();
-    let stem = name.strip_suffix(".tar.gz").unwrap_or(&name).to_string();
+    let format = Format::of(tarball).unwrap_or(Format::TarGz);
+    let stem = name
+        .strip_suffix(&format!(".{}", format.extension()))
+        .unwrap_or(&name)
+        .to_string();
     let sbom_name = format!("{stem}.cdx.json");
-    let tarball_sha256 = sha256_file(tarball)?;
+    // The SBOM describes the .tar.gz; a .tar.zst is held to it through the tar both compress.
+    let gz_name = format!("{stem}.{}", Format::TarGz.extension());
+    let described_tarball = dir.join(&gz_name);
     let mut found = Vec::new();
 
     let sums = dir.join(CHECKSUMS);
@@ -223,15 +231,35 @@ pub fn check_beside(tarball: &Path, signer: &Signer) -> Result<Vec<Finding>> {
                 .find(|h| h["alg"] == "SHA-256")
                 .and_then(|h| h["content"].as_str())
                 .map(str::to_string);
-            if described.as_deref() != Some(tarball_sha256.as_str()) {
+            let described_sha256 = if described_tarball.is_file() {
+                sha256_file(&described_tarball)?
+            } else {
+                String::new()
+            };
+            if described.as_deref() != Some(described_sha256.as_str()) {
                 bail!(
-                    "{sbom_name}: describes a tarball with sha256 {}, not {name} ({tarball_sha256})",
-                    described.as_deref().unwrap_or("(none)")
+                    "{sbom_name}: describes a tarball with sha256 {}, not {gz_name} ({})",
+                    described.as_deref().unwrap_or("(none)"),
+                    if described_sha256.is_empty() {
+                        "not here"
+                    } else {
+                        &described_sha256
+                    }
                 );
             }
-            found.push(Finding::Checked(format!(
-                "{sbom_name}: describes this tarball (its sha256)"
-            )));
+            if format == Format::TarGz {
+                found.push(Finding::Checked(format!(
+                    "{sbom_name}: describes this tarball (its sha256)"
+                )));
+            } else {
+                if tar_sha256(tarball)? != tar_sha256(&described_tarball)? {
+                    bail!("{name} and {gz_name} hold different tars: they are not one release");
+                }
+                found.push(Finding::Checked(format!(
+                    "{sbom_name}: describes {gz_name} (its sha256), which holds the same tar as \
+                     {name}"
+                )));
+            }
         }
         Err(_) => found.push(Finding::NotChecked(format!(
             "{sbom_name}: the SBOM is not beside the tarball"
@@ -281,6 +309,16 @@ pub fn check_beside(tarball: &Path, signer: &Signer) -> Result<Vec<Finding>> {
         )));
     }
     Ok(found)
+}
+
+/// The sha256 (hex) of a tarball's uncompressed tar stream.
+fn tar_sha256(tarball: &Path) -> Result<String> {
+    let format = Format::of(tarball)
+        .with_context(|| format!("{}: neither .tar.gz nor .tar.zst", tarball.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut format.decoder(tarball)?, &mut hasher)
+        .with_context(|| format!("cannot decompress {}", tarball.display()))?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// The sha256 (hex) a Sigstore bundle's message signature is over.

@@ -581,6 +581,51 @@ fn tarballs_are_byte_identical_across_directories() {
     }
 }
 
+#[test]
+fn the_tar_zst_holds_the_same_tar_reproducibly_and_verifies() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let zst_of = |root: &Path| {
+        let gz = tiny_bundle(root);
+        let zst = gz.with_file_name("tiny-v1.tar.zst");
+        package::write_tarball(&root.join("stage"), "tiny-v1", &zst, 1700000000).unwrap();
+        package::write_sidecar(&zst).unwrap();
+        (gz, zst)
+    };
+    let (gz, zst) = zst_of(a.path());
+    let (_, zst_b) = zst_of(b.path());
+    assert_eq!(std::fs::read(&zst).unwrap(), std::fs::read(&zst_b).unwrap());
+    // zstd's own frame, read back by the `zstd` decoder, is the very tar inside the .tar.gz.
+    let tar_of = |path: &Path| {
+        let mut bytes = Vec::new();
+        package::Format::of(path)
+            .unwrap()
+            .decoder(path)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        bytes
+    };
+    assert_eq!(
+        &std::fs::read(&zst).unwrap()[..4],
+        &[0x28, 0xb5, 0x2f, 0xfd]
+    );
+    assert_eq!(tar_of(&zst), tar_of(&gz));
+    assert_eq!(crate::verify::verify(&zst).unwrap().manifest.name, "tiny");
+    // Any other name is refused before anything is written.
+    let err = package::write_tarball(
+        &a.path().join("stage"),
+        "tiny-v1",
+        &a.path().join("dist/tiny-v1.tar.xz"),
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err}").contains("ends in .tar.gz or .tar.zst"),
+        "{err}"
+    );
+}
+
 /// Rewrite a bundle tarball, letting `edit` change the entries, and refresh the outer sha256
 /// so that only the inner checks can catch the change.
 fn rewrite(tarball: &Path, edit: impl Fn(&mut Vec<(tar::Header, Vec<u8>)>)) {

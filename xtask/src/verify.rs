@@ -1,10 +1,10 @@
-//! `cargo xtask verify <tarball>`: the outer sha256 (from the `.sha256` beside it), every line of
+//! `cargo xtask verify <tarball>` (`.tar.gz` or `.tar.zst`): the outer sha256 (from the `.sha256` beside it), every line of
 //! the bundle's SHA256SUMS, no file that SHA256SUMS does not list, every file the manifest
 //! vouches for, and exactly the symlinks the manifest names, each pointing at a listed file
 //! beside it. The first offending path is the error.
 
 use crate::digest::sha256_file;
-use crate::package::sidecar_path;
+use crate::package::{sidecar_path, Format};
 use anyhow::{bail, Context, Result};
 use bundle_manifest::Manifest;
 use sha2::{Digest, Sha256};
@@ -45,8 +45,13 @@ pub fn verify(tarball: &Path) -> Result<Verified> {
     let mut links: BTreeMap<String, String> = BTreeMap::new();
     let mut sums_text = None;
     let mut manifest_text = None;
-    let mut archive =
-        tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(tarball)?));
+    let format = Format::of(tarball).with_context(|| {
+        format!(
+            "{}: not a bundle tarball (its name ends in .tar.gz or .tar.zst)",
+            tarball.display()
+        )
+    })?;
+    let mut archive = tar::Archive::new(format.decoder(tarball)?);
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.to_string_lossy().to_string();

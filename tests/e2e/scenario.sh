@@ -49,6 +49,10 @@ if [ "$MODE" = full ] && [ -n "$READY_AT" ]; then
   SECS=$(awk "BEGIN { printf \"%.1f\", $READY_AT - $INSTALL_START }")
   awk "BEGIN { exit !($SECS <= 60) }" && step ready-within-60s ok "node Ready ${SECS}s after ./install" \
     || step ready-within-60s FAIL "node Ready ${SECS}s after ./install"
+  # The speed goal (issue 27: Ready within 10 s of ./install in the current gVisor) is reported,
+  # not enforced: a busy machine may miss it, so MISS does not fail the run (only FAIL does).
+  awk "BEGIN { exit !($SECS <= 10) }" && step ready-goal-10s ok "node Ready ${SECS}s after ./install" \
+    || step ready-goal-10s MISS "node Ready ${SECS}s after ./install, over the 10 s goal"
 fi
 
 if [ $K3S = yes ] && [ "$(cat $RUN/install.rc)" != 0 ]; then

@@ -841,6 +841,11 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
         &["readyz", "configmap"],
     ),
     ("install, node Ready", "full", &["install", "node-ready"]),
+    (
+        "node Ready within 10 s of ./install (the speed goal)",
+        "full",
+        &["ready-goal-10s"],
+    ),
     ("every blocker handled (doctor)", "full", &["doctor"]),
     ("pod Running, logs", "full", &["pod-running", "pod-logs"]),
     ("pods untraced", "full", &["pod-untraced"]),

@@ -54,12 +54,24 @@ pub fn start(state: &mut State) -> Result<()> {
         );
     }
     services::start_containerd(&paths, state)?;
-    if !containerd_was_running {
-        images::import_shipped(&paths, &state.snapshotter)?;
-    }
-    images::import_airgap(&paths, &state.snapshotter);
+    let snapshotter = state.snapshotter.clone();
+    let import_images = || -> Result<()> {
+        if !containerd_was_running {
+            images::import_shipped(&paths, &snapshotter)?;
+        }
+        images::import_airgap(&paths, &snapshotter);
+        Ok(())
+    };
     if let Some(settings) = &settings {
-        services::start_k3s(&paths, state, settings)?;
+        // The images are imported while k3s starts, as k3s imports its airgap images while it
+        // starts: no pod is placed before the node is Ready, seconds after the imports end
+        // (BENCHMARKS.md "Where the start goes"; pause, the sandbox image, comes first).
+        std::thread::scope(|scope| {
+            let imports = scope.spawn(import_images);
+            let k3s = services::start_k3s(&paths, state, settings);
+            let imported = imports.join().expect("the image import thread panicked");
+            k3s.and(imported)
+        })?;
         services::start_node_routes(&paths)?;
         if state.is_agent() {
             // An agent has no admin kubeconfig: kubectl works on the server.
@@ -75,6 +87,7 @@ pub fn start(state: &mut State) -> Result<()> {
             userenv::export_line(&paths, true)
         );
     } else {
+        import_images()?;
         println!(
             "this bundle has no k3s binary: containerd is running on {} for CRI clients \
              (e.g. crictl --runtime-endpoint unix://{})",

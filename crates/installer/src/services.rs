@@ -590,6 +590,7 @@ fn wait_for(
     mut ready: impl FnMut() -> bool,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
+    let mut interval = Duration::from_millis(100);
     while Instant::now() < deadline {
         if ready() {
             return Ok(());
@@ -608,7 +609,11 @@ fn wait_for(
                 exit_logs(paths, daemon)
             );
         }
-        sleep(Duration::from_secs(2));
+        // From 100 ms up to 1 s between checks: a wait that is over at once costs little,
+        // and a long one spawns `k3s kubectl` at most once a second. A fixed 2 s made every
+        // wait of install end on a 2 s step (BENCHMARKS.md "Where the start goes").
+        sleep(interval);
+        interval = (interval * 2).min(Duration::from_secs(1));
     }
     bail!(
         "timed out after {}s waiting for {what}; last lines of {}:\n{}",

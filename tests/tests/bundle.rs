@@ -90,7 +90,7 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
         assert!(out.contains("Client Version: v1.34.1+k3s1"), "{out}");
     }
     assert!(run(&["bin/crictl", "--version"]).contains("crictl"));
-    assert!(run(&["bin/ctr", "--version"]).contains("v2.1.4"));
+    assert!(run(&["bin/ctr", "--version"]).contains("v2.1.9"));
     let runc = check(
         &Command::new(top.join("bin/runc"))
             .arg("--version")
@@ -99,7 +99,7 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
         "runc --version",
     );
     assert!(
-        runc.contains("runc version 1.3.3") && runc.contains(&stamp_version),
+        runc.contains("runc version 1.3.7") && runc.contains(&stamp_version),
         "{runc}"
     );
     let containerd = check(
@@ -110,7 +110,7 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
         "containerd --version",
     );
     assert!(
-        containerd.contains("v2.1.4") && containerd.contains(&stamp_version.replace(' ', "-")),
+        containerd.contains("v2.1.9") && containerd.contains(&stamp_version.replace(' ', "-")),
         "{containerd}"
     );
 

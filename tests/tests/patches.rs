@@ -5,7 +5,9 @@
 //!
 //! The binaries come from the pipeline: `cargo xtask build` (patched) and
 //! `cargo xtask build --unpatched --component runc --component containerd` (upstream; only the
-//! 0000 build-fix patches). The shell
+//! 0000 build-fix patches). With `K3S_GVISOR_PINS=bundle-mission.toml` (which xtask reads too)
+//! every proof runs on the mission's runc v1.3.3 and containerd v2.1.4 instead of bundle.toml's
+//! releases: the same patches, proven on both. The shell
 //! scripts in tests/patches/ run inside the sandbox; these tests read what they print.
 //!
 //! gVisors, each a pinned test tool (tests/tools.toml) except Debian's:
@@ -27,36 +29,50 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The pipeline's upstream and patched bin dirs (runc, containerd, ctr, containerd-shim-runc-v2).
+/// The pipeline's upstream and patched bin dirs (runc, containerd, ctr, containerd-shim-runc-v2),
+/// and its work dir (whose src/<variant>/runc are the trees they were built from).
 struct Binaries {
     upstream: PathBuf,
     patched: PathBuf,
+    work: PathBuf,
+}
+
+/// `cargo xtask ARGS`, which prints the bin dir it built into as its last line.
+fn built_bin_dir(args: &[&str]) -> PathBuf {
+    let out = xtask(&repo(), args);
+    let text = check(&out, &format!("cargo xtask {}", args.join(" ")));
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .lines()
+        .last()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("cargo xtask {} printed no bin dir:\n{text}", args.join(" ")))
 }
 
 fn binaries() -> &'static Binaries {
     static BINARIES: OnceLock<Binaries> = OnceLock::new();
     BINARIES.get_or_init(|| {
-        let repo = repo();
-        check(&xtask(&repo, &["build"]), "cargo xtask build");
+        let patched = built_bin_dir(&["build"]);
         // Only the patched components have an upstream to compare with.
-        check(
-            &xtask(
-                &repo,
-                &[
-                    "build",
-                    "--unpatched",
-                    "--component",
-                    "runc",
-                    "--component",
-                    "containerd",
-                ],
-            ),
-            "cargo xtask build --unpatched --component runc --component containerd",
+        let upstream = built_bin_dir(&[
+            "build",
+            "--unpatched",
+            "--component",
+            "runc",
+            "--component",
+            "containerd",
+        ]);
+        // <work>/out/patched/bin
+        let work = patched.ancestors().nth(3).unwrap().to_path_buf();
+        eprintln!(
+            "patch proofs on {} (K3S_GVISOR_PINS={:?})",
+            work.display(),
+            std::env::var_os("K3S_GVISOR_PINS")
         );
-        let out = repo.join("target/k3s-gvisor/out");
         Binaries {
-            upstream: out.join("unpatched/bin"),
-            patched: out.join("patched/bin"),
+            upstream,
+            patched,
+            work,
         }
     })
 }
@@ -224,7 +240,7 @@ fn busybox_bundle(dir: &Path, runc: &Path, args: &[&str]) -> PathBuf {
 const HELLO: &str = "hello from busybox";
 const CAP_LAST_CAP_ERROR: &str = "open /proc/sys/kernel/cap_last_cap: no such file or directory";
 const DEVICES_ERROR: &str = "mountpoint for devices not found";
-const DEVICES_WARNING: &str = "the kernel offers no devices cgroup controller";
+const DEVICES_WARNING: &str = "gVisor offers no devices cgroup controller";
 /// gVisor before 2025 (Debian's 2022 one, gvisor-2023) gives /proc inode 75, and runc 1.3.3's
 /// CVE-2025-52881 hardening (filepath-securejoin) refuses any procfs root that is not inode 1.
 /// Not relaxed: docs/patches.md says why.
@@ -312,11 +328,14 @@ fn runc_runs_a_busybox_container_where_the_gvisor_allows() {
     }
 }
 
-/// Plain Linux, cgroup v1, private mount namespace: the devices hierarchy unmounted, and
-/// /proc/cgroups with or without its devices row (a bind-mounted copy without it is what a
-/// kernel with no devices controller, like Debian's gVisor, shows).
+/// Plain Linux, cgroup v1, private mount namespace, the devices hierarchy unmounted: runc must
+/// refuse whatever /proc/cgroups says, as upstream does. A bind-mounted copy of /proc/cgroups
+/// without the devices row is what a kernel without the controller (and Debian's gVisor) shows;
+/// one with `enabled` 0 is what a host booted with `cgroup_disable=devices` shows. Only in gVisor
+/// (its uname version; the Go unit test below covers that decision) may runc go on without it.
+/// (runc 0002 before 2026-12 ran containers here with no device cgroup: this test failed on it.)
 #[test]
-fn runc_devices_cgroup_optional_only_where_the_kernel_has_none_on_plain_linux() {
+fn runc_devices_cgroup_stays_fatal_on_plain_linux() {
     let bins = binaries();
     let _one = serial();
     if !Path::new("/sys/fs/cgroup/devices/devices.list").exists() {
@@ -327,10 +346,10 @@ fn runc_devices_cgroup_optional_only_where_the_kernel_has_none_on_plain_linux() 
     }
     let dir = tempfile::tempdir().unwrap();
     let bundle = busybox_bundle(dir.path(), &bins.patched.join("runc"), &["echo", HELLO]);
-    let fake = dir.path().join("cgroups-without-devices");
     let table = std::fs::read_to_string("/proc/cgroups").unwrap();
+    let without_row = dir.path().join("cgroups-without-devices");
     std::fs::write(
-        &fake,
+        &without_row,
         table
             .lines()
             .filter(|l| !l.starts_with("devices"))
@@ -338,11 +357,25 @@ fn runc_devices_cgroup_optional_only_where_the_kernel_has_none_on_plain_linux() 
             .collect::<String>(),
     )
     .unwrap();
-    let run = |runc: &Path, hide_devices_row: bool| {
+    let disabled = dir.path().join("cgroups-devices-disabled");
+    std::fs::write(
+        &disabled,
+        table
+            .lines()
+            .map(
+                |l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+                    ["devices", _, _, _] => "devices\t0\t1\t0\n".to_string(),
+                    _ => format!("{l}\n"),
+                },
+            )
+            .collect::<String>(),
+    )
+    .unwrap();
+    let run = |runc: &Path, cgroups: Option<&Path>| {
         let mut line = String::from("exec 2>&1; umount /sys/fs/cgroup/devices || exit 1; ");
-        if hide_devices_row {
+        if let Some(fake) = cgroups {
             line.push_str(&format!(
-                "mount --bind {} /proc/cgroups || exit 1; ",
+                "mount --bind {} /proc/cgroups || exit 1; grep devices /proc/cgroups; ",
                 fake.display()
             ));
         }
@@ -359,25 +392,55 @@ fn runc_devices_cgroup_optional_only_where_the_kernel_has_none_on_plain_linux() 
             .expect("cannot run unshare (util-linux)");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         eprintln!(
-            "--- {} (devices unmounted, devices row hidden: {hide_devices_row}):\n{text}",
-            runc.display()
+            "--- {} (devices unmounted, /proc/cgroups: {}):\n{text}",
+            runc.display(),
+            cgroups.map_or("as is".into(), |p| p.display().to_string())
         );
         text
     };
-    let upstream = run(&bins.upstream.join("runc"), true);
-    assert!(upstream.contains(DEVICES_ERROR), "{upstream}");
-    let patched = run(&bins.patched.join("runc"), true);
+    for cgroups in [Some(without_row.as_path()), Some(disabled.as_path()), None] {
+        for runc in [bins.upstream.join("runc"), bins.patched.join("runc")] {
+            let out = run(&runc, cgroups);
+            assert!(
+                out.contains(DEVICES_ERROR)
+                    && !out.contains(DEVICES_WARNING)
+                    && !out.contains(HELLO),
+                "{} must refuse to run without the devices hierarchy on Linux:\n{out}",
+                runc.display()
+            );
+        }
+    }
+}
+
+/// runc 0002's decision (`noDevicesControllerInGvisor`: gVisor's uname version and no enabled
+/// devices row, nothing else) as a Go unit test the patch adds, run in the patched tree with the
+/// rest of the vendored cgroups/fs package; the upstream tree has no such decision.
+#[test]
+fn runc_devices_decision_unit_test_passes() {
+    let bins = binaries();
+    let _one = serial();
+    let package = "github.com/opencontainers/cgroups/fs";
+    let run = |variant: &str| {
+        let tree = bins.work.join("src").join(variant).join("runc");
+        let out = Command::new("go")
+            .args(["test", "-mod=vendor", "-count=1", "-v", package])
+            .current_dir(&tree)
+            .output()
+            .expect("cannot run go");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        eprintln!("--- go test {package} in {}:\n{text}", tree.display());
+        (out.status.success(), text)
+    };
+    let (ok, patched) = run("patched");
     assert!(
-        patched.contains(DEVICES_WARNING)
-            && patched.contains(HELLO)
-            && patched.contains("runc exit: 0"),
+        ok && patched.contains("--- PASS: TestNoDevicesControllerInGvisor"),
         "{patched}"
     );
-    // The kernel has the controller, it is just not mounted: upstream's fatal error stays.
-    let patched = run(&bins.patched.join("runc"), false);
+    let (_, upstream) = run("unpatched");
     assert!(
-        patched.contains(DEVICES_ERROR) && !patched.contains(DEVICES_WARNING),
-        "{patched}"
+        !upstream.contains("TestNoDevicesControllerInGvisor"),
+        "{upstream}"
     );
 }
 
@@ -389,7 +452,7 @@ fn runc_capabilities_unit_test_passes_without_cap_last_cap() {
     let _ = binaries();
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
-    let work = repo().join("target/k3s-gvisor/src");
+    let work = bins_work_src();
     let upstream = capabilities_test_binary(
         &work.join("unpatched/runc"),
         &dir.path().join("captest-upstream"),
@@ -460,6 +523,11 @@ impl Gvisor {
         eprintln!("--- {} in {}:\n{text}", bin.display(), self.name);
         text
     }
+}
+
+/// The pipeline's trees (src/patched/runc, src/unpatched/runc) the binaries were built from.
+fn bins_work_src() -> PathBuf {
+    binaries().work.join("src")
 }
 
 fn capabilities_test_binary(tree: &Path, out: &Path) -> PathBuf {
@@ -811,30 +879,24 @@ fn containerd_on_plain_linux_simulated_and_as_it_is() {
 fn a_patch_that_no_longer_applies_is_named_with_its_file_and_hunk() {
     const V200_SUM: &str = "h1:qLDdFaAykQrIyLiqwQrNLLz95wiC36bAZVwioUwqShM=";
     let repo = repo();
-    let pins = std::fs::read_to_string(repo.join("bundle.toml")).unwrap();
-    // containerd v2.0.0 from the Go module proxy: its git tree pin goes, its module pin changes.
-    let tree_pin = "github = \"containerd/containerd\"\ncommit = \"75cb2b7193e4e490e9fbdc236c0e811ccaba3376\"\ntree = \"2d965f6ff0dada5dd8fa4e9f18d7e2029d5d9ca0\"\n";
-    let older = pins
-        .replacen("version = \"v2.1.4\"", "version = \"v2.0.0\"", 1)
-        .replacen(tree_pin, "", 1)
-        .replacen(
-            "sum = \"h1:/hXWjiSFd6ftrBOBGfAZ6T30LJcx1dBjdKEeI8xucKQ=\"",
-            &format!("sum = \"{V200_SUM}\""),
-            1,
-        );
-    assert!(
-        older.contains("v2.0.0") && older.contains(V200_SUM) && !older.contains(tree_pin),
-        "bundle.toml no longer pins containerd v2.1.4 as expected"
-    );
+    // containerd v2.0.0 from the Go module proxy, as a pin set (`--pins` on the command line
+    // wins over K3S_GVISOR_PINS).
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bundle.toml");
-    std::fs::write(&config, older).unwrap();
+    let pins = dir.path().join("pins-v2.0.0.toml");
+    std::fs::write(
+        &pins,
+        format!(
+            "[[component]]\nname = \"containerd\"\nversion = \"v2.0.0\"\n\
+             module = \"github.com/containerd/containerd/v2\"\nsum = \"{V200_SUM}\"\n"
+        ),
+    )
+    .unwrap();
     let work = dir.path().join("work");
     let out = xtask(
         &repo,
         &[
-            "--config",
-            config.to_str().unwrap(),
+            "--pins",
+            pins.to_str().unwrap(),
             "--work-dir",
             work.to_str().unwrap(),
             "patch",
@@ -862,4 +924,45 @@ fn a_patch_that_no_longer_applies_is_named_with_its_file_and_hunk() {
         text.contains("0001-cri-config-on-a-kernel-below-4.11-without-the-sysctl.patch: applies"),
         "{text}"
     );
+}
+
+/// The mission's releases (bundle-mission.toml: runc v1.3.3, containerd v2.1.4) still take every
+/// patch and build with bundle.toml's recipes, so a user who must stay on them can. (The whole
+/// proof suite runs on them with `K3S_GVISOR_PINS=bundle-mission.toml`.)
+#[test]
+fn the_mission_releases_take_the_same_patches_and_build() {
+    let _one = serial();
+    let mission = repo().join("bundle-mission.toml");
+    let pins = ["--pins", mission.to_str().unwrap()];
+    let out = xtask(&repo(), &[&pins[..], &["patch", "--check"]].concat());
+    let text = check(&out, "cargo xtask --pins bundle-mission.toml patch --check");
+    for line in [
+        "runc v1.3.3 (4 patches):",
+        "0000-deps-use-selinux-v1.13.0-so-the-module-zip-builds.patch: applies",
+        "0002-cgroups-fs-run-without-the-devices-controller-only-i.patch: applies",
+        "containerd v2.1.4 (2 patches):",
+    ] {
+        assert!(text.contains(line), "no `{line}`:\n{text}");
+    }
+    assert!(!text.contains("FAILS"), "{text}");
+    let bin = built_bin_dir(
+        &[
+            &pins[..],
+            &["build", "--component", "runc", "--component", "containerd"],
+        ]
+        .concat(),
+    );
+    let version = |cmd: &str| {
+        check(
+            &Command::new(bin.join(cmd))
+                .arg("--version")
+                .output()
+                .unwrap(),
+            cmd,
+        )
+    };
+    let runc = version("runc");
+    assert!(runc.contains("runc version 1.3.3"), "{runc}");
+    let containerd = version("containerd");
+    assert!(containerd.contains(" v2.1.4 "), "{containerd}");
 }

@@ -45,6 +45,7 @@ fn with_version(text: &str, old: &str, new: &str) -> Result<String> {
 /// Builds the next bundle under `dir` (its bundle.toml, work/ and dist/).
 pub fn build(
     config_path: &Path,
+    pins: Option<&Path>,
     config: &BundleConfig,
     layout: &Layout,
     opts: &Options,
@@ -60,7 +61,8 @@ pub fn build(
         &next_config_path,
         with_version(&text, &config.bundle.version, &version)?,
     )?;
-    let next_config = BundleConfig::load(&next_config_path)?;
+    // The same releases as the first bundle (`--pins`), only the version differs.
+    let next_config = BundleConfig::load_with_pins(&next_config_path, pins)?;
     let next = Layout {
         repo: layout.repo.clone(),
         cache: layout.cache.clone(),

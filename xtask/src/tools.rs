@@ -13,7 +13,7 @@
 //! A built tool is never rebuilt: the version is part of its path. Offline mode only looks.
 
 mod lock;
-mod pins;
+pub mod pins;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -30,7 +30,14 @@ pub trait ReleaseSource {
     fn versions(&self, module: &str) -> Result<Vec<String>>;
     /// The version `module@latest` resolves to (for pseudo-version pins).
     fn latest(&self, module: &str) -> Result<String>;
+    /// Does the source serve `module@version`? The proxy's list can leave releases out (it
+    /// lists no v1.12.x of CoreDNS, yet serves v1.12.4), so the next patch releases are asked
+    /// for by name too.
+    fn has(&self, module: &str, version: &str) -> Result<bool>;
 }
+
+/// How many patch releases past the newest listed one are asked for by name, at most.
+const PROBES: u64 = 30;
 
 /// A version as Go modules spell it: `v1.3.7`, `v1.34.1+k3s1`, `v2.0.0-rc.1`,
 /// `v0.0.0-20260905035102-160fafc42237` (pseudo).
@@ -180,27 +187,33 @@ pub fn rows(pins: &[Pinned], source: &dyn ReleaseSource) -> Vec<Row> {
                     Err(e) => row("-".into(), Status::Unknown(format!("{e:#}"))),
                 };
             }
-            match source.versions(module) {
-                Ok(offered) => match newest_in_line(&pinned, &offered) {
-                    Some(newest) => {
-                        let behind = Version::parse(newest).is_some_and(|n| n.patch > pinned.patch);
-                        let status = if behind {
-                            Status::Behind
-                        } else {
-                            Status::UpToDate
-                        };
-                        row(newest.to_string(), status)
-                    }
-                    None => row(
-                        "-".into(),
-                        Status::Unknown(format!(
-                            "{module} offers no release of v{}.{}",
-                            pinned.major, pinned.minor
-                        )),
-                    ),
-                },
-                Err(e) => row("-".into(), Status::Unknown(format!("{e:#}"))),
+            let offered = match source.versions(module) {
+                Ok(offered) => offered,
+                Err(e) => return row("-".into(), Status::Unknown(format!("{e:#}"))),
+            };
+            // The newest listed release of the line (the pin itself if none is listed), then
+            // the patch releases after it that the source serves by name, up to the first gap.
+            let listed = newest_in_line(&pinned, &offered)
+                .and_then(Version::parse)
+                .map_or(pinned.patch, |v| v.patch.max(pinned.patch));
+            let mut newest = listed;
+            for patch in listed + 1..=listed + PROBES {
+                let name = format!("v{}.{}.{patch}", pinned.major, pinned.minor);
+                match source.has(module, &name) {
+                    Ok(true) => newest = patch,
+                    Ok(false) => break,
+                    Err(e) => return row("-".into(), Status::Unknown(format!("{e:#}"))),
+                }
             }
+            let status = if newest > pinned.patch {
+                Status::Behind
+            } else {
+                Status::UpToDate
+            };
+            row(
+                format!("v{}.{}.{newest}", pinned.major, pinned.minor),
+                status,
+            )
         })
         .collect()
 }
@@ -294,14 +307,30 @@ impl ReleaseSource for GoProxy<'_> {
     fn latest(&self, module: &str) -> Result<String> {
         self.list(&["-f", "{{.Version}}", &format!("{module}@latest")])
     }
+
+    fn has(&self, module: &str, version: &str) -> Result<bool> {
+        // `-e`: an unknown version is reported in .Error instead of failing the command, so a
+        // network failure (non-zero exit) is told apart from "no such version".
+        let text = self.list(&[
+            "-e",
+            "-f",
+            "{{if .Error}}missing{{else}}{{.Version}}{{end}}",
+            &format!("{module}@{version}"),
+        ])?;
+        Ok(text == version)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A proxy that knows a fixed list, and fails for anything else.
-    struct Fake(BTreeMap<&'static str, (Vec<&'static str>, &'static str)>);
+    /// A proxy that knows a fixed list per module and its `@latest`, serves the `module@version`s
+    /// of its second field without listing them, and fails for any other module.
+    struct Fake(
+        BTreeMap<&'static str, (Vec<&'static str>, &'static str)>,
+        Vec<&'static str>,
+    );
 
     impl ReleaseSource for Fake {
         fn versions(&self, module: &str) -> Result<Vec<String>> {
@@ -315,6 +344,11 @@ mod tests {
                 Some((_, latest)) => Ok(latest.to_string()),
                 None => bail!("{module}: 404 Not Found"),
             }
+        }
+        fn has(&self, module: &str, version: &str) -> Result<bool> {
+            let listed = self.versions(module)?;
+            let key = format!("{module}@{version}");
+            Ok(listed.iter().any(|v| v == version) || self.1.contains(&key.as_str()))
         }
     }
 
@@ -365,20 +399,33 @@ mod tests {
 
     #[test]
     fn rows_say_behind_up_to_date_newer_commit_and_not_listed() {
-        let fake = Fake(BTreeMap::from([
-            (
-                "github.com/opencontainers/runc",
-                (vec!["v1.3.3", "v1.3.7", "v1.4.3", "v1.3.8-rc.1"], ""),
-            ),
-            (
-                "github.com/containerd/containerd/v2",
-                (vec!["v2.1.4", "v2.1.9", "v2.2.9"], ""),
-            ),
-            (
-                "gvisor.dev/gvisor",
-                (vec![], "v0.0.0-20261101000000-aaaaaaaaaaaa"),
-            ),
-        ]));
+        let fake = Fake(
+            BTreeMap::from([
+                (
+                    "github.com/opencontainers/runc",
+                    (vec!["v1.3.3", "v1.3.7", "v1.4.3", "v1.3.8-rc.1"], ""),
+                ),
+                (
+                    "github.com/containerd/containerd/v2",
+                    (vec!["v2.1.4", "v2.1.9", "v2.2.9"], ""),
+                ),
+                (
+                    "gvisor.dev/gvisor",
+                    (vec![], "v0.0.0-20261101000000-aaaaaaaaaaaa"),
+                ),
+                // The proxy lists no 1.12.x of CoreDNS but serves them.
+                (
+                    "github.com/coredns/coredns",
+                    (vec!["v1.11.1", "v1.14.7"], ""),
+                ),
+            ]),
+            vec![
+                "github.com/coredns/coredns@v1.12.4",
+                "github.com/coredns/coredns@v1.12.5",
+                // A gap ends the probe: v1.12.7 without v1.12.6 is not seen.
+                "github.com/coredns/coredns@v1.12.7",
+            ],
+        );
         let pins = vec![
             pin("runc", Some("github.com/opencontainers/runc"), "v1.3.3"),
             pin(
@@ -393,6 +440,7 @@ mod tests {
                 "v0.0.0-20260905035102-160fafc42237",
             ),
             pin("gone", Some("example.com/gone"), "v1.0.0"),
+            pin("coredns", Some("github.com/coredns/coredns"), "v1.12.3"),
         ];
         let rows = rows(&pins, &fake);
         let by_name = |n: &str| rows.iter().find(|r| r.name == n).unwrap();
@@ -408,10 +456,12 @@ mod tests {
             "v0.0.0-20261101000000-aaaaaaaaaaaa"
         );
         assert!(matches!(by_name("gone").status, Status::Unknown(ref why) if why.contains("404")));
+        assert_eq!(by_name("coredns").newest, "v1.12.5");
+        assert_eq!(by_name("coredns").status, Status::Behind);
         let table = render(&rows);
         assert!(table.contains("NEWER RELEASE"), "{table}");
         assert!(
-            table.ends_with("1 pin(s) behind the newest release of their line\n"),
+            table.ends_with("2 pin(s) behind the newest release of their line\n"),
             "{table}"
         );
         let runc_line = table.lines().find(|l| l.contains(" runc ")).unwrap();

@@ -13,6 +13,8 @@
 //! gVisors, each a pinned test tool (tests/tools.toml) except Debian's:
 //! - current: K3S_GVISOR_RUNSC, or `cargo xtask tool runsc`;
 //! - gvisor-2025: `cargo xtask tool runsc-2025` (uname 4.4.0, no setns(CLONE_NEWPID));
+//! - seeds: `cargo xtask tool runsc-seeds` (gvisor-2025 without cap_last_cap: the sandbox the
+//!   project's research notes ran in, where runc 0001 decides whether a container starts);
 //! - gvisor-2023: `cargo xtask tool runsc-2023` (no cap_last_cap, procfs root inode 75);
 //! - Debian's 2022 gVisor: /usr/bin/runsc (`apt-get install runsc`).
 //!
@@ -189,6 +191,7 @@ fn gvisors() -> Vec<Gvisor> {
     [
         ("current gVisor", current),
         ("gvisor-2025", tool("runsc-2025")),
+        ("seeds", tool("runsc-seeds")),
         ("gvisor-2023", tool("runsc-2023")),
         ("Debian's 2022 gVisor", debian),
     ]
@@ -278,15 +281,21 @@ const PROCFS_INODE_ERROR: &str = "unsafe procfs detected: incorrect procfs root 
 /// - procfs root inode 75 (gvisor-2023): both stop at the procfs inode check, which runc makes
 ///   before anything else: 0001 (cap_last_cap) cannot be reached by a container start there;
 /// - neither (current, gvisor-2025): both run busybox, and an unmounted devices hierarchy stays
-///   fatal for patched runc (the kernel has the controller);
-/// - cap_last_cap missing with procfs root inode 1 (no gVisor release has both): upstream fails
-///   on cap_last_cap, patched runs busybox.
+///   fatal for patched runc (the kernel has the controller); where tmpfs refuses the size
+///   options (gvisor-2025), upstream runc 1.3.6+ stops at masking a directory (0004);
+/// - cap_last_cap missing with procfs root inode 1 (no gVisor release has both; the seeds'
+///   sandbox, stood in for by the `seeds` build): upstream runc 1.3.3 fails on cap_last_cap,
+///   patched (0001) runs busybox. This is where 0001 decides whether a container starts. Upstream
+///   runc 1.3.6+ stops earlier there, at the mask (seeds refuses the tmpfs size options too);
+///   patched (0001 and 0004) runs busybox.
 #[test]
 fn runc_runs_a_busybox_container_where_the_gvisor_allows() {
     let bins = binaries();
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let bundle = busybox_bundle(dir.path(), &bins.patched.join("runc"), &["echo", HELLO]);
+    let mut cap_last_cap_decided = Vec::new();
+    let mut masked_before_cap_last_cap = Vec::new();
     for g in gvisors() {
         let upstream = g.run("runc-busybox.sh", &[&bins.upstream.join("runc"), &bundle]);
         let patched = g.run("runc-busybox.sh", &[&bins.patched.join("runc"), &bundle]);
@@ -348,12 +357,29 @@ fn runc_runs_a_busybox_container_where_the_gvisor_allows() {
                     g.name
                 );
             }
-        } else {
+        } else if masks_with_tmpfs_size_options(&bins.upstream.join("runc"))
+            && !g.takes_tmpfs_size_options()
+        {
+            // runc 1.3.6+ masks directories before it reads cap_last_cap (measured in seeds,
+            // runc v1.3.7: upstream stops at /sys/firmware), so 0004 decides first here and
+            // upstream never reaches the cap_last_cap read.
             assert!(
-                upstream.contains(CAP_LAST_CAP_ERROR),
-                "{}: upstream runc should fail on cap_last_cap:\n{upstream}",
+                upstream.contains(MASK_ERROR)
+                    && !upstream.contains(CAP_LAST_CAP_ERROR)
+                    && !upstream.contains(HELLO),
+                "{}: upstream runc 1.3.6+ should stop at masking a directory, before cap_last_cap:\n{upstream}",
                 g.name
             );
+            masked_before_cap_last_cap.push(g.name);
+        } else {
+            assert!(
+                upstream.contains(CAP_LAST_CAP_ERROR)
+                    && !upstream.contains(HELLO)
+                    && !upstream.contains("runc exit: 0"),
+                "{}: upstream runc should fail on cap_last_cap and start nothing:\n{upstream}",
+                g.name
+            );
+            cap_last_cap_decided.push(g.name);
         }
         assert!(
             patched.contains(HELLO) && patched.contains("runc exit: 0"),
@@ -361,6 +387,15 @@ fn runc_runs_a_busybox_container_where_the_gvisor_allows() {
             g.name
         );
     }
+    // On runc 1.3.6+ the seeds gVisor (which refuses the tmpfs size options, as gvisor-2025
+    // does) stops upstream at the mask first: there 0001's upstream-fails side is proven on the
+    // mission's runc v1.3.3 (K3S_GVISOR_PINS=bundle-mission.toml) and by runc's capabilities
+    // test below; the patched runc, which needs both 0001 and 0004 there, runs busybox.
+    assert_eq!(
+        [cap_last_cap_decided, masked_before_cap_last_cap].concat(),
+        ["seeds"],
+        "the seeds gVisor (no cap_last_cap, procfs root inode 1) should be the only one where a container start reaches runc's cap_last_cap read or the mask before it"
+    );
 }
 
 /// Plain Linux, cgroup v1, private mount namespace, the devices hierarchy unmounted: runc must
@@ -641,23 +676,40 @@ fn runc_exec_where_the_pid_namespace_cannot_be_joined() {
         }
         let upstream = g.run("runc-exec.sh", &[&upstream_runc, &bundle]);
         let patched = g.run("runc-exec.sh", &[&patched_runc, &bundle]);
+        // Where upstream runc cannot start the container at all, only the patched runc's exec
+        // is compared below; its stop is the one the busybox test asserts first there: runc
+        // 1.3.6+ masks directories before it reads cap_last_cap (measured in seeds).
+        let upstream_starts =
+            if masks_with_tmpfs_size_options(&upstream_runc) && !g.takes_tmpfs_size_options() {
+                assert!(
+                    upstream.contains(MASK_ERROR) && upstream.contains("run -d exit: 1"),
+                    "{}: upstream should stop at masking a directory (patch 0004):\n{upstream}",
+                    g.name
+                );
+                false
+            } else if !g.has_cap_last_cap() {
+                assert!(
+                    upstream.contains(CAP_LAST_CAP_ERROR) && !upstream.contains("run -d exit: 0"),
+                    "{}: upstream runc should fail on cap_last_cap:\n{upstream}",
+                    g.name
+                );
+                false
+            } else {
+                true
+            };
         if g.can_join_pid_namespaces() {
-            assert_exec_joined_the_container(&format!("{}, upstream", g.name), &upstream);
+            if upstream_starts {
+                assert_exec_joined_the_container(&format!("{}, upstream", g.name), &upstream);
+            }
             assert_exec_joined_the_container(&format!("{}, patched", g.name), &patched);
             continue;
         }
         refused_somewhere = true;
-        if masks_with_tmpfs_size_options(&upstream_runc) && !g.takes_tmpfs_size_options() {
-            // Upstream runc 1.3.6+ cannot even start the container here (patch 0004); the
-            // upstream side of 0003 is proven on the mission's runc v1.3.3
-            // (K3S_GVISOR_PINS=bundle-mission.toml).
-            assert!(
-                upstream.contains(MASK_ERROR) && upstream.contains("run -d exit: 1"),
-                "{}: upstream should stop at masking a directory:\n{upstream}",
-                g.name
-            );
-        } else {
-            // Upstream: exec and the joining container both fail on setns(CLONE_NEWPID).
+        if upstream_starts {
+            // Upstream: exec and the joining container both fail on setns(CLONE_NEWPID). Where
+            // no setns-refusing gVisor lets upstream start a container (runc 1.3.6+ in
+            // gvisor-2025 and seeds: patch 0004), this side of 0003 is proven on the mission's
+            // runc v1.3.3 (K3S_GVISOR_PINS=bundle-mission.toml).
             for line in [
                 "run -d exit: 0",
                 SETNS_PID_ERROR,

@@ -66,7 +66,7 @@ K3S_GVISOR_RUNSC="$current_runsc" cargo_test_filtered --locked -p xtask -- --exa
 # (xtask/src/sandbox.rs): the current gVisor in both modes; plain Linux and gvisor-2025 (uname
 # 4.4.0, no setns(CLONE_NEWPID): the gVisors of early-to-mid 2025, where containerd 0001 and
 # runc 0003 decide; docs/gvisor-generations.md) with pods; Debian's 2022 gVisor with the
-# control plane only (its full mode cannot run runc 1.3.3 containers: no mount namespaces,
+# control plane only (its full mode cannot run runc 1.3.x containers: no mount namespaces,
 # doctor names the gaps; it also refuses its own netstack on this kernel, so it runs with
 # loopback only, where install picks the node IP).
 cargo xtask e2e --host current --mode full --mode control-plane-only

@@ -23,3 +23,12 @@ echo "procfs_root_inode=$(busybox ls -id /proc | awk '{print $1}')"
 # like runc's patch 0003 does: setns(2) (syscall 308) into our own PID namespace, which on Linux
 # changes nothing; gVisor before 2025-06-26 answers EINVAL for any PID namespace.
 echo "setns_pid=$(perl -e 'open(my $f, "<", "/proc/self/ns/pid") or do { print "no-ns-file"; exit }; print syscall(308, fileno($f), 0x20000000) == 0 ? "ok" : ($!{EINVAL} ? "EINVAL" : "error:$!")')"
+# runc >= 1.3.6 masks directories with a read-only tmpfs mounted with nr_blocks=1,nr_inodes=1;
+# gVisor of May 2025 refuses those options (EINVAL), the current one takes them.
+mkdir -p /tmp/probe-tmpfs.$$
+if mount -t tmpfs -o ro,nr_blocks=1,nr_inodes=1 tmpfs /tmp/probe-tmpfs.$$ 2>/dev/null; then
+    echo "tmpfs_size_options=ok"; umount /tmp/probe-tmpfs.$$
+else
+    echo "tmpfs_size_options=refused"
+fi
+rmdir /tmp/probe-tmpfs.$$

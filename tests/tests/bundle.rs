@@ -54,15 +54,41 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
             .unwrap_or_else(|| panic!("the bundle has no {name}: {manifest:#}"))
             .clone()
     };
-    // Every upstream is recorded with its commit, its tree and who served it.
+    // Every upstream is recorded with who served it and what verified it, as bundle.toml pins
+    // it: its commit and git tree, or, pinned by its Go module only (runc v1.3.7: bundle.toml
+    // says why), that module at its version and its h1: hash.
+    let pins: toml::Table = std::fs::read_to_string(repo.join("bundle.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
     for name in ["runc", "containerd", "k3s"] {
         let source = &component(name)["source"];
-        assert!(
-            source["tree"].as_str().is_some_and(|t| t.len() == 40)
-                && source["commit"].as_str().is_some_and(|c| c.len() == 40)
-                && source["transport"].as_str().is_some(),
-            "{name}: {source:#}"
-        );
+        let pin = pins["component"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("bundle.toml pins no {name}"));
+        assert!(source["transport"].as_str().is_some(), "{name}: {source:#}");
+        match pin.get("tree").and_then(|t| t.as_str()) {
+            Some(tree) => assert!(
+                source["tree"] == tree
+                    && source["commit"].as_str() == pin["commit"].as_str()
+                    && source["commit"].as_str().is_some_and(|c| c.len() == 40),
+                "{name}: bundle.toml pins tree {tree}, the manifest records {source:#}"
+            ),
+            None => {
+                let module = pin["module"].as_str().unwrap();
+                let version = pin["version"].as_str().unwrap();
+                assert!(
+                    source["transport"] == "go-proxy"
+                        && source["location"] == format!("{module}@{version}").as_str()
+                        && source["content"].as_str() == pin["sum"].as_str()
+                        && source["content"].as_str().is_some_and(|s| s.starts_with("h1:")),
+                    "{name}: bundle.toml pins {module}@{version} by its module hash, the manifest records {source:#}"
+                );
+            }
+        }
     }
     assert!(
         manifest["omitted"].as_array().is_none_or(|o| o.is_empty()),
@@ -90,7 +116,7 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
         assert!(out.contains("Client Version: v1.34.1+k3s1"), "{out}");
     }
     assert!(run(&["bin/crictl", "--version"]).contains("crictl"));
-    assert!(run(&["bin/ctr", "--version"]).contains("v2.1.4"));
+    assert!(run(&["bin/ctr", "--version"]).contains("v2.1.9"));
     let runc = check(
         &Command::new(top.join("bin/runc"))
             .arg("--version")
@@ -99,7 +125,7 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
         "runc --version",
     );
     assert!(
-        runc.contains("runc version 1.3.3") && runc.contains(&stamp_version),
+        runc.contains("runc version 1.3.7") && runc.contains(&stamp_version),
         "{runc}"
     );
     let containerd = check(
@@ -110,7 +136,7 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
         "containerd --version",
     );
     assert!(
-        containerd.contains("v2.1.4") && containerd.contains(&stamp_version.replace(' ', "-")),
+        containerd.contains("v2.1.9") && containerd.contains(&stamp_version.replace(' ', "-")),
         "{containerd}"
     );
 
@@ -161,7 +187,6 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
     }
 }
 
-/// Copy the tracked and untracked-but-not-ignored files of the checkout (what a clone has).
 /// Every file under `roots` (files or directories) with its modification time.
 fn modification_times(
     roots: &[&Path],
@@ -179,6 +204,7 @@ fn modification_times(
     times
 }
 
+/// Copy the tracked and untracked-but-not-ignored files of the checkout (what a clone has).
 fn copy_checkout(from: &Path, to: &Path) {
     let out = Command::new("git")
         .args([

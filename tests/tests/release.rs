@@ -320,10 +320,10 @@ fn release_dry_run_of_the_real_bundle() {
         "the command did not print the notes"
     );
     for needle in [
-        "| runc | v1.3.3 |",
-        "| containerd | v2.1.4 |",
+        "| runc | v1.3.7 |",
+        "| containerd | v2.1.9 |",
         "| k3s | v1.34.1+k3s1 |",
-        "- upstream: https://github.com/opencontainers/runc commit `d842d7719497cc3b774fd71620278ac9e17710e0`",
+        "- upstream: https://github.com/containerd/containerd commit `926009266892d80087b532f7f17ea14b43c4f23d`",
         "- upstream: https://github.com/k3s-io/k3s commit `24fc436e6ea59c56ebc37727baa4e6c9a201ee01`",
     ] {
         assert!(notes.contains(needle), "notes lack {needle:?}:\n{notes}");

@@ -227,7 +227,76 @@ impl Component {
     }
 }
 
+/// A pin set (`--pins FILE`, e.g. bundle-mission.toml): other releases of some of bundle.toml's
+/// components. Each entry replaces the source pin of the component of that name; its recipe
+/// (binaries, vendoring, checks) and its patches stay bundle.toml's and patches/'s, so that one
+/// recipe and one set of patches is tested against both releases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinSet {
+    #[serde(rename = "component")]
+    pub components: Vec<Pin>,
+}
+
+/// The source of one release of a component, as in a `[[component]]` of bundle.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub github: Option<String>,
+    #[serde(default)]
+    pub commit: Option<String>,
+    #[serde(default)]
+    pub tree: Option<String>,
+    #[serde(default)]
+    pub module: Option<String>,
+    #[serde(default)]
+    pub sum: Option<String>,
+}
+
+impl PinSet {
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+}
+
 impl BundleConfig {
+    /// bundle.toml with the releases `pins` names in place of its own.
+    pub fn with_pins(mut self, pins: &PinSet) -> Result<Self> {
+        for pin in &pins.components {
+            let Some(c) = self.components.iter_mut().find(|c| c.name == pin.name) else {
+                bail!(
+                    "component `{}` is not in bundle.toml: a pin set only changes the release of \
+                     a component bundle.toml builds",
+                    pin.name
+                );
+            };
+            c.version = pin.version.clone();
+            c.github = pin.github.clone();
+            c.commit = pin.commit.clone();
+            c.tree = pin.tree.clone();
+            c.module = pin.module.clone();
+            c.sum = pin.sum.clone();
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Load bundle.toml and, if given, apply the pin set at `pins`.
+    pub fn load_with_pins(path: &Path, pins: Option<&Path>) -> Result<Self> {
+        let config = Self::load(path)?;
+        let Some(pins) = pins else {
+            return Ok(config);
+        };
+        let text = std::fs::read_to_string(pins)
+            .with_context(|| format!("cannot read the pin set {}", pins.display()))?;
+        PinSet::parse(&text)
+            .and_then(|set| config.with_pins(&set))
+            .with_context(|| format!("invalid pin set {}", pins.display()))
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
@@ -278,7 +347,8 @@ mod tests {
     fn the_repository_bundle_toml_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bundle.toml");
         let config = BundleConfig::load(&path).unwrap();
-        for name in ["runc", "containerd", "k3s"] {
+        // runc v1.3.7 is pinned by its module only (bundle.toml says why).
+        for name in ["containerd", "k3s"] {
             let c = config.component(name).unwrap();
             assert!(c.tree.is_some(), "{name} is not pinned by its git tree");
         }
@@ -296,6 +366,55 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// The mission's releases, pinned by their git trees, replace bundle.toml's sources and
+    /// keep its recipes.
+    #[test]
+    fn the_mission_pin_set_replaces_sources_only() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let plain = BundleConfig::load(&repo.join("bundle.toml")).unwrap();
+        let mission = BundleConfig::load_with_pins(
+            &repo.join("bundle.toml"),
+            Some(&repo.join("bundle-mission.toml")),
+        )
+        .unwrap();
+        for (name, version) in [("runc", "v1.3.3"), ("containerd", "v2.1.4")] {
+            let (before, after) = (
+                plain.component(name).unwrap(),
+                mission.component(name).unwrap(),
+            );
+            assert_eq!(after.version, version);
+            assert!(
+                after.tree.is_some(),
+                "{name} {version} is not pinned by its tree"
+            );
+            assert_ne!(before.version, after.version);
+            assert_eq!(
+                format!("{:?}", before.binaries),
+                format!("{:?}", after.binaries)
+            );
+            assert_eq!(before.vendor, after.vendor);
+        }
+        assert_eq!(
+            plain.component("k3s").unwrap().tree,
+            mission.component("k3s").unwrap().tree
+        );
+    }
+
+    #[test]
+    fn a_pin_for_a_component_bundle_toml_lacks_is_refused() {
+        let config = parse_with("module = \"example.com/a\"\nsum = \"h1:x\"").unwrap();
+        let pins = PinSet::parse("[[component]]\nname = \"b\"\nversion = \"v2\"").unwrap();
+        let err = config.clone().with_pins(&pins).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("`b` is not in bundle.toml"),
+            "{err:#}"
+        );
+        // A pin must still name a source.
+        let pins = PinSet::parse("[[component]]\nname = \"a\"\nversion = \"v2\"").unwrap();
+        let err = config.with_pins(&pins).unwrap_err();
+        assert!(format!("{err:#}").contains("has no source"), "{err:#}");
     }
 
     const BASE: &str = r#"

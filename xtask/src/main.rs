@@ -15,6 +15,7 @@ mod image;
 mod k3s_log;
 mod layout;
 mod next_bundle;
+mod outdated;
 mod package;
 mod patch;
 mod pipeline;
@@ -60,6 +61,11 @@ struct Global {
     /// The pinned inputs.
     #[arg(long, global = true, default_value = "bundle.toml")]
     config: PathBuf,
+    /// A pin set that replaces some components' releases (bundle-mission.toml: the mission's
+    /// runc v1.3.3 and containerd v2.1.4), same recipes and patches. Without --work-dir, its
+    /// builds go to target/k3s-gvisor/pins-<file stem>, and its tarballs there too.
+    #[arg(long, global = true, env = "K3S_GVISOR_PINS")]
+    pins: Option<PathBuf>,
     /// Content-addressed download cache (shareable between checkouts).
     #[arg(long, global = true, env = "K3S_GVISOR_CACHE")]
     cache_dir: Option<PathBuf>,
@@ -220,6 +226,10 @@ enum Command {
     Tool { name: String },
     /// Write the release assets (tarball, .sha256, CycloneDX SBOM) and notes: `--dry-run`.
     Release(release::ReleaseArgs),
+    /// For every pinned component (bundle.toml, or the --pins set) and test tool
+    /// (tests/tools.toml): the newest release of its line (same major.minor) the Go module proxy
+    /// offers, beside the pin.
+    Outdated,
 }
 
 /// The whole pipeline, timed; returns the tarball.
@@ -268,16 +278,31 @@ fn repo_root() -> PathBuf {
 
 fn run(cli: Cli) -> Result<()> {
     let repo = repo_root();
-    let mut layout = Layout::new(&repo, cli.global.cache_dir, cli.global.work_dir);
+    let in_repo = |p: &PathBuf| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            repo.join(p)
+        }
+    };
+    let pins = cli.global.pins.as_ref().map(in_repo);
+    // Another pin set builds other binaries: never into the same place as bundle.toml's.
+    let pinned_work = pins.as_ref().map(|p| {
+        let stem = p.file_stem().unwrap_or_default().to_string_lossy();
+        repo.join("target/k3s-gvisor").join(format!("pins-{stem}"))
+    });
+    let mut layout = Layout::new(
+        &repo,
+        cli.global.cache_dir,
+        cli.global.work_dir.or(pinned_work.clone()),
+    );
     if let Some(d) = cli.global.dist_dir {
         layout.dist = d;
+    } else if pinned_work.is_some() {
+        layout.dist = layout.work.join("dist");
     }
-    let config_path = if cli.global.config.is_absolute() {
-        cli.global.config.clone()
-    } else {
-        repo.join(&cli.global.config)
-    };
-    let config = BundleConfig::load(&config_path)?;
+    let config_path = in_repo(&cli.global.config);
+    let config = BundleConfig::load_with_pins(&config_path, pins.as_deref())?;
     let offline = cli.global.offline;
     let opts = |without: Vec<String>, only: Vec<String>| -> Result<Options> {
         Ok(Options {
@@ -339,6 +364,7 @@ fn run(cli: Cli) -> Result<()> {
             {
                 let next = next_bundle::build(
                     &config_path,
+                    pins.as_deref(),
                     &config,
                     &layout,
                     &opts(Vec::new(), Vec::new())?,
@@ -545,7 +571,7 @@ fn run(cli: Cli) -> Result<()> {
                 if component.as_ref().is_some_and(|n| n != &c.name) {
                     continue;
                 }
-                let patches = patch::patch_files(&layout.patches(&c.name))?;
+                let patches = patch::component_patches(&layout, &c.name, &c.version)?;
                 println!("{} {} ({} patches):", c.name, c.version, patches.len());
                 let tree = fetch::fetch(c, &layout, &fetch)?;
                 all_ok &= patch::check(
@@ -561,6 +587,15 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Release(args) => release::command(&config, &layout, args)?,
+        Command::Outdated => {
+            let tools = tools::pins::load(&tools::pins::default_pin_file())?;
+            let go = go::Go::new(&layout, offline);
+            let rows = outdated::rows(
+                &outdated::pins(&config, &tools),
+                &outdated::GoProxy { go: &go },
+            );
+            print!("{}", outdated::render(&rows));
+        }
         Command::Tool { name } => {
             println!(
                 "{}",

@@ -46,6 +46,7 @@ fn with_version(text: &str, old: &str, new: &str) -> Result<String> {
 /// Builds the next bundle under `dir` (its bundle.toml, work/ and dist/).
 pub fn build(
     config_path: &Path,
+    pins: Option<&Path>,
     config: &BundleConfig,
     layout: &Layout,
     opts: &Options,
@@ -61,7 +62,8 @@ pub fn build(
         &next_config_path,
         with_version(&text, &config.bundle.version, &version)?,
     )?;
-    let mut next_config = BundleConfig::load(&next_config_path)?;
+    // The same releases as the first bundle (`--pins`), only the version differs.
+    let mut next_config = BundleConfig::load_with_pins(&next_config_path, pins)?;
     // The upgrade steps unpack the .tar.gz; a zstd of it would cost a minute for nothing.
     next_config.bundle.formats = vec![Format::TarGz];
     let next = Layout {

@@ -12,7 +12,7 @@ use crate::fetch::{FetchOptions, SourceTree};
 use crate::go::Go;
 use crate::layout::{Layout, Variant};
 use crate::package::{self, BundleFile, Format};
-use crate::patch::{patch_files, prepare_tree};
+use crate::patch::{component_patches, prepare_tree};
 use crate::stamp::Stamp;
 use crate::ui::step;
 use anyhow::{bail, Context, Result};
@@ -106,7 +106,7 @@ fn plan_components(
                 .stages
                 .push((format!("fetch {}", c.name), start.elapsed(), true));
         }
-        let patches: Vec<PathBuf> = patch_files(&layout.patches(&c.name))?
+        let patches: Vec<PathBuf> = component_patches(layout, &c.name, &c.version)?
             .into_iter()
             .filter(|p| variant == Variant::Patched || is_build_fix(p))
             .collect();

@@ -493,6 +493,33 @@ fn a_patch_that_does_not_apply_names_patch_file_and_hunk() {
     );
 }
 
+/// A file that gained lines above a hunk (runc v1.3.7 against v1.3.3): the hunk applies where
+/// its exact context now stands, as `git apply` does; changed context still fails.
+#[test]
+fn a_hunk_whose_context_moved_applies_at_an_offset_and_changed_context_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let patch = dir.path().join("0001-moved.patch");
+    std::fs::write(&patch, "diff --git a/a.txt b/a.txt\n--- a/a.txt\n+++ b/a.txt\n@@ -2,3 +2,3 @@ ctx\n b\n-c\n+C\n d\n-- \n2.39.5\n").unwrap();
+    std::fs::write(tree.join("a.txt"), "new1\nnew2\na\nb\nc\nd\ne\n").unwrap();
+    assert_eq!(crate::patch::apply_patch(&tree, &patch).unwrap(), 1);
+    assert_eq!(
+        std::fs::read_to_string(tree.join("a.txt")).unwrap(),
+        "new1\nnew2\na\nb\nC\nd\ne\n"
+    );
+    // In place: no offset.
+    std::fs::write(tree.join("a.txt"), "a\nb\nc\nd\n").unwrap();
+    assert_eq!(crate::patch::apply_patch(&tree, &patch).unwrap(), 0);
+    // Context changed (b -> B): refused, naming the hunk as the patch has it.
+    std::fs::write(tree.join("a.txt"), "x\na\nB\nc\nd\n").unwrap();
+    let msg = format!(
+        "{:#}",
+        crate::patch::apply_patch(&tree, &patch).unwrap_err()
+    );
+    assert!(msg.contains("@@ -2,3 +2,3 @@"), "{msg}");
+}
+
 /// Stage and package a tiny bundle under `root`; returns the tarball.
 fn tiny_bundle(root: &Path) -> PathBuf {
     let bin = root.join("payload");

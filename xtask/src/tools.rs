@@ -16,7 +16,7 @@
 //! Offline mode only looks.
 
 mod lock;
-mod pins;
+pub mod pins;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -8,13 +8,14 @@
 //! `getHostConfigs`, and the hosts.toml template in pkg/agent/templates): each mirror's
 //! endpoints in order, the registry's own (default) endpoint kept last, `"*"` as containerd's
 //! `_default` directory, a `configs` entry's `tls` on the endpoint of that host. Our containerd
-//! is upstream v2.1.4, not k3s's fork, which changes two things (both refused with the reason):
+//! is upstream containerd 2.1, not k3s's fork, which changes two things (both refused with the
+//! reason):
 //! - hosts.toml has no `rewrite` (core/remotes/docker/config/hosts.go reads server,
 //!   capabilities, ca, client, skip_verify, header, override_path, dial_timeout only);
 //! - hosts.toml has no credentials: CRI looks them up in its own
 //!   `[plugins."io.containerd.cri.v1.images".registry.configs."HOST".auth]` by the exact host
-//!   it talks to (internal/cri/server/images/image_pull.go, still honoured in 2.1.4 beside
-//!   `config_path`, with a deprecation warning in containerd's log), so a `"*"` auth would
+//!   it talks to (internal/cri/server/images/image_pull.go, still honoured in 2.1.4 and 2.1.9
+//!   beside `config_path`, with a deprecation warning in containerd's log), so a `"*"` auth would
 //!   never match anything.
 
 use std::collections::BTreeMap;
@@ -191,7 +192,7 @@ fn check(registries: &Registries, text: &str) -> Result<()> {
         if !mirror.rewrite.is_empty() {
             bail!(
                 "{}mirrors.\"{name}\".rewrite: rewrites need k3s's own containerd fork; this \
-                 bundle runs upstream containerd v2.1.4, whose hosts.toml has no rewrite. Push \
+                 bundle runs upstream containerd 2.1, whose hosts.toml has no rewrite. Push \
                  the images to the mirror under the names pulled (as `docker.io/NAME` -> \
                  `MIRROR/NAME`), then remove the rewrite",
                 at(text, &["mirrors", name, "rewrite"])
@@ -211,7 +212,7 @@ fn check(registries: &Registries, text: &str) -> Result<()> {
         let Some(config) = config else { continue };
         if name == "*" && config.auth.is_some() {
             bail!(
-                "{}configs.\"*\".auth: our containerd (upstream v2.1.4) looks credentials up by \
+                "{}configs.\"*\".auth: our containerd (upstream 2.1) looks credentials up by \
                  the exact registry host it talks to, so a wildcard auth would never be used; \
                  name each registry host under configs instead",
                 at(text, &["configs", "*", "auth"])
@@ -906,7 +907,7 @@ configs:
             error.starts_with("line 5: mirrors.\"docker.io\".rewrite"),
             "{error}"
         );
-        assert!(error.contains("upstream containerd v2.1.4"), "{error}");
+        assert!(error.contains("upstream containerd 2.1"), "{error}");
 
         let error = parse("configs:\n  \"*\":\n    auth:\n      username: u\n")
             .unwrap_err()

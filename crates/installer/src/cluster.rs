@@ -218,55 +218,85 @@ fn normalize(reference: &str) -> String {
     }
 }
 
-/// The file whose absence empties the kubelet's resource metrics (measured in the current
-/// gVisor, docs/installer.md "Add-ons").
-const PERCPU_USAGE: &str = "cpuacct.usage_percpu";
+/// The cgroup v1 files the bundle's kubelet needs to serve resource metrics, per controller
+/// (measured in the current gVisor, docs/installer.md "Add-ons"). cAdvisor reads every cgroup
+/// through opencontainers/cgroups, which fails a cgroup's whole stats without the cpuacct
+/// totals; with patches/k3s 0002-0003 the per-CPU file (`cpuacct.usage_percpu`) and
+/// `memory.stat` are optional, and the memory usage comes from `memory.usage_in_bytes` where
+/// `memory.stat` is missing (gVisor), so that file is what makes MEMORY in `kubectl top` real.
+const KUBELET_STATS_FILES: &[(&str, &[&str])] = &[
+    ("cpuacct", &["cpuacct.usage", "cpuacct.stat"]),
+    ("memory", &["memory.usage_in_bytes"]),
+];
 
 /// Why the kubelet serves no resource metrics here, or None when it does. The kubelet's
 /// `/metrics/resource` (what metrics-server scrapes) starts from cAdvisor's stats of the root
-/// cgroup, and cAdvisor's cgroup v1 reader (opencontainers/cgroups) fails a cgroup's whole
-/// stats when its cpuacct controller has no `cpuacct.usage_percpu`; then the endpoint returns
-/// no sample at all. gVisor's cpuacct controller has none. Where no cgroup hierarchy is mounted
-/// yet (gVisor: the installer mounts cgroup v1 itself) the probe mounts the cpuacct controller
-/// in a scratch directory and unmounts it again; cgroup v2 has no cpuacct controller.
+/// cgroup; without them the endpoint returns no sample at all. Each controller is looked at
+/// where it is mounted; where no cgroup hierarchy is mounted yet (gVisor: the installer
+/// mounts cgroup v1 itself) the probe mounts the controller in a scratch directory and
+/// unmounts it again. cgroup v2 is read by other code (fs2) and not probed.
 pub fn kubelet_stats_blocker() -> Option<String> {
     let mounts = crate::probe::parse_mountinfo(
         &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
     );
-    let cpuacct = mounts
-        .iter()
-        .find(|m| m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == "cpuacct"));
-    let has_percpu = match cpuacct {
-        Some(mount) => mount.mount_point.join(PERCPU_USAGE).exists(),
-        None if mounts.iter().any(|m| m.fs_type == "cgroup2") => return None,
-        None => {
-            let scratch = std::env::temp_dir()
-                .join(format!("k3s-gvisor-cpuacct-probe-{}", std::process::id()));
-            std::fs::create_dir_all(&scratch).ok()?;
-            let mounted = crate::mounts::mount(
-                "cgroup",
-                &scratch,
-                "cgroup",
-                crate::mounts::MsFlags::empty(),
-                "cpuacct",
-            );
-            let has = mounted.is_ok() && scratch.join(PERCPU_USAGE).exists();
-            if mounted.is_ok() {
-                let _ = crate::mounts::unmount(&scratch);
-            }
-            let _ = std::fs::remove_dir(&scratch);
-            // No cpuacct controller at all: nothing measured, so nothing claimed.
-            mounted.ok()?;
-            has
-        }
-    };
-    (!has_percpu).then(|| {
+    if mounts.iter().any(|m| m.fs_type == "cgroup2")
+        && !mounts.iter().any(|m| m.fs_type == "cgroup")
+    {
+        return None;
+    }
+    let mut missing = Vec::new();
+    for (controller, files) in KUBELET_STATS_FILES {
+        let mounted = mounts.iter().find(|m| {
+            m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == *controller)
+        });
+        let absent = match mounted {
+            Some(mount) => absent_files(&mount.mount_point, files),
+            // No such controller at all (it cannot be mounted): nothing measured, nothing
+            // claimed.
+            None => absent_in_scratch_mount(controller, files)?,
+        };
+        missing.extend(absent.into_iter().map(|f| f.to_string()));
+    }
+    (!missing.is_empty()).then(|| {
         format!(
-            "the kubelet serves no resource metrics here: cAdvisor fails every cgroup's stats \
-             for want of {PERCPU_USAGE}, which this kernel's cpuacct controller lacks (gVisor), \
-             so metrics-server would never have metrics to serve nor be Ready"
+            "the kubelet serves no resource metrics here: cAdvisor reads each cgroup's CPU \
+             and memory from {}, which this kernel's cgroup controllers lack, so \
+             metrics-server would have no metrics to serve",
+            missing.join(", ")
         )
     })
+}
+
+/// The files of `files` that `dir` lacks.
+fn absent_files<'a>(dir: &Path, files: &[&'a str]) -> Vec<&'a str> {
+    files
+        .iter()
+        .copied()
+        .filter(|f| !dir.join(f).exists())
+        .collect()
+}
+
+/// `absent_files` in `controller` mounted on a scratch directory (unmounted and removed again);
+/// None when the controller cannot be mounted.
+fn absent_in_scratch_mount<'a>(controller: &str, files: &[&'a str]) -> Option<Vec<&'a str>> {
+    let scratch = std::env::temp_dir().join(format!(
+        "k3s-gvisor-{controller}-probe-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&scratch).ok()?;
+    let mounted = crate::mounts::mount(
+        "cgroup",
+        &scratch,
+        "cgroup",
+        crate::mounts::MsFlags::empty(),
+        controller,
+    );
+    let absent = mounted.is_ok().then(|| absent_files(&scratch, files));
+    if mounted.is_ok() {
+        let _ = crate::mounts::unmount(&scratch);
+    }
+    let _ = std::fs::remove_dir(&scratch);
+    absent
 }
 
 /// The scratch chain the kube-proxy probe creates and deletes again.
@@ -488,11 +518,56 @@ mod tests {
         let no_stats = Install {
             control_plane_only: false,
             no_service_proxy: false,
-            kubelet_stats_blocker: Some("no cpuacct.usage_percpu".into()),
+            kubelet_stats_blocker: Some("no cpuacct.usage".into()),
         };
         let off = addons_off(&all, &no_stats);
         assert_eq!(off_names(&off), ["traefik", "servicelb", "metrics-server"]);
-        assert_eq!(off[2].reason, "no cpuacct.usage_percpu");
+        assert_eq!(off[2].reason, "no cpuacct.usage");
+    }
+
+    #[test]
+    fn gvisors_cgroup_files_are_enough_for_the_patched_kubelet() {
+        // The files each controller has in the current gVisor (docs/installer.md "Add-ons").
+        let gvisor: &[(&str, &[&str])] = &[
+            (
+                "cpuacct",
+                &[
+                    "cgroup.procs",
+                    "cpuacct.stat",
+                    "cpuacct.usage",
+                    "cpuacct.usage_sys",
+                    "cpuacct.usage_user",
+                    "tasks",
+                ],
+            ),
+            (
+                "memory",
+                &[
+                    "cgroup.procs",
+                    "memory.limit_in_bytes",
+                    "memory.usage_in_bytes",
+                    "tasks",
+                ],
+            ),
+        ];
+        for (controller, present) in gvisor {
+            let dir = tempfile::tempdir().unwrap();
+            for file in *present {
+                std::fs::write(dir.path().join(file), "0\n").unwrap();
+            }
+            let (_, needed) = KUBELET_STATS_FILES
+                .iter()
+                .find(|(c, _)| c == controller)
+                .unwrap();
+            assert!(absent_files(dir.path(), needed).is_empty(), "{controller}");
+        }
+        // A cpuacct controller without the totals leaves cAdvisor nothing to read.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cpuacct.usage"), "0\n").unwrap();
+        assert_eq!(
+            absent_files(dir.path(), &["cpuacct.usage", "cpuacct.stat"]),
+            ["cpuacct.stat"]
+        );
     }
 
     #[test]

@@ -166,8 +166,12 @@ pub fn k3s_agent_args(paths: &Paths, options: &K3sOptions, server: &str) -> Vec<
 
 /// What the kubelet side needs, on a server with an agent and on an agent alike.
 fn push_agent_args(args: &mut Vec<String>, paths: &Paths, options: &K3sOptions) {
+    // A path, as k3s documents the flag: k3s adds `unix://` for the kubelet and hands the
+    // value as it is to cAdvisor's `--containerd`, which dials it as a path. Given
+    // `unix:///...`, cAdvisor's containerd factory failed ("dial unix unix:///.../
+    // containerd.sock"), so it knew no container: no pod metrics (e2e `kubectl-top`).
     args.push(format!(
-        "--container-runtime-endpoint=unix://{}",
+        "--container-runtime-endpoint={}",
         paths.containerd_socket().display()
     ));
     args.push(format!(
@@ -226,8 +230,7 @@ mod tests {
 
         options.control_plane_only = false;
         let args = k3s_server_args(&paths, &options);
-        assert!(args
-            .contains(&"--container-runtime-endpoint=unix:///d/run/containerd.sock".to_string()));
+        assert!(args.contains(&"--container-runtime-endpoint=/d/run/containerd.sock".to_string()));
         assert!(args.contains(&"--kubelet-arg=x=1".to_string()));
         assert!(args.contains(&"--disable-kube-proxy".to_string()));
         assert!(args.contains(&"--kube-proxy-arg=conntrack-max-per-core=0".to_string()));
@@ -258,7 +261,7 @@ mod tests {
             "--server=https://10.0.0.1:6443",
             "--token-file=/d/agent-token",
             "--node-name=agent-1",
-            "--container-runtime-endpoint=unix:///d/run/containerd.sock",
+            "--container-runtime-endpoint=/d/run/containerd.sock",
             "--kubelet-arg=x=1",
             "--data-dir=/d/k3s",
         ] {

@@ -215,7 +215,11 @@ pub const CGROUP_CONTROLLERS: [&str; 5] = ["cpu", "cpuacct", "cpuset", "memory",
 
 /// The controllers to try mounting: the base set, plus every enabled controller /proc/cgroups
 /// lists (current gVisor lists and accepts devices, which runc's cgroup v1 manager needs),
-/// plus devices always (a refusal is reported, not fatal). gVisor's own "job" is left out.
+/// plus devices always (a refusal is reported, not fatal). gVisor's own "job" controller too:
+/// every controller a process's /proc/PID/cgroup names must be mounted for containerd's shim
+/// to load a container's cgroup (containerd/cgroups `PidPath`: "cgroups: cannot find cgroup
+/// mount destination" for each container, so the kubelet's CRI stats had no container and
+/// `kubectl top pod` answered NotFound in the current gVisor).
 pub fn cgroup_controllers_to_mount() -> Vec<String> {
     let mut wanted: Vec<String> = CGROUP_CONTROLLERS.iter().map(|c| c.to_string()).collect();
     let listed = fs::read_to_string("/proc/cgroups").unwrap_or_default();
@@ -226,7 +230,6 @@ pub fn cgroup_controllers_to_mount() -> Vec<String> {
         }
     }
     wanted.push("devices".to_string());
-    wanted.retain(|c| c != "job");
     let mut seen = std::collections::BTreeSet::new();
     wanted.retain(|c| seen.insert(c.clone()));
     wanted
@@ -373,6 +376,7 @@ fn is_controller_name(option: &str) -> bool {
             | "perf_event"
             | "rdma"
             | "misc"
+            | "job"
     )
 }
 

@@ -368,17 +368,32 @@ mod tests {
         let ids = ids();
         let patches = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../patches");
         let mut declared = 0;
-        for component in std::fs::read_dir(&patches).unwrap().flatten() {
-            for patch in std::fs::read_dir(component.path()).unwrap().flatten() {
-                let text = std::fs::read_to_string(patch.path()).unwrap();
-                for id in bundle_manifest::declared_blockers(&text) {
-                    assert!(
-                        ids.contains(&id.as_str()),
-                        "{} declares unknown blocker {id:?}",
-                        patch.path().display()
-                    );
-                    declared += 1;
+        // patches/<component>/*.patch and, for one release only, patches/<component>/<version>/.
+        let mut dirs: Vec<_> = std::fs::read_dir(&patches)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        let mut files = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
                 }
+            }
+        }
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for id in bundle_manifest::declared_blockers(&text) {
+                assert!(
+                    ids.contains(&id.as_str()),
+                    "{} declares unknown blocker {id:?}",
+                    path.display()
+                );
+                declared += 1;
             }
         }
         assert!(declared >= 5, "the gVisor patches declare what they handle");

@@ -531,6 +531,22 @@ pub fn package(
         });
         files.push(BundleFile::file(path.clone(), to.clone()));
     }
+    // Our Helm charts (charts/<name>/), each packed as `helm package` lays a chart out
+    // (`<name>/Chart.yaml`, ...) into a deterministic tar.gz; the installer hands it to k3s's
+    // helm-controller as a HelmChart's chartContent.
+    let charts_dir = layout.repo.join("charts");
+    if charts_dir.is_dir() {
+        let packed_dir = layout.stage().join("charts");
+        for entry in crate::fsutil::sorted_dirs(&charts_dir)? {
+            let name = entry.file_name().unwrap().to_string_lossy().to_string();
+            if !entry.join("Chart.yaml").is_file() {
+                bail!("{} has no Chart.yaml: not a Helm chart", entry.display());
+            }
+            let packed = packed_dir.join(format!("{name}.tgz"));
+            package::write_tarball(&entry, &name, &packed, config.bundle.source_date_epoch)?;
+            files.push(BundleFile::file(packed, format!("charts/{name}.tgz")));
+        }
+    }
     let omitted = inputs
         .without
         .iter()
@@ -562,6 +578,11 @@ pub fn package(
             serde_json::to_string(&manifest)?,
             sha256_tree(&template)?,
             sha256_tree(&overlays)?,
+            if charts_dir.is_dir() {
+                sha256_tree(&charts_dir)?
+            } else {
+                String::new()
+            },
         ]
         .into_iter()
         .chain(files.iter().map(|f| f.to.clone())),

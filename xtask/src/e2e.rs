@@ -450,6 +450,11 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
         &["kubectl-top", "hpa-scales"],
     ),
     (
+        "Ingress (traefik): hosts routed on the node's port 80",
+        "full",
+        &["ingress-routes"],
+    ),
+    (
         "upgrade in place: cluster kept, downgrade refused",
         "full",
         &[

@@ -50,6 +50,7 @@ mod report;
 mod services;
 mod state;
 mod supervise;
+mod traefik;
 mod upgrade;
 mod userenv;
 

@@ -289,6 +289,7 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
         pod_logs::write_kubelet_dropin(paths)?;
     }
     let local_storage = crate::local_storage::prepare(paths, state, settings)?;
+    crate::traefik::prepare(paths, state, settings)?;
     let mut args = match &state.server {
         Some(server) => config::k3s_agent_args(paths, &options, server),
         None => config::k3s_server_args(paths, &options),

@@ -1,0 +1,92 @@
+# Ingress through k3s's traefik add-on (issue 24, part 5), sourced by scenario.sh in full mode
+# after the Services steps (it uses their echo_deployment and the add-ons' addon_off).
+#   ingress-routes     traefik's HelmChart installed (helm-controller's Job completed), its
+#                      Deployment Available; an Ingress with no ingressClassName (so the default
+#                      IngressClass, `traefik`) routes `Host: web.example` to one Deployment's
+#                      pods and `Host: api.example` to another's, both asked at the node's
+#                      address, port 80 (traefik's LoadBalancer Service), from the sandbox; a
+#                      third host gets traefik's 404.
+# Where install turned traefik off, BLOCKED with install's reason.
+# Uses $K, $RUN, $NODE_IP from scenario.sh; prints STEP lines.
+
+INGRESS_NS=e2e-ingress
+
+# The last line of the answer of the node's port 80 to a GET with Host: $1.
+get_host() {
+  printf 'GET / HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" | busybox nc -w 3 "$NODE_IP" 80 2>&1 | tail -n 1
+}
+
+# Polls get_host $1 until the answer is one of the pods of Deployment $2, up to $3 seconds;
+# prints the last answer.
+host_reaches() {
+  t_end=$(( $(date +%s) + $3 ))
+  while :; do
+    A=$(get_host "$1")
+    $K -n $INGRESS_NS get pods -l "app=$2" -o name | sed 's|^pod/||' | grep -qx "$A" && { echo "$A"; return 0; }
+    [ "$(date +%s)" -ge $t_end ] && { echo "$A"; return 1; }
+    sleep 1
+  done
+}
+
+ingress_steps() {
+  echo "== Ingress (traefik)"
+  WHY=$(addon_off traefik)
+  if [ -n "$WHY" ]; then step ingress-routes BLOCKED "install: $WHY"; return; fi
+  T0=$(now)
+  # k3s's helm-controller runs the install as Job helm-install-traefik.
+  if ! $K -n kube-system wait --for=condition=Complete job/helm-install-traefik --timeout=240s >/dev/null 2>&1; then
+    step ingress-routes FAIL "Job helm-install-traefik not Complete: $($K -n kube-system get job,pod -l helmcharts.helm.cattle.io/chart=traefik --no-headers 2>&1 | tr '\n' ' ' | cut -c1-300)"
+    $K -n kube-system logs -l helmcharts.helm.cattle.io/chart=traefik --tail=20
+    return
+  fi
+  if ! $K -n kube-system wait --for=condition=Available deployment/traefik --timeout=180s >/dev/null 2>&1; then
+    step ingress-routes FAIL "deployment traefik not Available: $($K -n kube-system get pods -l app.kubernetes.io/name=traefik --no-headers 2>&1 | tr '\n' ' ')"
+    $K -n kube-system logs deploy/traefik --tail=20
+    return
+  fi
+  INSTALLED_AFTER=$(awk "BEGIN { printf \"%.1f\", $(now) - $T0 }")
+  DEFAULT_CLASS=$($K get ingressclass -o jsonpath='{range .items[?(@.metadata.annotations.ingressclass\.kubernetes\.io/is-default-class=="true")]}{.metadata.name}{end}')
+  $K create namespace $INGRESS_NS >/dev/null
+  { echo_deployment web 1; echo ---; echo_deployment api 1; } | $K -n $INGRESS_NS apply -f - >/dev/null
+  $K -n $INGRESS_NS apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec:
+  selector: {app: api}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: sites}
+spec:
+  rules:
+  - host: web.example
+    http:
+      paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]
+  - host: api.example
+    http:
+      paths: [{path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}]
+YAML
+  $K -n $INGRESS_NS wait --for=condition=Available deployment/web deployment/api --timeout=120s >/dev/null \
+    || { step ingress-routes FAIL "deployments web/api not Available"; $K -n $INGRESS_NS get pods; return; }
+  WEB=$(host_reaches web.example web 60) && API=$(host_reaches api.example api 30)
+  OK=$?
+  OTHER=$(printf 'GET / HTTP/1.0\r\nHost: other.example\r\n\r\n' | busybox nc -w 3 "$NODE_IP" 80 2>&1 | head -n 1 | tr -d '\r')
+  ADDRESS=$($K -n $INGRESS_NS get ingress sites -o jsonpath='{.status.loadBalancer.ingress[*].ip}')
+  if [ $OK -eq 0 ] && echo "$OTHER" | grep -q ' 404'; then
+    step ingress-routes ok "traefik installed by its HelmChart in ${INSTALLED_AFTER}s; default IngressClass $DEFAULT_CLASS; $NODE_IP:80 Host web.example -> $WEB, api.example -> $API, other.example -> $OTHER; Ingress address [$ADDRESS]"
+  else
+    step ingress-routes FAIL "$NODE_IP:80 Host web.example -> [${WEB:-}], api.example -> [${API:-}], other.example -> [$OTHER] (default IngressClass [$DEFAULT_CLASS])"
+    $K -n kube-system get svc traefik -o wide
+    $K -n kube-system logs deploy/traefik --tail=20
+  fi
+  $K delete namespace $INGRESS_NS --wait=false >/dev/null
+}

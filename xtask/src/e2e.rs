@@ -450,6 +450,11 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
         &["kubectl-top", "hpa-scales"],
     ),
     (
+        "Helm: a HelmChart (chartContent) installs, upgrades, uninstalls; helm CLI",
+        "full",
+        &["helmchart-installs", "helm-cli"],
+    ),
+    (
         "upgrade in place: cluster kept, downgrade refused",
         "full",
         &[

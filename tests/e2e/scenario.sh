@@ -21,6 +21,8 @@ set -u
 . "$(dirname "$E2E_LIB")/upgrade.sh"
 # shellcheck source=tests/e2e/addons.sh
 . "$(dirname "$E2E_LIB")/addons.sh"
+# shellcheck source=tests/e2e/helm.sh
+. "$(dirname "$E2E_LIB")/helm.sh"
 # shellcheck source=tests/e2e/ingress.sh
 . "$(dirname "$E2E_LIB")/ingress.sh"
 
@@ -192,6 +194,7 @@ YAML
     services_steps
     images_steps
     addons_steps
+    helm_steps
     ingress_steps
     faults_steps
     $K delete pod e2e-busybox --wait --timeout=60s && step delete ok || step delete FAIL

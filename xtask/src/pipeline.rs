@@ -335,7 +335,7 @@ pub fn build_images(
         .flat_map(|build| &build.files)
         .filter_map(|file| match &file.from {
             image::FileOrigin::Built(name) => Some(name.as_str()),
-            image::FileOrigin::Host(_) => None,
+            image::FileOrigin::Host(_) | image::FileOrigin::Repo(_) => None,
         })
         .collect();
     for (name, path) in built
@@ -345,8 +345,17 @@ pub fn build_images(
         inputs.push(format!("{name} {}", sha256_file(path)?));
     }
     for spec in &config.images {
-        // Host files are pinned by sha256 in the spec itself (checked when the image is built).
+        // Host files are pinned by sha256 in the spec itself (checked when the image is built);
+        // the repository's files by their content here.
         inputs.push(format!("{spec:?}"));
+        if let image::ImageSource::Build(build) = &spec.source {
+            for file in &build.files {
+                if let image::FileOrigin::Repo(path) = &file.from {
+                    let full = image::repo_file(&layout.repo, path)?;
+                    inputs.push(format!("{} {}", path.display(), sha256_file(&full)?));
+                }
+            }
+        }
     }
     let stamp = Stamp::new(&layout.stamps(), "images", combine(inputs));
     let ctx = ImageContext {
@@ -355,6 +364,7 @@ pub fn build_images(
         source_date_epoch: config.bundle.source_date_epoch,
         offline: opts.fetch.offline,
         built: built.clone(),
+        repo: layout.repo.clone(),
     };
     let fresh = stamp.is_fresh();
     let start = Instant::now();

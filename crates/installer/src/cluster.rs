@@ -79,8 +79,8 @@ const ADDONS: [Addon; 5] = [
     },
 ];
 
-/// The image of k3s's helm-controller Jobs (--helm-job-image), which HelmCharts need.
-// TODO(merge with the helm branch): its constant, where the installer passes --helm-job-image.
+/// The bundle's image for k3s's helm-controller Jobs (bundle.toml's `klipper-helm`, which
+/// helm.rs passes as --helm-job-image): a HelmChart is installed by a Job of it.
 const HELM_JOB_IMAGE: &str = "docker.io/k3s-gvisor/klipper-helm:v3.21.4-1";
 
 /// What else decides whether an add-on can work on this install.

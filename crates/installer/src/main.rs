@@ -31,6 +31,7 @@ mod cni_host;
 mod config;
 mod copy_bundle;
 mod doctor;
+mod helm;
 mod images;
 mod install;
 mod k3s_settings;

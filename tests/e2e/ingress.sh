@@ -33,7 +33,9 @@ ingress_steps() {
   WHY=$(addon_off traefik)
   if [ -n "$WHY" ]; then step ingress-routes BLOCKED "install: $WHY"; return; fi
   T0=$(now)
-  # k3s's helm-controller runs the install as Job helm-install-traefik.
+  # k3s's helm-controller runs the install as Job helm-install-traefik (kubectl wait fails at
+  # once on an object that does not exist yet).
+  i=0; while [ $i -lt 60 ] && ! $K -n kube-system get job/helm-install-traefik >/dev/null 2>&1; do sleep 1; i=$((i + 1)); done
   if ! $K -n kube-system wait --for=condition=Complete job/helm-install-traefik --timeout=240s >/dev/null 2>&1; then
     step ingress-routes FAIL "Job helm-install-traefik not Complete: $($K -n kube-system get job,pod -l helmcharts.helm.cattle.io/chart=traefik --no-headers 2>&1 | tr '\n' ' ' | cut -c1-300)"
     $K -n kube-system logs -l helmcharts.helm.cattle.io/chart=traefik --tail=20

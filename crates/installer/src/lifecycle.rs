@@ -113,6 +113,7 @@ fn restore_host_changes(state: &mut State) -> Result<()> {
         let outcome = mounts::mount_cgroups(state)?;
         println!("cgroup v1 mounted: {}", outcome.mounted.join(","));
     }
+    crate::procsys_overlay::apply(state);
     Ok(())
 }
 
@@ -146,7 +147,12 @@ pub fn uninstall(state: &State) -> Result<()> {
     for line in leftovers {
         println!("{line}");
     }
+    // Those under the prefix or data dir (the /proc/sys overlay's untouched view) went above.
+    let still_mounted = probe::read_mounts();
     for mount in state.mounts.iter().rev() {
+        if !still_mounted.iter().any(|m| &m.mount_point == mount) {
+            continue;
+        }
         match mounts::unmount(mount) {
             Ok(()) => println!("unmounted {}", mount.display()),
             Err(error) => problems.push(format!("cannot unmount {}: {error}", mount.display())),

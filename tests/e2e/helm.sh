@@ -94,6 +94,7 @@ helmchart_steps() {
   if ! "$P/bin/helm" package "$HELM_CHART_DIR" -d "$RUN" >/dev/null; then
     step helmchart-installs FAIL "helm package $HELM_CHART_DIR failed"; return
   fi
+  HELM_T0=$(now)
   helmchart from-helmchart >/dev/null
   # helm-controller creates the job once it has claimed the HelmChart.
   i=0; while [ $i -lt 30 ] && ! $K -n kube-system get job helm-install-e2e-web >/dev/null 2>&1; do sleep 1; i=$((i + 1)); done
@@ -103,6 +104,8 @@ helmchart_steps() {
     step helmchart-installs FAIL "install: job, Deployment or ConfigMap not as expected (greeting [${G:-}])"
     helmchart_debug e2e-web; return
   fi
+  # From the HelmChart's apply to its Deployment Available (the Job's run, then the chart's pod).
+  INSTALL_S=$(awk "BEGIN { printf \"%.1f\", $(now) - $HELM_T0 }")
   JOB_IMAGE=$($K -n kube-system get job helm-install-e2e-web -o jsonpath='{.spec.template.spec.containers[0].image}')
   # A new valuesContent: helm-controller runs the job again, which upgrades the release.
   helmchart upgraded-by-helmchart >/dev/null
@@ -119,7 +122,7 @@ helmchart_steps() {
     step helmchart-installs FAIL "delete: left [$(echo "$LEFT" | tr '\n' ' ')]"
     helmchart_debug e2e-web; return
   fi
-  step helmchart-installs ok "job image $JOB_IMAGE: installed, upgraded (release revisions $REVISION), uninstalled"
+  step helmchart-installs ok "job image $JOB_IMAGE: installed (applied to Deployment Available in ${INSTALL_S}s), upgraded (release revisions $REVISION), uninstalled"
 }
 
 helm_cli_steps() {

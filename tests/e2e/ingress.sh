@@ -11,6 +11,17 @@
 
 INGRESS_NS=e2e-ingress
 
+# Seconds between two of the API's RFC 3339 timestamps.
+seconds_between() { echo $(( $(date -d "$2" +%s) - $(date -d "$1" +%s) )); }
+
+# traefik's resident memory, summed over its processes (the sandbox, or the host, sees the pods'
+# processes in its /proc): `<kB> kB`, or nothing when none runs.
+traefik_rss() {
+  for p in /proc/[0-9]*; do
+    [ "$(cat "$p/comm" 2>/dev/null)" = traefik ] && rss_kb "${p#/proc/}"
+  done | awk '$1 != "" { kb += $1; n++ } END { if (n) printf "%d kB in %d process(es)", kb, n }'
+}
+
 # The last line of the answer of the node's port 80 to a GET with Host: $1.
 get_host() {
   printf 'GET / HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" | busybox nc -w 3 "$NODE_IP" 80 2>&1 | tail -n 1
@@ -32,7 +43,7 @@ ingress_steps() {
   echo "== Ingress (traefik)"
   WHY=$(addon_off traefik)
   if [ -n "$WHY" ]; then step ingress-routes BLOCKED "install: $WHY"; return; fi
-  T0=$(now)
+  WAIT_T0=$(now)
   # k3s's helm-controller runs the install as Job helm-install-traefik (kubectl wait fails at
   # once on an object that does not exist yet).
   i=0; while [ $i -lt 60 ] && ! $K -n kube-system get job/helm-install-traefik >/dev/null 2>&1; do sleep 1; i=$((i + 1)); done
@@ -46,7 +57,13 @@ ingress_steps() {
     $K -n kube-system logs deploy/traefik --tail=20
     return
   fi
-  INSTALLED_AFTER=$(awk "BEGIN { printf \"%.1f\", $(now) - $T0 }")
+  WAITED=$(awk "BEGIN { printf \"%.1f\", $(now) - $WAIT_T0 }")
+  # How long k3s's HelmChart path took for traefik, from the API's own timestamps (the install
+  # ran at the first start, long before this step): the HelmChart's creation (k3s's deploy
+  # controller applying manifests/traefik.yaml) to its Job's completion (helm install done).
+  HC_CREATED=$($K -n kube-system get helmchart traefik -o jsonpath='{.metadata.creationTimestamp}')
+  JOB_TIMES=$($K -n kube-system get job helm-install-traefik -o jsonpath='{.status.startTime} {.status.completionTime}')
+  INSTALL_TIME="HelmChart created to Job complete in $(seconds_between "$HC_CREATED" "${JOB_TIMES#* }")s (the Job ran $(seconds_between "${JOB_TIMES% *}" "${JOB_TIMES#* }")s)"
   DEFAULT_CLASS=$($K get ingressclass -o jsonpath='{range .items[?(@.metadata.annotations.ingressclass\.kubernetes\.io/is-default-class=="true")]}{.metadata.name}{end}')
   $K create namespace $INGRESS_NS >/dev/null
   { echo_deployment web 1; echo ---; echo_deployment api 1; } | $K -n $INGRESS_NS apply -f - >/dev/null
@@ -84,7 +101,7 @@ YAML
   OTHER=$(printf 'GET / HTTP/1.0\r\nHost: other.example\r\n\r\n' | busybox nc -w 3 "$NODE_IP" 80 2>&1 | head -n 1 | tr -d '\r')
   ADDRESS=$($K -n $INGRESS_NS get ingress sites -o jsonpath='{.status.loadBalancer.ingress[*].ip}')
   if [ $OK -eq 0 ] && echo "$OTHER" | grep -q ' 404'; then
-    step ingress-routes ok "traefik installed by its HelmChart in ${INSTALLED_AFTER}s; default IngressClass $DEFAULT_CLASS; $NODE_IP:80 Host web.example -> $WEB, api.example -> $API, other.example -> $OTHER; Ingress address [$ADDRESS]"
+    step ingress-routes ok "traefik by its HelmChart: $INSTALL_TIME, Available ${WAITED}s into this step; default IngressClass $DEFAULT_CLASS; $NODE_IP:80 Host web.example -> $WEB, api.example -> $API, other.example -> $OTHER; Ingress address [$ADDRESS]; traefik RSS $(traefik_rss)"
   else
     step ingress-routes FAIL "$NODE_IP:80 Host web.example -> [${WEB:-}], api.example -> [${API:-}], other.example -> [$OTHER] (default IngressClass [$DEFAULT_CLASS])"
     $K -n kube-system get svc traefik -o wide

@@ -22,9 +22,19 @@ traefik_rss() {
   done | awk '$1 != "" { kb += $1; n++ } END { if (n) printf "%d kB in %d process(es)", kb, n }'
 }
 
-# The last line of the answer of the node's port 80 to a GET with Host: $1.
+# GET http://$NODE_IP/ (port 80, traefik's LoadBalancer) with Host: $1, by wget: the last line
+# of the body, or of wget's error. Not `printf | nc`: nc half-closes the connection once the
+# request is written, which traefik (Go's net/http) takes for the client going away: it cancels
+# the proxied request and answers 499 "Client Closed Request" (measured; a Go server answering
+# after 20 ms does the same). Only an answer traefik gives at once (its 404) gets through nc.
 get_host() {
-  printf 'GET / HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" | busybox nc -w 3 "$NODE_IP" 80 2>&1 | tail -n 1
+  timeout 5 busybox wget -q -O - --header "Host: $1" "http://$NODE_IP/" 2>&1 | tail -n 1
+}
+
+# The status line of the answer to Host: $1 (`HTTP/1.1 404 Not Found`).
+status_of_host() {
+  timeout 5 busybox wget -S -O /dev/null --header "Host: $1" "http://$NODE_IP/" 2>&1 \
+    | grep -o 'HTTP/1\.[01] [0-9][0-9][0-9].*' | head -n 1
 }
 
 # Polls get_host $1 until the answer is one of the pods of Deployment $2, up to $3 seconds;
@@ -96,9 +106,10 @@ spec:
 YAML
   $K -n $INGRESS_NS wait --for=condition=Available deployment/web deployment/api --timeout=120s >/dev/null \
     || { step ingress-routes FAIL "deployments web/api not Available"; $K -n $INGRESS_NS get pods; return; }
+  WEB='' API=''
   WEB=$(host_reaches web.example web 60) && API=$(host_reaches api.example api 30)
   OK=$?
-  OTHER=$(printf 'GET / HTTP/1.0\r\nHost: other.example\r\n\r\n' | busybox nc -w 3 "$NODE_IP" 80 2>&1 | head -n 1 | tr -d '\r')
+  OTHER=$(status_of_host other.example)
   ADDRESS=$($K -n $INGRESS_NS get ingress sites -o jsonpath='{.status.loadBalancer.ingress[*].ip}')
   if [ $OK -eq 0 ] && echo "$OTHER" | grep -q ' 404'; then
     step ingress-routes ok "traefik by its HelmChart: $INSTALL_TIME, Available ${WAITED}s into this step; default IngressClass $DEFAULT_CLASS; $NODE_IP:80 Host web.example -> $WEB, api.example -> $API, other.example -> $OTHER; Ingress address [$ADDRESS]; traefik RSS $(traefik_rss)"

@@ -114,7 +114,7 @@ YAML
   if [ $OK -eq 0 ] && echo "$OTHER" | grep -q ' 404'; then
     step ingress-routes ok "traefik by its HelmChart: $INSTALL_TIME, Available ${WAITED}s into this step; default IngressClass $DEFAULT_CLASS; $NODE_IP:80 Host web.example -> $WEB, api.example -> $API, other.example -> $OTHER; Ingress address [$ADDRESS]; traefik RSS $(traefik_rss)"
   else
-    step ingress-routes FAIL "$NODE_IP:80 Host web.example -> [${WEB:-}], api.example -> [${API:-}], other.example -> [$OTHER] (default IngressClass [$DEFAULT_CLASS])"
+    step ingress-routes FAIL "$NODE_IP:80 Host web.example -> [${WEB:-}], api.example -> [${API:-}], other.example -> [$OTHER] (default IngressClass [$DEFAULT_CLASS]; traefik by its HelmChart: $INSTALL_TIME)"
     $K -n kube-system get svc traefik -o wide
     $K -n kube-system logs deploy/traefik --tail=20
   fi

@@ -22,20 +22,30 @@ traefik_rss() {
   done | awk '$1 != "" { kb += $1; n++ } END { if (n) printf "%d kB in %d process(es)", kb, n }'
 }
 
-# GET http://$NODE_IP/ (port 80, traefik's LoadBalancer) with Host: $1, by wget: the last line
-# of the body, or of wget's error. Not `printf | nc`: nc half-closes the connection once the
-# request is written, which traefik (Go's net/http) takes for the client going away: it cancels
-# the proxied request and answers 499 "Client Closed Request" (measured; a Go server answering
-# after 20 ms does the same). Only an answer traefik gives at once (its 404) gets through nc.
-get_host() {
-  timeout 5 busybox wget -q -O - --header "Host: $1" "http://$NODE_IP/" 2>&1 | tail -n 1
+# GET http://$NODE_IP:80/ (traefik's LoadBalancer) with Host: $1: `<status> <the body's last
+# line>`, or python's error. python3's urllib, an HTTP/1.1 client that waits for the answer, not
+# `printf | nc`: nc half-closes the connection once the request is written, which traefik (Go's
+# net/http) takes for the client going away: it cancels the proxied request and answers 499
+# "Client Closed Request" (the first runs' failure, in gVisor and on plain Linux; a Go server on
+# the host that answers after 20 ms does the same to nc). Only traefik's own 404, which it
+# answers at once, got through. Not busybox wget either (services.sh: it can segfault here).
+http_host() {
+  timeout 10 python3 - "$NODE_IP" "$1" <<'PY' 2>&1 | tail -n 1
+import sys, urllib.error, urllib.request
+request = urllib.request.Request(f"http://{sys.argv[1]}:80/", headers={"Host": sys.argv[2]})
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+try:
+    with opener.open(request, timeout=5) as answer:
+        status, body = answer.status, answer.read()
+except urllib.error.HTTPError as error:
+    status, body = error.code, error.read()
+lines = body.decode(errors="replace").strip().splitlines()
+print(status, lines[-1] if lines else "")
+PY
 }
 
-# The status line of the answer to Host: $1 (`HTTP/1.1 404 Not Found`).
-status_of_host() {
-  timeout 5 busybox wget -S -O /dev/null --header "Host: $1" "http://$NODE_IP/" 2>&1 \
-    | grep -o 'HTTP/1\.[01] [0-9][0-9][0-9].*' | head -n 1
-}
+# The body's last line of the answer to Host: $1 (the answering pod's name), or the error.
+get_host() { http_host "$1" | sed 's/^[0-9][0-9][0-9] //'; }
 
 # Polls get_host $1 until the answer is one of the pods of Deployment $2, up to $3 seconds;
 # prints the last answer.
@@ -109,9 +119,9 @@ YAML
   WEB='' API=''
   WEB=$(host_reaches web.example web 60) && API=$(host_reaches api.example api 30)
   OK=$?
-  OTHER=$(status_of_host other.example)
+  OTHER=$(http_host other.example)
   ADDRESS=$($K -n $INGRESS_NS get ingress sites -o jsonpath='{.status.loadBalancer.ingress[*].ip}')
-  if [ $OK -eq 0 ] && echo "$OTHER" | grep -q ' 404'; then
+  if [ $OK -eq 0 ] && echo "$OTHER" | grep -q '^404 '; then
     step ingress-routes ok "traefik by its HelmChart: $INSTALL_TIME, Available ${WAITED}s into this step; default IngressClass $DEFAULT_CLASS; $NODE_IP:80 Host web.example -> $WEB, api.example -> $API, other.example -> $OTHER; Ingress address [$ADDRESS]; traefik RSS $(traefik_rss)"
   else
     step ingress-routes FAIL "$NODE_IP:80 Host web.example -> [${WEB:-}], api.example -> [${API:-}], other.example -> [$OTHER] (default IngressClass [$DEFAULT_CLASS]; traefik by its HelmChart: $INSTALL_TIME)"

@@ -21,6 +21,10 @@ set -u
 . "$(dirname "$E2E_LIB")/upgrade.sh"
 # shellcheck source=tests/e2e/addons.sh
 . "$(dirname "$E2E_LIB")/addons.sh"
+# shellcheck source=tests/e2e/helm.sh
+. "$(dirname "$E2E_LIB")/helm.sh"
+# shellcheck source=tests/e2e/ingress.sh
+. "$(dirname "$E2E_LIB")/ingress.sh"
 
 BEFORE_MOUNTS=$(mounts); BEFORE_ADDRESSES=$(addresses); BEFORE_FILES=$(host_files)
 extract || exit 0
@@ -201,6 +205,8 @@ YAML
     services_steps
     images_steps
     addons_steps
+    helm_steps
+    ingress_steps
     faults_steps
     $K delete pod e2e-busybox --wait --timeout=60s && step delete ok || step delete FAIL
   fi

@@ -922,6 +922,16 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
         &["kubectl-top", "hpa-scales"],
     ),
     (
+        "Helm: a HelmChart (chartContent) installs, upgrades, uninstalls; helm CLI",
+        "full",
+        &["helmchart-installs", "helm-cli"],
+    ),
+    (
+        "Ingress (traefik): hosts routed on the node's port 80",
+        "full",
+        &["ingress-routes"],
+    ),
+    (
         "upgrade in place: cluster kept, downgrade refused",
         "full",
         &[

@@ -421,7 +421,7 @@ fn rehash(c: &Component, dir: &Path) -> Result<String> {
 /// GET `url` (or copy a `file://` URL) into `dest`. Retried with backoff on timeouts, broken
 /// transfers and 5xx answers; a 4xx or an unreachable host fails at once (the next transport
 /// is the better bet).
-fn download(what: &str, url: &str, dest: &Path) -> Result<()> {
+pub(crate) fn download(what: &str, url: &str, dest: &Path) -> Result<()> {
     if let Some(path) = url.strip_prefix("file://") {
         std::fs::copy(path, dest).with_context(|| format!("{path}: cannot read"))?;
         return Ok(());

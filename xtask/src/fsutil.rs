@@ -84,3 +84,16 @@ pub fn replace_between_markers(file: &Path, name: &str, text: &str) -> Result<()
     let new = format!("{}{open}\n{text}{}", &old[..start], &old[end..]);
     write_atomic(file, new.as_bytes())
 }
+
+/// The directories directly under `dir`, sorted by name.
+pub fn sorted_dirs(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}

@@ -105,21 +105,26 @@ impl Go {
     /// was changed after download is caught too). A mismatch removes the module again.
     pub fn download(&self, module: &str, version: &str, sum: &str) -> Result<PathBuf> {
         let what = format!("{module}@{version}");
-        let bar = crate::ui::spinner(&format!("go mod download {what}"));
-        let out = self
-            .command()
-            .args(["mod", "download", "-json", &what])
-            .current_dir(std::env::temp_dir())
-            .output()
-            .context("cannot run `go`: install the Go toolchain and put it on PATH")?;
-        bar.finish_and_clear();
-        // On failure go still prints the JSON object, with the reason in "Error".
-        let info: Downloaded = serde_json::from_slice(&out.stdout).map_err(|_| {
-            anyhow::anyhow!(
-                "go mod download {what} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )
-        })?;
+        let mut info = self.mod_download(&what, None)?;
+        // The proxy refuses the `.mod` of some versions (403) whose zip it serves (traefik
+        // v3.3.6): go then gets the zip through a one-module proxy with the zip's own go.mod as
+        // the `.mod`, falling back to the real proxy for the rest. Only GOPROXY changes for
+        // that download: GOSUMDB, GOFLAGS and GOENV=off stay as `command` sets them, so go
+        // checks both the zip and the go.mod against the checksum database as for any download
+        // (a file:// proxy serves no sumdb/, so go asks the next one), then the h1 pin below.
+        if !self.offline
+            && info
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains(".mod: 403"))
+        {
+            let local = tempfile::tempdir()?;
+            let upstream = zip_only_proxy(self, module, version, local.path())?;
+            info = self.mod_download(
+                &what,
+                Some(format!("file://{},{upstream}", local.path().display())),
+            )?;
+        }
         if let Some(err) = &info.error {
             if self.offline {
                 bail!(
@@ -150,6 +155,82 @@ impl Go {
         }
         Ok(dir)
     }
+}
+
+impl Go {
+    /// `go mod download -json module@version`, with GOPROXY set to `proxy` if given.
+    fn mod_download(&self, what: &str, proxy: Option<String>) -> Result<Downloaded> {
+        let bar = crate::ui::spinner(&format!("go mod download {what}"));
+        let mut cmd = self.command();
+        if let Some(proxy) = proxy {
+            cmd.env("GOPROXY", proxy);
+        }
+        let out = cmd
+            .args(["mod", "download", "-json", what])
+            .current_dir(std::env::temp_dir())
+            .output()
+            .context("cannot run `go`: install the Go toolchain and put it on PATH")?;
+        bar.finish_and_clear();
+        // On failure go still prints the JSON object, with the reason in "Error".
+        serde_json::from_slice(&out.stdout).map_err(|_| {
+            anyhow::anyhow!(
+                "go mod download {what} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })
+    }
+}
+
+/// Lay out `module@version` in `dir` as a GOPROXY directory holding the `.info` and `.zip` the
+/// first proxy of `go env GOPROXY` serves, and the zip's go.mod as the `.mod`; returns that
+/// GOPROXY list, for the other modules. `go env` reports what `command` sets: our GOPROXY, or
+/// a test's fixture proxy.
+fn zip_only_proxy(go: &Go, module: &str, version: &str, dir: &Path) -> Result<String> {
+    let out = go
+        .command()
+        .args(["env", "GOPROXY"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .context("cannot run `go env GOPROXY`")?;
+    let proxies = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let Some(first) = proxies
+        .split([',', '|'])
+        .find(|p| p.starts_with("https://") || p.starts_with("file://"))
+    else {
+        bail!("GOPROXY={proxies} names no proxy to fetch {module}@{version}'s zip from");
+    };
+    // The proxy protocol's path escaping: an upper-case letter is `!` and its lower case.
+    let escaped: String = module
+        .chars()
+        .flat_map(|c| {
+            if c.is_ascii_uppercase() {
+                vec!['!', c.to_ascii_lowercase()]
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    let at_v = dir.join(&escaped).join("@v");
+    std::fs::create_dir_all(&at_v)?;
+    let base = format!("{}/{escaped}/@v/{version}", first.trim_end_matches('/'));
+    let what = format!("{module}@{version}");
+    for ext in ["info", "zip"] {
+        crate::fetch::download(
+            &what,
+            &format!("{base}.{ext}"),
+            &at_v.join(format!("{version}.{ext}")),
+        )?;
+    }
+    let zip = std::fs::File::open(at_v.join(format!("{version}.zip")))?;
+    let mut archive =
+        zip::ZipArchive::new(zip).with_context(|| format!("{base}.zip is not a zip"))?;
+    let mut go_mod = archive
+        .by_name(&format!("{what}/go.mod"))
+        .with_context(|| format!("{base}.zip has no go.mod"))?;
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut go_mod, &mut text)?;
+    std::fs::write(at_v.join(format!("{version}.mod")), text)?;
+    Ok(proxies)
 }
 
 /// `go mod verify` in `tree`: every module of its build list that is in the module cache is

@@ -3,8 +3,8 @@
 //!
 //! Each `[[image]]` table of bundle.toml names one image and where it comes from:
 //! - `kind = "build"` assembles an image from files we have (binaries the pipeline built, such
-//!   as `pause` and `coredns`, and pinned files of the build machine such as Debian's
-//!   busybox-static). Works offline and is byte-reproducible: one layer, sorted entries,
+//!   as `pause` and `coredns`, pinned files of the build machine such as Debian's
+//!   busybox-static, and files of this repository such as images/klipper-helm/entry). Works offline and is byte-reproducible: one layer, sorted entries,
 //!   mtime = SOURCE_DATE_EPOCH, owner 0:0, gzip without a timestamp, canonical JSON.
 //! - `kind = "registry"` pulls an image by pinned digest through the OCI distribution API
 //!   (anonymous bearer token as Docker Hub wants), resolves an index to linux/amd64, verifies every
@@ -47,6 +47,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+pub use assemble::repo_file;
+
 /// One `[[image]]` table of bundle.toml.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +85,10 @@ pub struct BuildSource {
     pub env: Vec<String>,
     #[serde(default)]
     pub working_dir: Option<String>,
+    /// The image config's `User` (`"1000"`): a numeric user lets the kubelet check a pod's
+    /// `runAsNonRoot` against the image, as it must for k3s's HelmChart jobs.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 fn default_env() -> Vec<String> {
@@ -113,6 +119,9 @@ pub enum FileOrigin {
     Built(String),
     /// A file of the build machine, e.g. Debian's /bin/busybox, pinned by its sha256.
     Host(HostFile),
+    /// A file of this repository, by its path from the repository root
+    /// (`images/klipper-helm/entry`); its content is part of the image stage's stamp.
+    Repo(PathBuf),
 }
 
 /// A file the build machine provides, pinned so that two machines build the same image.
@@ -157,6 +166,8 @@ pub struct ImageContext {
     pub offline: bool,
     /// The binaries the build stage made, by name (`FileOrigin::Built`).
     pub built: BTreeMap<String, PathBuf>,
+    /// The repository checkout (`FileOrigin::Repo` paths are relative to it).
+    pub repo: PathBuf,
 }
 
 /// One finished image archive (also the images stage's stamp record).

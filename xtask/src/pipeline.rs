@@ -345,7 +345,7 @@ pub fn build_images(
         .flat_map(|build| &build.files)
         .filter_map(|file| match &file.from {
             image::FileOrigin::Built(name) => Some(name.as_str()),
-            image::FileOrigin::Host(_) => None,
+            image::FileOrigin::Host(_) | image::FileOrigin::Repo(_) => None,
         })
         .collect();
     for (name, path) in built
@@ -355,8 +355,17 @@ pub fn build_images(
         inputs.push(format!("{name} {}", sha256_file(path)?));
     }
     for spec in &config.images {
-        // Host files are pinned by sha256 in the spec itself (checked when the image is built).
+        // Host files are pinned by sha256 in the spec itself (checked when the image is built);
+        // the repository's files by their content here.
         inputs.push(format!("{spec:?}"));
+        if let image::ImageSource::Build(build) = &spec.source {
+            for file in &build.files {
+                if let image::FileOrigin::Repo(path) = &file.from {
+                    let full = image::repo_file(&layout.repo, path)?;
+                    inputs.push(format!("{} {}", path.display(), sha256_file(&full)?));
+                }
+            }
+        }
     }
     let stamp = Stamp::new(&layout.stamps(), "images", combine(inputs));
     let ctx = ImageContext {
@@ -365,6 +374,7 @@ pub fn build_images(
         source_date_epoch: config.bundle.source_date_epoch,
         offline: opts.fetch.offline,
         built: built.clone(),
+        repo: layout.repo.clone(),
     };
     // A fresh stamp's record holds what the manifest needs (names, references, digests), so
     // the archives are not assembled again.
@@ -555,6 +565,22 @@ pub fn package(
         });
         files.push(BundleFile::file(path.clone(), to.clone()));
     }
+    // Our Helm charts (charts/<name>/), each packed as `helm package` lays a chart out
+    // (`<name>/Chart.yaml`, ...) into a deterministic tar.gz; the installer hands it to k3s's
+    // helm-controller as a HelmChart's chartContent.
+    let charts_dir = layout.repo.join("charts");
+    if charts_dir.is_dir() {
+        let packed_dir = layout.stage().join("charts");
+        for entry in crate::fsutil::sorted_dirs(&charts_dir)? {
+            let name = entry.file_name().unwrap().to_string_lossy().to_string();
+            if !entry.join("Chart.yaml").is_file() {
+                bail!("{} has no Chart.yaml: not a Helm chart", entry.display());
+            }
+            let packed = packed_dir.join(format!("{name}.tgz"));
+            package::write_tarball(&entry, &name, &packed, config.bundle.source_date_epoch)?;
+            files.push(BundleFile::file(packed, format!("charts/{name}.tgz")));
+        }
+    }
     let omitted = inputs
         .without
         .iter()
@@ -586,6 +612,11 @@ pub fn package(
             serde_json::to_string(&manifest)?,
             sha256_tree(&template)?,
             sha256_tree(&overlays)?,
+            if charts_dir.is_dir() {
+                sha256_tree(&charts_dir)?
+            } else {
+                String::new()
+            },
         ]
         .into_iter()
         .chain(files.iter().map(|f| f.to.clone())),

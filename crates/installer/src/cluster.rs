@@ -43,9 +43,11 @@ const ADDONS: [Addon; 5] = [
         name: "coredns",
         needs: Needs::ImageAndServices(&["docker.io/rancher/mirrored-coredns-coredns:1.12.3"]),
     },
+    // Its HelmChart (traefik.rs) is installed by a Job of k3s's helm job image, and its
+    // LoadBalancer Service is served on the node by kube-proxy or svcproxy (docs/services.md).
     Addon {
-        name: "traefik",
-        needs: Needs::Never("needs host ports 80/443 through servicelb and iptables"),
+        name: crate::traefik::ADDON,
+        needs: Needs::ImageAndServices(&[crate::traefik::IMAGE, HELM_JOB_IMAGE]),
     },
     Addon {
         name: "servicelb",
@@ -76,6 +78,10 @@ const ADDONS: [Addon; 5] = [
         ]),
     },
 ];
+
+/// The bundle's image for k3s's helm-controller Jobs (bundle.toml's `klipper-helm`, which
+/// helm.rs passes as --helm-job-image): a HelmChart is installed by a Job of it.
+const HELM_JOB_IMAGE: &str = "docker.io/k3s-gvisor/klipper-helm:v3.21.4-1";
 
 /// What else decides whether an add-on can work on this install.
 pub struct Install {

@@ -53,6 +53,8 @@ pub fn lay_out(bundle: &Bundle, paths: &Paths, plan: &Plan) -> Result<()> {
     copy_dir_files(&bundle.path("bin"), &paths.prefix.join("bin"))?;
     copy_dir_files(&bundle.path("cni/bin"), &paths.cni_bin_dir())?;
     copy_dir_files(&bundle.path("images"), &paths.images_dir())?;
+    // Helm charts the installer hands k3s as HelmCharts (traefik.rs).
+    copy_dir_files(&bundle.path("charts"), &paths.prefix.join("charts"))?;
     copy_file(
         &bundle.path(MANIFEST_FILE),
         &paths.prefix.join(MANIFEST_FILE),

@@ -324,6 +324,10 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     // On an agent the server decides (the note above), so there is nothing to turn off here.
     if has_k3s && request.join.is_none() {
         report_turned_off(kube_proxy_off.as_deref(), &service_proxy, &addons_off);
+        if let Some(settings) = &settings {
+            let helm = crate::helm::HelmController::decide(settings, Some(&bundle.manifest));
+            println!("k3s: helm-controller {}", helm.describe());
+        }
     }
     if bundle.sandbox_image().is_none() {
         println!(

@@ -83,7 +83,7 @@ pub fn start(state: &mut State) -> Result<()> {
             return Ok(());
         }
         println!(
-            "to use kubectl, crictl and ctr:\n  {}",
+            "to use kubectl, helm, crictl and ctr:\n  {}",
             userenv::export_line(&paths, true)
         );
     } else {

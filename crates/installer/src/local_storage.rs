@@ -75,7 +75,7 @@ pub fn prepare(paths: &Paths, state: &State, settings: &Checked) -> Result<Plan>
     let ours = state.server.is_none() && !state.addons_off.iter().any(|a| a.name == ADDON);
     let plan = if !ours {
         Plan::Nothing
-    } else if disabled_by_user(settings) {
+    } else if disabled_by_user(settings, ADDON) {
         Plan::DisabledByUser
     } else {
         Plan::LayDown
@@ -162,10 +162,10 @@ fn with_bundle_images(text: &str) -> String {
         + "\n"
 }
 
-/// Whether `--disable` lists the add-on anywhere k3s reads it: the flags, the config files
+/// Whether `--disable` lists `addon` anywhere k3s reads it: the flags, the config files
 /// (list flags add up, as k3s's configfilearg does) or its variable.
-fn disabled_by_user(settings: &Checked) -> bool {
-    let listed = |value: &str| value.split(',').any(|item| item.trim() == ADDON);
+pub(crate) fn disabled_by_user(settings: &Checked, addon: &str) -> bool {
+    let listed = |value: &str| value.split(',').any(|item| item.trim() == addon);
     let given = &settings.settings;
     given
         .flags
@@ -177,7 +177,7 @@ fn disabled_by_user(settings: &Checked) -> bool {
 }
 
 /// k3s's deploy controller reapplies a manifest when its modification time changes.
-fn write_if_changed(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_if_changed(path: &Path, text: &str) -> Result<()> {
     if fs::read_to_string(path).is_ok_and(|old| old == text) {
         return Ok(());
     }
@@ -248,24 +248,34 @@ mod tests {
 
     #[test]
     fn the_users_disable_is_found_in_flags_and_config_files_as_k3s_adds_them_up() {
-        assert!(!disabled_by_user(&checked(&[], &[])));
-        assert!(!disabled_by_user(&checked(
-            &[("disable", "traefik"), ("node-label", "local-storage")],
-            &[]
-        )));
-        assert!(disabled_by_user(&checked(
-            &[("disable", "traefik, local-storage")],
-            &[]
-        )));
+        assert!(!disabled_by_user(&checked(&[], &[]), ADDON));
+        assert!(!disabled_by_user(
+            &checked(
+                &[("disable", "traefik"), ("node-label", "local-storage")],
+                &[]
+            ),
+            ADDON
+        ));
+        assert!(disabled_by_user(
+            &checked(&[("disable", "traefik, local-storage")], &[]),
+            ADDON
+        ));
         // A later --disable of something else does not undo an earlier one (a list flag).
-        assert!(disabled_by_user(&checked(
-            &[("disable", "local-storage"), ("disable", "traefik")],
-            &[("disable", "servicelb")]
-        )));
-        assert!(disabled_by_user(&checked(
-            &[],
-            &[("disable", "local-storage")]
-        )));
+        assert!(disabled_by_user(
+            &checked(
+                &[("disable", "local-storage"), ("disable", "traefik")],
+                &[("disable", "servicelb")]
+            ),
+            ADDON
+        ));
+        assert!(disabled_by_user(
+            &checked(&[], &[("disable", "local-storage")]),
+            ADDON
+        ));
+        assert!(disabled_by_user(
+            &checked(&[("disable", "traefik, local-storage")], &[]),
+            "traefik"
+        ));
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod cni_host;
 mod config;
 mod copy_bundle;
 mod doctor;
+mod helm;
 mod images;
 mod install;
 mod k3s_settings;
@@ -53,6 +54,7 @@ mod services;
 mod shape;
 mod state;
 mod supervise;
+mod traefik;
 mod upgrade;
 mod userenv;
 

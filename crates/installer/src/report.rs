@@ -27,6 +27,7 @@ pub fn status(state: &State) -> Result<()> {
         }
     }
     let mut healthy = true;
+    let mut checked = None;
     if services::has_k3s(&paths) {
         // As the next start will check them: the config files may have changed since.
         match Checked::new(
@@ -35,10 +36,11 @@ pub fn status(state: &State) -> Result<()> {
             &state.k3s_flags,
             &state.env,
         ) {
-            Ok(checked) => {
-                for line in k3s_settings::describe(&checked.settings) {
+            Ok(settings) => {
+                for line in k3s_settings::describe(&settings.settings) {
                     println!("k3s {line}");
                 }
+                checked = Some(settings);
             }
             Err(error) => {
                 healthy = false;
@@ -104,6 +106,11 @@ pub fn status(state: &State) -> Result<()> {
         }
         for addon in &state.addons_off {
             println!("add-on {}: off ({})", addon.name, addon.reason);
+        }
+        if let Some(settings) = &checked {
+            let manifest = services::installed_manifest(&paths);
+            let helm = crate::helm::HelmController::decide(settings, manifest.as_ref());
+            println!("helm-controller: {}", helm.describe());
         }
         println!(
             "kubeconfig: {}\ntools: {}",

@@ -283,9 +283,17 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
         pod_logs::write_kubelet_dropin(paths)?;
     }
     let local_storage = crate::local_storage::prepare(paths, state, settings)?;
+    crate::traefik::prepare(paths, state, settings)?;
     let mut args = match &state.server {
         Some(server) => config::k3s_agent_args(paths, &options, server),
-        None => config::k3s_server_args(paths, &options),
+        None => {
+            let mut args = config::k3s_server_args(paths, &options);
+            // The HelmChart job image the bundle ships, unless the user chose (helm.rs).
+            let helm =
+                crate::helm::HelmController::decide(settings, installed_manifest(paths).as_ref());
+            args.extend(helm.server_arg());
+            args
+        }
     };
     // The user's, last: checked never to touch a flag the installer sets (k3s_settings.rs).
     args.extend(state.k3s_flags.iter().cloned());

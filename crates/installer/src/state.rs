@@ -80,7 +80,7 @@ pub struct State {
     /// daemon. May hold secrets (K3S_TOKEN): the state file is mode 0600.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// The kubectl, crictl and ctr wrappers the install wrote (INSTALL_K3S_BIN_DIR, default
+    /// The kubectl, helm, crictl and ctr wrappers the install wrote (INSTALL_K3S_BIN_DIR, default
     /// /usr/local/bin); uninstall removes exactly these.
     #[serde(default)]
     pub tool_links: Vec<PathBuf>,

@@ -1,9 +1,9 @@
-//! How a user's shell reaches the install's kubectl, crictl and ctr.
+//! How a user's shell reaches the install's kubectl, helm, crictl and ctr.
 //!
 //! k3s's own installer symlinks them into /usr/local/bin and relies on fixed locations (its
 //! kubeconfig in /etc/rancher/k3s, its containerd socket in /run/k3s). Ours live where --prefix
 //! and --data-dir say (PREFIX/bin/kubectl and crictl are symlinks to k3s, ctr is containerd's),
-//! so each tool must be told where its server is: KUBECONFIG for kubectl,
+//! so each tool must be told where its server is: KUBECONFIG for kubectl and helm,
 //! CONTAINER_RUNTIME_ENDPOINT for crictl, CONTAINERD_ADDRESS and CONTAINERD_NAMESPACE for ctr
 //! (k8s.io: where the kubelet's containers and images are). Two ways, both made at install:
 //! - `ToolLinks`: small wrappers in INSTALL_K3S_BIN_DIR (default /usr/local/bin) that set those
@@ -59,7 +59,7 @@ impl ToolLinks {
     pub fn write(&self, state: &mut State) -> Result<()> {
         if self.mode == LinkMode::Skip {
             println!(
-                "INSTALL_K3S_SYMLINK=skip: no kubectl, crictl or ctr in {}",
+                "INSTALL_K3S_SYMLINK=skip: no kubectl, helm, crictl or ctr in {}",
                 self.bin_dir.display()
             );
             return Ok(());
@@ -70,10 +70,11 @@ impl ToolLinks {
         }
         let tools: &[&str] = match (state.is_agent(), state.control_plane_only) {
             (true, _) => &["crictl", "ctr"],
-            (false, true) => &["kubectl"],
-            (false, false) => &["kubectl", "crictl", "ctr"],
+            (false, true) => &["kubectl", "helm"],
+            (false, false) => &["kubectl", "helm", "crictl", "ctr"],
         };
-        for tool in tools {
+        // helm: only from a bundle that ships it (older ones did not).
+        for tool in tools.iter().filter(|t| paths.bin(t).exists()) {
             let link = self.bin_dir.join(tool);
             if link.symlink_metadata().is_ok() && !is_stale_wrapper(&link) {
                 if self.mode != LinkMode::Force {
@@ -128,7 +129,8 @@ fn is_stale_wrapper(path: &Path) -> bool {
 fn wrapper(paths: &Paths, tool: &str) -> String {
     let socket = paths.containerd_socket().display().to_string();
     let defaults = match tool {
-        "kubectl" => format!(
+        // helm reads KUBECONFIG as kubectl does.
+        "kubectl" | "helm" => format!(
             "[ -n \"${{KUBECONFIG:-}}\" ] || export KUBECONFIG={}\n",
             quote(&paths.kubeconfig().display().to_string())
         ),
@@ -284,7 +286,7 @@ mod tests {
         let bin = state.prefix.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::create_dir_all(&state.data_dir).unwrap();
-        for tool in ["k3s", "kubectl", "crictl", "ctr"] {
+        for tool in ["k3s", "kubectl", "helm", "crictl", "ctr"] {
             let script = "#!/bin/sh\necho \"$KUBECONFIG|$CONTAINER_RUNTIME_ENDPOINT|$CONTAINERD_ADDRESS|$*\"\n";
             write_wrapper(&bin.join(tool), script).unwrap();
         }
@@ -326,7 +328,11 @@ mod tests {
         ToolLinks::from_env(&env("")).write(&mut state).unwrap();
         assert_eq!(
             state.tool_links,
-            [bin_dir.join("kubectl"), bin_dir.join("crictl")]
+            [
+                bin_dir.join("kubectl"),
+                bin_dir.join("helm"),
+                bin_dir.join("crictl")
+            ]
         );
         assert_eq!(
             std::fs::read_to_string(bin_dir.join("ctr")).unwrap(),
@@ -340,6 +346,10 @@ mod tests {
         assert_eq!(
             run(&bin_dir.join("kubectl"), &[("KUBECONFIG", "/mine")]),
             "/mine|||get"
+        );
+        assert_eq!(
+            run(&bin_dir.join("helm"), &[]),
+            format!("{}|||get", kubeconfig.display())
         );
         let socket = state.data_dir.join("run/containerd.sock");
         assert_eq!(

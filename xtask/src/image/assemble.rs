@@ -94,6 +94,9 @@ pub fn assemble(
     if let Some(dir) = &build.working_dir {
         runtime = runtime.working_dir(dir.clone());
     }
+    if let Some(user) = &build.user {
+        runtime = runtime.user(user.clone());
+    }
     let config = ImageConfigurationBuilder::default()
         .architecture(platform.architecture.clone())
         .os(platform.os.clone())
@@ -172,6 +175,7 @@ fn collect_entries(build: &BuildSource, ctx: &ImageContext) -> Result<BTreeMap<S
                 )
             })?,
             FileOrigin::Host(host) => host.path.clone(),
+            FileOrigin::Repo(path) => repo_file(&ctx.repo, path)?,
         };
         let bytes = read_input(&source, &file.from)?;
         if let FileOrigin::Host(host) = &file.from {
@@ -228,7 +232,25 @@ fn read_input(source: &Path, origin: &FileOrigin) -> Result<Vec<u8>> {
             source.display(),
             host.package
         ),
+        FileOrigin::Repo(path) => format!(
+            "cannot read {} (a `from = {{ repo = {:?} }}` file of this repository)",
+            source.display(),
+            path.display()
+        ),
     })
+}
+
+/// `repo`/`path`, for a relative path that stays inside the repository.
+pub fn repo_file(repo: &Path, path: &Path) -> Result<std::path::PathBuf> {
+    use std::path::Component;
+    if !path.components().all(|c| matches!(c, Component::Normal(_))) {
+        bail!(
+            "`from = {{ repo = {:?} }}` must be a path inside the repository, relative to its \
+             root (e.g. images/klipper-helm/entry)",
+            path.display()
+        );
+    }
+    Ok(repo.join(path))
 }
 
 /// A dynamically linked binary in an image without its loader fails at run time with a bare

@@ -42,6 +42,7 @@ fn context(dir: &Path, pause_binary: PathBuf) -> ImageContext {
         source_date_epoch: EPOCH,
         offline: false,
         built: BTreeMap::from([("pause".to_string(), pause_binary)]),
+        repo: dir.join("repo"),
     }
 }
 
@@ -289,6 +290,52 @@ fn built_image_archive_has_the_expected_layout() {
         .unwrap();
     assert_eq!(sh.1.entry_type(), tar::EntryType::Symlink);
     assert_eq!(sh.1.link_name().unwrap().unwrap().to_str(), Some("busybox"));
+}
+
+#[test]
+fn a_repository_file_and_the_user_go_into_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("images/x")).unwrap();
+    std::fs::write(repo.join("images/x/entry"), "#!/bin/sh\necho hi\n").unwrap();
+    let spec: Fixture = toml::from_str(
+        r#"
+        [[image]]
+        name = "x"
+        reference = "docker.io/k3s-gvisor/x:1"
+        source = { kind = "build", entrypoint = ["/usr/bin/entry"], user = "1000", files = [
+            { path = "/usr/bin/entry", from = { repo = "images/x/entry" } } ] }
+        "#,
+    )
+    .unwrap();
+    let out = build_image(&spec.image[0], &context(dir.path(), PathBuf::new())).unwrap();
+    let entries = tar_entries(&std::fs::read(&out.file).unwrap());
+    let manifest = json(blob_of(&entries, &out.digest));
+    let config = json(blob_of(
+        &entries,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
+    assert_eq!(config["config"]["User"], "1000");
+    let mut layer = Vec::new();
+    flate2::read::GzDecoder::new(blob_of(
+        &entries,
+        manifest["layers"][0]["digest"].as_str().unwrap(),
+    ))
+    .read_to_end(&mut layer)
+    .unwrap();
+    let entry = tar_entries(&layer)
+        .into_iter()
+        .find(|(p, _, _)| p == "usr/bin/entry")
+        .unwrap();
+    assert_eq!(entry.2, b"#!/bin/sh\necho hi\n");
+    assert_eq!(entry.1.mode().unwrap(), 0o755);
+
+    // A path that leaves the repository is refused, naming the rule.
+    let err = repo_file(&repo, Path::new("../etc/passwd"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("inside the repository"), "{err}");
+    assert!(repo_file(&repo, Path::new("/etc/passwd")).is_err());
 }
 
 #[test]

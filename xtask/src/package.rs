@@ -44,9 +44,12 @@ impl Format {
         }
     }
 
-    /// The format a tarball's file name says, if any.
+    /// The format a tarball's file name says, if any (`.tgz` is a `.tar.gz`: Helm's charts).
     pub fn of(path: &Path) -> Option<Format> {
         let name = path.file_name()?.to_string_lossy();
+        if name.ends_with(".tgz") {
+            return Some(Format::TarGz);
+        }
         Format::ALL
             .into_iter()
             .find(|f| name.ends_with(&format!(".{}", f.extension())))
@@ -196,7 +199,7 @@ fn sorted_entries(root: &Path) -> Result<Vec<PathBuf>> {
 pub fn write_tarball(root: &Path, top: &str, out: &Path, mtime: u64) -> Result<()> {
     let format = Format::of(out).with_context(|| {
         format!(
-            "{}: a bundle tarball's name ends in .tar.gz or .tar.zst",
+            "{}: a tarball's name ends in .tar.gz (or .tgz) or .tar.zst",
             out.display()
         )
     })?;

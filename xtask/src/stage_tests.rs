@@ -648,7 +648,7 @@ fn the_tar_zst_holds_the_same_tar_reproducibly_and_verifies() {
     )
     .unwrap_err();
     assert!(
-        format!("{err}").contains("ends in .tar.gz or .tar.zst"),
+        format!("{err}").contains("ends in .tar.gz (or .tgz) or .tar.zst"),
         "{err}"
     );
 }

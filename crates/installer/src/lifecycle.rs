@@ -134,18 +134,20 @@ pub fn uninstall(state: &State) -> Result<()> {
     let mut problems = Vec::new();
     // An upgrade that did not finish kept the previous version's files beside the prefix.
     if let Some(previous) = &state.previous_prefix {
-        match std::fs::remove_dir_all(previous) {
+        match mounts::remove_tree_on_one_fs(previous) {
             Ok(()) => println!("removed {}", previous.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => problems.push(format!("cannot remove {}: {e}", previous.display())),
         }
     }
-    let leftovers = mounts::remove_new_pod_netns(&state.netns_before)
-        .into_iter()
-        .chain(mounts::unmount_under(&[&state.prefix, &state.data_dir]));
-    for line in leftovers {
+    for line in mounts::remove_new_pod_netns(&state.netns_before) {
         println!("{line}");
     }
+    // Before anything is deleted: nothing may stay mounted below the prefix or data dir, or the
+    // recursive delete would reach into it (kubelet's hostPath/subPath binds point outside).
+    let unmounted = mounts::unmount_under(&[&state.prefix, &state.data_dir]);
+    unmounted.lines.iter().for_each(|line| println!("{line}"));
+    refuse_while_mounted(&unmounted.still_mounted)?;
     for mount in state.mounts.iter().rev() {
         match mounts::unmount(mount) {
             Ok(()) => println!("unmounted {}", mount.display()),
@@ -203,7 +205,7 @@ pub fn uninstall(state: &State) -> Result<()> {
     for dir in state.created_dirs.iter().rev() {
         let ours = *dir == state.prefix || *dir == state.data_dir;
         let result = if ours {
-            std::fs::remove_dir_all(dir)
+            mounts::remove_tree_on_one_fs(dir)
         } else {
             std::fs::remove_dir(dir)
         };
@@ -234,6 +236,25 @@ pub fn uninstall(state: &State) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Stops the uninstall, before it deletes anything, while mounts below the prefix or data dir
+/// could not be unmounted; the state file stays, so uninstall can run again once they are gone.
+fn refuse_while_mounted(still_mounted: &[(std::path::PathBuf, String)]) -> Result<()> {
+    if still_mounted.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = still_mounted
+        .iter()
+        .map(|(point, error)| format!("{} (umount: {error})", point.display()))
+        .collect();
+    bail!(
+        "still mounted below the install, so nothing was deleted (a recursive delete would reach \
+         the files these mounts show, which may lie outside the install):\n  - {}\nstop what \
+         uses them (`fuser -vm MOUNT_POINT`), unmount them (`umount MOUNT_POINT`, in the mount \
+         namespace that holds them), then run uninstall again",
+        list.join("\n  - ")
+    )
 }
 
 /// Where k3s (as root) would write its kubeconfig; given --write-kubeconfig elsewhere, it makes

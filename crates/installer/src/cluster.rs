@@ -242,7 +242,7 @@ pub fn kubelet_stats_blocker() -> Option<String> {
         None => {
             let scratch = std::env::temp_dir()
                 .join(format!("k3s-gvisor-cpuacct-probe-{}", std::process::id()));
-            std::fs::create_dir_all(&scratch).ok()?;
+            crate::files::new_private_dir(&scratch).ok()?;
             let mounted = crate::mounts::mount(
                 "cgroup",
                 &scratch,

@@ -274,7 +274,10 @@ fn remove_tree(
 pub fn recursive_bind_refused() -> bool {
     let scratch = std::env::temp_dir().join(format!("k3s-gvisor-doctor-{}", std::process::id()));
     let (source, target) = (scratch.join("a"), scratch.join("b"));
-    if std::fs::create_dir_all(&source).is_err() || std::fs::create_dir_all(&target).is_err() {
+    if crate::files::new_private_dir(&scratch).is_err()
+        || std::fs::create_dir(&source).is_err()
+        || std::fs::create_dir(&target).is_err()
+    {
         return false;
     }
     let result = mount(
@@ -287,7 +290,7 @@ pub fn recursive_bind_refused() -> bool {
     if result.is_ok() {
         let _ = unmount(&target);
     }
-    let _ = std::fs::remove_dir_all(&scratch);
+    let _ = remove_tree_on_one_fs(&scratch);
     matches!(result, Err(error) if error.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32))
 }
 
@@ -296,7 +299,7 @@ pub fn recursive_bind_refused() -> bool {
 /// Reproduced on a scratch file and undone.
 pub fn statfs_on_mounted_netns_fails() -> bool {
     let scratch = std::env::temp_dir().join(format!("k3s-gvisor-doctor-ns-{}", std::process::id()));
-    if std::fs::write(&scratch, b"").is_err() {
+    if crate::files::create_new(&scratch, 0o600).is_err() {
         return false;
     }
     let mounted = mount("/proc/self/ns/net", &scratch, "", MsFlags::MS_BIND, "").is_ok();

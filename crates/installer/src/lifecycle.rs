@@ -98,12 +98,7 @@ fn restore_host_changes(state: &mut State) -> Result<()> {
     for mount in state.mounts.iter().rev().filter(|p| is_mounted(p)) {
         let _ = mounts::unmount(mount);
     }
-    state.mounts.clear();
-    for file in state.created_files.drain(..) {
-        let _ = std::fs::remove_file(file);
-    }
-    state.created_dirs.retain(|dir| dir.exists());
-    state.save()?;
+    forget_lost_host_changes(state)?;
     let facts = HostFacts::probe(&[]);
     if !facts.has_dev_kmsg {
         mounts::provide_dev_kmsg(state)?;
@@ -114,6 +109,20 @@ fn restore_host_changes(state: &mut State) -> Result<()> {
         println!("cgroup v1 mounted: {}", outcome.mounted.join(","));
     }
     Ok(())
+}
+
+/// Forgets the mounts and files a sandbox restart took, removing what is left of the files.
+fn forget_lost_host_changes(state: &mut State) -> Result<()> {
+    state.mounts.clear();
+    for file in state.created_files.drain(..) {
+        match mounts::remove_made_mount_target(&file) {
+            Ok(None) => {}
+            Ok(Some(left)) => println!("{left}"),
+            Err(error) => println!("cannot remove {}: {error}", file.display()),
+        }
+    }
+    state.created_dirs.retain(|dir| dir.exists());
+    state.save()
 }
 
 pub fn stop(state: &State) -> Result<()> {
@@ -186,8 +195,10 @@ pub fn uninstall(state: &State) -> Result<()> {
     removed.iter().for_each(|line| println!("{line}"));
     problems.extend(failed);
     for file in state.created_files.iter().rev() {
-        if let Err(error) = std::fs::remove_file(file) {
-            problems.push(format!("cannot remove {}: {error}", file.display()));
+        match mounts::remove_made_mount_target(file) {
+            Ok(None) => {}
+            Ok(Some(left)) => println!("{left}"),
+            Err(error) => problems.push(format!("cannot remove {}: {error}", file.display())),
         }
     }
     // k3s links its default kubeconfig location to the one it was told to write.
@@ -273,4 +284,40 @@ fn remove_empty_dirs(dir: &Path) {
         }
     }
     let _ = std::fs::remove_dir(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a sandbox restart /dev is new: where /dev/kmsg is now a real device (a runtime
+    /// that provides it), `start` must not delete it; only the empty file the install made.
+    #[test]
+    fn a_restart_removes_only_the_empty_files_the_install_made() {
+        if !testkit::root_or_skip("makes a character device node") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut state: State = serde_json::from_value(serde_json::json!({
+            "bundle_name": "k3s-gvisor", "bundle_version": "v0", "snapshotter": "native",
+            "prefix": dir.path().join("prefix"), "data_dir": dir.path(),
+            "control_plane_only": false, "created_dirs": [], "created_files": [],
+            "mounts": [], "absent_before": [], "workarounds": [],
+        }))
+        .unwrap();
+        let (device, made) = (dir.path().join("kmsg"), dir.path().join("made"));
+        nix::sys::stat::mknod(
+            &device,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        std::fs::write(&made, "").unwrap();
+        state.created_files = vec![device.clone(), made.clone()];
+        forget_lost_host_changes(&mut state).unwrap();
+        assert!(device.exists(), "a real device was removed");
+        assert!(!made.exists(), "the empty file the install made stays");
+        assert!(state.created_files.is_empty());
+    }
 }

@@ -41,7 +41,8 @@ pub fn provide_dev_kmsg(state: &mut State) -> Result<()> {
     if kmsg.exists() {
         return Ok(());
     }
-    fs::File::create(kmsg).with_context(|| {
+    // O_EXCL|O_NOFOLLOW: a dangling symlink at /dev/kmsg is not followed to create its target.
+    crate::files::create_new(kmsg, 0o644).with_context(|| {
         "cannot create /dev/kmsg as a bind-mount target (is /dev read-only?)".to_string()
     })?;
     state.created_files.push(kmsg.to_path_buf());
@@ -50,6 +51,36 @@ pub fn provide_dev_kmsg(state: &mut State) -> Result<()> {
         .context("cannot bind-mount /dev/null on /dev/kmsg")?;
     state.mounts.push(kmsg.to_path_buf());
     state.save()
+}
+
+/// Removes `path` if it is what `provide_dev_kmsg` made: an empty regular file (a bind-mount
+/// target). After a sandbox restart /dev is new and /dev/kmsg may be a real character device
+/// that the runtime provides: that, or anything else with content, is left alone and named.
+/// Ok(None) when removed or already gone, Ok(Some(why)) when left.
+pub fn remove_made_mount_target(path: &Path) -> io::Result<Option<String>> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match fs::symlink_metadata(path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        meta => meta?,
+    };
+    let kind = meta.file_type();
+    if kind.is_file() && meta.len() == 0 {
+        return match fs::remove_file(path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(None),
+        };
+    }
+    let what = if kind.is_char_device() {
+        "a character device".to_string()
+    } else if kind.is_file() {
+        format!("a file of {} bytes", meta.len())
+    } else {
+        format!("{kind:?}")
+    };
+    Ok(Some(format!(
+        "left {}: it is {what} now, not the empty file the install made",
+        path.display()
+    )))
 }
 
 /// The outcome of mounting cgroup controllers, for the install report.

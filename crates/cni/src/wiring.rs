@@ -48,20 +48,60 @@ fn means_unsupported(err: &io::Error) -> bool {
 }
 
 /// The host-side veth name for an attachment: derived, so DEL can find it from the store,
-/// short enough for IFNAMSIZ, and distinct per (container ID, ifname).
+/// distinct per (container ID, ifname), and as long as IFNAMSIZ allows (15 characters): "gv"
+/// and 13 base32 characters, 65 bits of SHA-256. A node with n veths then has a collision
+/// chance of about n²/2⁶⁶ (the 32-bit hash before: 1 in ~2,000 at 2,000 pods); a collision is
+/// still refused by the ownership mark, never resolved by deleting the other link.
 pub fn host_veth_name(allocation: &Allocation) -> String {
-    // FNV-1a: stable across releases (unlike std's hasher), and collisions only matter
-    // within one node.
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in allocation
-        .container_id
-        .bytes()
-        .chain([b':'])
-        .chain(allocation.ifname.bytes())
-    {
-        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    use sha2::{Digest, Sha256};
+    const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let digest = Sha256::digest(format!("{}:{}", allocation.container_id, allocation.ifname));
+    let bits = u128::from_be_bytes(digest[..16].try_into().expect("16 of 32 bytes"));
+    let mut name = String::from("gv");
+    for i in 0..13 {
+        let index = (bits >> (128 - 5 * (i + 1))) & 0x1f;
+        name.push(char::from(BASE32[index as usize]));
     }
-    format!("gv{hash:08x}")
+    name
+}
+
+/// The alias (IFLA_IFALIAS) ADD gives the host end it creates, naming the attachment: a link
+/// with the derived name but another alias (or none) is not this attachment's and is never
+/// deleted.
+pub fn owner_mark(allocation: &Allocation) -> String {
+    format!(
+        "gvisor-cni:{}:{}",
+        allocation.container_id, allocation.ifname
+    )
+}
+
+/// Host veth names of plugin versions before the mark: "gv" and 8 hex digits. Such a link
+/// carries no alias; DEL still removes it when the store records it.
+fn is_unmarked_legacy_name(name: &str) -> bool {
+    name.len() == 10 && name.starts_with("gv") && name[2..].chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Whether link `index` (named `name`) is this attachment's: it carries our mark.
+fn is_ours(netlink: &netif::Netlink, index: u32, allocation: &Allocation) -> io::Result<bool> {
+    Ok(netlink.alias(index)?.as_deref() == Some(owner_mark(allocation).as_str()))
+}
+
+fn not_ours_error(host: &str, allocation: &Allocation) -> CniError {
+    CniError::new(
+        code::IO_FAILURE,
+        format!(
+            "a link named {host} exists and was not made by this attachment (container {}, {}): \
+             it lacks the alias {:?}",
+            allocation.container_id,
+            allocation.ifname,
+            owner_mark(allocation)
+        ),
+        format!(
+            "it may be another pod's veth (a name collision) or anyone's link, so it is not \
+             deleted; see whose it is with `ip -d link show {host}`, and remove it with \
+             `ip link del {host}` only if nothing uses it"
+        ),
+    )
 }
 
 /// ADD: wires `netns` for `allocation` according to the configured mode.
@@ -127,6 +167,13 @@ pub fn unwire(allocation: &Allocation) -> Result<()> {
     let Some(index) = index else { return Ok(()) };
     let netlink =
         netif::Netlink::open().map_err(|e| CniError::io("opening a netlink socket", e))?;
+    let ours = is_ours(&netlink, index, allocation)
+        .map_err(|e| CniError::io(format!("reading the alias of {host_veth}"), e))?;
+    if !ours && !is_unmarked_legacy_name(host_veth) {
+        // DEL is idempotent: what is not ours is left alone (and said), the address released.
+        warn(&not_ours_error(host_veth, allocation).msg);
+        return Ok(());
+    }
     match netlink.delete_link(index) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
@@ -262,9 +309,15 @@ fn veth_bridge(
     }
     netif::set_up(bridge, true).map_err(|e| fail(format!("bringing {bridge} up"), e))?;
 
-    // A leftover host end from an earlier ADD of the same attachment is replaced.
+    // A leftover host end from an earlier ADD of the same attachment is replaced; a link of
+    // that name that is not this attachment's is never touched.
     let host = host_veth_name(allocation);
     if let Ok(Some(stale)) = netif::index(&host) {
+        let ours = is_ours(&netlink, stale, allocation)
+            .map_err(|e| fail(format!("reading the alias of {host}"), e))?;
+        if !ours {
+            return Err(VethFailure::Failed(not_ours_error(&host, allocation)));
+        }
         netlink
             .delete_link(stale)
             .map_err(|e| fail(format!("removing stale {host}"), e))?;
@@ -289,6 +342,10 @@ fn veth_bridge(
     }
     let finish = || -> Result<Wired> {
         let host_index = required_index(&host)?;
+        // First, so that a later ADD or DEL of this attachment knows the link as its own.
+        netlink
+            .set_alias(host_index, &owner_mark(allocation))
+            .map_err(|e| CniError::io(format!("marking {host} as this attachment's"), e))?;
         netlink
             .set_master(host_index, bridge_index)
             .map_err(|e| CniError::io(format!("adding {host} to {bridge}"), e))?;
@@ -378,5 +435,33 @@ fn required_index(name: &str) -> Result<u32> {
             "does not exist right after creating it",
         )),
         Err(e) => Err(CniError::io(format!("looking up interface {name}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allocation(container_id: &str, ifname: &str) -> Allocation {
+        serde_json::from_value(serde_json::json!({
+            "containerID": container_id, "ifname": ifname, "address": "10.42.0.5/24",
+            "gateway": "10.42.0.1", "mode": "veth-bridge",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn host_veth_names_use_the_whole_ifnamsiz_budget_and_never_change() {
+        let name = host_veth_name(&allocation("c1", "eth0"));
+        assert_eq!(name.len(), 15, "{name}");
+        assert!(name[2..]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+        // Pinned: a running node's DEL finds veths that an earlier build of the plugin made.
+        // (python3: sha256(b"c1:eth0"), first 65 bits in RFC 4648 lower-case base32).
+        assert_eq!(name, "gvdc4p4dfd2zaqj");
+        assert_ne!(name, host_veth_name(&allocation("c1", "eth1")));
+        assert!(!is_unmarked_legacy_name(&name));
+        assert!(is_unmarked_legacy_name("gv0d0a9693"));
     }
 }

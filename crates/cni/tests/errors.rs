@@ -293,3 +293,74 @@ fn check_detects_a_mismatched_prev_result_and_a_missing_interface() {
         .args(["link", "del", "gvt-check"])
         .output();
 }
+
+/// The host end's name is derived from (container ID, ifname) and uses IFNAMSIZ's whole budget
+/// (15 characters); a link of that name that this attachment did not make (a hash collision
+/// with another pod's live veth, or anyone's link) is never deleted by ADD's stale-link
+/// cleanup: ADD fails, naming it.
+#[test]
+fn add_never_deletes_a_link_of_its_name_that_it_did_not_make() {
+    if !require_root() {
+        return;
+    }
+    let net = Network::new(
+        "owner",
+        "1.1.0",
+        json!({"mode": "veth-bridge", "subnet": "10.123.9.0/24", "bridge": "gvt-owner"}),
+    );
+    let ns = NetNs::new("owner");
+    let add = || run_plugin(&add_env(&ns.path(), "c-owner"), &conf(&net));
+    let del = || run_plugin(&env_for("DEL", &ns.path(), "c-owner"), &conf(&net));
+    let result = ok_json("first ADD", &add());
+    let host = interface_names(&result)
+        .into_iter()
+        .find(|n| n.starts_with("gv") && n != "gvt-owner")
+        .expect("a host veth in the result");
+    ok_json("DEL", &del());
+    // Someone else's link takes the name: a veth pair, as a colliding pod's would be.
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let made = ip(&[
+        "link",
+        "add",
+        &host,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "gvt-stranger",
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    let stranger = std::fs::read_to_string(format!("/sys/class/net/{host}/ifindex"));
+
+    let out = add();
+    let survived = std::fs::read_to_string(format!("/sys/class/net/{host}/ifindex"));
+    let _ = ip(&["link", "del", &host]);
+    let _ = del();
+    let _ = ip(&["link", "del", "gvt-owner"]);
+    assert_eq!(
+        survived.ok(),
+        stranger.ok(),
+        "ADD deleted {host}, a link it did not make"
+    );
+    assert_eq!(
+        (
+            host.len(),
+            host[2..]
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
+        ),
+        (15, true),
+        "{host}: want gv + 13 base32 characters (65 bits)"
+    );
+    let err = error_json("ADD over a stranger's link", &out);
+    let text = err.to_string();
+    assert!(
+        text.contains(&host) && text.contains("not made by"),
+        "{err}"
+    );
+}

@@ -48,7 +48,7 @@ rss() {
 }
 
 # Mounts that belong to the install (or that it makes on the host).
-mounts() { grep -e " $P" -e " $D" -e ' /sys/fs/cgroup' -e ' /dev/kmsg ' /proc/self/mountinfo | cut -d' ' -f5- | sort | tr '\n' ';'; }
+mounts() { grep -e " $P" -e " $D" -e ' /sys/fs/cgroup' -e ' /dev/kmsg ' -e ' /proc/sys' /proc/self/mountinfo | cut -d' ' -f5- | sort | tr '\n' ';'; }
 # What k3s, the kubelet, containerd and CNI write outside the prefix and data dir: the node
 # password and kubeconfig link, shim sockets, CNI result cache, pod logs, pod netns files, and
 # the installer's tool wrappers.

@@ -129,6 +129,13 @@ YAML
           || step service-proxy FAIL "doctor: [$DP], svcproxy pid: [$SP], TracerPid: [$TRACED]" ;;
       *) step service-proxy FAIL "install named no service proxy ([$PROXY]): see install.out" ;;
     esac
+    # k3s runs untraced (no launcher, no ptrace stops): where /proc/sys lacks files (gVisor)
+    # the install laid them over /proc/sys (its mounts there are in state.json).
+    KP=$(pid_of k3s); KT=$(awk '/^TracerPid/ {print $2}' /proc/${KP:-0}/status 2>/dev/null)
+    OVER=$(jq '[.mounts[] | select(startswith("/proc/sys/"))] | length' "$D/state.json")
+    [ -n "$KP" ] && [ "${KT:-x}" = 0 ] \
+      && step k3s-untraced ok "$OVER bind mount(s) on /proc/sys; pid_max $(cat /proc/sys/kernel/pid_max)" \
+      || step k3s-untraced FAIL "k3s pid [$KP], TracerPid [$KT], mounts on /proc/sys [$OVER]"
     $K wait --for=condition=Ready node --all --timeout=60s >/dev/null && step node-ready ok || step node-ready FAIL
     $K run e2e-busybox --image="$BUSYBOX" --image-pull-policy=Never --command -- sh -c 'echo hello-from-k3s-gvisor; grep -E "^(TracerPid|Seccomp):" /proc/self/status; exec sleep 3600'
     $K wait --for=jsonpath='{.status.phase}'=Running pod/e2e-busybox --timeout=120s && step pod-running ok || { step pod-running FAIL; $K describe pod e2e-busybox; }

@@ -102,12 +102,20 @@ YAML
   SVC_T0=$(now)
   A=$(get_until_answer "$CIP" 80 90)
   if echo "$PODS" | grep -qx "$A"; then
-    # Then both endpoints within 10 requests: round-robin (svcproxy) or random (kube-proxy).
-    SEEN=$(in_client sh -c "for i in 1 2 3 4 5 6 7 8 9 10; do $GET $CIP 80 | $BODY; done" | grep . | sort -u)
+    # Then both endpoints: round-robin (svcproxy) or random (kube-proxy). The Deployment is
+    # Available once both pods are ready, but the proxy learns the second endpoint from a later
+    # EndpointSlice event (CI of 2026-12-06: 10 requests right after the first answer all
+    # reached one pod), so requests go on in batches of 5 until both answered, up to 30 s.
+    SEEN=
+    t_end=$(( $(date +%s) + 30 ))
+    while [ "$SEEN" != "$PODS" ] && [ "$(date +%s)" -lt $t_end ]; do
+      SEEN=$({ echo "$SEEN"; in_client sh -c "for i in 1 2 3 4 5; do $GET $CIP 80 | $BODY; done"; } | grep . | sort -u)
+      [ "$SEEN" = "$PODS" ] || sleep 1
+    done
     if [ "$SEEN" = "$PODS" ]; then
       step svc-clusterip ok "$CIP:80 answered after $(awk "BEGIN { printf \"%.1f\", $(now) - $SVC_T0 }")s, both endpoints answer"
     else
-      step svc-clusterip FAIL "10 requests reached only [$(echo "$SEEN" | tr "\n" " ")] of [$(echo "$PODS" | tr "\n" " ")]"
+      step svc-clusterip FAIL "for 30 s requests reached only [$(echo "$SEEN" | tr "\n" " ")] of [$(echo "$PODS" | tr "\n" " ")]"
     fi
   else
     step svc-clusterip FAIL "$CIP:80 from e2e-busybox: $(echo "$A" | tail -n 1)"

@@ -57,7 +57,7 @@ fn ci_workflows_pass_actionlint_and_shellcheck() {
     let release = std::fs::read_to_string(repo.join("ci/release.yml")).unwrap();
     let broken = release
         .replacen("contents: write", "contents: wrte", 1)
-        .replacen("sha256sum -c -- *.tar.gz.sha256", "sha256sum -c $SUMS", 1);
+        .replacen("-c -- *.tar.gz.sha256", "-c $SUMS", 1);
     assert_ne!(
         broken, release,
         "ci/release.yml changed shape; update this test's deliberate breakage"
@@ -84,8 +84,14 @@ fn ci_workflows_pass_actionlint_and_shellcheck() {
         "cargo xtask verify",
         "cargo xtask release --dry-run",
         "--tag \"$GITHUB_REF_NAME\"",
+        "--repository \"$GITHUB_REPOSITORY\"",
         "gh release create",
-        "release/assets/*",
+        "\"${files[@]/#/release/assets/}\"",
+        "actions/attest-build-provenance@",
+        "subject-checksums: release/assets/SHA256SUMS",
+        "sigstore/cosign-installer@",
+        "cosign sign-blob --yes --bundle \"$name.sigstore.json\" \"$name\"",
+        "cargo fetch --locked",
     ] {
         assert!(release.contains(needle), "ci/release.yml lacks {needle:?}");
     }
@@ -93,6 +99,25 @@ fn ci_workflows_pass_actionlint_and_shellcheck() {
         release.matches("contents: write").count(),
         1,
         "only the publish job may write"
+    );
+    // Only the sign job may mint an OIDC token (sign, attest): never the job that runs builds.
+    assert_eq!(
+        release.matches("id-token: write").count(),
+        1,
+        "only the sign job may have id-token: write"
+    );
+    let sign_job = release
+        .split("\n  sign:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n  publish:\n").next())
+        .expect("ci/release.yml has a sign job before publish");
+    assert!(
+        sign_job.contains("id-token: write") && sign_job.contains("attestations: write"),
+        "{sign_job}"
+    );
+    assert!(
+        !sign_job.contains("actions/checkout") && !sign_job.contains("cargo "),
+        "the sign job runs no repository code:\n{sign_job}"
     );
     assert!(
         release.contains("permissions:\n  contents: read"),
@@ -147,12 +172,13 @@ fn release_dry_run_of_the_real_bundle() {
         .collect();
     names.sort();
     let expected = [
+        "SHA256SUMS".to_string(),
         format!("{stem}.cdx.json"),
         format!("{stem}.tar.gz"),
         format!("{stem}.tar.gz.sha256"),
     ];
     assert_eq!(names, expected);
-    assert!(printed.contains("assets (3):"), "{printed}");
+    assert!(printed.contains("assets (4):"), "{printed}");
     for name in &expected {
         assert!(
             printed.contains(&assets.join(name).display().to_string()),
@@ -170,6 +196,69 @@ fn release_dry_run_of_the_real_bundle() {
         .output()
         .unwrap();
     check(&sums, "sha256sum -c on the released .sha256");
+    let sums = Command::new("sha256sum")
+        .args(["--strict", "-c", "SHA256SUMS"])
+        .current_dir(&assets)
+        .output()
+        .unwrap();
+    let text = check(&sums, "sha256sum -c on the release's SHA256SUMS");
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [format!("{stem}.tar.gz: OK"), format!("{stem}.cdx.json: OK")],
+        "SHA256SUMS lists the signed files, the tarball and the SBOM"
+    );
+
+    // The signing plan: what the workflow signs and attests, as which identity (a dry run
+    // signs nothing). No --repository and no GITHUB_REPOSITORY here: a placeholder, said so.
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("signing-plan.json")).unwrap()).unwrap();
+    let version = stem
+        .strip_prefix("k3s-gvisor-")
+        .and_then(|s| s.strip_suffix("-linux-amd64"))
+        .unwrap();
+    let identity = plan["identity"]["certificate_identity"].as_str().unwrap();
+    assert!(
+        identity.ends_with(&format!(
+            "/.github/workflows/release.yml@refs/tags/{version}"
+        )),
+        "{identity}"
+    );
+    assert_eq!(
+        plan["identity"]["certificate_oidc_issuer"],
+        "https://token.actions.githubusercontent.com"
+    );
+    let subjects: Vec<&str> = plan["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        [format!("{stem}.tar.gz"), format!("{stem}.cdx.json")]
+    );
+    assert!(
+        printed.contains("signing plan:") && printed.contains(identity),
+        "{printed}"
+    );
+
+    // `cargo xtask verify` on the released tarball checks SHA256SUMS and the SBOM offline and
+    // names what it cannot check (no signatures beside it yet; the signature and provenance
+    // need the network).
+    let out = xtask(
+        &repo,
+        &["verify", assets.join(&file_name).to_str().unwrap()],
+    );
+    let text = check(&out, "cargo xtask verify of the released tarball");
+    for needle in [
+        format!("checked: {stem}.tar.gz: sha256 as SHA256SUMS says"),
+        format!("checked: {stem}.cdx.json: describes this tarball (its sha256)"),
+        format!("not checked here: {stem}.tar.gz.sigstore.json: no signature beside"),
+        "cosign verify-blob".to_string(),
+        "gh attestation verify".to_string(),
+    ] {
+        assert!(text.contains(&needle), "verify lacks {needle:?}:\n{text}");
+    }
 
     // The manifest inside the tarball: what the notes and the SBOM must agree with.
     let manifest = dir.path().join("bundle-manifest.json");

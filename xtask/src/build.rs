@@ -59,6 +59,12 @@ pub fn go_build(
 ) -> Result<Vec<BuiltBinary>> {
     check_build_requires(c)?;
     std::fs::create_dir_all(out_dir)?;
+    if !c.vendor {
+        // This build reads its modules from the module cache, which other builds share (and
+        // which may have been restored from elsewhere): re-verify it first (issue 29). A
+        // vendored tree was verified when patch.rs made its vendor/.
+        crate::go::verify_modules(ctx.go, tree, log)?;
+    }
     let values = Placeholders::resolve(c, tree, ctx)?;
     let mut built = Vec::new();
     for bin in &c.binaries {

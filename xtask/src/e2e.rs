@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 use crate::k3s_log;
-use crate::sandbox::{self, Network};
+use crate::sandbox::{self, Limits, Network, Shape};
 
 /// Where the scenario runs.
 #[derive(Debug, Clone)]
@@ -20,6 +20,255 @@ pub struct Host {
     /// mode may fail with those gaps reported. Control-plane-only needs no container runtime
     /// and must pass on every host.
     pub gaps_allowed: bool,
+    /// What runsc is asked for beyond the network (overlay, platform, host network, limits).
+    pub shape: Shape,
+    /// Why this machine cannot give the host (its probe's measured answer, asked when the
+    /// host is resolved, before any bundling): its runs are skips that say so.
+    pub skipped: Option<String>,
+}
+
+/// Whether this machine can give a host at all, asked of its runsc: `Err(why)`, measured.
+pub type Probe = fn(&Path) -> Result<(), String>;
+
+/// Where a host's runsc comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Runsc {
+    /// Plain Linux: no gVisor.
+    None,
+    /// A pinned gVisor of tests/tools.toml (`cargo xtask tool NAME`).
+    Tool(&'static str),
+    /// A runsc found on PATH (Debian's package).
+    Path(&'static str),
+}
+
+/// One host of `cargo xtask e2e --host NAME`.
+pub struct HostDef {
+    pub name: &'static str,
+    /// The README table's column and the run's directory name.
+    pub label: &'static str,
+    pub runsc: Runsc,
+    pub gaps_allowed: bool,
+    pub shape: Shape,
+    pub probe: Option<Probe>,
+}
+
+const PLAIN_SHAPE: Shape = Shape {
+    overlay: None,
+    platform: None,
+    host_network: false,
+    limits: None,
+};
+
+/// Every host, in the order users meet them and the README table shows them: plain Linux, the
+/// current gVisor as we run it and in the shapes providers give it (issue 26), then older
+/// gVisors from newest to oldest. The one list: main.rs resolves `--host` here, the table
+/// takes its columns from here.
+pub const HOSTS: &[HostDef] = &[
+    HostDef {
+        name: "plain",
+        label: "plain-linux",
+        runsc: Runsc::None,
+        gaps_allowed: false,
+        shape: PLAIN_SHAPE,
+        probe: None,
+    },
+    HostDef {
+        name: "current",
+        label: "gvisor-current",
+        runsc: Runsc::Tool("runsc"),
+        gaps_allowed: false,
+        shape: PLAIN_SHAPE,
+        probe: None,
+    },
+    // runsc's own default: the root filesystem under an overlay whose upper layer is a file
+    // beside the root (`self`); every write of the datastore, the content store and the
+    // snapshots lands there.
+    HostDef {
+        name: "current-overlay",
+        label: "gvisor-current-overlay",
+        runsc: Runsc::Tool("runsc"),
+        gaps_allowed: false,
+        shape: Shape {
+            overlay: Some("root:self"),
+            ..PLAIN_SHAPE
+        },
+        probe: None,
+    },
+    // The upper layer in the sandbox's memory (older runsc's default, `--overlay`).
+    HostDef {
+        name: "current-overlay-memory",
+        label: "gvisor-current-overlay-memory",
+        runsc: Runsc::Tool("runsc"),
+        gaps_allowed: false,
+        shape: Shape {
+            overlay: Some("root:memory"),
+            ..PLAIN_SHAPE
+        },
+        probe: None,
+    },
+    HostDef {
+        name: "current-ptrace",
+        label: "gvisor-current-ptrace",
+        runsc: Runsc::Tool("runsc"),
+        gaps_allowed: false,
+        shape: Shape {
+            platform: Some("ptrace"),
+            ..PLAIN_SHAPE
+        },
+        probe: None,
+    },
+    HostDef {
+        name: "current-kvm",
+        label: "gvisor-current-kvm",
+        runsc: Runsc::Tool("runsc"),
+        gaps_allowed: false,
+        shape: Shape {
+            platform: Some("kvm"),
+            ..PLAIN_SHAPE
+        },
+        probe: Some(kvm_probe),
+    },
+    // The sandbox on the network stack of the namespace runsc starts in, as providers that
+    // pass the host's network through run it; the namespace is the e2e's own (sandbox.rs).
+    HostDef {
+        name: "current-hostnet",
+        label: "gvisor-current-hostnet",
+        runsc: Runsc::Tool("runsc"),
+        gaps_allowed: false,
+        shape: Shape {
+            host_network: true,
+            ..PLAIN_SHAPE
+        },
+        probe: None,
+    },
+    // One CPU's quota and 2 GiB: the smallest sandbox the product claims (doctor warns below).
+    HostDef {
+        name: "current-small",
+        label: "gvisor-current-small",
+        runsc: Runsc::Tool("runsc"),
+        gaps_allowed: false,
+        shape: Shape {
+            limits: Some(Limits {
+                cpu_quota_us: 100_000,
+                memory_bytes: 2 << 30,
+            }),
+            ..PLAIN_SHAPE
+        },
+        probe: None,
+    },
+    // May 2025: uname 4.4.0, no setns(CLONE_NEWPID); the patches make the CRI path work.
+    HostDef {
+        name: "gvisor-2025",
+        label: "gvisor-2025",
+        runsc: Runsc::Tool("runsc-2025"),
+        gaps_allowed: false,
+        shape: PLAIN_SHAPE,
+        probe: None,
+    },
+    // The seeds' sandbox: gvisor-2025 without /proc/sys/kernel/cap_last_cap (a patched build,
+    // tests/tools.toml); upstream runc fails there, the bundle's runc 0001 does not.
+    HostDef {
+        name: "seeds",
+        label: "seeds",
+        runsc: Runsc::Tool("runsc-seeds"),
+        gaps_allowed: false,
+        shape: PLAIN_SHAPE,
+        probe: None,
+    },
+    // August 2023: runc 1.3.3 cannot start a container there (procfs root inode 75, the
+    // CVE-2025-52881 check; docs/patches.md), so its failing steps are known gaps.
+    HostDef {
+        name: "gvisor-2023",
+        label: "gvisor-2023",
+        runsc: Runsc::Tool("runsc-2023"),
+        gaps_allowed: true,
+        shape: PLAIN_SHAPE,
+        probe: None,
+    },
+    HostDef {
+        name: "debian",
+        label: "gvisor-debian-2022",
+        runsc: Runsc::Path("runsc"),
+        gaps_allowed: true,
+        shape: PLAIN_SHAPE,
+        probe: None,
+    },
+];
+
+/// The host `--host name` names (`tool` builds a pinned runsc and gives its path), or a path
+/// to a runsc binary.
+pub fn host(name: &str, tool: impl Fn(&str) -> Result<PathBuf>) -> Result<Host> {
+    if let Some(def) = HOSTS.iter().find(|h| h.name == name) {
+        let runsc = match def.runsc {
+            Runsc::None => None,
+            Runsc::Tool(tool_name) => Some(tool(tool_name)?),
+            Runsc::Path(path) => Some(path.into()),
+        };
+        let skipped = match (def.probe, runsc.as_deref()) {
+            (Some(probe), Some(runsc)) => probe(runsc).err(),
+            _ => None,
+        };
+        return Ok(Host {
+            label: def.label.into(),
+            runsc,
+            gaps_allowed: def.gaps_allowed,
+            shape: def.shape,
+            skipped,
+        });
+    }
+    if Path::new(name).is_file() {
+        return Ok(Host {
+            label: "gvisor-custom".into(),
+            runsc: Some(PathBuf::from(name)),
+            gaps_allowed: false,
+            shape: PLAIN_SHAPE,
+            skipped: None,
+        });
+    }
+    let names: Vec<&str> = HOSTS.iter().map(|h| h.name).collect();
+    bail!(
+        "unknown e2e host `{name}`: use {}, or the path of a runsc binary",
+        names.join(", ")
+    )
+}
+
+/// KVM needs /dev/kvm, and a KVM that runsc can run vCPUs on: in this machine's VM /dev/kvm
+/// opens and VMs are created, but the sandbox's boot panics setting up vCPU 0 ("error
+/// initializing vCPU(id=0) state: error setting system registers: invalid argument").
+/// Either failure, measured here with the words the kernel or runsc used, is the skip reason.
+fn kvm_probe(runsc: &Path) -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map_err(|e| format!("/dev/kvm does not open: {e}"))?;
+    let logs = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(runsc)
+        .arg("--platform=kvm")
+        .arg(format!("--debug-log={}/", logs.path().display()))
+        .args(["--network=none", "do", "true"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", runsc.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    // The boot's panic is in its debug log; runsc do's stderr only says the sandbox died.
+    let panic = std::fs::read_dir(logs.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .find_map(|text| {
+            text.lines()
+                .find(|l| l.starts_with("panic: "))
+                .map(str::to_string)
+        });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    Err(format!(
+        "/dev/kvm opens, but `runsc --platform=kvm do true` fails: {}",
+        panic.unwrap_or_else(|| stderr.lines().last().unwrap_or("no output").to_string())
+    ))
 }
 
 /// What the scenario exercises.
@@ -85,9 +334,39 @@ pub struct Outcome {
     pub notes: Vec<String>,
     pub log: PathBuf,
     pub gaps_allowed: bool,
+    /// The runsc flags of the host's shape (sandbox::Shape::describe).
+    #[serde(default)]
+    pub shape: String,
+    /// Why the host was not run on this machine (its probe failed): the table quotes it.
+    #[serde(default)]
+    pub skipped: Option<String>,
+    /// The sandbox cgroup's peak memory use in bytes, where the shape has limits.
+    #[serde(default)]
+    pub peak_memory: Option<u64>,
 }
 
 impl Outcome {
+    /// A run of `host` in `mode` with nothing recorded yet.
+    fn new(host: &Host, mode: &str, log: PathBuf) -> Outcome {
+        Outcome {
+            label: host.label.clone(),
+            host: host.label.clone(),
+            mode: mode.to_string(),
+            finished_at: now_rfc3339(),
+            runsc_version: runsc_version(host),
+            steps: vec![],
+            times: vec![],
+            rss: vec![],
+            gaps: vec![],
+            notes: vec![],
+            log,
+            gaps_allowed: false,
+            shape: host.shape.describe(),
+            skipped: None,
+            peak_memory: None,
+        }
+    }
+
     pub fn failed(&self) -> bool {
         self.steps.iter().any(|(_, status, _)| status == "FAIL")
     }
@@ -112,19 +391,39 @@ pub fn wrapper(dir: &Path, script: &Path, vars: &[(&str, String)]) -> Result<Pat
     Ok(path)
 }
 
+/// The outcome of a host this machine cannot give (`host.skipped`), saved like a run's.
+pub fn skip(work: &Path, host: &Host, mode: Mode) -> Result<Outcome> {
+    let mode_name = mode.as_str();
+    let why = host.skipped.clone().unwrap_or_default();
+    let dir = work.join(format!("{}-{mode_name}", host.label));
+    crate::fsutil::remove_tree(&dir)?;
+    std::fs::create_dir_all(&dir)?;
+    crate::ui::step(
+        "e2e",
+        format!("{} ({mode_name}): skipped: {why}", host.label),
+    );
+    let log = dir.join("output.log");
+    std::fs::write(&log, format!("skipped: {why}\n"))?;
+    let o = Outcome {
+        label: format!("{} ({mode_name})", host.label),
+        skipped: Some(why),
+        ..Outcome::new(host, mode_name, log)
+    };
+    std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec_pretty(&o)?)?;
+    Ok(o)
+}
+
 pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
     let mode_name = mode.as_str();
-    let dir = inputs.work.join(format!("{}-{mode_name}", host.label));
-    crate::fsutil::remove_tree(&dir)?;
-    let run_dir = dir.join("run");
-    std::fs::create_dir_all(&run_dir)?;
-    let script = wrapper(
-        &dir,
-        &inputs.scripts.join("scenario.sh"),
+    if host.skipped.is_some() {
+        return skip(inputs.work, host, mode);
+    }
+    run_single(
+        inputs,
+        host,
+        mode_name,
+        "scenario.sh",
         &[
-            ("TARBALL", inputs.tarball.display().to_string()),
-            ("RUN", run_dir.display().to_string()),
-            ("CRICTL", inputs.crictl.display().to_string()),
             ("MODE", mode_name.to_string()),
             (
                 "TARBALL_NEXT",
@@ -133,43 +432,222 @@ pub fn run(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome> {
                     .map_or(String::new(), |t| t.display().to_string()),
             ),
         ],
+        host.gaps_allowed && mode == Mode::Full,
+        None,
+    )
+}
+
+/// What the host does to a running sandbox in a lifecycle run (`cargo xtask e2e --lifecycle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lifecycle {
+    /// Once the cluster runs: `runsc pause`, the pause's length with nothing run in the
+    /// sandbox, `runsc resume`; then the node, the pods, a Service and `kubectl exec` must be
+    /// back within 30 s (tests/e2e/lifecycle.sh).
+    Pause,
+    /// The same with `runsc checkpoint` (the sandbox saved to disk and gone), the pause's
+    /// length, then `runsc restore` of that image.
+    Checkpoint,
+}
+
+impl Lifecycle {
+    /// The phase's name in tests/e2e/lifecycle.sh (`LIFECYCLE` and its request lines).
+    fn phase(self) -> &'static str {
+        match self {
+            Lifecycle::Pause => "pause",
+            Lifecycle::Checkpoint => "checkpoint",
+        }
+    }
+
+    /// The run's mode in outcome.json and its directory's name.
+    pub fn mode_name(self) -> String {
+        format!("lifecycle-{}", self.phase())
+    }
+}
+
+/// tests/e2e/lifecycle.sh in a gVisor sandbox with eth0: when the script prints `LIFECYCLE
+/// pause` or `LIFECYCLE checkpoint` (the cluster runs and is checked), the host pauses the
+/// sandbox (`runsc pause`) or saves it and lets it go (`runsc checkpoint`), waits `pause`,
+/// and resumes (`runsc resume`) or restores it (`runsc restore`); the script, stopped with
+/// everything else, sees the clock jump and checks what came back. The runsc commands, their
+/// times and errors are the outcome's notes and steps.
+pub fn run_lifecycle(
+    inputs: &Inputs,
+    host: &Host,
+    lifecycle: Lifecycle,
+    pause: std::time::Duration,
+) -> Result<Outcome> {
+    if host.runsc.is_none() {
+        bail!("--lifecycle needs a gVisor host: it pauses or checkpoints the sandbox with runsc");
+    }
+    if inputs.network != Network::Interface {
+        bail!("--lifecycle needs --network interface: it controls the sandbox `runsc run` made");
+    }
+    let mode_name = lifecycle.mode_name();
+    let image = inputs
+        .work
+        .join(format!("{}-{mode_name}", host.label))
+        .join("checkpoint-image");
+    let request = format!("LIFECYCLE {}", lifecycle.phase());
+    let mut actions: Vec<(String, Option<String>)> = Vec::new();
+    let mut control = |line: &str, sandbox: &sandbox::Sandbox| {
+        if line.trim() != request {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let result = match lifecycle {
+            Lifecycle::Pause => sandbox.runsc(&["pause"]).and_then(|_| {
+                crate::ui::step("e2e", format!("sandbox paused for {}s", pause.as_secs()));
+                std::thread::sleep(pause);
+                sandbox.runsc(&["resume"]).map(|_| String::new())
+            }),
+            Lifecycle::Checkpoint => std::fs::create_dir_all(&image)
+                .map_err(anyhow::Error::from)
+                .and_then(|_| {
+                    sandbox.runsc(&["checkpoint", &format!("--image-path={}", image.display())])
+                })
+                .and_then(|_| {
+                    let size = bytes_under(&image);
+                    crate::ui::step(
+                        "e2e",
+                        format!(
+                            "sandbox checkpointed ({:.0} MiB image), restoring in {}s",
+                            size as f64 / (1 << 20) as f64,
+                            pause.as_secs()
+                        ),
+                    );
+                    std::thread::sleep(pause);
+                    sandbox
+                        .restore(&image)
+                        .map(|_| format!(", image {:.0} MiB", size as f64 / (1 << 20) as f64))
+                }),
+        };
+        let what = match lifecycle {
+            Lifecycle::Pause => "runsc pause, then runsc resume",
+            Lifecycle::Checkpoint => "runsc checkpoint, then runsc restore",
+        };
+        actions.push(match result {
+            Ok(extra) => {
+                let note = format!(
+                    "{what} {:.0?} later, nothing run in the sandbox meanwhile: ok{extra}",
+                    started.elapsed()
+                );
+                crate::ui::step("e2e", &note);
+                (note, None)
+            }
+            Err(e) => {
+                crate::ui::step("e2e", format!("{what}: {e:#}"));
+                (format!("{what}: {e:#}"), Some(format!("{e:#}")))
+            }
+        });
+    };
+    let mut o = run_single(
+        inputs,
+        host,
+        &mode_name,
+        "lifecycle.sh",
+        &[
+            ("LIFECYCLE", lifecycle.phase().to_string()),
+            ("PAUSE_SECONDS", pause.as_secs().to_string()),
+        ],
+        false,
+        Some(&mut control),
     )?;
+    // The image is the sandbox's memory: gigabytes, of no use once the run is over.
+    let _ = crate::fsutil::remove_tree(&image);
+    for (note, failure) in actions {
+        if let Some(error) = failure {
+            o.steps
+                .push((format!("runsc-{}", lifecycle.phase()), "FAIL".into(), error));
+        }
+        o.notes.push(note);
+    }
+    std::fs::write(
+        o.log.with_file_name(OUTCOME_FILE),
+        serde_json::to_vec_pretty(&o)?,
+    )?;
+    Ok(o)
+}
+
+/// The bytes of the files under `dir` (a checkpoint image: the sandbox's memory and state).
+fn bytes_under(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// One sandbox running tests/e2e/SCRIPT with TARBALL, RUN, CRICTL and `vars`, in
+/// `<work>/<host>-<mode_name>`; `control`, if given, sees each output line with the running
+/// sandbox (gVisor, eth0 only).
+#[allow(clippy::too_many_arguments)]
+fn run_single(
+    inputs: &Inputs,
+    host: &Host,
+    mode_name: &str,
+    script_name: &str,
+    vars: &[(&str, String)],
+    gaps_allowed: bool,
+    control: Option<sandbox::Control>,
+) -> Result<Outcome> {
+    let dir = inputs.work.join(format!("{}-{mode_name}", host.label));
+    crate::fsutil::remove_tree(&dir)?;
+    let run_dir = dir.join("run");
+    std::fs::create_dir_all(&run_dir)?;
+    let mut all_vars = vec![
+        ("TARBALL", inputs.tarball.display().to_string()),
+        ("RUN", run_dir.display().to_string()),
+        ("CRICTL", inputs.crictl.display().to_string()),
+    ];
+    all_vars.extend(vars.iter().cloned());
+    let script = wrapper(&dir, &inputs.scripts.join(script_name), &all_vars)?;
     crate::ui::step(
         "e2e",
         format!(
             "{} ({mode_name}): running {}",
             host.label,
-            inputs.scripts.join("scenario.sh").display()
+            inputs.scripts.join(script_name).display()
         ),
     );
-    let finished = sandbox::run_script(
-        host.runsc.as_deref(),
-        inputs.network,
-        &script,
-        &dir,
-        &mut |_| {},
-    )
+    let finished = match (control, host.runsc.as_deref()) {
+        (Some(control), Some(runsc)) => {
+            sandbox::run_script_controlled(runsc, &script, &dir, control)
+        }
+        _ => sandbox::run_script(
+            host.runsc.as_deref(),
+            &host.shape,
+            inputs.network,
+            &script,
+            &dir,
+            &mut |_| {},
+        ),
+    }
     .context("cannot run the e2e scenario")?;
-    let text = format!("{}\n--- stderr ---\n{}", finished.stdout, finished.stderr);
+    let mut text = format!("{}\n--- stderr ---\n{}", finished.stdout, finished.stderr);
+    if let Some(bytes) = finished.peak_memory {
+        text.push_str(&format!(
+            "--- sandbox cgroup ---\npeak memory {bytes} bytes ({} MiB)\n",
+            bytes >> 20
+        ));
+    }
     let log = dir.join("output.log");
     std::fs::write(&log, &text)?;
     let network = match finished.network {
         Network::Interface => "eth0 + default route",
         Network::Loopback => "loopback only",
     };
+    let shape = match host.shape == Shape::default() {
+        true => String::new(),
+        false => format!(", {}", host.shape.describe()),
+    };
     let mut o = Outcome {
-        label: format!("{} ({mode_name}, {network})", host.label),
-        host: host.label.clone(),
-        mode: mode_name.to_string(),
-        finished_at: now_rfc3339(),
-        runsc_version: runsc_version(host),
-        steps: vec![],
-        times: vec![],
-        rss: vec![],
-        gaps: vec![],
+        label: format!("{} ({mode_name}, {network}{shape})", host.label),
         notes: finished.note.into_iter().collect(),
-        log,
-        gaps_allowed: host.gaps_allowed && mode == Mode::Full,
+        gaps_allowed,
+        peak_memory: finished.peak_memory,
+        ..Outcome::new(host, mode_name, log)
     };
     let k3s_errors = parse_lines(&finished.stdout, "", &mut o);
     if !finished.success {
@@ -233,6 +711,13 @@ pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome
     if inputs.network != Network::Interface {
         bail!(
             "--topology two-nodes needs --network interface: the nodes reach each other over eth0"
+        );
+    }
+    if host.shape != Shape::default() {
+        bail!(
+            "{} is a sandbox shape ({}): the shapes run single-node only",
+            host.label,
+            host.shape.describe()
         );
     }
     let mode_name = mode.as_str();
@@ -299,18 +784,8 @@ pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome
     std::fs::write(&log, &text)?;
     let mut o = Outcome {
         label: format!("{} (two nodes: server {mode_name} + agent)", host.label),
-        host: host.label.clone(),
         // Its own rows in compatibility_table, apart from the single-node ones.
-        mode: format!("two-nodes-{mode_name}"),
-        finished_at: now_rfc3339(),
-        runsc_version: runsc_version(host),
-        steps: vec![],
-        times: vec![],
-        rss: vec![],
-        gaps: vec![],
-        notes: vec![],
-        log,
-        gaps_allowed: false,
+        ..Outcome::new(host, &format!("two-nodes-{mode_name}"), log)
     };
     for (role, finished) in [("server", &server), ("agent", &agent)] {
         let prefix = format!("{role}:");
@@ -358,15 +833,6 @@ fn runsc_version(host: &Host) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The hosts in the order users meet them: plain Linux, then gVisor from newest to oldest.
-const TABLE_HOSTS: [&str; 5] = [
-    "plain-linux",
-    "gvisor-current",
-    "gvisor-2025",
-    "gvisor-2023",
-    "gvisor-debian-2022",
-];
-
 /// What a user asks of a host, and the scenario steps that answer it (all must be ok).
 const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
     (
@@ -378,6 +844,7 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
     ("every blocker handled (doctor)", "full", &["doctor"]),
     ("pod Running, logs", "full", &["pod-running", "pod-logs"]),
     ("pods untraced", "full", &["pod-untraced"]),
+    ("k3s untraced (no launcher)", "full", &["k3s-untraced"]),
     ("kubectl exec", "full", &["exec"]),
     ("Deployment (2 replicas)", "full", &["deployment"]),
     ("stop, start: pods back", "full", &["start", "pods-back"]),
@@ -470,6 +937,26 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "paused 10 min (runsc pause), resumed: within 30 s node Ready, pods Running, a Service answers, kubectl exec",
+        "lifecycle-pause",
+        &[
+            "pause-resume-ready",
+            "pause-resume-pods",
+            "pause-resume-service",
+            "pause-resume-exec",
+        ],
+    ),
+    (
+        "checkpointed (runsc checkpoint), restored 10 min later: within 30 s node Ready, pods Running, a Service answers, kubectl exec",
+        "lifecycle-checkpoint",
+        &[
+            "checkpoint-restore-ready",
+            "checkpoint-restore-pods",
+            "checkpoint-restore-service",
+            "checkpoint-restore-exec",
+        ],
+    ),
+    (
         "two nodes: an agent joins (K3S_URL, K3S_TOKEN_FILE; no token in ps), Ready",
         "two-nodes-full",
         &[
@@ -509,19 +996,26 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
             outcomes.push(outcome);
         }
     }
+    let columns: Vec<&str> = HOSTS.iter().map(|h| h.label).collect();
     let mut s = String::from("| | ");
-    s.push_str(&TABLE_HOSTS.join(" | "));
+    s.push_str(&columns.join(" | "));
     s.push_str(
         " |
 |---|",
     );
-    s.push_str(&"---|".repeat(TABLE_HOSTS.len()));
+    s.push_str(&"---|".repeat(columns.len()));
     s.push('\n');
     for &(question, mode, steps) in TABLE_ROWS {
         s.push_str(&format!("| {question} |"));
-        for host in TABLE_HOSTS {
+        for &host in &columns {
             let cell = match outcomes.iter().find(|o| o.host == host && o.mode == mode) {
                 None => String::new(),
+                Some(Outcome {
+                    skipped: Some(why), ..
+                }) => {
+                    let why: String = why.chars().take(160).collect();
+                    format!("skipped: {}", why.replace('|', "\\|"))
+                }
                 Some(o) => {
                     let status = |name: &str| {
                         o.steps
@@ -555,15 +1049,17 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
     }
     s.push_str("\nRuns:\n");
     let mut runs: Vec<&Outcome> = outcomes.iter().collect();
-    runs.sort_by_key(|o| {
-        (
-            TABLE_HOSTS.iter().position(|h| *h == o.host),
-            o.mode.clone(),
-        )
-    });
+    runs.sort_by_key(|o| (columns.iter().position(|h| *h == o.host), o.mode.clone()));
     for o in runs {
+        let shape = match o.shape.as_str() {
+            "" | "--overlay2=none" => String::new(),
+            shape => format!(" ({shape})"),
+        };
+        let peak = o.peak_memory.map_or(String::new(), |bytes| {
+            format!(", sandbox peak memory {} MiB", bytes >> 20)
+        });
         s.push_str(&format!(
-            "- {} ({}): {}, {}; output in target/k3s-gvisor/e2e/{}/output.log\n",
+            "- {} ({}): {}, {}{shape}{peak}; output in target/k3s-gvisor/e2e/{}/output.log\n",
             o.host,
             o.mode,
             o.finished_at,
@@ -587,6 +1083,9 @@ pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {
         for note in &o.notes {
             s.push_str(&format!("  note: {note}\n"));
         }
+        if let Some(why) = &o.skipped {
+            s.push_str(&format!("  skipped: {why}\n"));
+        }
         for (name, status, detail) in &o.steps {
             s.push_str(&format!(
                 "  {status:<8} {name:<22} {}\n",
@@ -607,6 +1106,12 @@ pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {
                 })
                 .collect();
             s.push_str(&format!("  idle RSS: {}\n", r.join(", ")));
+        }
+        if let Some(bytes) = o.peak_memory {
+            s.push_str(&format!(
+                "  sandbox peak memory (its cgroup's high-water mark): {} MiB\n",
+                bytes >> 20
+            ));
         }
         for g in &o.gaps {
             s.push_str(&format!("  known gap (doctor): {g}\n"));
@@ -653,7 +1158,53 @@ mod tests {
             notes: vec![],
             log: PathBuf::from(format!("/x/e2e/{host}-{mode}/output.log")),
             gaps_allowed: false,
+            shape: String::new(),
+            skipped: None,
+            peak_memory: None,
         }
+    }
+
+    #[test]
+    fn a_skipped_host_quotes_why_in_every_row() {
+        let work = tempfile::tempdir().unwrap();
+        let o = Outcome {
+            skipped: Some("/dev/kvm opens, but `runsc --platform=kvm do true` fails: panic".into()),
+            ..outcome("gvisor-current-kvm", "full", &[])
+        };
+        let dir = work.path().join("gvisor-current-kvm-full");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec(&o).unwrap()).unwrap();
+        let table = compatibility_table(work.path()).unwrap();
+        let column = HOSTS
+            .iter()
+            .position(|h| h.label == "gvisor-current-kvm")
+            .unwrap();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("| install, node Ready |"))
+            .unwrap();
+        let cells: Vec<&str> = row.split(" | ").collect();
+        assert!(
+            cells[column + 1].starts_with("skipped: /dev/kvm opens"),
+            "{row}"
+        );
+        assert!(!o.failed());
+    }
+
+    #[test]
+    fn host_names_and_columns_are_unique() {
+        for (i, a) in HOSTS.iter().enumerate() {
+            for b in &HOSTS[i + 1..] {
+                assert_ne!(a.name, b.name);
+                assert_ne!(a.label, b.label);
+            }
+        }
+        assert!(host("current-small", |_| Ok(PathBuf::from("/r")))
+            .unwrap()
+            .shape
+            .limits
+            .is_some());
+        assert!(host("no-such-host", |_| Ok(PathBuf::from("/r"))).is_err());
     }
 
     #[test]

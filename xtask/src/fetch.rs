@@ -15,7 +15,8 @@
 //!    hash instead (xtask/src/go.rs).
 //!
 //! A verified tree is kept in `<cache>/trees/git-<tree>` with a record of the transport that
-//! served it. `--offline` uses only that cache, `file://` mirrors and the module cache.
+//! served it, and hashed again whenever it is used (a changed entry is removed and fetched
+//! again). Archives unpack with setuid/setgid/sticky and group/other write masked. `--offline` uses only that cache, `file://` mirrors and the module cache.
 
 use crate::config::{Component, SourceKind};
 use crate::fsutil::remove_tree;
@@ -191,8 +192,17 @@ fn cache_record(layout: &Layout, tree: &str) -> PathBuf {
     layout.trees().join(format!("git-{tree}.json"))
 }
 
-/// The verified source of `c`: from the cache, or from the first transport that can serve it.
+/// The verified source of `c`: from the cache (re-hashed first), or from the first transport
+/// that can serve it.
 pub fn fetch(c: &Component, layout: &Layout, opts: &FetchOptions) -> Result<SourceTree> {
+    let source = fetch_for_plan(c, layout, opts)?;
+    reverified(c, layout, opts, source)
+}
+
+/// As [`fetch`], but a cached tree is not re-hashed yet: for planning, where a component whose
+/// build is up to date never reads its tree (a warm no-op stays fast). Whatever then reads the
+/// tree takes it through [`reverified`] first.
+pub fn fetch_for_plan(c: &Component, layout: &Layout, opts: &FetchOptions) -> Result<SourceTree> {
     let what = format!("{} {}", c.name, c.version);
     if let Some(tree) = &c.tree {
         let dir = cached_tree(layout, tree);
@@ -335,10 +345,7 @@ fn keep_verified(
     layout: &Layout,
     served_by: ServedBy,
 ) -> Result<SourceTree> {
-    let bar = ui::spinner(&format!("hashing the {} tree", c.name));
-    let actual = crate::gittree::tree_id(unpacked);
-    bar.finish_and_clear();
-    let actual = actual?;
+    let actual = rehash(c, unpacked)?;
     if actual != tree {
         // `unpacked` lives in a temporary directory that is removed on return.
         return Err(FetchError::TreeMismatch {
@@ -366,6 +373,49 @@ fn keep_verified(
         served_by,
         downloaded: true,
     })
+}
+
+/// `source` once its cached tree is re-hashed to the pinned id, just before a stage reads it: the
+/// cache is shared between checkouts and may be restored from elsewhere, so a tree is not
+/// trusted because it was verified once (issue 29). A tree changed since is removed from the
+/// cache and fetched again. A few seconds for every tree bundle.toml pins (~90 MiB).
+pub fn reverified(
+    c: &Component,
+    layout: &Layout,
+    opts: &FetchOptions,
+    source: SourceTree,
+) -> Result<SourceTree> {
+    let Some(tree) = &c.tree else {
+        return Ok(source); // a module zip: the go command checks its `h1:` on every use
+    };
+    if source.downloaded {
+        return Ok(source); // verified on its way into the cache, just now
+    }
+    let actual = rehash(c, &source.dir)?;
+    if actual == *tree {
+        return Ok(source);
+    }
+    ui::step(
+        "fetch",
+        format!(
+            "{} {}: the cached tree {} is now git tree {actual}, not the pinned {tree}: it was \
+             changed after it was verified; removed, fetching it again",
+            c.name,
+            c.version,
+            source.dir.display()
+        ),
+    );
+    let _ = std::fs::remove_file(cache_record(layout, tree));
+    remove_tree(&source.dir)?;
+    fetch_for_plan(c, layout, opts)
+}
+
+/// The git tree id of `dir`, behind a spinner.
+fn rehash(c: &Component, dir: &Path) -> Result<String> {
+    let bar = ui::spinner(&format!("hashing the {} tree", c.name));
+    let actual = crate::gittree::tree_id(dir);
+    bar.finish_and_clear();
+    actual
 }
 
 /// GET `url` (or copy a `file://` URL) into `dest`. Retried with backoff on timeouts, broken
@@ -421,13 +471,26 @@ fn download(what: &str, url: &str, dest: &Path) -> Result<()> {
     bail!("{url}: no answer after 4 attempts: {last_err}")
 }
 
+/// The permission bits an unpacked file or directory never keeps: setuid, setgid and sticky
+/// (0o7000), and write for group and others (0o022). An archive is data from the network: its
+/// modes must not make a setuid binary or a directory anyone may write into (issue 29), and
+/// none of these bits is in a git tree id (only the owner's exec bit is), so masking them never
+/// changes what the tree hashes to.
+pub const UNPACK_MASK: u32 = 0o7022;
+
 /// Unpack a .tar.gz whose entries share one top directory (as commit archives do) into `dest`,
-/// without that top directory; symlinks and exec bits as the archive has them.
+/// without that top directory; symlinks and exec bits as the archive has them, other mode bits
+/// masked with UNPACK_MASK; owners are never taken from the archive.
 fn unpack_tar_gz(file: &Path, dest: &Path) -> Result<()> {
     let parent = dest.parent().unwrap();
     let tmp = tempfile::tempdir_in(parent)?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(file)?));
-    archive.set_preserve_permissions(true);
+    // preserve_permissions(false) alone already drops 0o7000 in the tar crate; the mask says
+    // so explicitly and adds group/other write.
+    archive.set_preserve_permissions(false);
+    archive.set_preserve_ownerships(false);
+    archive.set_unpack_xattrs(false);
+    archive.set_mask(UNPACK_MASK);
     archive.unpack(tmp.path())?;
     let mut tops = std::fs::read_dir(tmp.path())?.collect::<std::io::Result<Vec<_>>>()?;
     let root = if tops.len() == 1 && tops[0].file_type()?.is_dir() {
@@ -464,4 +527,63 @@ fn git_fetch_commit(url: &str, commit: &str, repo_dir: &Path, checkout: &Path) -
     how.force().target_dir(checkout);
     repo.checkout_tree(&object, Some(&mut how))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// An archive whose entries carry setuid, setgid, sticky and world-writable bits unpacks
+    /// without any of them; exec bits stay (they are part of the git tree id).
+    #[test]
+    fn archives_unpack_without_setuid_setgid_sticky_or_group_world_write() {
+        let t = tempfile::tempdir().unwrap();
+        let archive = t.path().join("a.tar.gz");
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            std::fs::File::create(&archive).unwrap(),
+            flate2::Compression::fast(),
+        ));
+        let mut add = |path: &str, mode: u32, dir: bool| {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(path).unwrap();
+            h.set_mode(mode);
+            h.set_uid(0);
+            h.set_gid(0);
+            if dir {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                h.set_cksum();
+                b.append(&h, std::io::empty()).unwrap();
+            } else {
+                h.set_size(3);
+                h.set_cksum();
+                b.append(&h, &b"hi\n"[..]).unwrap();
+            }
+        };
+        add("top/", 0o755, true);
+        add("top/shared/", 0o1777, true); // sticky, world-writable
+        add("top/shared/setuid", 0o4755, false);
+        add("top/setgid", 0o2755, false);
+        add("top/everyone-writes", 0o666, false);
+        add("top/group-writes-exec", 0o775, false);
+        add("top/plain", 0o644, false);
+        b.into_inner().unwrap().finish().unwrap();
+
+        let dest = t.path().join("tree");
+        unpack_tar_gz(&archive, &dest).unwrap();
+        let mode = |p: &str| {
+            std::fs::symlink_metadata(dest.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("shared"), 0o755);
+        assert_eq!(mode("shared/setuid"), 0o755);
+        assert_eq!(mode("setgid"), 0o755);
+        assert_eq!(mode("everyone-writes"), 0o644);
+        assert_eq!(mode("group-writes-exec"), 0o755);
+        assert_eq!(mode("plain"), 0o644);
+    }
 }

@@ -12,16 +12,26 @@ use std::process::{Command, Stdio};
 pub mod dirhash;
 
 /// Environment variables that would weaken or redirect the module checks; removed from every
-/// `go` command. GOSUMDB is left alone: our own h1 check covers the module itself, and its
-/// go.sum pins every dependency.
+/// `go` command. GOPROXY, GOSUMDB and GOFLAGS are not inherited either: `command` sets them.
 const UNSAFE_GO_ENV: &[&str] = &[
     "GONOSUMDB",
     "GONOSUMCHECK",
     "GONOPROXY",
     "GOPRIVATE",
     "GOINSECURE",
-    "GOFLAGS",
+    "GOVCS",
 ];
+
+/// Where modules come from: the Go module mirror only. No `,direct`: a module the mirror lacks
+/// is an error, never a fetch from its VCS host (build inputs come from the module proxy and
+/// the pinned archives only).
+pub const GOPROXY: &str = "https://proxy.golang.org";
+/// Every module not already in a go.sum is checked against the public checksum database
+/// (Go's default, set here so that an inherited GOSUMDB=off cannot turn it off).
+pub const GOSUMDB: &str = "sum.golang.org";
+/// `-modcacherw`: module cache entries stay writable, so that a rejected module can be removed
+/// again. `-buildvcs=false`: the trees are not git checkouts.
+pub const GOFLAGS: &str = "-modcacherw -buildvcs=false";
 
 /// A Go toolchain with its settings.
 #[derive(Debug, Clone)]
@@ -53,12 +63,19 @@ impl Go {
         for var in UNSAFE_GO_ENV {
             cmd.env_remove(var);
         }
-        // Module cache entries stay writable so that a rejected module can be removed again.
-        cmd.env("GOFLAGS", "-modcacherw -buildvcs=false")
+        // The module settings are the pipeline's, never the environment's (issue 29): set
+        // explicitly, and GOENV=off so that `go env -w` settings (the user's go/env file, e.g.
+        // GONOSUMDB or GOFLAGS there) are not read either. GOROOT/go.env only holds the same
+        // defaults.
+        cmd.env("GOENV", "off")
+            .env("GOPROXY", GOPROXY)
+            .env("GOSUMDB", GOSUMDB)
+            .env("GOFLAGS", GOFLAGS)
             .env("GOMODCACHE", &self.mod_cache)
             .env("GOTOOLCHAIN", &self.toolchain)
             .env("GOWORK", "off")
             .stdin(Stdio::null())
+            // Tests point GOPROXY at a file:// fixture proxy (Layout::go_env).
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         if self.offline {
             cmd.env("GOPROXY", "off");
@@ -135,6 +152,25 @@ impl Go {
     }
 }
 
+/// `go mod verify` in `tree`: every module of its build list that is in the module cache is
+/// re-hashed (its extracted directory and zip) against the hash recorded when it was
+/// downloaded, which go checks against the tree's go.sum whenever it uses the module. So a
+/// module cache shared with other builds (or restored from elsewhere) is re-verified on every
+/// use, not trusted (issue 29). Modules not yet downloaded are skipped: go checks those against
+/// go.sum as it downloads them.
+pub fn verify_modules(go: &Go, tree: &Path, log: &Path) -> Result<()> {
+    let mut cmd = go.command();
+    cmd.args(["mod", "verify"]).current_dir(tree);
+    run_logged(
+        &mut cmd,
+        log,
+        &format!(
+            "go mod verify in {} (the module cache against go.sum)",
+            tree.display()
+        ),
+    )
+}
+
 /// What `go mod download -json` reports for one module.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -194,4 +230,75 @@ pub fn run_logged(cmd: &mut Command, log: &Path, what: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the caller's environment says (GOPROXY=direct, GOSUMDB=off, GONOSUMDB=*, a
+    /// GOFLAGS with -mod=mod, a go/env file), every go command gets the pipeline's module
+    /// settings: the explicit values win over inherited ones, the weakening ones are removed.
+    #[test]
+    fn every_go_command_sets_the_module_settings_explicitly() {
+        let layout = Layout::new(Path::new("/repo"), Some("/cache".into()), None);
+        let env = |go: &Go| -> Vec<(String, Option<String>)> {
+            go.command()
+                .get_envs()
+                .map(|(k, v)| {
+                    (
+                        k.to_string_lossy().into_owned(),
+                        v.map(|v| v.to_string_lossy().into_owned()),
+                    )
+                })
+                .collect()
+        };
+        let online = env(&Go::new(&layout, false));
+        let value = |env: &[(String, Option<String>)], key: &str| {
+            env.iter()
+                .find(|(k, _)| k == key)
+                .unwrap_or_else(|| panic!("{key} is not set explicitly: {env:?}"))
+                .1
+                .clone()
+        };
+        assert_eq!(value(&online, "GOPROXY").as_deref(), Some(GOPROXY));
+        assert_eq!(value(&online, "GOSUMDB").as_deref(), Some("sum.golang.org"));
+        assert_eq!(value(&online, "GOFLAGS").as_deref(), Some(GOFLAGS));
+        assert_eq!(value(&online, "GOENV").as_deref(), Some("off"));
+        assert!(!GOPROXY.contains("direct"), "no VCS fallback: {GOPROXY}");
+        for var in UNSAFE_GO_ENV {
+            assert_eq!(value(&online, var), None, "{var} must be removed");
+        }
+        let offline = env(&Go::new(&layout, true));
+        assert_eq!(value(&offline, "GOPROXY").as_deref(), Some("off"));
+        // And the go command really uses them, even against a user's go/env file (`go env -w`)
+        // that says otherwise: GOENV=off keeps it from being read.
+        let config = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(config.path().join("go")).unwrap();
+        std::fs::write(
+            config.path().join("go/env"),
+            "GONOSUMDB=example.com\nGOPRIVATE=example.com\n",
+        )
+        .unwrap();
+        let out = Go::new(&layout, false)
+            .command()
+            .env("XDG_CONFIG_HOME", config.path())
+            .args([
+                "env",
+                "GOPROXY",
+                "GOSUMDB",
+                "GOFLAGS",
+                "GONOSUMDB",
+                "GOPRIVATE",
+            ])
+            .current_dir(std::env::temp_dir())
+            .output()
+            .expect("cannot run go");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [GOPROXY, GOSUMDB, GOFLAGS, "", ""],
+            "{text}"
+        );
+    }
 }

@@ -159,8 +159,8 @@ pub struct ImageContext {
     pub built: BTreeMap<String, PathBuf>,
 }
 
-/// One finished image archive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One finished image archive (also the images stage's stamp record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageOutput {
     pub name: String,
     pub reference: String,
@@ -172,7 +172,7 @@ pub struct ImageOutput {
     pub origin: ImageOrigin,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ImageOrigin {
     Build,

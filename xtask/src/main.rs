@@ -22,6 +22,7 @@ mod prepare;
 mod release;
 mod sandbox;
 mod sbom;
+mod signing;
 mod soak;
 #[cfg(test)]
 mod stage_tests;
@@ -97,10 +98,13 @@ enum Command {
     /// The end-to-end proof: bundle (cached), extract, `./install`, a pod, stop, uninstall; on
     /// this host and in gVisor.
     E2e {
-        /// Where: `plain` (this host), `current` (gVisor built from the module proxy),
-        /// `gvisor-2025` / `gvisor-2023` (older gVisors users run, built from the module proxy:
-        /// tests/tools.toml, docs/gvisor-generations.md), `debian` (Debian's 2022 runsc), or a
-        /// path to a runsc binary.
+        /// Where: `plain` (this host), `current` (gVisor built from the module proxy), the
+        /// current gVisor in the shapes providers give it (`current-overlay`,
+        /// `current-overlay-memory`, `current-ptrace`, `current-kvm`, `current-hostnet`,
+        /// `current-small`), `gvisor-2025` / `gvisor-2023` (older gVisors users run, built from
+        /// the module proxy: tests/tools.toml, docs/gvisor-generations.md), `seeds` (gvisor-2025
+        /// without cap_last_cap: the seeds' provider's sandbox), `debian` (Debian's 2022 runsc),
+        /// or a path to a runsc binary. The list: xtask/src/e2e.rs HOSTS.
         #[arg(long, default_values = ["current", "plain", "debian"])]
         host: Vec<String>,
         #[arg(long, value_enum, default_values_t = [e2e::Mode::Full, e2e::Mode::ControlPlaneOnly])]
@@ -115,6 +119,16 @@ enum Command {
         /// control-plane-only).
         #[arg(long, value_enum, default_value_t = e2e::Topology::Single)]
         topology: e2e::Topology,
+        /// Instead of the scenario, a lifecycle run in each gVisor host (tests/e2e/lifecycle.sh):
+        /// `pause` installs, starts pods and a Service, pauses the sandbox (`runsc pause`) for
+        /// --pause-minutes, resumes it and checks that everything is back within 30 s;
+        /// `checkpoint` does the same with `runsc checkpoint` and `runsc restore`.
+        #[arg(long, value_enum)]
+        lifecycle: Option<e2e::Lifecycle>,
+        /// How long `--lifecycle` keeps the sandbox paused, or checkpointed before its restore
+        /// (the recorded runs: 10).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        pause_minutes: u64,
     },
     /// Not in CI: one full-mode install sampled every 10 s (node Ready, restarts, RSS) for
     /// MINUTES minutes, then a summary.
@@ -190,11 +204,19 @@ enum Command {
         #[arg(long)]
         component: Option<String>,
     },
-    /// Check a bundle tarball: outer sha256, SHA256SUMS, no extra file, manifest, links.
-    Verify { tarball: PathBuf },
+    /// Check a bundle tarball: outer sha256, SHA256SUMS, no extra file, manifest, links; and
+    /// offline, the release files beside it (SHA256SUMS, the SBOM, the signatures' digests),
+    /// naming the commands for what needs the network (signature, provenance).
+    Verify {
+        tarball: PathBuf,
+        /// The GitHub repository (`owner/name`) the release came from, for the signing
+        /// identity (default: $GITHUB_REPOSITORY).
+        #[arg(long)]
+        repository: Option<String>,
+    },
     /// Build (once, cached) a pinned test tool from tests/tools.toml and print its path:
-    /// runsc (current gVisor), runsc-2025 and runsc-2023 (older gVisors), cnitool, crictl,
-    /// actionlint.
+    /// runsc (current gVisor), runsc-2025 and runsc-2023 (older gVisors), runsc-seeds
+    /// (gvisor-2025 without cap_last_cap), cnitool, crictl, actionlint.
     Tool { name: String },
     /// Write the release assets (tarball, .sha256, CycloneDX SBOM) and notes: `--dry-run`.
     Release(release::ReleaseArgs),
@@ -225,45 +247,7 @@ fn bundle(
 }
 
 fn e2e_host(name: &str, layout: &Layout, offline: bool) -> Result<e2e::Host> {
-    Ok(match name {
-        "plain" => e2e::Host {
-            label: "plain-linux".into(),
-            runsc: None,
-            gaps_allowed: false,
-        },
-        "current" => e2e::Host {
-            label: "gvisor-current".into(),
-            runsc: Some(tools::tool_path("runsc", &layout.cache, offline)?),
-            gaps_allowed: false,
-        },
-        // May 2025: uname 4.4.0, no setns(CLONE_NEWPID); the patches make the CRI path work.
-        "gvisor-2025" => e2e::Host {
-            label: "gvisor-2025".into(),
-            runsc: Some(tools::tool_path("runsc-2025", &layout.cache, offline)?),
-            gaps_allowed: false,
-        },
-        // August 2023: runc 1.3.3 cannot start a container there (procfs root inode 75, the
-        // CVE-2025-52881 check; docs/patches.md), so its failing steps are known gaps.
-        "gvisor-2023" => e2e::Host {
-            label: "gvisor-2023".into(),
-            runsc: Some(tools::tool_path("runsc-2023", &layout.cache, offline)?),
-            gaps_allowed: true,
-        },
-        "debian" => e2e::Host {
-            label: "gvisor-debian-2022".into(),
-            runsc: Some("runsc".into()),
-            gaps_allowed: true,
-        },
-        path if std::path::Path::new(path).is_file() => e2e::Host {
-            label: "gvisor-custom".into(),
-            runsc: Some(PathBuf::from(path)),
-            gaps_allowed: false,
-        },
-        other => bail!(
-            "unknown e2e host `{other}`: use plain, current, gvisor-2025, gvisor-2023, debian, or \
-             the path of a runsc binary"
-        ),
-    })
+    e2e::host(name, |tool| tools::tool_path(tool, &layout.cache, offline))
 }
 
 fn main() {
@@ -324,16 +308,35 @@ fn run(cli: Cli) -> Result<()> {
             mode,
             network,
             topology,
+            lifecycle,
+            pause_minutes,
         } => {
+            if lifecycle.is_some() && topology != e2e::Topology::Single {
+                bail!("--lifecycle runs one node: leave out --topology two-nodes");
+            }
             // Hosts first: a mistyped name fails before minutes of bundling.
             let hosts = host
                 .iter()
                 .map(|h| e2e_host(h, &layout, offline))
                 .collect::<Result<Vec<_>>>()?;
+            // Hosts this machine cannot give (their probes said why) need no bundle.
+            if hosts.iter().all(|h| h.skipped.is_some()) {
+                let mut outcomes = Vec::new();
+                for h in &hosts {
+                    for m in &mode {
+                        outcomes.push(e2e::skip(&layout.work.join("e2e"), h, *m)?);
+                    }
+                }
+                eprint!("{}", e2e::render(&outcomes, 0));
+                return Ok(());
+            }
             let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
             // The upgrade steps (tests/e2e/upgrade.sh, single node, full mode) install a second
             // bundle, the same with the next version, over the first.
-            let next = if topology == e2e::Topology::Single && mode.contains(&e2e::Mode::Full) {
+            let next = if topology == e2e::Topology::Single
+                && mode.contains(&e2e::Mode::Full)
+                && lifecycle.is_none()
+            {
                 let next = next_bundle::build(
                     &config_path,
                     &config,
@@ -374,7 +377,12 @@ fn run(cli: Cli) -> Result<()> {
                 network,
             };
             let mut outcomes = Vec::new();
-            for h in &hosts {
+            for h in hosts.iter().filter(|_| lifecycle.is_some()) {
+                let pause = std::time::Duration::from_secs(pause_minutes * 60);
+                let lifecycle = lifecycle.expect("filtered");
+                outcomes.push(e2e::run_lifecycle(&inputs, h, lifecycle, pause)?);
+            }
+            for h in hosts.iter().filter(|_| lifecycle.is_none()) {
                 for m in &mode {
                     outcomes.push(match topology {
                         e2e::Topology::Single => e2e::run(&inputs, h, *m)?,
@@ -555,7 +563,10 @@ fn run(cli: Cli) -> Result<()> {
                 tools::tool_path(&name, &layout.cache, offline)?.display()
             );
         }
-        Command::Verify { tarball } => {
+        Command::Verify {
+            tarball,
+            repository,
+        } => {
             let v = verify::verify(&tarball)
                 .with_context(|| format!("verify {}", tarball.display()))?;
             println!(
@@ -566,6 +577,16 @@ fn run(cli: Cli) -> Result<()> {
                 v.manifest.version,
                 v.manifest.arch
             );
+            // The release's own files, as far as they can be checked here (issue 29).
+            let signer = signing::Signer::new(repository, &v.manifest.version);
+            for finding in signing::check_beside(&tarball, &signer)
+                .with_context(|| format!("verify the release files beside {}", tarball.display()))?
+            {
+                match finding {
+                    signing::Finding::Checked(what) => println!("  checked: {what}"),
+                    signing::Finding::NotChecked(what) => println!("  not checked here: {what}"),
+                }
+            }
         }
     }
     Ok(())

@@ -68,16 +68,21 @@ fn touches_vendor(patch: &Path) -> Result<bool> {
 
 /// Module zips carry no vendor/ tree, and a go.mod fix makes a committed one stale: (re)make it
 /// so that patches may touch vendored code and the build needs no network.
+///
+/// With go.rs's explicit GOPROXY/GOSUMDB/GOFLAGS and go's default `-mod=readonly` for `go mod
+/// vendor` (no `-mod=mod`: a go.sum that lacks a line is an error, never filled in from the
+/// network), then `go mod verify`: what was copied into vendor/ came from module cache entries
+/// that still hash to what go.sum pins.
 fn go_mod_vendor(tree: &Path, layout: &Layout, log: &Path) -> Result<()> {
-    let mut cmd = crate::go::Go::new(layout, false).command();
-    cmd.args(["mod", "vendor"])
-        .env("GOFLAGS", "-mod=mod -modcacherw -buildvcs=false")
-        .current_dir(tree);
+    let go = crate::go::Go::new(layout, false);
+    let mut cmd = go.command();
+    cmd.args(["mod", "vendor"]).current_dir(tree);
     crate::go::run_logged(
         &mut cmd,
         log,
         &format!("go mod vendor in {}", tree.display()),
-    )
+    )?;
+    crate::go::verify_modules(&go, tree, log)
 }
 
 /// Apply one patch to the work tree at `tree` (no index or commit needed).

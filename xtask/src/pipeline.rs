@@ -8,7 +8,7 @@ use crate::build::{cargo_args, cargo_build, cargo_rustflags, go_build, rustc_ver
 use crate::build::{BuiltBinary, GoBuildContext};
 use crate::config::{BundleConfig, Component};
 use crate::digest::{combine, sha256_file, sha256_tree};
-use crate::fetch::{fetch, FetchOptions, SourceTree};
+use crate::fetch::{FetchOptions, SourceTree};
 use crate::go::Go;
 use crate::layout::{Layout, Variant};
 use crate::package::{self, BundleFile};
@@ -100,7 +100,7 @@ fn plan_components(
             continue;
         }
         let start = Instant::now();
-        let source = fetch(c, layout, &opts.fetch)?;
+        let source = crate::fetch::fetch_for_plan(c, layout, &opts.fetch)?;
         if source.downloaded {
             report
                 .stages
@@ -164,8 +164,16 @@ pub fn build_components(
     let go = Go::new(layout, opts.fetch.offline);
     let go_version = go.version()?;
     let planned = plan_components(config, layout, opts, variant, &go_version, report)?;
-    for p in &planned {
-        let what = if p.stamp.is_fresh() {
+    // Each stamp is checked once (it hashes every output): its record, when fresh, is the build.
+    let planned: Vec<(PlannedComponent, Option<ComponentBuild>)> = planned
+        .into_iter()
+        .map(|p| {
+            let fresh = p.stamp.fresh_record::<ComponentBuild>();
+            (p, fresh)
+        })
+        .collect();
+    for (p, fresh) in &planned {
+        let what = if fresh.is_some() {
             "up to date"
         } else {
             "will be patched and built"
@@ -181,13 +189,15 @@ pub fn build_components(
         );
     }
     let mut built = Vec::new();
-    for p in planned {
+    for (mut p, fresh) in planned {
         let c = &p.component;
         let out_dir = layout.out_bin(variant);
-        let build = match p.stamp.fresh_record::<ComponentBuild>() {
+        let build = match fresh {
             Some(record) => record,
             None => {
                 p.stamp.clear();
+                // The tree is read now: re-hashed first (planning did not).
+                p.source = crate::fetch::reverified(c, layout, &opts.fetch, p.source)?;
                 let tree = layout.src(&c.name, variant);
                 let log = |what: &str| {
                     let log =
@@ -356,26 +366,31 @@ pub fn build_images(
         offline: opts.fetch.offline,
         built: built.clone(),
     };
-    let fresh = stamp.is_fresh();
-    let start = Instant::now();
-    // Fresh or not, the stage runs: with a fresh stamp it only re-reads its cached archives to
-    // report their digests, which is what the manifest needs.
-    let outputs = image::build_images(&config.images, &ctx)?;
-    if fresh {
-        step(
-            "image",
-            format!("{} image(s): up to date, nothing to do", outputs.len()),
-        );
-    } else {
-        for o in &outputs {
+    // A fresh stamp's record holds what the manifest needs (names, references, digests), so
+    // the archives are not assembled again.
+    let outputs = match stamp.fresh_record::<Vec<image::ImageOutput>>() {
+        Some(outputs) => {
             step(
                 "image",
-                format!("{} ({}): {}", o.name, o.reference, o.digest),
+                format!("{} image(s): up to date, nothing to do", outputs.len()),
             );
+            outputs
         }
-        stamp.record(&outputs.iter().map(|o| o.file.clone()).collect::<Vec<_>>())?;
-        report.stages.push(("images".into(), start.elapsed(), true));
-    }
+        None => {
+            let start = Instant::now();
+            let outputs = image::build_images(&config.images, &ctx)?;
+            for o in &outputs {
+                step(
+                    "image",
+                    format!("{} ({}): {}", o.name, o.reference, o.digest),
+                );
+            }
+            let files: Vec<PathBuf> = outputs.iter().map(|o| o.file.clone()).collect();
+            stamp.record_with(&files, &outputs)?;
+            report.stages.push(("images".into(), start.elapsed(), true));
+            outputs
+        }
+    };
     outputs
         .into_iter()
         .map(|o| {

@@ -6,6 +6,11 @@
 //! so what this command writes is exactly what a release publishes. It reads the manifest out of
 //! the tarball (through `verify`, so a damaged bundle is never released) and the patch subjects
 //! from the repository's patch files, checked against the sha256 the manifest recorded.
+//!
+//! It also writes the release's SHA256SUMS (the tarball and the SBOM: the files the workflow
+//! signs and attests) and `signing-plan.json`: what the workflow's `sign` job will sign and
+//! attest, as which identity, and the commands that verify each (xtask/src/signing.rs). A dry
+//! run signs nothing and needs no network.
 
 use crate::config::BundleConfig;
 use crate::digest::{sha256_bytes, sha256_file};
@@ -13,6 +18,7 @@ use crate::fsutil::write_atomic;
 use crate::layout::Layout;
 use crate::package::write_sidecar;
 use crate::sbom::{self, PatchInfo, SbomInputs};
+use crate::signing::{self, Signer};
 use anyhow::{bail, Context, Result};
 use bundle_manifest::Manifest;
 use std::collections::BTreeMap;
@@ -37,6 +43,11 @@ pub struct ReleaseArgs {
     /// disagree, or an incomplete bundle, are never published).
     #[arg(long)]
     pub tag: Option<String>,
+    /// The GitHub repository (`owner/name`) that publishes the release: the signing identity
+    /// names it (default: $GITHUB_REPOSITORY, which every workflow run sets; else a
+    /// placeholder the plan marks).
+    #[arg(long)]
+    pub repository: Option<String>,
 }
 
 /// One file to upload.
@@ -50,10 +61,13 @@ pub struct Asset {
 /// What `dry_run` wrote.
 #[derive(Debug)]
 pub struct ReleasePlan {
-    /// Exactly the files to upload: the tarball, its `.sha256`, the SBOM.
+    /// The files of the release before signing: the tarball, its `.sha256`, the SBOM and
+    /// SHA256SUMS (the workflow adds a `.sigstore.json` signature of the tarball and the SBOM).
     pub assets: Vec<Asset>,
     /// The release body (markdown).
     pub notes: PathBuf,
+    /// `signing-plan.json`: what will be signed and attested, as whom (signing.rs).
+    pub signing_plan: PathBuf,
 }
 
 /// The subcommand: find and verify the tarball, then `dry_run`, then print the plan.
@@ -86,10 +100,36 @@ pub fn command(config: &BundleConfig, layout: &Layout, args: ReleaseArgs) -> Res
         check_publishable(&manifest, tag)?;
     }
     let out_dir = args.out_dir.unwrap_or_else(|| layout.dist.join("release"));
-    let plan = dry_run(&manifest, &tarball, &layout.repo, &out_dir)?;
+    let signer = Signer::new(
+        args.repository,
+        args.tag.as_deref().unwrap_or(&manifest.version),
+    );
+    let plan = dry_run(&manifest, &tarball, &layout.repo, &out_dir, &signer)?;
     println!("assets ({}):", plan.assets.len());
     for a in &plan.assets {
         println!("  {}  {}  {} bytes", a.sha256, a.path.display(), a.size);
+    }
+    let signing: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan.signing_plan)?)?;
+    println!(
+        "signing plan: {} (nothing signed: a dry run)",
+        plan.signing_plan.display()
+    );
+    println!(
+        "  identity {} (issuer {})",
+        signing["identity"]["certificate_identity"]
+            .as_str()
+            .unwrap_or_default(),
+        signing::OIDC_ISSUER
+    );
+    if let Some(note) = signing["identity"]["note"].as_str() {
+        println!("  note: {note}");
+    }
+    for subject in signing["subjects"].as_array().into_iter().flatten() {
+        println!(
+            "  sign and attest {}: cosign signature {}, SLSA provenance",
+            subject["file"].as_str().unwrap_or_default(),
+            subject["signature"].as_str().unwrap_or_default()
+        );
     }
     println!("notes: {}\n", plan.notes.display());
     print!("{}", std::fs::read_to_string(&plan.notes)?);
@@ -120,14 +160,16 @@ pub fn check_publishable(manifest: &Manifest, tag: &str) -> Result<()> {
 }
 
 /// Write into `out_dir` the release of `tarball` (whose manifest is `manifest`):
-/// `assets/<tarball>`, `assets/<tarball>.sha256`, `assets/<name>.cdx.json` (CycloneDX SBOM) and
-/// `release-notes.md`. `repo` is the checkout whose patches/ built the bundle.
-/// `out_dir/assets` is emptied first, so it holds exactly the files to upload.
+/// `assets/<tarball>`, `assets/<tarball>.sha256`, `assets/<name>.cdx.json` (CycloneDX SBOM),
+/// `assets/SHA256SUMS` (tarball and SBOM), `release-notes.md` and `signing-plan.json` (as
+/// `signer`). `repo` is the checkout whose patches/ built the bundle. `out_dir/assets` is
+/// emptied first, so it holds exactly the release's files (before the signatures).
 pub fn dry_run(
     manifest: &Manifest,
     tarball: &Path,
     repo: &Path,
     out_dir: &Path,
+    signer: &Signer,
 ) -> Result<ReleasePlan> {
     let patches = resolve_patches(manifest, repo)?;
     let file_name = tarball
@@ -163,8 +205,16 @@ pub fn dry_run(
     sbom_bytes.push(b'\n');
     write_atomic(&sbom_path, &sbom_bytes)?;
 
+    // The signed and attested files: what a user runs, and what describes it.
+    let subjects = signing::write_checksums(&assets_dir, &[released.clone(), sbom_path.clone()])?;
+    let signing_plan = out_dir.join("signing-plan.json");
+    let mut plan_bytes = serde_json::to_vec_pretty(&signing::plan(signer, &subjects))?;
+    plan_bytes.push(b'\n');
+    write_atomic(&signing_plan, &plan_bytes)?;
+
     let mut assets = Vec::new();
-    for path in [released, sidecar, sbom_path] {
+    let checksums = assets_dir.join(signing::CHECKSUMS);
+    for path in [released, sidecar, sbom_path, checksums] {
         assets.push(Asset {
             sha256: sha256_file(&path)?,
             size: std::fs::metadata(&path)?.len(),
@@ -174,9 +224,13 @@ pub fn dry_run(
     let notes = out_dir.join("release-notes.md");
     write_atomic(
         &notes,
-        release_notes(manifest, &patches, &assets).as_bytes(),
+        release_notes(manifest, &patches, &assets, signer).as_bytes(),
     )?;
-    Ok(ReleasePlan { assets, notes })
+    Ok(ReleasePlan {
+        assets,
+        notes,
+        signing_plan,
+    })
 }
 
 /// Each component's patches with their subjects, read from `repo`. A patch file that is missing
@@ -245,6 +299,7 @@ pub fn release_notes(
     manifest: &Manifest,
     patches: &BTreeMap<String, Vec<PatchInfo>>,
     assets: &[Asset],
+    signer: &Signer,
 ) -> String {
     let name = |a: &Asset| a.path.file_name().unwrap().to_string_lossy().to_string();
     let tarball = assets.first().map(name).unwrap_or_default();
@@ -262,6 +317,21 @@ pub fn release_notes(
     let _ = writeln!(s, "sha256sum -c {tarball}.sha256");
     let _ = writeln!(s, "tar -xzf {tarball}");
     let _ = writeln!(s, "cd {top} && ./install");
+    let _ = writeln!(s, "```\n");
+    let _ = writeln!(s, "## Verify the signature and the build provenance\n");
+    let _ = writeln!(
+        s,
+        "The tarball and the SBOM are listed in `{}`, and each has a keyless cosign signature \
+         (`<file>{}`) and a build provenance attestation, both made by the release workflow \
+         (`{}`) at this tag:\n",
+        signing::CHECKSUMS,
+        signing::SIGNATURE_SUFFIX,
+        signing::RELEASE_WORKFLOW
+    );
+    let _ = writeln!(s, "```sh");
+    for command in signer.verify_commands(&tarball) {
+        let _ = writeln!(s, "{command}");
+    }
     let _ = writeln!(s, "```\n");
     let _ = writeln!(
         s,
@@ -363,6 +433,10 @@ mod tests {
     const MIRROR_URL: &str = "file:///srv/mirror/github.com/opencontainers/runc/archive/d842d7719497cc3b774fd71620278ac9e17710e0.tar.gz";
     const PATCH: &str = "From 0123 Mon Sep 17 00:00:00 2001\nFrom: x <x@y>\nSubject: [PATCH 1/2] capability: probe the kernel\n when the file is missing\n\nwhy\n---\n";
 
+    fn signer() -> Signer {
+        Signer::new(Some("acme/k3s-gvisor".into()), "v1.0.0-gvisor.1")
+    }
+
     /// A repository with one patch, and a packaged bundle whose manifest records it.
     fn fixture(root: &Path) -> (Manifest, PathBuf) {
         let repo = root.join("repo");
@@ -423,7 +497,7 @@ mod tests {
         std::fs::create_dir_all(out.join("assets")).unwrap();
         std::fs::write(out.join("assets/stale.tar.gz"), "old").unwrap();
 
-        let plan = dry_run(&manifest, &tarball, &t.path().join("repo"), &out).unwrap();
+        let plan = dry_run(&manifest, &tarball, &t.path().join("repo"), &out, &signer()).unwrap();
         let mut names: Vec<String> = std::fs::read_dir(out.join("assets"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
@@ -432,12 +506,60 @@ mod tests {
         assert_eq!(
             names,
             [
+                "SHA256SUMS",
                 "tiny-v1.0.0-gvisor.1-linux-amd64.cdx.json",
                 "tiny-v1.0.0-gvisor.1-linux-amd64.tar.gz",
                 "tiny-v1.0.0-gvisor.1-linux-amd64.tar.gz.sha256",
             ]
         );
-        assert_eq!(plan.assets.len(), 3);
+        assert_eq!(plan.assets.len(), 4);
+        // SHA256SUMS lists exactly the signed files, the tarball and the SBOM.
+        assert_eq!(
+            std::fs::read_to_string(&plan.assets[3].path).unwrap(),
+            format!(
+                "{}  tiny-v1.0.0-gvisor.1-linux-amd64.tar.gz\n{}  tiny-v1.0.0-gvisor.1-linux-amd64.cdx.json\n",
+                plan.assets[0].sha256, plan.assets[2].sha256
+            )
+        );
+        // The signing plan: both files, the release workflow at the tag as the identity.
+        let signing: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&plan.signing_plan).unwrap()).unwrap();
+        assert_eq!(
+            signing["identity"]["certificate_identity"],
+            "https://github.com/acme/k3s-gvisor/.github/workflows/release.yml@refs/tags/v1.0.0-gvisor.1"
+        );
+        assert_eq!(
+            signing["identity"]["certificate_oidc_issuer"],
+            "https://token.actions.githubusercontent.com"
+        );
+        let subjects: Vec<(&str, &str)> = signing["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["file"].as_str().unwrap(),
+                    s["signature"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            subjects,
+            [
+                (
+                    "tiny-v1.0.0-gvisor.1-linux-amd64.tar.gz",
+                    "tiny-v1.0.0-gvisor.1-linux-amd64.tar.gz.sigstore.json"
+                ),
+                (
+                    "tiny-v1.0.0-gvisor.1-linux-amd64.cdx.json",
+                    "tiny-v1.0.0-gvisor.1-linux-amd64.cdx.json.sigstore.json"
+                ),
+            ]
+        );
+        assert_eq!(
+            signing["subjects"][0]["sha256"],
+            plan.assets[0].sha256.as_str()
+        );
         assert_eq!(plan.assets[0].sha256, sha256_file(&tarball).unwrap());
         // The released sidecar names the file by its bare name, so `sha256sum -c` works
         // in whatever directory the user downloads both into.
@@ -459,6 +581,8 @@ mod tests {
             &format!("`bin/runc`: sha256 `{}`", manifest.components[0].outputs[0].sha256),
             &plan.assets[2].sha256,
             "## Not in this bundle\n\n- k3s: left out on purpose (--without-k3s)",
+            "cosign verify-blob --bundle 'tiny-v1.0.0-gvisor.1-linux-amd64.tar.gz.sigstore.json' --certificate-identity 'https://github.com/acme/k3s-gvisor/.github/workflows/release.yml@refs/tags/v1.0.0-gvisor.1'",
+            "gh attestation verify 'tiny-v1.0.0-gvisor.1-linux-amd64.tar.gz' --repo 'acme/k3s-gvisor'",
         ] {
             assert!(notes.contains(needle), "notes lack {needle:?}:\n{notes}");
         }
@@ -502,7 +626,7 @@ mod tests {
 
         // Deterministic: a second run writes the same bytes.
         let first = std::fs::read(&plan.assets[2].path).unwrap();
-        let again = dry_run(&manifest, &tarball, &t.path().join("repo"), &out).unwrap();
+        let again = dry_run(&manifest, &tarball, &t.path().join("repo"), &out, &signer()).unwrap();
         assert_eq!(first, std::fs::read(&again.assets[2].path).unwrap());
     }
 
@@ -516,14 +640,16 @@ mod tests {
             format!("{PATCH}x"),
         )
         .unwrap();
-        let err = dry_run(&manifest, &tarball, &repo, &t.path().join("out")).unwrap_err();
+        let err =
+            dry_run(&manifest, &tarball, &repo, &t.path().join("out"), &signer()).unwrap_err();
         let msg = format!("{err:#}");
         assert!(
             msg.contains("patches/runc/0001-probe.patch") && msg.contains("changed since"),
             "{msg}"
         );
         std::fs::remove_file(repo.join("patches/runc/0001-probe.patch")).unwrap();
-        let err = dry_run(&manifest, &tarball, &repo, &t.path().join("out")).unwrap_err();
+        let err =
+            dry_run(&manifest, &tarball, &repo, &t.path().join("out"), &signer()).unwrap_err();
         assert!(
             format!("{err:#}").contains("not in this checkout"),
             "{err:#}"

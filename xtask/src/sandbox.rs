@@ -22,6 +22,13 @@
 //! the default gateway, and no other interface, route, NAT or forwarding: the nodes reach each
 //! other and nothing else.
 //!
+//! The sandbox's shape beyond its network ([`Shape`], one per e2e host in e2e.rs `HOSTS`): the
+//! root filesystem overlay (`--overlay2`; `none` by default here, runsc's own default is
+//! `root:self`), the platform (`--platform`), `--network=host` (runsc's sandbox then uses the
+//! network stack of the namespace it starts in: still NS above, never the host's own), and
+//! limits (a cgroup of our own with a CPU quota and a memory limit, whose peak memory use is
+//! read back: see [`Limits`]).
+//!
 //! `Network::Loopback`: no interface but lo and no default route (`unshare --net`,
 //! `runsc --network=none do`): the sandbox where the installer must choose the node IP itself.
 //! Debian's 2022 runsc always runs this way here, because it refuses its own netstack on this
@@ -54,6 +61,56 @@ const GATEWAY: &str = "10.200.0.1";
 /// Prefix of every namespace and runsc container this module makes, followed by our pid.
 const NAME_PREFIX: &str = "k3sg-xtask-";
 
+/// What runsc is asked for beyond the network; the default is the sandbox every e2e ran in
+/// before these shapes: no overlay, runsc's default platform, its own netstack, no limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// `--overlay2` (`root:self`, `root:memory`); None: `none`, the root shared straight from
+    /// the host.
+    pub overlay: Option<&'static str>,
+    /// `--platform` (`ptrace`, `kvm`); None: runsc's default (systrap).
+    pub platform: Option<&'static str>,
+    /// `--network=host` instead of `--network=sandbox`, in the e2e's own namespace.
+    pub host_network: bool,
+    pub limits: Option<Limits>,
+}
+
+/// A cgroup made for the sandbox before runsc starts, given in the spec's `cgroupsPath`. runsc
+/// uses a cgroup that already exists as it is (runsc/cgroup: "Using pre-created cgroup") and
+/// derives the sandbox's view from it (runsc/sandbox/sandbox.go): `--total-memory` (what
+/// /proc/meminfo says) from the memory limit, `--cpu-num` from the quota with
+/// `--cpu-num-from-quota` (runsc's default) but never fewer than 2 CPUs ("dropping below 2 CPUs
+/// can trigger application to disable locks"). Made by us, it outlives runsc's teardown, so the
+/// peak memory use of the whole sandbox (sentry, gofer and the memory file they charge) can be
+/// read after the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU time per 100 ms period, in µs (100_000: one CPU).
+    pub cpu_quota_us: u64,
+    pub memory_bytes: u64,
+}
+
+impl Shape {
+    /// The runsc flags this shape adds, as a reader would type them.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![format!("--overlay2={}", self.overlay.unwrap_or("none"))];
+        if let Some(platform) = self.platform {
+            parts.push(format!("--platform={platform}"));
+        }
+        if self.host_network {
+            parts.push("--network=host".into());
+        }
+        if let Some(limits) = self.limits {
+            parts.push(format!(
+                "cgroup cpu quota {:.1} CPU, memory {} MiB",
+                limits.cpu_quota_us as f64 / CPU_PERIOD_US as f64,
+                limits.memory_bytes >> 20
+            ));
+        }
+        parts.join(" ")
+    }
+}
+
 /// A script run to its end.
 pub struct Finished {
     pub stdout: String,
@@ -63,6 +120,8 @@ pub struct Finished {
     pub network: Network,
     /// Why the network differs from the one asked for, if it does.
     pub note: Option<String>,
+    /// With [`Limits`]: the sandbox cgroup's peak memory use, in bytes.
+    pub peak_memory: Option<u64>,
 }
 
 /// Runs `/bin/sh script` on this host (`runsc` None) or in gVisor, with `network`. Each stdout
@@ -70,14 +129,22 @@ pub struct Finished {
 /// directory for the OCI bundle and runsc's state.
 pub fn run_script(
     runsc: Option<&Path>,
+    shape: &Shape,
     network: Network,
     script: &Path,
     work: &Path,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<Finished> {
+    if *shape != Shape::default() && (runsc.is_none() || network != Network::Interface) {
+        bail!(
+            "the sandbox shape `{}` needs gVisor and --network interface (`runsc run` with our \
+             spec; loopback runs `runsc do`, which takes none of it)",
+            shape.describe()
+        );
+    }
     let _machine = testkit::lock_machine()
         .with_context(|| format!("cannot lock {}", testkit::MACHINE_LOCK))?;
-    let mut finished = run_once(runsc, network, script, work, on_line)?;
+    let mut finished = run_once(runsc, shape, network, script, work, on_line)?;
     if network == Network::Interface
         && finished.stdout.is_empty()
         && finished.stderr.contains(NETSTACK_REFUSED)
@@ -89,7 +156,7 @@ pub fn run_script(
             runsc.map_or("runsc".into(), |r| r.display().to_string())
         );
         crate::ui::step("sandbox", &note);
-        finished = run_once(runsc, Network::Loopback, script, work, on_line)?;
+        finished = run_once(runsc, shape, Network::Loopback, script, work, on_line)?;
         finished.note = Some(note);
     }
     Ok(finished)
@@ -185,6 +252,7 @@ pub fn run_two_nodes(
             success,
             network: Network::Interface,
             note: None,
+            peak_memory: None,
         })
     });
     let first = finished.next().expect("two results")?;
@@ -194,12 +262,15 @@ pub fn run_two_nodes(
 
 fn run_once(
     runsc: Option<&Path>,
+    shape: &Shape,
     network: Network,
     script: &Path,
     work: &Path,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<Finished> {
     let mut guard: Option<IsolatedNetwork> = None;
+    let mut root_bind: Option<RootBind> = None;
+    let mut cgroup: Option<SandboxCgroup> = None;
     let mut runsc_state: Option<(PathBuf, String)> = None;
     let mut command = match (runsc, network) {
         (None, Network::Loopback) => {
@@ -223,25 +294,11 @@ fn run_once(
         }
         (Some(runsc), Network::Interface) => {
             let net = IsolatedNetwork::create()?;
-            let bundle = work.join("oci");
-            let state = work.join("runsc-state");
-            for dir in [&bundle, &state] {
-                crate::fsutil::remove_tree(dir)?;
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(
-                bundle.join("config.json"),
-                serde_json::to_vec_pretty(&oci_spec(script, &net.path()))?,
-            )?;
-            let id = net.name.clone();
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", net.path().display()))
-                .arg(runsc)
-                .arg(format!("--root={}", state.display()))
-                .args(["--network=sandbox", "--overlay2=none", "run", "--bundle"])
-                .arg(&bundle)
-                .arg(&id);
-            runsc_state = Some((state, id));
+            let run = runsc_run_command(runsc, script, work, &net, *shape)?;
+            root_bind = run.root_bind;
+            cgroup = run.cgroup;
+            runsc_state = Some((run.state, net.name.clone()));
+            let c = run.command;
             guard = Some(net);
             c
         }
@@ -250,6 +307,10 @@ fn run_once(
     if let (Some(runsc), Some((state, id))) = (runsc, &runsc_state) {
         cleanup_runsc(runsc, state, id);
     }
+    // After runsc's teardown: the cgroup is ours and keeps its peak.
+    let peak_memory = cgroup.as_ref().map(SandboxCgroup::peak_memory).transpose();
+    drop(cgroup);
+    drop(root_bind);
     drop(guard);
     let (stdout, stderr, success) = result?;
     Ok(Finished {
@@ -258,6 +319,257 @@ fn run_once(
         success,
         network,
         note: None,
+        peak_memory: peak_memory?,
+    })
+}
+
+/// `runsc run` of `script` in the namespace of `net`, with an OCI bundle and a state dir (both
+/// fresh) under `work`; the container's id is the namespace's name. Returns the command and the
+/// state dir.
+/// `runsc run` of `script` in the shape asked for, in `net`, and what must live as long as the
+/// sandbox (the root bind an overlay needs, the cgroup of its limits).
+struct RunscRun {
+    command: Command,
+    state: PathBuf,
+    root_bind: Option<RootBind>,
+    cgroup: Option<SandboxCgroup>,
+}
+
+fn runsc_run_command(
+    runsc: &Path,
+    script: &Path,
+    work: &Path,
+    net: &IsolatedNetwork,
+    shape: Shape,
+) -> Result<RunscRun> {
+    let bundle = work.join("oci");
+    let state = work.join("runsc-state");
+    for dir in [&bundle, &state] {
+        crate::fsutil::remove_tree(dir)?;
+        std::fs::create_dir_all(dir)?;
+    }
+    let id = net.name.clone();
+    // runsc cannot put its self-backed overlay over a root of `/` (its gofer opens
+    // /proc/PID/root + "/": "creating gofer filestore files: failed to open directory
+    // \"/proc/PID/root\": not a directory", measured with `runsc --overlay2=root:self run` and
+    // root.path "/"); providers give it a directory, as a bind of / is.
+    let root_bind = match shape.overlay {
+        Some(_) => Some(RootBind::create(&id)?),
+        None => None,
+    };
+    let cgroup = match &shape.limits {
+        Some(limits) => Some(SandboxCgroup::create(&id, limits)?),
+        None => None,
+    };
+    let mut spec = oci_spec(script, &net.path());
+    if let Some(root) = &root_bind {
+        spec["root"]["path"] = root.path.display().to_string().into();
+    }
+    if let Some(cgroup) = &cgroup {
+        spec["linux"]["cgroupsPath"] = cgroup.spec_path().into();
+    }
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&spec)?,
+    )?;
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net={}", net.path().display()))
+        .arg(runsc)
+        .arg(format!("--root={}", state.display()))
+        .args(runsc_run_flags(shape))
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(&id);
+    Ok(RunscRun {
+        command,
+        state,
+        root_bind,
+        cgroup,
+    })
+}
+
+/// runsc's flags for a sandbox of `shape` (`run` and a later `restore` alike).
+fn runsc_run_flags(shape: Shape) -> Vec<String> {
+    let mut flags = vec![
+        if shape.host_network {
+            "--network=host".to_string()
+        } else {
+            "--network=sandbox".to_string()
+        },
+        format!("--overlay2={}", shape.overlay.unwrap_or("none")),
+    ];
+    if let Some(platform) = shape.platform {
+        flags.push(format!("--platform={platform}"));
+    }
+    flags
+}
+
+/// What the host does with each output line of [`run_script_controlled`], given the running
+/// sandbox.
+pub type Control<'c> = &'c mut dyn FnMut(&str, &Sandbox);
+
+/// A running gVisor sandbox of [`run_script_controlled`], for what the host does to it from
+/// outside (`runsc pause`/`resume`, `checkpoint`/`restore`).
+pub struct Sandbox<'a> {
+    runsc: &'a Path,
+    state: PathBuf,
+    id: String,
+    /// The namespace and OCI bundle it runs in, which `runsc restore` needs again.
+    netns: PathBuf,
+    bundle: PathBuf,
+    /// The write ends of the pipes its output goes to (a restored sandbox writes there too);
+    /// None once every runsc process is gone, so the reader sees the end.
+    output: std::cell::RefCell<Option<(std::io::PipeWriter, std::io::PipeWriter)>>,
+    /// `runsc run`, then each `runsc restore`: the last one's exit is the run's.
+    processes: std::cell::RefCell<Vec<std::process::Child>>,
+}
+
+impl Sandbox<'_> {
+    /// `runsc --root=STATE ARGS ID`; its stdout, or an error with runsc's own words.
+    pub fn runsc(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(self.runsc)
+            .arg(format!("--root={}", self.state.display()))
+            .args(args)
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", self.runsc.display()))?;
+        if !out.status.success() {
+            bail!(
+                "`runsc {}` failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `runsc restore` of the checkpoint in `image` (made by `runsc checkpoint
+    /// --image-path=IMAGE`), in the same namespace, bundle and state dir, with the same runsc
+    /// flags as the first run; its output continues the run's.
+    pub fn restore(&self, image: &Path) -> Result<()> {
+        let output = self.output.borrow();
+        let Some((out, err)) = output.as_ref() else {
+            bail!("the sandbox's output is closed: nothing to restore into");
+        };
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", self.netns.display()))
+            .arg(self.runsc)
+            .arg(format!("--root={}", self.state.display()))
+            .args(runsc_run_flags(Shape::default()))
+            .arg("restore")
+            .arg(format!("--image-path={}", image.display()))
+            .arg("--bundle")
+            .arg(&self.bundle)
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(err.try_clone()?);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {command:?}"))?;
+        self.processes.borrow_mut().push(child);
+        Ok(())
+    }
+
+    /// Closes the output once every runsc process has exited; true if it did.
+    fn close_when_gone(&self) -> bool {
+        let gone = self
+            .processes
+            .borrow_mut()
+            .iter_mut()
+            .all(|p| matches!(p.try_wait(), Ok(Some(_))));
+        if gone {
+            self.output.borrow_mut().take();
+        }
+        gone
+    }
+}
+
+/// Like [`run_script`] in gVisor with `Network::Interface`, and every stdout line also handed
+/// to `on_line` with the running sandbox, so the host can act on it from outside while the
+/// script waits (the lifecycle runs: `runsc pause`/`resume`, `checkpoint`/`restore`). While
+/// `on_line` runs, no more output is read. The run ends when the last runsc process (the
+/// first `run`, or the last `restore`) has exited.
+pub fn run_script_controlled(
+    runsc: &Path,
+    script: &Path,
+    work: &Path,
+    on_line: Control,
+) -> Result<Finished> {
+    let _machine = testkit::lock_machine()
+        .with_context(|| format!("cannot lock {}", testkit::MACHINE_LOCK))?;
+    let net = IsolatedNetwork::create()?;
+    // The lifecycle runs use the default shape (restore repeats its flags).
+    let RunscRun {
+        mut command, state, ..
+    } = runsc_run_command(runsc, script, work, &net, Shape::default())?;
+    let (out_read, out_write) = std::io::pipe()?;
+    let (err_read, err_write) = std::io::pipe()?;
+    command
+        .stdin(Stdio::null())
+        .stdout(out_write.try_clone()?)
+        .stderr(err_write.try_clone()?);
+    let first = command
+        .spawn()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    // The command keeps its copies of the write ends: drop it, or the reader never sees EOF.
+    drop(command);
+    let sandbox = Sandbox {
+        runsc,
+        state,
+        id: net.name.clone(),
+        netns: net.path(),
+        bundle: work.join("oci"),
+        output: std::cell::RefCell::new(Some((out_write, err_write))),
+        processes: std::cell::RefCell::new(vec![first]),
+    };
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(err_read).read_to_string(&mut text);
+        text
+    });
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout_reader = std::thread::spawn(move || {
+        for line in BufReader::new(out_read).lines() {
+            let line = line.unwrap_or_else(|e| format!("(unreadable line: {e})"));
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdout = String::new();
+    loop {
+        match lines.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(line) => {
+                on_line(&line, &sandbox);
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                sandbox.close_when_gone();
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let _ = stdout_reader.join();
+    let stderr = stderr_reader.join().unwrap_or_default();
+    let success = match sandbox.processes.borrow_mut().last_mut() {
+        Some(last) => last.wait()?.success(),
+        None => false,
+    };
+    cleanup_runsc(runsc, &sandbox.state, &sandbox.id);
+    drop(net);
+    Ok(Finished {
+        stdout,
+        stderr,
+        success,
+        network: Network::Interface,
+        note: None,
+        peak_memory: None,
     })
 }
 
@@ -374,6 +686,147 @@ fn cleanup_runsc(runsc: &Path, state: &Path, id: &str) {
         let _ = Command::new("umount").arg(&null_netns).status();
     }
     let _ = std::fs::remove_dir_all(state);
+}
+
+/// The CFS period the CPU quota of [`Limits`] is given in, runsc's and the kernel's default.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// A bind mount of `/` at /run/ID-root (outside every e2e directory, which are removed as
+/// trees), the root directory an overlaid sandbox gets; dropped, unmounted and removed.
+struct RootBind {
+    path: PathBuf,
+}
+
+impl RootBind {
+    fn create(id: &str) -> Result<RootBind> {
+        let path = Path::new("/run").join(format!("{id}-root"));
+        std::fs::create_dir_all(&path)?;
+        // Not recursive: runsc mounts its own /proc, /sys and /dev, and everything the
+        // scenario reads or writes is on the root filesystem. Private, so that nothing mounted
+        // or unmounted under it reaches the host's mount table.
+        let root = RootBind { path };
+        run_command(Command::new("mount").args(["--bind", "/"]).arg(&root.path))?;
+        run_command(Command::new("mount").arg("--make-private").arg(&root.path))?;
+        Ok(root)
+    }
+}
+
+impl Drop for RootBind {
+    fn drop(&mut self) {
+        unmount_and_remove(&self.path);
+    }
+}
+
+fn unmount_and_remove(path: &Path) {
+    let _ = Command::new("umount")
+        .arg(path)
+        .stderr(Stdio::null())
+        .status();
+    // rmdir, never a tree removal: if the unmount failed, this is still the host's root.
+    let _ = std::fs::remove_dir(path);
+}
+
+/// The sandbox's cgroup ([`Limits`]): /sys/fs/cgroup/{memory,cpu}/ID on cgroup v1 (this
+/// machine), /sys/fs/cgroup/ID with the memory and cpu controllers on v2.
+struct SandboxCgroup {
+    id: String,
+    dirs: Vec<PathBuf>,
+    v2: bool,
+}
+
+impl SandboxCgroup {
+    fn create(id: &str, limits: &Limits) -> Result<SandboxCgroup> {
+        let root = Path::new("/sys/fs/cgroup");
+        let v2 = root.join("cgroup.controllers").exists();
+        let mut cgroup = SandboxCgroup {
+            id: id.to_string(),
+            dirs: Vec::new(),
+            v2,
+        };
+        let quota = limits.cpu_quota_us.to_string();
+        let memory = limits.memory_bytes.to_string();
+        let settings: Vec<(PathBuf, &str, String)> = if v2 {
+            // The v2 branch is not exercised on this machine (cgroup v1); it writes what the
+            // v1 one does, in v2's files.
+            write_file(&root.join("cgroup.subtree_control"), "+memory +cpu")?;
+            let dir = root.join(id);
+            vec![
+                (dir.clone(), "memory.max", memory),
+                (dir, "cpu.max", format!("{quota} {CPU_PERIOD_US}")),
+            ]
+        } else {
+            let (mem, cpu) = (root.join("memory").join(id), root.join("cpu").join(id));
+            vec![
+                (mem, "memory.limit_in_bytes", memory),
+                (cpu.clone(), "cpu.cfs_period_us", CPU_PERIOD_US.to_string()),
+                (cpu, "cpu.cfs_quota_us", quota),
+            ]
+        };
+        for (dir, file, value) in settings {
+            if !cgroup.dirs.contains(&dir) {
+                std::fs::create_dir(&dir)
+                    .with_context(|| format!("cannot make the cgroup {}", dir.display()))?;
+                cgroup.dirs.push(dir.clone());
+            }
+            write_file(&dir.join(file), &value)?;
+        }
+        Ok(cgroup)
+    }
+
+    /// What runsc's spec takes: absolute, so runsc looks for it under each controller's root.
+    fn spec_path(&self) -> String {
+        format!("/{}", self.id)
+    }
+
+    fn peak_memory(&self) -> Result<u64> {
+        let (dir, file) = if self.v2 {
+            (&self.dirs[0], "memory.peak")
+        } else {
+            (&self.dirs[0], "memory.max_usage_in_bytes")
+        };
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("{}: `{}` is not a number", path.display(), text.trim()))
+    }
+}
+
+impl Drop for SandboxCgroup {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            remove_cgroup(dir);
+        }
+    }
+}
+
+/// rmdir of a cgroup, retried while the sandbox's last processes leave it.
+fn remove_cgroup(dir: &Path) {
+    for _ in 0..50 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn write_file(path: &Path, value: &str) -> Result<()> {
+    std::fs::write(path, value)
+        .with_context(|| format!("cannot write {value} to {}", path.display()))
+}
+
+fn run_command(command: &mut Command) -> Result<()> {
+    let output = command
+        .output()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// The two namespaces and the veth pair between them; dropped, both namespaces (and with them
@@ -493,23 +946,49 @@ impl Drop for BridgedNetwork {
     }
 }
 
-/// Namespaces left by an xtask that was killed (its pid is gone).
+/// Namespaces, root binds and cgroups left by an xtask that was killed (its pid is gone).
 fn remove_stale_namespaces() {
-    let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(NAME_PREFIX) else {
-            continue;
+    let stale_with = |dir: &str, prefix: &str| -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
         };
-        // NAME_PREFIX<pid>, or <pid>-gw, -hub, -<role>.
-        let pid = rest.split('-').next().unwrap_or(rest);
-        if !Path::new("/proc").join(pid).exists() {
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        entries
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| {
+                // NAME_PREFIX<pid>, or <pid>-gw, -hub, -<role>, -root.
+                name.strip_prefix(prefix).is_some_and(|rest| {
+                    let pid = rest.split('-').next().unwrap_or(rest);
+                    !Path::new("/proc").join(pid).exists()
+                })
+            })
+            .collect()
+    };
+    let stale = |dir: &str| stale_with(dir, NAME_PREFIX);
+    for name in stale("/var/run/netns") {
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    }
+    for name in stale("/run") {
+        unmount_and_remove(&Path::new("/run").join(name));
+    }
+    for dir in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/cpu",
+    ] {
+        for name in stale(dir) {
+            remove_cgroup(&Path::new(dir).join(name));
         }
     }
+    // runsc's self-backed overlay file in the root it overlaid (runsc/boot/vfs.go
+    // SelfFilestorePath), deleted by runsc unless it was killed.
+    for name in stale_with("/", &format!("{SELF_FILESTORE_PREFIX}{NAME_PREFIX}")) {
+        let _ = std::fs::remove_file(Path::new("/").join(name));
+    }
 }
+
+/// runsc's `fsutil.SelfFilestorePrefix`.
+const SELF_FILESTORE_PREFIX: &str = ".gvisor.filestore.";
 
 /// Runs `ip ARGS` for each step in order; the first failure names its command line.
 fn run_ip<S: AsRef<str>>(steps: impl IntoIterator<Item = Vec<S>>) -> Result<()> {

@@ -137,11 +137,18 @@ pub fn run(
         "soak",
         format!("{}: {minutes} min, output in {}", host.label, dir.display()),
     );
-    let finished = sandbox::run_script(host.runsc.as_deref(), network, &script, &dir, &mut |l| {
-        if l.starts_with("SAMPLE ") || l.starts_with("STEP ") || l.starts_with("TIME ") {
-            eprintln!("  {l}");
-        }
-    })?;
+    let finished = sandbox::run_script(
+        host.runsc.as_deref(),
+        &host.shape,
+        network,
+        &script,
+        &dir,
+        &mut |l| {
+            if l.starts_with("SAMPLE ") || l.starts_with("STEP ") || l.starts_with("TIME ") {
+                eprintln!("  {l}");
+            }
+        },
+    )?;
     std::fs::write(
         dir.join("output.log"),
         format!("{}\n--- stderr ---\n{}", finished.stdout, finished.stderr),

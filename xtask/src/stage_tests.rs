@@ -237,6 +237,45 @@ fn a_mirror_without_the_archive_falls_through_to_the_next_transport() {
     assert_eq!(again.served_by, tree.served_by);
 }
 
+/// A cached tree is re-hashed on every use (issue 29): one changed byte after it was verified
+/// is caught, the entry is thrown away and the source is fetched again; offline, with nothing
+/// to fetch it from, the build stops instead of using it.
+#[test]
+fn a_cached_tree_changed_after_it_was_verified_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout_in(dir.path());
+    let up = upstream(dir.path());
+    let mirror = up.mirror(&dir.path().join("mirror"), &up.archive);
+    let first = fetch(
+        &up.component(),
+        &layout,
+        &up.options(vec![mirror.clone()], false),
+    )
+    .unwrap();
+    assert!(first.downloaded);
+
+    std::fs::write(first.dir.join("README"), "hellO\n").unwrap();
+    let again = fetch(&up.component(), &layout, &up.options(vec![mirror], false)).unwrap();
+    assert!(again.downloaded, "the changed cache entry was used");
+    assert_eq!(
+        std::fs::read_to_string(again.dir.join("README")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(crate::gittree::tree_id(&again.dir).unwrap(), up.tree);
+
+    std::fs::write(again.dir.join("README"), "hellO\n").unwrap();
+    let err = fetch(&up.component(), &layout, &up.options(vec![], true)).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("not in the cache"),
+        "offline with a changed cache entry: {err:#}"
+    );
+    assert!(
+        cache_entries(&layout).is_empty(),
+        "the changed entry was kept: {:?}",
+        cache_entries(&layout)
+    );
+}
+
 #[test]
 fn without_any_archive_the_commit_is_fetched_with_git() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,11 +6,14 @@
 //! cache (`<cache_dir>/gomod`):
 //!   1. `go mod download` of `<module>@<version>`; its h1 hash must equal the pin, both as Go
 //!      reports it and as recomputed over the extracted tree;
-//!   2. `go build` inside a copy of it (so the module's own go.mod/go.sum/replace apply), with
+//!   2. the pin's `patches`, if any, applied in order to a copy of it (xtask/src/patch.rs, as
+//!      the pipeline applies its own);
+//!   3. `go build` inside that copy (so the module's own go.mod/go.sum/replace apply), with
 //!      the pin's toolchain, into a temporary file that is renamed into place only when the
 //!      build succeeded.
 //!
-//! A built tool is never rebuilt: the version is part of its path. Offline mode only looks.
+//! A built tool is never rebuilt: the version, and a hash of its patches, are part of its path.
+//! Offline mode only looks.
 
 mod lock;
 mod pins;
@@ -46,7 +49,8 @@ fn tool_path_with(pin_file: &Path, name: &str, cache_dir: &Path, offline: bool) 
         );
     };
     let tools_dir = cache_dir.join("tools");
-    let binary = installed_path(&tools_dir, name, pin);
+    let patches = pin.patch_paths(pin_file);
+    let binary = installed_path(&tools_dir, name, pin, &patches)?;
     if binary.is_file() {
         return Ok(binary);
     }
@@ -66,19 +70,45 @@ fn tool_path_with(pin_file: &Path, name: &str, cache_dir: &Path, offline: bool) 
         toolchain: pin.toolchain.clone().unwrap_or_else(|| "local".into()),
         env: Vec::new(),
     };
-    build_tool(&go, name, pin, &tools_dir, &binary)?;
+    build_tool(&go, name, pin, &patches, &tools_dir, &binary)?;
     Ok(binary)
 }
 
-/// Where the tool lives once built: the version is in the path, so a new pin is a new build.
-fn installed_path(tools_dir: &Path, name: &str, pin: &ToolPin) -> PathBuf {
-    tools_dir.join(format!("{name}-{}", pin.version)).join(name)
+/// Where the tool lives once built: the version is in the path, and so is a hash of the
+/// patches' names and contents where there are any, so a new pin or an edited patch is a new
+/// build.
+fn installed_path(
+    tools_dir: &Path,
+    name: &str,
+    pin: &ToolPin,
+    patches: &[PathBuf],
+) -> Result<PathBuf> {
+    let mut dir = format!("{name}-{}", pin.version);
+    if !patches.is_empty() {
+        let mut parts = Vec::new();
+        for patch in patches {
+            parts.push(
+                patch
+                    .file_name()
+                    .map_or(String::new(), |n| n.to_string_lossy().into()),
+            );
+            parts.push(crate::digest::sha256_file(patch).with_context(|| {
+                format!("tests/tools.toml: `{name}` names a patch that cannot be read")
+            })?);
+        }
+        dir.push_str(&format!(
+            "-patched-{}",
+            &crate::digest::combine(parts)[..12]
+        ));
+    }
+    Ok(tools_dir.join(dir).join(name))
 }
 
 fn build_tool(
     go: &crate::go::Go,
     name: &str,
     pin: &ToolPin,
+    patches: &[PathBuf],
     tools_dir: &Path,
     binary: &Path,
 ) -> Result<()> {
@@ -101,6 +131,11 @@ fn build_tool(
         .with_context(|| format!("cannot create a build directory in {}", tools_dir.display()))?;
     let source = scratch.path().join("src");
     crate::fsutil::copy_tree(&module_dir, &source)?;
+    for patch in patches {
+        crate::patch::apply_patch(&source, patch)
+            .with_context(|| format!("tests/tools.toml: a patch of {what}"))?;
+        crate::ui::step("tool", format!("{name}: applied {}", patch.display()));
+    }
 
     let mut ldflags = String::from("-s -w");
     if let Some(var) = &pin.version_var {
@@ -122,7 +157,14 @@ fn build_tool(
     .arg(&pin.package)
     .env("CGO_ENABLED", if pin.cgo { "1" } else { "0" })
     .current_dir(&source);
-    let log = tools_dir.join(format!("{name}-{}.build.log", pin.version));
+    let final_dir = binary.parent().expect("installed_path has a parent");
+    // `<name>-<version>[-patched-<hash>].build.log`, beside the tool's directory.
+    let log = tools_dir.join(format!(
+        "{}.build.log",
+        final_dir
+            .file_name()
+            .map_or("tool".into(), |n| n.to_string_lossy())
+    ));
     let _ = std::fs::remove_file(&log);
     crate::go::run_logged(
         &mut cmd,
@@ -135,7 +177,6 @@ fn build_tool(
 
     // Same filesystem (both under tools_dir), so the rename is atomic: readers see either no
     // binary or a complete one.
-    let final_dir = binary.parent().expect("installed_path has a parent");
     std::fs::create_dir_all(final_dir)
         .with_context(|| format!("cannot create {}", final_dir.display()))?;
     if pin.flags.is_empty() {
@@ -246,10 +287,43 @@ mod tests {
     }
 
     #[test]
+    fn a_patched_tool_has_its_own_path_which_changes_with_the_patch() {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = pins::load(&pins::default_pin_file()).unwrap();
+        let pin = &pins["runsc-2025"];
+        let patch = dir.path().join("0001-x.patch");
+        std::fs::write(&patch, "one").unwrap();
+        let tools = dir.path().join("tools");
+        let plain = installed_path(&tools, "runsc-x", pin, &[]).unwrap();
+        let patched = installed_path(&tools, "runsc-x", pin, std::slice::from_ref(&patch)).unwrap();
+        std::fs::write(&patch, "two").unwrap();
+        let edited = installed_path(&tools, "runsc-x", pin, std::slice::from_ref(&patch)).unwrap();
+        assert_ne!(plain, patched);
+        assert_ne!(patched, edited, "an edited patch must be a new build");
+        let dir_name = patched
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy();
+        assert!(
+            dir_name.starts_with(&format!("runsc-x-{}-patched-", pin.version)),
+            "{dir_name}"
+        );
+        std::fs::remove_file(&patch).unwrap();
+        let err = format!(
+            "{:#}",
+            installed_path(&tools, "runsc-x", pin, &[patch]).unwrap_err()
+        );
+        assert!(err.contains("names a patch that cannot be read"), "{err}");
+    }
+
+    #[test]
     fn a_cached_tool_is_returned_without_building() {
         let cache = tempfile::tempdir().unwrap();
         let pins = pins::load(&pins::default_pin_file()).unwrap();
-        let expected = installed_path(&cache.path().join("tools"), "crictl", &pins["crictl"]);
+        let expected =
+            installed_path(&cache.path().join("tools"), "crictl", &pins["crictl"], &[]).unwrap();
         std::fs::create_dir_all(expected.parent().unwrap()).unwrap();
         std::fs::write(&expected, "#!/bin/sh\n").unwrap();
         assert_eq!(tool_path("crictl", cache.path(), true).unwrap(), expected);
@@ -273,7 +347,9 @@ mod tests {
             tool_path_with(&pin_file, "cnitool", &cache, false).unwrap_err()
         );
         assert!(err.contains("hash mismatch"), "{err}");
-        assert!(!installed_path(&cache.join("tools"), "cnitool", &pin).exists());
+        assert!(!installed_path(&cache.join("tools"), "cnitool", &pin, &[])
+            .unwrap()
+            .exists());
     }
 
     /// A module tree changed after download (a corrupted or tampered Go module cache: go trusts

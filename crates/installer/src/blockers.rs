@@ -76,15 +76,21 @@ pub fn table(inputs: &Inputs) -> Vec<Blocker> {
         advice: "",
     };
     // Installed: the procsys tree must hold the files; before install, install will write it.
-    let installed_procsys = inputs.installed.map(|state| state.paths().procsys_dir());
+    let installed_procsys = inputs.installed.map(|state| {
+        let how = if crate::procsys_overlay::is_laid(state) {
+            "laid over /proc/sys"
+        } else {
+            "served to k3s by the launcher"
+        };
+        (state.paths().procsys_dir(), how)
+    });
     let served = |files: &[String]| -> Option<String> {
         match &installed_procsys {
-            Some(dir) if files.iter().all(|rel| dir.join(rel).is_file()) => Some(format!(
-                "the launcher's procsys tree ({})",
-                files.join(", ")
-            )),
+            Some((dir, how)) if files.iter().all(|rel| dir.join(rel).is_file()) => {
+                Some(format!("the procsys tree ({}), {how}", files.join(", ")))
+            }
             Some(_) => None,
-            None => Some("the launcher's procsys tree, written at install".into()),
+            None => Some("the procsys tree, written at install".into()),
         }
     };
     let snapshotter = inputs
@@ -143,8 +149,8 @@ pub fn table(inputs: &Inputs) -> Vec<Blocker> {
         },
         Blocker {
             install_line: Some(format!(
-                "/proc/sys lacks {} file(s) ({}): k3s runs under the launcher, which serves them \
-                 from PREFIX/procsys",
+                "/proc/sys lacks {} file(s) ({}): served from PREFIX/procsys, laid over /proc/sys \
+                 with bind mounts (by the launcher where the sandbox refuses those mounts)",
                 facts.missing_procsys.len(),
                 facts.missing_procsys.join(", ")
             )),
@@ -158,8 +164,8 @@ pub fn table(inputs: &Inputs) -> Vec<Blocker> {
         },
         Blocker {
             install_line: Some(format!(
-                "/proc/sys refuses writes to {} file(s) the kubelet sets ({}): the launcher serves \
-                 them from PREFIX/procsys too, writes included",
+                "/proc/sys refuses writes to {} file(s) the kubelet sets ({}): served from \
+                 PREFIX/procsys too, writes included",
                 facts.read_only_procsys.len(),
                 facts.read_only_procsys.join(", ")
             )),

@@ -1,12 +1,15 @@
-//! `doctor`: every known gVisor blocker, whether this host has it, and whether it is handled.
-//! Works with or without an install; exits non-zero when a present blocker is not handled.
+//! `doctor`: the sandbox's shape (shape.rs), every known gVisor blocker, whether this host has
+//! it, and whether it is handled. Works with or without an install; exits non-zero when a
+//! present blocker is not handled (a shape below what the e2e proved enough only warns).
 
 use anyhow::{bail, Result};
+use std::path::Path;
 
 use crate::blockers;
 use crate::bundle::Manifest;
 use crate::cluster::{self, ServiceProxy};
 use crate::probe::HostFacts;
+use crate::shape::Shape;
 use crate::state::State;
 
 /// A row doctor prints that is not a host blocker: a decision about k3s's parts.
@@ -18,8 +21,10 @@ struct Finding {
 
 /// `procsys_candidates`: the /proc/sys files the bundle ships defaults for. `installed`: the
 /// install's state, if installed (its decisions are shown rather than probed again).
-/// `has_svcproxy`: the bundle (or the install's prefix) has bin/svcproxy.
+/// `has_svcproxy`: the bundle (or the install's prefix) has bin/svcproxy. `data_dir`: where the
+/// free disk is measured.
 pub fn doctor(
+    data_dir: &Path,
     manifest: Option<&Manifest>,
     procsys_candidates: &[String],
     installed: Option<&State>,
@@ -36,6 +41,13 @@ pub fn doctor(
             "not gVisor"
         }
     );
+    let shape = Shape::probe(&facts.root_fs_type, facts.looks_like_gvisor(), data_dir);
+    for line in shape.describe() {
+        println!("{line}");
+    }
+    for warning in shape.warnings() {
+        println!("warning: {warning}");
+    }
     let blockers = blockers::table(&blockers::Inputs {
         facts: &facts,
         manifest,

@@ -447,6 +447,7 @@ fn prepare_and_start(
             );
         }
     }
+    crate::procsys_overlay::apply(state);
     if no_start {
         println!(
             "--no-start: not starting; run `{} start` when ready",

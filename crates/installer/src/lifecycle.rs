@@ -108,6 +108,7 @@ fn restore_host_changes(state: &mut State) -> Result<()> {
         let outcome = mounts::mount_cgroups(state)?;
         println!("cgroup v1 mounted: {}", outcome.mounted.join(","));
     }
+    crate::procsys_overlay::apply(state);
     Ok(())
 }
 
@@ -154,10 +155,17 @@ pub fn uninstall(state: &State) -> Result<()> {
     }
     // Before anything is deleted: nothing may stay mounted below the prefix or data dir, or the
     // recursive delete would reach into it (kubelet's hostPath/subPath binds point outside).
+    // This also takes the /proc/sys overlay's untouched view (under the data dir's run dir).
     let unmounted = mounts::unmount_under(&[&state.prefix, &state.data_dir]);
     unmounted.lines.iter().for_each(|line| println!("{line}"));
     refuse_while_mounted(&unmounted.still_mounted)?;
+    // The recorded mounts that went above (those below the data dir, and their peers where
+    // mounts propagate) are not unmounted again: only those still listed.
+    let still_mounted = probe::read_mounts();
     for mount in state.mounts.iter().rev() {
+        if !still_mounted.iter().any(|m| &m.mount_point == mount) {
+            continue;
+        }
         match mounts::unmount(mount) {
             Ok(()) => println!("unmounted {}", mount.display()),
             Err(error) => problems.push(format!("cannot unmount {}: {error}", mount.display())),

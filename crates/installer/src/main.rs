@@ -5,6 +5,7 @@
 //!
 //! Map:
 //! - `preflight` refuses bad input before anything is written; `probe` measures the host;
+//!   `shape` tells doctor what sandbox this is (overlay, platform, memory, CPUs, disk);
 //!   `blockers` is the one table of gVisor blockers (preflight's workarounds, `doctor`);
 //! - `cluster` decides which parts of k3s can run (kube-proxy, the service proxy, add-ons);
 //!   `k3s_settings` checks what the user brings for k3s (flags, config files, `K3S_*`);
@@ -46,9 +47,11 @@ mod paths;
 mod pod_logs;
 mod preflight;
 mod probe;
+mod procsys_overlay;
 mod registries;
 mod report;
 mod services;
+mod shape;
 mod state;
 mod supervise;
 mod upgrade;
@@ -110,7 +113,9 @@ struct InstallArgs {
     /// The extracted bundle (default: the directory above this executable's bin/).
     #[arg(long)]
     bundle: Option<PathBuf>,
-    /// When k3s runs under the ptrace launcher that serves missing /proc/sys files.
+    /// How k3s gets the /proc/sys files this host lacks: `auto` lays them over /proc/sys (the
+    /// launcher only where the sandbox refuses those mounts), `always` runs k3s under the ptrace
+    /// launcher, `never` neither.
     #[arg(long, value_enum, default_value_t = LauncherUse::Auto)]
     launcher: LauncherUse,
     /// Flags for `k3s server` (or `k3s agent` with --server), after `--`, as with k3s's
@@ -300,6 +305,7 @@ fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result
         let candidates = preflight::procsys_candidates(&installed);
         let has_svcproxy = installed.path("bin/svcproxy").is_file();
         return doctor::doctor(
+            data_dir,
             Some(&installed.manifest),
             &candidates,
             Some(&state),
@@ -308,6 +314,7 @@ fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result
     }
     let source = bundle::Bundle::locate(bundle_dir.as_deref())?;
     doctor::doctor(
+        data_dir,
         Some(&source.manifest),
         &preflight::procsys_candidates(&source),
         None,

@@ -28,9 +28,13 @@ pub struct Plan {
 
 /// Relative paths of the default /proc/sys values the bundle ships under etc/procsys/.
 pub fn procsys_candidates(bundle: &Bundle) -> Vec<String> {
-    let root = bundle.path("etc/procsys");
+    files_under(&bundle.path("etc/procsys"))
+}
+
+/// Every file below `root`, relative to it, sorted (a procsys tree's entries).
+pub fn files_under(root: &Path) -> Vec<String> {
     let mut found = Vec::new();
-    collect_files(&root, &root, &mut found);
+    collect_files(root, root, &mut found);
     found.sort();
     found
 }
@@ -102,10 +106,18 @@ fn bundle_problems(bundle: &Bundle) -> Vec<String> {
 
     let host_arch = probe::host_arch();
     if bundle.manifest.arch != host_arch {
+        // Only linux-amd64 bundles are built so far (bundle-template/install says the same).
+        let advice = if host_arch == "amd64" {
+            format!(
+                "download the k3s-gvisor-{}-linux-amd64 bundle instead",
+                bundle.manifest.version
+            )
+        } else {
+            "k3s-gvisor bundles are built for linux-amd64 only so far".to_string()
+        };
         problems.push(format!(
-            "this bundle is for {} but this machine is {host_arch}: download the \
-             k3s-gvisor-{}-linux-{host_arch} bundle instead",
-            bundle.manifest.arch, bundle.manifest.version
+            "this bundle is for {} but this machine is {host_arch}: {advice}",
+            bundle.manifest.arch
         ));
     }
 

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 /// One line of /proc/self/mountinfo, reduced to what the installer needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The path inside its filesystem that is mounted ("/" for a whole filesystem, "/sys" for a
+    /// bind of /proc/sys).
+    pub root: PathBuf,
     pub mount_point: PathBuf,
     pub fs_type: String,
     /// Per-superblock options (for cgroup v1 mounts: the controllers, e.g. "rw,cpu,cpuacct").
@@ -20,12 +23,14 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
     text.lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
+            let root = left.split(' ').nth(3)?;
             let mount_point = left.split(' ').nth(4)?;
             let mut right = right.split(' ');
             let fs_type = right.next()?.to_string();
             let _source = right.next();
             let super_options = right.next().unwrap_or("").to_string();
             Some(MountEntry {
+                root: PathBuf::from(unescape_octal(root)),
                 mount_point: PathBuf::from(unescape_octal(mount_point)),
                 fs_type,
                 super_options,
@@ -56,6 +61,24 @@ fn unescape_octal(field: &str) -> String {
 
 pub fn read_mounts() -> Vec<MountEntry> {
     parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+}
+
+/// Where the kernel's own /proc/sys is seen: /proc/sys itself, or, while this install's overlay
+/// covers it (procsys_overlay.rs), the untouched view the overlay keeps (a procfs mount of
+/// `/sys` elsewhere), so that probes measure the sandbox and not the overlay.
+pub fn procsys_root(mounts: &[MountEntry]) -> PathBuf {
+    let overlaid = mounts
+        .iter()
+        .any(|m| m.mount_point.starts_with("/proc/sys") && m.mount_point != Path::new("/proc/sys"));
+    let untouched = mounts.iter().find(|m| {
+        m.fs_type == "proc"
+            && m.root == Path::new("/sys")
+            && m.mount_point != Path::new("/proc/sys")
+    });
+    match (overlaid, untouched) {
+        (true, Some(view)) => view.mount_point.clone(),
+        _ => PathBuf::from("/proc/sys"),
+    }
 }
 
 /// The mount that holds `path`: the entry with the longest mount point that is a prefix of it.
@@ -238,19 +261,20 @@ impl HostFacts {
         let root_fs_type = mount_for(&mounts, Path::new("/"))
             .map(|m| m.fs_type.clone())
             .unwrap_or_else(|| "unknown".into());
+        let procsys = procsys_root(&mounts);
         let (mut missing_procsys, present): (Vec<String>, Vec<String>) = procsys_candidates
             .iter()
             .cloned()
-            .partition(|rel| !Path::new("/proc/sys").join(rel).exists());
+            .partition(|rel| !procsys.join(rel).exists());
         missing_procsys.extend(
             DERIVED_PROCSYS
                 .iter()
-                .filter(|rel| !Path::new("/proc/sys").join(rel).exists())
+                .filter(|rel| !procsys.join(rel).exists())
                 .map(|rel| rel.to_string()),
         );
         let read_only_procsys = present
             .into_iter()
-            .filter(|rel| write_refused(&Path::new("/proc/sys").join(rel)))
+            .filter(|rel| write_refused(&procsys.join(rel)))
             .collect();
         let mut mounted_controllers: Vec<String> = mounts
             .iter()
@@ -387,6 +411,29 @@ mod tests {
         assert_eq!(m.super_options, "rw,cpu");
         let m = mount_for(&mounts, Path::new("/var/lib")).unwrap();
         assert_eq!(m.fs_type, "9p");
+    }
+
+    #[test]
+    fn the_kernels_proc_sys_is_read_through_the_overlays_untouched_view() {
+        // As measured in the current gVisor with the overlay up (procsys_overlay.rs).
+        let overlaid = parse_mountinfo(
+            "18 1 0:23 / /proc rw - proc none rw
+40 22 0:23 /sys /var/lib/k3s-gvisor/run/procsys-overlay/real rw - proc none rw
+41 18 0:20 /var/lib/k3s-gvisor/run/procsys-overlay/covers/kernel /proc/sys/kernel rw - 9p none rw
+42 41 0:23 /sys/kernel/hostname /proc/sys/kernel/hostname rw - proc none rw
+",
+        );
+        assert_eq!(
+            procsys_root(&overlaid),
+            Path::new("/var/lib/k3s-gvisor/run/procsys-overlay/real")
+        );
+        assert_eq!(overlaid[1].root, Path::new("/sys"));
+        // No overlay: /proc/sys, even where a view of it is mounted elsewhere.
+        assert_eq!(procsys_root(&overlaid[..2]), Path::new("/proc/sys"));
+        assert_eq!(
+            procsys_root(&parse_mountinfo(SAMPLE)),
+            Path::new("/proc/sys")
+        );
     }
 
     #[test]

@@ -51,26 +51,20 @@ pub fn has_k3s(paths: &Paths) -> bool {
 /// Does the procsys tree hold anything? If not, the launcher has nothing to redirect and k3s
 /// runs directly, without ptrace's overhead.
 fn procsys_needed(paths: &Paths) -> bool {
-    fn any_file(dir: &Path) -> bool {
-        fs::read_dir(dir).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.path().is_file() || (e.path().is_dir() && any_file(&e.path())))
-        })
-    }
-    any_file(&paths.procsys_dir())
+    !crate::procsys_overlay::served_files(&paths.procsys_dir()).is_empty()
 }
 
 /// `program args`, wrapped in `launcher --procsys DIR --log FILE --` when /proc/sys needs help
-/// (or `--launcher always` asks for it). Only k3s (its kubelet reads and writes /proc/sys files
-/// gVisor lacks or refuses) runs so.
+/// that the overlay (procsys_overlay.rs) does not give (or `--launcher always` asks for it).
+/// Only k3s (its kubelet reads and writes /proc/sys files gVisor lacks or refuses) runs so.
 fn launch_command(
     paths: &Paths,
     choice: LauncherUse,
+    overlaid: bool,
     program: PathBuf,
     args: Vec<String>,
 ) -> Result<(PathBuf, Vec<String>)> {
-    let needed = procsys_needed(paths);
+    let needed = procsys_needed(paths) && !overlaid;
     let wrap = match choice {
         LauncherUse::Auto => needed,
         LauncherUse::Always => true,
@@ -295,7 +289,13 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
     };
     // The user's, last: checked never to touch a flag the installer sets (k3s_settings.rs).
     args.extend(state.k3s_flags.iter().cloned());
-    let (program, args) = launch_command(paths, state.launcher, paths.bin("k3s"), args)?;
+    let (program, args) = launch_command(
+        paths,
+        state.launcher,
+        crate::procsys_overlay::is_laid(state),
+        paths.bin("k3s"),
+        args,
+    )?;
     let pid = daemon.start(&program, &args, &k3s_env(paths, state))?;
     println!("k3s started (pid {pid}), log {}", daemon.log_file.display());
 

@@ -92,7 +92,8 @@ pub struct State {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LauncherUse {
-    /// Where the host lacks or refuses /proc/sys files k3s needs (the procsys tree holds any).
+    /// Where the host lacks or refuses /proc/sys files k3s needs and the sandbox refuses to
+    /// have them laid over /proc/sys (procsys_overlay.rs).
     #[default]
     Auto,
     /// Always, even where nothing is redirected (to measure what the launcher costs).

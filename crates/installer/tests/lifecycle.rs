@@ -110,12 +110,15 @@ set -u
 I={install}; P={prefix}; D={data}
 echo "== before"; grep -c ' - cgroup ' /proc/self/mountinfo; test -e /dev/kmsg && echo kmsg-present || echo kmsg-absent
 echo "cgroup-dir-before=$(test -e /sys/fs/cgroup && echo present || echo absent)"
+PB=$(test -e /proc/sys/kernel/pid_max && echo present || echo absent)
 echo "== install"; $I --prefix $P --data-dir $D --no-start; echo "install-rc=$?"
 echo "== after install"
 grep ' - cgroup ' /proc/self/mountinfo | sed 's/.* - //' | sort
 test -e /dev/kmsg && echo kmsg-present || echo kmsg-absent
 cat $P/procsys/kernel/pid_max
 echo "overcommit-served=$(cat $P/procsys/vm/overcommit_memory)"
+echo "laid-over: pid_max=$(cat /proc/sys/kernel/pid_max) overcommit=$(cat /proc/sys/vm/overcommit_memory) hostname=$(cat /proc/sys/kernel/hostname)"
+echo "overlaid=$([ "$(grep -c ' /proc/sys/' /proc/self/mountinfo)" -gt 0 ] && echo yes || echo no)"
 echo "== second install"; $I --prefix $P --data-dir $D --no-start; echo "second-rc=$?"
 echo "== doctor"; $P/bin/installer doctor --data-dir $D; echo "doctor-rc=$?"
 echo "mnt-ns=$(test -e /proc/self/ns/mnt && echo present || echo absent)"
@@ -123,6 +126,8 @@ echo "proc-root-inode=$(busybox stat -c %i /proc)"
 echo "== uninstall"; $P/bin/installer uninstall --data-dir $D; echo "uninstall-rc=$?"
 echo "== after uninstall"
 echo "cgroup-mounts=$(grep -c -e ' - cgroup ' -e ' /sys/fs/cgroup ' /proc/self/mountinfo)"
+PA=$(test -e /proc/sys/kernel/pid_max && echo present || echo absent)
+echo "procsys-mounts-after=$(grep -c ' /proc/sys/' /proc/self/mountinfo) pid_max-as-before=$([ "$PA" = "$PB" ] && echo yes || echo "no: $PB, then $PA")"
 test -e /dev/kmsg && echo kmsg-present || echo kmsg-absent
 echo "cgroup-dir-after=$(test -e /sys/fs/cgroup && echo present || echo absent)"
 test -e $P && echo prefix-present || echo prefix-absent
@@ -143,7 +148,7 @@ test -e $P && echo prefix-present || echo prefix-absent
         "kernel/pid_max",
         // Present in every gVisor, reads 0, refuses writes (EIO): served by the launcher too.
         "workaround: /proc/sys refuses writes to",
-        "vm/overcommit_memory): the launcher serves them",
+        "vm/overcommit_memory): served from PREFIX/procsys too",
         "overcommit-served=1",
         "install-rc=0",
         " rw,cpu\n",
@@ -151,12 +156,17 @@ test -e $P && echo prefix-present || echo prefix-absent
         " rw,pids\n",
         "kmsg-present",
         "65536",
+        // Laid over /proc/sys: the tree's values, the kernel's own host name, bind mounts.
+        "laid-over: pid_max=65536 overcommit=1 hostname=",
+        "overlaid=yes",
         "is already installed",
         "second-rc=0",
         "/dev/kmsg missing                            absent",
         "cgroup v1 devices controller missing         present, NOT handled",
         "uninstall-rc=0",
         "cgroup-mounts=0",
+        // The kernel's own /proc/sys again.
+        "procsys-mounts-after=0 pid_max-as-before=yes",
         "prefix-absent",
     ];
     for needle in expect {
@@ -168,7 +178,7 @@ test -e $P && echo prefix-present || echo prefix-absent
     for (finding, handled_by) in [
         (
             "/proc/sys files that refuse writes",
-            "the launcher's procsys tree (vm/overcommit_memory",
+            "the procsys tree (vm/overcommit_memory), laid over /proc/sys",
         ),
         // `runsc --network=none`: loopback only, so install will choose the node IP.
         ("no default route (k3s's node IP)", "--node-ip"),

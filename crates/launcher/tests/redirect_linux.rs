@@ -139,3 +139,15 @@ fn paths_outside_proc_sys_are_never_touched() {
         "the symlink traps should be logged as refused:\n{log}"
     );
 }
+
+#[test]
+fn linux_offers_seccomp_user_notification() {
+    // The control for runsc_refuses_seccomp_user_notification: on Linux (5.0 and later) the
+    // same probe gets the action and a listener fd.
+    let probe = build_c("seccomp_notify_probe");
+    let out = std::process::Command::new(&probe).output().unwrap();
+    assert_stdout_lines(
+        &out,
+        &["get_action_avail_user_notif ok", "filter_new_listener ok"],
+    );
+}

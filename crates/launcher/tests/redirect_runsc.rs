@@ -136,3 +136,21 @@ fn runsc_group_stop_and_exitkill() {
     );
     assert_eq!(lines[2..], ["tracee=gone", "1"], "{}", describe(&out));
 }
+
+#[test]
+fn runsc_refuses_seccomp_user_notification() {
+    // Why the launcher stops tracees with ptrace rather than answering them in-process by
+    // seccomp user notification (issue 27.5): gVisor's seccomp(2) accepts no flag but TSYNC
+    // (sys_seccomp.go) and no RET_USER_NOTIF action. Measured with this probe in the current
+    // gVisor, gvisor-2025, gvisor-2023 and Debian's 2022 runsc (docs/gvisor-generations.md); the plain
+    // Linux test shows the probe itself works.
+    let probe = build_c("seccomp_notify_probe");
+    let out = run_in_runsc(&format!("exec {}", sh_quote(probe.to_str().unwrap())));
+    assert_stdout_lines(
+        &out,
+        &[
+            "get_action_avail_user_notif ERR:EINVAL",
+            "filter_new_listener ERR:EINVAL",
+        ],
+    );
+}

@@ -35,6 +35,19 @@ pub struct ToolPin {
     /// tool's path gets them.
     #[serde(default)]
     pub flags: Vec<String>,
+    /// Patch files applied in order to the module's tree before the build, relative to the
+    /// pin file's directory and under its `tools/` (a gVisor changed to stand in for a
+    /// provider's build: the `seeds` host). Hashed into the tool's cache path.
+    #[serde(default)]
+    pub patches: Vec<String>,
+}
+
+impl ToolPin {
+    /// The patch files of this pin, as paths next to `pin_file`.
+    pub fn patch_paths(&self, pin_file: &Path) -> Vec<PathBuf> {
+        let dir = pin_file.parent().unwrap_or(Path::new("."));
+        self.patches.iter().map(|p| dir.join(p)).collect()
+    }
 }
 
 /// The pin file that ships with the repository.
@@ -125,6 +138,21 @@ fn check(name: &str, pin: &ToolPin) -> Result<()> {
             bail!("flag `{flag}` must look like `--name` or `--name=value` (letters, digits, `-_=.,/`)");
         }
     }
+    for patch in &pin.patches {
+        // Inside the repository's tests/tools/, so the pin file names everything the build
+        // takes; a `.patch`, so a stray file is not applied by mistake.
+        let inside = patch.starts_with("tools/")
+            && patch.ends_with(".patch")
+            && !patch
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..");
+        if !inside {
+            bail!(
+                "patch `{patch}` must be a `.patch` file under tools/ next to the pin file \
+                 (e.g. tools/{name}/0001-what-it-changes.patch)"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -159,6 +187,37 @@ mod tests {
             assert!(pin.toolchain.is_some(), "{name} needs its own Go toolchain");
         }
         assert_eq!(pins["runsc-2023"].flags, ["--platform=ptrace"]);
+        // The seeds' stand-in: gvisor-2025's tree, patched.
+        let (seeds, base) = (&pins["runsc-seeds"], &pins["runsc-2025"]);
+        assert_eq!((&seeds.version, &seeds.sum), (&base.version, &base.sum));
+        assert!(!seeds.patches.is_empty());
+        for patch in seeds.patch_paths(&default_pin_file()) {
+            assert!(patch.is_file(), "{} is missing", patch.display());
+        }
+    }
+
+    #[test]
+    fn patches_must_be_patch_files_under_tools() {
+        let ok = format!("{GOOD}patches = [\"tools/demo/0001-x.patch\"]\n");
+        let pins = parse(&ok).unwrap();
+        assert_eq!(
+            pins["demo"].patch_paths(Path::new("/repo/tests/tools.toml")),
+            [PathBuf::from("/repo/tests/tools/demo/0001-x.patch")]
+        );
+        for bad in [
+            "/etc/x.patch",
+            "tools/../x.patch",
+            "tools//x.patch",
+            "other/x.patch",
+            "tools/demo/x.diff",
+        ] {
+            let text = format!("{GOOD}patches = [\"{bad}\"]\n");
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(
+                err.contains("must be a `.patch` file under tools/"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -200,6 +259,7 @@ mod tests {
         assert_eq!(pins["demo"].version_var, None);
         assert_eq!(pins["demo"].toolchain, None);
         assert!(pins["demo"].flags.is_empty());
+        assert!(pins["demo"].patches.is_empty());
     }
 
     #[test]

@@ -27,10 +27,10 @@ const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 // Attributes (linux/if_link.h, linux/if_addr.h, linux/rtnetlink.h, linux/veth.h).
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
-const IFLA_IFALIAS: u16 = 20;
 /// The attribute type without the NLA_F_NESTED and NLA_F_NET_BYTEORDER flag bits.
 const NLA_TYPE_MASK: u16 = 0x3fff;
 /// Room for one link's RTM_NEWLINK reply (its statistics attributes alone take ~1 KiB).
@@ -217,10 +217,19 @@ impl Netlink {
         self.execute(req.finish())
     }
 
-    /// `ip link add HOST type veth peer name PEER netns PEER_NETNS_FD`.
-    pub fn create_veth(&self, host: &str, peer: &str, peer_netns_fd: i32) -> io::Result<()> {
+    /// `ip link add HOST address HOST_MAC type veth peer name PEER netns PEER_NETNS_FD`: the
+    /// host end's MAC address is given in the creating request, so the link never exists
+    /// without it (Linux and gVisor both take IFLA_ADDRESS there; see docs/cni.md).
+    pub fn create_veth(
+        &self,
+        host: &str,
+        host_mac: [u8; 6],
+        peer: &str,
+        peer_netns_fd: i32,
+    ) -> io::Result<()> {
         let mut req = Request::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL).ifinfomsg(0, 0, 0);
         req.attr(IFLA_IFNAME, &nul_terminated(host));
+        req.attr(IFLA_ADDRESS, &host_mac);
         let info = req.begin_nested(IFLA_LINKINFO);
         req.attr(IFLA_INFO_KIND, b"veth");
         let data = req.begin_nested(IFLA_INFO_DATA);
@@ -241,28 +250,21 @@ impl Netlink {
         self.execute(req.finish())
     }
 
-    /// `ip link set dev INDEX alias ALIAS`: a free-form label kept with the link (IFLA_IFALIAS);
-    /// Linux takes it only on an existing link, not in the request that creates it.
-    pub fn set_alias(&self, index: u32, alias: &str) -> io::Result<()> {
-        let mut req = Request::new(RTM_NEWLINK, 0).ifinfomsg(index, 0, 0);
-        req.attr(IFLA_IFALIAS, alias.as_bytes());
-        self.execute(req.finish())
-    }
-
-    /// The alias of link INDEX (`ip -d link show`'s "alias"), None when it has none.
-    pub fn alias(&self, index: u32) -> io::Result<Option<String>> {
+    /// The hardware address of link INDEX (`ip link show`'s "link/ether"), read by index so
+    /// that it is the same link a later `delete_link(INDEX)` removes; None when the reply
+    /// carries none.
+    pub fn link_address(&self, index: u32) -> io::Result<Option<Vec<u8>>> {
         let req = Request::new(RTM_GETLINK, 0).ifinfomsg(index, 0, 0);
         socket::send(self.fd.as_raw_fd(), &req.finish(), MsgFlags::empty())?;
         let mut reply = vec![0u8; LINK_REPLY_BYTES];
-        let mut alias = None;
+        let mut address = None;
         loop {
             let got = socket::recv(self.fd.as_raw_fd(), &mut reply, MsgFlags::empty())?;
-            if let Some(found) = link_attribute(&reply[..got], IFLA_IFALIAS) {
-                let text = found.split(|b| *b == 0).next().unwrap_or_default();
-                alias = Some(String::from_utf8_lossy(text).into_owned()).filter(|a| !a.is_empty());
+            if let Some(found) = link_attribute(&reply[..got], IFLA_ADDRESS) {
+                address = Some(found.to_vec());
             }
             if let Some(answer) = acknowledgement(&reply[..got])? {
-                return answer.map(|()| alias);
+                return answer.map(|()| address);
             }
         }
     }
@@ -471,20 +473,18 @@ mod tests {
     }
 
     #[test]
-    fn the_alias_is_read_from_a_link_reply() {
-        // RTM_NEWLINK reply: header, ifinfomsg, IFLA_IFNAME "x", IFLA_IFALIAS (nested-flag bits
+    fn the_hardware_address_is_read_from_a_link_reply() {
+        // RTM_NEWLINK reply: header, ifinfomsg, IFLA_IFNAME "x", IFLA_ADDRESS (nested-flag bits
         // masked off, as a kernel may set them), then the acknowledgement.
+        let mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
         let mut req = Request::new(RTM_NEWLINK, 0).ifinfomsg(5, 0, 0);
         req.attr(IFLA_IFNAME, b"x\0");
-        req.attr(IFLA_IFALIAS | 0x8000, b"gvisor-cni:c1:eth0\0");
+        req.attr(IFLA_ADDRESS | 0x8000, &mac);
         let reply = req.finish();
-        assert_eq!(
-            link_attribute(&reply, IFLA_IFALIAS),
-            Some(&b"gvisor-cni:c1:eth0\0"[..])
-        );
+        assert_eq!(link_attribute(&reply, IFLA_ADDRESS), Some(&mac[..]));
         assert_eq!(link_attribute(&reply, IFLA_MASTER), None);
         assert_eq!(
-            link_attribute(&reply[..20], IFLA_IFALIAS),
+            link_attribute(&reply[..20], IFLA_ADDRESS),
             None,
             "truncated"
         );

@@ -74,12 +74,14 @@ YAML
 
 # Issue 25, the install's own modes: scenario.sh runs the install under `umask 000` (a umask a
 # user's shell may have); the installer sets umask 022 itself and explicit modes.
-#   umask-modes: prefix and PREFIX/bin 755, data dir 700, state.json 600.
+#   umask-modes: prefix and PREFIX/bin 755, data dir 700 (711 where K3S_KUBECONFIG_MODE=644 lets
+#   others read the kubeconfig inside it: search only), state.json 600.
 umask_modes_step() {
+  DM=700; [ "${K3S_KUBECONFIG_MODE:-}" = 644 ] && DM=711
   # busybox stat: Debian's 2022 gVisor answers coreutils' statx with EINVAL.
   M=$(busybox stat -c %a "$P" "$P/bin" "$D" "$D/state.json" 2>&1 | tr '\n' ' ')
-  [ "$M" = "755 755 700 600 " ] \
-    && step umask-modes ok "installed under umask 000: $P, $P/bin 755; $D 700; state.json 600" \
+  [ "$M" = "755 755 $DM 600 " ] \
+    && step umask-modes ok "installed under umask 000: $P, $P/bin 755; $D $DM; state.json 600" \
     || step umask-modes FAIL "modes of $P, $P/bin, $D, $D/state.json: $M"
 }
 

@@ -11,6 +11,16 @@ use std::path::{Path, PathBuf};
 /// The data dir holds state.json (what uninstall deletes), the join token and the daemons'
 /// credentials: only root enters it. k3s keeps its own server dir 0700 for the same reason.
 pub const DATA_DIR_MODE: u32 = 0o700;
+/// The data dir's mode once k3s wrote the kubeconfig there with `kubeconfig_mode`: 0700, plus
+/// search (x, not list, not write) for group and others when the user asked k3s for a
+/// kubeconfig they may read (--write-kubeconfig-mode / K3S_KUBECONFIG_MODE, e.g. 644). The
+/// kubeconfig lies in the data dir, so without it the mode asked for gives nobody anything;
+/// k3s's own (/etc/rancher/k3s/k3s.yaml) lies outside its data dir, and our link there points
+/// into ours.
+pub fn data_dir_mode(kubeconfig_mode: u32) -> u32 {
+    DATA_DIR_MODE | ((kubeconfig_mode & 0o044) >> 2)
+}
+
 /// The prefix holds only what the bundle ships; everyone may run kubectl from it.
 pub const PREFIX_MODE: u32 = 0o755;
 
@@ -79,6 +89,17 @@ pub fn write_replacing(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_data_dir_opens_for_search_only_as_far_as_the_kubeconfig_is_readable() {
+        assert_eq!(data_dir_mode(0o600), 0o700);
+        assert_eq!(data_dir_mode(0o644), 0o711);
+        assert_eq!(data_dir_mode(0o640), 0o710);
+        assert_eq!(data_dir_mode(0o604), 0o701);
+        // Write or execute bits on the kubeconfig open nothing more.
+        assert_eq!(data_dir_mode(0o622), 0o700);
+        assert_eq!(data_dir_mode(0o611), 0o700);
+    }
     use super::*;
 
     #[test]

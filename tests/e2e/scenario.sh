@@ -41,8 +41,10 @@ fi
 K3S_FLAGS=""; [ $K3S = yes ] && [ "$MODE" = full ] && settings_before_install
 echo "== install $ARGS $K3S_FLAGS"
 INSTALL_START=$(now)
+# Under umask 000, which the installer must not pass on (umask_modes_step, faults.sh).
 # shellcheck disable=SC2086 # ARGS and K3S_FLAGS are lists of words.
-if install_stamped --prefix "$P" --data-dir "$D" $ARGS $K3S_FLAGS; then step install ok; else step install FAIL "rc=$(cat $RUN/install.rc)"; fi
+if (umask 000; install_stamped --prefix "$P" --data-dir "$D" $ARGS $K3S_FLAGS); then step install ok; else step install FAIL "rc=$(cat $RUN/install.rc)"; fi
+umask_modes_step
 [ -n "$K3S_FLAGS" ] && settings_after_install
 mark installed
 mark_from_install api-ready "Kubernetes API is ready"
@@ -256,7 +258,9 @@ echo "== stop"; "$BUNDLE/install" stop --data-dir "$D" && step stop ok || step s
 L=$(ours | tr '\n' ';'); [ -z "$L" ] && step no-processes ok || step no-processes FAIL "$L"
 # Keep every component's log beside the run: uninstall removes the data dir.
 cp -r "$D/logs" "$RUN/component-logs" 2>/dev/null
+binds_before_uninstall
 echo "== uninstall"; "$BUNDLE/install" uninstall --data-dir "$D" && step uninstall ok || step uninstall FAIL
+binds_after_uninstall
 AFTER=$(mounts); [ "$BEFORE_MOUNTS" = "$AFTER" ] && step mounts-restored ok || step mounts-restored FAIL "before=[$BEFORE_MOUNTS] after=[$AFTER]"
 AFTER=$(addresses); [ "$BEFORE_ADDRESSES" = "$AFTER" ] && step addresses-restored ok "$AFTER" || step addresses-restored FAIL "before=[$BEFORE_ADDRESSES] after=[$AFTER]"
 [ -n "$K3S_FLAGS" ] && settings_cleanup

@@ -886,6 +886,16 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "uninstall keeps what bind mounts under the data dir show (plain, stacked, busy)",
+        "full",
+        &["uninstall-keeps-outside-files"],
+    ),
+    (
+        "installed under umask 000: prefix 0755, data dir 0700",
+        "full",
+        &["umask-modes"],
+    ),
+    (
         "uninstall leaves nothing",
         "full",
         &[

@@ -47,21 +47,96 @@ fn means_unsupported(err: &io::Error) -> bool {
     )
 }
 
+/// SHA-256 of `CONTAINER_ID:IFNAME`: the host veth's name and its MAC address come from
+/// disjoint parts of it.
+fn attachment_digest(allocation: &Allocation) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(format!("{}:{}", allocation.container_id, allocation.ifname)).into()
+}
+
 /// The host-side veth name for an attachment: derived, so DEL can find it from the store,
-/// short enough for IFNAMSIZ, and distinct per (container ID, ifname).
+/// distinct per (container ID, ifname), and as long as IFNAMSIZ allows (15 characters): "gv"
+/// and 13 base32 characters, the first 65 bits of the digest. A node with n veths then has a
+/// collision chance of about n²/2⁶⁶ (the 32-bit hash before: 1 in ~2,000 at 2,000 pods); a
+/// collision is still refused by the ownership mark, never resolved by deleting the other link.
 pub fn host_veth_name(allocation: &Allocation) -> String {
-    // FNV-1a: stable across releases (unlike std's hasher), and collisions only matter
-    // within one node.
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in allocation
-        .container_id
-        .bytes()
-        .chain([b':'])
-        .chain(allocation.ifname.bytes())
-    {
-        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let digest = attachment_digest(allocation);
+    let bits = u128::from_be_bytes(digest[..16].try_into().expect("16 of 32 bytes"));
+    let mut name = String::from("gv");
+    for i in 0..13 {
+        let index = (bits >> (128 - 5 * (i + 1))) & 0x1f;
+        name.push(char::from(BASE32[index as usize]));
     }
-    format!("gv{hash:08x}")
+    name
+}
+
+/// The ownership mark: the MAC address ADD gives the host end in the request that creates it,
+/// from digest bytes 16..22 (disjoint from the name's bits), made locally administered and
+/// unicast, so 46 bits. A link with the derived name but another MAC is not this attachment's
+/// and is never deleted: another attachment's veth would have to match in both name and MAC
+/// (111 bits), and a link made by anyone else carries a kernel-chosen or its own address.
+///
+/// A MAC and not an alias (IFLA_IFALIAS, `ip link set alias`): gVisor refuses the alias
+/// (EOPNOTSUPP, measured in docs/cni.md) but takes IFLA_ADDRESS, in the creating request too,
+/// so the link never exists unmarked, in gVisor and on Linux alike.
+pub fn owner_mac(allocation: &Allocation) -> [u8; 6] {
+    let digest = attachment_digest(allocation);
+    let mut mac: [u8; 6] = digest[16..22].try_into().expect("6 of 32 bytes");
+    // Bit 1 of the first octet: locally administered; bit 0 clear: unicast (IEEE 802).
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    mac
+}
+
+fn mac_text(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Host veth names of plugin versions before the mark: "gv" and 8 hex digits. Such a link
+/// has a kernel-chosen MAC; DEL still removes it when the store records it.
+fn is_unmarked_legacy_name(name: &str) -> bool {
+    name.len() == 10 && name.starts_with("gv") && name[2..].chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Whether link `index` (named `host`) is someone else's, by its MAC address: `Ok(None)` when
+/// it is this attachment's, `Ok(Some(why))` naming it and what it carries when not.
+fn not_ours(
+    netlink: &netif::Netlink,
+    host: &str,
+    index: u32,
+    allocation: &Allocation,
+) -> Result<Option<CniError>> {
+    let have = netlink
+        .link_address(index)
+        .map_err(|e| CniError::io(format!("reading the MAC address of {host}"), e))?;
+    Ok(judge_owner(host, have.as_deref(), allocation))
+}
+
+/// The pure half of [`not_ours`]: a link named `host` whose MAC address is `have`.
+fn judge_owner(host: &str, have: Option<&[u8]>, allocation: &Allocation) -> Option<CniError> {
+    let want = owner_mac(allocation);
+    if have == Some(&want[..]) {
+        return None;
+    }
+    let carried = have.map_or_else(|| "no MAC address".to_string(), mac_text);
+    Some(CniError::new(
+        code::IO_FAILURE,
+        format!(
+            "a link named {host} exists and was not made by this attachment (container {}, {}): \
+             its MAC address is {carried}, not {} (the one this attachment gives its host veth)",
+            allocation.container_id,
+            allocation.ifname,
+            mac_text(&want)
+        ),
+        format!(
+            "it may be another pod's veth (a name collision) or anyone's link, so it is not \
+             deleted; see what it is with `ip -d link show {host}`, and remove it with \
+             `ip link del {host}` only if nothing uses it"
+        ),
+    ))
 }
 
 /// ADD: wires `netns` for `allocation` according to the configured mode.
@@ -127,6 +202,14 @@ pub fn unwire(allocation: &Allocation) -> Result<()> {
     let Some(index) = index else { return Ok(()) };
     let netlink =
         netif::Netlink::open().map_err(|e| CniError::io("opening a netlink socket", e))?;
+    if !is_unmarked_legacy_name(host_veth) {
+        if let Some(why) = not_ours(&netlink, host_veth, index, allocation)? {
+            // DEL is idempotent: what is not ours is left alone (and said), the address
+            // released.
+            warn(&why.msg);
+            return Ok(());
+        }
+    }
     match netlink.delete_link(index) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
@@ -262,14 +345,20 @@ fn veth_bridge(
     }
     netif::set_up(bridge, true).map_err(|e| fail(format!("bringing {bridge} up"), e))?;
 
-    // A leftover host end from an earlier ADD of the same attachment is replaced.
+    // A leftover host end from an earlier ADD of the same attachment is replaced; a link of
+    // that name that is not this attachment's is never touched.
     let host = host_veth_name(allocation);
     if let Ok(Some(stale)) = netif::index(&host) {
+        if let Some(why) =
+            not_ours(&netlink, &host, stale, allocation).map_err(VethFailure::Failed)?
+        {
+            return Err(VethFailure::Failed(why));
+        }
         netlink
             .delete_link(stale)
             .map_err(|e| fail(format!("removing stale {host}"), e))?;
     }
-    match netlink.create_veth(&host, &allocation.ifname, netns.fd()) {
+    match netlink.create_veth(&host, owner_mac(allocation), &allocation.ifname, netns.fd()) {
         Ok(()) => {}
         Err(err) if means_unsupported(&err) => {
             return Err(VethFailure::Unsupported {
@@ -378,5 +467,60 @@ fn required_index(name: &str) -> Result<u32> {
             "does not exist right after creating it",
         )),
         Err(e) => Err(CniError::io(format!("looking up interface {name}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allocation(container_id: &str, ifname: &str) -> Allocation {
+        serde_json::from_value(serde_json::json!({
+            "containerID": container_id, "ifname": ifname, "address": "10.42.0.5/24",
+            "gateway": "10.42.0.1", "mode": "veth-bridge",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn host_veth_names_use_the_whole_ifnamsiz_budget_and_never_change() {
+        let name = host_veth_name(&allocation("c1", "eth0"));
+        assert_eq!(name.len(), 15, "{name}");
+        assert!(name[2..]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+        // Pinned: a running node's DEL finds veths that an earlier build of the plugin made.
+        // (python3: sha256(b"c1:eth0"), first 65 bits in RFC 4648 lower-case base32).
+        assert_eq!(name, "gvdc4p4dfd2zaqj");
+        assert_ne!(name, host_veth_name(&allocation("c1", "eth1")));
+        assert!(!is_unmarked_legacy_name(&name));
+        assert!(is_unmarked_legacy_name("gv0d0a9693"));
+    }
+
+    #[test]
+    fn the_owner_mac_is_a_pinned_locally_administered_unicast_address() {
+        let mac = owner_mac(&allocation("c1", "eth0"));
+        // Pinned like the name: a running node's DEL recognizes veths an earlier build made.
+        // (python3: d = sha256(b"c1:eth0"); d[16:22] with the first octet's low bits set to 10).
+        assert_eq!(mac_text(&mac), "8e:1a:6c:72:32:41");
+        assert_eq!(mac[0] & 0b11, 0b10, "locally administered, unicast");
+        assert_ne!(mac, owner_mac(&allocation("c1", "eth1")));
+        assert_ne!(mac, owner_mac(&allocation("c2", "eth0")));
+    }
+
+    #[test]
+    fn only_a_link_with_this_attachments_mac_is_its_own() {
+        let ours = allocation("c1", "eth0");
+        let host = host_veth_name(&ours);
+        assert!(judge_owner(&host, Some(&owner_mac(&ours)), &ours).is_none());
+        // Another attachment's veth of the same name (a collision), a kernel-chosen address,
+        // and a reply without one are all someone else's, and the error says whose it is not.
+        let other = owner_mac(&allocation("c2", "eth0"));
+        for have in [Some(&other[..]), Some(&[0x5e, 0, 0, 0, 0, 1][..]), None] {
+            let why = judge_owner(&host, have, &ours).expect("not ours");
+            assert!(why.msg.contains(&host), "{}", why.msg);
+            assert!(why.msg.contains("8e:1a:6c:72:32:41"), "{}", why.msg);
+            assert!(why.details.contains("ip link del"), "{}", why.details);
+        }
     }
 }

@@ -293,3 +293,133 @@ fn check_detects_a_mismatched_prev_result_and_a_missing_interface() {
         .args(["link", "del", "gvt-check"])
         .output();
 }
+
+/// `ip ARGS` on the host, its output.
+fn ip(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Someone else's link takes `name`: a veth pair (kernel-chosen MAC), as a colliding pod's
+/// would be. Returns its ifindex, by which the tests see whether it survived.
+fn stranger_takes(name: &str, peer: &str) -> Option<String> {
+    let made = ip(&["link", "add", name, "type", "veth", "peer", "name", peer]);
+    assert!(made.status.success(), "{made:?}");
+    ifindex(name)
+}
+
+fn ifindex(name: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).ok()
+}
+
+/// The host end's name is derived from (container ID, ifname) and uses IFNAMSIZ's whole budget
+/// (15 characters); ADD marks it with the attachment's MAC address at creation and replaces a
+/// leftover carrying that mark. A link of that name that this attachment did not make (a hash
+/// collision with another pod's live veth, or anyone's link) is never deleted by ADD's
+/// stale-link cleanup: ADD fails, naming it.
+#[test]
+fn add_never_deletes_a_link_of_its_name_that_it_did_not_make() {
+    if !require_root() {
+        return;
+    }
+    let net = Network::new(
+        "owner",
+        "1.1.0",
+        json!({"mode": "veth-bridge", "subnet": "10.123.9.0/24", "bridge": "gvt-owner"}),
+    );
+    let ns = NetNs::new("owner");
+    let add = || run_plugin(&add_env(&ns.path(), "c-owner"), &conf(&net));
+    let del = || run_plugin(&env_for("DEL", &ns.path(), "c-owner"), &conf(&net));
+    let result = ok_json("first ADD", &add());
+    let host = interface_names(&result)
+        .into_iter()
+        .find(|n| n.starts_with("gv") && n != "gvt-owner")
+        .expect("a host veth in the result");
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{host}/address")).unwrap();
+    // A leftover of this attachment's own earlier ADD carries the mark and is replaced.
+    let again = add();
+    let mac_again = std::fs::read_to_string(format!("/sys/class/net/{host}/address"));
+    ok_json("DEL", &del());
+    let _ = ok_json("ADD over this attachment's own leftover", &again);
+    assert_eq!(
+        mac_again.ok().as_ref(),
+        Some(&mac),
+        "the mark is derived, stable"
+    );
+    let first_octet = u8::from_str_radix(&mac[..2], 16).unwrap();
+    assert_eq!(
+        first_octet & 0b11,
+        0b10,
+        "{mac}: locally administered, unicast"
+    );
+
+    let stranger = stranger_takes(&host, "gvt-stranger");
+    let out = add();
+    let survived = ifindex(&host);
+    let _ = ip(&["link", "del", &host]);
+    let _ = del();
+    let _ = ip(&["link", "del", "gvt-owner"]);
+    assert_eq!(
+        survived, stranger,
+        "ADD deleted {host}, a link it did not make"
+    );
+    assert_eq!(
+        (
+            host.len(),
+            host[2..]
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
+        ),
+        (15, true),
+        "{host}: want gv + 13 base32 characters (65 bits)"
+    );
+    let err = error_json("ADD over a stranger's link", &out);
+    let text = err.to_string();
+    assert!(
+        text.contains(&host) && text.contains("not made by") && text.contains(mac.trim()),
+        "{err}"
+    );
+}
+
+/// DEL removes the host end only when it carries the attachment's MAC: a link that took the
+/// name after ADD (the pod's veth went with its namespace, someone's link came) is left alone,
+/// DEL still succeeds (it is idempotent) and says why, and the address is released.
+#[test]
+fn del_never_deletes_a_link_of_its_name_that_it_did_not_make() {
+    if !require_root() {
+        return;
+    }
+    let net = Network::new(
+        "owner-del",
+        "1.1.0",
+        json!({"mode": "veth-bridge", "subnet": "10.123.8.0/24", "bridge": "gvt-ownerd"}),
+    );
+    let ns = NetNs::new("owner-del");
+    let result = ok_json(
+        "ADD",
+        &run_plugin(&add_env(&ns.path(), "c-od"), &conf(&net)),
+    );
+    let host = interface_names(&result)
+        .into_iter()
+        .find(|n| n.starts_with("gv") && n != "gvt-ownerd")
+        .expect("a host veth in the result");
+    let _ = ip(&["link", "del", &host]);
+    let stranger = stranger_takes(&host, "gvt-strangerd");
+    let out = run_plugin(&env_for("DEL", &ns.path(), "c-od"), &conf(&net));
+    let survived = ifindex(&host);
+    let _ = ip(&["link", "del", &host]);
+    let _ = ip(&["link", "del", "gvt-ownerd"]);
+    assert_eq!(
+        survived, stranger,
+        "DEL deleted {host}, a link it did not make"
+    );
+    assert!(out.status.success(), "DEL must stay idempotent: {out:?}");
+    assert!(
+        stderr_of(&out).contains("not made by this attachment"),
+        "DEL must say why it left {host}: {}",
+        stderr_of(&out)
+    );
+    assert!(net.allocations().is_empty(), "{:?}", net.allocations());
+}

@@ -8,7 +8,8 @@
 //! - Debian's 2022 gVisor cannot setns into a namespace: nothing inside is configured and
 //!   the result lists no interface carrying the address.
 //!
-//! Needs root, runsc, busybox (busybox-static), unshare/nsenter (util-linux), and cnitool.
+//! Needs root, runsc, busybox (busybox-static), unshare/nsenter (util-linux), ip (iproute2:
+//! busybox's cannot make veth pairs) and cnitool.
 
 mod common;
 
@@ -34,14 +35,32 @@ step add_b "$CNITOOL" add "$NET" "$NS_B"
 step check_a "$CNITOOL" check "$NET" "$NS_A"
 step status "$CNITOOL" status "$NET" "$NS_A"
 IP_A=$(sed -n 's/.*"address": *"\([0-9.]*\)\/.*/\1/p' "$WORK/add_a.out" | head -n1)
+HOST_A=; HOST_B=
+host_of() { sed -n 's/.*"name": *"\(gv[a-z2-7]\{13\}\)".*/\1/p' "$WORK/$1.out" | head -n1; }
 if grep -q '"eth0"' "$WORK/add_a.out"; then
   # Connectivity probe, only meaningful when eth0 was wired: pod A listens, pod B connects.
   step talk sh -c 'nsenter --net="$0" sh -c "echo hello | busybox nc -l -p 7777" & sleep 1; nsenter --net="$1" busybox nc -w 3 "$2" 7777' "$NS_A" "$NS_B" "$IP_A"
+  HOST_A=$(host_of add_a); HOST_B=$(host_of add_b)
+  # The ownership mark: the host end's MAC address, given when the link is created.
+  step mac_a ip link show "$HOST_A"
 fi
 step lo_a nsenter --net="$NS_A" busybox ip link show lo
 step del_a "$CNITOOL" del "$NET" "$NS_A"
 step del_a_again "$CNITOOL" del "$NET" "$NS_A"
+if [ -n "$HOST_A" ]; then
+  # Someone else's link takes A's name: ADD must fail and leave it. B's host end is replaced
+  # by someone else's link too: DEL must leave it.
+  step stranger_a ip link add "$HOST_A" type veth peer name gvt-str-a
+  step add_a_over_stranger "$CNITOOL" add "$NET" "$NS_A"
+  step stranger_a_kept ip link show "$HOST_A"
+  ip link del "$HOST_A"
+  step stranger_b sh -c 'ip link del "$0" && ip link add "$0" type veth peer name gvt-str-b' "$HOST_B"
+fi
 step del_b "$CNITOOL" del "$NET" "$NS_B"
+if [ -n "$HOST_B" ]; then
+  step stranger_b_kept ip link show "$HOST_B"
+  ip link del "$HOST_B"
+fi
 step store busybox ls -a "$STORE"
 kill $A $B
 "#;
@@ -147,6 +166,7 @@ fn round_trip_in(runsc: &str) {
         );
         assert!(step("lo_a").stdout.contains("UP"), "lo not up: {context}");
         eprintln!("{runsc}: pod B reached pod A at {address} over the bridge");
+        ownership_is_checked(&result, &step, &context);
     } else {
         // No veth: the result must not pretend. Only lo (or nothing, when the namespace
         // cannot be joined) is listed, and no interface claims the address.
@@ -173,6 +193,61 @@ fn round_trip_in(runsc: &str) {
     );
 }
 
+/// Where this gVisor makes veths: the host end carries the MAC the result reports (set at
+/// creation: gVisor refuses the alias IFLA_IFALIAS), ADD fails over a link of its name that
+/// is someone else's, and DEL leaves such a link alone.
+fn ownership_is_checked<'a>(result: &Value, step: &dyn Fn(&str) -> &'a Step, context: &str) {
+    let host = result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| {
+            i["name"]
+                .as_str()
+                .is_some_and(|n| n.len() == 15 && n.starts_with("gv"))
+        })
+        .unwrap_or_else(|| panic!("no host veth in the result: {context}"));
+    let mac = host["mac"]
+        .as_str()
+        .expect("the host veth's MAC in the result");
+    let shown = &step("mac_a").stdout;
+    assert!(
+        shown.contains(mac),
+        "the host veth does not carry {mac}: {shown}\n{context}"
+    );
+    let first_octet = u8::from_str_radix(&mac[..2], 16).unwrap();
+    assert_eq!(
+        first_octet & 0b11,
+        0b10,
+        "{mac}: locally administered, unicast"
+    );
+    for name in [
+        "stranger_a",
+        "stranger_b",
+        "stranger_a_kept",
+        "stranger_b_kept",
+    ] {
+        assert_eq!(
+            step(name).rc,
+            0,
+            "{name}: {}{}\n{context}",
+            step(name).stdout,
+            step(name).stderr
+        );
+    }
+    let refused = step("add_a_over_stranger");
+    assert_ne!(
+        refused.rc, 0,
+        "ADD over someone else's link succeeded: {context}"
+    );
+    for (name, s) in [("add_a_over_stranger", refused), ("del_b", step("del_b"))] {
+        assert!(
+            format!("{}{}", s.stdout, s.stderr).contains("not made by this attachment"),
+            "{name} must name the link it left: {context}"
+        );
+    }
+}
+
 #[test]
 fn cnitool_round_trip_inside_runsc() {
     if !require_root() {
@@ -180,6 +255,7 @@ fn cnitool_round_trip_inside_runsc() {
     }
     require_tool("busybox", "apt-get install busybox-static");
     require_tool("nsenter", "apt-get install util-linux");
+    require_tool("ip", "apt-get install iproute2");
     let list = std::env::var("K3S_GVISOR_RUNSC").unwrap_or_else(|_| "runsc".into());
     for runsc in list.split(':').filter(|s| !s.is_empty()) {
         if !runsc.contains('/') {

@@ -289,7 +289,8 @@ fn absent_in_scratch_mount<'a>(controller: &str, files: &[&'a str]) -> Option<Ve
         "k3s-gvisor-{controller}-probe-{}",
         std::process::id()
     ));
-    std::fs::create_dir_all(&scratch).ok()?;
+    // Private and new (not one another user made there first): files.rs.
+    crate::files::new_private_dir(&scratch).ok()?;
     let mounted = crate::mounts::mount(
         "cgroup",
         &scratch,

@@ -86,9 +86,7 @@ pub fn write_pod_range(
         let target = conf_dir.join(entry.file_name());
         if std::fs::read_to_string(&target).ok().as_deref() != Some(rendered.as_str()) {
             // Written aside and renamed: containerd must never load half a config.
-            let temp = conf_dir.join(format!(".{}.tmp", entry.file_name().to_string_lossy()));
-            std::fs::write(&temp, &rendered)?;
-            std::fs::rename(&temp, &target)
+            crate::files::write_replacing(&target, rendered.as_bytes(), 0o644)
                 .with_context(|| format!("cannot write {}", target.display()))?;
             changed = true;
         }

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -368,8 +367,12 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         previous_prefix: None,
     };
     // The data dir comes first: it holds the state file that records everything after it.
+    // Explicit modes, whatever the directories had (preflight refused others' directories):
+    // the data dir holds the state file and tokens, the prefix only what the bundle ships.
     state.create_dir_all_recorded(&paths.data_dir)?;
+    crate::files::set_mode(&paths.data_dir, crate::files::DATA_DIR_MODE)?;
     state.create_dir_all_recorded(&paths.prefix)?;
+    crate::files::set_mode(&paths.prefix, crate::files::PREFIX_MODE)?;
     if let Some(join) = &request.join {
         write_token(&paths.agent_token(), &join.token)?;
         println!(
@@ -395,16 +398,8 @@ pub fn install(options: &InstallOptions) -> Result<()> {
 }
 
 fn write_token(path: &std::path::Path, token: &str) -> Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    writeln!(file, "{}", token.trim())?;
-    Ok(())
+    crate::files::write_replacing(path, format!("{}\n", token.trim()).as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// What the user gave k3s, as install takes it (status shows the same).

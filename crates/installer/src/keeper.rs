@@ -85,10 +85,8 @@ impl KeeperStatus {
 
     fn save(&self, path: &Path) {
         // Best effort: a status that cannot be written must not stop the daemon.
-        let temp = path.with_extension("json.tmp");
-        if fs::write(&temp, serde_json::to_string(self).unwrap_or_default()).is_ok() {
-            let _ = fs::rename(&temp, path);
-        }
+        let text = serde_json::to_string(self).unwrap_or_default();
+        let _ = crate::files::write_replacing(path, text.as_bytes(), 0o644);
     }
 }
 

@@ -111,12 +111,7 @@ fn restore_host_changes(state: &mut State) -> Result<()> {
     for mount in state.mounts.iter().rev().filter(|p| is_mounted(p)) {
         let _ = mounts::unmount(mount);
     }
-    state.mounts.clear();
-    for file in state.created_files.drain(..) {
-        let _ = std::fs::remove_file(file);
-    }
-    state.created_dirs.retain(|dir| dir.exists());
-    state.save()?;
+    forget_lost_host_changes(state)?;
     let facts = HostFacts::probe(&[]);
     if !facts.has_dev_kmsg {
         mounts::provide_dev_kmsg(state)?;
@@ -128,6 +123,20 @@ fn restore_host_changes(state: &mut State) -> Result<()> {
     }
     crate::procsys_overlay::apply(state);
     Ok(())
+}
+
+/// Forgets the mounts and files a sandbox restart took, removing what is left of the files.
+fn forget_lost_host_changes(state: &mut State) -> Result<()> {
+    state.mounts.clear();
+    for file in state.created_files.drain(..) {
+        match mounts::remove_made_mount_target(&file) {
+            Ok(None) => {}
+            Ok(Some(left)) => println!("{left}"),
+            Err(error) => println!("cannot remove {}: {error}", file.display()),
+        }
+    }
+    state.created_dirs.retain(|dir| dir.exists());
+    state.save()
 }
 
 pub fn stop(state: &State) -> Result<()> {
@@ -148,19 +157,23 @@ pub fn uninstall(state: &State) -> Result<()> {
     let mut problems = Vec::new();
     // An upgrade that did not finish kept the previous version's files beside the prefix.
     if let Some(previous) = &state.previous_prefix {
-        match std::fs::remove_dir_all(previous) {
+        match mounts::remove_tree_on_one_fs(previous) {
             Ok(()) => println!("removed {}", previous.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => problems.push(format!("cannot remove {}: {e}", previous.display())),
         }
     }
-    let leftovers = mounts::remove_new_pod_netns(&state.netns_before)
-        .into_iter()
-        .chain(mounts::unmount_under(&[&state.prefix, &state.data_dir]));
-    for line in leftovers {
+    for line in mounts::remove_new_pod_netns(&state.netns_before) {
         println!("{line}");
     }
-    // Those under the prefix or data dir (the /proc/sys overlay's untouched view) went above.
+    // Before anything is deleted: nothing may stay mounted below the prefix or data dir, or the
+    // recursive delete would reach into it (kubelet's hostPath/subPath binds point outside).
+    // This also takes the /proc/sys overlay's untouched view (under the data dir's run dir).
+    let unmounted = mounts::unmount_under(&[&state.prefix, &state.data_dir]);
+    unmounted.lines.iter().for_each(|line| println!("{line}"));
+    refuse_while_mounted(&unmounted.still_mounted)?;
+    // The recorded mounts that went above (those below the data dir, and their peers where
+    // mounts propagate) are not unmounted again: only those still listed.
     let still_mounted = probe::read_mounts();
     for mount in state.mounts.iter().rev() {
         if !still_mounted.iter().any(|m| &m.mount_point == mount) {
@@ -203,8 +216,10 @@ pub fn uninstall(state: &State) -> Result<()> {
     removed.iter().for_each(|line| println!("{line}"));
     problems.extend(failed);
     for file in state.created_files.iter().rev() {
-        if let Err(error) = std::fs::remove_file(file) {
-            problems.push(format!("cannot remove {}: {error}", file.display()));
+        match mounts::remove_made_mount_target(file) {
+            Ok(None) => {}
+            Ok(Some(left)) => println!("{left}"),
+            Err(error) => problems.push(format!("cannot remove {}: {error}", file.display())),
         }
     }
     // k3s links its default kubeconfig location to the one it was told to write.
@@ -222,7 +237,7 @@ pub fn uninstall(state: &State) -> Result<()> {
     for dir in state.created_dirs.iter().rev() {
         let ours = *dir == state.prefix || *dir == state.data_dir;
         let result = if ours {
-            std::fs::remove_dir_all(dir)
+            mounts::remove_tree_on_one_fs(dir)
         } else {
             std::fs::remove_dir(dir)
         };
@@ -255,6 +270,25 @@ pub fn uninstall(state: &State) -> Result<()> {
     Ok(())
 }
 
+/// Stops the uninstall, before it deletes anything, while mounts below the prefix or data dir
+/// could not be unmounted; the state file stays, so uninstall can run again once they are gone.
+fn refuse_while_mounted(still_mounted: &[(std::path::PathBuf, String)]) -> Result<()> {
+    if still_mounted.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = still_mounted
+        .iter()
+        .map(|(point, error)| format!("{} (umount: {error})", point.display()))
+        .collect();
+    bail!(
+        "still mounted below the install, so nothing was deleted (a recursive delete would reach \
+         the files these mounts show, which may lie outside the install):\n  - {}\nstop what \
+         uses them (`fuser -vm MOUNT_POINT`), unmount them (`umount MOUNT_POINT`, in the mount \
+         namespace that holds them), then run uninstall again",
+        list.join("\n  - ")
+    )
+}
+
 /// Where k3s (as root) would write its kubeconfig; given --write-kubeconfig elsewhere, it makes
 /// this a symlink to that file.
 const K3S_DEFAULT_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
@@ -271,4 +305,40 @@ fn remove_empty_dirs(dir: &Path) {
         }
     }
     let _ = std::fs::remove_dir(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a sandbox restart /dev is new: where /dev/kmsg is now a real device (a runtime
+    /// that provides it), `start` must not delete it; only the empty file the install made.
+    #[test]
+    fn a_restart_removes_only_the_empty_files_the_install_made() {
+        if !testkit::root_or_skip("makes a character device node") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut state: State = serde_json::from_value(serde_json::json!({
+            "bundle_name": "k3s-gvisor", "bundle_version": "v0", "snapshotter": "native",
+            "prefix": dir.path().join("prefix"), "data_dir": dir.path(),
+            "control_plane_only": false, "created_dirs": [], "created_files": [],
+            "mounts": [], "absent_before": [], "workarounds": [],
+        }))
+        .unwrap();
+        let (device, made) = (dir.path().join("kmsg"), dir.path().join("made"));
+        nix::sys::stat::mknod(
+            &device,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        std::fs::write(&made, "").unwrap();
+        state.created_files = vec![device.clone(), made.clone()];
+        forget_lost_host_changes(&mut state).unwrap();
+        assert!(device.exists(), "a real device was removed");
+        assert!(!made.exists(), "the empty file the install made stays");
+        assert!(state.created_files.is_empty());
+    }
 }

@@ -32,6 +32,7 @@ mod cni_host;
 mod config;
 mod copy_bundle;
 mod doctor;
+mod files;
 mod helm;
 mod images;
 mod install;
@@ -324,6 +325,11 @@ fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result
 }
 
 fn main() -> ExitCode {
+    // k3s's install.sh runs under systemd's umask 0022; a caller's umask 000 made PREFIX/bin and
+    // the data dir 0777 (measured in gVisor), so anyone could forge state.json, whose lists
+    // uninstall deletes. Every file and directory the installer and its daemons create (the
+    // daemons inherit it) starts from 0022; the data dir is then narrowed to 0700.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

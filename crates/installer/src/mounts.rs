@@ -41,7 +41,8 @@ pub fn provide_dev_kmsg(state: &mut State) -> Result<()> {
     if kmsg.exists() {
         return Ok(());
     }
-    fs::File::create(kmsg).with_context(|| {
+    // O_EXCL|O_NOFOLLOW: a dangling symlink at /dev/kmsg is not followed to create its target.
+    crate::files::create_new(kmsg, 0o644).with_context(|| {
         "cannot create /dev/kmsg as a bind-mount target (is /dev read-only?)".to_string()
     })?;
     state.created_files.push(kmsg.to_path_buf());
@@ -50,6 +51,36 @@ pub fn provide_dev_kmsg(state: &mut State) -> Result<()> {
         .context("cannot bind-mount /dev/null on /dev/kmsg")?;
     state.mounts.push(kmsg.to_path_buf());
     state.save()
+}
+
+/// Removes `path` if it is what `provide_dev_kmsg` made: an empty regular file (a bind-mount
+/// target). After a sandbox restart /dev is new and /dev/kmsg may be a real character device
+/// that the runtime provides: that, or anything else with content, is left alone and named.
+/// Ok(None) when removed or already gone, Ok(Some(why)) when left.
+pub fn remove_made_mount_target(path: &Path) -> io::Result<Option<String>> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match fs::symlink_metadata(path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        meta => meta?,
+    };
+    let kind = meta.file_type();
+    if kind.is_file() && meta.len() == 0 {
+        return match fs::remove_file(path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(None),
+        };
+    }
+    let what = if kind.is_char_device() {
+        "a character device".to_string()
+    } else if kind.is_file() {
+        format!("a file of {} bytes", meta.len())
+    } else {
+        format!("{kind:?}")
+    };
+    Ok(Some(format!(
+        "left {}: it is {what} now, not the empty file the install made",
+        path.display()
+    )))
 }
 
 /// The outcome of mounting cgroup controllers, for the install report.
@@ -138,23 +169,135 @@ pub fn remove_new_pod_netns(before: &[String]) -> Vec<String> {
     report
 }
 
-/// Unmounts everything mounted under `roots` (deepest first): pod /dev/shm tmpfs and snapshot
-/// mounts that containerd leaves in its state dir when pods are stopped rather than removed.
-pub fn unmount_under(roots: &[&Path]) -> Vec<String> {
-    let mut targets: Vec<PathBuf> = probe::read_mounts()
+/// What `unmount_under` did, and what is still mounted below the roots afterwards.
+#[derive(Debug, Default)]
+pub struct Unmounted {
+    pub lines: Vec<String>,
+    /// Mount points still below a root after every attempt, each with the last error.
+    pub still_mounted: Vec<(PathBuf, String)>,
+}
+
+/// Mount points strictly below one of `roots`, one entry per mount (a point with two mounts
+/// stacked on it is listed twice), read from /proc/self/mountinfo now.
+pub fn mounts_below(roots: &[&Path]) -> Vec<PathBuf> {
+    probe::read_mounts()
         .into_iter()
         .map(|m| m.mount_point)
-        .filter(|point| roots.iter().any(|root| point.starts_with(root)))
-        .collect();
-    targets.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
-    targets.dedup();
-    targets
-        .into_iter()
-        .map(|point| match unmount(&point) {
-            Ok(()) => format!("unmounted {}", point.display()),
-            Err(error) => format!("cannot unmount {}: {error}", point.display()),
-        })
+        .filter(|point| is_below(point, roots))
         .collect()
+}
+
+fn is_below(point: &Path, roots: &[&Path]) -> bool {
+    roots
+        .iter()
+        .any(|root| point != *root && point.starts_with(root))
+}
+
+/// Unmounts everything mounted below `roots` (deepest first): pod /dev/shm tmpfs, snapshot
+/// mounts that containerd leaves in its state dir, and the kubelet's hostPath and subPath bind
+/// mounts under DATA/kubelet, which point outside the install. Each mount is unmounted on its
+/// own (two mounts stacked on one point take two unmounts), and mountinfo is read again after
+/// every round until nothing is left or a round unmounts nothing: then `still_mounted` names
+/// what could not be unmounted, and nothing may be deleted recursively below it.
+pub fn unmount_under(roots: &[&Path]) -> Unmounted {
+    let mut outcome = Unmounted::default();
+    let mut errors: std::collections::BTreeMap<PathBuf, String> = Default::default();
+    // Each round removes at least one mount, so this only bounds a namespace that keeps
+    // growing mounts while we unmount (a daemon still running).
+    for _ in 0..64 {
+        let mut targets = mounts_below(roots);
+        if targets.is_empty() {
+            break;
+        }
+        // Stable sort: stacked mounts on one point keep their order; each unmount takes the top.
+        targets.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
+        let mut progress = false;
+        for point in targets {
+            match unmount(&point) {
+                Ok(()) => {
+                    outcome.lines.push(format!("unmounted {}", point.display()));
+                    errors.remove(&point);
+                    progress = true;
+                }
+                Err(error) => {
+                    errors.insert(point, error.to_string());
+                }
+            }
+        }
+        if !progress {
+            break;
+        }
+    }
+    let mut still = mounts_below(roots);
+    still.dedup();
+    outcome.still_mounted = still
+        .into_iter()
+        .map(|point| {
+            let error = errors
+                .get(&point)
+                .cloned()
+                .unwrap_or_else(|| "mounted again while unmounting".to_string());
+            (point, error)
+        })
+        .collect();
+    outcome
+}
+
+/// Removes `dir` and everything in it, never leaving its filesystem: a directory on another
+/// device (st_dev) or listed as a mount point in mountinfo (a bind mount from the same
+/// filesystem has the same st_dev) is not entered, and is reported as an error after the rest
+/// is removed. Symlinks are removed, never followed. `unmount_under` runs first; this guards
+/// against a mount that appears in between.
+pub fn remove_tree_on_one_fs(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let device = fs::symlink_metadata(dir)?.dev();
+    let mount_points: std::collections::HashSet<PathBuf> = probe::read_mounts()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .collect();
+    let mut skipped = Vec::new();
+    remove_tree(dir, device, &mount_points, true, &mut skipped)?;
+    if skipped.is_empty() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "not entered, on another filesystem or a mount point: {} (unmount, then remove by hand)",
+        skipped
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+fn remove_tree(
+    path: &Path,
+    device: u64,
+    mount_points: &std::collections::HashSet<PathBuf>,
+    top: bool,
+    skipped: &mut Vec<PathBuf>,
+) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match fs::symlink_metadata(path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        meta => meta?,
+    };
+    if !meta.is_dir() {
+        return fs::remove_file(path);
+    }
+    if meta.dev() != device || (!top && mount_points.contains(path)) {
+        skipped.push(path.to_path_buf());
+        return Ok(());
+    }
+    let before = skipped.len();
+    for entry in fs::read_dir(path)? {
+        remove_tree(&entry?.path(), device, mount_points, false, skipped)?;
+    }
+    if skipped.len() > before {
+        // Something below stays, so this directory cannot go either.
+        return Ok(());
+    }
+    fs::remove_dir(path)
 }
 
 /// Tries a recursive bind mount of a scratch dir onto a sibling and undoes it. Only doctor runs
@@ -162,7 +305,10 @@ pub fn unmount_under(roots: &[&Path]) -> Vec<String> {
 pub fn recursive_bind_refused() -> bool {
     let scratch = std::env::temp_dir().join(format!("k3s-gvisor-doctor-{}", std::process::id()));
     let (source, target) = (scratch.join("a"), scratch.join("b"));
-    if std::fs::create_dir_all(&source).is_err() || std::fs::create_dir_all(&target).is_err() {
+    if crate::files::new_private_dir(&scratch).is_err()
+        || std::fs::create_dir(&source).is_err()
+        || std::fs::create_dir(&target).is_err()
+    {
         return false;
     }
     let result = mount(
@@ -175,7 +321,7 @@ pub fn recursive_bind_refused() -> bool {
     if result.is_ok() {
         let _ = unmount(&target);
     }
-    let _ = std::fs::remove_dir_all(&scratch);
+    let _ = remove_tree_on_one_fs(&scratch);
     matches!(result, Err(error) if error.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32))
 }
 
@@ -184,7 +330,7 @@ pub fn recursive_bind_refused() -> bool {
 /// Reproduced on a scratch file and undone.
 pub fn statfs_on_mounted_netns_fails() -> bool {
     let scratch = std::env::temp_dir().join(format!("k3s-gvisor-doctor-ns-{}", std::process::id()));
-    if std::fs::write(&scratch, b"").is_err() {
+    if crate::files::create_new(&scratch, 0o600).is_err() {
         return false;
     }
     let mounted = mount("/proc/self/ns/net", &scratch, "", MsFlags::MS_BIND, "").is_ok();
@@ -198,4 +344,52 @@ pub fn statfs_on_mounted_netns_fails() -> bool {
     }
     let _ = std::fs::remove_file(&scratch);
     failed_with_enosys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tmpfs (another st_dev) and a bind mount from the same filesystem (same st_dev) below
+    /// the tree: neither is entered, both are named, everything else goes.
+    #[test]
+    fn a_recursive_delete_stays_on_its_filesystem() {
+        if !testkit::root_or_skip("mounts a tmpfs and a bind mount") {
+            return;
+        }
+        let temp = tempfile::tempdir().unwrap();
+        let (tree, outside) = (temp.path().join("tree"), temp.path().join("outside"));
+        let (tmpfs, bind) = (tree.join("a/tmpfs"), tree.join("b/bind"));
+        for dir in [&tmpfs, &bind, &outside] {
+            fs::create_dir_all(dir).unwrap();
+        }
+        fs::write(outside.join("keep-me"), "x").unwrap();
+        fs::write(tree.join("a/ours"), "x").unwrap();
+        mount("tmpfs", &tmpfs, "tmpfs", MsFlags::empty(), "").unwrap();
+        fs::write(tmpfs.join("keep-me"), "x").unwrap();
+        mount(
+            &outside.display().to_string(),
+            &bind,
+            "",
+            MsFlags::MS_BIND,
+            "",
+        )
+        .unwrap();
+        let result = remove_tree_on_one_fs(&tree);
+        let kept = (
+            tmpfs.join("keep-me").exists(),
+            outside.join("keep-me").exists(),
+        );
+        let ours_gone = !tree.join("a/ours").exists();
+        let _ = unmount(&bind);
+        let _ = unmount(&tmpfs);
+        assert_eq!(kept, (true, true), "files on other mounts were deleted");
+        assert!(ours_gone);
+        let error = result.unwrap_err().to_string();
+        assert!(
+            error.contains(&tmpfs.display().to_string())
+                && error.contains(&bind.display().to_string()),
+            "{error}"
+        );
+    }
 }

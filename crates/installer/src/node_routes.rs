@@ -99,10 +99,9 @@ pub fn load(paths: &Paths) -> Record {
 
 fn save(paths: &Paths, record: &Record) -> Result<()> {
     let file = record_file(paths);
-    let temp = file.with_extension("json.tmp");
-    fs::write(&temp, serde_json::to_string_pretty(record)?)
-        .with_context(|| format!("cannot write {}", temp.display()))?;
-    fs::rename(&temp, &file).with_context(|| format!("cannot write {}", file.display()))
+    let text = serde_json::to_string_pretty(record)?;
+    crate::files::write_replacing(&file, text.as_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", file.display()))
 }
 
 /// The credentials the kubelet uses: they exist on servers with an agent and on agents alike,

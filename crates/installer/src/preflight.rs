@@ -185,6 +185,17 @@ fn not_new_or_empty(flag: &str, dir: &Path) -> Option<String> {
             dir.display()
         ));
     }
+    if let Some(problem) = crate::files::not_ours(dir) {
+        return Some(format!(
+            "{flag} {} {problem}: the installer adopts only an empty directory of its own user, \
+             writable by no one else; choose a new directory (the installer creates it), or fix \
+             it: `chown {} {}; chmod go-w {}`",
+            dir.display(),
+            nix::unistd::geteuid(),
+            dir.display(),
+            dir.display()
+        ));
+    }
     let empty = fs::read_dir(dir)
         .map(|mut entries| entries.next().is_none())
         .unwrap_or(false);

@@ -399,6 +399,16 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
         "kubeconfig: {} (mode {mode:04o})",
         paths.kubeconfig().display()
     );
+    let data_dir_mode = crate::files::data_dir_mode(mode);
+    crate::files::set_mode(&paths.data_dir, data_dir_mode)
+        .with_context(|| format!("cannot set the mode of {}", paths.data_dir.display()))?;
+    if data_dir_mode != crate::files::DATA_DIR_MODE {
+        println!(
+            "{}: mode {data_dir_mode:04o}, so that those the kubeconfig's mode lets read it can \
+             reach it (search only: they cannot list or write the data dir)",
+            paths.data_dir.display()
+        );
+    }
     print_join_command(paths, node_ip.address);
     Ok(())
 }

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -192,17 +190,8 @@ impl State {
     /// 0600: it records the install's environment, which may hold a token.
     pub fn save(&self) -> Result<()> {
         let path = self.data_dir.join("state.json");
-        let temp = self.data_dir.join("state.json.tmp");
         let text = serde_json::to_string_pretty(self)?;
-        let _ = fs::remove_file(&temp);
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-            .and_then(|mut file| file.write_all(text.as_bytes()))
-            .with_context(|| format!("cannot write {}", temp.display()))?;
-        fs::rename(&temp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(())
+        crate::files::write_replacing(&path, text.as_bytes(), 0o600)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 }

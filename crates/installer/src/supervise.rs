@@ -28,17 +28,23 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// The pid in the pid file, if that process is alive, not a zombie, and (where its
-    /// executable can be read) runs from `program_dir`.
+    /// The pid in the pid file, if that very process still runs: alive, not a zombie, its
+    /// executable under `program_dir`, and (pid files written since the start time is recorded)
+    /// started when the pid file says. A pid is reused after a sandbox restart or once the
+    /// daemon died, so anything that cannot be read counts as not ours: `stop` signals the
+    /// whole process group of what this returns.
     pub fn running_pid(&self) -> Option<i32> {
-        let pid: i32 = fs::read_to_string(&self.pid_file)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let ours = fs::read_link(format!("/proc/{pid}/exe"))
-            .map_or(true, |exe| exe.starts_with(&self.program_dir));
-        (ours && process_alive(pid)).then_some(pid)
+        let record = PidRecord::parse(&fs::read_to_string(&self.pid_file).ok()?)?;
+        let pid = record.pid;
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        if record
+            .start_time
+            .is_some_and(|at| stat_start_time(&stat) != Some(at))
+        {
+            return None;
+        }
+        let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        (exe.starts_with(&self.program_dir) && process_alive(pid)).then_some(pid)
     }
 
     /// Where the keeper says how the daemon is doing (keeper.rs).
@@ -105,7 +111,18 @@ impl Daemon {
         if let Some(parent) = self.pid_file.parent() {
             fs::create_dir_all(parent)?;
         }
-        fs::write(&self.pid_file, format!("{pid}\n"))?;
+        // Read while the child cannot have been reaped by anyone else: it is ours until we
+        // exit, a zombie at worst.
+        let start_time = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat_start_time(&stat))
+            .with_context(|| format!("cannot read /proc/{pid}/stat of {}", self.name))?;
+        let record = PidRecord {
+            pid,
+            start_time: Some(start_time),
+        };
+        crate::files::write_replacing(&self.pid_file, record.to_string().as_bytes(), 0o644)
+            .with_context(|| format!("cannot write {}", self.pid_file.display()))?;
         Ok(pid)
     }
 
@@ -173,6 +190,46 @@ pub fn process_alive(pid: i32) -> bool {
 /// The state letter of a /proc/PID/stat line ("pid (comm) S ...": comm may contain spaces).
 fn stat_state(stat: &str) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// A pid file: "PID START_TIME\n", START_TIME being field 22 of /proc/PID/stat (clock ticks
+/// since boot), which tells the process from a later one given the same pid. Pid files written
+/// before the start time was recorded hold only "PID\n".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PidRecord {
+    pid: i32,
+    start_time: Option<u64>,
+}
+
+impl PidRecord {
+    fn parse(text: &str) -> Option<PidRecord> {
+        let mut fields = text.split_whitespace();
+        let pid = fields.next()?.parse().ok().filter(|pid| *pid > 0)?;
+        let start_time = match fields.next() {
+            None => None,
+            Some(field) => Some(field.parse().ok()?),
+        };
+        Some(PidRecord { pid, start_time })
+    }
+}
+
+impl std::fmt::Display for PidRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.start_time {
+            Some(at) => writeln!(f, "{} {at}", self.pid),
+            None => writeln!(f, "{}", self.pid),
+        }
+    }
+}
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
+fn stat_start_time(stat: &str) -> Option<u64> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// Field 5 of /proc/PID/stat: the process group.
@@ -247,5 +304,70 @@ mod tests {
         let stat = "1234 (containerd shim) S 1 1234 1234 0 -1";
         assert_eq!(stat_state(stat), Some('S'));
         assert_eq!(stat_pgrp(stat), Some(1234));
+        let full = "7 (a) b) S 1 7 7 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 98765 0 0";
+        assert_eq!(stat_start_time(full), Some(98765));
+    }
+
+    #[test]
+    fn pid_files_old_and_new() {
+        let new = PidRecord {
+            pid: 42,
+            start_time: Some(9),
+        };
+        assert_eq!(PidRecord::parse(&new.to_string()), Some(new));
+        assert_eq!(
+            PidRecord::parse("42\n"),
+            Some(PidRecord {
+                pid: 42,
+                start_time: None
+            })
+        );
+        for bad in ["", "x", "0", "-1", "42 x"] {
+            assert_eq!(PidRecord::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    fn daemon_in(dir: &Path, program_dir: &Path) -> Daemon {
+        Daemon {
+            name: "test".into(),
+            pid_file: dir.join("test.pid"),
+            log_file: dir.join("test.log"),
+            program_dir: program_dir.to_path_buf(),
+        }
+    }
+
+    /// A pid whose executable cannot be read (here the kernel thread kthreadd, pid 2) is not
+    /// ours: `stop` would signal its whole group.
+    #[test]
+    fn a_process_whose_executable_cannot_be_read_is_not_ours() {
+        if fs::read_link("/proc/2/exe").is_ok() || !process_alive(2) {
+            eprintln!("skipped: pid 2 is not a kernel thread here");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = daemon_in(dir.path(), Path::new("/"));
+        fs::write(&daemon.pid_file, "2\n").unwrap();
+        assert_eq!(daemon.running_pid(), None);
+    }
+
+    /// The pid file records the process's start time (/proc/PID/stat field 22): the same pid
+    /// with another start time is a reused pid, a stranger even where it runs from our prefix.
+    #[test]
+    fn a_pid_file_names_the_process_by_its_start_time() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = daemon_in(dir.path(), exe.parent().unwrap());
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let started = stat_start_time(&stat).unwrap();
+        fs::write(&daemon.pid_file, format!("{pid} {started}\n")).unwrap();
+        let ours = daemon.running_pid();
+        fs::write(&daemon.pid_file, format!("{pid} {}\n", started + 1)).unwrap();
+        let reused = daemon.running_pid();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(ours, Some(pid), "the process the pid file names");
+        assert_eq!(reused, None, "same pid, another start time");
     }
 }

@@ -199,7 +199,7 @@ fn upgrade(state: State, bundle: &Bundle, no_start: bool) -> Result<()> {
     let mut state = state;
     match replace_and_start(&mut state, bundle, &plan, &previous, no_start) {
         Ok(()) => {
-            if let Err(error) = fs::remove_dir_all(&previous) {
+            if let Err(error) = crate::mounts::remove_tree_on_one_fs(&previous) {
                 println!(
                     "warning: cannot remove the previous version's files {}: {error}; remove \
                      them by hand",
@@ -373,7 +373,7 @@ fn roll_back(paths: &Paths, previous: &Path, kept: Changed, start: bool) -> Resu
     }
     if previous.exists() {
         if paths.prefix.exists() {
-            fs::remove_dir_all(&paths.prefix).with_context(|| {
+            crate::mounts::remove_tree_on_one_fs(&paths.prefix).with_context(|| {
                 format!("cannot remove the new files in {}", paths.prefix.display())
             })?;
         }

@@ -16,6 +16,7 @@ use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, So
 // Message types and flags (linux/rtnetlink.h, linux/netlink.h).
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
@@ -26,9 +27,14 @@ const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 // Attributes (linux/if_link.h, linux/if_addr.h, linux/rtnetlink.h, linux/veth.h).
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
+/// The attribute type without the NLA_F_NESTED and NLA_F_NET_BYTEORDER flag bits.
+const NLA_TYPE_MASK: u16 = 0x3fff;
+/// Room for one link's RTM_NEWLINK reply (its statistics attributes alone take ~1 KiB).
+const LINK_REPLY_BYTES: usize = 65536;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
@@ -211,10 +217,19 @@ impl Netlink {
         self.execute(req.finish())
     }
 
-    /// `ip link add HOST type veth peer name PEER netns PEER_NETNS_FD`.
-    pub fn create_veth(&self, host: &str, peer: &str, peer_netns_fd: i32) -> io::Result<()> {
+    /// `ip link add HOST address HOST_MAC type veth peer name PEER netns PEER_NETNS_FD`: the
+    /// host end's MAC address is given in the creating request, so the link never exists
+    /// without it (Linux and gVisor both take IFLA_ADDRESS there; see docs/cni.md).
+    pub fn create_veth(
+        &self,
+        host: &str,
+        host_mac: [u8; 6],
+        peer: &str,
+        peer_netns_fd: i32,
+    ) -> io::Result<()> {
         let mut req = Request::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL).ifinfomsg(0, 0, 0);
         req.attr(IFLA_IFNAME, &nul_terminated(host));
+        req.attr(IFLA_ADDRESS, &host_mac);
         let info = req.begin_nested(IFLA_LINKINFO);
         req.attr(IFLA_INFO_KIND, b"veth");
         let data = req.begin_nested(IFLA_INFO_DATA);
@@ -233,6 +248,25 @@ impl Netlink {
         let mut req = Request::new(RTM_NEWLINK, 0).ifinfomsg(index, 0, 0);
         req.attr(IFLA_MASTER, &master.to_ne_bytes());
         self.execute(req.finish())
+    }
+
+    /// The hardware address of link INDEX (`ip link show`'s "link/ether"), read by index so
+    /// that it is the same link a later `delete_link(INDEX)` removes; None when the reply
+    /// carries none.
+    pub fn link_address(&self, index: u32) -> io::Result<Option<Vec<u8>>> {
+        let req = Request::new(RTM_GETLINK, 0).ifinfomsg(index, 0, 0);
+        socket::send(self.fd.as_raw_fd(), &req.finish(), MsgFlags::empty())?;
+        let mut reply = vec![0u8; LINK_REPLY_BYTES];
+        let mut address = None;
+        loop {
+            let got = socket::recv(self.fd.as_raw_fd(), &mut reply, MsgFlags::empty())?;
+            if let Some(found) = link_attribute(&reply[..got], IFLA_ADDRESS) {
+                address = Some(found.to_vec());
+            }
+            if let Some(answer) = acknowledgement(&reply[..got])? {
+                return answer.map(|()| address);
+            }
+        }
     }
 
     /// `ip link del INDEX`.
@@ -271,6 +305,37 @@ impl Netlink {
     pub fn delete_route(&self, route: &Route) -> io::Result<()> {
         self.execute(route_request(RTM_DELROUTE, 0, route))
     }
+}
+
+/// The payload of attribute `kind` in the first RTM_NEWLINK message of a datagram of replies.
+fn link_attribute(reply: &[u8], kind: u16) -> Option<&[u8]> {
+    const IFINFOMSG_LEN: usize = 16;
+    let mut at = 0usize;
+    while at + NLMSG_HDR_LEN <= reply.len() {
+        let len = u32::from_ne_bytes(reply[at..at + 4].try_into().ok()?) as usize;
+        let message_kind = u16::from_ne_bytes(reply[at + 4..at + 6].try_into().ok()?);
+        if len < NLMSG_HDR_LEN || at + len > reply.len() {
+            return None;
+        }
+        if message_kind == RTM_NEWLINK {
+            let message = &reply[at..at + len];
+            let mut attr = NLMSG_HDR_LEN + IFINFOMSG_LEN;
+            while attr + 4 <= message.len() {
+                let attr_len =
+                    u16::from_ne_bytes(message[attr..attr + 2].try_into().ok()?) as usize;
+                let attr_kind = u16::from_ne_bytes(message[attr + 2..attr + 4].try_into().ok()?);
+                if attr_len < 4 || attr + attr_len > message.len() {
+                    return None;
+                }
+                if attr_kind & NLA_TYPE_MASK == kind {
+                    return Some(&message[attr + 4..attr + attr_len]);
+                }
+                attr += attr_len.next_multiple_of(4);
+            }
+        }
+        at += len.next_multiple_of(4);
+    }
+    None
 }
 
 /// Reads one datagram of replies: `Some(answer)` at the NLMSG_ERROR that acknowledges the
@@ -405,5 +470,23 @@ mod tests {
         assert_eq!(refused.unwrap_err().raw_os_error(), Some(libc::EOPNOTSUPP));
         assert!(acknowledgement(&ack(0)[..20]).is_err(), "truncated");
         assert!(matches!(acknowledgement(&[]), Ok(None)));
+    }
+
+    #[test]
+    fn the_hardware_address_is_read_from_a_link_reply() {
+        // RTM_NEWLINK reply: header, ifinfomsg, IFLA_IFNAME "x", IFLA_ADDRESS (nested-flag bits
+        // masked off, as a kernel may set them), then the acknowledgement.
+        let mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+        let mut req = Request::new(RTM_NEWLINK, 0).ifinfomsg(5, 0, 0);
+        req.attr(IFLA_IFNAME, b"x\0");
+        req.attr(IFLA_ADDRESS | 0x8000, &mac);
+        let reply = req.finish();
+        assert_eq!(link_attribute(&reply, IFLA_ADDRESS), Some(&mac[..]));
+        assert_eq!(link_attribute(&reply, IFLA_MASTER), None);
+        assert_eq!(
+            link_attribute(&reply[..20], IFLA_ADDRESS),
+            None,
+            "truncated"
+        );
     }
 }

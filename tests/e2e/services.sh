@@ -35,11 +35,13 @@ BODY='{ b=; while read -r l; do b=$l; done; echo "$b"; }'
 GET_HERE="printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3"   # in the sandbox itself
 get() { in_client sh -c "$GET $1 $2 | $BODY"; }
 
-# Polls `get HOST PORT` until it answers, up to $3 seconds; prints the last answer.
+# Polls `get HOST PORT` until it answers, up to $3 seconds; prints the last answer. busybox
+# nc's own errors ("nc: timed out", "nc: can't connect ...") come through the same output
+# and are no answer: one slow first request failed restart-k3s on plain Linux (2026-12-06).
 get_until_answer() {
   t_end=$(( $(date +%s) + $3 ))
   while :; do
-    A=$(get "$1" "$2") && [ -n "$A" ] && { echo "$A"; return 0; }
+    A=$(get "$1" "$2") && [ -n "$A" ] && case "$A" in nc:*) false ;; esac && { echo "$A"; return 0; }
     [ "$(date +%s)" -ge $t_end ] && { echo "$A"; return 1; }
     sleep 1
   done

@@ -157,16 +157,34 @@ pub fn lstat_inode(path: &str) -> Option<u64> {
 /// by joining our own PID namespace, which changes nothing: setns(CLONE_NEWPID) only sets the
 /// namespace of children yet to be forked, and ours already is that one.
 /// Without /proc/self/ns/pid (Debian's 2022 gVisor) there is nothing to join: refused too.
+/// In a child: in the current gVisor a process that joined its own PID namespace can no longer
+/// start threads (clone(CLONE_THREAD) answers EINVAL once the namespace for children was set,
+/// measured with `runsc do`; Linux allows it), and install starts one to import images.
 pub fn setns_pid_refused() -> bool {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
     let Ok(own) = fs::File::open("/proc/self/ns/pid") else {
         return true;
     };
-    // EINVAL: gVisor 2023 to mid-2025. EOPNOTSUPP: Debian's 2022 gVisor (where runc cannot
-    // start a container at all, so runc 0003, which retries on EINVAL, is never reached).
-    matches!(
-        nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID),
-        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP)
-    )
+    // SAFETY: the child only calls setns and _exit (async-signal-safe); the parent reaps it.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            // EINVAL: gVisor 2023 to mid-2025. EOPNOTSUPP: Debian's 2022 gVisor (where runc
+            // cannot start a container at all, so runc 0003, which retries on EINVAL, is never
+            // reached).
+            let refused = matches!(
+                nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID),
+                Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP)
+            );
+            // SAFETY: _exit ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(if refused { 1 } else { 0 }) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 1)))
+        }
+        // No child, no answer: say refused, the side that retries (runc 0003 handles both).
+        Err(_) => true,
+    }
 }
 
 pub fn child_subreaper_supported() -> bool {

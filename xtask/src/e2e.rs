@@ -891,7 +891,7 @@ const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
         &["uninstall-keeps-outside-files"],
     ),
     (
-        "installed under umask 000: prefix 0755, data dir 0700",
+        "installed under umask 000: prefix 0755, data dir 0700 (0711 with a kubeconfig others may read)",
         "full",
         &["umask-modes"],
     ),

@@ -104,18 +104,31 @@ until_matches() {
   done
 }
 
+# What a failed metrics step needs to be understood: metrics-server's pod and its readiness
+# events, its log, and what it scrapes (the kubelet's /metrics/resource, through the API server).
+metrics_diagnosis() {
+  echo "== metrics-server diagnosis"
+  $K -n kube-system get pods -l k8s-app=metrics-server -o wide 2>&1
+  $K -n kube-system describe pods -l k8s-app=metrics-server 2>&1 | sed -n '/^Events:/,$p' | tail -n 15
+  $K -n kube-system logs deploy/metrics-server --tail=40 2>&1
+  for n in $($K get nodes -o jsonpath='{.items[*].metadata.name}'); do
+    echo "-- /api/v1/nodes/$n/proxy/metrics/resource (non-comment lines)"
+    $K get --raw "/api/v1/nodes/$n/proxy/metrics/resource" 2>&1 | grep -v '^#' | head -n 30
+  done
+}
+
 kubectl_top_steps() {
   # The Metrics API is served once metrics-server is Ready and the API server reaches it.
   $K wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=120s >/dev/null 2>&1 || {
     step kubectl-top FAIL "apiservice v1beta1.metrics.k8s.io not Available: $($K get apiservice v1beta1.metrics.k8s.io --no-headers 2>&1)"
-    $K -n kube-system logs deploy/metrics-server --tail=30; return 1
+    metrics_diagnosis; return 1
   }
   # shellcheck disable=SC2086 # K is a command and its arguments.
   NODE=$(until_matches ' [0-9]+m +[0-9]+% +[0-9]+Mi +[0-9]+%' $K top node --no-headers) \
     && POD=$(until_matches '^e2e-busybox +[0-9]+m +[0-9]+Mi' $K top pod e2e-busybox --no-headers) \
     && step kubectl-top ok "node: $(echo "$NODE" | tr -s ' ' | head -n 1); pod: $(echo "$POD" | tr -s ' ')" \
     || { step kubectl-top FAIL "node: [$(echo "$NODE" | head -n 2 | tr '\n' ' ')] pod: [$(echo "${POD:-}" | head -n 2 | tr '\n' ' ')]"
-         $K -n kube-system logs deploy/metrics-server --tail=30; return 1; }
+         metrics_diagnosis; return 1; }
 }
 
 hpa_steps() {

@@ -6,7 +6,9 @@ T0=$(date +%s.%N)
 # Seconds since T0, one decimal.
 now() { awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $T0 }"; }
 mark() { echo "TIME $1 $(now)"; }
-step() { echo "STEP $1 $2 ${3:-}"; }
+# A step's result; its time since T0 also goes to $RUN/step-times, the run's timeline (where
+# the minutes of an e2e run go: BENCHMARKS.md, CI's time).
+step() { echo "STEP $1 $2 ${3:-}"; echo "$(now) $1 $2" >> "$RUN/step-times"; }
 
 # Extracts the tarball (.tar.gz or .tar.zst) inside the sandbox, as a user would, and sets
 # BUNDLE. GNU tar -xf unpacks either (it runs zstd for the .tar.zst).

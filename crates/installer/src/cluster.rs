@@ -242,19 +242,6 @@ const KUBELET_STATS_FILES: &[(&str, &[&str])] = &[
 /// mounts cgroup v1 itself) the probe mounts the controller in a scratch directory and
 /// unmounts it again. cgroup v2 is read by other code (fs2) and not probed.
 pub fn kubelet_stats_blocker() -> Option<String> {
-    // A measured outcome whose cause is not known yet: in gVisor releases that say 4.4.0
-    // (gvisor-2025; every gVisor before 2026-04-27), metrics-server's pod never became Ready
-    // in the e2e of 2026-12-06 09:25Z (APIService v1beta1.metrics.k8s.io `False
-    // (MissingEndpoints)` after 4 minutes), where the current gVisor serves `kubectl top` and
-    // the HPA. Exactly "4.4.0": a Linux 4.4 says more (4.4.0-210-generic).
-    if crate::probe::kernel_release() == "4.4.0" {
-        return Some(
-            "metrics-server never got Ready in a gVisor that says 4.4.0 (gvisor-2025, e2e of \
-             2026-12-06: its APIService stayed MissingEndpoints for 4 minutes; the cause is not \
-             measured yet, docs/installer.md), where the current gVisor serves kubectl top"
-                .to_string(),
-        );
-    }
     let mounts = crate::probe::parse_mountinfo(
         &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
     );

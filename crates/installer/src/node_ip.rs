@@ -64,6 +64,14 @@ pub enum Choice {
 }
 
 impl Choice {
+    /// The node IP, where known.
+    pub fn address(&self) -> Option<IpAddr> {
+        match self {
+            Choice::DefaultRoute { address, .. } => *address,
+            other => other.node_ip(),
+        }
+    }
+
     /// The `--node-ip` to pass, if k3s must be told.
     pub fn node_ip(&self) -> Option<IpAddr> {
         match self {
@@ -213,14 +221,19 @@ pub fn prepare(state: &mut State) -> Result<NodeIp> {
             );
         }
     }
-    let address = match &choice {
-        Choice::DefaultRoute { address, .. } => *address,
-        other => other.node_ip(),
-    };
     Ok(NodeIp {
         flag: choice.node_ip(),
-        address,
+        address: choice.address(),
     })
+}
+
+/// The node's IPv4 address as [`prepare`] decides it, without changing anything (None before
+/// `prepare` added what it needed, or where the node IP is IPv6).
+pub fn current_ipv4() -> Option<Ipv4Addr> {
+    match choose(&read_default_routes(), &interface_addresses()).address() {
+        Some(IpAddr::V4(v4)) => Some(v4),
+        _ => None,
+    }
 }
 
 pub fn lo_index() -> Result<u32> {

@@ -474,6 +474,10 @@ fn start_service_proxy(paths: &Paths, state: &State, settings: &Checked) -> Resu
     }
     if status_only {
         args.push("--load-balancer-status-only".to_string());
+    } else if let Some(address) = node_ip::current_ipv4() {
+        // On the bridge beside the ClusterIPs, so pods reach the node's own ports (the
+        // kubelet's, which metrics-server scrapes) by the node IP (svcproxy --help).
+        args.push(format!("--node-ip={address}"));
     }
     let pid = daemon.start(&paths.bin(SVCPROXY), &args, &daemon_env(paths))?;
     let role = if status_only {

@@ -84,14 +84,17 @@ pub fn node_addresses(
     set.into_iter().collect()
 }
 
-/// The ClusterIPs found on `bridge`: its /32s inside the service CIDR.
+/// The /32s of ours found on `bridge`: those inside the service CIDR (ClusterIPs) and the node
+/// IP.
 pub fn owned_on(
     all: &[InterfaceAddress],
     bridge: &str,
     service_cidr: Ipv4Net,
+    node_ip: Option<Ipv4Addr>,
 ) -> BTreeSet<Ipv4Addr> {
     all.iter()
-        .filter(|a| a.interface == bridge && a.prefix == 32 && service_cidr.contains(&a.addr))
+        .filter(|a| a.interface == bridge && a.prefix == 32)
+        .filter(|a| service_cidr.contains(&a.addr) || Some(a.addr) == node_ip)
         .map(|a| a.addr)
         .collect()
 }
@@ -105,19 +108,22 @@ pub struct SyncReport {
     pub failed: Vec<(Ipv4Addr, String)>,
 }
 
-/// Keeps the bridge's ClusterIP /32s equal to the wanted set.
+/// Keeps the bridge's ClusterIP /32s equal to the wanted set, with the node IP beside them.
 pub struct ClusterIps {
     bridge: String,
     service_cidr: Ipv4Net,
+    /// `--node-ip`: on the bridge as long as the ClusterIPs are.
+    node_ip: Option<Ipv4Addr>,
     netlink: Netlink,
 }
 
 impl ClusterIps {
-    pub fn new(bridge: &str, service_cidr: Ipv4Net) -> Result<Self> {
+    pub fn new(bridge: &str, service_cidr: Ipv4Net, node_ip: Option<Ipv4Addr>) -> Result<Self> {
         let netlink = Netlink::open().context("opening a NETLINK_ROUTE socket")?;
         Ok(ClusterIps {
             bridge: bridge.to_string(),
             service_cidr,
+            node_ip,
             netlink,
         })
     }
@@ -147,18 +153,30 @@ impl ClusterIps {
         Ok(index)
     }
 
-    /// Makes the ClusterIPs on the bridge exactly `wanted` (addresses outside the service CIDR
-    /// are never touched).
-    pub fn sync(&self, wanted: &BTreeSet<Ipv4Addr>) -> Result<SyncReport> {
+    /// Makes the ClusterIPs on the bridge exactly `cluster_ips`, and puts the node IP there
+    /// (other addresses outside the service CIDR are never touched).
+    pub fn sync(&self, cluster_ips: &BTreeSet<Ipv4Addr>) -> Result<SyncReport> {
+        let mut wanted = cluster_ips.clone();
+        wanted.extend(self.node_ip);
+        self.make(&wanted)
+    }
+
+    /// Takes every address of ours off the bridge (at exit).
+    pub fn clear(&self) -> Result<SyncReport> {
+        self.make(&BTreeSet::new())
+    }
+
+    fn make(&self, wanted: &BTreeSet<Ipv4Addr>) -> Result<SyncReport> {
         let index = self.ensure_bridge()?;
         let present = owned_on(
             &interface_addresses().context("listing interface addresses")?,
             &self.bridge,
             self.service_cidr,
+            self.node_ip,
         );
         let mut report = SyncReport::default();
         for addr in wanted.difference(&present) {
-            if !self.service_cidr.contains(addr) {
+            if !self.service_cidr.contains(addr) && Some(*addr) != self.node_ip {
                 continue;
             }
             match self.netlink.add_address(index, *addr, 32) {
@@ -248,8 +266,16 @@ mod tests {
             entry("gvcni0", "10.44.0.1", 32),
         ];
         assert_eq!(
-            owned_on(&all, "gvcni0", cidr()),
+            owned_on(&all, "gvcni0", cidr(), None),
             BTreeSet::from([Ipv4Addr::new(10, 43, 0, 10)])
+        );
+        // The node IP's /32 on the bridge is ours too; the same address elsewhere, or as a
+        // wider prefix, is not.
+        let node_ip = Some(Ipv4Addr::new(10, 44, 0, 1));
+        let all = [&all[..], &[entry("eth0", "10.44.0.1", 24)]].concat();
+        assert_eq!(
+            owned_on(&all, "gvcni0", cidr(), node_ip),
+            BTreeSet::from([Ipv4Addr::new(10, 43, 0, 10), Ipv4Addr::new(10, 44, 0, 1)])
         );
     }
 

@@ -28,6 +28,14 @@ pub struct Args {
     #[arg(long, default_value = "gvcni0", value_name = "NAME")]
     pub bridge: String,
 
+    /// This node's address (k3s's node IP), also put on the bridge as a /32, so that pods reach
+    /// the node's own ports by it: the kubelet's 10250 (metrics-server scrapes it there),
+    /// hostNetwork pods. gVisor's netstack delivers a packet that arrived on the bridge only to
+    /// an address of the bridge (docs/services.md); without it a pod's connection to the node
+    /// IP times out in gvisor-2025 and the current gVisor alike.
+    #[arg(long, value_name = "IPV4")]
+    pub node_ip: Option<std::net::Ipv4Addr>,
+
     /// k3s's --service-cidr. Only /32s inside it are ever added to or removed from the bridge.
     #[arg(long, default_value = "10.43.0.0/16", value_name = "CIDR")]
     pub service_cidr: Ipv4Net,

@@ -35,7 +35,7 @@ pub async fn run(args: Args) -> Result<()> {
     let cluster_ips = if args.load_balancer_status_only {
         None
     } else {
-        let cluster_ips = ClusterIps::new(&args.bridge, args.service_cidr)?;
+        let cluster_ips = ClusterIps::new(&args.bridge, args.service_cidr, args.node_ip)?;
         cluster_ips.ensure_bridge()?;
         Some(cluster_ips)
     };

@@ -153,7 +153,7 @@ impl Reconciler {
     /// answers for Services while no proxy runs (clients then fail fast instead of hanging).
     pub fn shutdown(&mut self) {
         self.listeners.clear();
-        match self.cluster_ips.as_ref().map(|c| c.sync(&BTreeSet::new())) {
+        match self.cluster_ips.as_ref().map(|c| c.clear()) {
             Some(Ok(report)) if !report.failed.is_empty() => {
                 tracing::warn!("removing ClusterIPs at exit: {:?}", report.failed)
             }

@@ -199,7 +199,7 @@ pub fn run_two_nodes(
             Some(runsc) => {
                 let dir = work.join(format!("{}-sandbox", node.role));
                 let (bundle, state) = (dir.join("oci"), dir.join("runsc-state"));
-                for d in [&bundle, &state] {
+                for d in [&bundle, &state, &dir.join(RUNSC_LOG_DIR)] {
                     crate::fsutil::remove_tree(d)?;
                     std::fs::create_dir_all(d)?;
                 }
@@ -215,9 +215,9 @@ pub fn run_two_nodes(
                         "--network=sandbox",
                         "--overlay2=none",
                         "--file-access=shared",
-                        "run",
-                        "--bundle",
                     ])
+                    .args(umount_trace_flags(&dir))
+                    .args(["run", "--bundle"])
                     .arg(&bundle)
                     .arg(ns);
                 states.push((state, ns.clone()));
@@ -344,7 +344,7 @@ fn runsc_run_command(
 ) -> Result<RunscRun> {
     let bundle = work.join("oci");
     let state = work.join("runsc-state");
-    for dir in [&bundle, &state] {
+    for dir in [&bundle, &state, &work.join(RUNSC_LOG_DIR)] {
         crate::fsutil::remove_tree(dir)?;
         std::fs::create_dir_all(dir)?;
     }
@@ -378,6 +378,7 @@ fn runsc_run_command(
         .arg(runsc)
         .arg(format!("--root={}", state.display()))
         .args(runsc_run_flags(shape))
+        .args(umount_trace_flags(work))
         .args(["run", "--bundle"])
         .arg(&bundle)
         .arg(&id);
@@ -387,6 +388,22 @@ fn runsc_run_command(
         root_bind,
         cgroup,
     })
+}
+
+/// Where [`umount_trace_flags`] has runsc write its log, under a run's directory.
+pub const RUNSC_LOG_DIR: &str = "runsc-log";
+
+/// runsc's own trace of every umount2 in the sandbox, with its caller and result, in
+/// `work`/runsc-log/*.boot.txt. gVisor unmounts the whole /proc (or any mount) when a path that
+/// is no longer a mount point in the caller's namespace is unmounted while another namespace
+/// still has a mount there (docs/gvisor-generations.md, "The sandbox's /proc lost"); this
+/// names the call when it happens. Info level only (no --debug): a few lines per pod.
+fn umount_trace_flags(work: &Path) -> [String; 3] {
+    [
+        format!("--debug-log={}/", work.join(RUNSC_LOG_DIR).display()),
+        "--strace".into(),
+        "--strace-syscalls=umount2".into(),
+    ]
 }
 
 /// runsc's flags for a sandbox of `shape` (`run` and a later `restore` alike).

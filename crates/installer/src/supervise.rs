@@ -106,8 +106,13 @@ impl Daemon {
             .spawn()
             .with_context(|| format!("cannot start {} ({})", self.name, program.display()))?;
         let pid = child.id() as i32;
-        // The child is reaped by init once the installer exits; never wait() on it here.
+        // The child is reaped by init once the installer exits; while the installer runs,
+        // reap_children reaps it by its pid if it exits.
         std::mem::forget(child);
+        STARTED_HERE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pid);
         if let Some(parent) = self.pid_file.parent() {
             fs::create_dir_all(parent)?;
         }
@@ -168,14 +173,22 @@ fn signal_group(pgid: i32, signal: Signal) {
     let _ = killpg(Pid::from_raw(pgid), signal);
 }
 
+/// The daemons this very process started (pids), until reaped.
+static STARTED_HERE: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
 /// Daemons started by this very process become its zombies when they exit; reap them so
-/// liveness checks are not fooled.
+/// liveness checks are not fooled. Only those, by pid: a wait for any child would also reap
+/// the installer's other children (`ctr images import`, run on a thread while k3s starts),
+/// whose own wait then fails with ECHILD (e2e of 2026-12-06 10:48Z: `cannot run
+/// .../bin/ctr: No child processes (os error 10)`).
 fn reap_children() {
-    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-        if status == WaitStatus::StillAlive {
-            break;
-        }
-    }
+    let mut started = STARTED_HERE.lock().unwrap_or_else(|e| e.into_inner());
+    started.retain(|&pid| {
+        matches!(
+            waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive)
+        )
+    });
 }
 
 /// Alive and not a zombie.
@@ -298,6 +311,28 @@ pub fn kill_all(pids: &[i32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn liveness_checks_never_reap_another_child() {
+        // A child the installer waits for itself (as `ctr images import` on its thread): it
+        // exits while liveness checks run, and its own wait still sees its status.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            process_alive(std::process::id() as i32);
+            if fs::read_to_string(format!("/proc/{}/stat", child.id()))
+                .map_or(true, |stat| stat_state(&stat) == Some('Z'))
+            {
+                break;
+            }
+            sleep(Duration::from_millis(10));
+        }
+        process_alive(std::process::id() as i32);
+        assert_eq!(child.wait().unwrap().code(), Some(3));
+    }
 
     #[test]
     fn parses_stat_lines_with_spaces_in_comm() {

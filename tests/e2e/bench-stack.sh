@@ -1,7 +1,7 @@
 # `cargo xtask bench --stack`: what the installed stack costs the programs it runs, each figure
 # against a baseline measured in the same run. Sourced by a wrapper that sets TARBALL, RUN,
 # E2E_LIB, LOOPS (a directory holding the static syscall_loops), ROUNDS, N_SYSCALL, N_OPEN,
-# IDLE_SECONDS, WHAT (pods | k3s-idle). Prints `BENCH <name> <value>` lines for xtask.
+# IDLE_SECONDS, WHAT (pods | k3s-idle | addons). Prints `BENCH <name> <value>` lines for xtask.
 #
 # pods: the syscall loop and the open loop in a pod of the installed k3s (kubectl exec),
 #   against the same loops in a container that containerd starts with no launcher anywhere
@@ -10,6 +10,8 @@
 # k3s-idle: k3s's CPU seconds per minute with the node Ready and idle, installed with
 #   `--launcher auto` (k3s runs directly: in gVisor the missing /proc/sys files are laid over
 #   /proc/sys) and with `--launcher always`, alternating per round.
+# addons: idle memory with k3s's add-ons on (its defaults) and off (its --disable), alternating
+#   per round, and the bundle's gzip size with and without them.
 . "$E2E_LIB"
 fail() { echo "BENCHFAIL $*"; [ -f "$D/logs/k3s.log" ] && tail -n 20 "$D/logs/k3s.log"; exit 1; }
 extract >/dev/null || fail "cannot extract $TARBALL"
@@ -80,7 +82,46 @@ elif [ "$WHAT" = k3s-idle ]; then
       down
     done
   done
+elif [ "$WHAT" = addons ]; then
+  # What k3s's packaged add-ons cost: each round installs with them on (k3s's defaults) and
+  # with them off (k3s's own --disable), waits until every pod is Running and Ready or
+  # Completed (the HelmChart's install Job), lets the node idle, then sums the RSS of every
+  # process in the sandbox (gVisor's own accounting; shared pages count once per process, on
+  # both sides alike).
+  OFF="--disable traefik --disable metrics-server --disable local-storage"
+  settled() {
+    $K get pods -A --no-headers 2>/dev/null | awk '
+      { split($3, r, "/"); if (!($4 == "Completed" || ($4 == "Running" && r[1] == r[2]))) bad++; n++ }
+      END { exit !(n > 0 && bad == 0) }'
+  }
+  for r in $(seq "$ROUNDS"); do
+    for set in on off; do
+      t0=$(date +%s.%N)
+      if [ $set = on ]; then up; else up -- $OFF; fi
+      echo "BENCH ready-$set $(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")"
+      t_end=$(( $(date +%s) + 300 ))
+      until settled; do
+        [ "$(date +%s)" -ge $t_end ] && { $K get pods -A; fail "add-ons $set: pods not settled in 300 s"; }
+        sleep 2
+      done
+      echo "BENCH pods-$set $($K get pods -A --no-headers | grep -c Running)"
+      sleep "$IDLE_SECONDS"
+      for p in /proc/[0-9]*; do awk -v c="$(cat $p/comm 2>/dev/null)" '/^VmRSS/ { print c, $2 }' $p/status 2>/dev/null; done > "$RUN/rss-$set"
+      echo "BENCH rss-$set $(awk '{ kb += $2 } END { printf "%.1f", kb / 1024 }' "$RUN/rss-$set")"
+      # The biggest programs, for the log.
+      awk '{ kb[$1] += $2 } END { for (c in kb) printf "%s %.0f\n", c, kb[c] / 1024 }' "$RUN/rss-$set" | sort -k2 -nr | head -n 8 | sed "s/^/RSS-$set MiB /"
+      down
+    done
+  done
+  # The download with and without them: the bundle's tree packed again with the same gzip
+  # level as its .tar.gz, whole and without the add-ons' images, charts and helm.
+  ADDON_FILES="images/traefik.oci.tar images/metrics-server.oci.tar images/local-path-provisioner.oci.tar images/klipper-helm.oci.tar bin/helm charts"
+  top=$(basename "$BUNDLE")
+  gz_size() { tar -C "$(dirname "$BUNDLE")" --sort=name "$@" -cf - "$top" | gzip -6 | wc -c | awk '{ printf "%.1f", $1 / 1048576 }'; }
+  echo "BENCH gz-on $(gz_size)"
+  # shellcheck disable=SC2046 # one --exclude per file
+  echo "BENCH gz-off $(gz_size $(for f in $ADDON_FILES; do echo "--exclude=$top/$f"; done))"
 else
-  fail "WHAT=$WHAT: expected pods or k3s-idle"
+  fail "WHAT=$WHAT: expected pods, k3s-idle or addons"
 fi
 echo "BENCH done 1"

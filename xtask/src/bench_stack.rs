@@ -39,6 +39,8 @@ pub struct StackOptions<'a> {
 pub struct StackReport {
     pub label: String,
     pub host: String,
+    /// The flag that measures this again: `--stack` or `--addons`.
+    pub command: String,
     pub measured_at: String,
     pub rounds: u32,
     /// What a pod of the installed stack reads in /proc/self/status.
@@ -186,13 +188,11 @@ pub fn run(opts: &StackOptions) -> Result<StackReport> {
         baseline: mean(&numbers(&idle, "k3s-idle-auto")?),
         contrast: None,
     });
-    let sh = xshell::Shell::new()?;
     Ok(StackReport {
         label: opts.host.label.clone(),
         host: opts.host_arg.into(),
-        measured_at: xshell::cmd!(sh, "date -u +%Y-%m-%dT%H:%MZ")
-            .quiet()
-            .read()?,
+        command: "--stack".into(),
+        measured_at: now()?,
         rounds: opts.rounds,
         pod_status: pods
             .get("pod-status")
@@ -202,14 +202,75 @@ pub fn run(opts: &StackOptions) -> Result<StackReport> {
     })
 }
 
+fn now() -> Result<String> {
+    let sh = xshell::Shell::new()?;
+    Ok(xshell::cmd!(sh, "date -u +%Y-%m-%dT%H:%MZ")
+        .quiet()
+        .read()?)
+}
+
+/// `cargo xtask bench --addons`: the idle memory of the whole install with k3s's packaged
+/// add-ons on (its defaults) against the same install with them off (k3s's own `--disable`),
+/// alternating per round in one sandbox; node Ready after `./install` for each; and the
+/// bundle's gzip size with and without the add-ons' files, packed again in the same run.
+pub fn run_addons(opts: &StackOptions) -> Result<StackReport> {
+    let m = measure(opts, "addons", Path::new("/nonexistent"))?;
+    let on = "add-ons on (k3s's defaults)";
+    let off = "off: --disable traefik,metrics-server,local-storage";
+    let row = |figure: &str, unit: &str, key: &str| -> Result<StackRow> {
+        Ok(StackRow {
+            figure: figure.into(),
+            unit: unit.into(),
+            subject_name: on.into(),
+            subject: mean(&numbers(&m, &format!("{key}-on"))?),
+            baseline_name: off.into(),
+            baseline: mean(&numbers(&m, &format!("{key}-off"))?),
+            contrast: None,
+        })
+    };
+    let rows = vec![
+        row(
+            &format!(
+                "idle RSS, every process in the sandbox ({} s after every pod settled)",
+                opts.idle_seconds
+            ),
+            "MiB",
+            "rss",
+        )?,
+        row("pods Running", "pods", "pods")?,
+        row("node Ready after ./install", "s", "ready")?,
+        StackRow {
+            figure: "the bundle, packed again with gzip -6".into(),
+            unit: "MiB".into(),
+            subject_name: "with the add-ons".into(),
+            subject: mean(&numbers(&m, "gz-on")?),
+            baseline_name: "without their images, charts and helm".into(),
+            baseline: mean(&numbers(&m, "gz-off")?),
+            contrast: None,
+        },
+    ];
+    Ok(StackReport {
+        label: opts.host.label.clone(),
+        host: opts.host_arg.into(),
+        command: "--addons".into(),
+        measured_at: now()?,
+        rounds: opts.rounds,
+        pod_status: String::new(),
+        rows,
+    })
+}
+
 pub fn markdown(r: &StackReport) -> String {
     let mut s = String::new();
+    let pod_status = match r.pod_status.is_empty() {
+        true => String::new(),
+        false => format!(" A pod's /proc/self/status: `{}`.", r.pod_status),
+    };
     let _ = writeln!(
         s,
-        "Measured {} in {}, {} round(s), the runners interleaved in each. A pod's \
-         /proc/self/status: `{}`. Regenerate: `cargo xtask bench --stack --host {} --update \
-         BENCHMARKS.md`.\n",
-        r.measured_at, r.label, r.rounds, r.pod_status, r.host
+        "Measured {} in {}, {} round(s), the runners interleaved in each.{pod_status} \
+         Regenerate: `cargo xtask bench {} --host {} --update BENCHMARKS.md`.\n",
+        r.measured_at, r.label, r.rounds, r.command, r.host
     );
     let _ = writeln!(
         s,

@@ -177,7 +177,13 @@ enum Command {
         /// launcher.
         #[arg(long)]
         stack: bool,
-        /// With --stack: seconds of each idle-CPU window.
+        /// Measure what k3s's add-ons (traefik, metrics-server, local-storage) cost instead
+        /// (builds the bundle): idle memory and node Ready with them on against off, alternating
+        /// per round, and the bundle's size with and without them; `<!-- bench:addons-<host> -->`.
+        #[arg(long, conflicts_with = "stack")]
+        addons: bool,
+        /// With --stack: seconds of each idle-CPU window; with --addons: the idle wait before
+        /// memory is read.
         #[arg(long, default_value_t = 60)]
         idle_seconds: u32,
         /// With --stack, in a sandbox: its network (as for e2e).
@@ -459,14 +465,15 @@ fn run(cli: Cli) -> Result<()> {
             json,
             update,
             stack,
+            addons,
             idle_seconds,
             network,
         } => {
             let host_arg = host;
             let host = e2e_host(&host_arg, &layout, offline)?;
-            if stack {
+            if stack || addons {
                 let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
-                let report = bench_stack::run(&bench_stack::StackOptions {
+                let stack_opts = bench_stack::StackOptions {
                     tarball: &tarball,
                     work: &layout.work.join("bench"),
                     scripts: &layout.repo.join("tests/e2e"),
@@ -478,8 +485,12 @@ fn run(cli: Cli) -> Result<()> {
                     n_syscall,
                     n_open,
                     idle_seconds,
-                })?;
-                let label = format!("stack-{}", host.label);
+                };
+                let (report, label) = match addons {
+                    true => (bench_stack::run_addons(&stack_opts)?, "addons"),
+                    false => (bench_stack::run(&stack_opts)?, "stack"),
+                };
+                let label = format!("{label}-{}", host.label);
                 let json =
                     json.unwrap_or_else(|| layout.work.join("bench").join(format!("{label}.json")));
                 std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;

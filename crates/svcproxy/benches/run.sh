@@ -7,7 +7,8 @@
 #   ROUNDS=3 SECONDS_PER_RUN=10 CONNS=8 HOSTS="gvisor linux" crates/svcproxy/benches/run.sh
 #
 # Binaries: K3S (default: the pipeline's target/k3s-gvisor/out/patched/bin/k3s), SVCPROXY and
-# TESTKIT (default: `cargo build --release -p svcproxy`), RUNSC (default: `cargo xtask tool runsc`).
+# TESTKIT (default: `cargo build --release -p svcproxy`), RUNSC (default: `cargo xtask tool runsc`);
+# SVCPROXY_B: a second svcproxy measured against SVCPROXY round by round (benches/service.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 repo=$PWD
@@ -21,7 +22,7 @@ if [ -z "${SVCPROXY:-}" ] || [ -z "${TESTKIT:-}" ]; then
   TESTKIT=${TESTKIT:-$repo/target/release/svcproxy-testkit}
 fi
 RUNSC=${RUNSC:-$(cargo xtask tool runsc)}
-export K3S SVCPROXY TESTKIT
+export K3S SVCPROXY TESTKIT SVCPROXY_B=${SVCPROXY_B:-}
 
 # One k3s scenario per machine at a time, as the e2e and soak runs do (xtask/src/sandbox.rs):
 # another k3s on the same two cores would skew both.
@@ -69,4 +70,30 @@ awk '
         median(p50, key, c), median(p90, key, c), median(p99, key, c), err[key]
     }
   }' "$results"
+
+# With SVCPROXY_B: per round, service-b's requests/s over service's (the same round, the same
+# load); the median and the range over the rounds, per host and mode.
+if [ -n "$SVCPROXY_B" ]; then
+  echo
+  echo "| host | mode | service-b / service, median of rounds | lowest | highest | rounds |"
+  echo "|---|---|---|---|---|---|"
+  awk '
+    $2 == "@@bench" {
+      for (i = 3; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+      rps[$1 " | " f["mode"], f["round"], f["path"]] = f["rps"]
+      if (!(($1 " | " f["mode"]) in seen)) { order[++n] = $1 " | " f["mode"]; seen[$1 " | " f["mode"]] = 1 }
+      if (f["round"] + 0 > rounds) rounds = f["round"] + 0
+    }
+    END {
+      for (k = 1; k <= n; k++) {
+        key = order[k]; c = 0
+        for (r = 1; r <= rounds; r++)
+          if (rps[key, r, "service"] > 0 && rps[key, r, "service-b"] != "")
+            v[++c] = rps[key, r, "service-b"] / rps[key, r, "service"]
+        for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+        printf "| %s | %.3f | %.3f | %.3f | %d |\n", key, v[int((c + 1) / 2)], v[1], v[c], c
+        delete v
+      }
+    }' "$results"
+fi
 rm -f "$results"

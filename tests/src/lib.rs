@@ -14,6 +14,11 @@ pub fn repo() -> PathBuf {
 /// `cargo xtask ARGS` from `dir` (a checkout), with the shared download cache: K3S_GVISOR_CACHE
 /// if set (several checkouts share one), else this checkout's .cache.
 pub fn xtask(dir: &Path, args: &[&str]) -> Output {
+    xtask_with_env(dir, args, &[])
+}
+
+/// [`xtask`] with these variables set besides.
+pub fn xtask_with_env(dir: &Path, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
     let cache = std::env::var_os("K3S_GVISOR_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(".cache"));
@@ -22,6 +27,7 @@ pub fn xtask(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env("K3S_GVISOR_CACHE", cache)
+        .envs(env.iter().copied())
         .output()
         .expect("cannot run cargo xtask")
 }

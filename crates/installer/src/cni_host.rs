@@ -57,6 +57,26 @@ pub fn bridges_in(conf_dir: &Path) -> Vec<String> {
     bridges
 }
 
+/// The pod range k3s's range allocator gives the first node of a new cluster: the first /24
+/// of the cluster CIDR (kube-controller-manager's default node-cidr-mask-size for IPv4; its
+/// CIDR set hands out ranges from the start). None for anything else (IPv6, a prefix longer
+/// than /24, not a CIDR).
+pub fn first_pod_range(cluster_cidr: &str) -> Option<String> {
+    let (address, prefix) = cluster_cidr.trim().split_once('/')?;
+    let address: std::net::Ipv4Addr = address.parse().ok()?;
+    let prefix: u32 = prefix.parse().ok()?;
+    if prefix > 24 {
+        return None;
+    }
+    let network = u32::from(address) & (u32::MAX << (32 - prefix)) & 0xffff_ff00;
+    Some(format!("{}/24", std::net::Ipv4Addr::from(network)))
+}
+
+/// Does the conf dir hold a CNI config already (a pod range written by an earlier start)?
+pub fn has_pod_range(conf_dir: &Path) -> bool {
+    std::fs::read_dir(conf_dir).is_ok_and(|mut entries| entries.next().is_some())
+}
+
 /// Writes each CNI config of the template dir into the conf dir with `pod_cidr` as the
 /// "subnet" of its gvisor-cni plugins (the gateway is the range's first address, as before).
 /// Returns whether a file changed; containerd watches the conf dir and reloads.
@@ -152,6 +172,25 @@ pub fn remove_new(bridges: &[String], links_before: &[String]) -> (Vec<String>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_pod_range_is_the_first_slash_24_of_the_cluster_cidr() {
+        assert_eq!(
+            first_pod_range("10.42.0.0/16").as_deref(),
+            Some("10.42.0.0/24")
+        );
+        assert_eq!(
+            first_pod_range("10.52.7.9/12").as_deref(),
+            Some("10.48.0.0/24")
+        );
+        assert_eq!(
+            first_pod_range("192.168.4.0/24").as_deref(),
+            Some("192.168.4.0/24")
+        );
+        assert_eq!(first_pod_range("10.42.0.0/25"), None);
+        assert_eq!(first_pod_range("fd00::/56"), None);
+        assert_eq!(first_pod_range("10.42.0.0/16,fd00::/56"), None);
+    }
 
     #[test]
     fn bridges_come_from_gvisor_cni_plugins_only() {

@@ -304,6 +304,27 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
         paths.bin("k3s"),
         args,
     )?;
+    // A new server's first start: the pod range its node will be given is known (the first /24
+    // of the cluster CIDR), so it is written before k3s starts. The kubelet then finds its
+    // network ready at once and the node turns Ready without waiting for the
+    // controller-manager's range allocator (about 5 s in gVisor); the range is checked below
+    // once assigned. Not where the user tunes the controller-manager (its node-cidr-mask-size).
+    let first_start_range = if state.server.is_none()
+        && !state.control_plane_only
+        && !crate::cni_host::has_pod_range(&paths.cni_conf_dir())
+        && settings.value("kube-controller-manager-arg").is_none()
+    {
+        crate::cni_host::first_pod_range(
+            &settings
+                .value("cluster-cidr")
+                .unwrap_or_else(|| "10.42.0.0/16".into()),
+        )
+    } else {
+        None
+    };
+    if let Some(range) = &first_start_range {
+        crate::cni_host::write_pod_range(&paths.cni_template_dir(), &paths.cni_conf_dir(), range)?;
+    }
     let pid = daemon.start(&program, &args, &k3s_env(paths, state))?;
     println!("k3s started (pid {pid}), log {}", daemon.log_file.display());
 
@@ -337,38 +358,71 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
             ),
             None => format!("node {node_name} to register and get its pod range"),
         };
-        let mut pod_cidr = None;
-        wait_for(paths, &daemon, pid, &what, K3S_API_TIMEOUT, || {
-            pod_cidr = node_field(paths, &kubeconfig, &node_name, "{.spec.podCIDR}")
-                .filter(|cidr| !cidr.is_empty());
-            pod_cidr.is_some()
-        })?;
-        let pod_cidr = pod_cidr.expect("set when the wait succeeds");
-        let changed = crate::cni_host::write_pod_range(
-            &paths.cni_template_dir(),
-            &paths.cni_conf_dir(),
-            &pod_cidr,
-        )?;
-        println!(
-            "pod range: {pod_cidr} (the node's podCIDR){}",
-            if changed {
-                format!(
-                    ", written to the CNI config in {}",
-                    paths.cni_conf_dir().display()
-                )
-            } else {
-                String::new()
+        let wait_for_pod_range = || -> Result<String> {
+            let mut pod_cidr = None;
+            wait_for(paths, &daemon, pid, &what, K3S_API_TIMEOUT, || {
+                pod_cidr = node_field(paths, &kubeconfig, &node_name, "{.spec.podCIDR}")
+                    .filter(|cidr| !cidr.is_empty());
+                pod_cidr.is_some()
+            })?;
+            Ok(pod_cidr.expect("set when the wait succeeds"))
+        };
+        let wait_for_ready = || -> Result<()> {
+            wait_for(
+                paths,
+                &daemon,
+                pid,
+                &format!("node {node_name} to be Ready"),
+                NODE_READY_TIMEOUT,
+                || node_ready(paths, &kubeconfig, &node_name) == Some(true),
+            )?;
+            println!("node is Ready");
+            Ok(())
+        };
+        let write = |pod_cidr: &str| {
+            crate::cni_host::write_pod_range(
+                &paths.cni_template_dir(),
+                &paths.cni_conf_dir(),
+                pod_cidr,
+            )
+        };
+        match &first_start_range {
+            Some(expected) => {
+                wait_for_ready()?;
+                let pod_cidr = wait_for_pod_range()?;
+                if &pod_cidr == expected {
+                    println!(
+                        "pod range: {pod_cidr} (the node's podCIDR, as written to the CNI config \
+                         in {} before k3s started)",
+                        paths.cni_conf_dir().display()
+                    );
+                } else {
+                    write(&pod_cidr)?;
+                    println!(
+                        "warning: pod range: {pod_cidr} (the node's podCIDR), not the \
+                         {expected} written to the CNI config before k3s started: rewritten; \
+                         pods that started before now have addresses of {expected}: delete \
+                         them so that they start again"
+                    );
+                }
             }
-        );
-        wait_for(
-            paths,
-            &daemon,
-            pid,
-            &format!("node {node_name} to be Ready"),
-            NODE_READY_TIMEOUT,
-            || node_ready(paths, &kubeconfig, &node_name) == Some(true),
-        )?;
-        println!("node is Ready");
+            None => {
+                let pod_cidr = wait_for_pod_range()?;
+                let changed = write(&pod_cidr)?;
+                println!(
+                    "pod range: {pod_cidr} (the node's podCIDR){}",
+                    if changed {
+                        format!(
+                            ", written to the CNI config in {}",
+                            paths.cni_conf_dir().display()
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+                wait_for_ready()?;
+            }
+        }
     }
     if state.is_agent() {
         // Once the node is Ready: the CNI config names the bridge, and no pod of this node

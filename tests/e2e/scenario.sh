@@ -165,10 +165,19 @@ YAML
       $K -n kube-system wait --for=condition=Ready pod -l k8s-app=kube-dns --timeout=120s >/dev/null \
         && step coredns-ready ok || { step coredns-ready FAIL; $K -n kube-system logs -l k8s-app=kube-dns --tail=20; }
     fi
-    # status counts pods per phase in all namespaces (add-ons whose image is shipped included).
-    PHASES=$($K get pods -A -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | sort | uniq -c \
-      | awk '{ printf "%s%d %s", sep, $1, $2; sep = ", " }')
-    S=$("$BUNDLE/install" status --data-dir "$D" 2>&1); RC=$?
+    # status counts pods per phase in all namespaces (add-ons whose image is shipped included),
+    # compared with kubectl's count taken before and after it: add-on pods may still be
+    # starting, so a count that moved in between is taken again (up to 20 times, 1 s apart).
+    phases() {
+      $K get pods -A -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | sort | uniq -c \
+        | awk '{ printf "%s%d %s", sep, $1, $2; sep = ", " }'
+    }
+    for i in $(seq 20); do
+      PHASES=$(phases)
+      S=$("$BUNDLE/install" status --data-dir "$D" 2>&1); RC=$?
+      [ "$(phases)" = "$PHASES" ] && break
+      sleep 1
+    done
     echo "$S"
     [ "$PROXY" != svcproxy ] || echo "$S" | grep -q "^svcproxy: running (pid [0-9]*), [0-9]* Services" || RC="$RC, svcproxy not running"
     [ "$RC" = 0 ] && echo "$S" | grep -q "^node .*: Ready" && echo "$S" | grep -qxF "pods (all namespaces): $PHASES" \

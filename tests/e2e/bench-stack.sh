@@ -86,8 +86,9 @@ elif [ "$WHAT" = addons ]; then
   # What k3s's packaged add-ons cost: each round installs with them on (k3s's defaults) and
   # with them off (k3s's own --disable), waits until every pod is Running and Ready or
   # Completed (the HelmChart's install Job), lets the node idle, then sums the RSS of every
-  # process in the sandbox (gVisor's own accounting; shared pages count once per process, on
-  # both sides alike).
+  # process started since ./install (its daemons, shims and pods; not the processes that ran
+  # before it, which on plain Linux are the host's own; shared pages count once per process,
+  # on both sides alike).
   OFF="--disable traefik --disable metrics-server --disable local-storage"
   settled() {
     $K get pods -A --no-headers 2>/dev/null | awk '
@@ -97,6 +98,7 @@ elif [ "$WHAT" = addons ]; then
   for r in $(seq "$ROUNDS"); do
     for set in on off; do
       t0=$(date +%s.%N)
+      ls /proc | grep -E '^[0-9]+$' > "$RUN/pids-before"
       if [ $set = on ]; then up; else up -- $OFF; fi
       echo "BENCH ready-$set $(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")"
       t_end=$(( $(date +%s) + 300 ))
@@ -106,7 +108,10 @@ elif [ "$WHAT" = addons ]; then
       done
       echo "BENCH pods-$set $($K get pods -A --no-headers | grep -c Running)"
       sleep "$IDLE_SECONDS"
-      for p in /proc/[0-9]*; do awk -v c="$(cat $p/comm 2>/dev/null)" '/^VmRSS/ { print c, $2 }' $p/status 2>/dev/null; done > "$RUN/rss-$set"
+      for p in /proc/[0-9]*; do
+        grep -qx "${p#/proc/}" "$RUN/pids-before" && continue
+        awk -v c="$(cat $p/comm 2>/dev/null)" '/^VmRSS/ { print c, $2 }' $p/status 2>/dev/null
+      done > "$RUN/rss-$set"
       echo "BENCH rss-$set $(awk '{ kb += $2 } END { printf "%.1f", kb / 1024 }' "$RUN/rss-$set")"
       # The biggest programs, for the log.
       awk '{ kb[$1] += $2 } END { for (c in kb) printf "%s %.0f\n", c, kb[c] / 1024 }' "$RUN/rss-$set" | sort -k2 -nr | head -n 8 | sed "s/^/RSS-$set MiB /"

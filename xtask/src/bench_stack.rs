@@ -231,7 +231,7 @@ pub fn run_addons(opts: &StackOptions) -> Result<StackReport> {
     let rows = vec![
         row(
             &format!(
-                "idle RSS, every process in the sandbox ({} s after every pod settled)",
+                "idle RSS of every process started by ./install ({} s after every pod settled)",
                 opts.idle_seconds
             ),
             "MiB",

@@ -81,7 +81,7 @@ pub struct Args {
 
     /// Seconds a proxied TCP connection lives without a byte either way (default 24 h,
     /// kube-proxy's conntrack timeout for established connections). Both sides also get TCP
-    /// keepalive, so a vanished peer is noticed within about 2 minutes.
+    /// keepalive once quiet for a minute, so a vanished peer is noticed within about 3 minutes.
     #[arg(long, default_value_t = 86400, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub tcp_idle_timeout: u64,
 

@@ -12,28 +12,34 @@
 //!   either cap a new connection is reset at once, and the client sees a refusal, not a hang;
 //! - a connection without a byte either way for the idle timeout is closed (default 24 h,
 //!   the conntrack timeout for established connections that kube-proxy sets);
-//! - TCP keepalive on both sides, so a peer that vanished (a deleted pod, a dropped network)
-//!   is noticed within minutes instead of holding two descriptors until the idle timeout.
+//! - TCP keepalive on both sides of a connection quiet for a minute, so a peer that vanished
+//!   (a deleted pod, a dropped network) is noticed within minutes instead of holding two
+//!   descriptors until the idle timeout. Armed only then: its eight setsockopt calls cost a
+//!   short connection 12 % of the new-connection rate in gVisor (BENCHMARKS.md, "Services").
 
 use crate::limits::{Refused, TcpCounts, TcpPermit};
 use crate::listeners::Forwarder;
 use crate::log::Throttle;
 use std::net::{SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::Instant;
 
 /// How long one connect to an endpoint may take before the next endpoint is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Copy buffer per direction: big enough that a bulk transfer is not syscall-bound.
 const BUFFER: usize = 64 * 1024;
+/// Keepalive is armed on a connection quiet for this long (both sockets at once).
+const KEEPALIVE_ARM_AFTER: Duration = Duration::from_secs(60);
 /// Keepalive: first probe after this much silence, then every KEEPALIVE_INTERVAL, and the
-/// connection is dropped after KEEPALIVE_PROBES unanswered probes (about 2 minutes).
+/// connection is dropped after KEEPALIVE_PROBES unanswered probes (about 2 minutes after it
+/// is armed).
 const KEEPALIVE_IDLE: libc::c_int = 60;
 const KEEPALIVE_INTERVAL: libc::c_int = 15;
 const KEEPALIVE_PROBES: libc::c_int = 4;
@@ -95,14 +101,13 @@ async fn forward(
     let idle = permit.idle();
     // Small request/response exchanges must not wait for Nagle on either hop.
     let _ = client.set_nodelay(true);
-    keepalive(&client);
     let mut client = Tracked::new(client);
     for endpoint in forwarder.backends.candidates(peer.ip()) {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint)).await {
             Ok(Ok(mut upstream)) => {
                 forwarder.backends.served(peer.ip(), endpoint);
                 let _ = upstream.set_nodelay(true);
-                keepalive(&upstream);
+                let sockets = [client.inner.as_raw_fd(), upstream.as_raw_fd()];
                 let last = client.last.clone();
                 let copy = tokio::io::copy_bidirectional_with_sizes(
                     &mut client,
@@ -114,7 +119,7 @@ async fn forward(
                     result = copy => if let Err(e) = result {
                         tracing::debug!(listener = %forwarder.key, %peer, %endpoint, "connection ended: {e}");
                     },
-                    _ = idle_for(&last, idle) => {
+                    _ = idle_for(&last, idle, sockets) => {
                         tracing::debug!(listener = %forwarder.key, %peer, %endpoint, "closed after {idle:?} without traffic");
                     }
                 }
@@ -129,21 +134,31 @@ async fn forward(
     let _ = client.inner.set_zero_linger();
 }
 
-/// Returns once `last` (milliseconds on the connection's clock) is `idle` in the past.
-async fn idle_for(last: &Activity, idle: Duration) {
+/// Returns once `last` (milliseconds on the connection's clock) is `idle` in the past; arms
+/// keepalive on `sockets` (the connection's two, open while this runs) once it is
+/// KEEPALIVE_ARM_AFTER in the past.
+async fn idle_for(last: &Activity, idle: Duration, sockets: [RawFd; 2]) {
+    let mut armed = false;
     loop {
         let quiet = last.quiet_for();
         if quiet >= idle {
             return;
         }
-        tokio::time::sleep(idle - quiet).await;
+        if !armed && quiet >= KEEPALIVE_ARM_AFTER {
+            sockets.into_iter().for_each(keepalive);
+            armed = true;
+        }
+        let next = match armed {
+            true => idle - quiet,
+            false => (KEEPALIVE_ARM_AFTER - quiet).min(idle - quiet),
+        };
+        tokio::time::sleep(next).await;
     }
 }
 
 /// SO_KEEPALIVE with the probe timing above. Failures are ignored: keepalive only makes a
 /// dead peer noticed sooner, the idle timeout still bounds the connection.
-fn keepalive(stream: &TcpStream) {
-    let fd = stream.as_raw_fd();
+fn keepalive(fd: RawFd) {
     for (level, option, value) in [
         (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
         (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE),
@@ -259,6 +274,36 @@ mod tests {
         value
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn keepalive_is_armed_on_both_sockets_once_the_connection_is_quiet() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (b, _) = listener.accept().await.unwrap();
+        let last = Activity {
+            start: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        };
+        let sockets = [a.as_raw_fd(), b.as_raw_fd()];
+        let idle = Duration::from_secs(3600);
+        let watch = idle_for(&last, idle, sockets);
+        tokio::pin!(watch);
+        // Active (touched) within the minute: nothing armed.
+        for _ in 0..3 {
+            last.touch();
+            let _ = tokio::time::timeout(Duration::from_secs(30), &mut watch).await;
+        }
+        assert_eq!(option(&a, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 0);
+        // Quiet for a minute: both sockets get it; the connection stays open until `idle`.
+        assert!(tokio::time::timeout(Duration::from_secs(61), &mut watch)
+            .await
+            .is_err());
+        assert_eq!(option(&a, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(option(&b, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert!(tokio::time::timeout(idle, &mut watch).await.is_ok());
+    }
+
     #[tokio::test]
     async fn both_sides_get_tcp_keepalive_with_the_probe_timing() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -266,7 +311,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(option(&stream, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 0);
-        keepalive(&stream);
+        keepalive(stream.as_raw_fd());
         assert_eq!(option(&stream, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
         assert_eq!(
             option(&stream, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),

@@ -238,7 +238,11 @@ pub fn run_addons(opts: &StackOptions) -> Result<StackReport> {
             "rss",
         )?,
         row("pods Running", "pods", "pods")?,
-        row("node Ready after ./install", "s", "ready")?,
+        row(
+            "./install until it returns (node Ready, pod range checked)",
+            "s",
+            "ready",
+        )?,
         StackRow {
             figure: "the bundle, packed again with gzip -6".into(),
             unit: "MiB".into(),

@@ -88,6 +88,25 @@ fn numbers(map: &std::collections::BTreeMap<String, Vec<String>>, name: &str) ->
         .collect()
 }
 
+/// A row of two runners' means: `(name, BENCH key)` for the subject and the baseline.
+fn mean_row(
+    map: &std::collections::BTreeMap<String, Vec<String>>,
+    figure: &str,
+    unit: &str,
+    subject: (&str, &str),
+    baseline: (&str, &str),
+) -> Result<StackRow> {
+    Ok(StackRow {
+        figure: figure.into(),
+        unit: unit.into(),
+        subject_name: subject.0.into(),
+        subject: mean(&numbers(map, subject.1)?),
+        baseline_name: baseline.0.into(),
+        baseline: mean(&numbers(map, baseline.1)?),
+        contrast: None,
+    })
+}
+
 fn best(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
 }
@@ -179,15 +198,13 @@ pub fn run(opts: &StackOptions) -> Result<StackReport> {
         });
     }
     let idle = measure(opts, "k3s-idle", &loops_dir)?;
-    rows.push(StackRow {
-        figure: format!("k3s idle CPU, node Ready ({} s windows)", opts.idle_seconds),
-        unit: "CPU s/min".into(),
-        subject_name: "--launcher always".into(),
-        subject: mean(&numbers(&idle, "k3s-idle-always")?),
-        baseline_name: "--launcher auto (k3s directly)".into(),
-        baseline: mean(&numbers(&idle, "k3s-idle-auto")?),
-        contrast: None,
-    });
+    rows.push(mean_row(
+        &idle,
+        &format!("k3s idle CPU, node Ready ({} s windows)", opts.idle_seconds),
+        "CPU s/min",
+        ("--launcher always", "k3s-idle-always"),
+        ("--launcher auto (k3s directly)", "k3s-idle-auto"),
+    )?);
     Ok(StackReport {
         label: opts.host.label.clone(),
         host: opts.host_arg.into(),
@@ -215,18 +232,17 @@ fn now() -> Result<String> {
 /// bundle's gzip size with and without the add-ons' files, packed again in the same run.
 pub fn run_addons(opts: &StackOptions) -> Result<StackReport> {
     let m = measure(opts, "addons", Path::new("/nonexistent"))?;
-    let on = "add-ons on (k3s's defaults)";
-    let off = "off: --disable traefik,metrics-server,local-storage";
-    let row = |figure: &str, unit: &str, key: &str| -> Result<StackRow> {
-        Ok(StackRow {
-            figure: figure.into(),
-            unit: unit.into(),
-            subject_name: on.into(),
-            subject: mean(&numbers(&m, &format!("{key}-on"))?),
-            baseline_name: off.into(),
-            baseline: mean(&numbers(&m, &format!("{key}-off"))?),
-            contrast: None,
-        })
+    let row = |figure: &str, unit: &str, key: &str| {
+        mean_row(
+            &m,
+            figure,
+            unit,
+            ("add-ons on (k3s's defaults)", &format!("{key}-on")),
+            (
+                "off: --disable traefik,metrics-server,local-storage",
+                &format!("{key}-off"),
+            ),
+        )
     };
     let rows = vec![
         row(
@@ -243,15 +259,13 @@ pub fn run_addons(opts: &StackOptions) -> Result<StackReport> {
             "s",
             "ready",
         )?,
-        StackRow {
-            figure: "the bundle, packed again with gzip -6".into(),
-            unit: "MiB".into(),
-            subject_name: "with the add-ons".into(),
-            subject: mean(&numbers(&m, "gz-on")?),
-            baseline_name: "without their images, charts and helm".into(),
-            baseline: mean(&numbers(&m, "gz-off")?),
-            contrast: None,
-        },
+        mean_row(
+            &m,
+            "the bundle, packed again with gzip -6",
+            "MiB",
+            ("with the add-ons", "gz-on"),
+            ("without their images, charts and helm", "gz-off"),
+        )?,
     ];
     Ok(StackReport {
         label: opts.host.label.clone(),

@@ -322,8 +322,11 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
     } else {
         None
     };
+    let write_pod_range = |pod_cidr: &str| {
+        crate::cni_host::write_pod_range(&paths.cni_template_dir(), &paths.cni_conf_dir(), pod_cidr)
+    };
     if let Some(range) = &first_start_range {
-        crate::cni_host::write_pod_range(&paths.cni_template_dir(), &paths.cni_conf_dir(), range)?;
+        write_pod_range(range)?;
     }
     let pid = daemon.start(&program, &args, &k3s_env(paths, state))?;
     println!("k3s started (pid {pid}), log {}", daemon.log_file.display());
@@ -379,13 +382,6 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
             println!("node is Ready");
             Ok(())
         };
-        let write = |pod_cidr: &str| {
-            crate::cni_host::write_pod_range(
-                &paths.cni_template_dir(),
-                &paths.cni_conf_dir(),
-                pod_cidr,
-            )
-        };
         match &first_start_range {
             Some(expected) => {
                 wait_for_ready()?;
@@ -397,7 +393,7 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
                         paths.cni_conf_dir().display()
                     );
                 } else {
-                    write(&pod_cidr)?;
+                    write_pod_range(&pod_cidr)?;
                     println!(
                         "warning: pod range: {pod_cidr} (the node's podCIDR), not the \
                          {expected} written to the CNI config before k3s started: rewritten; \
@@ -408,7 +404,7 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
             }
             None => {
                 let pod_cidr = wait_for_pod_range()?;
-                let changed = write(&pod_cidr)?;
+                let changed = write_pod_range(&pod_cidr)?;
                 println!(
                     "pod range: {pod_cidr} (the node's podCIDR){}",
                     if changed {

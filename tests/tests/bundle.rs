@@ -194,6 +194,17 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
             theirs.display()
         );
     }
+
+    // The two checkouts shared one target/debug/xtask; this checkout's `cargo xtask` must still
+    // work on this checkout, not on the (now deleted) other one.
+    drop(other);
+    let out = xtask(&repo, &["bundle"]);
+    let again = check(&out, "cargo xtask bundle after the second checkout");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        tarball.to_str().unwrap(),
+        "after the second checkout, cargo xtask bundle here built elsewhere\n{again}"
+    );
 }
 
 /// Every file under `roots` (files or directories) with its modification time.

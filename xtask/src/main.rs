@@ -274,12 +274,20 @@ fn main() {
     }
 }
 
-fn repo_root() -> PathBuf {
-    // xtask lives at <repo>/xtask.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+/// The checkout xtask works on: xtask lives at <repo>/xtask.
+///
+/// `cargo run` (and so `cargo xtask`) sets CARGO_MANIFEST_DIR when it runs the binary, naming
+/// the checkout it was invoked in. That is preferred over the path compiled in, because two
+/// checkouts sharing one CARGO_TARGET_DIR share one `target/debug/xtask`, and cargo, finding
+/// it fresh, may run the binary the other checkout built (the bundle test's second checkout
+/// did exactly that, and the next test's `cargo xtask build` went looking for bundle.toml in
+/// the deleted temp checkout). The compiled-in path serves a binary run directly.
+pub fn repo_root() -> PathBuf {
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.join("Cargo.toml").is_file())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().unwrap().to_path_buf()
 }
 
 fn run(cli: Cli) -> Result<()> {

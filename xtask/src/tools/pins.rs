@@ -52,9 +52,7 @@ impl ToolPin {
 
 /// The pin file that ships with the repository.
 pub fn default_pin_file() -> PathBuf {
-    let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let repo_root = xtask_dir.parent().unwrap_or(xtask_dir);
-    repo_root.join("tests").join("tools.toml")
+    crate::repo_root().join("tests").join("tools.toml")
 }
 
 /// Reads and checks every pin in `path`, keyed by tool name.

@@ -1,7 +1,7 @@
 # `cargo xtask bench --stack`: what the installed stack costs the programs it runs, each figure
 # against a baseline measured in the same run. Sourced by a wrapper that sets TARBALL, RUN,
 # E2E_LIB, LOOPS (a directory holding the static syscall_loops), ROUNDS, N_SYSCALL, N_OPEN,
-# IDLE_SECONDS, WHAT (pods | k3s-idle | addons). Prints `BENCH <name> <value>` lines for xtask.
+# IDLE_SECONDS, WHAT (pods | k3s-idle | addons | memory), MEMORY_SETS (memory). Prints `BENCH <name> <value>` lines for xtask.
 #
 # pods: the syscall loop and the open loop in a pod of the installed k3s (kubectl exec),
 #   against the same loops in a container that containerd starts with no launcher anywhere
@@ -28,6 +28,33 @@ down() { "$BUNDLE/install" uninstall --data-dir "$D" > "$RUN/uninstall.out" 2>&1
 # utime+stime of the PIDs, summed, in clock ticks (fields 14 and 15 of /proc/PID/stat; the
 # comms here, k3s and launcher, have no spaces).
 cpu_ticks() { for pid in "$@"; do cat "/proc/$pid/stat"; done | awk '{ t += $14 + $15 } END { print t }'; }
+
+# Until every pod is Running and Ready or Completed (a HelmChart's install Job), at most 300 s.
+wait_settled() {
+  t_end=$(( $(date +%s) + 300 ))
+  until $K get pods -A --no-headers 2>/dev/null | awk '
+      { split($3, r, "/"); if (!($4 == "Completed" || ($4 == "Running" && r[1] == r[2]))) bad++; n++ }
+      END { exit !(n > 0 && bad == 0) }'; do
+    [ "$(date +%s)" -ge $t_end ] && { $K get pods -A; fail "$1: pods not settled in 300 s"; }
+    sleep 2
+  done
+}
+
+# Before ./install: the processes already running (on plain Linux, the host's own).
+note_pids() { ls /proc | grep -E '^[0-9]+$' > "$RUN/pids-before"; }
+
+# `BENCH rss-NAME MiB`: the RSS of every process started since note_pids (daemons, shims and
+# pods; shared pages count once per process, on every side alike), and k3s's own as
+# `BENCH k3s-rss-NAME`; the biggest programs for the log.
+rss_since_install() {
+  for p in /proc/[0-9]*; do
+    grep -qx "${p#/proc/}" "$RUN/pids-before" && continue
+    awk -v c="$(cat $p/comm 2>/dev/null)" '/^VmRSS/ { print c, $2 }' $p/status 2>/dev/null
+  done > "$RUN/rss-$1"
+  echo "BENCH rss-$1 $(awk '{ kb += $2 } END { printf "%.1f", kb / 1024 }' "$RUN/rss-$1")"
+  echo "BENCH k3s-rss-$1 $(awk '$1 == "k3s" { kb += $2 } END { printf "%.1f", kb / 1024 }' "$RUN/rss-$1")"
+  awk '{ kb[$1] += $2 } END { for (c in kb) printf "%s %.0f\n", c, kb[c] / 1024 }' "$RUN/rss-$1" | sort -k2 -nr | head -n 8 | sed "s/^/RSS-$1 MiB /"
+}
 
 if [ "$WHAT" = pods ]; then
   up
@@ -90,31 +117,16 @@ elif [ "$WHAT" = addons ]; then
   # before it, which on plain Linux are the host's own; shared pages count once per process,
   # on both sides alike).
   OFF="--disable traefik --disable metrics-server --disable local-storage"
-  settled() {
-    $K get pods -A --no-headers 2>/dev/null | awk '
-      { split($3, r, "/"); if (!($4 == "Completed" || ($4 == "Running" && r[1] == r[2]))) bad++; n++ }
-      END { exit !(n > 0 && bad == 0) }'
-  }
   for r in $(seq "$ROUNDS"); do
     for set in on off; do
       t0=$(date +%s.%N)
-      ls /proc | grep -E '^[0-9]+$' > "$RUN/pids-before"
+      note_pids
       if [ $set = on ]; then up; else up -- $OFF; fi
       echo "BENCH ready-$set $(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")"
-      t_end=$(( $(date +%s) + 300 ))
-      until settled; do
-        [ "$(date +%s)" -ge $t_end ] && { $K get pods -A; fail "add-ons $set: pods not settled in 300 s"; }
-        sleep 2
-      done
+      wait_settled "add-ons $set"
       echo "BENCH pods-$set $($K get pods -A --no-headers | grep -c Running)"
       sleep "$IDLE_SECONDS"
-      for p in /proc/[0-9]*; do
-        grep -qx "${p#/proc/}" "$RUN/pids-before" && continue
-        awk -v c="$(cat $p/comm 2>/dev/null)" '/^VmRSS/ { print c, $2 }' $p/status 2>/dev/null
-      done > "$RUN/rss-$set"
-      echo "BENCH rss-$set $(awk '{ kb += $2 } END { printf "%.1f", kb / 1024 }' "$RUN/rss-$set")"
-      # The biggest programs, for the log.
-      awk '{ kb[$1] += $2 } END { for (c in kb) printf "%s %.0f\n", c, kb[c] / 1024 }' "$RUN/rss-$set" | sort -k2 -nr | head -n 8 | sed "s/^/RSS-$set MiB /"
+      rss_since_install $set
       down
     done
   done
@@ -126,7 +138,40 @@ elif [ "$WHAT" = addons ]; then
   echo "BENCH gz-on $(gz_size)"
   # shellcheck disable=SC2046 # one --exclude per file
   echo "BENCH gz-off $(gz_size $(for f in $ADDON_FILES; do echo "--exclude=$top/$f"; done))"
+elif [ "$WHAT" = memory ]; then
+  # k3s's Go runtime settings against the installer's default, alternating per round: for each
+  # of MEMORY_SETS (space-separated; `default` or comma-separated VAR=value pairs that
+  # ./install records for k3s), install with k3s's defaults (add-ons on), wait until every pod
+  # settled, idle, then the RSS as --addons sums it, k3s's idle CPU, and the API's latency: 200
+  # GETs of every pod and 200 of every ConfigMap over one kept-alive connection (curl with the
+  # kubeconfig's client certificate), median and 95th percentile.
+  HZ=$(getconf CLK_TCK)
+  for r in $(seq "$ROUNDS"); do
+    for set in $MEMORY_SETS; do
+      note_pids
+      if [ "$set" = default ]; then up; else env $(echo "$set" | tr , ' ') "$BUNDLE/install" --prefix "$P" --data-dir "$D" > "$RUN/install.out" 2>&1 \
+        || { cat "$RUN/install.out"; fail "install with $set"; }; K="$P/bin/kubectl --kubeconfig $D/kubeconfig.yaml"; fi
+      wait_settled "$set"
+      PID=$(pid_of k3s)
+      [ "$set" = default ] || tr '\0' '\n' < "/proc/$PID/environ" | grep -qx "${set%%,*}" || fail "k3s's environment lacks ${set%%,*}"
+      A=$(cpu_ticks $PID); sleep "$IDLE_SECONDS"; B=$(cpu_ticks $PID)
+      echo "BENCH k3s-cpu-$set $(awk "BEGIN { printf \"%.3f\", ($B - $A) / $HZ * 60 / $IDLE_SECONDS }")"
+      rss_since_install "$set"
+      for key in certificate-authority-data client-certificate-data client-key-data; do
+        awk -v k="$key:" '$1 == k { print $2; exit }' "$D/kubeconfig.yaml" | base64 -d > "$RUN/$key"
+      done
+      for what in pods configmaps; do
+        url=https://127.0.0.1:6443/api/v1/$what
+        # shellcheck disable=SC2046 # one -o per URL
+        curl -s --cacert "$RUN/certificate-authority-data" --cert "$RUN/client-certificate-data" --key "$RUN/client-key-data" \
+          -w '%{time_total}\n' $(for i in $(seq 200); do echo "-o /dev/null $url"; done) > "$RUN/latency" || fail "curl $url"
+        sort -n "$RUN/latency" | awk -v n="$what-$set" '{ v[NR] = $1 * 1000 } END {
+          printf "BENCH api-p50-%s %.2f\nBENCH api-p95-%s %.2f\n", n, v[int(NR * 0.5)], n, v[int(NR * 0.95)] }'
+      done
+      down
+    done
+  done
 else
-  fail "WHAT=$WHAT: expected pods, k3s-idle or addons"
+  fail "WHAT=$WHAT: expected pods, k3s-idle, addons or memory"
 fi
 echo "BENCH done 1"

@@ -33,13 +33,15 @@ pub struct StackOptions<'a> {
     pub n_syscall: u64,
     pub n_open: u64,
     pub idle_seconds: u32,
+    /// With --memory: the k3s runtime settings measured against the installer's default.
+    pub memory_sets: &'a [String],
 }
 
 #[derive(Debug, Serialize)]
 pub struct StackReport {
     pub label: String,
     pub host: String,
-    /// The flag that measures this again: `--stack` or `--addons`.
+    /// The flag that measures this again: `--stack`, `--addons` or `--memory ...`.
     pub command: String,
     pub measured_at: String,
     pub rounds: u32,
@@ -115,6 +117,13 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
+/// The installer's default first, then each `--memory` setting.
+fn memory_sets(opts: &StackOptions) -> Vec<String> {
+    std::iter::once("default".to_string())
+        .chain(opts.memory_sets.iter().cloned())
+        .collect()
+}
+
 /// Runs bench-stack.sh once with WHAT in the sandbox; its BENCH values.
 fn measure(
     opts: &StackOptions,
@@ -137,6 +146,7 @@ fn measure(
             ("N_SYSCALL", opts.n_syscall.to_string()),
             ("N_OPEN", opts.n_open.to_string()),
             ("IDLE_SECONDS", opts.idle_seconds.to_string()),
+            ("MEMORY_SETS", memory_sets(opts).join(" ")),
         ],
     )?;
     crate::ui::step(
@@ -271,6 +281,51 @@ pub fn run_addons(opts: &StackOptions) -> Result<StackReport> {
         label: opts.host.label.clone(),
         host: opts.host_arg.into(),
         command: "--addons".into(),
+        measured_at: now()?,
+        rounds: opts.rounds,
+        pod_status: String::new(),
+        rows,
+    })
+}
+
+/// `cargo xtask bench --memory SET...`: k3s's Go runtime settings (each SET comma-separated
+/// `VAR=value` pairs ./install records for k3s, e.g. `GOGC=50`) against the installer's
+/// default, alternating per round in one sandbox, each installed with k3s's defaults (add-ons
+/// on): the idle RSS of the install and of k3s alone, k3s's idle CPU, and the API's latency
+/// (median and 95th percentile of 200 GETs over one connection) so a memory cut is seen
+/// beside what it costs.
+pub fn run_memory(opts: &StackOptions) -> Result<StackReport> {
+    let m = measure(opts, "memory", Path::new("/nonexistent"))?;
+    let idle = opts.idle_seconds;
+    let mut rows = Vec::new();
+    for set in opts.memory_sets {
+        let row = |figure: &str, unit: &str, key: &str| {
+            mean_row(
+                &m,
+                figure,
+                unit,
+                (set, &format!("{key}-{set}")),
+                ("installer's default", &format!("{key}-default")),
+            )
+        };
+        rows.extend([
+            row(
+                &format!("idle RSS of every process started by ./install ({idle} s after every pod settled)"),
+                "MiB",
+                "rss",
+            )?,
+            row("idle RSS of k3s", "MiB", "k3s-rss")?,
+            row(&format!("k3s idle CPU ({idle} s window)"), "CPU s/min", "k3s-cpu")?,
+            row("GET /api/v1/pods, median", "ms", "api-p50-pods")?,
+            row("GET /api/v1/pods, 95th percentile", "ms", "api-p95-pods")?,
+            row("GET /api/v1/configmaps, median", "ms", "api-p50-configmaps")?,
+            row("GET /api/v1/configmaps, 95th percentile", "ms", "api-p95-configmaps")?,
+        ]);
+    }
+    Ok(StackReport {
+        label: opts.host.label.clone(),
+        host: opts.host_arg.into(),
+        command: format!("--memory {}", opts.memory_sets.join(" --memory ")),
         measured_at: now()?,
         rounds: opts.rounds,
         pod_status: String::new(),

@@ -182,8 +182,14 @@ enum Command {
         /// per round, and the bundle's size with and without them; `<!-- bench:addons-<host> -->`.
         #[arg(long, conflicts_with = "stack")]
         addons: bool,
-        /// With --stack: seconds of each idle-CPU window; with --addons: the idle wait before
-        /// memory is read.
+        /// Measure k3s's Go runtime settings instead (builds the bundle): each SET (comma-
+        /// separated VAR=value pairs ./install records for k3s, e.g. `GOGC=50`; repeatable)
+        /// against the installer's default, alternating per round: idle RSS, k3s's idle CPU,
+        /// the API's latency; `<!-- bench:memory-<host> -->`.
+        #[arg(long = "memory", value_name = "SET", conflicts_with_all = ["stack", "addons"])]
+        memory_sets: Vec<String>,
+        /// With --stack: seconds of each idle-CPU window; with --addons and --memory: the idle
+        /// wait before memory is read (and with --memory, the CPU window).
         #[arg(long, default_value_t = 60)]
         idle_seconds: u32,
         /// With --stack, in a sandbox: its network (as for e2e).
@@ -474,12 +480,13 @@ fn run(cli: Cli) -> Result<()> {
             update,
             stack,
             addons,
+            memory_sets,
             idle_seconds,
             network,
         } => {
             let host_arg = host;
             let host = e2e_host(&host_arg, &layout, offline)?;
-            if stack || addons {
+            if stack || addons || !memory_sets.is_empty() {
                 let tarball = bundle(&config, &layout, &opts(Vec::new(), Vec::new())?, false)?;
                 let stack_opts = bench_stack::StackOptions {
                     tarball: &tarball,
@@ -493,10 +500,14 @@ fn run(cli: Cli) -> Result<()> {
                     n_syscall,
                     n_open,
                     idle_seconds,
+                    memory_sets: &memory_sets,
                 };
-                let (report, label) = match addons {
-                    true => (bench_stack::run_addons(&stack_opts)?, "addons"),
-                    false => (bench_stack::run(&stack_opts)?, "stack"),
+                let (report, label) = if addons {
+                    (bench_stack::run_addons(&stack_opts)?, "addons")
+                } else if !memory_sets.is_empty() {
+                    (bench_stack::run_memory(&stack_opts)?, "memory")
+                } else {
+                    (bench_stack::run(&stack_opts)?, "stack")
                 };
                 let label = format!("{label}-{}", host.label);
                 let json =

@@ -641,11 +641,16 @@ fn check_env(known: &KnownFlags, env: &BTreeMap<String, String>) -> Result<()> {
 
 /// The variables of the installer's environment that k3s's install.sh records for its service
 /// (`K3S_*`, `CONTAINERD_*`, and the proxy settings, any case), less ctr's client settings
-/// that our export line sets (they are not meant for the daemons).
+/// that our export line sets (they are not meant for the daemons); and, beyond install.sh,
+/// k3s's Go runtime memory settings (`GOGC`, `GOMEMLIMIT`), which a systemd user would put in
+/// the unit's environment file by hand (containerd's are `CONTAINERD_GOGC`, as above).
 pub fn recorded_env(all: impl Iterator<Item = (String, String)>) -> BTreeMap<String, String> {
     all.filter(|(name, _)| {
         let upper = name.to_ascii_uppercase();
-        (name.starts_with("K3S_") || name.starts_with("CONTAINERD_") || is_proxy_var(name))
+        (name.starts_with("K3S_")
+            || name.starts_with("CONTAINERD_")
+            || is_proxy_var(name)
+            || GO_RUNTIME_VARS.contains(&name.as_str()))
             && !matches!(
                 upper.as_str(),
                 "CONTAINERD_ADDRESS" | "CONTAINERD_NAMESPACE"
@@ -653,6 +658,9 @@ pub fn recorded_env(all: impl Iterator<Item = (String, String)>) -> BTreeMap<Str
     })
     .collect()
 }
+
+/// The Go runtime's memory settings recorded for k3s.
+pub const GO_RUNTIME_VARS: [&str; 2] = ["GOGC", "GOMEMLIMIT"];
 
 /// HTTP_PROXY, HTTPS_PROXY, NO_PROXY in either case (as install.sh's `grep -Ei`).
 pub fn is_proxy_var(name: &str) -> bool {
@@ -921,13 +929,15 @@ OPTIONS:
                 ("https_proxy", "http://u:pw@proxy:3128"),
                 ("HOME", "/root"),
                 ("INSTALL_K3S_EXEC", "--debug"),
+                ("GOGC", "50"),
+                ("GODEBUG", "gctrace=1"),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
         assert_eq!(
             recorded.keys().collect::<Vec<_>>(),
-            ["CONTAINERD_HTTP_PROXY", "K3S_TOKEN", "https_proxy"]
+            ["CONTAINERD_HTTP_PROXY", "GOGC", "K3S_TOKEN", "https_proxy"]
         );
         assert_eq!(masked("K3S_TOKEN", "t"), "K3S_TOKEN=********");
         assert_eq!(

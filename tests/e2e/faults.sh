@@ -77,7 +77,8 @@ YAML
 #   umask-modes: prefix and PREFIX/bin 755, data dir 700 (711 where K3S_KUBECONFIG_MODE=644 lets
 #   others read the kubeconfig inside it: search only), state.json 600.
 umask_modes_step() {
-  DM=700; [ "${K3S_KUBECONFIG_MODE:-}" = 644 ] && DM=711
+  # 711 only once k3s wrote the kubeconfig there (an install that failed earlier keeps 700).
+  DM=700; [ "${K3S_KUBECONFIG_MODE:-}" = 644 ] && [ -f "$D/kubeconfig.yaml" ] && DM=711
   # busybox stat: Debian's 2022 gVisor answers coreutils' statx with EINVAL.
   M=$(busybox stat -c %a "$P" "$P/bin" "$D" "$D/state.json" 2>&1 | tr '\n' ' ')
   [ "$M" = "755 755 $DM 600 " ] \

@@ -260,6 +260,14 @@ pub fn table(inputs: &Inputs) -> Vec<Blocker> {
             )
         },
         Blocker {
+            advice: NETNS_WITHOUT_IP_STACK_ADVICE,
+            ..row(
+                "netns-no-ip-stack",
+                "network namespaces have no IP stack (runsc --network=host)",
+                facts.netns_without_ip_stack,
+            )
+        },
+        Blocker {
             advice: "containerd fails every pod with `unable to set lo to up: ... failed to \
                      Statfs ... function not implemented`; needs a containerd patch (gvisor-cni \
                      brings lo up itself) or a newer gVisor",
@@ -324,6 +332,17 @@ pub fn table(inputs: &Inputs) -> Vec<Blocker> {
         },
     ]
 }
+
+/// Pods (all but hostNetwork ones) get a network namespace of their own; where it has no IP
+/// stack nothing in it can open a socket, so no pod network can be made, and svcproxy has no
+/// bridge for ClusterIPs (RTM_NEWLINK answers EOPNOTSUPP: hostinet creates no links).
+pub const NETNS_WITHOUT_IP_STACK_ADVICE: &str =
+    "pods' network namespaces cannot open a socket (`socket(AF_INET)` in a new network \
+     namespace: address family not supported) and no bridge can be created: gVisor runs with \
+     the host's network stack (`runsc --network=host`), which serves the sandbox's first \
+     namespace only. Run the sandbox with gVisor's own network stack (runsc's default, \
+     `--network=sandbox`), or `./install --control-plane-only` for the Kubernetes API without \
+     pods";
 
 /// The `workaround:` lines install prints: what it does about each present blocker.
 pub fn install_lines(blockers: &[Blocker]) -> Vec<String> {

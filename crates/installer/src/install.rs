@@ -271,7 +271,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         bundle.manifest.arch,
         bundle.dir.display()
     );
-    let plan = preflight::check(&bundle, &paths, !no_start)?;
+    let plan = preflight::check(&bundle, &paths, !no_start, !options.control_plane_only)?;
     println!("preflight passed");
     if plan.workarounds.is_empty() {
         println!("no sandbox workarounds needed on this host");

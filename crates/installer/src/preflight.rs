@@ -54,7 +54,8 @@ fn collect_files(root: &Path, dir: &Path, found: &mut Vec<String>) {
 }
 
 /// Runs every check. On failure returns an error listing all problems; nothing has been written.
-pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool) -> Result<Plan> {
+/// `runs_pods`: this node will run pods (not `--control-plane-only`).
+pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool, runs_pods: bool) -> Result<Plan> {
     let mut problems = bundle_problems(bundle);
     for (flag, dir) in [("--prefix", &paths.prefix), ("--data-dir", &paths.data_dir)] {
         if let Some(problem) = not_new_or_empty(flag, dir) {
@@ -64,6 +65,14 @@ pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool) -> Result<Plan> {
     problems.extend(disk_problems(bundle, paths, will_start));
     refuse(&problems)?;
     let facts = HostFacts::probe(&procsys_candidates(bundle));
+    // No pod could ever get a network: refused before anything changes, not after a 16 s
+    // start that ends in svcproxy's "bridge cannot be created".
+    if runs_pods && facts.netns_without_ip_stack {
+        refuse(&[format!(
+            "network namespaces have no IP stack here: {}",
+            crate::blockers::NETNS_WITHOUT_IP_STACK_ADVICE
+        )])?;
+    }
     let snapshotter = if probe::overlay_usable_at(&facts, &paths.data_dir) {
         "overlayfs"
     } else {

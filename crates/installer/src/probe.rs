@@ -206,6 +206,46 @@ pub fn child_subreaper_supported() -> bool {
     }
 }
 
+/// Whether a new network namespace has no IP stack: `socket(AF_INET)` in it answers
+/// EAFNOSUPPORT. So it is in gVisor run with `--network=host` (hostinet passes the host's stack
+/// through to the sandbox's first namespace only; measured in the current gVisor, 2026-12-06),
+/// and every pod that is not hostNetwork lives in such a namespace. False where it cannot be
+/// told (unshare refused).
+pub fn new_netns_lacks_ip_stack() -> bool {
+    use nix::sched::{unshare, CloneFlags};
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    const NO_IP_STACK: i32 = 2;
+    // In a child: the installer's own namespace stays as it is.
+    // SAFETY: the child only calls unshare, socket, close and _exit (async-signal-safe); the
+    // parent reaps it.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let code = match unshare(CloneFlags::CLONE_NEWNET) {
+                Err(_) => 1,
+                Ok(()) => {
+                    // SAFETY: plain syscalls on a descriptor this child owns.
+                    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+                    if fd >= 0 {
+                        unsafe { libc::close(fd) };
+                        0
+                    } else if nix::errno::Errno::last() == nix::errno::Errno::EAFNOSUPPORT {
+                        NO_IP_STACK
+                    } else {
+                        1
+                    }
+                }
+            };
+            // SAFETY: _exit ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, NO_IP_STACK)))
+        }
+        Err(_) => false,
+    }
+}
+
 const CAP_SYS_RESOURCE: u32 = 24;
 
 /// Is capability number `cap` in this process's effective set (/proc/self/status CapEff)?
@@ -273,6 +313,8 @@ pub struct HostFacts {
     pub child_subreaper: bool,
     /// CAP_SYS_RESOURCE, needed to give pods an oom_score_adj below containerd's own.
     pub cap_sys_resource: bool,
+    /// A new network namespace has no IP stack (gVisor's `--network=host`): no pod network.
+    pub netns_without_ip_stack: bool,
 }
 
 impl HostFacts {
@@ -319,6 +361,7 @@ impl HostFacts {
             overlay_known: filesystems.iter().any(|f| f == "overlay"),
             child_subreaper: child_subreaper_supported(),
             cap_sys_resource: has_effective_capability(CAP_SYS_RESOURCE),
+            netns_without_ip_stack: new_netns_lacks_ip_stack(),
         }
     }
 
@@ -415,6 +458,16 @@ pub fn overlay_usable_at(facts: &HostFacts, data_dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On Linux (and in gVisor with its own netstack) a new network namespace has its loopback
+    /// stack: the blocker is never seen there.
+    #[test]
+    fn a_new_network_namespace_has_an_ip_stack_here() {
+        if !testkit::root_or_skip("unshares a network namespace") {
+            return;
+        }
+        assert!(!new_netns_lacks_ip_stack());
+    }
 
     const SAMPLE: &str = "\
 22 1 0:20 / / rw,relatime - 9p none rw,trans=fd,rfd=3,wfd=3

@@ -38,6 +38,7 @@ mod images;
 mod install;
 mod k3s_settings;
 mod keeper;
+mod kubectl;
 mod lifecycle;
 mod local_storage;
 mod loopback;

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::k3s_settings::{self, Checked};
+use crate::kubectl::Kubectl;
 use crate::services::{self, CONTAINERD, K3S, SVCPROXY};
 use crate::state::State;
 use crate::supervise;
@@ -72,7 +73,7 @@ pub fn status(state: &State) -> Result<()> {
     } else if services::has_k3s(&paths) {
         match services::daemon(&paths, K3S).running_pid() {
             Some(pid) => {
-                let api_ready = services::kubectl(&paths, &["get", "--raw=/readyz"]).is_ok();
+                let api_ready = Kubectl::admin(&paths).api_ready();
                 println!(
                     "k3s: running (pid {pid}), API {}",
                     if api_ready { "ready" } else { "NOT ready" }
@@ -165,7 +166,7 @@ fn agent_status(state: &State) -> bool {
     match services::daemon(&paths, K3S).running_pid() {
         Some(pid) => {
             let kubeconfig = crate::node_routes::kubelet_kubeconfig(&paths);
-            let ready = services::node_ready(&paths, &kubeconfig, &node);
+            let ready = Kubectl::with(&paths, kubeconfig).node_ready(&node);
             println!("k3s agent: running (pid {pid}), joined {server}");
             println!(
                 "node {node}: {}",
@@ -208,17 +209,14 @@ fn routes_status(paths: &crate::paths::Paths) -> bool {
 /// Prints each node's Ready condition and the pods per phase; false when a node is not Ready
 /// (or, with an agent, when there is no node at all).
 fn cluster_status(paths: &crate::paths::Paths, state: &State) -> bool {
-    let nodes = services::kubectl(
-        paths,
-        &[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name} \
+    let kubectl = Kubectl::admin(paths);
+    let nodes = kubectl
+        .jsonpath(
+            &["get", "nodes"],
+            "{range .items[*]}{.metadata.name} \
              {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
-        ],
-    )
-    .unwrap_or_default();
+        )
+        .unwrap_or_default();
     let mut all_ready = true;
     let mut any = false;
     for line in nodes.lines() {
@@ -231,17 +229,12 @@ fn cluster_status(paths: &crate::paths::Paths, state: &State) -> bool {
     if !any {
         println!("nodes: none registered");
     }
-    let phases = services::kubectl(
-        paths,
-        &[
-            "get",
-            "pods",
-            "--all-namespaces",
-            "-o",
-            "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}",
-        ],
-    )
-    .unwrap_or_default();
+    let phases = kubectl
+        .jsonpath(
+            &["get", "pods", "--all-namespaces"],
+            "{range .items[*]}{.status.phase}{\"\\n\"}{end}",
+        )
+        .unwrap_or_default();
     println!("pods (all namespaces): {}", count_phases(&phases));
     if state.control_plane_only {
         return true;

@@ -16,6 +16,7 @@ use crate::cluster::ServiceProxy;
 use crate::cni_host;
 use crate::config;
 use crate::k3s_settings::Checked;
+use crate::kubectl::Kubectl;
 use crate::node_ip;
 use crate::paths::Paths;
 use crate::pod_logs;
@@ -333,8 +334,8 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
 
     // What the node's own queries authenticate with: a server's admin kubeconfig, or on an
     // agent the kubelet's credentials (an agent has no admin kubeconfig).
-    let kubeconfig = if state.is_agent() {
-        crate::node_routes::kubelet_kubeconfig(paths)
+    let kubectl = if state.is_agent() {
+        Kubectl::with(paths, crate::node_routes::kubelet_kubeconfig(paths))
     } else {
         wait_for(
             paths,
@@ -342,14 +343,14 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
             pid,
             "the Kubernetes API to answer /readyz",
             K3S_API_TIMEOUT,
-            || kubectl(paths, &["get", "--raw=/readyz"]).is_ok(),
+            || Kubectl::admin(paths).api_ready(),
         )?;
         println!("Kubernetes API is ready");
         // As soon as the API answers, so that ClusterIPs route before pods need them (coredns
         // reaches the API through 10.43.0.1).
         start_service_proxy(paths, state, settings)?;
         crate::local_storage::lay_down(paths, &local_storage)?;
-        paths.kubeconfig()
+        Kubectl::admin(paths)
     };
     if !state.control_plane_only {
         let what = match &state.server {
@@ -364,7 +365,8 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
         let wait_for_pod_range = || -> Result<String> {
             let mut pod_cidr = None;
             wait_for(paths, &daemon, pid, &what, K3S_API_TIMEOUT, || {
-                pod_cidr = node_field(paths, &kubeconfig, &node_name, "{.spec.podCIDR}")
+                pod_cidr = kubectl
+                    .node_field(&node_name, "{.spec.podCIDR}")
                     .filter(|cidr| !cidr.is_empty());
                 pod_cidr.is_some()
             })?;
@@ -377,7 +379,7 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
                 pid,
                 &format!("node {node_name} to be Ready"),
                 NODE_READY_TIMEOUT,
-                || node_ready(paths, &kubeconfig, &node_name) == Some(true),
+                || kubectl.node_ready(&node_name) == Some(true),
             )?;
             println!("node is Ready");
             Ok(())
@@ -436,10 +438,8 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
         "the default service account and kube-root-ca.crt",
         SERVICE_ACCOUNT_TIMEOUT,
         || {
-            let exists = |kind: &str, name: &str| {
-                kubectl(paths, &["-n", "default", "get", kind, name]).is_ok()
-            };
-            exists("serviceaccount", "default") && exists("configmap", "kube-root-ca.crt")
+            kubectl.exists("default", "serviceaccount", "default")
+                && kubectl.exists("default", "configmap", "kube-root-ca.crt")
         },
     )?;
     println!("default service account and kube-root-ca.crt exist: pods can be created");
@@ -602,55 +602,6 @@ fn print_join_command(paths: &Paths, address: Option<std::net::IpAddr>) {
          or, the k3s way: K3S_URL=https://{host}:6443 K3S_TOKEN_FILE=node-token ./install",
         token_file.display()
     );
-}
-
-/// One jsonpath field of node NAME, or None when the API cannot say (yet).
-fn node_field(paths: &Paths, kubeconfig: &Path, name: &str, field: &str) -> Option<String> {
-    let out = kubectl_with(
-        paths,
-        kubeconfig,
-        &["get", "node", name, "-o", &format!("jsonpath={field}")],
-    )
-    .ok()?;
-    Some(out.trim().to_string())
-}
-
-/// Whether node NAME's Ready condition is True (None when the API cannot say).
-pub fn node_ready(paths: &Paths, kubeconfig: &Path, name: &str) -> Option<bool> {
-    node_field(
-        paths,
-        kubeconfig,
-        name,
-        "{.status.conditions[?(@.type==\"Ready\")].status}",
-    )
-    .map(|status| status == "True")
-}
-
-pub fn kubectl_with(paths: &Paths, kubeconfig: &Path, args: &[&str]) -> Result<String> {
-    if !kubeconfig.is_file() {
-        bail!("{} does not exist (yet)", kubeconfig.display());
-    }
-    let output = Command::new(paths.bin("k3s"))
-        .arg("kubectl")
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(args)
-        .output()?;
-    if !output.status.success() {
-        bail!("{}", String::from_utf8_lossy(&output.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-pub fn kubectl(paths: &Paths, args: &[&str]) -> Result<String> {
-    let output = Command::new(paths.bin("k3s"))
-        .arg("kubectl")
-        .arg(format!("--kubeconfig={}", paths.kubeconfig().display()))
-        .args(args)
-        .output()?;
-    if !output.status.success() {
-        bail!("{}", String::from_utf8_lossy(&output.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn wait_for(

@@ -17,7 +17,6 @@ use std::time::UNIX_EPOCH;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::Bundle;
 use crate::paths::Paths;
 use crate::services::{self, ctr};
 use crate::state::State;
@@ -38,7 +37,7 @@ const PIN_LABELS: [&str; 2] = [
 /// Imports every shipped image (the pause image among them), unpacked with the snapshotter
 /// CRI uses, and checks each reference is then present.
 pub fn import_shipped(paths: &Paths, snapshotter: &str) -> Result<()> {
-    let manifest = Bundle::open(&paths.prefix)?.manifest;
+    let manifest = crate::copy_bundle::installed(paths)?.manifest;
     for image in &manifest.images {
         let file = paths.prefix.join(&image.file);
         import_archive(paths, snapshotter, &file, &[])

@@ -304,7 +304,7 @@ fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result
         let paths = state.paths();
         // The prefix keeps the manifest and etc/procsys defaults, so doctor works after the
         // extracted bundle is gone.
-        let installed = bundle::Bundle::open(&paths.prefix)?;
+        let installed = copy_bundle::installed(&paths)?;
         let candidates = preflight::procsys_candidates(&installed);
         let has_svcproxy = installed.path("bin/svcproxy").is_file();
         return doctor::doctor(

@@ -22,10 +22,14 @@ pub fn status(state: &State) -> Result<()> {
         paths.prefix.display(),
         paths.data_dir.display()
     );
-    if let Some(manifest) = services::installed_manifest(&paths) {
-        for component in &manifest.components {
-            println!("  component {} {}", component.name, component.version);
+    let manifest = crate::copy_bundle::installed(&paths).map(|installed| installed.manifest);
+    match &manifest {
+        Ok(manifest) => {
+            for component in &manifest.components {
+                println!("  component {} {}", component.name, component.version);
+            }
         }
+        Err(error) => println!("  components: unknown ({error:#})"),
     }
     let mut healthy = true;
     let mut checked = None;
@@ -109,8 +113,7 @@ pub fn status(state: &State) -> Result<()> {
             println!("add-on {}: off ({})", addon.name, addon.reason);
         }
         if let Some(settings) = &checked {
-            let manifest = services::installed_manifest(&paths);
-            let helm = crate::helm::HelmController::decide(settings, manifest.as_ref());
+            let helm = crate::helm::HelmController::decide(settings, manifest.as_ref().ok());
             println!("helm-controller: {}", helm.describe());
         }
         println!(

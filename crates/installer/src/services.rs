@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bundle::MANIFEST_FILE;
 use crate::cluster::ServiceProxy;
 use crate::cni_host;
 use crate::config;
@@ -290,8 +289,8 @@ pub fn start_k3s(paths: &Paths, state: &mut State, settings: &Checked) -> Result
         None => {
             let mut args = config::k3s_server_args(paths, &options);
             // The HelmChart job image the bundle ships, unless the user chose (helm.rs).
-            let helm =
-                crate::helm::HelmController::decide(settings, installed_manifest(paths).as_ref());
+            let manifest = crate::copy_bundle::installed(paths)?.manifest;
+            let helm = crate::helm::HelmController::decide(settings, Some(&manifest));
             args.extend(helm.server_arg());
             args
         }
@@ -761,12 +760,6 @@ fn shim_bundles(paths: &Paths) -> Vec<(String, String)> {
         }
     }
     found
-}
-
-/// Reads the manifest copied into the prefix at install (for status and doctor).
-pub fn installed_manifest(paths: &Paths) -> Option<crate::bundle::Manifest> {
-    let text = fs::read_to_string(paths.prefix.join(MANIFEST_FILE)).ok()?;
-    serde_json::from_str(&text).ok()
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::paths::Paths;
-use crate::services::{self, ctr};
+use crate::services::containerd::{self, ctr};
 use crate::state::State;
 
 /// Where CRI keeps its images.
@@ -333,7 +333,7 @@ fn require_containerd(state: &State, paths: &Paths) -> Result<()> {
              images on the nodes that run pods"
         );
     }
-    if !services::containerd_healthy(paths) {
+    if !containerd::healthy(paths) {
         bail!(
             "containerd is not running (no socket at {}): run `{} start --data-dir {}` first",
             paths.containerd_socket().display(),

@@ -59,7 +59,7 @@ pub fn status(state: &State) -> Result<()> {
             println!("containerd: not used (control-plane-only: no kubelet, no pods)")
         }
         Some(pid) => {
-            let socket = if services::containerd_healthy(&paths) {
+            let socket = if services::containerd::healthy(&paths) {
                 "socket answers"
             } else {
                 healthy = false;
@@ -95,13 +95,13 @@ pub fn status(state: &State) -> Result<()> {
         if let Some(reason) = &state.kube_proxy_off {
             println!("kube-proxy: off ({reason})");
         }
-        let service_proxy = services::service_proxy(&paths, state);
+        let service_proxy = services::svcproxy::service_proxy(&paths, state);
         println!("service proxy: {}", service_proxy.describe());
         if service_proxy.is_svcproxy() {
             match services::daemon(&paths, SVCPROXY).running_pid() {
                 Some(pid) => println!(
                     "svcproxy: running (pid {pid}), {}",
-                    svcproxy_summary(&services::svcproxy_status_file(&paths))
+                    svcproxy_summary(&services::svcproxy::status_file(&paths))
                 ),
                 None => {
                     healthy = false;

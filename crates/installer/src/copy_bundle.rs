@@ -49,6 +49,13 @@ fn copy_dir_files(from: &Path, to: &Path) -> Result<usize> {
     Ok(count)
 }
 
+/// The install's copy of the bundle (manifest, binaries, etc/procsys), which start, status,
+/// doctor and upgrade read after the extracted bundle is gone. Opened as the bundle itself is,
+/// so a missing or damaged manifest is an error naming the file, never an empty answer.
+pub fn installed(paths: &Paths) -> Result<Bundle> {
+    Bundle::open(&paths.prefix)
+}
+
 pub fn lay_out(bundle: &Bundle, paths: &Paths, plan: &Plan) -> Result<()> {
     copy_dir_files(&bundle.path("bin"), &paths.prefix.join("bin"))?;
     copy_dir_files(&bundle.path("cni/bin"), &paths.cni_bin_dir())?;

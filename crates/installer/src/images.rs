@@ -17,9 +17,8 @@ use std::time::UNIX_EPOCH;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::Bundle;
 use crate::paths::Paths;
-use crate::services::{self, ctr};
+use crate::services::containerd::{self, ctr};
 use crate::state::State;
 
 /// Where CRI keeps its images.
@@ -38,7 +37,7 @@ const PIN_LABELS: [&str; 2] = [
 /// Imports every shipped image (the pause image among them), unpacked with the snapshotter
 /// CRI uses, and checks each reference is then present.
 pub fn import_shipped(paths: &Paths, snapshotter: &str) -> Result<()> {
-    let manifest = Bundle::open(&paths.prefix)?.manifest;
+    let manifest = crate::copy_bundle::installed(paths)?.manifest;
     for image in &manifest.images {
         let file = paths.prefix.join(&image.file);
         import_archive(paths, snapshotter, &file, &[])
@@ -334,7 +333,7 @@ fn require_containerd(state: &State, paths: &Paths) -> Result<()> {
              images on the nodes that run pods"
         );
     }
-    if !services::containerd_healthy(paths) {
+    if !containerd::healthy(paths) {
         bail!(
             "containerd is not running (no socket at {}): run `{} start --data-dir {}` first",
             paths.containerd_socket().display(),

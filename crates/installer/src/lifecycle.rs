@@ -40,7 +40,7 @@ pub fn start(state: &mut State) -> Result<()> {
     loopback::ensure_up(state)?;
     if let (true, Some(settings)) = (state.control_plane_only, &settings) {
         // No kubelet, so no pods: containerd is not needed.
-        services::start_k3s(&paths, state, settings)?;
+        services::k3s::start(&paths, state, settings)?;
         println!("to use kubectl:\n  {}", userenv::export_line(&paths, false));
         return Ok(());
     }
@@ -53,7 +53,7 @@ pub fn start(state: &mut State) -> Result<()> {
              starts: `stop` then `start` to use the new ones (mirrors and tls apply now)"
         );
     }
-    services::start_containerd(&paths, state)?;
+    services::containerd::start(&paths, state)?;
     let snapshotter = state.snapshotter.clone();
     let import_images = || -> Result<()> {
         if !containerd_was_running {
@@ -68,11 +68,11 @@ pub fn start(state: &mut State) -> Result<()> {
         // (BENCHMARKS.md "Where the start goes"; pause, the sandbox image, comes first).
         std::thread::scope(|scope| {
             let imports = scope.spawn(import_images);
-            let k3s = services::start_k3s(&paths, state, settings);
+            let k3s = services::k3s::start(&paths, state, settings);
             let imported = imports.join().expect("the image import thread panicked");
             k3s.and(imported)
         })?;
-        services::start_node_routes(&paths)?;
+        services::node_routes::start(&paths)?;
         if state.is_agent() {
             // An agent has no admin kubeconfig: kubectl works on the server.
             println!(

@@ -16,9 +16,10 @@
 //! - `node_routes` routes other nodes' pod ranges via their node IPs (host-gw), as a daemon;
 //! - `images` gets images into containerd (shipped, airgap dirs, `images import`);
 //!   `registries` turns k3s's registries.yaml into containerd's hosts.toml and credentials;
-//! - `services` and `supervise` run containerd, k3s and svcproxy, each under `keeper` (restart
-//!   with backoff, log rotation) (`pod_logs` keeps the kubelet's
-//!   pod logs in the data dir); `userenv` is the line that puts kubectl, crictl and ctr on PATH;
+//! - `services` (one module per daemon) and `supervise` run containerd, k3s, svcproxy and
+//!   node-routes, each under `keeper` (restart with backoff, log rotation) (`pod_logs` keeps the
+//!   kubelet's pod logs in the data dir); `kubectl` is the one way the installer asks the API;
+//!   `userenv` is the line that puts kubectl, crictl and ctr on PATH;
 //! - `lifecycle`: start, stop and uninstall of an existing install; `report`: status and logs;
 //!   `upgrade`: a newer bundle over an existing install, keeping its cluster;
 //! - `state` records everything for `uninstall`, which also removes what the daemons leave
@@ -38,6 +39,7 @@ mod images;
 mod install;
 mod k3s_settings;
 mod keeper;
+mod kubectl;
 mod lifecycle;
 mod local_storage;
 mod loopback;
@@ -303,7 +305,7 @@ fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result
         let paths = state.paths();
         // The prefix keeps the manifest and etc/procsys defaults, so doctor works after the
         // extracted bundle is gone.
-        let installed = bundle::Bundle::open(&paths.prefix)?;
+        let installed = copy_bundle::installed(&paths)?;
         let candidates = preflight::procsys_candidates(&installed);
         let has_svcproxy = installed.path("bin/svcproxy").is_file();
         return doctor::doctor(

@@ -18,14 +18,14 @@
 
 use std::fs;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::kubectl::Kubectl;
 use crate::paths::Paths;
 use crate::state::State;
 
@@ -118,8 +118,8 @@ pub fn controller_kubeconfig(paths: &Paths) -> PathBuf {
     paths.k3s_data_dir().join("agent/k3scontroller.kubeconfig")
 }
 
-/// `kubectl get nodes` as "name podCIDR InternalIP" lines.
-const NODES_JSONPATH: &str = "jsonpath={range .items[*]}{.metadata.name} {.spec.podCIDR} \
+/// The jsonpath that prints `kubectl get nodes` as "name podCIDR InternalIP" lines.
+const NODES_JSONPATH: &str = "{range .items[*]}{.metadata.name} {.spec.podCIDR} \
      {.status.addresses[?(@.type==\"InternalIP\")].address}{\"\\n\"}{end}";
 
 /// Parses [`NODES_JSONPATH`] output into the routes every node but `this_node` needs. Nodes
@@ -302,6 +302,7 @@ pub fn run(state: &State) -> Result<()> {
         POLL.as_secs(),
         kubeconfig.display()
     );
+    let kubectl = Kubectl::with(&paths, kubeconfig);
     let mut record = load(&paths);
     let mut last_error = String::new();
     loop {
@@ -309,7 +310,7 @@ pub fn run(state: &State) -> Result<()> {
             println!("{line}");
             save(&paths, &record)?;
         }
-        match list_nodes(&paths, &kubeconfig) {
+        match list_nodes(&kubectl) {
             Ok(listing) => {
                 last_error.clear();
                 let wanted = wanted_routes(&listing, &node);
@@ -332,26 +333,8 @@ pub fn run(state: &State) -> Result<()> {
     }
 }
 
-fn list_nodes(paths: &Paths, kubeconfig: &Path) -> Result<String> {
-    if !kubeconfig.is_file() {
-        anyhow::bail!("{} does not exist yet", kubeconfig.display());
-    }
-    let output = Command::new(paths.bin("k3s"))
-        .arg("kubectl")
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args([
-            "get",
-            "nodes",
-            "--request-timeout=10s",
-            "-o",
-            NODES_JSONPATH,
-        ])
-        .output()
-        .with_context(|| format!("cannot run {}", paths.bin("k3s").display()))?;
-    if !output.status.success() {
-        anyhow::bail!("{}", String::from_utf8_lossy(&output.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+fn list_nodes(kubectl: &Kubectl) -> Result<String> {
+    kubectl.jsonpath(&["get", "nodes", "--request-timeout=10s"], NODES_JSONPATH)
 }
 
 /// Uninstall: deletes the recorded routes and restores ip_forward. Returns report lines and

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::k3s_settings::{self, Checked};
+use crate::kubectl::Kubectl;
 use crate::services::{self, CONTAINERD, K3S, SVCPROXY};
 use crate::state::State;
 use crate::supervise;
@@ -21,10 +22,14 @@ pub fn status(state: &State) -> Result<()> {
         paths.prefix.display(),
         paths.data_dir.display()
     );
-    if let Some(manifest) = services::installed_manifest(&paths) {
-        for component in &manifest.components {
-            println!("  component {} {}", component.name, component.version);
+    let manifest = crate::copy_bundle::installed(&paths).map(|installed| installed.manifest);
+    match &manifest {
+        Ok(manifest) => {
+            for component in &manifest.components {
+                println!("  component {} {}", component.name, component.version);
+            }
         }
+        Err(error) => println!("  components: unknown ({error:#})"),
     }
     let mut healthy = true;
     let mut checked = None;
@@ -54,7 +59,7 @@ pub fn status(state: &State) -> Result<()> {
             println!("containerd: not used (control-plane-only: no kubelet, no pods)")
         }
         Some(pid) => {
-            let socket = if services::containerd_healthy(&paths) {
+            let socket = if services::containerd::healthy(&paths) {
                 "socket answers"
             } else {
                 healthy = false;
@@ -72,7 +77,7 @@ pub fn status(state: &State) -> Result<()> {
     } else if services::has_k3s(&paths) {
         match services::daemon(&paths, K3S).running_pid() {
             Some(pid) => {
-                let api_ready = services::kubectl(&paths, &["get", "--raw=/readyz"]).is_ok();
+                let api_ready = Kubectl::admin(&paths).api_ready();
                 println!(
                     "k3s: running (pid {pid}), API {}",
                     if api_ready { "ready" } else { "NOT ready" }
@@ -90,13 +95,13 @@ pub fn status(state: &State) -> Result<()> {
         if let Some(reason) = &state.kube_proxy_off {
             println!("kube-proxy: off ({reason})");
         }
-        let service_proxy = services::service_proxy(&paths, state);
+        let service_proxy = services::svcproxy::service_proxy(&paths, state);
         println!("service proxy: {}", service_proxy.describe());
         if service_proxy.is_svcproxy() {
             match services::daemon(&paths, SVCPROXY).running_pid() {
                 Some(pid) => println!(
                     "svcproxy: running (pid {pid}), {}",
-                    svcproxy_summary(&services::svcproxy_status_file(&paths))
+                    svcproxy_summary(&services::svcproxy::status_file(&paths))
                 ),
                 None => {
                     healthy = false;
@@ -108,8 +113,7 @@ pub fn status(state: &State) -> Result<()> {
             println!("add-on {}: off ({})", addon.name, addon.reason);
         }
         if let Some(settings) = &checked {
-            let manifest = services::installed_manifest(&paths);
-            let helm = crate::helm::HelmController::decide(settings, manifest.as_ref());
+            let helm = crate::helm::HelmController::decide(settings, manifest.as_ref().ok());
             println!("helm-controller: {}", helm.describe());
         }
         println!(
@@ -165,7 +169,7 @@ fn agent_status(state: &State) -> bool {
     match services::daemon(&paths, K3S).running_pid() {
         Some(pid) => {
             let kubeconfig = crate::node_routes::kubelet_kubeconfig(&paths);
-            let ready = services::node_ready(&paths, &kubeconfig, &node);
+            let ready = Kubectl::with(&paths, kubeconfig).node_ready(&node);
             println!("k3s agent: running (pid {pid}), joined {server}");
             println!(
                 "node {node}: {}",
@@ -208,17 +212,14 @@ fn routes_status(paths: &crate::paths::Paths) -> bool {
 /// Prints each node's Ready condition and the pods per phase; false when a node is not Ready
 /// (or, with an agent, when there is no node at all).
 fn cluster_status(paths: &crate::paths::Paths, state: &State) -> bool {
-    let nodes = services::kubectl(
-        paths,
-        &[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name} \
+    let kubectl = Kubectl::admin(paths);
+    let nodes = kubectl
+        .jsonpath(
+            &["get", "nodes"],
+            "{range .items[*]}{.metadata.name} \
              {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
-        ],
-    )
-    .unwrap_or_default();
+        )
+        .unwrap_or_default();
     let mut all_ready = true;
     let mut any = false;
     for line in nodes.lines() {
@@ -231,17 +232,12 @@ fn cluster_status(paths: &crate::paths::Paths, state: &State) -> bool {
     if !any {
         println!("nodes: none registered");
     }
-    let phases = services::kubectl(
-        paths,
-        &[
-            "get",
-            "pods",
-            "--all-namespaces",
-            "-o",
-            "jsonpath={range .items[*]}{.status.phase}{\"\\n\"}{end}",
-        ],
-    )
-    .unwrap_or_default();
+    let phases = kubectl
+        .jsonpath(
+            &["get", "pods", "--all-namespaces"],
+            "{range .items[*]}{.status.phase}{\"\\n\"}{end}",
+        )
+        .unwrap_or_default();
     println!("pods (all namespaces): {}", count_phases(&phases));
     if state.control_plane_only {
         return true;

@@ -192,7 +192,7 @@ fn upgrade(state: State, bundle: &Bundle, no_start: bool) -> Result<()> {
     for line in &plan.workarounds {
         println!("workaround: {line}");
     }
-    let old_manifest = services::installed_manifest(&paths);
+    let old_manifest = crate::copy_bundle::installed(&paths).map(|old| old.manifest);
     let previous = previous_dir(&paths.prefix);
     let kept = Changed::of(&state);
     lifecycle::stop(&state)?;
@@ -210,12 +210,12 @@ fn upgrade(state: State, bundle: &Bundle, no_start: bool) -> Result<()> {
             state.save()?;
             println!("upgraded k3s-gvisor {old} to {new}:");
             match &old_manifest {
-                Some(old_manifest) => {
+                Ok(old_manifest) => {
                     for line in changes(old_manifest, &bundle.manifest) {
                         println!("  {line}");
                     }
                 }
-                None => println!("  (the previous manifest could not be read)"),
+                Err(error) => println!("  (the previous manifest could not be read: {error:#})"),
             }
             Ok(())
         }

@@ -1,0 +1,132 @@
+//! containerd: its start (never under the launcher) and the wait for its socket, its
+//! environment as k3s would give it, and `ctr`, the installer's client for it (images, tasks).
+
+use std::fs;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::wait::{exit_logs, LOG_TAIL_LINES};
+use super::{daemon, daemon_env, CONTAINERD};
+use crate::paths::Paths;
+use crate::state::State;
+use crate::supervise::{self, Daemon};
+
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn healthy(paths: &Paths) -> bool {
+    socket_accepts(&paths.containerd_socket())
+}
+
+fn socket_accepts(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
+}
+
+/// Starts containerd (if not running) and waits for its socket.
+pub fn start(paths: &Paths, state: &State) -> Result<()> {
+    let daemon = daemon(paths, CONTAINERD);
+    if let Some(pid) = daemon.running_pid() {
+        println!("containerd already running (pid {pid})");
+        return Ok(());
+    }
+    let _ = fs::remove_file(paths.containerd_socket());
+    let (env, extra_args) = env(paths, state);
+    let mut args = vec![
+        "--config".to_string(),
+        paths.containerd_config().display().to_string(),
+    ];
+    args.extend(extra_args);
+    // Never under the launcher: its seccomp filter and ptrace would be inherited by every
+    // shim, runc and pod for life, and patched containerd and runc read no /proc/sys file a
+    // gVisor lacks (containerd 0002 reads the unprivileged-port sysctls only where they exist;
+    // runc 0001 probes the last capability where cap_last_cap is missing). Measured: under the
+    // launcher, containerd's --log stayed empty through the whole e2e in the current gVisor and
+    // in gvisor-2025 (docs/installer.md).
+    let pid = daemon.start(&paths.bin(CONTAINERD), &args, &env)?;
+    println!(
+        "containerd started (pid {pid}), log {}",
+        daemon.log_file.display()
+    );
+    wait_for_socket(paths, &daemon, pid)
+}
+
+/// Waits until containerd's socket accepts a connection, every 200 ms rather than with
+/// `Started::wait_for`'s back-off: everything else in a start waits for this socket, so a late
+/// check delays all of it.
+fn wait_for_socket(paths: &Paths, daemon: &Daemon, pid: i32) -> Result<()> {
+    let deadline = Instant::now() + SOCKET_TIMEOUT;
+    while Instant::now() < deadline {
+        if socket_accepts(&paths.containerd_socket()) {
+            println!(
+                "containerd is serving on {}",
+                paths.containerd_socket().display()
+            );
+            return Ok(());
+        }
+        // The keeper we just spawned: no reuse is possible while it is our unreaped child.
+        if let Some(exit) = daemon.exited() {
+            bail!(
+                "containerd {exit} during startup (its keeper starts it again: `status`); {}",
+                exit_logs(paths, daemon)
+            );
+        }
+        if !supervise::process_alive(pid) {
+            bail!(
+                "containerd's keeper exited during startup; {}",
+                exit_logs(paths, daemon)
+            );
+        }
+        sleep(Duration::from_millis(200));
+    }
+    bail!(
+        "containerd did not open {} within {}s; last lines of {}:\n{}",
+        paths.containerd_socket().display(),
+        SOCKET_TIMEOUT.as_secs(),
+        daemon.log_file.display(),
+        daemon.log_tail(LOG_TAIL_LINES)
+    )
+}
+
+/// containerd's environment and extra arguments, as k3s makes them for the containerd it runs
+/// (pkg/agent/containerd): the proxy variables as they are, `CONTAINERD_X` as `X` (so
+/// `CONTAINERD_HTTPS_PROXY` is a proxy for image pulls only), `CONTAINERD_LOG_LEVEL` as
+/// `--log-level`.
+fn env(paths: &Paths, state: &State) -> (Vec<(String, String)>, Vec<String>) {
+    let mut env = daemon_env(paths);
+    let mut args = Vec::new();
+    for (name, value) in &state.env {
+        if name == "CONTAINERD_LOG_LEVEL" {
+            args.extend(["--log-level".to_string(), value.clone()]);
+        } else if let Some(stripped) = name.strip_prefix("CONTAINERD_") {
+            env.push((stripped.to_string(), value.clone()));
+        } else if crate::k3s_settings::is_proxy_var(name) {
+            env.push((name.clone(), value.clone()));
+        }
+    }
+    (env, args)
+}
+
+/// `ctr --address SOCK -n NAMESPACE args...`, returning stdout or an error with stderr.
+pub fn ctr(paths: &Paths, namespace: &str, args: &[&str]) -> Result<String> {
+    let output = Command::new(paths.bin("ctr"))
+        .arg("--address")
+        .arg(paths.containerd_socket())
+        .args(["-n", namespace])
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {}", paths.bin("ctr").display()))?;
+    if !output.status.success() {
+        // ctr repeats containerd's deprecation warnings on every call; they are not the error.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let error: Vec<&str> = stderr
+            .lines()
+            .filter(|line| !line.contains("DEPRECATION"))
+            .collect();
+        bail!("ctr {} failed: {}", args.join(" "), error.join("\n").trim());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}

@@ -260,6 +260,17 @@ pub fn table(inputs: &Inputs) -> Vec<Blocker> {
             )
         },
         Blocker {
+            advice: "containerd's unmount loop (UnmountAll, until EINVAL) on a pod's shm \
+                     unmounts the sandbox's root when a container's mount namespace holds a \
+                     copy: every later mount fails and /proc is gone (seen after restarts); \
+                     needs containerd 0004 or a gVisor that answers EINVAL",
+            ..row(
+                "umount-unmounted-path-takes-parent",
+                "umount of an unmounted path unmounts its parent",
+                inputs.mount_probes && mounts::umount_of_unmounted_path_takes_parent(),
+            )
+        },
+        Blocker {
             advice: NETNS_WITHOUT_IP_STACK_ADVICE,
             ..row(
                 "netns-no-ip-stack",

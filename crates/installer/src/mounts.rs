@@ -325,6 +325,63 @@ pub fn recursive_bind_refused() -> bool {
     matches!(result, Err(error) if error.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32))
 }
 
+/// gVisor's umount2 of a path with nothing mounted on it any more unmounts the mount that holds
+/// the path when another mount namespace still has a mount on the same directory (Linux:
+/// EINVAL; docs/gvisor-generations.md). containerd's UnmountAll loops until EINVAL, so on a
+/// pod's shm it took the sandbox's root (containerd 0004 stops the loop). Reproduced inside a
+/// scratch tmpfs of the probe's own, so what a second umount takes is that tmpfs; undone.
+pub fn umount_of_unmounted_path_takes_parent() -> bool {
+    use nix::sched::{unshare, CloneFlags};
+    use nix::sys::wait::waitpid;
+    use nix::unistd::{fork, pipe, read, write, ForkResult};
+    let scratch =
+        std::env::temp_dir().join(format!("k3s-gvisor-doctor-umount-{}", std::process::id()));
+    if crate::files::new_private_dir(&scratch).is_err() {
+        return false;
+    }
+    let inner = scratch.join("inner");
+    let ready = mount("tmpfs", &scratch, "tmpfs", MsFlags::empty(), "mode=700").is_ok()
+        && fs::create_dir(&inner).is_ok()
+        && mount("tmpfs", &inner, "tmpfs", MsFlags::empty(), "mode=700").is_ok();
+    let mut takes_parent = false;
+    // Two pipes: the child says it holds its copy (`held`), and keeps it until the parent
+    // closes `release`.
+    if let (true, Ok((held_read, held_write)), Ok((release_read, release_write))) =
+        (ready, pipe(), pipe())
+    {
+        // SAFETY: the child only calls unshare, write, close, read and _exit
+        // (async-signal-safe).
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                drop(release_write);
+                if unshare(CloneFlags::CLONE_NEWNS).is_ok() {
+                    let _ = write(&held_write, b"x");
+                }
+                let _ = read(&release_read, &mut [0u8; 1]);
+                // SAFETY: ends the child without the parent's atexit handlers.
+                unsafe { libc::_exit(0) }
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop(held_write);
+                // The child's byte, or EOF if it could not unshare or died.
+                let held = matches!(read(&held_read, &mut [0u8; 1]), Ok(1));
+                use nix::mount::{umount2, MntFlags};
+                takes_parent = held
+                    && umount2(&inner, MntFlags::empty()).is_ok()
+                    && umount2(&inner, MntFlags::empty()).is_ok();
+                drop(release_write);
+                let _ = waitpid(child, None);
+            }
+            Err(_) => {}
+        }
+    }
+    let _ = nix::mount::umount2(&inner, nix::mount::MntFlags::MNT_DETACH);
+    let _ = nix::mount::umount2(&scratch, nix::mount::MntFlags::MNT_DETACH);
+    let _ = fs::remove_dir(&inner);
+    let _ = fs::remove_dir(&scratch);
+    takes_parent
+}
+
 /// containerd bind-mounts each pod's netns under /run/netns and statfs(2)s it before bringing lo
 /// up; Debian's 2022 gVisor answers ENOSYS there (though not on /proc/self/ns/net itself).
 /// Reproduced on a scratch file and undone.
@@ -349,6 +406,19 @@ pub fn statfs_on_mounted_netns_fails() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On Linux the second umount answers EINVAL: the probe never reports the gVisor bug
+    /// here, and leaves nothing mounted or behind.
+    #[test]
+    fn the_umount_probe_finds_linux_well_behaved() {
+        if !testkit::root_or_skip("mounts tmpfs") {
+            return;
+        }
+        assert!(!umount_of_unmounted_path_takes_parent());
+        let scratch =
+            std::env::temp_dir().join(format!("k3s-gvisor-doctor-umount-{}", std::process::id()));
+        assert!(!scratch.exists());
+    }
 
     /// A tmpfs (another st_dev) and a bind mount from the same filesystem (same st_dev) below
     /// the tree: neither is entered, both are named, everything else goes.

@@ -1090,6 +1090,53 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
     Ok(s)
 }
 
+/// Node Ready and memory in each sandbox shape, from the full-mode `outcome.json` of every host
+/// (issue 26: the figures of each shape from one `cargo xtask e2e --host ...` run): node Ready
+/// after `./install` (the `ready-within-60s` step), the idle RSS of the install's programs (the
+/// scenario's RSS lines), and the sandbox's peak memory where its cgroup tells it.
+pub fn shapes_table(work: &Path) -> Result<String> {
+    let mut s = String::from(
+        "| host | sandbox | run | node Ready after ./install | idle RSS of the install's programs | sandbox peak memory |\n|---|---|---|---|---|---|\n",
+    );
+    for def in HOSTS {
+        let file = work.join(format!("{}-full", def.label)).join(OUTCOME_FILE);
+        let Ok(bytes) = std::fs::read(&file) else {
+            continue;
+        };
+        let o: Outcome = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is damaged: run the e2e again", file.display()))?;
+        let ready = o
+            .steps
+            .iter()
+            .find(|(name, status, _)| name == "ready-within-60s" && status == "ok")
+            .and_then(|(_, _, detail)| detail.split_whitespace().nth(2))
+            .map_or("no (README's table says why)".to_string(), |secs| {
+                secs.to_string()
+            });
+        let rss_kb: u64 = o
+            .rss
+            .iter()
+            .filter_map(|(_, kb)| kb.parse::<u64>().ok())
+            .sum();
+        let rss = match rss_kb {
+            0 => "-".to_string(),
+            kb => format!("{} MiB", kb >> 10),
+        };
+        let peak = o
+            .peak_memory
+            .map_or("-".to_string(), |bytes| format!("{} MiB", bytes >> 20));
+        let shape = match o.runsc_version {
+            None => "none (plain Linux)".to_string(),
+            Some(_) => format!("`{}`", o.shape),
+        };
+        s.push_str(&format!(
+            "| {} | {shape} | {} | {ready} | {rss} | {peak} |\n",
+            o.host, o.finished_at
+        ));
+    }
+    Ok(s)
+}
+
 pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {
     let mut s = format!(
         "\ne2e summary (bundle {:.1} MiB)\n",

@@ -202,6 +202,10 @@ enum Command {
         /// Write it between `<!-- e2e:compatibility -->` markers in this file (README.md).
         #[arg(long)]
         update: Option<PathBuf>,
+        /// Also write node Ready and memory per sandbox shape (full-mode runs) between
+        /// `<!-- bench:shapes -->` markers in this file (BENCHMARKS.md).
+        #[arg(long)]
+        shapes: Option<PathBuf>,
     },
     /// Fetch only: bring every pinned source into the cache, verified, and say who served it.
     Fetch,
@@ -557,12 +561,18 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("updated the {} table in {}", host.label, file.display());
             }
         }
-        Command::E2eTable { update } => {
+        Command::E2eTable { update, shapes } => {
             let table = e2e::compatibility_table(&layout.work.join("e2e"))?;
             print!("{table}");
             if let Some(file) = update {
                 fsutil::replace_between_markers(&file, "e2e:compatibility", &table)?;
                 eprintln!("updated the compatibility table in {}", file.display());
+            }
+            if let Some(file) = shapes {
+                let table = e2e::shapes_table(&layout.work.join("e2e"))?;
+                print!("\n{table}");
+                fsutil::replace_between_markers(&file, "bench:shapes", &table)?;
+                eprintln!("updated the shapes table in {}", file.display());
             }
         }
         Command::Fetch => {

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Write `bytes` to `path` so that readers see either the old file or the whole new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -54,12 +54,37 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
+    detach_mounts_under(path);
     for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
         if entry.file_type().is_dir() {
             let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o755));
         }
     }
     std::fs::remove_dir_all(path).with_context(|| format!("cannot remove {}", path.display()))
+}
+
+/// Lazily unmounts whatever is mounted under `path`, deepest first, so that removing the tree
+/// never walks into another filesystem: an interrupted e2e leaves runsc's null network
+/// namespace bind-mounted in its state dir (`Device or resource busy` on the next run).
+fn detach_mounts_under(path: &Path) {
+    let Ok(path) = path.canonicalize() else {
+        return;
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut under: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        // /proc/self/mounts escapes spaces and such as octal; our paths have none.
+        .map(PathBuf::from)
+        .filter(|mount| mount.starts_with(&path))
+        .collect();
+    under.sort_by_key(|mount| std::cmp::Reverse(mount.components().count()));
+    for mount in under {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&mount)
+            .status();
+    }
 }
 
 /// The last `n` lines of a log, for error messages.
@@ -96,4 +121,33 @@ pub fn sorted_dirs(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     }
     dirs.sort();
     Ok(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What is mounted under a tree is unmounted, not emptied: the bind mount's source keeps
+    /// its file.
+    #[test]
+    fn remove_tree_never_deletes_through_a_mount() {
+        if !testkit::root_or_skip("bind-mounts a directory") {
+            return;
+        }
+        let temp = tempfile::tempdir().unwrap();
+        let (tree, outside) = (temp.path().join("tree"), temp.path().join("outside"));
+        std::fs::create_dir_all(tree.join("state/null-netns")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "x").unwrap();
+        let bind = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(&outside)
+            .arg(tree.join("state/null-netns"))
+            .status()
+            .unwrap();
+        assert!(bind.success());
+        remove_tree(&tree).unwrap();
+        assert!(!tree.exists());
+        assert!(outside.join("keep").exists());
+    }
 }

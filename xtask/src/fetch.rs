@@ -388,6 +388,13 @@ pub fn reverified(
     let Some(tree) = &c.tree else {
         return Ok(source); // a module zip: the go command checks its `h1:` on every use
     };
+    // Served as a module zip although a tree is pinned (no mirror had the commit archive): the
+    // Go module cache's copy, whose `h1:` Go::download re-hashed just now. A module zip is not
+    // the git tree (no vendor/, no nested modules), so the tree id would never match: every
+    // run removed the module from the shared Go module cache and downloaded it again.
+    if !source.content.starts_with("git-tree:") {
+        return Ok(source);
+    }
     if source.downloaded {
         return Ok(source); // verified on its way into the cache, just now
     }

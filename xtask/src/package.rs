@@ -8,7 +8,7 @@ use crate::digest::{executable, sha256_file};
 use crate::fsutil::{copy_tree, remove_tree, write_atomic};
 use crate::tarball::TarWriter;
 use anyhow::{Context, Result};
-use bundle_manifest::Manifest;
+use bundle_format::Manifest;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

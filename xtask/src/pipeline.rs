@@ -16,7 +16,7 @@ use crate::patch::{component_patches, prepare_tree};
 use crate::stamp::Stamp;
 use crate::ui::step;
 use anyhow::{bail, Context, Result};
-use bundle_manifest::{
+use bundle_format::{
     ComponentRecord, ImageRecord, LinkRecord, Manifest, OmittedRecord, OutputRecord, PatchRecord,
     SourceRecord,
 };
@@ -469,7 +469,7 @@ fn component_record(
                         .display()
                         .to_string(),
                     sha256: sha256_file(p)?,
-                    handles: bundle_manifest::declared_blockers(
+                    handles: bundle_format::declared_blockers(
                         &std::fs::read_to_string(p)
                             .with_context(|| format!("cannot read {}", p.display()))?,
                     ),

@@ -11,7 +11,7 @@
 //! The document is deterministic: its timestamp is the bundle's source date and its serial
 //! number is derived from the tarball's sha256, so the same bundle always gives the same bytes.
 
-use bundle_manifest::{ComponentRecord, ImageRecord, Manifest};
+use bundle_format::{ComponentRecord, ImageRecord, Manifest};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 

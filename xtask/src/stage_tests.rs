@@ -7,7 +7,7 @@ use crate::fetch::{fetch, FetchOptions};
 use crate::layout::{Layout, Variant};
 use crate::package::{self, BundleFile};
 use crate::pipeline::{self, Options, Report};
-use bundle_manifest::Manifest;
+use bundle_format::Manifest;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -534,10 +534,10 @@ fn tiny_bundle(root: &Path) -> PathBuf {
         version: "v1".into(),
         arch: "amd64".into(),
         source_date_epoch: 1700000000,
-        components: vec![bundle_manifest::ComponentRecord {
+        components: vec![bundle_format::ComponentRecord {
             name: "payload".into(),
             version: "v1".into(),
-            source: bundle_manifest::SourceRecord {
+            source: bundle_format::SourceRecord {
                 transport: "workspace".into(),
                 location: "x".into(),
                 content: "sha256-tree:0".into(),
@@ -547,11 +547,11 @@ fn tiny_bundle(root: &Path) -> PathBuf {
             },
             patches: vec![],
             build_flags: vec![],
-            outputs: vec![bundle_manifest::OutputRecord {
+            outputs: vec![bundle_format::OutputRecord {
                 path: "bin/payload".into(),
                 sha256: crate::digest::sha256_file(&bin).unwrap(),
             }],
-            links: vec![bundle_manifest::LinkRecord {
+            links: vec![bundle_format::LinkRecord {
                 path: "bin/payload-link".into(),
                 target: "payload".into(),
             }],

@@ -6,7 +6,7 @@
 use crate::digest::sha256_file;
 use crate::package::{sidecar_path, Format};
 use anyhow::{bail, Context, Result};
-use bundle_manifest::Manifest;
+use bundle_format::Manifest;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -387,7 +387,7 @@ mod tests {
         }
         for path in files {
             let text = std::fs::read_to_string(&path).unwrap();
-            for id in bundle_manifest::declared_blockers(&text) {
+            for id in bundle_format::declared_blockers(&text) {
                 assert!(
                     ids.contains(&id.as_str()),
                     "{} declares unknown blocker {id:?}",

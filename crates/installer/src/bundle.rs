@@ -17,7 +17,7 @@ pub struct Bundle {
     pub manifest: Manifest,
 }
 
-pub use bundle_manifest::{ImageRecord as Image, Manifest, MANIFEST_FILE, SUMS_FILE};
+pub use bundle_format::{ImageRecord as Image, Manifest, MANIFEST_FILE, SUMS_FILE};
 
 impl Bundle {
     /// Finds the bundle: an explicit dir, else the parent of the `bin/` this executable sits in.

@@ -405,7 +405,7 @@ fn roll_back(paths: &Paths, previous: &Path, kept: Changed, start: bool) -> Resu
 pub fn changes(old: &Manifest, new: &Manifest) -> Vec<String> {
     let mut lines = Vec::new();
     for component in &new.components {
-        let outputs = |c: &bundle_manifest::ComponentRecord| {
+        let outputs = |c: &bundle_format::ComponentRecord| {
             c.outputs
                 .iter()
                 .map(|o| (o.path.clone(), o.sha256.clone()))

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use bundle_manifest::{ComponentRecord, ImageRecord, Manifest, PatchRecord, SourceRecord};
+use bundle_format::{ComponentRecord, ImageRecord, Manifest, PatchRecord, SourceRecord};
 use sha2::{Digest, Sha256};
 
 pub fn repo_root() -> PathBuf {
@@ -256,7 +256,7 @@ pub fn component_with_repo_patches(name: &str, version: &str) -> ComponentRecord
                     f.file_name().unwrap().to_string_lossy()
                 ),
                 sha256: sha256_of(f),
-                handles: bundle_manifest::declared_blockers(&fs::read_to_string(f).unwrap()),
+                handles: bundle_format::declared_blockers(&fs::read_to_string(f).unwrap()),
             })
             .collect(),
         build_flags: Vec::new(),

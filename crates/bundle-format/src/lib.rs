@@ -1,5 +1,6 @@
-//! `bundle-manifest.json`: what is in the bundle and where each piece came from. `cargo xtask
-//! bundle` writes it; the installer, `cargo xtask verify`, the release notes and the SBOM all
+//! The bundle's format, the contract between `cargo xtask bundle` (which writes the tarball)
+//! and everything that reads it (the installer, `cargo xtask verify`, the release notes, the
+//! SBOM). `bundle-manifest.json`: what is in the bundle and where each piece came from; all
 //! read this one record, through these types.
 
 use serde::{Deserialize, Serialize};

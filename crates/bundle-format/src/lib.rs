@@ -1,9 +1,13 @@
 //! The bundle's format, the contract between `cargo xtask bundle` (which writes the tarball)
 //! and everything that reads it (the installer, `cargo xtask verify`, the release notes, the
 //! SBOM). `bundle-manifest.json`: what is in the bundle and where each piece came from; all
-//! read this one record, through these types.
+//! read this one record, through these types. `SHA256SUMS` ([`Sums`]): every file's sha256.
+
+mod sums;
 
 use serde::{Deserialize, Serialize};
+
+pub use sums::{SumEntry, Sums, SumsError};
 
 /// The manifest's name inside the bundle.
 pub const MANIFEST_FILE: &str = "bundle-manifest.json";

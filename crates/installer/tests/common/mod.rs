@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use bundle_format::{ComponentRecord, ImageRecord, Manifest, PatchRecord, SourceRecord};
+use bundle_format::{
+    ComponentRecord, ImageRecord, Manifest, PatchRecord, SourceRecord, Sums, SUMS_FILE,
+};
 use sha2::{Digest, Sha256};
 
 pub fn repo_root() -> PathBuf {
@@ -117,20 +119,18 @@ impl FakeBundle {
         bundle
     }
 
-    /// Writes SHA256SUMS with coreutils' sha256sum: the format the pipeline writes, and much
-    /// faster than a debug build of sha2 on ~100 MB of runtime binaries.
+    /// Writes SHA256SUMS as the pipeline does (bundle-format's `Sums`), over every file but
+    /// itself.
     pub fn write_sums(&self) {
         let mut files = Vec::new();
         files_under(&self.dir, &self.dir, &mut files);
-        files.retain(|f| f != "SHA256SUMS");
+        files.retain(|f| f != SUMS_FILE);
         files.sort();
-        let output = Command::new("sha256sum")
-            .args(&files)
-            .current_dir(&self.dir)
-            .output()
-            .expect("cannot run sha256sum (coreutils)");
-        assert!(output.status.success(), "sha256sum failed");
-        fs::write(self.dir.join("SHA256SUMS"), output.stdout).unwrap();
+        let mut sums = Sums::new();
+        for file in &files {
+            sums.push(&sha256_of(&self.dir.join(file)), file).unwrap();
+        }
+        fs::write(self.dir.join(SUMS_FILE), sums.write()).unwrap();
     }
 
     pub fn install_script(&self) -> PathBuf {

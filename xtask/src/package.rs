@@ -8,6 +8,7 @@ use crate::digest::{executable, sha256_file};
 use crate::fsutil::{copy_tree, remove_tree, write_atomic};
 use crate::tarball::TarWriter;
 use anyhow::{Context, Result};
+use bundle_format::paths as in_bundle;
 use bundle_format::{Manifest, Sums, MANIFEST_FILE, SUMS_FILE};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -149,7 +150,7 @@ pub fn stage(
         copy_tree(template, root)?;
     }
     if overlays.is_dir() {
-        copy_tree(overlays, &root.join("etc"))?;
+        copy_tree(overlays, &root.join(in_bundle::ETC_DIR))?;
     }
     for f in files {
         let dest = root.join(&f.to);

@@ -16,6 +16,7 @@ use crate::patch::{component_patches, prepare_tree};
 use crate::stamp::Stamp;
 use crate::ui::step;
 use anyhow::{bail, Context, Result};
+use bundle_format::paths as in_bundle;
 use bundle_format::{
     ComponentRecord, ImageRecord, LinkRecord, Manifest, OmittedRecord, OutputRecord, PatchRecord,
     SourceRecord,
@@ -404,7 +405,11 @@ pub fn build_images(
     outputs
         .into_iter()
         .map(|o| {
-            let to = format!("images/{}", o.file.file_name().unwrap().to_string_lossy());
+            let to = format!(
+                "{}/{}",
+                in_bundle::IMAGES_DIR,
+                o.file.file_name().unwrap().to_string_lossy()
+            );
             let source = match &o.origin {
                 ImageOrigin::Build => "build".to_string(),
                 ImageOrigin::Registry {
@@ -492,14 +497,14 @@ fn component_record(
             ));
             continue;
         }
-        let to = format!("bin/{}", bin.name);
+        let to = format!("{}/{}", in_bundle::BIN_DIR, bin.name);
         record.outputs.push(OutputRecord {
             path: to.clone(),
             sha256: sha256_file(&bin.path)?,
         });
         files.push(BundleFile::file(bin.path.clone(), to));
         for link in &bin.links {
-            let path = format!("bin/{link}");
+            let path = format!("{}/{link}", in_bundle::BIN_DIR);
             record.links.push(LinkRecord {
                 path: path.clone(),
                 target: bin.name.clone(),
@@ -578,7 +583,10 @@ pub fn package(
             }
             let packed = packed_dir.join(format!("{name}.tgz"));
             package::write_tarball(&entry, &name, &packed, config.bundle.source_date_epoch)?;
-            files.push(BundleFile::file(packed, format!("charts/{name}.tgz")));
+            files.push(BundleFile::file(
+                packed,
+                format!("{}/{name}.tgz", in_bundle::CHARTS_DIR),
+            ));
         }
     }
     let omitted = inputs

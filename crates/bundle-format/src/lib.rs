@@ -2,7 +2,9 @@
 //! and everything that reads it (the installer, `cargo xtask verify`, the release notes, the
 //! SBOM). `bundle-manifest.json`: what is in the bundle and where each piece came from; all
 //! read this one record, through these types. `SHA256SUMS` ([`Sums`]): every file's sha256.
+//! [`paths`]: where the files both sides name lie in the bundle.
 
+pub mod paths;
 mod sums;
 
 use serde::{Deserialize, Serialize};

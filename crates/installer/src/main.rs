@@ -67,6 +67,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::paths::{DEFAULT_DATA_DIR, DEFAULT_PREFIX};
 use crate::state::{LauncherUse, State};
+use bundle_format::paths as in_bundle;
 
 #[derive(Parser)]
 #[command(
@@ -305,7 +306,7 @@ fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result
         // extracted bundle is gone.
         let installed = bundle::Bundle::open(&paths.prefix)?;
         let candidates = preflight::procsys_candidates(&installed);
-        let has_svcproxy = installed.path("bin/svcproxy").is_file();
+        let has_svcproxy = installed.path(in_bundle::SVCPROXY).is_file();
         return doctor::doctor(
             data_dir,
             Some(&installed.manifest),
@@ -320,7 +321,7 @@ fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result
         Some(&source.manifest),
         &preflight::procsys_candidates(&source),
         None,
-        source.path("bin/svcproxy").is_file(),
+        source.path(in_bundle::SVCPROXY).is_file(),
     )
 }
 

@@ -10,6 +10,7 @@ use crate::blockers;
 use crate::bundle::{self, Bundle};
 use crate::paths::Paths;
 use crate::probe::{self, HostFacts};
+use bundle_format::paths as in_bundle;
 
 /// Room kept free beyond the bundle's own size, for configs, logs and state.
 const PREFIX_MARGIN_BYTES: u64 = 8 << 20;
@@ -28,7 +29,7 @@ pub struct Plan {
 
 /// Relative paths of the default /proc/sys values the bundle ships under etc/procsys/.
 pub fn procsys_candidates(bundle: &Bundle) -> Vec<String> {
-    files_under(&bundle.path("etc/procsys"))
+    files_under(&bundle.path(in_bundle::PROCSYS_DIR))
 }
 
 /// Every file below `root`, relative to it, sorted (a procsys tree's entries).

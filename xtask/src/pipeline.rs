@@ -18,8 +18,8 @@ use crate::ui::step;
 use anyhow::{bail, Context, Result};
 use bundle_format::paths as in_bundle;
 use bundle_format::{
-    ComponentRecord, ImageRecord, LinkRecord, Manifest, OmittedRecord, OutputRecord, PatchRecord,
-    SourceRecord,
+    ComponentRecord, ImageRecord, ImageSource, LinkRecord, Manifest, OmittedRecord, OutputRecord,
+    PatchRecord, SourceRecord, Transport,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -411,14 +411,16 @@ pub fn build_images(
                 o.file.file_name().unwrap().to_string_lossy()
             );
             let source = match &o.origin {
-                ImageOrigin::Build => "build".to_string(),
+                ImageOrigin::Build => ImageSource::Build,
                 ImageOrigin::Registry {
                     repository,
                     pinned_digest,
                     platform,
-                } => {
-                    format!("registry {repository}@{pinned_digest} ({platform})")
-                }
+                } => ImageSource::Registry {
+                    repository: repository.clone(),
+                    digest: pinned_digest.clone(),
+                    platform: platform.clone(),
+                },
             };
             let record = ImageRecord {
                 name: o.name.clone(),
@@ -453,7 +455,7 @@ fn component_record(
         name: c.name.clone(),
         version: c.version.clone(),
         source: SourceRecord {
-            transport: b.source.served_by.transport.clone(),
+            transport: b.source.served_by.transport,
             location: b.source.served_by.location.clone(),
             content: b.source.content.clone(),
             repository: c
@@ -550,7 +552,7 @@ pub fn package(
             name: spec.package.clone(),
             version: config.bundle.version.clone(),
             source: SourceRecord {
-                transport: "workspace".into(),
+                transport: Transport::Workspace,
                 location: format!("crates/{}", spec.package),
                 content: format!("sha256-tree:{crates_tree}"),
                 repository: None,
@@ -605,7 +607,7 @@ pub fn package(
     let manifest = Manifest {
         name: config.bundle.name.clone(),
         version: config.bundle.version.clone(),
-        arch: config.bundle.arch.clone(),
+        arch: config.bundle.arch,
         source_date_epoch: config.bundle.source_date_epoch,
         components: records,
         images,

@@ -182,7 +182,7 @@ fn write_containerd_config(bundle: &Bundle, paths: &Paths, plan: &Plan) -> Resul
         .unwrap_or_else(|| "registry.k8s.io/pause:3.10".into());
     let settings = ContainerdSettings {
         paths,
-        snapshotter: &plan.snapshotter,
+        snapshotter: plan.snapshotter,
         sandbox_image: &sandbox_image,
         enable_unprivileged_ports: !facts.kernel_below_4_11()
             && !facts.procsys_missing("net/ipv4/ip_unprivileged_port_start"),

@@ -344,7 +344,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         control_plane_only: options.control_plane_only,
         server: request.join.as_ref().map(|j| j.server.clone()),
         node_name: Some(node_name.clone()),
-        snapshotter: plan.snapshotter.clone(),
+        snapshotter: plan.snapshotter,
         created_dirs: Vec::new(),
         created_files: Vec::new(),
         mounts: Vec::new(),

@@ -182,7 +182,7 @@ fn upgrade(state: State, bundle: &Bundle, no_start: bool) -> Result<()> {
     let old = state.bundle_version.clone();
     let new = bundle.manifest.version.clone();
     check(&state, bundle, &paths)?;
-    let plan = preflight::check_upgrade(bundle, &paths, &state.snapshotter)?;
+    let plan = preflight::check_upgrade(bundle, &paths, state.snapshotter)?;
     println!(
         "upgrading k3s-gvisor {old} to {new} from {} (prefix {}, data dir {}): the data dir \
          (datastore, certificates, token, node identity) and the install's settings stay",
@@ -705,7 +705,7 @@ mod tests {
             "components": components.iter().map(|(name, version, sha)| serde_json::json!({
                 "name": name,
                 "version": version,
-                "source": {"transport": "t", "location": "l", "content": "c"},
+                "source": {"transport": "workspace", "location": "l", "content": "c"},
                 "patches": [],
                 "build_flags": [],
                 "outputs": [{"path": format!("bin/{name}"), "sha256": sha}],

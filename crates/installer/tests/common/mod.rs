@@ -99,7 +99,7 @@ impl FakeBundle {
         let manifest = Manifest {
             name: "k3s-gvisor".into(),
             version: "0.0.0-test".into(),
-            arch: arch.into(),
+            arch: arch.parse().unwrap(),
             source_date_epoch: 0,
             components,
             images,
@@ -220,7 +220,7 @@ pub fn image_record(
     ImageRecord {
         name: name.into(),
         reference: reference.into(),
-        source: "build".into(),
+        source: bundle_format::ImageSource::Build,
         digest: String::new(),
         file: file.into(),
         sha256: sha256_of(&bundle_dir.join(file)),
@@ -241,7 +241,8 @@ pub fn component_with_repo_patches(name: &str, version: &str) -> ComponentRecord
         name: name.into(),
         version: version.into(),
         source: SourceRecord {
-            transport: "test".into(),
+            // The repository's own files: as the pipeline records our crates.
+            transport: bundle_format::Transport::Workspace,
             location: dir.display().to_string(),
             content: String::new(),
             repository: None,

@@ -1,6 +1,7 @@
 //! `bundle.toml`: every pinned input of the bundle, as typed data.
 
 use anyhow::{bail, Context, Result};
+use bundle_format::Arch;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,7 +27,7 @@ pub struct BundleConfig {
 pub struct BundleInfo {
     pub name: String,
     pub version: String,
-    pub arch: String,
+    pub arch: Arch,
     pub source_date_epoch: u64,
     /// The tarballs the package stage writes, all of the same tar. The `.tar.gz` is always
     /// written: it is what every tar unpacks, and what the e2e and the upgrade check read.

@@ -23,6 +23,7 @@ use crate::fsutil::remove_tree;
 use crate::layout::Layout;
 use crate::ui;
 use anyhow::{bail, Context, Result};
+use bundle_format::Transport as TransportKind;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -95,7 +96,7 @@ pub struct SourceTree {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServedBy {
     /// `mirror`, `github-archive`, `git` or `go-proxy`.
-    pub transport: String,
+    pub transport: TransportKind,
     /// The URL, or `module@version`.
     pub location: String,
 }
@@ -121,7 +122,7 @@ pub enum FetchError {
 #[derive(Debug, Clone)]
 enum Transport {
     /// A commit archive at this URL (`mirror` or `github-archive`).
-    Archive { kind: &'static str, url: String },
+    Archive { kind: TransportKind, url: String },
     /// A git repository to fetch the commit from.
     Git { url: String },
     /// The Go module proxy.
@@ -148,14 +149,14 @@ fn transports(c: &Component, opts: &FetchOptions) -> Vec<Transport> {
             for mirror in &opts.mirrors {
                 if !opts.offline || mirror.starts_with("file://") {
                     list.push(Transport::Archive {
-                        kind: "mirror",
+                        kind: TransportKind::Mirror,
                         url: format!("{mirror}{path}"),
                     });
                 }
             }
             if !opts.offline {
                 list.push(Transport::Archive {
-                    kind: "github-archive",
+                    kind: TransportKind::GithubArchive,
                     url: format!("{}{path}", opts.github),
                 });
             }
@@ -286,8 +287,8 @@ fn try_transport(
     opts: &FetchOptions,
 ) -> Result<SourceTree> {
     let what = format!("{} {}", c.name, c.version);
-    let served_by = |transport: &str, location: &str| ServedBy {
-        transport: transport.into(),
+    let served_by = |transport: TransportKind, location: &str| ServedBy {
+        transport,
         location: location.into(),
     };
     match transport {
@@ -307,7 +308,7 @@ fn try_transport(
             Ok(SourceTree {
                 dir,
                 content: sum.clone(),
-                served_by: served_by("go-proxy", &format!("{module}@{}", c.version)),
+                served_by: served_by(TransportKind::GoProxy, &format!("{module}@{}", c.version)),
                 downloaded,
             })
         }
@@ -323,7 +324,7 @@ fn try_transport(
             let unpacked = scratch.path().join("tree");
             unpack_tar_gz(&archive, &unpacked)
                 .with_context(|| format!("cannot unpack {url}: not a commit archive"))?;
-            keep_verified(c, tree, &unpacked, layout, served_by(kind, url))
+            keep_verified(c, tree, &unpacked, layout, served_by(*kind, url))
         }
         Transport::Git { url } => {
             let tree = c.tree.as_deref().expect("git transports need a tree pin");
@@ -332,7 +333,13 @@ fn try_transport(
             let scratch = tempfile::tempdir_in(layout.trees())?;
             let checkout = scratch.path().join("tree");
             git_fetch_commit(url, commit, &scratch.path().join("repo.git"), &checkout)?;
-            keep_verified(c, tree, &checkout, layout, served_by("git", url))
+            keep_verified(
+                c,
+                tree,
+                &checkout,
+                layout,
+                served_by(TransportKind::Git, url),
+            )
         }
     }
 }

@@ -8,7 +8,8 @@ use crate::digest::{executable, sha256_file};
 use crate::fsutil::{copy_tree, remove_tree, write_atomic};
 use crate::tarball::TarWriter;
 use anyhow::{Context, Result};
-use bundle_manifest::Manifest;
+use bundle_format::paths as in_bundle;
+use bundle_format::{Manifest, Sums, MANIFEST_FILE, SUMS_FILE};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -149,7 +150,7 @@ pub fn stage(
         copy_tree(template, root)?;
     }
     if overlays.is_dir() {
-        copy_tree(overlays, &root.join("etc"))?;
+        copy_tree(overlays, &root.join(in_bundle::ETC_DIR))?;
     }
     for f in files {
         let dest = root.join(&f.to);
@@ -163,24 +164,24 @@ pub fn stage(
         }
     }
     write_atomic(
-        &root.join("bundle-manifest.json"),
+        &root.join(MANIFEST_FILE),
         &serde_json::to_vec_pretty(manifest)?,
     )?;
     write_sha256sums(root)
 }
 
-/// `sha256sum`-compatible list of every regular file in the tree but itself, sorted by path.
-/// Symlinks are not listed: the manifest lists them (with their targets), and their targets are.
+/// SHA256SUMS of every regular file in the tree but itself, sorted by path. Symlinks are not
+/// listed: the manifest lists them (with their targets), and their targets are.
 fn write_sha256sums(root: &Path) -> Result<()> {
-    let mut lines = String::new();
+    let mut sums = Sums::new();
     for rel in sorted_entries(root)? {
         let path = root.join(&rel);
         let meta = std::fs::symlink_metadata(&path)?;
-        if meta.is_file() && rel != Path::new("SHA256SUMS") {
-            lines.push_str(&format!("{}  {}\n", sha256_file(&path)?, rel.display()));
+        if meta.is_file() && rel != Path::new(SUMS_FILE) {
+            sums.push(&sha256_file(&path)?, &rel.display().to_string())?;
         }
     }
-    write_atomic(&root.join("SHA256SUMS"), lines.as_bytes())
+    write_atomic(&root.join(SUMS_FILE), sums.write().as_bytes())
 }
 
 /// Every path under `root`, relative, sorted bytewise (a directory before its contents).

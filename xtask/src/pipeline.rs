@@ -16,9 +16,10 @@ use crate::patch::{component_patches, prepare_tree};
 use crate::stamp::Stamp;
 use crate::ui::step;
 use anyhow::{bail, Context, Result};
-use bundle_manifest::{
-    ComponentRecord, ImageRecord, LinkRecord, Manifest, OmittedRecord, OutputRecord, PatchRecord,
-    SourceRecord,
+use bundle_format::paths as in_bundle;
+use bundle_format::{
+    ComponentRecord, ImageRecord, ImageSource, LinkRecord, Manifest, OmittedRecord, OutputRecord,
+    PatchRecord, SourceRecord, Transport,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -404,16 +405,22 @@ pub fn build_images(
     outputs
         .into_iter()
         .map(|o| {
-            let to = format!("images/{}", o.file.file_name().unwrap().to_string_lossy());
+            let to = format!(
+                "{}/{}",
+                in_bundle::IMAGES_DIR,
+                o.file.file_name().unwrap().to_string_lossy()
+            );
             let source = match &o.origin {
-                ImageOrigin::Build => "build".to_string(),
+                ImageOrigin::Build => ImageSource::Build,
                 ImageOrigin::Registry {
                     repository,
                     pinned_digest,
                     platform,
-                } => {
-                    format!("registry {repository}@{pinned_digest} ({platform})")
-                }
+                } => ImageSource::Registry {
+                    repository: repository.clone(),
+                    digest: pinned_digest.clone(),
+                    platform: platform.clone(),
+                },
             };
             let record = ImageRecord {
                 name: o.name.clone(),
@@ -448,7 +455,7 @@ fn component_record(
         name: c.name.clone(),
         version: c.version.clone(),
         source: SourceRecord {
-            transport: b.source.served_by.transport.clone(),
+            transport: b.source.served_by.transport,
             location: b.source.served_by.location.clone(),
             content: b.source.content.clone(),
             repository: c
@@ -469,7 +476,7 @@ fn component_record(
                         .display()
                         .to_string(),
                     sha256: sha256_file(p)?,
-                    handles: bundle_manifest::declared_blockers(
+                    handles: bundle_format::declared_blockers(
                         &std::fs::read_to_string(p)
                             .with_context(|| format!("cannot read {}", p.display()))?,
                     ),
@@ -492,14 +499,14 @@ fn component_record(
             ));
             continue;
         }
-        let to = format!("bin/{}", bin.name);
+        let to = format!("{}/{}", in_bundle::BIN_DIR, bin.name);
         record.outputs.push(OutputRecord {
             path: to.clone(),
             sha256: sha256_file(&bin.path)?,
         });
         files.push(BundleFile::file(bin.path.clone(), to));
         for link in &bin.links {
-            let path = format!("bin/{link}");
+            let path = format!("{}/{link}", in_bundle::BIN_DIR);
             record.links.push(LinkRecord {
                 path: path.clone(),
                 target: bin.name.clone(),
@@ -545,7 +552,7 @@ pub fn package(
             name: spec.package.clone(),
             version: config.bundle.version.clone(),
             source: SourceRecord {
-                transport: "workspace".into(),
+                transport: Transport::Workspace,
                 location: format!("crates/{}", spec.package),
                 content: format!("sha256-tree:{crates_tree}"),
                 repository: None,
@@ -578,7 +585,10 @@ pub fn package(
             }
             let packed = packed_dir.join(format!("{name}.tgz"));
             package::write_tarball(&entry, &name, &packed, config.bundle.source_date_epoch)?;
-            files.push(BundleFile::file(packed, format!("charts/{name}.tgz")));
+            files.push(BundleFile::file(
+                packed,
+                format!("{}/{name}.tgz", in_bundle::CHARTS_DIR),
+            ));
         }
     }
     let omitted = inputs
@@ -597,7 +607,7 @@ pub fn package(
     let manifest = Manifest {
         name: config.bundle.name.clone(),
         version: config.bundle.version.clone(),
-        arch: config.bundle.arch.clone(),
+        arch: config.bundle.arch,
         source_date_epoch: config.bundle.source_date_epoch,
         components: records,
         images,

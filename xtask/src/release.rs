@@ -20,7 +20,7 @@ use crate::package::{write_sidecar, Format};
 use crate::sbom::{self, PatchInfo, SbomInputs};
 use crate::signing::{self, Signer};
 use anyhow::{bail, Context, Result};
-use bundle_manifest::Manifest;
+use bundle_format::Manifest;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@
 //! The document is deterministic: its timestamp is the bundle's source date and its serial
 //! number is derived from the tarball's sha256, so the same bundle always gives the same bytes.
 
-use bundle_manifest::{ComponentRecord, ImageRecord, Manifest};
+use bundle_format::{ComponentRecord, ImageRecord, Manifest, Transport};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -59,7 +59,7 @@ pub fn cyclonedx(inputs: &SbomInputs) -> Value {
     let refs: Vec<Value> = components.iter().map(|c| c["bom-ref"].clone()).collect();
     let mut bundle_properties = vec![
         property("file", inputs.tarball_name),
-        property("arch", &m.arch),
+        property("arch", m.arch.as_str()),
         property("source-date-epoch", &m.source_date_epoch.to_string()),
     ];
     // What the bundle was meant to hold but does not: a reader of the SBOM should not have to
@@ -106,7 +106,7 @@ fn binary_component(c: &ComponentRecord, path: &str, hash: &str, patches: &[Patc
     let mut properties = vec![
         property("bundle-path", path),
         property("component", &c.name),
-        property("source-transport", &c.source.transport),
+        property("source-transport", c.source.transport.as_str()),
         property("source-location", &c.source.location),
         property("source-content", &c.source.content),
     ];
@@ -140,7 +140,7 @@ fn binary_component(c: &ComponentRecord, path: &str, hash: &str, patches: &[Patc
         "hashes": [sha256(hash)],
         "properties": properties,
     });
-    if c.source.transport != "workspace" {
+    if c.source.transport != Transport::Workspace {
         component["description"] = json!(format!(
             "{name} from {} {}, {} patch(es) applied",
             c.name,
@@ -164,7 +164,7 @@ fn binary_component(c: &ComponentRecord, path: &str, hash: &str, patches: &[Patc
 /// The upstream source a component was built from, as a pedigree ancestor.
 fn upstream(c: &ComponentRecord) -> Value {
     let s = &c.source;
-    if s.transport == "go-proxy" {
+    if s.transport == Transport::GoProxy {
         // location is `module@version`.
         let module = s
             .location
@@ -217,7 +217,7 @@ fn image_component(i: &ImageRecord) -> Value {
     let mut properties = vec![
         property("bundle-path", &i.file),
         property("image-ref", &i.reference),
-        property("image-source", &i.source),
+        property("image-source", &i.source.to_string()),
     ];
     if i.sandbox {
         properties.push(property("sandbox-image", "true"));

@@ -17,6 +17,7 @@ use crate::digest::sha256_file;
 use crate::package::Format;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
+use bundle_format::Sums;
 use serde_json::{json, Value};
 use sha2::Digest as _;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ pub const RELEASE_WORKFLOW: &str = ".github/workflows/release.yml";
 /// The OIDC issuer of GitHub Actions' tokens: the `--certificate-oidc-issuer` to require.
 pub const OIDC_ISSUER: &str = "https://token.actions.githubusercontent.com";
 /// The release's checksum file: the list of signed and attested files.
-pub const CHECKSUMS: &str = "SHA256SUMS";
+pub const CHECKSUMS: &str = bundle_format::SUMS_FILE;
 /// Suffix of a file's cosign signature (a Sigstore bundle: signature, certificate, log entry).
 pub const SIGNATURE_SUFFIX: &str = ".sigstore.json";
 /// Stands in for the repository when neither --repository nor GITHUB_REPOSITORY names it.
@@ -132,7 +133,7 @@ pub fn plan(signer: &Signer, subjects: &[(String, String)]) -> Value {
 /// Write `<dir>/SHA256SUMS` over `files` (in `dir`), in `sha256sum` format; returns its lines.
 pub fn write_checksums(dir: &Path, files: &[PathBuf]) -> Result<Vec<(String, String)>> {
     let mut lines = Vec::new();
-    let mut text = String::new();
+    let mut sums = Sums::new();
     for f in files {
         let name = f
             .file_name()
@@ -140,10 +141,10 @@ pub fn write_checksums(dir: &Path, files: &[PathBuf]) -> Result<Vec<(String, Str
             .to_string_lossy()
             .to_string();
         let sha256 = sha256_file(f)?;
-        text.push_str(&format!("{sha256}  {name}\n"));
+        sums.push(&sha256, &name)?;
         lines.push((name, sha256));
     }
-    crate::fsutil::write_atomic(&dir.join(CHECKSUMS), text.as_bytes())?;
+    crate::fsutil::write_atomic(&dir.join(CHECKSUMS), sums.write().as_bytes())?;
     Ok(lines)
 }
 
@@ -180,10 +181,10 @@ pub fn check_beside(tarball: &Path, signer: &Signer) -> Result<Vec<Finding>> {
     match std::fs::read_to_string(&sums) {
         Ok(text) => {
             let mut listed_tarball = false;
-            for line in text.lines() {
-                let (hash, file) = line
-                    .split_once("  ")
-                    .with_context(|| format!("{}: malformed line `{line}`", sums.display()))?;
+            let listed =
+                Sums::parse(&text).with_context(|| format!("{}: not readable", sums.display()))?;
+            for entry in listed.entries() {
+                let (hash, file) = (entry.sha256.as_str(), entry.path.as_str());
                 if file.contains('/') {
                     bail!("{}: `{file}` is not a file beside it", sums.display());
                 }

@@ -7,7 +7,7 @@ use crate::fetch::{fetch, FetchOptions};
 use crate::layout::{Layout, Variant};
 use crate::package::{self, BundleFile};
 use crate::pipeline::{self, Options, Report};
-use bundle_manifest::Manifest;
+use bundle_format::Manifest;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -218,7 +218,7 @@ fn a_mirror_without_the_archive_falls_through_to_the_next_transport() {
     );
     let tree = fetch(&up.component(), &layout, &opts).unwrap();
     assert!(tree.downloaded);
-    assert_eq!(tree.served_by.transport, "mirror");
+    assert_eq!(tree.served_by.transport, bundle_format::Transport::Mirror);
     assert!(
         tree.served_by.location.starts_with(&good),
         "{:?}",
@@ -282,7 +282,7 @@ fn without_any_archive_the_commit_is_fetched_with_git() {
     let layout = layout_in(dir.path());
     let up = upstream(dir.path());
     let tree = fetch(&up.component(), &layout, &up.options(vec![], false)).unwrap();
-    assert_eq!(tree.served_by.transport, "git");
+    assert_eq!(tree.served_by.transport, bundle_format::Transport::Git);
     assert_eq!(
         std::fs::read_to_string(tree.dir.join("README")).unwrap(),
         "hello\n"
@@ -532,13 +532,13 @@ fn tiny_bundle(root: &Path) -> PathBuf {
     let manifest = Manifest {
         name: "tiny".into(),
         version: "v1".into(),
-        arch: "amd64".into(),
+        arch: bundle_format::Arch::Amd64,
         source_date_epoch: 1700000000,
-        components: vec![bundle_manifest::ComponentRecord {
+        components: vec![bundle_format::ComponentRecord {
             name: "payload".into(),
             version: "v1".into(),
-            source: bundle_manifest::SourceRecord {
-                transport: "workspace".into(),
+            source: bundle_format::SourceRecord {
+                transport: bundle_format::Transport::Workspace,
                 location: "x".into(),
                 content: "sha256-tree:0".into(),
                 repository: None,
@@ -547,11 +547,11 @@ fn tiny_bundle(root: &Path) -> PathBuf {
             },
             patches: vec![],
             build_flags: vec![],
-            outputs: vec![bundle_manifest::OutputRecord {
+            outputs: vec![bundle_format::OutputRecord {
                 path: "bin/payload".into(),
                 sha256: crate::digest::sha256_file(&bin).unwrap(),
             }],
-            links: vec![bundle_manifest::LinkRecord {
+            links: vec![bundle_format::LinkRecord {
                 path: "bin/payload-link".into(),
                 target: "payload".into(),
             }],

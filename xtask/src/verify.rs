@@ -6,7 +6,7 @@
 use crate::digest::sha256_file;
 use crate::package::{sidecar_path, Format};
 use anyhow::{bail, Context, Result};
-use bundle_manifest::Manifest;
+use bundle_format::{Manifest, Sums, MANIFEST_FILE, SUMS_FILE};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -72,8 +72,8 @@ pub fn verify(tarball: &Path) -> Result<Verified> {
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes)?;
         match rel {
-            "SHA256SUMS" => sums_text = Some(String::from_utf8(bytes.clone())?),
-            "bundle-manifest.json" => manifest_text = Some(bytes.clone()),
+            SUMS_FILE => sums_text = Some(String::from_utf8(bytes.clone())?),
+            MANIFEST_FILE => manifest_text = Some(bytes.clone()),
             _ => {}
         }
         files.insert(rel.to_string(), hex::encode(Sha256::digest(&bytes)));
@@ -81,10 +81,8 @@ pub fn verify(tarball: &Path) -> Result<Verified> {
 
     let sums_text = sums_text.context("SHA256SUMS: missing from the bundle")?;
     let mut listed = BTreeMap::new();
-    for line in sums_text.lines() {
-        let (hash, path) = line
-            .split_once("  ")
-            .with_context(|| format!("SHA256SUMS: malformed line `{line}`"))?;
+    for entry in Sums::parse(&sums_text)?.entries() {
+        let (hash, path) = (&entry.sha256, &entry.path);
         match files.get(path) {
             None => bail!("{path}: listed in SHA256SUMS but missing from the bundle"),
             Some(h) if h != hash => bail!("{path}: sha256 is {h}, SHA256SUMS says {hash}"),
@@ -94,7 +92,7 @@ pub fn verify(tarball: &Path) -> Result<Verified> {
     }
     if let Some(extra) = files
         .keys()
-        .find(|p| *p != "SHA256SUMS" && !listed.contains_key(*p))
+        .find(|p| *p != SUMS_FILE && !listed.contains_key(*p))
     {
         bail!("{extra}: in the bundle but not in SHA256SUMS (an extra file)");
     }

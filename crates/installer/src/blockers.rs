@@ -8,6 +8,8 @@
 
 use std::path::Path;
 
+use bundle_format::Snapshotter;
+
 use crate::bundle::Manifest;
 use crate::mounts;
 use crate::node_ip;
@@ -53,7 +55,7 @@ pub struct Inputs<'a> {
     /// rather than predicted.
     pub installed: Option<&'a State>,
     /// The snapshotter install chose (preflight) or recorded; None before install.
-    pub snapshotter: Option<&'a str>,
+    pub snapshotter: Option<Snapshotter>,
     /// Also run the probes that mount something briefly (doctor only).
     pub mount_probes: bool,
 }
@@ -95,9 +97,9 @@ pub fn table(inputs: &Inputs) -> Vec<Blocker> {
     };
     let snapshotter = inputs
         .snapshotter
-        .or(inputs.installed.map(|s| s.snapshotter.as_str()));
+        .or(inputs.installed.map(|s| s.snapshotter));
     let overlay_unusable = match snapshotter {
-        Some(chosen) => chosen == "native",
+        Some(chosen) => chosen == Snapshotter::Native,
         None => {
             matches!(facts.root_fs_type.as_str(), "9p" | "overlay") || facts.looks_like_gvisor()
         }
@@ -417,7 +419,7 @@ mod tests {
         }
         for path in files {
             let text = std::fs::read_to_string(&path).unwrap();
-            for id in bundle_manifest::declared_blockers(&text) {
+            for id in bundle_format::declared_blockers(&text) {
                 assert!(
                     ids.contains(&id.as_str()),
                     "{} declares unknown blocker {id:?}",

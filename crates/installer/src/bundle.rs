@@ -2,12 +2,11 @@
 //!
 //! The bundle is read-only input. Nothing in this module writes anywhere.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 /// An extracted bundle directory and its parsed manifest.
@@ -17,7 +16,8 @@ pub struct Bundle {
     pub manifest: Manifest,
 }
 
-pub use bundle_manifest::{ImageRecord as Image, Manifest, MANIFEST_FILE, SUMS_FILE};
+use bundle_format::Sums;
+pub use bundle_format::{ImageRecord as Image, Manifest, MANIFEST_FILE, SUMS_FILE};
 
 impl Bundle {
     /// Finds the bundle: an explicit dir, else the parent of the `bin/` this executable sits in.
@@ -69,7 +69,7 @@ impl Bundle {
     /// Total size of the files listed in SHA256SUMS: what laying out the bundle can cost at most.
     pub fn total_bytes(&self) -> Result<u64> {
         let mut total = 0;
-        for entry in read_sums(&self.dir)? {
+        for entry in read_sums(&self.dir)?.entries() {
             total += fs::metadata(self.dir.join(&entry.path))
                 .map(|m| m.len())
                 .unwrap_or(0);
@@ -78,38 +78,7 @@ impl Bundle {
     }
 }
 
-/// One line of SHA256SUMS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SumEntry {
-    pub sha256: String,
-    pub path: String,
-}
-
-/// Parses `sha256sum` output: "<64 hex>  <path>" (or " *<path>" in binary mode).
-pub fn parse_sums(text: &str) -> Result<Vec<SumEntry>> {
-    let mut entries = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let (hash, rest) = line
-            .split_once(' ')
-            .with_context(|| format!("SHA256SUMS line {} is malformed: {line:?}", number + 1))?;
-        let path = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('*'));
-        let path = path.unwrap_or(rest);
-        let hash_ok = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
-        if !hash_ok || path.is_empty() || path.starts_with('/') || path.contains("..") {
-            bail!("SHA256SUMS line {} is malformed: {line:?}", number + 1);
-        }
-        entries.push(SumEntry {
-            sha256: hash.to_ascii_lowercase(),
-            path: path.trim_start_matches("./").to_string(),
-        });
-    }
-    Ok(entries)
-}
-
-fn read_sums(dir: &Path) -> Result<Vec<SumEntry>> {
+fn read_sums(dir: &Path) -> Result<Sums> {
     let path = dir.join(SUMS_FILE);
     let text = fs::read_to_string(&path).with_context(|| {
         format!(
@@ -117,7 +86,7 @@ fn read_sums(dir: &Path) -> Result<Vec<SumEntry>> {
             path.display()
         )
     })?;
-    parse_sums(&text)
+    Ok(Sums::parse(&text)?)
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
@@ -140,13 +109,12 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// Checks every file SHA256SUMS lists, and that the manifest itself is listed.
 /// Returns one human-readable problem per bad file; empty means intact.
 pub fn verify_sums(dir: &Path) -> Result<Vec<String>> {
-    let entries = read_sums(dir)?;
+    let sums = read_sums(dir)?;
     let mut problems = Vec::new();
-    let listed: BTreeSet<&str> = entries.iter().map(|e| e.path.as_str()).collect();
-    if !listed.contains(MANIFEST_FILE) {
+    if sums.get(MANIFEST_FILE).is_none() {
         problems.push(format!("{MANIFEST_FILE} is not listed in {SUMS_FILE}"));
     }
-    for entry in &entries {
+    for entry in sums.entries() {
         let path = dir.join(&entry.path);
         if !path.is_file() {
             problems.push(format!("{} is missing", entry.path));
@@ -161,26 +129,4 @@ pub fn verify_sums(dir: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(problems)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_text_and_binary_mode_lines() {
-        let hash = "a".repeat(64);
-        let text = format!("{hash}  bin/runc\n{hash} *./etc/x\n\n");
-        let entries = parse_sums(&text).unwrap();
-        assert_eq!(entries[0].path, "bin/runc");
-        assert_eq!(entries[1].path, "etc/x");
-    }
-
-    #[test]
-    fn rejects_paths_that_escape_the_bundle() {
-        let hash = "b".repeat(64);
-        assert!(parse_sums(&format!("{hash}  ../etc/passwd")).is_err());
-        assert!(parse_sums(&format!("{hash}  /etc/passwd")).is_err());
-        assert!(parse_sums("abc  bin/runc").is_err());
-    }
 }

@@ -394,7 +394,7 @@ mod tests {
         Manifest {
             name: "k3s-gvisor".into(),
             version: "0".into(),
-            arch: "amd64".into(),
+            arch: bundle_format::Arch::Amd64,
             source_date_epoch: 0,
             components: vec![],
             omitted: vec![],
@@ -403,7 +403,7 @@ mod tests {
                 .map(|reference| Image {
                     name: "x".into(),
                     reference: reference.to_string(),
-                    source: "build".into(),
+                    source: bundle_format::ImageSource::Build,
                     digest: "sha256:0".into(),
                     file: "images/x.oci.tar".into(),
                     sha256: "0".into(),

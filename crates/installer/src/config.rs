@@ -7,12 +7,14 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use bundle_format::Snapshotter;
+
 use crate::paths::Paths;
 
 /// The values a containerd config template may use, as `{{NAME}}`.
 pub struct ContainerdSettings<'a> {
     pub paths: &'a Paths,
-    pub snapshotter: &'a str,
+    pub snapshotter: Snapshotter,
     pub sandbox_image: &'a str,
     pub enable_unprivileged_ports: bool,
     pub enable_unprivileged_icmp: bool,

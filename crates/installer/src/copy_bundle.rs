@@ -11,6 +11,7 @@ use crate::bundle::{Bundle, MANIFEST_FILE};
 use crate::config::{self, ContainerdSettings};
 use crate::paths::Paths;
 use crate::preflight::Plan;
+use bundle_format::paths as in_bundle;
 
 /// Copies `from` to `to` (creating parent dirs), keeping the permission bits.
 fn copy_file(from: &Path, to: &Path) -> Result<()> {
@@ -57,21 +58,24 @@ pub fn installed(paths: &Paths) -> Result<Bundle> {
 }
 
 pub fn lay_out(bundle: &Bundle, paths: &Paths, plan: &Plan) -> Result<()> {
-    copy_dir_files(&bundle.path("bin"), &paths.prefix.join("bin"))?;
-    copy_dir_files(&bundle.path("cni/bin"), &paths.cni_bin_dir())?;
-    copy_dir_files(&bundle.path("images"), &paths.images_dir())?;
+    copy_dir_files(&bundle.path(in_bundle::BIN_DIR), &paths.prefix.join("bin"))?;
+    copy_dir_files(&bundle.path(in_bundle::CNI_BIN_DIR), &paths.cni_bin_dir())?;
+    copy_dir_files(&bundle.path(in_bundle::IMAGES_DIR), &paths.images_dir())?;
     // Helm charts the installer hands k3s as HelmCharts (traefik.rs).
-    copy_dir_files(&bundle.path("charts"), &paths.prefix.join("charts"))?;
+    copy_dir_files(
+        &bundle.path(in_bundle::CHARTS_DIR),
+        &paths.prefix.join("charts"),
+    )?;
     copy_file(
         &bundle.path(MANIFEST_FILE),
         &paths.prefix.join(MANIFEST_FILE),
     )?;
-    let kubelet_args = bundle.path("etc/k3s/kubelet-args");
+    let kubelet_args = bundle.path(in_bundle::KUBELET_ARGS);
     if kubelet_args.is_file() {
-        copy_file(&kubelet_args, &paths.prefix.join("etc/k3s/kubelet-args"))?;
+        copy_file(&kubelet_args, &paths.prefix.join(in_bundle::KUBELET_ARGS))?;
     }
     for relative in crate::preflight::procsys_candidates(bundle) {
-        let relative = format!("etc/procsys/{relative}");
+        let relative = format!("{}/{relative}", in_bundle::PROCSYS_DIR);
         copy_file(&bundle.path(&relative), &paths.prefix.join(&relative))?;
     }
     install_cni_config(bundle, paths)?;
@@ -89,14 +93,14 @@ pub fn lay_out(bundle: &Bundle, paths: &Paths, plan: &Plan) -> Result<()> {
 /// dir (a config there earlier would let the node go Ready and pods get addresses outside the
 /// range other nodes route here).
 fn install_cni_config(bundle: &Bundle, paths: &Paths) -> Result<()> {
-    let conf_dir = if bundle.path("bin/k3s").is_file() {
+    let conf_dir = if bundle.path(in_bundle::K3S).is_file() {
         paths.cni_template_dir()
     } else {
         paths.cni_conf_dir()
     };
     fs::create_dir_all(paths.cni_conf_dir())?;
     fs::create_dir_all(&conf_dir)?;
-    let mut stack = vec![bundle.path("etc/cni")];
+    let mut stack = vec![bundle.path(in_bundle::CNI_CONF_DIR)];
     let values = std::collections::BTreeMap::from([
         ("PREFIX", paths.prefix.display().to_string()),
         ("DATA_DIR", paths.data_dir.display().to_string()),
@@ -164,14 +168,14 @@ fn write_procsys_tree(bundle: &Bundle, paths: &Paths, served: &[String]) -> Resu
                 fs::write(&target, value)
                     .with_context(|| format!("cannot write {}", target.display()))?;
             }
-            None => copy_file(&bundle.path("etc/procsys").join(relative), &target)?,
+            None => copy_file(&bundle.path(in_bundle::PROCSYS_DIR).join(relative), &target)?,
         }
     }
     Ok(())
 }
 
 fn write_containerd_config(bundle: &Bundle, paths: &Paths, plan: &Plan) -> Result<()> {
-    let template_path = bundle.path("etc/containerd/config.toml.tmpl");
+    let template_path = bundle.path(in_bundle::CONTAINERD_CONFIG_TEMPLATE);
     let template = fs::read_to_string(&template_path).with_context(|| {
         format!(
             "{} is missing: the bundle is incomplete",
@@ -185,7 +189,7 @@ fn write_containerd_config(bundle: &Bundle, paths: &Paths, plan: &Plan) -> Resul
         .unwrap_or_else(|| "registry.k8s.io/pause:3.10".into());
     let settings = ContainerdSettings {
         paths,
-        snapshotter: &plan.snapshotter,
+        snapshotter: plan.snapshotter,
         sandbox_image: &sandbox_image,
         enable_unprivileged_ports: !facts.kernel_below_4_11()
             && !facts.procsys_missing("net/ipv4/ip_unprivileged_port_start"),

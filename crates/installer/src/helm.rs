@@ -101,7 +101,7 @@ mod tests {
         Manifest {
             name: "k3s-gvisor".into(),
             version: "v1".into(),
-            arch: "amd64".into(),
+            arch: bundle_format::Arch::Amd64,
             source_date_epoch: 0,
             components: Vec::new(),
             images: images
@@ -109,7 +109,7 @@ mod tests {
                 .map(|(name, reference)| crate::bundle::Image {
                     name: name.to_string(),
                     reference: reference.to_string(),
-                    source: "build".into(),
+                    source: bundle_format::ImageSource::Build,
                     digest: "sha256:00".into(),
                     file: format!("images/{name}.oci.tar"),
                     sha256: "00".into(),

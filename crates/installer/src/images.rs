@@ -17,6 +17,8 @@ use std::time::UNIX_EPOCH;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use bundle_format::Snapshotter;
+
 use crate::paths::Paths;
 use crate::services::containerd::{self, ctr};
 use crate::state::State;
@@ -36,7 +38,7 @@ const PIN_LABELS: [&str; 2] = [
 
 /// Imports every shipped image (the pause image among them), unpacked with the snapshotter
 /// CRI uses, and checks each reference is then present.
-pub fn import_shipped(paths: &Paths, snapshotter: &str) -> Result<()> {
+pub fn import_shipped(paths: &Paths, snapshotter: Snapshotter) -> Result<()> {
     let manifest = crate::copy_bundle::installed(paths)?.manifest;
     for image in &manifest.images {
         let file = paths.prefix.join(&image.file);
@@ -121,7 +123,7 @@ const IMPORT_LABEL: &str = "io.k3s-gvisor.import";
 /// `ctr images import` of one archive into k8s.io with `labels`; returns the images it holds.
 fn import_archive(
     paths: &Paths,
-    snapshotter: &str,
+    snapshotter: Snapshotter,
     file: &Path,
     labels: &[&str],
 ) -> Result<Vec<String>> {
@@ -131,7 +133,7 @@ fn import_archive(
     let mark = format!("{}-{nanos}", std::process::id());
     let mark_label = format!("{IMPORT_LABEL}={mark}");
     let file_text = file.display().to_string();
-    let mut args = vec!["images", "import", "--snapshotter", snapshotter];
+    let mut args = vec!["images", "import", "--snapshotter", snapshotter.as_str()];
     for label in labels.iter().chain([&mark_label.as_str()]) {
         args.extend(["--label", label]);
     }
@@ -206,7 +208,7 @@ fn load_record(file: &Path) -> Record {
 /// the record is k3s's own test (size and mtime, its `.cache.json`), plus the images' presence
 /// so a data wipe or `crictl rmi` brings them back. An archive that left the directories gets
 /// its images unpinned (k3s drops every pin at start and pins again what it imports).
-pub fn import_airgap(paths: &Paths, snapshotter: &str) {
+pub fn import_airgap(paths: &Paths, snapshotter: Snapshotter) {
     import_airgap_from(
         paths,
         snapshotter,
@@ -214,7 +216,7 @@ pub fn import_airgap(paths: &Paths, snapshotter: &str) {
     );
 }
 
-fn import_airgap_from(paths: &Paths, snapshotter: &str, dirs: &[&Path]) {
+fn import_airgap_from(paths: &Paths, snapshotter: Snapshotter, dirs: &[&Path]) {
     let record_file = paths.images_record();
     let old = load_record(&record_file);
     let mut new = Record::default();
@@ -357,7 +359,7 @@ pub fn import(state: &State, files: &[PathBuf]) -> Result<()> {
         } else if let Kind::Unsupported(why) = classify(file) {
             Err(anyhow::anyhow!("{why}"))
         } else {
-            import_archive(&paths, &state.snapshotter, file, &[])
+            import_archive(&paths, state.snapshotter, file, &[])
         };
         match result {
             Ok(images) if images.is_empty() => {

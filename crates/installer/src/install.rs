@@ -18,6 +18,7 @@ use crate::paths::Paths;
 use crate::preflight;
 use crate::state::{LauncherUse, State};
 use crate::userenv;
+use bundle_format::paths as in_bundle;
 
 pub struct InstallOptions {
     pub bundle_dir: Option<PathBuf>,
@@ -251,9 +252,9 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     let bundle = Bundle::locate(options.bundle_dir.as_deref())?;
     // Checked before anything is written: a flag, config file or variable k3s would refuse or
     // that would undo what the installer sets stops the install here.
-    let settings = if bundle.path("bin/k3s").is_file() {
+    let settings = if bundle.path(in_bundle::K3S).is_file() {
         let settings = Checked::new(
-            &bundle.path("bin/k3s"),
+            &bundle.path(in_bundle::K3S),
             request.command,
             &request.flags,
             &request.env,
@@ -280,7 +281,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         println!("workaround: {line}");
     }
     // Decided once, here: which parts of k3s this host can run (no agent: no kube-proxy).
-    let has_k3s = bundle.path("bin/k3s").is_file();
+    let has_k3s = bundle.path(in_bundle::K3S).is_file();
     if request.join.is_some() && !has_k3s {
         bail!("--server needs k3s, and this bundle has none (see bundle-manifest.json)");
     }
@@ -300,7 +301,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     let service_proxy = cluster::ServiceProxy::decide(
         options.control_plane_only,
         kube_proxy_off.as_deref(),
-        bundle.path("bin/svcproxy").is_file(),
+        bundle.path(in_bundle::SVCPROXY).is_file(),
     );
     if let (Some(reason), Some(_)) = (&kube_proxy_off, &request.join) {
         // k3s hands the server's --disable-kube-proxy to its agents; this agent cannot say.
@@ -343,7 +344,7 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         control_plane_only: options.control_plane_only,
         server: request.join.as_ref().map(|j| j.server.clone()),
         node_name: Some(node_name.clone()),
-        snapshotter: plan.snapshotter.clone(),
+        snapshotter: plan.snapshotter,
         created_dirs: Vec::new(),
         created_files: Vec::new(),
         mounts: Vec::new(),

@@ -54,12 +54,12 @@ pub fn start(state: &mut State) -> Result<()> {
         );
     }
     services::containerd::start(&paths, state)?;
-    let snapshotter = state.snapshotter.clone();
+    let snapshotter = state.snapshotter;
     let import_images = || -> Result<()> {
         if !containerd_was_running {
-            images::import_shipped(&paths, &snapshotter)?;
+            images::import_shipped(&paths, snapshotter)?;
         }
-        images::import_airgap(&paths, &snapshotter);
+        images::import_airgap(&paths, snapshotter);
         Ok(())
     };
     if let Some(settings) = &settings {

@@ -22,9 +22,9 @@ fn is_up() -> bool {
 
 /// lo's IPv4 addresses now.
 fn lo_ipv4() -> Vec<AddedAddress> {
-    node_ip::interface_addresses()
+    netif::addresses(Some(LO))
+        .unwrap_or_default()
         .into_iter()
-        .filter(|a| a.interface == LO)
         .filter_map(|a| match a.address {
             std::net::IpAddr::V4(address) => Some(AddedAddress {
                 address,

@@ -69,6 +69,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::paths::{DEFAULT_DATA_DIR, DEFAULT_PREFIX};
 use crate::state::{LauncherUse, State};
+use bundle_format::paths as in_bundle;
 
 #[derive(Parser)]
 #[command(
@@ -307,7 +308,7 @@ fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result
         // extracted bundle is gone.
         let installed = copy_bundle::installed(&paths)?;
         let candidates = preflight::procsys_candidates(&installed);
-        let has_svcproxy = installed.path("bin/svcproxy").is_file();
+        let has_svcproxy = installed.path(in_bundle::SVCPROXY).is_file();
         return doctor::doctor(
             data_dir,
             Some(&installed.manifest),
@@ -322,7 +323,7 @@ fn run_doctor(data_dir: &std::path::Path, bundle_dir: Option<PathBuf>) -> Result
         Some(&source.manifest),
         &preflight::procsys_candidates(&source),
         None,
-        source.path("bin/svcproxy").is_file(),
+        source.path(in_bundle::SVCPROXY).is_file(),
     )
 }
 

@@ -21,6 +21,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context, Result};
+use netif::Address as InterfaceAddress;
 use serde::{Deserialize, Serialize};
 
 use crate::state::State;
@@ -36,17 +37,6 @@ pub struct AddedAddress {
     pub address: Ipv4Addr,
     pub prefix: u8,
     pub interface: String,
-}
-
-/// One address of one interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InterfaceAddress {
-    pub interface: String,
-    pub address: IpAddr,
-    /// Prefix length (from the netmask).
-    pub prefix: u8,
-    /// The interface is administratively up.
-    pub up: bool,
 }
 
 /// Where the node IP comes from.
@@ -150,37 +140,9 @@ pub fn choose(default_routes: &[String], addresses: &[InterfaceAddress]) -> Choi
     }
 }
 
-/// The addresses of every interface, up or not (getifaddrs).
-pub fn interface_addresses() -> Vec<InterfaceAddress> {
-    use nix::net::if_::InterfaceFlags;
-    let Ok(list) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    list.filter_map(|ifa| {
-        let address = ifa.address?;
-        let (address, prefix) = if let Some(v4) = address.as_sockaddr_in() {
-            let prefix = ifa
-                .netmask
-                .and_then(|m| m.as_sockaddr_in().map(|m| m.ip().to_bits().count_ones()))
-                .unwrap_or(32);
-            (IpAddr::V4(v4.ip()), prefix as u8)
-        } else if let Some(v6) = address.as_sockaddr_in6() {
-            let prefix = ifa
-                .netmask
-                .and_then(|m| m.as_sockaddr_in6().map(|m| m.ip().to_bits().count_ones()))
-                .unwrap_or(128);
-            (IpAddr::V6(v6.ip()), prefix as u8)
-        } else {
-            return None;
-        };
-        Some(InterfaceAddress {
-            interface: ifa.interface_name,
-            address,
-            prefix,
-            up: ifa.flags.contains(InterfaceFlags::IFF_UP),
-        })
-    })
-    .collect()
+/// The addresses of every interface, up or not; none where they cannot be listed.
+fn interface_addresses() -> Vec<InterfaceAddress> {
+    netif::addresses(None).unwrap_or_default()
 }
 
 fn read_default_routes() -> Vec<String> {
@@ -237,8 +199,9 @@ pub fn current_ipv4() -> Option<Ipv4Addr> {
 }
 
 pub fn lo_index() -> Result<u32> {
-    nix::net::if_::if_nametoindex("lo")
-        .map_err(|error| anyhow::anyhow!("cannot find the loopback interface lo: {error}"))
+    netif::index("lo")
+        .context("cannot find the loopback interface lo")?
+        .context("cannot find the loopback interface lo: there is no such interface")
 }
 
 fn add_to_loopback(state: &mut State, address: Ipv4Addr) -> Result<()> {
@@ -287,7 +250,7 @@ pub fn remove_added_addresses(state: &State) -> Vec<String> {
             continue;
         }
         // 0 (no such interface) makes the delete fail with a message naming it.
-        let index = nix::net::if_::if_nametoindex(added.interface.as_str()).unwrap_or(0);
+        let index = netif::index(&added.interface).ok().flatten().unwrap_or(0);
         match netif::Netlink::open()
             .and_then(|netlink| netlink.delete_address(index, added.address, added.prefix))
         {

@@ -261,13 +261,13 @@ fn interface_for(gateway: Ipv4Addr) -> Option<u32> {
         let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
         u32::from(address) & mask == u32::from(gateway) & mask
     };
-    let found = crate::node_ip::interface_addresses().into_iter().find(|a| {
-        matches!(a.address, std::net::IpAddr::V4(v4) if a.interface != "lo" && on_link(v4, a.prefix))
-    })?;
-    let name = std::ffi::CString::new(found.interface).ok()?;
-    // SAFETY: a NUL-terminated name.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
+    let found = netif::addresses(None)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| {
+            matches!(a.address, std::net::IpAddr::V4(v4) if a.interface != "lo" && on_link(v4, a.prefix))
+        })?;
+    netif::index(&found.interface).ok().flatten()
 }
 
 /// Turns IPv4 forwarding on (pods' packets to other nodes' pods pass through this node's

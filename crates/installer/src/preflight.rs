@@ -10,6 +10,8 @@ use crate::blockers;
 use crate::bundle::{self, Bundle};
 use crate::paths::Paths;
 use crate::probe::{self, HostFacts};
+use bundle_format::paths as in_bundle;
+use bundle_format::{Arch, Snapshotter};
 
 /// Room kept free beyond the bundle's own size, for configs, logs and state.
 const PREFIX_MARGIN_BYTES: u64 = 8 << 20;
@@ -20,15 +22,14 @@ const DATA_MIN_BYTES_WHEN_STARTING: u64 = 512 << 20;
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub facts: HostFacts,
-    /// "native" or "overlayfs".
-    pub snapshotter: String,
+    pub snapshotter: Snapshotter,
     /// One line per workaround, printed before anything changes.
     pub workarounds: Vec<String>,
 }
 
 /// Relative paths of the default /proc/sys values the bundle ships under etc/procsys/.
 pub fn procsys_candidates(bundle: &Bundle) -> Vec<String> {
-    files_under(&bundle.path("etc/procsys"))
+    files_under(&bundle.path(in_bundle::PROCSYS_DIR))
 }
 
 /// Every file below `root`, relative to it, sorted (a procsys tree's entries).
@@ -74,9 +75,9 @@ pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool, runs_pods: bool) 
         )])?;
     }
     let snapshotter = if probe::overlay_usable_at(&facts, &paths.data_dir) {
-        "overlayfs"
+        Snapshotter::Overlayfs
     } else {
-        "native"
+        Snapshotter::Native
     };
     Ok(plan(bundle, facts, snapshotter))
 }
@@ -86,7 +87,7 @@ pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool, runs_pods: bool) 
 /// kept aside. The prefix and data dir are the install's own, so the new-or-empty rule of a
 /// fresh install does not apply; the snapshotter stays the install's (containerd's data in the
 /// data dir was made with it).
-pub fn check_upgrade(bundle: &Bundle, paths: &Paths, snapshotter: &str) -> Result<Plan> {
+pub fn check_upgrade(bundle: &Bundle, paths: &Paths, snapshotter: Snapshotter) -> Result<Plan> {
     let mut problems = bundle_problems(bundle);
     let need = bundle.total_bytes().unwrap_or(0) + PREFIX_MARGIN_BYTES;
     problems.extend(free_space_problem(
@@ -114,9 +115,9 @@ fn bundle_problems(bundle: &Bundle) -> Vec<String> {
     }
 
     let host_arch = probe::host_arch();
-    if bundle.manifest.arch != host_arch {
+    if bundle.manifest.arch.as_str() != host_arch {
         // Only linux-amd64 bundles are built so far (bundle-template/install says the same).
-        let advice = if host_arch == "amd64" {
+        let advice = if host_arch == Arch::Amd64.as_str() {
             format!(
                 "download the k3s-gvisor-{}-linux-amd64 bundle instead",
                 bundle.manifest.version
@@ -157,7 +158,7 @@ fn refuse(problems: &[String]) -> Result<()> {
 }
 
 /// What the host needs of this bundle: the facts, and one line per workaround.
-fn plan(bundle: &Bundle, facts: HostFacts, snapshotter: &str) -> Plan {
+fn plan(bundle: &Bundle, facts: HostFacts, snapshotter: Snapshotter) -> Plan {
     let mut workarounds = Vec::new();
     if facts.looks_like_gvisor() {
         workarounds.push(format!(
@@ -176,7 +177,7 @@ fn plan(bundle: &Bundle, facts: HostFacts, snapshotter: &str) -> Plan {
     )));
     Plan {
         facts,
-        snapshotter: snapshotter.into(),
+        snapshotter,
         workarounds,
     }
 }

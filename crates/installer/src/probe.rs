@@ -118,14 +118,11 @@ pub fn kernel_release() -> String {
     )
 }
 
-/// `uname -m` translated to the Go architecture names the manifest uses.
+/// `uname -m` translated to the Go architecture names the manifest uses (one no bundle is built
+/// for keeps its own name).
 pub fn host_arch() -> String {
     let machine = std::env::consts::ARCH;
-    match machine {
-        "x86_64" => "amd64".into(),
-        "aarch64" => "arm64".into(),
-        other => other.into(),
-    }
+    bundle_format::Arch::from_rust(machine).map_or_else(|| machine.into(), |arch| arch.to_string())
 }
 
 /// (major, minor) of a release string like "6.1.0-18-amd64" or "4.4.0".

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use bundle_format::Snapshotter;
+
 use crate::cluster::TurnedOff;
 use crate::node_ip::AddedAddress;
 use crate::paths::Paths;
@@ -26,8 +28,7 @@ pub struct State {
     /// The node name k3s is given (`--node-name`, else this host's name in lower case).
     #[serde(default)]
     pub node_name: Option<String>,
-    /// "overlayfs" or "native".
-    pub snapshotter: String,
+    pub snapshotter: Snapshotter,
     /// Directories the installer created, in creation order. Removed in reverse order;
     /// the prefix and data dir recursively, anything else only when empty.
     pub created_dirs: Vec<PathBuf>,

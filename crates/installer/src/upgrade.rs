@@ -22,6 +22,7 @@ use crate::paths::Paths;
 use crate::preflight;
 use crate::services;
 use crate::state::State;
+use bundle_format::paths as in_bundle;
 
 /// What was asked of an existing install.
 pub struct Request {
@@ -139,7 +140,7 @@ fn check(state: &State, bundle: &Bundle, paths: &Paths) -> Result<()> {
         );
     }
     let had_k3s = services::has_k3s(paths);
-    if had_k3s != bundle.path("bin/k3s").is_file() {
+    if had_k3s != bundle.path(in_bundle::K3S).is_file() {
         bail!(
             "the installed bundle {} k3s and this one {}: what runs differs too much for an \
              upgrade in place; uninstall and install this bundle",
@@ -181,7 +182,7 @@ fn upgrade(state: State, bundle: &Bundle, no_start: bool) -> Result<()> {
     let old = state.bundle_version.clone();
     let new = bundle.manifest.version.clone();
     check(&state, bundle, &paths)?;
-    let plan = preflight::check_upgrade(bundle, &paths, &state.snapshotter)?;
+    let plan = preflight::check_upgrade(bundle, &paths, state.snapshotter)?;
     println!(
         "upgrading k3s-gvisor {old} to {new} from {} (prefix {}, data dir {}): the data dir \
          (datastore, certificates, token, node identity) and the install's settings stay",
@@ -300,13 +301,13 @@ fn replace_and_start(
 /// is the host's and stays). k3s deploys an add-on no longer disabled and removes one newly
 /// disabled, as it does when its own `--disable` changes.
 fn redecide_addons(state: &mut State, bundle: &Bundle) {
-    if state.is_agent() || !bundle.path("bin/k3s").is_file() {
+    if state.is_agent() || !bundle.path(in_bundle::K3S).is_file() {
         return;
     }
     let service_proxy = crate::cluster::ServiceProxy::decide(
         state.control_plane_only,
         state.kube_proxy_off.as_deref(),
-        bundle.path("bin/svcproxy").is_file(),
+        bundle.path(in_bundle::SVCPROXY).is_file(),
     );
     let install = crate::cluster::Install {
         control_plane_only: state.control_plane_only,
@@ -405,7 +406,7 @@ fn roll_back(paths: &Paths, previous: &Path, kept: Changed, start: bool) -> Resu
 pub fn changes(old: &Manifest, new: &Manifest) -> Vec<String> {
     let mut lines = Vec::new();
     for component in &new.components {
-        let outputs = |c: &bundle_manifest::ComponentRecord| {
+        let outputs = |c: &bundle_format::ComponentRecord| {
             c.outputs
                 .iter()
                 .map(|o| (o.path.clone(), o.sha256.clone()))
@@ -704,7 +705,7 @@ mod tests {
             "components": components.iter().map(|(name, version, sha)| serde_json::json!({
                 "name": name,
                 "version": version,
-                "source": {"transport": "t", "location": "l", "content": "c"},
+                "source": {"transport": "workspace", "location": "l", "content": "c"},
                 "patches": [],
                 "build_flags": [],
                 "outputs": [{"path": format!("bin/{name}"), "sha256": sha}],

@@ -1,13 +1,16 @@
 //! Network interface set-up shared by gvisor-cni, the installer and svcproxy: the rtnetlink
-//! requests (`netlink`), the SIOC* flag ioctls (`flags`) and name-to-index lookup.
+//! requests (`netlink`), the SIOC* flag ioctls (`flags`), the links' addresses (`addresses`)
+//! and name-to-index lookup. The three query and change interfaces through here only.
 //!
 //! All three binaries must work in sandboxes without iproute2, so none shells out to `ip`.
 
+mod addresses;
 mod flags;
 mod netlink;
 
 use std::io;
 
+pub use addresses::{addresses, Address};
 pub use flags::{ipv4_address, is_up, mac_address, set_up};
 pub use netlink::{Netlink, Route, RTPROT_BOOT};
 

@@ -10,60 +10,16 @@
 
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
-use netif::Netlink;
+use netif::{Address, Netlink};
 use std::collections::BTreeSet;
-use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-/// One IPv4 address of one interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InterfaceAddress {
-    pub interface: String,
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-}
-
-/// Every IPv4 address of every interface in this network namespace (getifaddrs(3)).
-pub fn interface_addresses() -> io::Result<Vec<InterfaceAddress>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(io::Error::last_os_error());
+/// The IPv4 address of one of this namespace's addresses, if it is one (svcproxy serves IPv4).
+fn ipv4(a: &Address) -> Option<Ipv4Addr> {
+    match a.address {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
     }
-    let mut out = Vec::new();
-    let mut cursor = head;
-    while !cursor.is_null() {
-        // SAFETY: cursor walks the list getifaddrs returned; each node is valid until freed.
-        let entry = unsafe { &*cursor };
-        cursor = entry.ifa_next;
-        if entry.ifa_addr.is_null() || entry.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_addr is non-null and points at a sockaddr whose family we check.
-        if unsafe { (*entry.ifa_addr).sa_family } as i32 != libc::AF_INET {
-            continue;
-        }
-        // SAFETY: AF_INET entries hold a sockaddr_in (and a sockaddr_in netmask when set).
-        let addr = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
-        let prefix = if entry.ifa_netmask.is_null() {
-            32
-        } else {
-            let mask = unsafe { &*(entry.ifa_netmask as *const libc::sockaddr_in) };
-            u32::from_be(mask.sin_addr.s_addr).count_ones() as u8
-        };
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let interface = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        out.push(InterfaceAddress {
-            interface,
-            addr: Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
-            prefix,
-        });
-    }
-    // SAFETY: head came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
 }
 
 /// The addresses NodePorts (and LoadBalancer ports) are served on: every local IPv4 address
@@ -71,13 +27,13 @@ pub fn interface_addresses() -> io::Result<Vec<InterfaceAddress>> {
 /// where `allowed` lists CIDRs (`--nodeport-addresses`, as kube-proxy's flag of that name),
 /// only the addresses inside one of them.
 pub fn node_addresses(
-    all: &[InterfaceAddress],
+    all: &[Address],
     service_cidr: Ipv4Net,
     allowed: &[Ipv4Net],
 ) -> Vec<Ipv4Addr> {
     let set: BTreeSet<Ipv4Addr> = all
         .iter()
-        .map(|a| a.addr)
+        .filter_map(ipv4)
         .filter(|a| !service_cidr.contains(a))
         .filter(|a| allowed.is_empty() || allowed.iter().any(|net| net.contains(a)))
         .collect();
@@ -87,15 +43,15 @@ pub fn node_addresses(
 /// The /32s of ours found on `bridge`: those inside the service CIDR (ClusterIPs) and the node
 /// IP.
 pub fn owned_on(
-    all: &[InterfaceAddress],
+    all: &[Address],
     bridge: &str,
     service_cidr: Ipv4Net,
     node_ip: Option<Ipv4Addr>,
 ) -> BTreeSet<Ipv4Addr> {
     all.iter()
         .filter(|a| a.interface == bridge && a.prefix == 32)
-        .filter(|a| service_cidr.contains(&a.addr) || Some(a.addr) == node_ip)
-        .map(|a| a.addr)
+        .filter_map(ipv4)
+        .filter(|addr| service_cidr.contains(addr) || Some(*addr) == node_ip)
         .collect()
 }
 
@@ -169,7 +125,7 @@ impl ClusterIps {
     fn make(&self, wanted: &BTreeSet<Ipv4Addr>) -> Result<SyncReport> {
         let index = self.ensure_bridge()?;
         let present = owned_on(
-            &interface_addresses().context("listing interface addresses")?,
+            &netif::addresses(None).context("listing interface addresses")?,
             &self.bridge,
             self.service_cidr,
             self.node_ip,
@@ -204,11 +160,12 @@ impl ClusterIps {
 mod tests {
     use super::*;
 
-    fn entry(interface: &str, addr: &str, prefix: u8) -> InterfaceAddress {
-        InterfaceAddress {
+    fn entry(interface: &str, addr: &str, prefix: u8) -> Address {
+        Address {
             interface: interface.into(),
-            addr: addr.parse().unwrap(),
+            address: addr.parse().unwrap(),
             prefix,
+            up: true,
         }
     }
 
@@ -224,6 +181,8 @@ mod tests {
             entry("gvcni0", "10.88.0.1", 16),
             entry("gvcni0", "10.43.0.10", 32),
             entry("eth1", "192.168.5.2", 24),
+            // IPv6 is not served.
+            entry("eth0", "fd00::2", 64),
         ];
         assert_eq!(
             node_addresses(&all, cidr(), &[]),
@@ -276,16 +235,6 @@ mod tests {
         assert_eq!(
             owned_on(&all, "gvcni0", cidr(), node_ip),
             BTreeSet::from([Ipv4Addr::new(10, 43, 0, 10), Ipv4Addr::new(10, 44, 0, 1)])
-        );
-    }
-
-    #[test]
-    fn this_hosts_loopback_is_listed() {
-        let all = interface_addresses().unwrap();
-        assert!(
-            all.iter()
-                .any(|a| a.interface == "lo" && a.addr == Ipv4Addr::LOCALHOST && a.prefix == 8),
-            "{all:?}"
         );
     }
 }

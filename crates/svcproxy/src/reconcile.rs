@@ -108,7 +108,7 @@ impl Reconciler {
             }
         }
 
-        let node_addresses = match addresses::interface_addresses() {
+        let node_addresses = match netif::addresses(None) {
             Ok(all) => addresses::node_addresses(&all, self.service_cidr, &self.nodeport_addresses),
             Err(e) => {
                 tracing::warn!("listing this node's addresses for NodePorts: {e}");

@@ -9,6 +9,7 @@ use super::assemble::{assemble, Platform};
 use super::blob_store::BlobStore;
 use super::digest::{canonical_json, sha256_digest};
 use super::*;
+use bundle_format::Snapshotter;
 use harness::{static_pause_binary, Containerd, Registry};
 use oci_spec::image::{Arch, Os};
 use std::io::Read;
@@ -604,7 +605,14 @@ fn registry_pull_by_digest_then_import_into_containerd() {
 
     // Imported means unpacked too: the native snapshotter holds the layers.
     let snapshots = containerd
-        .ctr(&["-n", "k8s.io", "snapshots", "--snapshotter", "native", "ls"])
+        .ctr(&[
+            "-n",
+            "k8s.io",
+            "snapshots",
+            "--snapshotter",
+            Snapshotter::Native.as_str(),
+            "ls",
+        ])
         .unwrap();
     assert!(
         snapshots.lines().count() > 1,

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use bundle_manifest::{ComponentRecord, ImageRecord, Manifest, PatchRecord, SourceRecord};
+use bundle_format::{
+    ComponentRecord, ImageRecord, Manifest, PatchRecord, SourceRecord, Sums, SUMS_FILE,
+};
 use sha2::{Digest, Sha256};
 
 pub fn repo_root() -> PathBuf {
@@ -97,7 +99,7 @@ impl FakeBundle {
         let manifest = Manifest {
             name: "k3s-gvisor".into(),
             version: "0.0.0-test".into(),
-            arch: arch.into(),
+            arch: arch.parse().unwrap(),
             source_date_epoch: 0,
             components,
             images,
@@ -117,20 +119,18 @@ impl FakeBundle {
         bundle
     }
 
-    /// Writes SHA256SUMS with coreutils' sha256sum: the format the pipeline writes, and much
-    /// faster than a debug build of sha2 on ~100 MB of runtime binaries.
+    /// Writes SHA256SUMS as the pipeline does (bundle-format's `Sums`), over every file but
+    /// itself.
     pub fn write_sums(&self) {
         let mut files = Vec::new();
         files_under(&self.dir, &self.dir, &mut files);
-        files.retain(|f| f != "SHA256SUMS");
+        files.retain(|f| f != SUMS_FILE);
         files.sort();
-        let output = Command::new("sha256sum")
-            .args(&files)
-            .current_dir(&self.dir)
-            .output()
-            .expect("cannot run sha256sum (coreutils)");
-        assert!(output.status.success(), "sha256sum failed");
-        fs::write(self.dir.join("SHA256SUMS"), output.stdout).unwrap();
+        let mut sums = Sums::new();
+        for file in &files {
+            sums.push(&sha256_of(&self.dir.join(file)), file).unwrap();
+        }
+        fs::write(self.dir.join(SUMS_FILE), sums.write()).unwrap();
     }
 
     pub fn install_script(&self) -> PathBuf {
@@ -220,7 +220,7 @@ pub fn image_record(
     ImageRecord {
         name: name.into(),
         reference: reference.into(),
-        source: "build".into(),
+        source: bundle_format::ImageSource::Build,
         digest: String::new(),
         file: file.into(),
         sha256: sha256_of(&bundle_dir.join(file)),
@@ -241,7 +241,8 @@ pub fn component_with_repo_patches(name: &str, version: &str) -> ComponentRecord
         name: name.into(),
         version: version.into(),
         source: SourceRecord {
-            transport: "test".into(),
+            // The repository's own files: as the pipeline records our crates.
+            transport: bundle_format::Transport::Workspace,
             location: dir.display().to_string(),
             content: String::new(),
             repository: None,
@@ -256,7 +257,7 @@ pub fn component_with_repo_patches(name: &str, version: &str) -> ComponentRecord
                     f.file_name().unwrap().to_string_lossy()
                 ),
                 sha256: sha256_of(f),
-                handles: bundle_manifest::declared_blockers(&fs::read_to_string(f).unwrap()),
+                handles: bundle_format::declared_blockers(&fs::read_to_string(f).unwrap()),
             })
             .collect(),
         build_flags: Vec::new(),

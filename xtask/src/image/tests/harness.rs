@@ -2,6 +2,7 @@
 //! containerd/ctr. A missing tool fails the test with the package or command that provides it.
 
 use anyhow::{bail, Context, Result};
+use bundle_format::Snapshotter;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -285,7 +286,8 @@ pub fn containerd_config(dir: &Path) -> String {
          disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
          [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
          [[plugins.'io.containerd.transfer.v1.local'.unpack_config]]\n\
-         platform = \"linux/amd64\"\n  snapshotter = \"native\"\n",
+         platform = \"linux/amd64\"\n  snapshotter = \"{snapshotter}\"\n",
+        snapshotter = Snapshotter::Native,
         root = dir.join("root").display(),
         state = dir.join("state").display(),
         sock = dir.join("containerd.sock").display()
@@ -373,7 +375,7 @@ impl Containerd {
             "images",
             "import",
             "--snapshotter",
-            "native",
+            Snapshotter::Native.as_str(),
             archive,
         ])?;
         let listing = self.ctr(&["-n", "k8s.io", "images", "ls"])?;

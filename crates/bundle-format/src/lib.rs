@@ -1,8 +1,18 @@
-//! `bundle-manifest.json`: what is in the bundle and where each piece came from. `cargo xtask
-//! bundle` writes it; the installer, `cargo xtask verify`, the release notes and the SBOM all
-//! read this one record, through these types.
+//! The bundle's format, the contract between `cargo xtask bundle` (which writes the tarball)
+//! and everything that reads it (the installer, `cargo xtask verify`, the release notes, the
+//! SBOM). `bundle-manifest.json`: what is in the bundle and where each piece came from; all
+//! read this one record, through these types. `SHA256SUMS` ([`Sums`]): every file's sha256.
+//! [`paths`]: where the files both sides name lie in the bundle. The words both sides spell:
+//! [`Arch`], [`Transport`], [`ImageSource`], [`Snapshotter`].
+
+mod kinds;
+pub mod paths;
+mod sums;
 
 use serde::{Deserialize, Serialize};
+
+pub use kinds::{Arch, ImageSource, Snapshotter, Transport};
+pub use sums::{SumEntry, Sums, SumsError};
 
 /// The manifest's name inside the bundle.
 pub const MANIFEST_FILE: &str = "bundle-manifest.json";
@@ -30,7 +40,7 @@ pub fn declared_blockers(patch: &str) -> Vec<String> {
 pub struct Manifest {
     pub name: String,
     pub version: String,
-    pub arch: String,
+    pub arch: Arch,
     pub source_date_epoch: u64,
     pub components: Vec<ComponentRecord>,
     #[serde(default)]
@@ -63,7 +73,7 @@ pub struct ComponentRecord {
 pub struct SourceRecord {
     /// How the source was had: `mirror`, `github-archive`, `git`, `go-proxy`, or `workspace`
     /// (our own crates).
-    pub transport: String,
+    pub transport: Transport,
     /// The URL, `module@version`, or workspace path.
     pub location: String,
     /// What was verified: `git-tree:<id>`, a Go module's `h1:...`, or `sha256-tree:...`.
@@ -107,8 +117,8 @@ pub struct ImageRecord {
     /// The name containerd knows the image by after import.
     #[serde(rename = "ref")]
     pub reference: String,
-    /// "build" or "registry".
-    pub source: String,
+    /// `build` or `registry <repository>@<digest> (<platform>)`.
+    pub source: ImageSource,
     pub digest: String,
     /// Path inside the bundle, e.g. `images/pause.oci.tar`.
     pub file: String,

@@ -81,6 +81,7 @@ images_steps() {
   REG_SAVED=; [ -e $REG ] && REG_SAVED=$RUN/registries.yaml.saved && cp -p $REG "$REG_SAVED"
   mkdir -p /etc/rancher/k3s
   cat > $REG <<YAML
+$E2E_FILE_MARK
 mirrors:
   docker.io:
     endpoint:

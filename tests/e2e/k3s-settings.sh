@@ -17,8 +17,8 @@ settings_before_install() {
   for d in /etc/rancher $SETTINGS_ETC $SETTINGS_ETC/config.yaml.d; do
     [ -e "$d" ] || { mkdir "$d" && SETTINGS_MADE="$d $SETTINGS_MADE"; }
   done
-  printf 'node-label:\n  - e2e-config=yes\n' > $SETTINGS_ETC/config.yaml
-  printf 'node-label+:\n  - e2e-dropin=yes\n' > $SETTINGS_ETC/config.yaml.d/50-e2e.yaml
+  printf '%s\nnode-label:\n  - e2e-config=yes\n' "$E2E_FILE_MARK" > $SETTINGS_ETC/config.yaml
+  printf '%s\nnode-label+:\n  - e2e-dropin=yes\n' "$E2E_FILE_MARK" > $SETTINGS_ETC/config.yaml.d/50-e2e.yaml
   INSTALL_K3S_EXEC="--node-label e2e-exec=yes"
   K3S_KUBECONFIG_MODE=644
   # A server's K3S_TOKEN is its cluster secret: recorded, passed at every start, masked in status.
@@ -78,10 +78,10 @@ settings_steps() {
   [ $RC != 0 ] && echo "$OUT" | grep -qF -- '--data-dir is set by the installer' && echo "$OUT" | grep -qF './install --data-dir' \
     && [ ! -e "$RUN/p2" ] && [ ! -e "$RUN/d2" ] \
     && step refused-flag ok "$(echo "$OUT" | tail -n 1 | cut -c1-160)" || step refused-flag FAIL "rc=$RC $(echo "$OUT" | tail -n 1)"
-  printf 'tls-san: [x]\nnode-lable: oops\n' > $SETTINGS_ETC/config.yaml.d/60-bad.yaml
+  printf '%s\ntls-san: [x]\nnode-lable: oops\n' "$E2E_FILE_MARK" > $SETTINGS_ETC/config.yaml.d/60-bad.yaml
   OUT=$("$BUNDLE/install" --prefix "$RUN/p2" --data-dir "$RUN/d2" 2>&1); RC=$?
   rm -f $SETTINGS_ETC/config.yaml.d/60-bad.yaml
-  [ $RC != 0 ] && echo "$OUT" | grep -qF "$SETTINGS_ETC/config.yaml.d/60-bad.yaml:2: k3s server has no flag --node-lable" \
+  [ $RC != 0 ] && echo "$OUT" | grep -qF "$SETTINGS_ETC/config.yaml.d/60-bad.yaml:3: k3s server has no flag --node-lable" \
     && [ ! -e "$RUN/p2" ] && step bad-config-refused ok "$(echo "$OUT" | tail -n 1 | cut -c1-160)" \
     || step bad-config-refused FAIL "rc=$RC $(echo "$OUT" | tail -n 1)"
 }

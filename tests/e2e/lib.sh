@@ -39,6 +39,10 @@ ours() { for p in /proc/[0-9]*; do e=$(readlink $p/exe 2>/dev/null) || continue;
 
 # The pid of the process whose executable is PREFIX/bin/NAME (the daemon, not its launcher).
 pid_of() { for p in /proc/[0-9]*; do [ "$(readlink $p/exe 2>/dev/null)" = "$P/bin/$1" ] && { echo "${p#/proc/}"; return; }; done; }
+# The first line of every file the e2e writes outside its run directory (k3s's config files
+# under /etc/rancher/k3s): where a sandbox dies before the scripts' cleanup, xtask removes the
+# files so marked (xtask/src/sandbox.rs, E2E_FILE_MARK).
+E2E_FILE_MARK="# written by the k3s-gvisor e2e"
 rss_kb() { awk '/^VmRSS/ {print $2}' /proc/$1/status 2>/dev/null; }
 
 # `RSS <name> <kB>` per program in PREFIX/bin, summed over its processes (the launcher runs

@@ -159,7 +159,55 @@ pub fn run_script(
         finished = run_once(runsc, shape, Network::Loopback, script, work, on_line)?;
         finished.note = Some(note);
     }
+    if !finished.success {
+        clear_host_files_of(work);
+    }
     Ok(finished)
+}
+
+/// The first line of every file the e2e's scripts write outside their run directory (k3s's
+/// config files under /etc/rancher/k3s; tests/e2e/lib.sh has the same words).
+const E2E_FILE_MARK: &str = "# written by the k3s-gvisor e2e";
+
+/// What a run whose sandbox died left on this host. The sandbox shares the host's root, so the
+/// install in it wrote tool wrappers to /usr/local/bin and k3s's kubeconfig link, and the
+/// scripts wrote k3s's config files; its uninstall and the scripts' cleanup never ran. Left,
+/// they turn every later run's host checks red (a seeds sandbox that died at 13:34 made the
+/// next two hosts fail `tools-removed` and `host-files-restored`). Only what points into this
+/// run's `work` or carries the e2e's mark is removed; each removal is printed.
+fn clear_host_files_of(work: &Path) {
+    let work = work.display().to_string();
+    let rancher = Path::new("/etc/rancher/k3s");
+    let tools = ["kubectl", "helm", "crictl", "ctr"].map(|t| Path::new("/usr/local/bin").join(t));
+    let ours = |path: &Path| -> bool {
+        if let Ok(target) = std::fs::read_link(path) {
+            return target.display().to_string().starts_with(&work);
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.starts_with(E2E_FILE_MARK)
+            || (text.contains("# k3s-gvisor tool wrapper") && text.contains(&work))
+    };
+    let candidates = tools.into_iter().chain(
+        [
+            "k3s.yaml",
+            "config.yaml",
+            "config.yaml.d/50-e2e.yaml",
+            "config.yaml.d/60-bad.yaml",
+            "registries.yaml",
+        ]
+        .map(|f| rancher.join(f)),
+    );
+    for path in candidates.filter(|p| ours(p)) {
+        if std::fs::remove_file(&path).is_ok() {
+            crate::ui::step(
+                "sandbox",
+                format!(
+                    "removed {}: left on the host by the run in {work}, whose sandbox died",
+                    path.display()
+                ),
+            );
+        }
+    }
 }
 
 /// One node of [`run_two_nodes`]: its name (also its namespace's suffix) and script.
@@ -257,6 +305,9 @@ pub fn run_two_nodes(
     });
     let first = finished.next().expect("two results")?;
     let second = finished.next().expect("two results")?;
+    if !(first.success && second.success) {
+        clear_host_files_of(work);
+    }
     Ok([first, second])
 }
 

@@ -19,6 +19,11 @@ pub struct BundleArgs {
     /// manifest say so.
     #[arg(long)]
     without_k3s: bool,
+    /// Print what would run and why (each component's source: cached or to fetch; patch and
+    /// build, or up to date, with the reason its stamp gives; the runtime crates; the images;
+    /// the package), and run nothing: no fetch, no build, no write.
+    #[arg(long)]
+    plan: bool,
 }
 
 pub fn run(ctx: &Ctx, args: BundleArgs) -> Result<()> {
@@ -28,6 +33,12 @@ pub fn run(ctx: &Ctx, args: BundleArgs) -> Result<()> {
         Vec::new()
     };
     let options = ctx.options(without, Vec::new())?;
+    if args.plan {
+        let mut report = Report::default();
+        let plan = pipeline::plan(&ctx.config, &ctx.layout, &options, true, &mut report)?;
+        print!("{}", plan.render());
+        return Ok(());
+    }
     let tarball = timed(&ctx.config, &ctx.layout, &options, args.timings)?;
     println!("{}", tarball.display());
     Ok(())

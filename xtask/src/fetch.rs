@@ -193,6 +193,42 @@ fn cache_record(layout: &Layout, tree: &str) -> PathBuf {
     layout.trees().join(format!("git-{tree}.json"))
 }
 
+/// The source of `c` if a cache already holds it (the tree cache, or the Go module cache for a
+/// module pin `--source` allows), found without any transport: for a plan that fetches
+/// nothing. None: a run would fetch it.
+pub fn cached(c: &Component, layout: &Layout, opts: &FetchOptions) -> Result<Option<SourceTree>> {
+    if let Some(tree) = &c.tree {
+        let dir = cached_tree(layout, tree);
+        let record = std::fs::read_to_string(cache_record(layout, tree))
+            .ok()
+            .and_then(|t| serde_json::from_str::<CacheRecord>(&t).ok());
+        if let Some(record) = record.filter(|r| dir.is_dir() && r.tree == *tree) {
+            return Ok(Some(SourceTree {
+                dir,
+                content: format!("git-tree:{tree}"),
+                served_by: record.served_by,
+                downloaded: false,
+            }));
+        }
+    }
+    if let (Some(module), Some(sum)) = (&c.module, &c.sum) {
+        if opts.only.is_none_or(|only| only == SourceKind::Go) {
+            if let Ok(dir) = crate::go::Go::new(layout, true).download(module, &c.version, sum) {
+                return Ok(Some(SourceTree {
+                    dir,
+                    content: sum.clone(),
+                    served_by: ServedBy {
+                        transport: TransportKind::GoProxy,
+                        location: format!("{module}@{}", c.version),
+                    },
+                    downloaded: false,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// The verified source of `c`: from the cache (re-hashed first), or from the first transport
 /// that can serve it.
 pub fn fetch(c: &Component, layout: &Layout, opts: &FetchOptions) -> Result<SourceTree> {

@@ -466,6 +466,81 @@ fn a_fixture_go_module_goes_through_fetch_patch_and_build() {
     );
 }
 
+/// `cargo xtask bundle --plan`'s components: a plan that fetches nothing says what a run would
+/// do, and a run follows it.
+#[test]
+fn the_plan_says_nothing_to_do_when_warm_and_names_a_changed_patch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut layout = layout_in(dir.path());
+    let (proxy, sum) = fixture_proxy(dir.path(), FIXTURE_MAIN);
+    with_fixture_proxy(&mut layout, &proxy);
+    let patches = layout.patches("fixture");
+    std::fs::create_dir_all(&patches).unwrap();
+    let patch = patches.join("0001-greet.patch");
+    let greet = "diff --git a/main.go b/main.go\n--- a/main.go\n+++ b/main.go\n@@ -6,2 +6,2 @@ var stamp = \"none\"\n \n-func main() { fmt.Println(\"fixture\", stamp) }\n+func main() { fmt.Println(\"patched fixture\", stamp) }\n";
+    std::fs::write(&patch, greet).unwrap();
+    let config = fixture_config(&sum);
+    let opts = Options {
+        fetch: FetchOptions::new(vec![], false, None),
+        without: vec![],
+        only: vec![],
+    };
+    let go_version = crate::go::Go::new(&layout, true).version().unwrap();
+    let plan = |layout: &Layout| {
+        let mut report = Report::default();
+        let planned = pipeline::plan_components(
+            &config,
+            layout,
+            &opts,
+            Variant::Patched,
+            &go_version,
+            true,
+            &mut report,
+        )
+        .unwrap();
+        (planned, report)
+    };
+    // Cold: nothing is in the cache, and the plan fetches nothing to find out.
+    let (cold, _) = plan(&layout);
+    assert!(!cold[0].decision.is_fresh());
+    let text = pipeline::render_components(&cold);
+    assert!(text.contains("not in the cache: fetch"), "{text}");
+    assert!(!layout
+        .gomodcache()
+        .join(format!("{FIXTURE_MODULE}@v1.0.0"))
+        .exists());
+    let mut report = Report::default();
+    pipeline::build_components(&config, &layout, &opts, Variant::Patched, &mut report).unwrap();
+    // Warm: nothing to do, and the check is in the report as a stage that did no work.
+    let (warm, report) = plan(&layout);
+    let text = pipeline::render_components(&warm);
+    assert!(warm.iter().all(|p| p.decision.is_fresh()), "{text}");
+    assert!(
+        text.contains("build    fixture v1.0.0: up to date"),
+        "{text}"
+    );
+    assert!(!report.did_work(), "{:?}", report.stages);
+    assert!(
+        report
+            .stages
+            .iter()
+            .any(|(name, _, work)| name == "build fixture" && !work),
+        "{:?}",
+        report.stages
+    );
+    // A patch's content changed: that component is patched and built again, and the plan
+    // names the patch.
+    std::fs::write(&patch, greet.replace("patched fixture", "patched again")).unwrap();
+    let (changed, _) = plan(&layout);
+    let text = pipeline::render_components(&changed);
+    assert!(
+        text.contains(
+            "build    fixture v1.0.0: patch (1 patch(es)) and build: changed: patches/fixture/0001-greet.patch"
+        ),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_patch_that_does_not_apply_names_patch_file_and_hunk() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,148 @@
+//! `cargo xtask bench`: the launcher's cost on syscall loops (the default), or the installed
+//! stack (`--stack`, `--addons`, `--memory`, which build the bundle); a markdown table on
+//! stdout, JSON, and optionally the table between markers in a file.
+
+use super::Ctx;
+use crate::pipeline::{self, Report};
+use crate::{bench, bench_stack, sandbox};
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Where: `plain`, `current`, `debian`, or a path to a runsc binary.
+    #[arg(long, default_value = "plain")]
+    host: String,
+    /// Run everything (tracer, tracee, runsc) on this CPU.
+    #[arg(long)]
+    pin: Option<u32>,
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Iterations of the non-path syscall loop (a).
+    #[arg(long, default_value_t = 1_000_000)]
+    n_syscall: u64,
+    /// Iterations of the open loops (b), (b2), (c).
+    #[arg(long, default_value_t = 20_000)]
+    n_open: u64,
+    /// Where the JSON report goes (default target/k3s-gvisor/bench/<host>.json).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Replace the table between `<!-- bench:<host> -->` markers in this file
+    /// (`<!-- bench:stack-<host> -->` with --stack).
+    #[arg(long)]
+    update: Option<PathBuf>,
+    /// Measure the installed stack instead (builds the bundle): a pod's loops against a
+    /// container with no launcher, and on plain Linux k3s's idle CPU with and without the
+    /// launcher.
+    #[arg(long)]
+    stack: bool,
+    /// Measure what k3s's add-ons (traefik, metrics-server, local-storage) cost instead
+    /// (builds the bundle): idle memory and node Ready with them on against off, alternating
+    /// per round, and the bundle's size with and without them; `<!-- bench:addons-<host> -->`.
+    #[arg(long, conflicts_with = "stack")]
+    addons: bool,
+    /// Measure k3s's Go runtime settings instead (builds the bundle): each SET (comma-
+    /// separated VAR=value pairs ./install records for k3s, e.g. `GOGC=50`; repeatable)
+    /// against the installer's default, alternating per round: idle RSS, k3s's idle CPU,
+    /// the API's latency; `<!-- bench:memory-<host> -->`.
+    #[arg(long = "memory", value_name = "SET", conflicts_with_all = ["stack", "addons"])]
+    memory_sets: Vec<String>,
+    /// With --stack: seconds of each idle-CPU window; with --addons and --memory: the idle
+    /// wait before memory is read (and with --memory, the CPU window).
+    #[arg(long, default_value_t = 60)]
+    idle_seconds: u32,
+    /// With --stack, in a sandbox: its network (as for e2e).
+    #[arg(long, value_enum, default_value_t = sandbox::Network::Interface)]
+    network: sandbox::Network,
+}
+
+pub fn run(ctx: &Ctx, args: BenchArgs) -> Result<()> {
+    let host = ctx.host(&args.host)?;
+    if args.stack || args.addons || !args.memory_sets.is_empty() {
+        stack(ctx, &args, &host)
+    } else {
+        launcher(ctx, &args, &host)
+    }
+}
+
+/// The installed stack: `--stack`, `--addons` or `--memory`.
+fn stack(ctx: &Ctx, args: &BenchArgs, host: &crate::e2e::Host) -> Result<()> {
+    let layout = &ctx.layout;
+    let proof = ctx.proof_inputs()?;
+    let stack_opts = bench_stack::StackOptions {
+        tarball: &proof.tarball,
+        work: &layout.work.join("bench"),
+        scripts: &proof.scripts,
+        loop_sources: &layout.repo.join("crates/launcher/benches"),
+        host,
+        host_arg: &args.host,
+        network: args.network,
+        rounds: args.rounds,
+        n_syscall: args.n_syscall,
+        n_open: args.n_open,
+        idle_seconds: args.idle_seconds,
+        memory_sets: &args.memory_sets,
+    };
+    let (report, label) = if args.addons {
+        (bench_stack::run_addons(&stack_opts)?, "addons")
+    } else if !args.memory_sets.is_empty() {
+        (bench_stack::run_memory(&stack_opts)?, "memory")
+    } else {
+        (bench_stack::run(&stack_opts)?, "stack")
+    };
+    let label = format!("{label}-{}", host.label);
+    let json = args
+        .json
+        .clone()
+        .unwrap_or_else(|| layout.work.join("bench").join(format!("{label}.json")));
+    std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
+    let table = bench_stack::markdown(&report);
+    print!("{table}");
+    eprintln!("JSON: {}", json.display());
+    if let Some(file) = &args.update {
+        bench::update(file, &label, &table)?;
+        eprintln!("updated the {label} table in {}", file.display());
+    }
+    Ok(())
+}
+
+/// The launcher on syscall loops, against its baselines (only the runtime crates are built).
+fn launcher(ctx: &Ctx, args: &BenchArgs, host: &crate::e2e::Host) -> Result<()> {
+    let layout = &ctx.layout;
+    let mut report = Report::default();
+    let crates = pipeline::build_crates(&ctx.config, layout, &mut report)?;
+    let launcher = crates
+        .iter()
+        .find(|p| p.ends_with("launcher"))
+        .context("bundle.toml builds no launcher crate")?;
+    let result = bench::run(
+        &bench::BenchOptions {
+            launcher,
+            runsc: host.runsc.as_deref(),
+            label: &host.label,
+            host: &args.host,
+            pin: args.pin,
+            rounds: args.rounds,
+            n_syscall: args.n_syscall,
+            n_open: args.n_open,
+        },
+        &layout.repo.join("crates/launcher/benches"),
+    )?;
+    let json = args.json.clone().unwrap_or_else(|| {
+        layout
+            .work
+            .join("bench")
+            .join(format!("{}.json", host.label))
+    });
+    std::fs::create_dir_all(json.parent().unwrap())?;
+    std::fs::write(&json, serde_json::to_vec_pretty(&result)?)?;
+    let table = bench::markdown(&result);
+    print!("{table}");
+    eprintln!("JSON: {}", json.display());
+    if let Some(file) = &args.update {
+        bench::update(file, &host.label, &table)?;
+        eprintln!("updated the {} table in {}", host.label, file.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! The commands, one module each with its own `run`; `main.rs` only parses and dispatches.
+//! What they share lives here: the global options, turned into a [`Ctx`] (checkout, layout,
+//! config, fetch options), and the inputs every proof (e2e, soak, bench) builds the same way.
+
+pub mod bench;
+pub mod build;
+pub mod bundle;
+pub mod e2e;
+pub mod e2e_table;
+pub mod fetch;
+pub mod outdated;
+pub mod patch;
+pub mod soak;
+pub mod tool;
+pub mod verify;
+
+use crate::config::{BundleConfig, SourceKind};
+use crate::fetch::FetchOptions;
+use crate::layout::Layout;
+use crate::pipeline::Options;
+use anyhow::Result;
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct Global {
+    /// The pinned inputs.
+    #[arg(long, global = true, default_value = "bundle.toml")]
+    config: PathBuf,
+    /// A pin set that replaces some components' releases (bundle-mission.toml: the mission's
+    /// runc v1.3.3 and containerd v2.1.4), same recipes and patches. Without --work-dir, its
+    /// builds go to target/k3s-gvisor/pins-<file stem>, and its tarballs there too.
+    #[arg(long, global = true, env = "K3S_GVISOR_PINS")]
+    pins: Option<PathBuf>,
+    /// Content-addressed download cache (shareable between checkouts).
+    #[arg(long, global = true, env = "K3S_GVISOR_CACHE")]
+    cache_dir: Option<PathBuf>,
+    /// Build state: patched trees, binaries, logs, stamps.
+    #[arg(long, global = true, env = "K3S_GVISOR_WORK")]
+    work_dir: Option<PathBuf>,
+    /// Where tarballs go.
+    #[arg(long, global = true)]
+    dist_dir: Option<PathBuf>,
+    /// Use only the caches and `file://` mirrors; fail naming whatever is missing.
+    #[arg(long, global = true)]
+    offline: bool,
+    /// A mirror of GitHub's commit archives, tried before GitHub: it replaces the
+    /// `https://github.com/` prefix (a directory or `file://` URL laid out like the URL path,
+    /// or an `http(s)://` base). Repeatable; K3S_GVISOR_MIRROR adds more (space-separated).
+    #[arg(long, global = true)]
+    mirror: Vec<String>,
+    /// Where upstream sources may come from: only commit archives (mirrors, GitHub), only a git
+    /// fetch, or only the Go module proxy (default: all of them, in that order).
+    #[arg(long, global = true, value_enum)]
+    source: Option<SourceKind>,
+}
+
+/// What every command starts from: the checkout, where things go, the pinned inputs and how
+/// sources may be fetched.
+pub struct Ctx {
+    pub layout: Layout,
+    pub config: BundleConfig,
+    /// bundle.toml (or --config), absolute.
+    pub config_path: PathBuf,
+    /// The pin set (--pins), absolute.
+    pub pins: Option<PathBuf>,
+    pub offline: bool,
+    mirror: Vec<String>,
+    source: Option<SourceKind>,
+}
+
+impl Ctx {
+    pub fn new(repo: &Path, global: Global) -> Result<Ctx> {
+        let in_repo = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                repo.join(p)
+            }
+        };
+        let pins = global.pins.as_ref().map(in_repo);
+        // Another pin set builds other binaries: never into the same place as bundle.toml's.
+        let pinned_work = pins.as_ref().map(|p| {
+            let stem = p.file_stem().unwrap_or_default().to_string_lossy();
+            repo.join("target/k3s-gvisor").join(format!("pins-{stem}"))
+        });
+        let mut layout = Layout::new(
+            repo,
+            global.cache_dir,
+            global.work_dir.or(pinned_work.clone()),
+        );
+        if let Some(d) = global.dist_dir {
+            layout.dist = d;
+        } else if pinned_work.is_some() {
+            layout.dist = layout.work.join("dist");
+        }
+        let config_path = in_repo(&global.config);
+        let config = BundleConfig::load_with_pins(&config_path, pins.as_deref())?;
+        Ok(Ctx {
+            layout,
+            config,
+            config_path,
+            pins,
+            offline: global.offline,
+            mirror: global.mirror,
+            source: global.source,
+        })
+    }
+
+    /// How sources are fetched: --mirror and K3S_GVISOR_MIRROR, --offline, --source.
+    pub fn fetch_options(&self) -> Result<FetchOptions> {
+        Ok(FetchOptions::new(
+            crate::fetch::mirrors_from(&self.mirror)?,
+            self.offline,
+            self.source,
+        ))
+    }
+
+    /// Pipeline options: the components left out (`without`) or the only ones built (`only`).
+    pub fn options(&self, without: Vec<String>, only: Vec<String>) -> Result<Options> {
+        Ok(Options {
+            fetch: self.fetch_options()?,
+            without,
+            only,
+        })
+    }
+
+    /// An e2e/soak/bench `--host` (e2e::HOSTS, or a path to a runsc), its runsc built if it is
+    /// a pinned test tool.
+    pub fn host(&self, name: &str) -> Result<crate::e2e::Host> {
+        crate::e2e::host(name, |tool| {
+            crate::tools::tool_path(tool, &self.layout.cache, self.offline)
+        })
+    }
+
+    /// What the proofs (e2e, soak, bench on the installed stack) run on: the whole bundle
+    /// (built, or found up to date) and the repository's files they read.
+    pub fn proof_inputs(&self) -> Result<ProofInputs> {
+        let options = self.options(Vec::new(), Vec::new())?;
+        let tarball = bundle::timed(&self.config, &self.layout, &options, false)?;
+        Ok(ProofInputs {
+            tarball,
+            scripts: self.layout.repo.join("tests/e2e"),
+            known_errors: self.layout.repo.join("docs/k3s-log.md"),
+        })
+    }
+}
+
+/// The bundle and the repository's files a proof reads.
+pub struct ProofInputs {
+    /// The `.tar.gz`.
+    pub tarball: PathBuf,
+    /// tests/e2e: the scenario and step scripts.
+    pub scripts: PathBuf,
+    /// docs/k3s-log.md: the error lines k3s may log, each with why it is harmless.
+    pub known_errors: PathBuf,
+}

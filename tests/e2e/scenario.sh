@@ -65,7 +65,8 @@ if [ $K3S = yes ] && [ "$(cat $RUN/install.rc)" != 0 ]; then
   # Debian's 2022 gVisor in full mode: nothing that needs a running k3s can pass; the gaps are
   # in doctor's output above.
   step k3s-steps FAIL "install failed, so the steps that need k3s were not run"
-  cat "$D/logs/k3s.log" "$D/logs/containerd.log" 2>/dev/null | tail -n 20
+  # Each log's own tail (uninstall removes them): k3s's says why the install waited.
+  for log in k3s containerd; do echo "== $log.log (last lines)"; tail -n 30 "$D/logs/$log.log" 2>/dev/null; done
 elif [ $K3S = yes ]; then
   K="$P/bin/kubectl --kubeconfig $D/kubeconfig.yaml"
   BUSYBOX=$(image_ref busybox)

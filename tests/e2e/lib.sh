@@ -1,6 +1,9 @@
 # Helpers shared by scenario.sh and soak.sh (sourced; POSIX sh, busybox-compatible).
 # Needs: TARBALL, RUN. Sets: P (prefix), D (data dir), T0 (start), BUNDLE (after extract).
-P=$RUN/prefix; D=$RUN/data
+# D is short: the kubelet's sockets live under it (DATA/kubelet/pod-resources/NNNNNNNNNN) and a
+# unix socket's path has at most 107 bytes (install refuses longer: preflight.rs); the longest
+# host label, gvisor-current-overlay-memory, went over with `run/data`.
+P=$RUN/prefix; D=$RUN/d
 T0=$(date +%s.%N)
 
 # Seconds since T0, one decimal.

@@ -64,6 +64,10 @@ pub fn check(bundle: &Bundle, paths: &Paths, will_start: bool, runs_pods: bool) 
         }
     }
     problems.extend(disk_problems(bundle, paths, will_start));
+    // Only where a kubelet will run under the data dir.
+    if runs_pods && bundle.path(in_bundle::K3S).is_file() {
+        problems.extend(socket_path_problem(paths));
+    }
     refuse(&problems)?;
     let facts = HostFacts::probe(&procsys_candidates(bundle));
     // No pod could ever get a network: refused before anything changes, not after a 16 s
@@ -182,6 +186,31 @@ fn plan(bundle: &Bundle, facts: HostFacts, snapshotter: Snapshotter) -> Plan {
     }
 }
 
+/// The longest unix socket path under the data dir: the kubelet binds its pod-resources socket
+/// under a temporary name of up to 10 digits first (seen in its log: `listen unix
+/// DATA/kubelet/pod-resources/2631905237`).
+const LONGEST_SOCKET_UNDER_KUBELET: &str = "pod-resources/0000000000";
+/// A unix socket's path has 108 bytes (sun_path), its terminating NUL among them.
+const UNIX_SOCKET_PATH_MAX: usize = 107;
+
+/// A data dir so long that the kubelet's socket paths under it do not fit a unix socket
+/// address: k3s would start, then exit on `bind: invalid argument` at every restart (measured:
+/// a 75-character data dir, 2026-12-06).
+fn socket_path_problem(paths: &Paths) -> Option<String> {
+    let socket = paths.kubelet_root().join(LONGEST_SOCKET_UNDER_KUBELET);
+    let length = socket.as_os_str().len();
+    (length > UNIX_SOCKET_PATH_MAX).then(|| {
+        format!(
+            "--data-dir {} is too long: the kubelet's sockets under it ({}) would be {length} \
+             bytes, over the {UNIX_SOCKET_PATH_MAX} a unix socket's path may have (k3s would \
+             exit on `bind: invalid argument`); choose a data dir of at most {} characters",
+            paths.data_dir.display(),
+            socket.display(),
+            paths.data_dir.as_os_str().len() - (length - UNIX_SOCKET_PATH_MAX)
+        )
+    })
+}
+
 /// Prefix and data dir must be new or empty: the installer owns everything under them and
 /// removes them on uninstall, so it must never adopt a directory holding someone else's files.
 /// (An existing install is recognised earlier, by its state file.)
@@ -274,4 +303,25 @@ fn free_space_problem(what: &str, at: &Path, need: u64, advice: &str) -> Option<
 fn device_of(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).ok().map(|m| m.dev())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The e2e's longest run dir (75 characters) was refused by the kubelet at run time; a
+    /// data dir up to the limit passes, one character more is refused with the limit named.
+    #[test]
+    fn a_data_dir_too_long_for_the_kubelets_sockets_is_refused() {
+        let fits = format!("/{}", "d".repeat(73));
+        assert_eq!(fits.len(), 74);
+        assert!(socket_path_problem(&Paths::new(Path::new("/opt/p"), Path::new(&fits))).is_none());
+        let long = format!("{fits}d");
+        let problem =
+            socket_path_problem(&Paths::new(Path::new("/opt/p"), Path::new(&long))).unwrap();
+        assert!(
+            problem.contains("would be 108 bytes") && problem.contains("at most 74 characters"),
+            "{problem}"
+        );
+    }
 }

@@ -41,7 +41,18 @@ mark_from_install() { t=$(grep -F -m1 "$2" "$RUN/install.out" | sed 's/^\[\([0-9
 ours() { for p in /proc/[0-9]*; do e=$(readlink $p/exe 2>/dev/null) || continue; case "$e" in $P/*|$D/*) echo "${p#/proc/} $e";; esac; done; }
 
 # The pid of the process whose executable is PREFIX/bin/NAME (the daemon, not its launcher).
-pid_of() { for p in /proc/[0-9]*; do [ "$(readlink $p/exe 2>/dev/null)" = "$P/bin/$1" ] && { echo "${p#/proc/}"; return; }; done; }
+# The daemon: for k3s, the process running `k3s server` or `k3s agent` (k3s sets its title to
+# "PATH/k3s server", one argument), not one of the kubectl or `k3s kubectl` processes (the same
+# executable) that the tests and node-routes start all along.
+pid_of() {
+  for p in /proc/[0-9]*; do
+    [ "$(readlink $p/exe 2>/dev/null)" = "$P/bin/$1" ] || continue
+    if [ "$1" = k3s ]; then
+      case "$(tr '\0' ' ' < $p/cmdline 2>/dev/null)" in *"bin/k3s server"* | *"bin/k3s agent"*) ;; *) continue ;; esac
+    fi
+    echo "${p#/proc/}"; return
+  done
+}
 # The first line of every file the e2e writes outside its run directory (k3s's config files
 # under /etc/rancher/k3s): where a sandbox dies before the scripts' cleanup, xtask removes the
 # files so marked (xtask/src/sandbox.rs, E2E_FILE_MARK).

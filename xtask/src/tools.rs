@@ -74,9 +74,9 @@ fn tool_path_with(pin_file: &Path, name: &str, cache_dir: &Path, offline: bool) 
     Ok(binary)
 }
 
-/// Where the tool lives once built: the version is in the path, and so is a hash of the
-/// patches' names and contents where there are any, so a new pin or an edited patch is a new
-/// build.
+/// Where the tool lives once built: the version is in the path, and so are a hash of the
+/// patches' names and contents where there are any and the pinned Go toolchain where there is
+/// one, so a new pin, an edited patch or another Go is a new build.
 fn installed_path(
     tools_dir: &Path,
     name: &str,
@@ -100,6 +100,11 @@ fn installed_path(
             "-patched-{}",
             &crate::digest::combine(parts)[..12]
         ));
+    }
+    // The Go a tool is built with is part of what it is: a gVisor built with a newer Go than
+    // its own can die of its own seccomp filter (below, tests/tools.toml).
+    if let Some(toolchain) = &pin.toolchain {
+        dir.push_str(&format!("-{toolchain}"));
     }
     Ok(tools_dir.join(dir).join(name))
 }

@@ -92,6 +92,18 @@ impl<T> Decision<T> {
         }
     }
 
+    /// The stamp's decision; a fresh stage is reported as skipped, its check time with it.
+    fn checked(stamp: &Stamp, report: &mut Report, stage: String, since: Instant) -> Decision<T>
+    where
+        T: serde::de::DeserializeOwned,
+    {
+        let decision = Decision::from_stamp(stamp);
+        if decision.is_fresh() {
+            report.skipped(stage, since.elapsed());
+        }
+        decision
+    }
+
     pub fn is_fresh(&self) -> bool {
         matches!(self, Decision::Fresh(_))
     }
@@ -207,10 +219,7 @@ pub(crate) fn plan_components(
         // Each stamp is checked once (it hashes every output): its record, when fresh, is the
         // build.
         let check = Instant::now();
-        let decision = Decision::from_stamp(&stamp);
-        if decision.is_fresh() {
-            report.skipped(format!("build {}", c.name), check.elapsed());
-        }
+        let decision = Decision::checked(&stamp, report, format!("build {}", c.name), check);
         planned.push(PlannedComponent {
             component: c.clone(),
             source: Some(source),
@@ -393,10 +402,7 @@ fn plan_crates(config: &BundleConfig, layout: &Layout, report: &mut Report) -> R
         .iter()
         .map(|c| layout.crates_bin().join(&c.package))
         .collect();
-    let decision = Decision::from_stamp(&stamp);
-    if decision.is_fresh() {
-        report.skipped("build crates".into(), start.elapsed());
-    }
+    let decision = Decision::checked(&stamp, report, "build crates".into(), start);
     Ok(CratesPlan {
         stamp,
         outputs,
@@ -515,10 +521,7 @@ fn plan_images(
     let stamp = Stamp::new(&layout.stamps(), "images", inputs);
     // A fresh stamp's record holds what the manifest needs (names, references, digests), so
     // the archives are not assembled again.
-    let decision = Decision::from_stamp(&stamp);
-    if decision.is_fresh() {
-        report.skipped("images".into(), start.elapsed());
-    }
+    let decision = Decision::checked(&stamp, report, "images".into(), start);
     Ok(ImagesPlan {
         stamp,
         built,
@@ -824,10 +827,7 @@ fn plan_package(
         key.add(format!("in the bundle: {}", f.to), f.to.clone());
     }
     let stamp = Stamp::new(&layout.stamps(), "package", key);
-    let decision = Decision::from_stamp(&stamp);
-    if decision.is_fresh() {
-        report.skipped("package".into(), start.elapsed());
-    }
+    let decision = Decision::checked(&stamp, report, "package".into(), start);
     Ok(PackagePlan {
         name,
         tarballs,

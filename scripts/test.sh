@@ -14,6 +14,10 @@ if [ -d "$mirror" ]; then
   export K3S_GVISOR_MIRROR="${K3S_GVISOR_MIRROR:-} $(cd "$mirror" && pwd)"
 fi
 
+# One build of each test binary per run: cargo's incremental caches (gigabytes for this
+# workspace) would only fill the disk, which a CI run once ran out of (stop 32).
+export CARGO_INCREMENTAL=0
+
 # Tests that need root skip themselves in a contributor's plain `cargo test` when not root
 # (crates/testkit); here none may skip.
 export K3S_GVISOR_TEST_ALL=1

@@ -170,6 +170,7 @@ fn measure(
         &log,
         format!("{}\n--- stderr ---\n{}", finished.stdout, finished.stderr),
     )?;
+    e2e::remove_extracted_bundles(&run_dir)?;
     if let Some(line) = finished.stdout.lines().find(|l| l.starts_with("BENCHFAIL")) {
         bail!("{line} (see {})", log.display());
     }

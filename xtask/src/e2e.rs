@@ -2,7 +2,8 @@
 //! runs `./install` and exercises the result, on this host or inside gVisor, in a sandbox
 //! network that looks like a user's (sandbox.rs) → a summary of every step with timings, RSS
 //! and the error lines k3s logged (each must be documented in docs/k3s-log.md). Each run keeps
-//! its directory and full output under target/k3s-gvisor/e2e/<host>-<mode>/.
+//! its directory and full output under target/k3s-gvisor/e2e/<host>-<mode>/ (all but the
+//! bundles it extracted).
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -636,6 +637,7 @@ fn run_single(
     }
     let log = dir.join("output.log");
     std::fs::write(&log, &text)?;
+    remove_extracted_bundles(&run_dir)?;
     let network = match finished.network {
         Network::Interface => "eth0 + default route",
         Network::Loopback => "loopback only",
@@ -784,6 +786,9 @@ pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome
     }
     let log = dir.join("output.log");
     std::fs::write(&log, &text)?;
+    for role in ["server", "agent"] {
+        remove_extracted_bundles(&dir.join(role))?;
+    }
     let mut o = Outcome {
         label: format!("{} (two nodes: server {mode_name} + agent)", host.label),
         // Its own rows in compatibility_table, apart from the single-node ones.
@@ -817,6 +822,16 @@ pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome
 }
 
 const OUTCOME_FILE: &str = "outcome.json";
+
+/// Removes the bundles a run extracted under its RUN (tests/e2e/lib.sh's `bundle`,
+/// upgrade.sh's `bundle-next`) once it is over: about 470 MB each, made again from the
+/// tarball by every run. A CI machine's disk ran out with every run's kept (stop 32).
+pub fn remove_extracted_bundles(run_dir: &Path) -> Result<()> {
+    for name in ["bundle", "bundle-next"] {
+        crate::fsutil::remove_tree(&run_dir.join(name))?;
+    }
+    Ok(())
+}
 
 fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);

@@ -891,6 +891,9 @@ fn run_package(
                 .into_iter()
                 .try_for_each(|w| w.join().expect("a tarball writer panicked"))
         })?;
+        // The staging tree is a copy of the tarball's contents (hundreds of MB), of no use
+        // once the tarballs hold it; a CI machine's disk ran out with it kept (stop 32).
+        crate::fsutil::remove_tree(&layout.stage())?;
         let mut outputs = Vec::new();
         for t in &tarballs {
             outputs.push(t.clone());

@@ -161,6 +161,10 @@ fn build_tool(
     .arg(&built)
     .arg(&pin.package)
     .env("CGO_ENABLED", if pin.cgo { "1" } else { "0" })
+    // The tool's own build cache, removed with the scratch directory: the binary is what is
+    // cached, and each gVisor's build cache (~400 MB, per Go toolchain) would otherwise stay in
+    // the shared one for nothing (a CI machine's disk ran out, stop 32).
+    .env("GOCACHE", scratch.path().join("gocache"))
     .current_dir(&source);
     let final_dir = binary.parent().expect("installed_path has a parent");
     // `<name>-<version>[-patched-<hash>].build.log`, beside the tool's directory.

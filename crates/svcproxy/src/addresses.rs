@@ -173,32 +173,35 @@ mod tests {
         "10.43.0.0/16".parse().unwrap()
     }
 
-    #[test]
-    fn node_addresses_are_every_local_address_but_clusterips() {
-        let all = [
+    /// A node's addresses as netif lists them: the same address on two interfaces, a
+    /// ClusterIP on the bridge, and an IPv6 address (not served).
+    fn node_interfaces() -> Vec<Address> {
+        vec![
             entry("lo", "127.0.0.1", 8),
             entry("eth0", "192.168.5.2", 24),
+            entry("eth1", "192.168.5.2", 24),
+            entry("eth2", "172.16.0.9", 16),
             entry("gvcni0", "10.88.0.1", 16),
             entry("gvcni0", "10.43.0.10", 32),
-            entry("eth1", "192.168.5.2", 24),
-            // IPv6 is not served.
             entry("eth0", "fd00::2", 64),
-        ];
+        ]
+    }
+
+    fn ipv4s(list: &[&str]) -> Vec<Ipv4Addr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn node_addresses_are_every_local_address_but_clusterips() {
         assert_eq!(
-            node_addresses(&all, cidr(), &[]),
-            ["10.88.0.1", "127.0.0.1", "192.168.5.2"].map(|a| a.parse::<Ipv4Addr>().unwrap())
+            node_addresses(&node_interfaces(), cidr(), &[]),
+            ipv4s(&["10.88.0.1", "127.0.0.1", "172.16.0.9", "192.168.5.2"])
         );
     }
 
     #[test]
     fn nodeport_addresses_keep_only_the_addresses_inside_the_given_cidrs() {
-        let all = [
-            entry("lo", "127.0.0.1", 8),
-            entry("eth0", "192.168.5.2", 24),
-            entry("eth1", "172.16.0.9", 16),
-            entry("gvcni0", "10.88.0.1", 16),
-            entry("gvcni0", "10.43.0.10", 32),
-        ];
+        let all = node_interfaces();
         let allowed: Vec<Ipv4Net> = ["192.168.5.0/24", "127.0.0.0/8", "10.0.0.0/8"]
             .iter()
             .map(|c| c.parse().unwrap())
@@ -206,13 +209,10 @@ mod tests {
         // ClusterIPs stay out even when a CIDR covers them.
         assert_eq!(
             node_addresses(&all, cidr(), &allowed),
-            ["10.88.0.1", "127.0.0.1", "192.168.5.2"].map(|a| a.parse::<Ipv4Addr>().unwrap())
+            ipv4s(&["10.88.0.1", "127.0.0.1", "192.168.5.2"])
         );
         let one: Vec<Ipv4Net> = vec!["192.168.5.2/32".parse().unwrap()];
-        assert_eq!(
-            node_addresses(&all, cidr(), &one),
-            [Ipv4Addr::new(192, 168, 5, 2)]
-        );
+        assert_eq!(node_addresses(&all, cidr(), &one), ipv4s(&["192.168.5.2"]));
     }
 
     #[test]

@@ -193,8 +193,18 @@ mod tests {
         }
     }
 
-    /// A TCP server on 127.0.0.1 that answers every connection with `name`.
-    async fn named_server(name: &'static str) -> SocketAddrV4 {
+    /// What a test server does after it has sent its name.
+    #[derive(Clone, Copy)]
+    enum AfterName {
+        /// Closes the connection: a client reading to the end gets the name.
+        Close,
+        /// Keeps it open, waiting for a request that never comes (an idle connection), until
+        /// the client closes it.
+        WaitForClient,
+    }
+
+    /// A TCP server on 127.0.0.1 that answers every connection with `name`, then does `after`.
+    async fn named_server(name: &'static str, after: AfterName) -> SocketAddrV4 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = match listener.local_addr().unwrap() {
             std::net::SocketAddr::V4(a) => a,
@@ -203,7 +213,12 @@ mod tests {
         tokio::spawn(async move {
             loop {
                 let (mut s, _) = listener.accept().await.unwrap();
-                let _ = s.write_all(name.as_bytes()).await;
+                tokio::spawn(async move {
+                    let _ = s.write_all(name.as_bytes()).await;
+                    if let AfterName::WaitForClient = after {
+                        let _ = s.read_to_end(&mut Vec::new()).await;
+                    }
+                });
             }
         });
         addr
@@ -235,28 +250,6 @@ mod tests {
         )
     }
 
-    /// A TCP server on 127.0.0.1 that answers every connection with `name` and then keeps it
-    /// open, waiting for a request that never comes (an idle connection), until the client
-    /// closes it.
-    async fn holding_server(name: &'static str) -> SocketAddrV4 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = match listener.local_addr().unwrap() {
-            std::net::SocketAddr::V4(a) => a,
-            _ => unreachable!(),
-        };
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let _ = s.write_all(name.as_bytes()).await;
-                    let mut rest = Vec::new();
-                    let _ = s.read_to_end(&mut rest).await;
-                });
-            }
-        });
-        addr
-    }
-
     /// Connects from `source` and reads what comes within 500 ms: the name, or "" when the
     /// connection was reset or closed; the stream is returned open.
     async fn greet(source: [u8; 4], to: SocketAddrV4) -> (String, Option<tokio::net::TcpStream>) {
@@ -286,7 +279,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_past_a_sources_cap_are_reset_and_other_clients_are_still_served() {
-        let a = holding_server("a").await;
+        let a = named_server("a", AfterName::WaitForClient).await;
         let key = tcp_key(testkit::free_port());
         let mut listeners = test_listeners(TcpLimits {
             max_per_source: 3,
@@ -317,7 +310,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_connection_is_closed_after_the_idle_timeout() {
-        let a = holding_server("a").await;
+        let a = named_server("a", AfterName::WaitForClient).await;
         let key = tcp_key(testkit::free_port());
         let mut listeners = test_listeners(TcpLimits {
             idle: Duration::from_millis(300),
@@ -343,8 +336,8 @@ mod tests {
 
     #[tokio::test]
     async fn sockets_follow_the_wanted_bindings_and_endpoint_changes_need_no_restart() {
-        let a = named_server("a").await;
-        let b = named_server("b").await;
+        let a = named_server("a", AfterName::Close).await;
+        let b = named_server("b", AfterName::Close).await;
         let front = SocketAddrV4::new([127, 0, 0, 1].into(), testkit::free_port());
         let key = ListenKey {
             protocol: Protocol::Tcp,
@@ -376,7 +369,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_endpoint_is_skipped_and_a_taken_port_is_reported_once() {
-        let a = named_server("a").await;
+        let a = named_server("a", AfterName::Close).await;
         // Nothing listens on `dead`.
         let dead = SocketAddrV4::new([127, 0, 0, 1].into(), testkit::free_port());
         let front = SocketAddrV4::new([127, 0, 0, 1].into(), testkit::free_port());

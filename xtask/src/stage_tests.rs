@@ -168,21 +168,28 @@ impl Upstream {
     }
 }
 
-/// Every entry under the tree cache: only verified trees and their records may be there.
-fn cache_entries(layout: &Layout) -> Vec<String> {
-    std::fs::read_dir(layout.trees())
+/// A fetch test's directory, its layout and the upstream made in it.
+fn fetch_fixture() -> (tempfile::TempDir, Layout, Upstream) {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout_in(dir.path());
+    let up = upstream(dir.path());
+    (dir, layout, up)
+}
+
+/// Only verified trees and their records may be in the tree cache: asserts it holds nothing.
+fn assert_nothing_cached(layout: &Layout, why: &str) {
+    let entries: Vec<String> = std::fs::read_dir(layout.trees())
         .map(|d| {
             d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    assert!(entries.is_empty(), "{why}: {entries:?}");
 }
 
 #[test]
 fn a_mirror_archive_with_one_changed_byte_is_refused_and_nothing_is_cached() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = layout_in(dir.path());
-    let up = upstream(dir.path());
+    let (dir, layout, up) = fetch_fixture();
     let mirror = up.mirror(&dir.path().join("mirror"), &up.tampered_archive());
     let mut opts = up.options(vec![mirror], false);
     opts.only = Some(crate::config::SourceKind::Archive);
@@ -197,18 +204,12 @@ fn a_mirror_archive_with_one_changed_byte_is_refused_and_nothing_is_cached() {
         other != up.tree && other.bytes().all(|b| b.is_ascii_hexdigit()),
         "{msg}"
     );
-    assert!(
-        cache_entries(&layout).is_empty(),
-        "{:?}",
-        cache_entries(&layout)
-    );
+    assert_nothing_cached(&layout, "a refused archive was cached");
 }
 
 #[test]
 fn a_mirror_without_the_archive_falls_through_to_the_next_transport() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = layout_in(dir.path());
-    let up = upstream(dir.path());
+    let (dir, layout, up) = fetch_fixture();
     let empty = dir.path().join("empty-mirror");
     std::fs::create_dir_all(&empty).unwrap();
     let good = up.mirror(&dir.path().join("mirror"), &up.archive);
@@ -242,9 +243,7 @@ fn a_mirror_without_the_archive_falls_through_to_the_next_transport() {
 /// to fetch it from, the build stops instead of using it.
 #[test]
 fn a_cached_tree_changed_after_it_was_verified_is_not_used() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = layout_in(dir.path());
-    let up = upstream(dir.path());
+    let (dir, layout, up) = fetch_fixture();
     let mirror = up.mirror(&dir.path().join("mirror"), &up.archive);
     let first = fetch(
         &up.component(),
@@ -269,18 +268,12 @@ fn a_cached_tree_changed_after_it_was_verified_is_not_used() {
         format!("{err:#}").contains("not in the cache"),
         "offline with a changed cache entry: {err:#}"
     );
-    assert!(
-        cache_entries(&layout).is_empty(),
-        "the changed entry was kept: {:?}",
-        cache_entries(&layout)
-    );
+    assert_nothing_cached(&layout, "the changed entry was kept");
 }
 
 #[test]
 fn without_any_archive_the_commit_is_fetched_with_git() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = layout_in(dir.path());
-    let up = upstream(dir.path());
+    let (_dir, layout, up) = fetch_fixture();
     let tree = fetch(&up.component(), &layout, &up.options(vec![], false)).unwrap();
     assert_eq!(tree.served_by.transport, bundle_format::Transport::Git);
     assert_eq!(
@@ -296,9 +289,7 @@ fn without_any_archive_the_commit_is_fetched_with_git() {
 
 #[test]
 fn an_http_mirror_serves_the_archive() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = layout_in(dir.path());
-    let up = upstream(dir.path());
+    let (_dir, layout, up) = fetch_fixture();
     let (base, hits) = serve(up.archive.clone());
     let mut opts = up.options(vec![base.clone()], false);
     opts.only = Some(crate::config::SourceKind::Archive);
@@ -312,9 +303,7 @@ fn an_http_mirror_serves_the_archive() {
 
 #[test]
 fn offline_with_an_empty_cache_names_the_missing_source() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = layout_in(dir.path());
-    let up = upstream(dir.path());
+    let (_dir, layout, up) = fetch_fixture();
     // An http mirror may not be used offline; the git repository may not either.
     let opts = up.options(vec!["http://127.0.0.1:9/".into()], true);
     let msg = format!("{:#}", fetch(&up.component(), &layout, &opts).unwrap_err());

@@ -320,14 +320,17 @@ fn offline_with_an_empty_cache_names_the_missing_source() {
 const FIXTURE_MODULE: &str = "example.com/fixture";
 const FIXTURE_MAIN: &str = "package main\n\nimport \"fmt\"\n\nvar stamp = \"none\"\n\nfunc main() { fmt.Println(\"fixture\", stamp) }\n";
 
-/// A file:// Go module proxy holding example.com/fixture@v1.0.0 with `main_go` as its main.go;
-/// returns the proxy dir and the module's `h1:` hash.
-fn fixture_proxy(root: &Path, main_go: &str) -> (PathBuf, String) {
+/// A Go test's directory, and a layout whose Go module proxy is a file:// one in it holding
+/// example.com/fixture@v1.0.0 (main.go: FIXTURE_MAIN); returns them and the module's `h1:`
+/// hash.
+fn go_fixture() -> (tempfile::TempDir, Layout, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
     let proxy = root.join("proxy");
     let vdir = proxy.join(FIXTURE_MODULE).join("@v");
     std::fs::create_dir_all(&vdir).unwrap();
     let gomod = format!("module {FIXTURE_MODULE}\n\ngo 1.21\n");
-    let files = [("go.mod", gomod.as_str()), ("main.go", main_go)];
+    let files = [("go.mod", gomod.as_str()), ("main.go", FIXTURE_MAIN)];
     let prefix = format!("{FIXTURE_MODULE}@v1.0.0/");
     let mut zip = zip::ZipWriter::new(std::fs::File::create(vdir.join("v1.0.0.zip")).unwrap());
     let tree = root.join("module-tree");
@@ -350,15 +353,25 @@ fn fixture_proxy(root: &Path, main_go: &str) -> (PathBuf, String) {
     .unwrap();
     std::fs::write(vdir.join("list"), "v1.0.0\n").unwrap();
     let sum = crate::go::dirhash::hash_dir(&tree, &format!("{FIXTURE_MODULE}@v1.0.0")).unwrap();
-    (proxy, sum)
-}
-
-fn with_fixture_proxy(layout: &mut Layout, proxy: &Path) {
+    let mut layout = layout_in(root);
     layout.go_env = vec![
         ("GOPROXY".into(), format!("file://{}", proxy.display())),
         ("GOSUMDB".into(), "off".into()),
         ("GONOSUMDB".into(), FIXTURE_MODULE.into()),
     ];
+    (dir, layout, sum)
+}
+
+/// A patch to FIXTURE_MAIN that changes what the program prints.
+const GREET_PATCH: &str = "diff --git a/main.go b/main.go\n--- a/main.go\n+++ b/main.go\n@@ -6,2 +6,2 @@ var stamp = \"none\"\n \n-func main() { fmt.Println(\"fixture\", stamp) }\n+func main() { fmt.Println(\"patched fixture\", stamp) }\n";
+
+/// Pipeline options with no mirrors, fetching or `offline`.
+fn options(offline: bool) -> Options {
+    Options {
+        fetch: FetchOptions::new(vec![], offline, None),
+        without: vec![],
+        only: vec![],
+    }
 }
 
 fn fixture_config(sum: &str) -> BundleConfig {
@@ -378,10 +391,7 @@ fn fixture_config(sum: &str) -> BundleConfig {
 
 #[test]
 fn go_module_fetch_checks_the_pin_and_a_mismatch_is_not_cached() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut layout = layout_in(dir.path());
-    let (proxy, _) = fixture_proxy(dir.path(), FIXTURE_MAIN);
-    with_fixture_proxy(&mut layout, &proxy);
+    let (_dir, layout, _) = go_fixture();
     let wrong_pin = "h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     let err = crate::go::Go::new(&layout, false)
         .download(FIXTURE_MODULE, "v1.0.0", wrong_pin)
@@ -407,24 +417,12 @@ fn go_module_fetch_checks_the_pin_and_a_mismatch_is_not_cached() {
 
 #[test]
 fn a_fixture_go_module_goes_through_fetch_patch_and_build() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut layout = layout_in(dir.path());
-    let (proxy, sum) = fixture_proxy(dir.path(), FIXTURE_MAIN);
-    with_fixture_proxy(&mut layout, &proxy);
+    let (_dir, layout, sum) = go_fixture();
     // A patch that changes what the program prints proves the patched tree is what gets built.
     let patches = layout.patches("fixture");
     std::fs::create_dir_all(&patches).unwrap();
-    std::fs::write(
-        patches.join("0001-greet.patch"),
-        "diff --git a/main.go b/main.go\n--- a/main.go\n+++ b/main.go\n@@ -6,2 +6,2 @@ var stamp = \"none\"\n \n-func main() { fmt.Println(\"fixture\", stamp) }\n+func main() { fmt.Println(\"patched fixture\", stamp) }\n",
-    )
-    .unwrap();
+    std::fs::write(patches.join("0001-greet.patch"), GREET_PATCH).unwrap();
     let config = fixture_config(&sum);
-    let options = |offline| Options {
-        fetch: FetchOptions::new(vec![], offline, None),
-        without: vec![],
-        only: vec![],
-    };
     let opts = options(false);
     let mut report = Report::default();
     let built =
@@ -459,21 +457,13 @@ fn a_fixture_go_module_goes_through_fetch_patch_and_build() {
 /// do, and a run follows it.
 #[test]
 fn the_plan_says_nothing_to_do_when_warm_and_names_a_changed_patch() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut layout = layout_in(dir.path());
-    let (proxy, sum) = fixture_proxy(dir.path(), FIXTURE_MAIN);
-    with_fixture_proxy(&mut layout, &proxy);
+    let (_dir, layout, sum) = go_fixture();
     let patches = layout.patches("fixture");
     std::fs::create_dir_all(&patches).unwrap();
     let patch = patches.join("0001-greet.patch");
-    let greet = "diff --git a/main.go b/main.go\n--- a/main.go\n+++ b/main.go\n@@ -6,2 +6,2 @@ var stamp = \"none\"\n \n-func main() { fmt.Println(\"fixture\", stamp) }\n+func main() { fmt.Println(\"patched fixture\", stamp) }\n";
-    std::fs::write(&patch, greet).unwrap();
+    std::fs::write(&patch, GREET_PATCH).unwrap();
     let config = fixture_config(&sum);
-    let opts = Options {
-        fetch: FetchOptions::new(vec![], false, None),
-        without: vec![],
-        only: vec![],
-    };
+    let opts = options(false);
     let go_version = crate::go::Go::new(&layout, true).version().unwrap();
     let plan = |layout: &Layout| {
         let mut report = Report::default();
@@ -519,7 +509,11 @@ fn the_plan_says_nothing_to_do_when_warm_and_names_a_changed_patch() {
     );
     // A patch's content changed: that component is patched and built again, and the plan
     // names the patch.
-    std::fs::write(&patch, greet.replace("patched fixture", "patched again")).unwrap();
+    std::fs::write(
+        &patch,
+        GREET_PATCH.replace("patched fixture", "patched again"),
+    )
+    .unwrap();
     let (changed, _) = plan(&layout);
     let text = pipeline::render_components(&changed);
     assert!(

@@ -422,6 +422,15 @@ mod tests {
     const COREDNS: &str = "docker.io/rancher/mirrored-coredns-coredns:1.12.3";
     const METRICS_SERVER: &str = "docker.io/rancher/mirrored-metrics-server:v0.8.0";
 
+    /// What is turned off where nothing can run, in the order install reports it.
+    const EVERY_ADDON: [&str; 5] = [
+        "coredns",
+        "traefik",
+        "servicelb",
+        "metrics-server",
+        "local-storage",
+    ];
+
     fn off_names(off: &[TurnedOff]) -> Vec<&str> {
         off.iter().map(|t| t.name.as_str()).collect()
     }
@@ -429,16 +438,7 @@ mod tests {
     #[test]
     fn coredns_runs_only_where_its_image_is_shipped_and_services_route() {
         let off = addons_off(&manifest(&["docker.io/k3s-gvisor/pause:0.1.0"]), &FULL);
-        assert_eq!(
-            off_names(&off),
-            [
-                "coredns",
-                "traefik",
-                "servicelb",
-                "metrics-server",
-                "local-storage"
-            ]
-        );
+        assert_eq!(off_names(&off), EVERY_ADDON);
         assert!(off[0]
             .reason
             .contains("rancher/mirrored-coredns-coredns:1.12.3"));
@@ -451,17 +451,15 @@ mod tests {
         for (install, why) in [
             (
                 Install {
-                    control_plane_only: false,
                     no_service_proxy: true,
-                    kubelet_stats_blocker: None,
+                    ..FULL
                 },
                 "never be Ready",
             ),
             (
                 Install {
                     control_plane_only: true,
-                    no_service_proxy: false,
-                    kubelet_stats_blocker: None,
+                    ..FULL
                 },
                 "no node",
             ),
@@ -504,28 +502,17 @@ mod tests {
             "{local:?}"
         );
         let no_proxy = Install {
-            control_plane_only: false,
             no_service_proxy: true,
-            kubelet_stats_blocker: None,
+            ..FULL
         };
         let off = addons_off(&all, &no_proxy);
-        assert_eq!(
-            off_names(&off),
-            [
-                "coredns",
-                "traefik",
-                "servicelb",
-                "metrics-server",
-                "local-storage"
-            ]
-        );
+        assert_eq!(off_names(&off), EVERY_ADDON);
         assert!(off[3].reason.contains("ClusterIPs do not route"), "{off:?}");
         assert!(!off[3].reason.contains("10.43.0.10"), "{off:?}");
         // Without resource metrics only metrics-server is off, with the probe's reason.
         let no_stats = Install {
-            control_plane_only: false,
-            no_service_proxy: false,
             kubelet_stats_blocker: Some("no cpuacct.usage".into()),
+            ..FULL
         };
         let off = addons_off(&all, &no_stats);
         assert_eq!(off_names(&off), ["traefik", "servicelb", "metrics-server"]);

@@ -19,8 +19,8 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 
 use common::{
-    component_with_repo_patches, crictl, current_runsc, image_record, in_gvisor, oci, require_root,
-    run, runsc, runtime_bin_dir, uninstall, workspace_bin, FakeBundle,
+    add_launcher_and_cni, add_pause_image, crictl, current_runsc, image_record, in_gvisor, oci,
+    require_root, run, runsc, uninstall, FakeBundle,
 };
 
 /// Held by every test that starts containerd. Each sandbox's root is this host's root over 9p,
@@ -35,37 +35,20 @@ fn one_containerd_at_a_time() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-const PAUSE_REF: &str = "registry.k8s.io/pause:3.10";
 const BUSYBOX_REF: &str = "docker.io/library/busybox:k3s-gvisor-test";
 
 fn assemble(parent: &Path) -> FakeBundle {
-    let bin_dir = runtime_bin_dir();
-    let launcher = workspace_bin("launcher");
-    let cni = workspace_bin("gvisor-cni");
-    let components = vec![
-        component_with_repo_patches("runc", "v1.3.3"),
-        component_with_repo_patches("containerd", "v2.1.4"),
-    ];
-    FakeBundle::assemble_full(parent, "amd64", 0, components, |dir| {
-        for name in ["runc", "containerd", "containerd-shim-runc-v2", "ctr"] {
-            fs::copy(bin_dir.join(name), dir.join("bin").join(name)).unwrap();
-        }
-        fs::copy(&launcher, dir.join("bin/launcher")).unwrap();
-        fs::create_dir_all(dir.join("cni/bin")).unwrap();
-        fs::copy(&cni, dir.join("cni/bin/gvisor-cni")).unwrap();
-        // The sandbox image only has to sleep; busybox is the workload.
-        oci::write_busybox_image(
-            &dir.join("images/pause.oci.tar"),
-            PAUSE_REF,
-            &["/bin/sleep", "2147483647"],
-        );
+    FakeBundle::assemble_with_runtime(parent, |dir| {
+        add_launcher_and_cni(dir);
+        let pause = add_pause_image(dir);
+        // busybox is the workload.
         oci::write_busybox_image(
             &dir.join("images/busybox.oci.tar"),
             BUSYBOX_REF,
             &["/bin/sh"],
         );
         vec![
-            image_record(dir, "pause", PAUSE_REF, "images/pause.oci.tar", true),
+            pause,
             image_record(dir, "busybox", BUSYBOX_REF, "images/busybox.oci.tar", false),
         ]
     })

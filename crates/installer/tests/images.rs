@@ -25,11 +25,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    component_with_repo_patches, crictl, current_runsc, image_record, in_gvisor, oci, repo_root,
-    require_root, run, runtime_bin_dir, workspace_bin, FakeBundle,
+    add_launcher_and_cni, add_pause_image, crictl, current_runsc, in_gvisor, oci, repo_root,
+    require_root, run, FakeBundle,
 };
 
-const PAUSE_REF: &str = "registry.k8s.io/pause:3.10";
 const REGISTRIES_YAML: &str = "/etc/rancher/k3s/registries.yaml";
 const K3S_AIRGAP_ARCHIVE: &str = "/var/lib/rancher/k3s/agent/images/k3s-gvisor-test.tar";
 const USER: &str = "k3s-gvisor";
@@ -37,30 +36,9 @@ const PASSWORD: &str = "test-password-1";
 
 /// A bundle with the pipeline's containerd (no k3s: CRI pulls need only containerd).
 fn assemble(parent: &Path) -> FakeBundle {
-    let bin_dir = runtime_bin_dir();
-    let components = vec![
-        component_with_repo_patches("runc", "v1.3.3"),
-        component_with_repo_patches("containerd", "v2.1.4"),
-    ];
-    FakeBundle::assemble_full(parent, "amd64", 0, components, |dir| {
-        for name in ["runc", "containerd", "containerd-shim-runc-v2", "ctr"] {
-            fs::copy(bin_dir.join(name), dir.join("bin").join(name)).unwrap();
-        }
-        fs::copy(workspace_bin("launcher"), dir.join("bin/launcher")).unwrap();
-        fs::create_dir_all(dir.join("cni/bin")).unwrap();
-        fs::copy(workspace_bin("gvisor-cni"), dir.join("cni/bin/gvisor-cni")).unwrap();
-        oci::write_busybox_image(
-            &dir.join("images/pause.oci.tar"),
-            PAUSE_REF,
-            &["/bin/sleep", "2147483647"],
-        );
-        vec![image_record(
-            dir,
-            "pause",
-            PAUSE_REF,
-            "images/pause.oci.tar",
-            true,
-        )]
+    FakeBundle::assemble_with_runtime(parent, |dir| {
+        add_launcher_and_cni(dir);
+        vec![add_pause_image(dir)]
     })
 }
 

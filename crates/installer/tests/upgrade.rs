@@ -15,9 +15,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{
-    component_with_repo_patches, require_root, run, runtime_bin_dir, uninstall, FakeBundle,
-};
+use common::{require_root, run, uninstall, FakeBundle};
 
 const OLD: &str = "v1.34.1+k3s1-gvisor.1";
 const BROKEN: &str = "v1.34.1+k3s1-gvisor.2";
@@ -26,18 +24,8 @@ const DAMAGED: &str = "v1.34.1+k3s1-gvisor.4";
 
 /// A bundle of version `version` under `parent`; `edit(dir)` changes its files before the sums.
 fn bundle(parent: &Path, version: &str, edit: impl FnOnce(&Path)) -> FakeBundle {
-    let bin_dir = runtime_bin_dir();
     fs::create_dir_all(parent).unwrap();
-    let components = vec![
-        component_with_repo_patches("runc", "v1.3.3"),
-        component_with_repo_patches("containerd", "v2.1.4"),
-    ];
-    let bundle = FakeBundle::assemble_full(parent, "amd64", 0, components, |dir| {
-        for name in ["runc", "containerd", "containerd-shim-runc-v2", "ctr"] {
-            fs::copy(bin_dir.join(name), dir.join("bin").join(name)).unwrap();
-        }
-        Vec::new()
-    });
+    let bundle = FakeBundle::assemble_with_runtime(parent, |_| Vec::new());
     let manifest_path = bundle.dir.join("bundle-manifest.json");
     let mut manifest: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&manifest_path).unwrap()).unwrap();

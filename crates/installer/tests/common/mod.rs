@@ -119,6 +119,25 @@ impl FakeBundle {
         bundle
     }
 
+    /// Like `assemble_with`, the bundle also holding the pipeline's patched runc, containerd,
+    /// shim and ctr, with their component records.
+    pub fn assemble_with_runtime(
+        parent: &Path,
+        add_runtime: impl FnOnce(&Path) -> Vec<ImageRecord>,
+    ) -> FakeBundle {
+        let bin_dir = runtime_bin_dir();
+        let components = vec![
+            component_with_repo_patches("runc", "v1.3.3"),
+            component_with_repo_patches("containerd", "v2.1.4"),
+        ];
+        FakeBundle::assemble_full(parent, "amd64", 0, components, |dir| {
+            for name in RUNTIME_BINARIES {
+                fs::copy(bin_dir.join(name), dir.join("bin").join(name)).unwrap();
+            }
+            add_runtime(dir)
+        })
+    }
+
     /// Writes SHA256SUMS as the pipeline does (bundle-format's `Sums`), over every file but
     /// itself.
     pub fn write_sums(&self) {
@@ -266,6 +285,9 @@ pub fn component_with_repo_patches(name: &str, version: &str) -> ComponentRecord
     }
 }
 
+/// The pipeline's runtime binaries a bundle with containerd ships.
+const RUNTIME_BINARIES: [&str; 4] = ["runc", "containerd", "containerd-shim-runc-v2", "ctr"];
+
 /// The pipeline's patched runc, containerd, shim and ctr: $K3S_GVISOR_RUNTIME_BIN, else what
 /// `cargo xtask build` prints for those two components (a no-op when nothing changed). Built
 /// once per test binary.
@@ -277,7 +299,7 @@ pub fn runtime_bin_dir() -> PathBuf {
             None => xtask_path(&["build", "--component", "runc", "--component", "containerd"]),
         })
         .clone();
-    for name in ["runc", "containerd", "containerd-shim-runc-v2", "ctr"] {
+    for name in RUNTIME_BINARIES {
         assert!(
             dir.join(name).is_file(),
             "{} is missing: `cargo xtask build` should have built it (or set \
@@ -286,6 +308,27 @@ pub fn runtime_bin_dir() -> PathBuf {
         );
     }
     dir
+}
+
+/// The pod sandbox image the CRI tests ship.
+pub const PAUSE_REF: &str = "registry.k8s.io/pause:3.10";
+
+/// Copies the launcher and gvisor-cni into the bundle at `dir`.
+pub fn add_launcher_and_cni(dir: &Path) {
+    fs::copy(workspace_bin("launcher"), dir.join("bin/launcher")).unwrap();
+    fs::create_dir_all(dir.join("cni/bin")).unwrap();
+    fs::copy(workspace_bin("gvisor-cni"), dir.join("cni/bin/gvisor-cni")).unwrap();
+}
+
+/// Writes the pod sandbox image into the bundle at `dir` (it only has to sleep: a busybox
+/// that does) and returns its manifest record.
+pub fn add_pause_image(dir: &Path) -> ImageRecord {
+    oci::write_busybox_image(
+        &dir.join("images/pause.oci.tar"),
+        PAUSE_REF,
+        &["/bin/sleep", "2147483647"],
+    );
+    image_record(dir, "pause", PAUSE_REF, "images/pause.oci.tar", true)
 }
 
 /// Workspace binaries built next to this package's own binary.

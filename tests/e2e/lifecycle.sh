@@ -36,15 +36,7 @@ NODE=$($K get nodes -o jsonpath='{.items[0].metadata.name}')
 # The workload: the client pod services.sh's helpers exec into, and the echo Deployment
 # (services.sh) behind a ClusterIP Service.
 $K run e2e-busybox --image="$BUSYBOX" --image-pull-policy=Never --command -- sleep 36000
-{ echo_deployment echo 2; cat <<YAML; } | $K apply -f - >/dev/null
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo}
-spec:
-  selector: {app: echo}
-  ports: [{name: http, port: 80, targetPort: 8080}]
-YAML
+{ echo_deployment echo 2; echo_service echo; } | $K apply -f - >/dev/null
 $K wait --for=condition=Ready pod --all --timeout=120s >/dev/null && $K wait --for=condition=Available deployment/echo --timeout=60s >/dev/null \
   && step workload ok "$($K get pods --no-headers | wc -l) pods Ready" || { step workload FAIL; $K get pods -o wide; }
 CLUSTER_IP=$($K get service echo -o jsonpath='{.spec.clusterIP}')

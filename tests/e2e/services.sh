@@ -68,16 +68,23 @@ spec:
 YAML
 }
 
-services_steps() {
-  echo "== Services (served by ${PROXY:-?})"
-  { echo_deployment echo 2; cat <<YAML; } | $K apply -f - || { step svc-deploy FAIL "kubectl apply"; return; }
+# The YAML of ClusterIP Service NAME (port 80, named http) in front of echo_deployment NAME,
+# after a `---`.
+echo_service() {
+  cat <<YAML
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: echo}
+metadata: {name: $1}
 spec:
-  selector: {app: echo}
+  selector: {app: $1}
   ports: [{name: http, port: 80, targetPort: 8080}]
+YAML
+}
+
+services_steps() {
+  echo "== Services (served by ${PROXY:-?})"
+  { echo_deployment echo 2; echo_service echo; cat <<YAML; } | $K apply -f - || { step svc-deploy FAIL "kubectl apply"; return; }
 ---
 apiVersion: v1
 kind: Service

@@ -94,26 +94,27 @@ back_after() {
     || step "$phase-service" FAIL "answers from [$SEEN] by $(since "$resumed") s: $A"
 }
 
+# Asks the host for lifecycle phase $1 (pause or checkpoint) and waits for the sandbox to come
+# back: then marks time $3 and checks everything is back, as steps named $2-*; else fails
+# $2-ready, saying no $4 (pause, restore) was seen.
+host_phase() {
+  echo "LIFECYCLE $1"
+  if R=$(wait_for_resume); then
+    mark "$3"
+    back_after "$2" "$R"
+  else
+    step "$2-ready" FAIL "no $4 seen: the clock never jumped by $((PAUSE_SECONDS / 2)) s (see the notes: runsc $1)"
+  fi
+}
+
 for phase in $LIFECYCLE; do
   case $phase in
     pause)
       echo "== pause: the host pauses this sandbox for ${PAUSE_SECONDS} s"
-      echo "LIFECYCLE pause"
-      if R=$(wait_for_resume); then
-        mark resumed
-        back_after pause-resume "$R"
-      else
-        step pause-resume-ready FAIL "no pause seen: the clock never jumped by $((PAUSE_SECONDS / 2)) s (see the notes: runsc pause)"
-      fi ;;
+      host_phase pause pause-resume resumed pause ;;
     checkpoint)
       echo "== checkpoint: the host saves this sandbox (runsc checkpoint) and restores it ${PAUSE_SECONDS} s later"
-      echo "LIFECYCLE checkpoint"
-      if R=$(wait_for_resume); then
-        mark restored
-        back_after checkpoint-restore "$R"
-      else
-        step checkpoint-restore-ready FAIL "no restore seen: the clock never jumped by $((PAUSE_SECONDS / 2)) s (see the notes: runsc checkpoint)"
-      fi ;;
+      host_phase checkpoint checkpoint-restore restored restore ;;
     *) step lifecycle FAIL "unknown lifecycle phase $phase" ;;
   esac
 done

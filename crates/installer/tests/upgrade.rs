@@ -96,6 +96,15 @@ fn a_failed_upgrade_restarts_the_old_version_and_a_good_one_replaces_it() {
         cleanup();
         panic!("install of {OLD} failed:\n{output}");
     }
+    // Fails the test, after uninstalling, when a check is false, naming each and showing
+    // `shown`.
+    let require = |after: &str, checks: &[(&str, bool)], shown: &str| {
+        let failed: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
+        if !failed.is_empty() {
+            cleanup();
+            panic!("after {after}: {failed:?}\n{shown}");
+        }
+    };
     let containerd_pid = || {
         fs::read_to_string(data.join("run/containerd.pid"))
             .unwrap_or_default()
@@ -138,11 +147,11 @@ fn a_failed_upgrade_restarts_the_old_version_and_a_good_one_replaces_it() {
                 && status_output.contains("containerd: running"),
         ),
     ];
-    let failed: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
-    if !failed.is_empty() {
-        cleanup();
-        panic!("after the failed upgrade: {failed:?}\n{output}\nstatus:\n{status_output}");
-    }
+    require(
+        "the failed upgrade",
+        &checks,
+        &format!("{output}\nstatus:\n{status_output}"),
+    );
     let old_pid = containerd_pid();
 
     let (ok, output) = install(&new, &prefix, &data);
@@ -175,11 +184,11 @@ fn a_failed_upgrade_restarts_the_old_version_and_a_good_one_replaces_it() {
                 && status_output.contains("containerd: running"),
         ),
     ];
-    let failed: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
-    if !failed.is_empty() {
-        cleanup();
-        panic!("after the upgrade: {failed:?}\n{output}\nstatus:\n{status_output}");
-    }
+    require(
+        "the upgrade",
+        &checks,
+        &format!("{output}\nstatus:\n{status_output}"),
+    );
 
     let pid = containerd_pid();
     let (ok, output) = install(&damaged, &prefix, &data);
@@ -196,11 +205,7 @@ fn a_failed_upgrade_restarts_the_old_version_and_a_good_one_replaces_it() {
             installed_version(&prefix) == NEW && containerd_pid() == pid,
         ),
     ];
-    let failed: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
-    if !failed.is_empty() {
-        cleanup();
-        panic!("after the damaged bundle: {failed:?}\n{output}");
-    }
+    require("the damaged bundle", &checks, &output);
 
     let (ok, output) = install(&old, &prefix, &data);
     println!("== the old bundle again\n{output}");
@@ -218,11 +223,7 @@ fn a_failed_upgrade_restarts_the_old_version_and_a_good_one_replaces_it() {
             installed_version(&prefix) == NEW && containerd_pid() == pid,
         ),
     ];
-    let failed: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
-    if !failed.is_empty() {
-        cleanup();
-        panic!("after the downgrade: {failed:?}\n{output}");
-    }
+    require("the downgrade", &checks, &output);
 
     let (output, stdout, stderr) = run(Command::new(old.install_script())
         .arg("upgrade")

@@ -483,9 +483,11 @@ pub struct Sandbox<'a> {
     runsc: &'a Path,
     state: PathBuf,
     id: String,
-    /// The namespace and OCI bundle it runs in, which `runsc restore` needs again.
+    /// The namespace and OCI bundle it runs in, which `runsc restore` needs again, and the
+    /// run's directory (its runsc log).
     netns: PathBuf,
     bundle: PathBuf,
+    work: PathBuf,
     /// The write ends of the pipes its output goes to (a restored sandbox writes there too);
     /// None once every runsc process is gone, so the reader sees the end.
     output: std::cell::RefCell<Option<(std::io::PipeWriter, std::io::PipeWriter)>>,
@@ -528,6 +530,8 @@ impl Sandbox<'_> {
             .arg(self.runsc)
             .arg(format!("--root={}", self.state.display()))
             .args(runsc_run_flags(Shape::default()))
+            // Its log beside the first run's, with the same umount2 trace.
+            .args(umount_trace_flags(&self.work))
             .arg("restore")
             .arg(format!("--image-path={}", image.display()))
             .arg("--bundle")
@@ -592,6 +596,7 @@ pub fn run_script_controlled(
         id: net.name.clone(),
         netns: net.path(),
         bundle: work.join("oci"),
+        work: work.to_path_buf(),
         output: std::cell::RefCell::new(Some((out_write, err_write))),
         processes: std::cell::RefCell::new(vec![first]),
     };

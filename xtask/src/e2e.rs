@@ -1063,13 +1063,19 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
                                 .iter()
                                 .find(|(n, _, _)| n == name)
                                 .map(|(_, status, detail)| format!("{status} {detail}"))
-                                .unwrap_or_else(|| "not reached".into());
+                                .unwrap_or_else(|| {
+                                    // Not reached: the sandbox's own failure is why, if any.
+                                    match o.steps.iter().find(|(n, _, _)| n == "sandbox") {
+                                        Some((_, _, died)) => format!("not reached: {died}"),
+                                        None => "not reached".into(),
+                                    }
+                                });
                             // The first gap doctor named is why, where it named one.
                             let why = o.gaps.first().map_or(String::new(), |gap| {
                                 let gap = gap.split("  ").next().unwrap_or(gap);
                                 format!(" (doctor: {gap})")
                             });
-                            let detail: String = detail.trim().chars().take(90).collect();
+                            let detail: String = detail.trim().chars().take(160).collect();
                             format!("no: `{name}` {}{why}", detail.replace('|', "\\|"))
                         }
                     }

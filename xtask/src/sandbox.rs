@@ -524,6 +524,12 @@ impl Sandbox<'_> {
         let Some((out, err)) = output.as_ref() else {
             bail!("the sandbox's output is closed: nothing to restore into");
         };
+        // `runsc run` moved eth0's address and routes into its netstack (the host side keeps
+        // none, so the kernel does not answer for the sandbox); a restore reads them from the
+        // namespace again and, finding none, brings the sandbox back with loopback only
+        // (runsc's log: `No usable IP addresses found for interface "eth0", skipping`). A
+        // provider restores into a namespace set up as for a first run: so does this one.
+        IsolatedNetwork::address(&self.id)?;
         let mut command = Command::new("nsenter");
         command
             .arg(format!("--net={}", self.netns.display()))
@@ -545,6 +551,11 @@ impl Sandbox<'_> {
             .with_context(|| format!("cannot start {command:?}"))?;
         self.processes.borrow_mut().push(child);
         Ok(())
+    }
+
+    /// Whether `runsc restore` has run.
+    fn restored(&self) -> bool {
+        self.processes.borrow().len() > 1
     }
 
     /// Closes the output once every runsc process has exited; true if it did.
@@ -615,27 +626,46 @@ pub fn run_script_controlled(
         }
     });
     let mut stdout = String::new();
+    let mut last_line = std::time::Instant::now();
+    let mut hung = None;
     loop {
         match lines.recv_timeout(std::time::Duration::from_secs(1)) {
             Ok(line) => {
                 on_line(&line, &sandbox);
+                last_line = std::time::Instant::now();
                 stdout.push_str(&line);
                 stdout.push('\n');
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if hung.is_none() && sandbox.restored() && last_line.elapsed() > RESTORED_SILENCE {
+                    hung = Some(format!(
+                        "the restored sandbox ran nothing for {} s (killed): gVisor's restore hangs \
+                         while pods hold TCP connections (docs/pause-resume.md)",
+                        RESTORED_SILENCE.as_secs()
+                    ));
+                    kill_runsc_rooted_at(&sandbox.state);
+                }
                 sandbox.close_when_gone();
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     let _ = stdout_reader.join();
-    let stderr = stderr_reader.join().unwrap_or_default();
+    let mut stderr = stderr_reader.join().unwrap_or_default();
+    if let Some(hung) = hung {
+        // Last, so the outcome's `sandbox` step quotes it.
+        stderr.push_str(&hung);
+        stderr.push('\n');
+    }
     let success = match sandbox.processes.borrow_mut().last_mut() {
         Some(last) => last.wait()?.success(),
         None => false,
     };
     cleanup_runsc(runsc, &sandbox.state, &sandbox.id);
     drop(net);
+    if !success {
+        clear_host_files_of(work);
+    }
     Ok(Finished {
         stdout,
         stderr,
@@ -747,6 +777,28 @@ fn oci_spec(script: &Path, netns: &Path) -> serde_json::Value {
 
 /// Deletes the container if runsc left it, and the null network namespace runsc bind-mounts
 /// into its state dir (what `runsc do` undoes with UnmountNullNetNS), then the state dir.
+/// How long a restored sandbox may print nothing before [`run_script_controlled`] calls it
+/// hung: tests/e2e/lifecycle.sh prints the moment it sees the clock jump (within 2 s), and
+/// then at least every 30 s.
+const RESTORED_SILENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// SIGKILL to every runsc process of the state dir `state` (`--root=STATE` on its command
+/// line): a sandbox hung in its restore holds its lock, so `runsc kill` and `delete` wait on
+/// it forever.
+fn kill_runsc_rooted_at(state: &Path) {
+    let flag = format!("--root={}", state.display());
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if pid.parse::<u32>().is_err() {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).any(|arg| arg == flag.as_bytes()) {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    }
+}
+
 fn cleanup_runsc(runsc: &Path, state: &Path, id: &str) {
     let _ = Command::new(runsc)
         .arg(format!("--root={}", state.display()))
@@ -914,7 +966,7 @@ impl IsolatedNetwork {
         let name = format!("{NAME_PREFIX}{}", std::process::id());
         let net = IsolatedNetwork { name };
         let (ns, gw) = (net.name.as_str(), format!("{}-gw", net.name));
-        let steps: [&[&str]; 9] = [
+        let steps: [&[&str]; 7] = [
             &["netns", "add", ns],
             &["netns", "add", &gw],
             // Created inside NS with its peer inside NS-gw: the host's namespace never sees it.
@@ -922,15 +974,23 @@ impl IsolatedNetwork {
                 "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
                 &gw,
             ],
-            &["-n", ns, "addr", "add", SANDBOX_ADDRESS, "dev", "eth0"],
             &["-n", ns, "link", "set", "eth0", "up"],
             &["-n", ns, "link", "set", "lo", "up"],
-            &["-n", ns, "route", "add", "default", "via", GATEWAY],
             &["-n", &gw, "addr", "add", GATEWAY_ADDRESS, "dev", "eth0"],
             &["-n", &gw, "link", "set", "eth0", "up"],
         ];
         run_ip(steps.iter().map(|args| args.to_vec()))?;
+        IsolatedNetwork::address(ns)?;
         Ok(net)
+    }
+
+    /// The sandbox side's address and default route, in namespace `ns` (again after a
+    /// checkpoint: `replace`, never a duplicate).
+    fn address(ns: &str) -> Result<()> {
+        run_ip([
+            vec!["-n", ns, "addr", "replace", SANDBOX_ADDRESS, "dev", "eth0"],
+            vec!["-n", ns, "route", "replace", "default", "via", GATEWAY],
+        ])
     }
 
     fn path(&self) -> PathBuf {

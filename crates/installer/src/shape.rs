@@ -20,6 +20,14 @@ pub const KUBELET_EVICTION_FREE_PERCENT: u64 = 5;
 /// --overlay2=root:memory` and `root:self`: 9007199254740988 1K-blocks): no limit it knows.
 const UNBOUNDED_BYTES: u64 = 1 << 60;
 
+/// What a provider's suspend does to the cluster, measured by `cargo xtask e2e --lifecycle`
+/// (docs/pause-resume.md); from inside nothing tells which one the provider uses.
+const SUSPEND: &str = "runsc pause/resume: the cluster comes back (node Ready, pods, exec and \
+     Services within 13 s of a 10-minute pause). runsc checkpoint/restore: the restore hangs \
+     for good while any pod has a TCP connection open (gVisor restores the sockets of the \
+     sandbox's first network namespace only, and waits for the rest; measured in the 2026-09 \
+     gVisor): a provider that snapshots sandboxes to disk cannot bring this cluster back";
+
 /// Which gVisor platform runs the sandbox, as far as it can be told from inside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Platform {
@@ -132,7 +140,7 @@ impl Shape {
             }
             Some(d) => format!("{} of {}", gib(d.free), gib(d.total)),
         };
-        vec![
+        let mut lines = vec![
             format!("{:<44} {root}", "sandbox: root filesystem"),
             format!("{:<44} {}", "sandbox: platform", self.platform.describe()),
             format!("{:<44} {}", "sandbox: CPUs", self.cpus),
@@ -145,7 +153,11 @@ impl Shape {
                 "{:<44} {disk}",
                 format!("sandbox: free disk at {}", self.disk_path.display())
             ),
-        ]
+        ];
+        if self.platform != Platform::NotGvisor {
+            lines.push(format!("{:<44} {SUSPEND}", "sandbox: pause, checkpoint"));
+        }
+        lines
     }
 
     /// Below what the e2e proved enough; each names the figure and where it comes from.
@@ -220,6 +232,23 @@ mod tests {
         free: 50 << 30,
         total: 100 << 30,
     };
+
+    #[test]
+    fn in_gvisor_doctor_says_what_pause_and_checkpoint_do_and_not_elsewhere() {
+        let gvisor = shape("9p", 8 << 30, PLENTY).describe();
+        assert!(
+            gvisor
+                .last()
+                .unwrap()
+                .contains("checkpoint/restore: the restore hangs"),
+            "{gvisor:?}"
+        );
+        let plain = Shape {
+            platform: Platform::NotGvisor,
+            ..shape("ext4", 8 << 30, PLENTY)
+        };
+        assert!(!plain.describe().iter().any(|l| l.contains("checkpoint")));
+    }
 
     #[test]
     fn warns_below_the_memory_the_e2e_proved() {

@@ -45,6 +45,10 @@ ours() { for p in /proc/[0-9]*; do e=$(readlink $p/exe 2>/dev/null) || continue;
 # "PATH/k3s server", one argument), not one of the kubectl or `k3s kubectl` processes (the same
 # executable) that the tests and node-routes start all along.
 pid_of() {
+  # The process its keeper runs (the installer's own record, supervise.rs), if it is NAME
+  # itself and not the launcher in front of it.
+  k=$(sed -n 's/.*"pid":\([0-9][0-9]*\).*/\1/p' "$D/run/$1.keeper.json" 2>/dev/null)
+  [ -n "$k" ] && [ "$(readlink "/proc/$k/exe" 2>/dev/null)" = "$P/bin/$1" ] && { echo "$k"; return; }
   for p in /proc/[0-9]*; do
     [ "$(readlink $p/exe 2>/dev/null)" = "$P/bin/$1" ] || continue
     if [ "$1" = k3s ]; then

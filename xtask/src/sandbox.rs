@@ -775,8 +775,6 @@ fn oci_spec(script: &Path, netns: &Path) -> serde_json::Value {
     })
 }
 
-/// Deletes the container if runsc left it, and the null network namespace runsc bind-mounts
-/// into its state dir (what `runsc do` undoes with UnmountNullNetNS), then the state dir.
 /// How long a restored sandbox may print nothing before [`run_script_controlled`] calls it
 /// hung: tests/e2e/lifecycle.sh prints the moment it sees the clock jump (within 2 s), and
 /// then at least every 30 s.
@@ -799,6 +797,8 @@ fn kill_runsc_rooted_at(state: &Path) {
     }
 }
 
+/// Deletes the container if runsc left it, and the null network namespace runsc bind-mounts
+/// into its state dir (what `runsc do` undoes with UnmountNullNetNS), then the state dir.
 fn cleanup_runsc(runsc: &Path, state: &Path, id: &str) {
     let _ = Command::new(runsc)
         .arg(format!("--root={}", state.display()))

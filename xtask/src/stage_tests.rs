@@ -633,6 +633,7 @@ fn tiny_bundle(root: &Path) -> PathBuf {
         }],
         images: vec![],
         omitted: vec![],
+        not_on_this_arch: Vec::new(),
     };
     let stage = root.join("stage");
     let files = [

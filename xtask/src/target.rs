@@ -52,10 +52,7 @@ impl Target {
 
     /// The ELF `e_machine` of every binary built for the target.
     pub fn elf_machine(&self) -> u16 {
-        match self.arch {
-            Arch::Amd64 => object::elf::EM_X86_64,
-            Arch::Arm64 => object::elf::EM_AARCH64,
-        }
+        elf_machine(self.arch)
     }
 
     /// The environment `go build` gets for the target: GOOS and GOARCH always (so that no
@@ -111,6 +108,15 @@ impl Target {
     /// Fail early, naming the Debian package, when a cross build lacks its compiler (cgo and
     /// the crates' linker), the target's static C library, or the emulator its checks run in.
     pub fn check_tools(&self) -> Result<()> {
+        self.check_tools_with(&|program| on_path(program), &|path| path.exists())
+    }
+
+    /// [`Self::check_tools`], with how a program on PATH and a file are looked for.
+    fn check_tools_with(
+        &self,
+        program_exists: &dyn Fn(&str) -> bool,
+        file_exists: &dyn Fn(&Path) -> bool,
+    ) -> Result<()> {
         if !self.is_cross() {
             return Ok(());
         }
@@ -123,12 +129,12 @@ impl Target {
             ),
             (qemu(self.arch).to_string(), "qemu-user".to_string()),
         ] {
-            if !on_path(&program) {
+            if !program_exists(&program) {
                 missing.push(format!("{program} (apt-get install {package})"));
             }
         }
         let libc = format!("/usr/{triplet}/lib/libc.a");
-        if !Path::new(&libc).exists() {
+        if !file_exists(Path::new(&libc)) {
             missing.push(format!(
                 "{libc} (apt-get install libc6-dev-{}-cross)",
                 self.arch
@@ -162,6 +168,14 @@ impl Target {
             package.to_string()
         };
         (path, package)
+    }
+}
+
+/// The ELF `e_machine` of a binary for `arch`.
+pub fn elf_machine(arch: Arch) -> u16 {
+    match arch {
+        Arch::Amd64 => object::elf::EM_X86_64,
+        Arch::Arm64 => object::elf::EM_AARCH64,
     }
 }
 
@@ -268,20 +282,36 @@ mod tests {
 
     #[test]
     fn a_missing_cross_compiler_names_its_package() {
-        // A target whose tools this machine cannot have under these names.
-        let target = Target {
+        let nothing = CROSS.check_tools_with(&|_| false, &|_| false).unwrap_err();
+        let err = format!("{nothing:#}");
+        assert!(
+            err.contains("cannot build a linux-arm64 bundle on this amd64 machine"),
+            "{err}"
+        );
+        for want in [
+            "aarch64-linux-gnu-gcc (apt-get install gcc-aarch64-linux-gnu)",
+            "qemu-aarch64 (apt-get install qemu-user)",
+            "/usr/aarch64-linux-gnu/lib/libc.a (apt-get install libc6-dev-arm64-cross)",
+        ] {
+            assert!(err.contains(want), "{err}");
+        }
+        // The other way round, the x86-64 cross tools' names.
+        let to_amd64 = Target {
             arch: Arch::Amd64,
             host: Arch::Arm64,
         };
-        if on_path("x86_64-linux-gnu-gcc") && on_path("qemu-x86_64") {
-            return;
-        }
-        let err = format!("{:#}", target.check_tools().unwrap_err());
-        assert!(err.contains("cannot build a linux-amd64 bundle"), "{err}");
+        let err = format!(
+            "{:#}",
+            to_amd64
+                .check_tools_with(&|_| false, &|_| true)
+                .unwrap_err()
+        );
         assert!(
-            err.contains("apt-get install gcc-x86-64-linux-gnu")
-                || err.contains("apt-get install qemu-user"),
+            err.contains("x86_64-linux-gnu-gcc (apt-get install gcc-x86-64-linux-gnu)"),
             "{err}"
         );
+        CROSS.check_tools_with(&|_| true, &|_| true).unwrap();
+        // A native build needs none of them.
+        NATIVE.check_tools_with(&|_| false, &|_| false).unwrap();
     }
 }

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Check a bundle built for another architecture than this machine's (issue 29: arm64 on an
+# amd64 machine), as far as it can be checked here, without installing it:
+#   - `cargo xtask --arch ARCH bundle` (up to date: nothing is rebuilt), then `cargo xtask
+#     verify` of its .tar.gz and .tar.zst;
+#   - `file` on every ELF file in the bundle and in every image's layers: each must be for ARCH;
+#     every image config's architecture must be ARCH;
+#   - the shipped programs answer under qemu-user (called explicitly: binfmt_misc need not be
+#     registered; the binaries are static, so no -L sysroot): `k3s --version`,
+#     `containerd --version`, `runc --version`, `installer --help`, and the rest of bin/;
+#   - with --reproducible: scripts/check-reproducible.sh --arch ARCH --against-this-checkout
+#     (a clone at another path, its own work dir and an empty Go build cache, the same sha256).
+# What cannot be checked here: installing and running k3s (no ARCH machine); the e2e is not run.
+#   scripts/check-arch.sh arm64 [--reproducible]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+arch=${1:?usage: scripts/check-arch.sh arm64 [--reproducible]}
+reproducible=no
+[ "${2:-}" = --reproducible ] && reproducible=yes
+case "$arch" in
+  arm64) file_says="ARM aarch64"; qemu=qemu-aarch64 ;;
+  amd64) file_says="x86-64"; qemu=qemu-x86_64 ;;
+  *) echo "check-arch: $arch: bundles are built for amd64 and arm64" >&2; exit 2 ;;
+esac
+for tool in file jq "$qemu"; do
+  command -v "$tool" >/dev/null || { echo "check-arch: $tool is missing (scripts/install-deps.sh installs it)" >&2; exit 1; }
+done
+
+tarball=$(cargo xtask --arch "$arch" bundle)
+echo "== $tarball"
+cargo xtask --arch "$arch" verify "$tarball"
+cargo xtask --arch "$arch" verify "${tarball%.tar.gz}.tar.zst"
+
+scratch=$(mktemp -d /tmp/k3s-gvisor-check-arch.XXXXXX)
+trap 'rm -rf "$scratch"' EXIT
+tar -xzf "$tarball" -C "$scratch"
+top=$(find "$scratch" -mindepth 1 -maxdepth 1 -type d)
+
+# file_check DIR WHAT: every ELF file below DIR must be for $arch; prints one line per file.
+bad=0
+file_check() {
+  while IFS= read -r -d '' f; do
+    kind=$(file -b "$f")
+    case "$kind" in
+      ELF*) ;;
+      *) continue ;;
+    esac
+    case "$kind" in
+      *"$file_says"*) echo "  ok  $2${f#"$1"}: ${kind%%, BuildID*}" ;;
+      *) echo "  BAD $2${f#"$1"}: $kind"; bad=1 ;;
+    esac
+  done < <(find "$1" -type f -print0 | sort -z)
+}
+
+echo "== file: every ELF in the bundle"
+file_check "$top" ""
+echo "== images: config architecture, and every ELF in their layers"
+for image in "$top"/images/*.oci.tar; do
+  dir="$scratch/image-$(basename "$image" .oci.tar)"
+  mkdir -p "$dir/oci" "$dir/rootfs"
+  tar -xf "$image" -C "$dir/oci"
+  manifest=$(jq -r '.manifests[0].digest' "$dir/oci/index.json" | sed 's|:|/|')
+  config=$(jq -r '.config.digest' "$dir/oci/blobs/$manifest" | sed 's|:|/|')
+  config_arch=$(jq -r '.architecture' "$dir/oci/blobs/$config")
+  if [ "$config_arch" = "$arch" ]; then
+    echo "  ok  $(basename "$image"): config architecture $config_arch"
+  else
+    echo "  BAD $(basename "$image"): config architecture $config_arch"; bad=1
+  fi
+  for layer in $(jq -r '.layers[].digest' "$dir/oci/blobs/$manifest" | sed 's|:|/|'); do
+    tar -xzf "$dir/oci/blobs/$layer" -C "$dir/rootfs"
+  done
+  file_check "$dir/rootfs" "$(basename "$image"):"
+done
+
+echo "== $qemu: the shipped programs answer"
+run() {
+  local out
+  if out=$("$qemu" "$@" 2>&1); then
+    echo "  ok  $(basename "$1") ${*:2}: $(echo "$out" | head -n 1)"
+  else
+    echo "  BAD $(basename "$1") ${*:2}: $(echo "$out" | head -n 3)"; bad=1
+  fi
+}
+bin="$top/bin"
+run "$bin/k3s" --version
+run "$bin/containerd" --version
+run "$bin/runc" --version
+run "$bin/installer" --help
+run "$bin/ctr" --version
+run "$bin/containerd-shim-runc-v2" -v
+run "$bin/helm" version
+run "$bin/svcproxy" --help
+run "$top/cni/bin/gvisor-cni" --version
+# kubectl and crictl are links to k3s, which dispatches on argv[0]: run them by their names.
+run "$bin/kubectl" version --client
+run "$bin/crictl" --version
+[ -e "$bin/launcher" ] && run "$bin/launcher" --help
+
+if [ $bad != 0 ]; then
+  echo "check-arch: the linux-$arch bundle failed a check above" >&2
+  exit 1
+fi
+if [ $reproducible = yes ]; then
+  echo "== reproducible"
+  scripts/check-reproducible.sh --arch "$arch" --against-this-checkout
+fi
+echo "check-arch: the linux-$arch bundle passed every check that can run on this machine"

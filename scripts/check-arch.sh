@@ -76,7 +76,7 @@ done
 echo "== $qemu: the shipped programs answer"
 run() {
   local out
-  if out=$("$qemu" "$@" 2>&1); then
+  if out=$("$qemu" "$@" 2>&1); then  # stdin: the caller's (a CNI config for the plugin)
     echo "  ok  $(basename "$1") ${*:2}: $(echo "$out" | head -n 1)"
   else
     echo "  BAD $(basename "$1") ${*:2}: $(echo "$out" | head -n 3)"; bad=1
@@ -91,7 +91,11 @@ run "$bin/ctr" --version
 run "$bin/containerd-shim-runc-v2" -v
 run "$bin/helm" version
 run "$bin/svcproxy" --help
-run "$top/cni/bin/gvisor-cni" --version
+# A CNI plugin answers its runtime's VERSION command (CNI_COMMAND, a config on stdin), not
+# --version.
+export CNI_COMMAND=VERSION
+run "$top/cni/bin/gvisor-cni" <<< '{"cniVersion":"1.1.0"}'
+unset CNI_COMMAND
 # kubectl and crictl are links to k3s, which dispatches on argv[0]: run them by their names.
 run "$bin/kubectl" version --client
 run "$bin/crictl" --version

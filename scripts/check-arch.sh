@@ -8,18 +8,30 @@
 #   - the shipped programs answer under qemu-user (called explicitly: binfmt_misc need not be
 #     registered; the binaries are static, so no -L sysroot): `k3s --version`,
 #     `containerd --version`, `runc --version`, `installer --help`, and the rest of bin/;
+#   - with --unit-tests: the runtime crates' unit tests (`--lib --bins`) built for ARCH and run
+#     under qemu-user (cargo's runner). Linked static like the bundle's binaries: qemu 7.2 hangs
+#     in dynamically linked aarch64 programs that start threads (libtest runs each test in one),
+#     measured with a two-line program. The launcher has none for arm64 (it is x86_64 only);
 #   - with --reproducible: scripts/check-reproducible.sh --arch ARCH --against-this-checkout
 #     (a clone at another path, its own work dir and an empty Go build cache, the same sha256).
 # What cannot be checked here: installing and running k3s (no ARCH machine); the e2e is not run.
-#   scripts/check-arch.sh arm64 [--reproducible]
+#   scripts/check-arch.sh arm64 [--unit-tests] [--reproducible]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-arch=${1:?usage: scripts/check-arch.sh arm64 [--reproducible]}
+arch=${1:?usage: scripts/check-arch.sh arm64 [--unit-tests] [--reproducible]}
+shift
 reproducible=no
-[ "${2:-}" = --reproducible ] && reproducible=yes
+unit_tests=no
+for option in "$@"; do
+  case "$option" in
+    --reproducible) reproducible=yes ;;
+    --unit-tests) unit_tests=yes ;;
+    *) echo "check-arch: unknown option $option (--unit-tests, --reproducible)" >&2; exit 2 ;;
+  esac
+done
 case "$arch" in
-  arm64) file_says="ARM aarch64"; qemu=qemu-aarch64 ;;
-  amd64) file_says="x86-64"; qemu=qemu-x86_64 ;;
+  arm64) file_says="ARM aarch64"; qemu=qemu-aarch64; rust_target=aarch64-unknown-linux-gnu ;;
+  amd64) file_says="x86-64"; qemu=qemu-x86_64; rust_target=x86_64-unknown-linux-gnu ;;
   *) echo "check-arch: $arch: bundles are built for amd64 and arm64" >&2; exit 2 ;;
 esac
 for tool in file jq "$qemu"; do
@@ -104,6 +116,17 @@ run "$bin/crictl" --version
 if [ $bad != 0 ]; then
   echo "check-arch: the linux-$arch bundle failed a check above" >&2
   exit 1
+fi
+if [ $unit_tests = yes ]; then
+  echo "== the runtime crates' unit tests under $qemu"
+  target_var=$(echo "$rust_target" | tr 'a-z-' 'A-Z_')
+  crates=(-p bundle-format -p netif -p gvisor-cni -p installer -p svcproxy -p pause)
+  [ "$arch" = amd64 ] && crates+=(-p launcher)
+  env "CARGO_TARGET_${target_var}_LINKER=${rust_target%%-unknown-*}-linux-gnu-gcc" \
+    "CARGO_TARGET_${target_var}_RUNNER=$qemu" \
+    RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo test --locked --no-fail-fast --target "$rust_target" \
+    --target-dir target/check-arch-tests "${crates[@]}" --lib --bins
 fi
 if [ $reproducible = yes ]; then
   echo "== reproducible"

@@ -529,7 +529,11 @@ fn plan_images(
         inputs.add(format!("image {}", spec.name), format!("{spec:?}"));
         if let image::ImageSource::Build(build) = &spec.source {
             for file in &build.files {
-                if let image::FileOrigin::Repo(path) = file.from.for_arch(config.bundle.arch)? {
+                let from = file
+                    .from
+                    .for_arch(config.bundle.arch)
+                    .with_context(|| format!("image {}: {}", spec.name, file.path))?;
+                if let image::FileOrigin::Repo(path) = from {
                     let full = image::repo_file(&layout.repo, path)?;
                     inputs.add(
                         path.display().to_string(),

@@ -30,8 +30,8 @@ for option in "$@"; do
   esac
 done
 case "$arch" in
-  arm64) file_says="ARM aarch64"; qemu=qemu-aarch64; rust_target=aarch64-unknown-linux-gnu ;;
-  amd64) file_says="x86-64"; qemu=qemu-x86_64; rust_target=x86_64-unknown-linux-gnu ;;
+  arm64) file_says="ARM aarch64"; qemu="qemu-aarch64"; rust_target=aarch64-unknown-linux-gnu ;;
+  amd64) file_says="x86-64"; qemu="qemu-x86_64"; rust_target=x86_64-unknown-linux-gnu ;;
   *) echo "check-arch: $arch: bundles are built for amd64 and arm64" >&2; exit 2 ;;
 esac
 for tool in file jq "$qemu"; do

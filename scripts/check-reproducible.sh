@@ -8,13 +8,22 @@
 #                                            one clone from scratch, compared with this
 #                                            checkout's own dist/ tarball (run `cargo xtask
 #                                            bundle` here first)
+#   --arch arm64                             the linux-arm64 bundle (cross-compiled) instead
 # Sources come from the shared cache and the mirrors (K3S_GVISOR_MIRROR, or
 # ../shared/mirror/github.com when it exists): they are verified by git tree id either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
 against_here=no
-[ "${1:-}" = --against-this-checkout ] && against_here=yes
+arch=amd64
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --against-this-checkout) against_here=yes ;;
+    --arch) arch="${2:?--arch needs amd64 or arm64}"; shift ;;
+    *) echo "check-reproducible: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 mirror=../shared/mirror/github.com
 if [ -d "$mirror" ]; then
@@ -29,13 +38,13 @@ trap 'rm -rf "$scratch"' EXIT
 build() {
   git clone -q "$top" "$1"
   git -C "$1" checkout -q "$(git rev-parse HEAD)"
-  (cd "$1" && GOCACHE="$1.gocache" cargo xtask bundle --timings >&2)
-  ls "$1"/dist/*.tar.gz
+  (cd "$1" && GOCACHE="$1.gocache" cargo xtask --arch "$arch" bundle --timings >&2)
+  ls "$1"/dist/*-linux-"$arch".tar.gz
 }
 
 if [ $against_here = yes ]; then
   # Hashed now: the checkout's dist/ may change while the clone builds.
-  a_tarball=$(ls "$top"/dist/k3s-gvisor-*-linux-amd64.tar.gz)
+  a_tarball=$(ls "$top"/dist/k3s-gvisor-*-linux-"$arch".tar.gz)
 else
   a_tarball=$(build "$scratch/a")
 fi

@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+# amd64 only: no test here builds or runs the arm64 bundle (scripts/check-arch.sh does, outside
+# CI's time budget), so CI machines need no cross toolchain.
+scripts/install-deps.sh --arch amd64
 
 # Upstream sources: the machines CI runs on reach no GitHub, but have a mirror of its commit
 # archives beside the checkout (../shared/mirror, laid out like the URLs). Every source is

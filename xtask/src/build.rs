@@ -16,6 +16,7 @@
 use crate::config::{BundleConfig, Component, GoBinary};
 use crate::go::{run_logged, Go};
 use crate::layout::Layout;
+use crate::target::Target;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -32,6 +33,8 @@ pub struct GoBuildContext<'a> {
     pub source_date_epoch: u64,
     /// Placeholder values the prepare step found in the tree.
     pub prepared: &'a BTreeMap<String, String>,
+    /// The architecture built for, and this machine's.
+    pub target: Target,
 }
 
 /// One built binary and exactly how it was built (for the manifest).
@@ -57,7 +60,7 @@ pub fn go_build(
     ctx: &GoBuildContext,
     log: &Path,
 ) -> Result<Vec<BuiltBinary>> {
-    check_build_requires(c)?;
+    check_build_requires(c, &ctx.target)?;
     std::fs::create_dir_all(out_dir)?;
     if !c.vendor {
         // This build reads its modules from the module cache, which other builds share (and
@@ -75,6 +78,7 @@ pub fn go_build(
         cmd.args(&args)
             .env("CGO_ENABLED", if bin.cgo { "1" } else { "0" })
             .env("SOURCE_DATE_EPOCH", ctx.source_date_epoch.to_string())
+            .envs(ctx.target.go_env(bin.cgo))
             .envs(&bin.env)
             .current_dir(tree);
         if c.vendor {
@@ -95,8 +99,17 @@ pub fn go_build(
                 log.display()
             );
         }
-        let checks = run_checks(bin, &out, &values)?;
-        let env: String = bin.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+        crate::elf::check_machine(&out, &ctx.target)?;
+        let checks = run_checks(bin, &out, &values, &ctx.target)?;
+        // As run, beyond a native build's: a cross build's GOARCH and C cross compiler first.
+        let env: String = ctx
+            .target
+            .go_cross_env(bin.cgo)
+            .iter()
+            .map(|(k, v)| (k, v))
+            .chain(&bin.env)
+            .map(|(k, v)| format!("{k}={v} "))
+            .collect();
         built.push(BuiltBinary {
             name: bin.name.clone(),
             path: out,
@@ -151,11 +164,14 @@ fn shown_args(args: &[String], name: &str) -> String {
     shown.join(" ")
 }
 
-/// Fail early, naming the apt packages, when the machine lacks what a (cgo) build links.
-fn check_build_requires(c: &Component) -> Result<()> {
+/// Fail early, naming the apt packages, when the machine lacks what a (cgo) build links for
+/// the target (its cross compiler too).
+fn check_build_requires(c: &Component, target: &Target) -> Result<()> {
+    target.check_tools()?;
     let missing: Vec<String> = c
+        .for_target(target)
         .build_requires
-        .iter()
+        .into_iter()
         .filter(|(path, _)| !Path::new(path).exists())
         .map(|(path, package)| format!("{path} (apt-get install {package})"))
         .collect();
@@ -170,8 +186,14 @@ fn check_build_requires(c: &Component) -> Result<()> {
 }
 
 /// Run each check of `bin` (argv[0] may be a link name: the check then runs through a symlink
-/// named so, as users will run it).
-fn run_checks(bin: &GoBinary, binary: &Path, values: &Placeholders) -> Result<Vec<String>> {
+/// named so, as users will run it). A binary of another architecture runs under the target's
+/// emulator (qemu-user passes the path it is given on as argv[0], so links still dispatch).
+fn run_checks(
+    bin: &GoBinary,
+    binary: &Path,
+    values: &Placeholders,
+    target: &Target,
+) -> Result<Vec<String>> {
     let mut results = Vec::new();
     let links = tempfile::tempdir()?;
     for check in &bin.checks {
@@ -189,7 +211,16 @@ fn run_checks(bin: &GoBinary, binary: &Path, values: &Placeholders) -> Result<Ve
             link
         };
         let expect = values.expand(&check.expect)?;
-        let out = run_with_timeout(Command::new(&program).args(args), Duration::from_secs(60))
+        let mut cmd = match target.runner() {
+            Some(emulator) => {
+                let mut cmd = Command::new(emulator);
+                cmd.arg(&program);
+                cmd
+            }
+            None => Command::new(&program),
+        };
+        // Emulated, k3s's `--version` takes seconds where it takes milliseconds natively.
+        let out = run_with_timeout(cmd.args(args), Duration::from_secs(180))
             .with_context(|| format!("check `{}` failed", check.run.join(" ")))?;
         let Some(line) = out.lines().find(|l| l.contains(&expect)) else {
             bail!(
@@ -390,40 +421,67 @@ pub fn cargo_rustflags(layout: &Layout) -> String {
     )
 }
 
-pub const RUST_TARGET: &str = "x86_64-unknown-linux-gnu";
-
-/// The cargo command line the crates are built with; the manifest records exactly this.
-pub fn cargo_args(config: &BundleConfig) -> Vec<String> {
-    let mut args: Vec<String> = ["build", "--release", "--locked", "--target", RUST_TARGET]
+/// The cargo command line the crates of the bundle's architecture are built with; the manifest
+/// records exactly this (after a cross build's linker, [`cargo_cross_env`]).
+pub fn cargo_args(config: &BundleConfig, target: &Target) -> Vec<String> {
+    let mut args: Vec<String> = ["build", "--release", "--locked", "--target"]
         .map(String::from)
         .into();
-    for c in &config.crates {
+    args.push(target.rust_target().into());
+    for c in config.crates_for_arch() {
         args.push("-p".into());
         args.push(c.package.clone());
     }
     args
 }
 
+/// The cross build's cargo environment as the manifest records it (`VAR=value `, or nothing).
+pub fn cargo_cross_env(target: &Target) -> String {
+    target
+        .cargo_cross_env()
+        .iter()
+        .map(|(k, v)| format!("{k}={v} "))
+        .collect()
+}
+
 /// `cargo build --release` of the runtime crates into `layout.cargo_target()`, then copy the
-/// binaries into `layout.crates_bin()`.
-pub fn cargo_build(config: &BundleConfig, layout: &Layout, log: &Path) -> Result<Vec<PathBuf>> {
+/// binaries into `layout.crates_bin()`; each must be static and for the target.
+pub fn cargo_build(
+    config: &BundleConfig,
+    layout: &Layout,
+    target: &Target,
+    log: &Path,
+) -> Result<Vec<PathBuf>> {
+    target.check_tools()?;
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(cargo_args(config))
+    cmd.args(cargo_args(config, target))
         .arg("--target-dir")
         .arg(layout.cargo_target())
         .env("RUSTFLAGS", cargo_rustflags(layout))
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .envs(target.cargo_cross_env())
         .current_dir(&layout.repo);
     let _ = std::fs::remove_file(log);
     run_logged(&mut cmd, log, "cargo build --release (runtime crates)")?;
-    let release = layout.cargo_target().join(RUST_TARGET).join("release");
+    let release = layout
+        .cargo_target()
+        .join(target.rust_target())
+        .join("release");
     let bin_dir = layout.crates_bin();
     std::fs::create_dir_all(&bin_dir)?;
     let mut outputs = Vec::new();
-    for c in &config.crates {
+    for c in config.crates_for_arch() {
         let to = bin_dir.join(&c.package);
         std::fs::copy(release.join(&c.package), &to)
             .with_context(|| format!("crate {0} built no binary named {0}", c.package))?;
+        if !crate::elf::is_static(&to)? {
+            bail!(
+                "{} is dynamically linked: the runtime crates must be static (RUSTFLAGS {})",
+                to.display(),
+                cargo_rustflags(layout)
+            );
+        }
+        crate::elf::check_machine(&to, target)?;
         outputs.push(to);
     }
     Ok(outputs)

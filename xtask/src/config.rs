@@ -161,9 +161,26 @@ pub struct CrateSpec {
     /// Where the binary lands in the bundle; none for a binary that ships only inside an image.
     #[serde(default)]
     pub to: Option<String>,
+    /// Architectures whose bundles do not hold this crate, each with why (the manifest's
+    /// `not_on_this_arch` says so in those bundles).
+    #[serde(default)]
+    pub not_built_for: BTreeMap<Arch, String>,
 }
 
 impl Component {
+    /// The component as built for `target`: its `build_requires` with `{multiarch}` filled in
+    /// (crate::target::Target::build_require). A native build's is bundle.toml's as written
+    /// before the placeholder existed, so its stamps stay.
+    pub fn for_target(&self, target: &crate::target::Target) -> Component {
+        let mut c = self.clone();
+        c.build_requires = self
+            .build_requires
+            .iter()
+            .map(|(path, package)| target.build_require(path, package))
+            .collect();
+        c
+    }
+
     /// Does the recipe put the bundle stamp (`{stamp}`: the bundle's name and version) into a
     /// binary or a check? Only such a component is rebuilt when the bundle's version changes.
     pub fn uses_stamp(&self) -> bool {
@@ -332,6 +349,18 @@ impl BundleConfig {
             .iter()
             .find(|c| c.name == name)
             .with_context(|| format!("no component `{name}` in bundle.toml"))
+    }
+
+    /// The crates built for the bundle's architecture.
+    pub fn crates_for_arch(&self) -> impl Iterator<Item = &CrateSpec> {
+        self.crates
+            .iter()
+            .filter(|c| !c.not_built_for.contains_key(&self.bundle.arch))
+    }
+
+    /// What building for the bundle's architecture on this machine takes (crate::target).
+    pub fn target(&self) -> Result<crate::target::Target> {
+        crate::target::Target::new(self.bundle.arch)
     }
 
     /// The text every binary carries to say which bundle it belongs to.

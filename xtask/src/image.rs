@@ -7,10 +7,16 @@
 //!   busybox-static, and files of this repository such as images/klipper-helm/entry). Works offline and is byte-reproducible: one layer, sorted entries,
 //!   mtime = SOURCE_DATE_EPOCH, owner 0:0, gzip without a timestamp, canonical JSON.
 //! - `kind = "registry"` pulls an image by pinned digest through the OCI distribution API
-//!   (anonymous bearer token as Docker Hub wants), resolves an index to linux/amd64, verifies every
+//!   (anonymous bearer token as Docker Hub wants), resolves an index to the bundle's platform
+//!   (`linux/<arch>`, unless the table names another), verifies every
 //!   blob's digest and size, and keeps the blobs in a content-addressed cache.
 //!
 //! Both end in the same archive format (see `archive`).
+//!
+//! Every image is for the bundle's architecture (bundle.toml `arch`, `--arch`): its config says
+//! so, binaries built by the pipeline are built for it, and a file that differs by architecture
+//! names one pinned file per architecture (`from = { by-arch = { amd64 = ..., arm64 = ... } }`,
+//! e.g. Debian's busybox-static of each).
 //!
 //! ```toml
 //! [[image]]
@@ -43,6 +49,7 @@ mod registry;
 mod tests;
 
 use anyhow::{bail, Context, Result};
+use bundle_format::Arch;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -70,7 +77,7 @@ pub enum ImageSource {
     Registry(RegistrySource),
 }
 
-/// An image assembled from files, for linux/amd64.
+/// An image assembled from files, for the bundle's architecture.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuildSource {
@@ -122,6 +129,32 @@ pub enum FileOrigin {
     /// A file of this repository, by its path from the repository root
     /// (`images/klipper-helm/entry`); its content is part of the image stage's stamp.
     Repo(PathBuf),
+    /// One of the above per architecture, for a file that is a program of the build machine's
+    /// kind (busybox): `{ by-arch = { amd64 = { host = ... }, arm64 = { host = ... } } }`.
+    ByArch(BTreeMap<Arch, FileOrigin>),
+}
+
+impl FileOrigin {
+    /// Where the file comes from in a bundle for `arch`.
+    pub fn for_arch(&self, arch: Arch) -> Result<&FileOrigin> {
+        let FileOrigin::ByArch(by_arch) = self else {
+            return Ok(self);
+        };
+        let origin = by_arch.get(&arch).with_context(|| {
+            format!(
+                "this file has no origin for {arch}: its `by-arch` names only {}",
+                by_arch
+                    .keys()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        if matches!(origin, FileOrigin::ByArch(_)) {
+            bail!("`by-arch` of {arch} is another `by-arch`: name the file itself");
+        }
+        Ok(origin)
+    }
 }
 
 /// A file the build machine provides, pinned so that two machines build the same image.
@@ -145,13 +178,18 @@ pub struct RegistrySource {
     /// repository part of `reference`. Loopback registries are spoken to over plain http.
     #[serde(default)]
     pub repository: Option<String>,
-    /// Platform chosen from an index, "os/arch".
-    #[serde(default = "default_platform")]
-    pub platform: String,
+    /// Platform chosen from an index, "os/arch"; the bundle's (`linux/<arch>`) by default.
+    #[serde(default)]
+    pub platform: Option<String>,
 }
 
-fn default_platform() -> String {
-    "linux/amd64".to_string()
+impl RegistrySource {
+    /// The platform pulled for a bundle of `arch`.
+    pub fn platform_for(&self, arch: Arch) -> String {
+        self.platform
+            .clone()
+            .unwrap_or_else(|| format!("linux/{arch}"))
+    }
 }
 
 /// What the stage needs from the pipeline.
@@ -168,6 +206,8 @@ pub struct ImageContext {
     pub built: BTreeMap<String, PathBuf>,
     /// The repository checkout (`FileOrigin::Repo` paths are relative to it).
     pub repo: PathBuf,
+    /// The bundle's architecture: the images' platform, and which `by-arch` file is used.
+    pub arch: Arch,
 }
 
 /// One finished image archive (also the images stage's stamp record).
@@ -214,7 +254,7 @@ pub fn build_image(spec: &ImageSpec, ctx: &ImageContext) -> Result<ImageOutput> 
     let file = ctx.out_dir.join(format!("{}.oci.tar", spec.name));
     let (digest, origin) = match &spec.source {
         ImageSource::Build(build) => {
-            let image = assemble::assemble(build, ctx, &assemble::Platform::linux_amd64())?;
+            let image = assemble::assemble(build, ctx, &assemble::Platform::linux(ctx.arch))?;
             image.write_archive(&file, &spec.reference, ctx.source_date_epoch)?;
             (image.manifest_digest(), ImageOrigin::Build)
         }

@@ -1,5 +1,6 @@
 //! Where every stage reads and writes. One struct so that no path is spelled twice.
 
+use bundle_format::Arch;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -45,6 +46,17 @@ impl Layout {
         }
     }
 
+    /// The work dir of a bundle for `arch`, given amd64's: amd64 keeps the one it always had
+    /// (its stamps and outputs stay valid); another architecture gets `linux-<arch>` below it, so
+    /// that neither overwrites the other's trees, binaries, stamps or staging tree. (Tarballs
+    /// carry the architecture in their names, so both share `dist`.)
+    pub fn work_for_arch(amd64_work: &Path, arch: Arch) -> PathBuf {
+        match arch {
+            Arch::Amd64 => amd64_work.to_path_buf(),
+            other => amd64_work.join(format!("linux-{other}")),
+        }
+    }
+
     pub fn patches(&self, component: &str) -> PathBuf {
         self.repo.join("patches").join(component)
     }
@@ -74,5 +86,20 @@ impl Layout {
     }
     pub fn stage(&self) -> PathBuf {
         self.work.join("stage")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_architecture_has_its_own_work_dir_and_amd64_keeps_its_own() {
+        let work = Path::new("/r/target/k3s-gvisor");
+        assert_eq!(Layout::work_for_arch(work, Arch::Amd64), work);
+        assert_eq!(
+            Layout::work_for_arch(work, Arch::Arm64),
+            Path::new("/r/target/k3s-gvisor/linux-arm64")
+        );
     }
 }

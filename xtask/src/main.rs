@@ -30,6 +30,7 @@ mod soak;
 mod stage_tests;
 mod stamp;
 mod tarball;
+mod target;
 mod timings;
 mod tools;
 mod ui;

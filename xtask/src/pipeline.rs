@@ -12,7 +12,9 @@ mod plan;
 #[cfg(test)]
 pub use plan::render_components;
 
-use crate::build::{cargo_args, cargo_build, cargo_rustflags, go_build, rustc_version};
+use crate::build::{
+    cargo_args, cargo_build, cargo_cross_env, cargo_rustflags, go_build, rustc_version,
+};
 use crate::build::{BuiltBinary, GoBuildContext};
 use crate::config::{BundleConfig, Component};
 use crate::digest::{sha256_file, sha256_tree};
@@ -159,6 +161,7 @@ pub(crate) fn plan_components(
     for name in opts.without.iter().chain(&opts.only) {
         config.component(name)?;
     }
+    let target = config.target()?;
     let mut planned = Vec::new();
     for c in &config.components {
         if opts.without.contains(&c.name) || !(opts.only.is_empty() || opts.only.contains(&c.name))
@@ -192,7 +195,11 @@ pub(crate) fn plan_components(
         };
         let mut inputs = Inputs::default();
         inputs.add("recipe", RECIPE);
-        inputs.add("bundle.toml component", toml::to_string(c)?);
+        // As built for the target (its build_requires' `{multiarch}` filled in).
+        inputs.add(
+            "bundle.toml component",
+            toml::to_string(&c.for_target(&target))?,
+        );
         inputs.add("source", source.content.clone());
         inputs.add("go version", go_version);
         // The bundle's name and version reach a binary only through `{stamp}` (runc's and
@@ -207,6 +214,14 @@ pub(crate) fn plan_components(
             config.bundle.source_date_epoch.to_string(),
         );
         inputs.add("variant", variant.as_str());
+        // A cross build's GOARCH and C cross compiler (a native build has none, and its stamps
+        // stay as they were before the architecture was a choice).
+        if target.is_cross() {
+            inputs.add(
+                "cross-compilation",
+                format!("{:?}", target.go_cross_env(true)),
+            );
+        }
         for p in &patches {
             let name = p.strip_prefix(&layout.repo).unwrap_or(p);
             inputs.add(name.display().to_string(), sha256_file(p)?);
@@ -342,6 +357,7 @@ fn run_components(
                         stamp: &config.stamp(),
                         source_date_epoch: config.bundle.source_date_epoch,
                         prepared: &prepared.placeholders,
+                        target: config.target()?,
                     };
                     let binaries = go_build(c, &tree, &out_dir, &ctx, &log("build"))?;
                     step(
@@ -395,11 +411,14 @@ fn plan_crates(config: &BundleConfig, layout: &Layout, report: &mut Report) -> R
     inputs.add("Cargo.toml", sha256_file(&layout.repo.join("Cargo.toml"))?);
     inputs.add("rustc version", rustc_version()?);
     inputs.add("RUSTFLAGS", cargo_rustflags(layout));
-    inputs.add("cargo arguments", cargo_args(config).join(" "));
+    let target = config.target()?;
+    inputs.add("cargo arguments", cargo_args(config, &target).join(" "));
+    if target.is_cross() {
+        inputs.add("cross-compilation", cargo_cross_env(&target));
+    }
     let stamp = Stamp::new(&layout.stamps(), "build-crates", inputs);
     let outputs: Vec<PathBuf> = config
-        .crates
-        .iter()
+        .crates_for_arch()
         .map(|c| layout.crates_bin().join(&c.package))
         .collect();
     let decision = Decision::checked(&stamp, report, "build crates".into(), start);
@@ -432,14 +451,15 @@ fn run_crates(
     }
     report.time("build crates".into(), || {
         let start = Instant::now();
-        let outputs = cargo_build(config, layout, &layout.logs().join("build-crates.log"))?;
+        let target = config.target()?;
+        let log = layout.logs().join("build-crates.log");
+        let outputs = cargo_build(config, layout, &target, &log)?;
         step(
             "build",
             format!(
                 "runtime crates ({}): built in {:.0?}",
                 config
-                    .crates
-                    .iter()
+                    .crates_for_arch()
                     .map(|c| c.package.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
@@ -463,9 +483,9 @@ fn image_binaries(config: &BundleConfig) -> BTreeSet<&str> {
             image::ImageSource::Registry(_) => None,
         })
         .flat_map(|build| &build.files)
-        .filter_map(|file| match &file.from {
-            image::FileOrigin::Built(name) => Some(name.as_str()),
-            image::FileOrigin::Host(_) | image::FileOrigin::Repo(_) => None,
+        .filter_map(|file| match file.from.for_arch(config.bundle.arch) {
+            Ok(image::FileOrigin::Built(name)) => Some(name.as_str()),
+            _ => None,
         })
         .collect()
 }
@@ -492,6 +512,7 @@ fn plan_images(
         "source_date_epoch",
         config.bundle.source_date_epoch.to_string(),
     );
+    inputs.add("platform", config.target()?.platform());
     let used = image_binaries(config);
     for (name, path) in built
         .iter()
@@ -508,7 +529,11 @@ fn plan_images(
         inputs.add(format!("image {}", spec.name), format!("{spec:?}"));
         if let image::ImageSource::Build(build) = &spec.source {
             for file in &build.files {
-                if let image::FileOrigin::Repo(path) = &file.from {
+                let from = file
+                    .from
+                    .for_arch(config.bundle.arch)
+                    .with_context(|| format!("image {}: {}", spec.name, file.path))?;
+                if let image::FileOrigin::Repo(path) = from {
                     let full = image::repo_file(&layout.repo, path)?;
                     inputs.add(
                         path.display().to_string(),
@@ -545,6 +570,7 @@ fn run_images(
         offline: opts.fetch.offline,
         built: plan.built,
         repo: layout.repo.clone(),
+        arch: config.bundle.arch,
     };
     let outputs = match plan.decision {
         Decision::Fresh(outputs) => {
@@ -733,7 +759,8 @@ fn plan_package(
         files.extend(component_files);
     }
     let crates_tree = sha256_tree(&layout.repo.join("crates"))?;
-    for (spec, path) in config.crates.iter().zip(inputs.crates) {
+    let target = config.target()?;
+    for (spec, path) in config.crates_for_arch().zip(inputs.crates) {
         let Some(to) = &spec.to else {
             continue;
         };
@@ -750,8 +777,9 @@ fn plan_package(
             },
             patches: Vec::new(),
             build_flags: vec![format!(
-                "cargo {} (RUSTFLAGS: -C target-feature=+crt-static, paths remapped)",
-                cargo_args(config).join(" ")
+                "{}cargo {} (RUSTFLAGS: -C target-feature=+crt-static, paths remapped)",
+                cargo_cross_env(&target),
+                cargo_args(config, &target).join(" ")
             )],
             outputs: vec![OutputRecord {
                 path: to.clone(),
@@ -794,6 +822,18 @@ fn plan_package(
         files.push(file);
         images.push(record);
     }
+    // The crates this architecture's bundles cannot hold, with bundle.toml's reason.
+    let not_on_this_arch = config
+        .crates
+        .iter()
+        .filter_map(|c| {
+            let reason = c.not_built_for.get(&config.bundle.arch)?;
+            Some(OmittedRecord {
+                name: c.package.clone(),
+                reason: format!("not built for {}: {reason}", config.bundle.arch),
+            })
+        })
+        .collect();
     let manifest = Manifest {
         name: config.bundle.name.clone(),
         version: config.bundle.version.clone(),
@@ -802,6 +842,7 @@ fn plan_package(
         components: records,
         images,
         omitted,
+        not_on_this_arch,
     };
     let mut key = Inputs::default();
     key.add("recipe", RECIPE);
@@ -931,8 +972,7 @@ fn built_binaries<'a>(
         .map(|b| (b.name.clone(), b.path.clone()))
         .chain(
             config
-                .crates
-                .iter()
+                .crates_for_arch()
                 .zip(crates)
                 .map(|(c, p)| (c.package.clone(), p.clone())),
         )
@@ -977,8 +1017,7 @@ pub fn plan(
         .collect();
     if !crates.decision.is_fresh()
         && config
-            .crates
-            .iter()
+            .crates_for_arch()
             .any(|c| used.contains(c.package.as_str()))
     {
         first.push("runtime crates".into());

@@ -434,6 +434,12 @@ pub fn release_notes(
             let _ = writeln!(s, "- {}: {}", o.name, sbom::one_line(&o.reason));
         }
     }
+    if !manifest.not_on_this_arch.is_empty() {
+        let _ = writeln!(s, "\n## Not in linux-{} bundles\n", manifest.arch);
+        for o in &manifest.not_on_this_arch {
+            let _ = writeln!(s, "- {}: {}", o.name, sbom::one_line(&o.reason));
+        }
+    }
     let _ = writeln!(
         s,
         "\nBuilt to be reproducible (SOURCE_DATE_EPOCH={}): `cargo xtask bundle` at this tag, \
@@ -701,6 +707,16 @@ mod tests {
             "{err}"
         );
         manifest.omitted.clear();
+        check_publishable(&manifest, "v1.0.0-gvisor.1").unwrap();
+        // What an architecture's bundles cannot hold (arm64: the launcher) is no gap: an arm64
+        // bundle without it is complete, and publishable.
+        manifest.arch = bundle_format::Arch::Arm64;
+        manifest
+            .not_on_this_arch
+            .push(bundle_format::OmittedRecord {
+                name: "launcher".into(),
+                reason: "not built for arm64: x86_64 only".into(),
+            });
         check_publishable(&manifest, "v1.0.0-gvisor.1").unwrap();
     }
 

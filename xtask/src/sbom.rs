@@ -70,6 +70,13 @@ pub fn cyclonedx(inputs: &SbomInputs) -> Value {
             &format!("{}: {}", o.name, one_line(&o.reason)),
         ));
     }
+    // What this architecture's bundles cannot hold (arm64: the launcher), said the same way.
+    for o in &m.not_on_this_arch {
+        bundle_properties.push(property(
+            "not-on-this-arch",
+            &format!("{}: {}", o.name, one_line(&o.reason)),
+        ));
+    }
     json!({
         "bomFormat": "CycloneDX",
         "specVersion": SPEC_VERSION,

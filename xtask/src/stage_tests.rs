@@ -580,8 +580,13 @@ fn a_hunk_whose_context_moved_applies_at_an_offset_and_changed_context_does_not(
 
 /// Stage and package a tiny bundle under `root`; returns the tarball.
 fn tiny_bundle(root: &Path) -> PathBuf {
+    tiny_bundle_of(root, bundle_format::Arch::Amd64, b"#!/bin/sh\necho hi\n")
+}
+
+/// A tiny bundle for `arch` whose one binary, bin/payload, is `payload`.
+fn tiny_bundle_of(root: &Path, arch: bundle_format::Arch, payload: &[u8]) -> PathBuf {
     let bin = root.join("payload");
-    std::fs::write(&bin, b"#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(&bin, payload).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o775)).unwrap();
     let template = root.join("template");
@@ -590,7 +595,7 @@ fn tiny_bundle(root: &Path) -> PathBuf {
     let manifest = Manifest {
         name: "tiny".into(),
         version: "v1".into(),
-        arch: bundle_format::Arch::Amd64,
+        arch,
         source_date_epoch: 1700000000,
         components: vec![bundle_format::ComponentRecord {
             name: "payload".into(),
@@ -616,6 +621,7 @@ fn tiny_bundle(root: &Path) -> PathBuf {
         }],
         images: vec![],
         omitted: vec![],
+        not_on_this_arch: Vec::new(),
     };
     let stage = root.join("stage");
     let files = [
@@ -790,6 +796,24 @@ fn verify_catches_a_flipped_byte_inside_a_file() {
     let t = tiny_bundle(dir.path());
     rewrite(&t, |entries| entry(entries, "bin/payload").1[3] ^= 0x01);
     verify_refuses(&t, &["bin/payload", "SHA256SUMS"]);
+}
+
+/// Every ELF file must be for the manifest's arch: an amd64 binary in an arm64 bundle (or the
+/// reverse) would only say "Exec format error" on the user's machine.
+#[test]
+fn verify_catches_a_binary_of_another_architecture() {
+    use bundle_format::Arch;
+    let ls = std::fs::read("/bin/ls").unwrap();
+    let host = crate::target::Target::new(Arch::Amd64).unwrap().host;
+    let other = Arch::ALL.into_iter().find(|a| *a != host).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    crate::verify::verify(&tiny_bundle_of(dir.path(), host, &ls)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = tiny_bundle_of(dir.path(), other, &ls);
+    verify_refuses(
+        &t,
+        &["bin/payload", "but the bundle is for", other.as_str()],
+    );
 }
 
 #[test]

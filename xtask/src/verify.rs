@@ -1,7 +1,8 @@
 //! `cargo xtask verify <tarball>` (`.tar.gz` or `.tar.zst`): the outer sha256 (from the `.sha256` beside it), every line of
 //! the bundle's SHA256SUMS, no file that SHA256SUMS does not list, every file the manifest
-//! vouches for, and exactly the symlinks the manifest names, each pointing at a listed file
-//! beside it. The first offending path is the error.
+//! vouches for, exactly the symlinks the manifest names, each pointing at a listed file
+//! beside it, and every ELF file built for the manifest's `arch`. The first offending path is
+//! the error.
 
 use crate::digest::sha256_file;
 use crate::package::{sidecar_path, Format};
@@ -42,6 +43,8 @@ pub fn verify(tarball: &Path) -> Result<Verified> {
 
     // Hash every regular file inside, keyed by its path below the bundle's top directory.
     let mut files: BTreeMap<String, String> = BTreeMap::new();
+    // The ELF machine of every ELF file, checked against the manifest's arch below.
+    let mut machines: BTreeMap<String, u16> = BTreeMap::new();
     let mut links: BTreeMap<String, String> = BTreeMap::new();
     let mut sums_text = None;
     let mut manifest_text = None;
@@ -75,6 +78,10 @@ pub fn verify(tarball: &Path) -> Result<Verified> {
             SUMS_FILE => sums_text = Some(String::from_utf8(bytes.clone())?),
             MANIFEST_FILE => manifest_text = Some(bytes.clone()),
             _ => {}
+        }
+        if crate::elf::is_elf(&bytes) {
+            let machine = crate::elf::machine(&bytes).with_context(|| path.clone())?;
+            machines.insert(rel.to_string(), machine);
         }
         files.insert(rel.to_string(), hex::encode(Sha256::digest(&bytes)));
     }
@@ -132,6 +139,15 @@ pub fn verify(tarball: &Path) -> Result<Verified> {
     }
     if let Some(missing) = named.keys().find(|p| !links.contains_key(*p)) {
         bail!("{missing}: named in bundle-manifest.json as a link but missing from the bundle");
+    }
+    let want = crate::target::elf_machine(manifest.arch);
+    if let Some((path, machine)) = machines.iter().find(|(_, m)| **m != want) {
+        bail!(
+            "{path}: built for {}, but the bundle is for {} ({})",
+            crate::elf::machine_name(*machine),
+            manifest.arch,
+            crate::elf::machine_name(want)
+        );
     }
     Ok(Verified {
         files: files.len(),

@@ -7,7 +7,7 @@ use std::fmt;
 
 /// The architecture a bundle is built for, in Go's names (the manifest's `arch`, bundle.toml's
 /// `arch`, the `linux-<arch>` of a tarball's name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     Amd64,
@@ -15,6 +15,9 @@ pub enum Arch {
 }
 
 impl Arch {
+    /// Every architecture bundles are built for.
+    pub const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Arch::Amd64 => "amd64",
@@ -36,10 +39,16 @@ impl std::str::FromStr for Arch {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Arch, String> {
-        [Arch::Amd64, Arch::Arm64]
+        Arch::ALL
             .into_iter()
             .find(|arch| arch.as_str() == text)
-            .ok_or_else(|| format!("{text:?} is not an architecture bundles are built for"))
+            .ok_or_else(|| {
+                let known: Vec<&str> = Arch::ALL.iter().map(|a| a.as_str()).collect();
+                format!(
+                    "{text:?} is not an architecture bundles are built for (they are: {})",
+                    known.join(", ")
+                )
+            })
     }
 }
 
@@ -230,7 +239,8 @@ mod tests {
         assert!(serde_json::from_str::<ImageSource>("\"registry\"").is_err());
         assert_eq!(Arch::from_rust("x86_64"), Some(Arch::Amd64));
         assert_eq!("arm64".parse::<Arch>(), Ok(Arch::Arm64));
-        assert!("riscv64".parse::<Arch>().is_err());
+        let err = "riscv64".parse::<Arch>().unwrap_err();
+        assert!(err.contains("they are: amd64, arm64"), "{err}");
         assert_eq!(Arch::from_rust("riscv64"), None);
     }
 }

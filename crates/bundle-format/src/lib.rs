@@ -48,6 +48,10 @@ pub struct Manifest {
     /// Components left out on purpose (`cargo xtask bundle --without-k3s`), and why.
     #[serde(default)]
     pub omitted: Vec<OmittedRecord>,
+    /// What bundles of other architectures hold and this one's cannot (arm64 has no launcher),
+    /// and why. Not a gap in this bundle, as `omitted` is: a release ships it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_on_this_arch: Vec<OmittedRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

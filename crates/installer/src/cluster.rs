@@ -398,6 +398,7 @@ mod tests {
             source_date_epoch: 0,
             components: vec![],
             omitted: vec![],
+            not_on_this_arch: Vec::new(),
             images: images
                 .iter()
                 .map(|reference| Image {

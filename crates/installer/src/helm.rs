@@ -117,6 +117,7 @@ mod tests {
                 })
                 .collect(),
             omitted: Vec::new(),
+            not_on_this_arch: Vec::new(),
         }
     }
 

@@ -120,14 +120,14 @@ fn bundle_problems(bundle: &Bundle) -> Vec<String> {
 
     let host_arch = probe::host_arch();
     if bundle.manifest.arch.as_str() != host_arch {
-        // Only linux-amd64 bundles are built so far (bundle-template/install says the same).
-        let advice = if host_arch == Arch::Amd64.as_str() {
-            format!(
-                "download the k3s-gvisor-{}-linux-amd64 bundle instead",
+        // Bundles are built for amd64 and arm64 (bundle-template/install says the same): send
+        // the user to the one for this machine, or say there is none.
+        let advice = match host_arch.parse::<Arch>() {
+            Ok(arch) => format!(
+                "download the k3s-gvisor-{}-linux-{arch} bundle instead",
                 bundle.manifest.version
-            )
-        } else {
-            "k3s-gvisor bundles are built for linux-amd64 only so far".to_string()
+            ),
+            Err(_) => "k3s-gvisor bundles are built for linux-amd64 and linux-arm64 only".into(),
         };
         problems.push(format!(
             "this bundle is for {} but this machine is {host_arch}: {advice}",

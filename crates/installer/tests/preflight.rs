@@ -106,13 +106,17 @@ fn another_architecture_is_refused_by_the_script_and_by_the_installer() {
         return;
     };
     let expected = "this bundle is for arm64 but this machine is amd64";
+    // Both send the user to the bundle for this machine (arm64 and amd64 ones are built).
+    let advice = "linux-amd64 bundle instead";
     // The sh entrypoint refuses first: on a real arm64 bundle the installer could not even run.
     let stderr = s.install_refused();
     assert!(stderr.contains(expected), "{stderr}");
+    assert!(stderr.contains(advice), "{stderr}");
     // The installer's own check, for anyone who runs bin/installer directly.
     let command = install_command(&s.bundle.installer(), &s.prefix, &s.data);
     let stderr = refused(command, &s.prefix, &s.data);
     assert!(stderr.contains(expected), "{stderr}");
+    assert!(stderr.contains(advice), "{stderr}");
 }
 
 #[test]

@@ -19,6 +19,7 @@ use crate::fetch::FetchOptions;
 use crate::layout::Layout;
 use crate::pipeline::Options;
 use anyhow::Result;
+use bundle_format::Arch;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,12 @@ pub struct Global {
     /// The pinned inputs.
     #[arg(long, global = true, default_value = "bundle.toml")]
     config: PathBuf,
+    /// The architecture to build the bundle for, in place of bundle.toml's `arch` (amd64).
+    /// Another architecture than amd64 builds, without --work-dir, in a work dir of its own
+    /// (target/k3s-gvisor/linux-<arch>), cross-compiled on an amd64 machine
+    /// (scripts/install-deps.sh installs the cross compiler, the target's libraries and qemu).
+    #[arg(long, global = true, env = "K3S_GVISOR_ARCH", value_parser = parse_arch)]
+    arch: Option<Arch>,
     /// A pin set that replaces some components' releases (bundle-mission.toml: the mission's
     /// runc v1.3.3 and containerd v2.1.4), same recipes and patches. Without --work-dir, its
     /// builds go to target/k3s-gvisor/pins-<file stem>, and its tarballs there too.
@@ -79,6 +86,12 @@ impl Ctx {
             }
         };
         let pins = global.pins.as_ref().map(in_repo);
+        let config_path = in_repo(&global.config);
+        let mut config = BundleConfig::load_with_pins(&config_path, pins.as_deref())?;
+        // The bundle's architecture is a fact every stage reads from the config.
+        if let Some(arch) = global.arch {
+            config.bundle.arch = arch;
+        }
         // Another pin set builds other binaries: never into the same place as bundle.toml's.
         let pinned_work = pins.as_ref().map(|p| {
             let stem = p.file_stem().unwrap_or_default().to_string_lossy();
@@ -87,15 +100,16 @@ impl Ctx {
         let mut layout = Layout::new(
             repo,
             global.cache_dir,
-            global.work_dir.or(pinned_work.clone()),
+            global.work_dir.clone().or(pinned_work.clone()),
         );
+        if global.work_dir.is_none() {
+            layout.work = Layout::work_for_arch(&layout.work, config.bundle.arch);
+        }
         if let Some(d) = global.dist_dir {
             layout.dist = d;
         } else if pinned_work.is_some() {
             layout.dist = layout.work.join("dist");
         }
-        let config_path = in_repo(&global.config);
-        let config = BundleConfig::load_with_pins(&config_path, pins.as_deref())?;
         Ok(Ctx {
             layout,
             config,
@@ -136,6 +150,18 @@ impl Ctx {
     /// What the proofs (e2e, soak, bench on the installed stack) run on: the whole bundle
     /// (built, or found up to date) and the repository's files they read.
     pub fn proof_inputs(&self) -> Result<ProofInputs> {
+        let target = self.config.target()?;
+        if target.is_cross() {
+            anyhow::bail!(
+                "the proofs install and run the bundle on this machine, which is {}: a linux-{} \
+                 bundle cannot run here (build it with `cargo xtask bundle --arch {}`, check it \
+                 with `scripts/check-arch.sh {}`)",
+                target.host,
+                target.arch,
+                target.arch,
+                target.arch
+            );
+        }
         let options = self.options(Vec::new(), Vec::new())?;
         let tarball = bundle::timed(&self.config, &self.layout, &options, false)?;
         Ok(ProofInputs {
@@ -144,6 +170,11 @@ impl Ctx {
             known_errors: self.layout.repo.join("docs/k3s-log.md"),
         })
     }
+}
+
+/// `--arch`: one of the architectures bundles are built for (the error names them).
+fn parse_arch(text: &str) -> Result<Arch, String> {
+    text.parse()
 }
 
 /// The bundle and the repository's files a proof reads.

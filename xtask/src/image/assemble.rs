@@ -23,10 +23,19 @@ pub struct Platform {
 }
 
 impl Platform {
+    #[cfg(test)]
     pub fn linux_amd64() -> Self {
+        Self::linux(bundle_format::Arch::Amd64)
+    }
+
+    /// `linux/<arch>`: what the image config says, for a bundle of `arch`.
+    pub fn linux(arch: bundle_format::Arch) -> Self {
         Platform {
             os: Os::Linux,
-            architecture: Arch::Amd64,
+            architecture: match arch {
+                bundle_format::Arch::Amd64 => Arch::Amd64,
+                bundle_format::Arch::Arm64 => Arch::ARM64,
+            },
         }
     }
 }
@@ -166,7 +175,11 @@ fn collect_entries(build: &BuildSource, ctx: &ImageContext) -> Result<BTreeMap<S
     };
     for file in &build.files {
         let rel = relative_path(&file.path)?;
-        let source = match &file.from {
+        let from = file
+            .from
+            .for_arch(ctx.arch)
+            .with_context(|| file.path.clone())?;
+        let source = match from {
             FileOrigin::Built(name) => ctx.built.get(name).cloned().with_context(|| {
                 format!(
                     "{}: no binary named `{name}` was built; known: {}",
@@ -176,17 +189,18 @@ fn collect_entries(build: &BuildSource, ctx: &ImageContext) -> Result<BTreeMap<S
             })?,
             FileOrigin::Host(host) => host.path.clone(),
             FileOrigin::Repo(path) => repo_file(&ctx.repo, path)?,
+            FileOrigin::ByArch(_) => unreachable!("for_arch resolves by-arch"),
         };
-        let bytes = read_input(&source, &file.from)?;
-        if let FileOrigin::Host(host) = &file.from {
+        let bytes = read_input(&source, from)?;
+        if let FileOrigin::Host(host) = from {
             let actual = crate::digest::sha256_bytes(&bytes);
             if actual != host.sha256 {
                 bail!(
                     "{} has sha256 {actual}, but bundle.toml pins {} ({}): install exactly \
-                     that package (`apt-get install {}`), or re-pin after checking what changed",
+                     that package (scripts/install-deps.sh does), or re-pin after checking what \
+                     changed",
                     host.path.display(),
                     host.sha256,
-                    host.package,
                     host.package
                 );
             }
@@ -228,7 +242,8 @@ fn read_input(source: &Path, origin: &FileOrigin) -> Result<Vec<u8>> {
             source.display()
         ),
         FileOrigin::Host(host) => format!(
-            "cannot read {} (a `from = {{ host = ... }}` file): `apt-get install {}`",
+            "cannot read {} (a `from = {{ host = ... }}` file): install {} \
+             (scripts/install-deps.sh does)",
             source.display(),
             host.package
         ),
@@ -237,6 +252,7 @@ fn read_input(source: &Path, origin: &FileOrigin) -> Result<Vec<u8>> {
             source.display(),
             path.display()
         ),
+        FileOrigin::ByArch(_) => format!("cannot read {}", source.display()),
     })
 }
 

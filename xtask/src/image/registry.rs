@@ -69,11 +69,9 @@ pub fn pull(spec: &ImageSpec, source: &RegistrySource, ctx: &ImageContext) -> Re
             .map(|(repository, _)| repository.to_string())
             .with_context(|| format!("cannot take a repository from {:?}", spec.reference))?,
     };
-    let (want_os, want_arch) = source.platform.split_once('/').with_context(|| {
-        format!(
-            "platform {:?} must be written os/arch, e.g. linux/amd64",
-            source.platform
-        )
+    let platform = source.platform_for(ctx.arch);
+    let (want_os, want_arch) = platform.split_once('/').with_context(|| {
+        format!("platform {platform:?} must be written os/arch, e.g. linux/amd64")
     })?;
     let mut fetcher = Fetcher {
         store: BlobStore::new(&ctx.cache_dir),
@@ -132,6 +130,23 @@ pub fn pull(spec: &ImageSpec, source: &RegistrySource, ctx: &ImageContext) -> Re
         let path = fetcher.blob(&digest, descriptor.size())?;
         blobs.push((digest, descriptor.size(), path));
     }
+    // A digest pinning one manifest (not an index) chose no platform: its config must be for
+    // the one wanted, or an arm64 bundle would ship an amd64 image that fails at its first exec.
+    let config = std::fs::read(&blobs[0].2)?;
+    let config: serde_json::Value = serde_json::from_slice(&config)
+        .with_context(|| format!("{manifest_digest}: its config is not JSON"))?;
+    let found = (
+        config["os"].as_str().unwrap_or_default(),
+        config["architecture"].as_str().unwrap_or_default(),
+    );
+    if found != (want_os, want_arch) {
+        bail!(
+            "{manifest_digest} in {repository} is an image for {}/{}, not {platform}: pin the \
+             digest of a {platform} image or of an index that has one",
+            found.0,
+            found.1
+        );
+    }
     Ok(PulledImage {
         manifest,
         manifest_media_type: media_type,
@@ -140,7 +155,7 @@ pub fn pull(spec: &ImageSpec, source: &RegistrySource, ctx: &ImageContext) -> Re
         origin: ImageOrigin::Registry {
             repository,
             pinned_digest: source.digest.clone(),
-            platform: source.platform.clone(),
+            platform,
         },
     })
 }

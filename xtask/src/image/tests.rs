@@ -44,6 +44,7 @@ fn context(dir: &Path, pause_binary: PathBuf) -> ImageContext {
         offline: false,
         built: BTreeMap::from([("pause".to_string(), pause_binary)]),
         repo: dir.join("repo"),
+        arch: bundle_format::Arch::Amd64,
     }
 }
 
@@ -107,7 +108,7 @@ fn fixture_tables_parse_into_specs() {
     let ImageSource::Registry(registry) = &specs[2].source else {
         panic!("registry source")
     };
-    assert_eq!(registry.platform, "linux/amd64");
+    assert_eq!(registry.platform.as_deref(), Some("linux/amd64"));
     assert!(registry.repository.is_none());
     check_specs(&specs).unwrap();
 }
@@ -339,6 +340,70 @@ fn a_repository_file_and_the_user_go_into_the_image() {
     assert!(repo_file(&repo, Path::new("/etc/passwd")).is_err());
 }
 
+/// A file that differs by architecture names one per architecture; the bundle's is used, and
+/// the image config says which architecture the image is for.
+#[test]
+fn a_by_arch_file_is_the_bundles_architectures_and_the_config_says_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("images/x")).unwrap();
+    std::fs::write(repo.join("images/x/amd64"), "amd64\n").unwrap();
+    std::fs::write(repo.join("images/x/arm64"), "arm64\n").unwrap();
+    let spec: Fixture = toml::from_str(
+        r#"
+        [[image]]
+        name = "x"
+        reference = "docker.io/k3s-gvisor/x:1"
+        source = { kind = "build", entrypoint = ["/x"], files = [
+            { path = "/x", from = { by-arch = { amd64 = { repo = "images/x/amd64" }, arm64 = { repo = "images/x/arm64" } } } } ] }
+        "#,
+    )
+    .unwrap();
+    for arch in bundle_format::Arch::ALL {
+        let ctx = ImageContext {
+            arch,
+            ..context(dir.path(), PathBuf::new())
+        };
+        let out = build_image(&spec.image[0], &ctx).unwrap();
+        let entries = tar_entries(&std::fs::read(&out.file).unwrap());
+        let manifest = json(blob_of(&entries, &out.digest));
+        let config = json(blob_of(
+            &entries,
+            manifest["config"]["digest"].as_str().unwrap(),
+        ));
+        assert_eq!(config["architecture"], arch.as_str());
+        let mut layer = Vec::new();
+        flate2::read::GzDecoder::new(blob_of(
+            &entries,
+            manifest["layers"][0]["digest"].as_str().unwrap(),
+        ))
+        .read_to_end(&mut layer)
+        .unwrap();
+        let x = tar_entries(&layer)
+            .into_iter()
+            .find(|(p, _, _)| p == "x")
+            .unwrap();
+        assert_eq!(x.2, format!("{arch}\n").as_bytes());
+    }
+
+    // An architecture the file has no origin for is named.
+    let FileOrigin::ByArch(mut by_arch) = (match &spec.image[0].source {
+        ImageSource::Build(build) => build.files[0].from.clone(),
+        ImageSource::Registry(_) => unreachable!(),
+    }) else {
+        unreachable!()
+    };
+    by_arch.remove(&bundle_format::Arch::Arm64);
+    let err = FileOrigin::ByArch(by_arch)
+        .for_arch(bundle_format::Arch::Arm64)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no origin for arm64") && err.contains("names only amd64"),
+        "{err}"
+    );
+}
+
 #[test]
 fn the_pause_binary_is_static_and_dynamic_binaries_are_refused() {
     assert_eq!(
@@ -413,7 +478,8 @@ fn registry_spec(repository: &str, digest: &str) -> ImageSpec {
         source: ImageSource::Registry(RegistrySource {
             digest: digest.into(),
             repository: Some(repository.into()),
-            platform: "linux/amd64".into(),
+            // The bundle's: linux/<arch of the context>.
+            platform: None,
         }),
     }
 }
@@ -620,8 +686,10 @@ fn registry_pull_by_digest_then_import_into_containerd() {
     );
 }
 
+/// An index resolves to the bundle's platform: linux/amd64 for an amd64 bundle, linux/arm64 for
+/// an arm64 one; a manifest pinned alone must be for that platform.
 #[test]
-fn an_index_resolves_to_linux_amd64_and_a_missing_platform_is_reported() {
+fn an_index_resolves_to_the_bundles_platform_and_a_missing_platform_is_reported() {
     let registry = Registry::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let [amd64, arm64] = busybox_amd64_and_arm64(dir.path());
@@ -643,6 +711,32 @@ fn an_index_resolves_to_linux_amd64_and_a_missing_platform_is_reported() {
         pulled.digest,
         amd64.manifest_digest(),
         "the amd64 manifest was not chosen"
+    );
+    let for_arm64 = ImageContext {
+        arch: bundle_format::Arch::Arm64,
+        ..context(dir.path(), PathBuf::new())
+    };
+    let pulled = build_image(&registry_spec(&repository, &index), &for_arm64).unwrap();
+    assert_eq!(
+        pulled.digest,
+        arm64.manifest_digest(),
+        "an arm64 bundle did not get the arm64 manifest"
+    );
+    assert!(
+        matches!(&pulled.origin, ImageOrigin::Registry { platform, .. } if platform == "linux/arm64")
+    );
+    // The amd64 manifest pinned by itself (no index, no choice) is refused for arm64.
+    let err = format!(
+        "{:#}",
+        build_image(
+            &registry_spec(&repository, &amd64.manifest_digest()),
+            &for_arm64
+        )
+        .unwrap_err()
+    );
+    assert!(
+        err.contains("is an image for linux/amd64, not linux/arm64"),
+        "{err}"
     );
 
     let arm_only = dir.path().join("arm.oci.tar");

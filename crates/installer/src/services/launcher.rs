@@ -27,9 +27,13 @@ pub fn command(
     }
     let launcher = paths.bin("launcher");
     if !launcher.is_file() {
+        // linux-arm64 bundles have no launcher (it decodes x86_64 syscalls only): there the
+        // /proc/sys overlay is the only way, and a sandbox that refuses it cannot run k3s.
         bail!(
-            "this host lacks /proc/sys files ({}), but the bundle has no bin/launcher to serve \
-             them: use a complete k3s-gvisor bundle",
+            "this host lacks /proc/sys files ({}) that laying files over /proc/sys did not \
+             provide (or --launcher always asked for the launcher), but the bundle has no \
+             bin/launcher to serve them: linux-arm64 bundles have none (the launcher decodes \
+             x86_64 syscalls only); on amd64, use a complete k3s-gvisor bundle",
             paths.procsys_dir().display()
         );
     }

@@ -104,6 +104,7 @@ impl FakeBundle {
             components,
             images,
             omitted: Vec::new(),
+            not_on_this_arch: Vec::new(),
         };
         fs::write(
             dir.join("bundle-manifest.json"),

@@ -80,9 +80,11 @@ fn ci_workflows_pass_actionlint_and_shellcheck() {
     for needle in [
         "tags: [\"v*\"]",
         "scripts/install-deps.sh",
-        "cargo xtask bundle",
+        "arch: [amd64, arm64]",
+        "cargo xtask --arch \"$ARCH\" bundle",
         "cargo xtask verify",
         "cargo xtask release --dry-run",
+        "--tarball \"dist/k3s-gvisor-$GITHUB_REF_NAME-linux-arm64.tar.gz\"",
         "--tag \"$GITHUB_REF_NAME\"",
         "--repository \"$GITHUB_REPOSITORY\"",
         "gh release create",

@@ -1,13 +1,16 @@
-//! `cargo xtask release --dry-run`: everything a GitHub Release of one bundle consists of,
-//! produced locally from the bundle tarball alone.
+//! `cargo xtask release --dry-run`: everything a GitHub Release consists of, produced locally
+//! from the bundle tarballs alone: one bundle per architecture (amd64 and arm64), built from one
+//! commit.
 //!
-//! The release workflow (ci/release.yml) runs this after `cargo xtask bundle` and `cargo xtask
-//! verify`, uploads every file of `<out>/assets/` and uses `<out>/release-notes.md` as the body;
-//! so what this command writes is exactly what a release publishes. It reads the manifest out of
-//! the tarball (through `verify`, so a damaged bundle is never released) and the patch subjects
-//! from the repository's patch files, checked against the sha256 the manifest recorded.
+//! The release workflow (ci/release.yml) builds each architecture's bundle in a job of its own,
+//! then runs this over all of them, uploads every file of `<out>/assets/` and uses
+//! `<out>/release-notes.md` as the body; so what this command writes is exactly what a release
+//! publishes. It reads each manifest out of its tarball (through `verify`, so a damaged bundle is
+//! never released), checks that the bundles are one release (same version, sources and patches),
+//! and reads the patch subjects from the repository's patch files, checked against the sha256 the
+//! manifests recorded.
 //!
-//! It also writes the release's SHA256SUMS (the tarball and the SBOM: the files the workflow
+//! It also writes the release's SHA256SUMS (every tarball and SBOM: the files the workflow
 //! signs and attests) and `signing-plan.json`: what the workflow's `sign` job will sign and
 //! attest, as which identity, and the commands that verify each (xtask/src/signing.rs). A dry
 //! run signs nothing and needs no network.
@@ -20,7 +23,7 @@ use crate::package::{write_sidecar, Format};
 use crate::sbom::{self, PatchInfo, SbomInputs};
 use crate::signing::{self, Signer};
 use anyhow::{bail, Context, Result};
-use bundle_format::Manifest;
+use bundle_format::{Arch, Manifest};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -32,15 +35,18 @@ pub struct ReleaseArgs {
     /// release workflow's job: ci/release.yml uploads what this writes).
     #[arg(long)]
     pub dry_run: bool,
-    /// The bundle to release (default: dist/<name>-<version>-linux-<arch>.tar.gz from bundle.toml).
+    /// A bundle to release, once per architecture (default: dist/<name>-<version>-linux-<arch>.tar.gz
+    /// of bundle.toml's version for amd64 and arm64, which must both exist). A dry run may preview
+    /// fewer; a release with --tag needs every architecture.
     #[arg(long)]
-    pub tarball: Option<PathBuf>,
+    pub tarball: Vec<PathBuf>,
     /// Where to write `assets/` and `release-notes.md` (default: dist/release).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
-    /// The git tag being released: it must equal the bundle's version, and the bundle must
-    /// omit nothing (the workflow passes the tag that triggered it, so a tag and a bundle that
-    /// disagree, or an incomplete bundle, are never published).
+    /// The git tag being released: it must equal the bundles' version, there must be a bundle
+    /// for every architecture and none may omit anything (the workflow passes the tag that
+    /// triggered it, so a tag and a bundle that disagree, or an incomplete release, are never
+    /// published).
     #[arg(long)]
     pub tag: Option<String>,
     /// The GitHub repository (`owner/name`) that publishes the release: the signing identity
@@ -58,11 +64,19 @@ pub struct Asset {
     pub size: u64,
 }
 
+/// One architecture's bundle in a release: its tarball and the manifest `verify` read from it.
+#[derive(Debug, Clone)]
+pub struct ReleasedBundle {
+    pub manifest: Manifest,
+    pub tarball: PathBuf,
+}
+
 /// What `dry_run` wrote.
 #[derive(Debug)]
 pub struct ReleasePlan {
-    /// The files of the release before signing: the tarball, its `.sha256`, the SBOM and
-    /// SHA256SUMS (the workflow adds a `.sigstore.json` signature of the tarball and the SBOM).
+    /// The files of the release before signing: per architecture the tarballs, their `.sha256`
+    /// and the SBOM, then SHA256SUMS (the workflow adds a `.sigstore.json` signature of each
+    /// tarball and SBOM).
     pub assets: Vec<Asset>,
     /// The release body (markdown).
     pub notes: PathBuf,
@@ -78,33 +92,38 @@ pub fn command(config: &BundleConfig, layout: &Layout, args: ReleaseArgs) -> Res
              the release workflow (ci/release.yml) when a version tag is pushed"
         );
     }
-    let tarball = args.tarball.unwrap_or_else(|| {
-        layout
-            .dist
-            .join(format!("{}.tar.gz", config.bundle.artifact_name(&[])))
-    });
-    if !tarball.is_file() {
-        bail!(
-            "{}: no such bundle; run `cargo xtask bundle` first, or name one with --tarball",
-            tarball.display()
-        );
+    let tarballs = if args.tarball.is_empty() {
+        default_tarballs(config, layout)?
+    } else {
+        args.tarball
+    };
+    let mut bundles = Vec::new();
+    for tarball in tarballs {
+        if !tarball.is_file() {
+            bail!(
+                "{}: no such bundle; run `cargo xtask bundle` first, or name one with --tarball",
+                tarball.display()
+            );
+        }
+        let verified = crate::verify::verify(&tarball).with_context(|| {
+            format!(
+                "{} does not verify; rebuild it with `cargo xtask bundle` before releasing",
+                tarball.display()
+            )
+        })?;
+        bundles.push(ReleasedBundle {
+            manifest: verified.manifest,
+            tarball,
+        });
     }
-    let verified = crate::verify::verify(&tarball).with_context(|| {
-        format!(
-            "{} does not verify; rebuild it with `cargo xtask bundle` before releasing",
-            tarball.display()
-        )
-    })?;
-    let manifest = verified.manifest;
+    check_one_release(&bundles)?;
+    let version = bundles[0].manifest.version.clone();
     if let Some(tag) = &args.tag {
-        check_publishable(&manifest, tag)?;
+        check_publishable(&bundles, tag)?;
     }
     let out_dir = args.out_dir.unwrap_or_else(|| layout.dist.join("release"));
-    let signer = Signer::new(
-        args.repository,
-        args.tag.as_deref().unwrap_or(&manifest.version),
-    );
-    let plan = dry_run(&manifest, &tarball, &layout.repo, &out_dir, &signer)?;
+    let signer = Signer::new(args.repository, args.tag.as_deref().unwrap_or(&version));
+    let plan = dry_run(&bundles, &layout.repo, &out_dir, &signer)?;
     println!("assets ({}):", plan.assets.len());
     for a in &plan.assets {
         println!("  {}  {}  {} bytes", a.sha256, a.path.display(), a.size);
@@ -136,50 +155,141 @@ pub fn command(config: &BundleConfig, layout: &Layout, args: ReleaseArgs) -> Res
     Ok(())
 }
 
-/// What a tagged (published) release must satisfy beyond `verify`: the tag is the bundle's
-/// version, and the bundle lacks nothing it was meant to hold (a dry run without `--tag` may
-/// preview an incomplete bundle; its notes say what is missing).
-pub fn check_publishable(manifest: &Manifest, tag: &str) -> Result<()> {
-    if tag != manifest.version {
+/// The tarballs a release holds by default: bundle.toml's version, one per architecture, in
+/// `dist/` (every architecture's bundles land there: their names carry the architecture).
+fn default_tarballs(config: &BundleConfig, layout: &Layout) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for arch in Arch::ALL {
+        let mut bundle = config.bundle.clone();
+        bundle.arch = arch;
+        let tarball = layout
+            .dist
+            .join(format!("{}.tar.gz", bundle.artifact_name(&[])));
+        if tarball.is_file() {
+            found.push(tarball);
+        } else {
+            missing.push(format!(
+                "{} (`cargo xtask --arch {arch} bundle`)",
+                tarball.display()
+            ));
+        }
+    }
+    if !missing.is_empty() {
         bail!(
-            "tag `{tag}` is not the bundle's version `{}`: tag the commit with the version in \
-             bundle.toml ([bundle] version), or bump that version and rebuild",
-            manifest.version
+            "a release holds a bundle for every architecture, and these are not built: {}; build \
+             them, or preview a release of fewer with --tarball FILE for each",
+            missing.join(", ")
         );
     }
-    if let Some(o) = manifest.omitted.first() {
+    Ok(found)
+}
+
+/// The bundles are one release: at least one, each architecture once, and all built from the
+/// same sources (name, version, SOURCE_DATE_EPOCH, each component's version, source and
+/// patches); only what was built from them differs.
+pub fn check_one_release(bundles: &[ReleasedBundle]) -> Result<()> {
+    let Some(first) = bundles.first() else {
+        bail!("nothing to release: name a bundle with --tarball");
+    };
+    let sources = |m: &Manifest| -> Vec<String> {
+        m.components
+            .iter()
+            .map(|c| {
+                let patches: Vec<&str> = c.patches.iter().map(|p| p.sha256.as_str()).collect();
+                format!(
+                    "{} {} {} patches {}",
+                    c.name,
+                    c.version,
+                    c.source.content,
+                    patches.join(",")
+                )
+            })
+            .collect()
+    };
+    for (i, b) in bundles.iter().enumerate() {
+        let m = &b.manifest;
+        if bundles[..i].iter().any(|o| o.manifest.arch == m.arch) {
+            bail!(
+                "{}: a second linux-{} bundle; a release holds one per architecture",
+                b.tarball.display(),
+                m.arch
+            );
+        }
+        let f = &first.manifest;
+        if (&m.name, &m.version, m.source_date_epoch) != (&f.name, &f.version, f.source_date_epoch)
+            || sources(m) != sources(f)
+        {
+            bail!(
+                "{} ({} {}) and {} ({} {}) are not one release: their versions, sources or \
+                 patches differ; build every architecture from the same commit",
+                b.tarball.display(),
+                m.name,
+                m.version,
+                first.tarball.display(),
+                f.name,
+                f.version
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What a tagged (published) release must satisfy beyond `verify` and [`check_one_release`]:
+/// the tag is the bundles' version, every architecture has its bundle, and no bundle lacks
+/// anything it was meant to hold (a dry run without `--tag` may preview an incomplete release;
+/// its notes say what is missing).
+pub fn check_publishable(bundles: &[ReleasedBundle], tag: &str) -> Result<()> {
+    for b in bundles {
+        let manifest = &b.manifest;
+        if tag != manifest.version {
+            bail!(
+                "tag `{tag}` is not the bundle's version `{}`: tag the commit with the version in \
+                 bundle.toml ([bundle] version), or bump that version and rebuild",
+                manifest.version
+            );
+        }
+        if let Some(o) = manifest.omitted.first() {
+            bail!(
+                "the linux-{} bundle was built without {} ({}); a release must be complete: \
+                 rebuild with `cargo xtask bundle` (without --without-{})",
+                manifest.arch,
+                o.name,
+                sbom::one_line(&o.reason),
+                o.name
+            );
+        }
+    }
+    let missing: Vec<String> = Arch::ALL
+        .iter()
+        .filter(|a| !bundles.iter().any(|b| b.manifest.arch == **a))
+        .map(|a| format!("linux-{a}"))
+        .collect();
+    if !missing.is_empty() {
         bail!(
-            "the bundle was built without {} ({}); a release must be complete: rebuild with \
-             `cargo xtask bundle` (without --without-{})",
-            o.name,
-            sbom::one_line(&o.reason),
-            o.name
+            "a release holds a bundle for every architecture; missing: {} (build it with \
+             `cargo xtask --arch ARCH bundle` and pass every tarball with --tarball)",
+            missing.join(", ")
         );
     }
     Ok(())
 }
 
-/// Write into `out_dir` the release of `tarball` (whose manifest is `manifest`):
-/// `assets/<tarball>`, `assets/<tarball>.sha256`, `assets/<name>.cdx.json` (CycloneDX SBOM),
-/// `assets/SHA256SUMS` (tarball and SBOM), `release-notes.md` and `signing-plan.json` (as
-/// `signer`). `repo` is the checkout whose patches/ built the bundle. `out_dir/assets` is
+/// Write into `out_dir` the release of `bundles` (one per architecture, checked by
+/// [`check_one_release`]): for each, `assets/<tarball>` (and the `.tar.zst` beside it, where the
+/// bundle was packaged with one), their `.sha256`, `assets/<name>.cdx.json` (CycloneDX SBOM);
+/// then `assets/SHA256SUMS` (every tarball and SBOM), `release-notes.md` and `signing-plan.json`
+/// (as `signer`). `repo` is the checkout whose patches/ built the bundles. `out_dir/assets` is
 /// emptied first, so it holds exactly the release's files (before the signatures).
 pub fn dry_run(
-    manifest: &Manifest,
-    tarball: &Path,
+    bundles: &[ReleasedBundle],
     repo: &Path,
     out_dir: &Path,
     signer: &Signer,
 ) -> Result<ReleasePlan> {
-    let patches = resolve_patches(manifest, repo)?;
-    let file_name = tarball
-        .file_name()
-        .context("the tarball path has no file name")?
-        .to_string_lossy()
-        .to_string();
-    let stem = file_name
-        .strip_suffix(".tar.gz")
-        .with_context(|| format!("{file_name}: a bundle tarball's name ends in .tar.gz"))?;
+    check_one_release(bundles)?;
+    // The same patches built every bundle (checked above); each is checked against this checkout.
+    let patches = resolve_patches(&bundles[0].manifest, repo)?;
 
     let assets_dir = out_dir.join("assets");
     if assets_dir.exists() {
@@ -189,51 +299,22 @@ pub fn dry_run(
     std::fs::create_dir_all(&assets_dir)
         .with_context(|| format!("cannot create {}", assets_dir.display()))?;
 
-    let released = assets_dir.join(&file_name);
-    link_or_copy(tarball, &released)?;
-    let tarball_sha256 = sha256_file(&released)?;
-    let sidecar = write_sidecar(&released)?;
-    // The .tar.zst of the same tar, where the bundle was packaged with it (bundle.toml's
-    // `formats`): released, summed and signed beside the .tar.gz.
-    let zst_name = format!("{stem}.{}", Format::TarZst.extension());
-    let zst = tarball.with_file_name(&zst_name);
-    let released_zst = if zst.is_file() {
-        let released_zst = assets_dir.join(&zst_name);
-        link_or_copy(&zst, &released_zst)?;
-        let zst_sidecar = write_sidecar(&released_zst)?;
-        Some((released_zst, zst_sidecar))
-    } else {
-        None
-    };
-
-    let sbom_path = assets_dir.join(format!("{stem}.cdx.json"));
-    let sbom = sbom::cyclonedx(&SbomInputs {
-        manifest,
-        tarball_name: &file_name,
-        tarball_sha256: &tarball_sha256,
-        patches: &patches,
-    });
-    let mut sbom_bytes = serde_json::to_vec_pretty(&sbom)?;
-    sbom_bytes.push(b'\n');
-    write_atomic(&sbom_path, &sbom_bytes)?;
-
-    // The signed and attested files: what a user runs, and what describes it.
-    let mut signed = vec![released.clone()];
-    signed.extend(released_zst.iter().map(|(z, _)| z.clone()));
-    signed.push(sbom_path.clone());
+    // The signed and attested files (what a user runs, and what describes it), and every file.
+    let mut signed = Vec::new();
+    let mut files = Vec::new();
+    for bundle in bundles {
+        let arch_files = write_bundle_assets(bundle, &patches, &assets_dir)?;
+        signed.extend(arch_files.signed());
+        files.extend(arch_files.all());
+    }
     let subjects = signing::write_checksums(&assets_dir, &signed)?;
     let signing_plan = out_dir.join("signing-plan.json");
     let mut plan_bytes = serde_json::to_vec_pretty(&signing::plan(signer, &subjects))?;
     plan_bytes.push(b'\n');
     write_atomic(&signing_plan, &plan_bytes)?;
+    files.push(assets_dir.join(signing::CHECKSUMS));
 
     let mut assets = Vec::new();
-    let checksums = assets_dir.join(signing::CHECKSUMS);
-    let mut files = vec![released, sidecar];
-    if let Some((z, z_sidecar)) = released_zst {
-        files.extend([z, z_sidecar]);
-    }
-    files.extend([sbom_path, checksums]);
     for path in files {
         assets.push(Asset {
             sha256: sha256_file(&path)?,
@@ -241,15 +322,93 @@ pub fn dry_run(
             path,
         });
     }
+    let manifests: Vec<&Manifest> = bundles.iter().map(|b| &b.manifest).collect();
     let notes = out_dir.join("release-notes.md");
     write_atomic(
         &notes,
-        release_notes(manifest, &patches, &assets, signer).as_bytes(),
+        release_notes(&manifests, &patches, &assets, signer).as_bytes(),
     )?;
     Ok(ReleasePlan {
         assets,
         notes,
         signing_plan,
+    })
+}
+
+/// One architecture's files in `assets/`.
+struct BundleAssets {
+    tarball: PathBuf,
+    sidecar: PathBuf,
+    /// The `.tar.zst` and its `.sha256`, where the bundle was packaged with it.
+    zst: Option<(PathBuf, PathBuf)>,
+    sbom: PathBuf,
+}
+
+impl BundleAssets {
+    fn signed(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.tarball.clone()];
+        v.extend(self.zst.iter().map(|(z, _)| z.clone()));
+        v.push(self.sbom.clone());
+        v
+    }
+
+    fn all(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.tarball.clone(), self.sidecar.clone()];
+        if let Some((z, z_sidecar)) = &self.zst {
+            v.extend([z.clone(), z_sidecar.clone()]);
+        }
+        v.push(self.sbom.clone());
+        v
+    }
+}
+
+/// Link `bundle`'s tarballs into `assets_dir` with their `.sha256`, and write its SBOM.
+fn write_bundle_assets(
+    bundle: &ReleasedBundle,
+    patches: &BTreeMap<String, Vec<PatchInfo>>,
+    assets_dir: &Path,
+) -> Result<BundleAssets> {
+    let file_name = bundle
+        .tarball
+        .file_name()
+        .context("the tarball path has no file name")?
+        .to_string_lossy()
+        .to_string();
+    let stem = file_name
+        .strip_suffix(".tar.gz")
+        .with_context(|| format!("{file_name}: a bundle tarball's name ends in .tar.gz"))?;
+    let tarball = assets_dir.join(&file_name);
+    link_or_copy(&bundle.tarball, &tarball)?;
+    let tarball_sha256 = sha256_file(&tarball)?;
+    let sidecar = write_sidecar(&tarball)?;
+    // The .tar.zst of the same tar, where the bundle was packaged with it (bundle.toml's
+    // `formats`): released, summed and signed beside the .tar.gz.
+    let zst_name = format!("{stem}.{}", Format::TarZst.extension());
+    let zst_built = bundle.tarball.with_file_name(&zst_name);
+    let zst = if zst_built.is_file() {
+        let released = assets_dir.join(&zst_name);
+        link_or_copy(&zst_built, &released)?;
+        let zst_sidecar = write_sidecar(&released)?;
+        Some((released, zst_sidecar))
+    } else {
+        None
+    };
+
+    let sbom_path = assets_dir.join(format!("{stem}.cdx.json"));
+    let sbom = sbom::cyclonedx(&SbomInputs {
+        manifest: &bundle.manifest,
+        tarball_name: &file_name,
+        tarball_sha256: &tarball_sha256,
+        patches,
+    });
+    let mut sbom_bytes = serde_json::to_vec_pretty(&sbom)?;
+    sbom_bytes.push(b'\n');
+    write_atomic(&sbom_path, &sbom_bytes)?;
+    Ok(BundleAssets {
+        tarball,
+        sidecar,
+        zst,
+        sbom: sbom_path,
     })
 }
 
@@ -314,42 +473,57 @@ pub fn patch_subject(text: &str) -> Option<String> {
     Some(subject)
 }
 
-/// The release body: how to get and check the bundle, then what is in it and where from.
+/// The release body: how to get and check each architecture's bundle, then what is in them and
+/// where from. `manifests` are one release's ([`check_one_release`]): sources and patches are
+/// shared, outputs and images are each architecture's.
 pub fn release_notes(
-    manifest: &Manifest,
+    manifests: &[&Manifest],
     patches: &BTreeMap<String, Vec<PatchInfo>>,
     assets: &[Asset],
     signer: &Signer,
 ) -> String {
     let name = |a: &Asset| a.path.file_name().unwrap().to_string_lossy().to_string();
-    let tarball = assets.first().map(name).unwrap_or_default();
-    let top = tarball.strip_suffix(".tar.gz").unwrap_or(&tarball);
+    let first = manifests[0];
+    let arches: Vec<String> = manifests
+        .iter()
+        .map(|m| format!("linux/{}", m.arch))
+        .collect();
     let mut s = String::new();
-    let _ = writeln!(s, "# {} {}\n", manifest.name, manifest.version);
+    let _ = writeln!(s, "# {} {}\n", first.name, first.version);
     let _ = writeln!(
         s,
-        "k3s for gVisor sandboxes: one self-contained bundle for linux/{}. Extract it inside \
-         the sandbox and run `./install`.\n",
-        manifest.arch
+        "k3s for gVisor sandboxes: one self-contained bundle per architecture ({}). Extract the \
+         one for your machine inside the sandbox (`uname -m`: x86_64 is amd64, aarch64 is arm64) \
+         and run `./install`.\n",
+        arches.join(", ")
     );
     let _ = writeln!(s, "## Install\n");
-    let _ = writeln!(s, "```sh");
-    let _ = writeln!(s, "sha256sum -c {tarball}.sha256");
-    let _ = writeln!(s, "tar -xzf {tarball}");
-    let _ = writeln!(s, "cd {top} && ./install");
-    let _ = writeln!(s, "```\n");
-    let zst = format!("{top}.{}", Format::TarZst.extension());
-    if assets.iter().any(|a| name(a) == zst) {
+    let tarballs: Vec<String> = assets
+        .iter()
+        .map(name)
+        .filter(|n| n.ends_with(".tar.gz"))
+        .collect();
+    for tarball in &tarballs {
+        let top = tarball.strip_suffix(".tar.gz").unwrap_or(tarball);
+        let _ = writeln!(s, "```sh");
+        let _ = writeln!(s, "sha256sum -c {tarball}.sha256");
+        let _ = writeln!(s, "tar -xzf {tarball}");
+        let _ = writeln!(s, "cd {top} && ./install");
+        let _ = writeln!(s, "```\n");
+    }
+    let zst_suffix = format!(".{}", Format::TarZst.extension());
+    if assets.iter().any(|a| name(a).ends_with(&zst_suffix)) {
         let _ = writeln!(
             s,
-            "`{zst}` is the same tar compressed with zstd: smaller, and faster to unpack where \
-             the `zstd` program is installed (`sha256sum -c {zst}.sha256`, then `tar -xf {zst}`).\n"
+            "Each `{zst_suffix}` is the same tar as its `.tar.gz`, compressed with zstd: smaller, \
+             and faster to unpack where the `zstd` program is installed (`sha256sum -c \
+             <file>{zst_suffix}.sha256`, then `tar -xf <file>{zst_suffix}`).\n"
         );
     }
     let _ = writeln!(s, "## Verify the signature and the build provenance\n");
     let _ = writeln!(
         s,
-        "The tarballs and the SBOM are listed in `{}`, and each has a keyless cosign signature \
+        "The tarballs and the SBOMs are listed in `{}`, and each has a keyless cosign signature \
          (`<file>{}`) and a build provenance attestation, both made by the release workflow \
          (`{}`) at this tag:\n",
         signing::CHECKSUMS,
@@ -357,13 +531,15 @@ pub fn release_notes(
         signing::RELEASE_WORKFLOW
     );
     let _ = writeln!(s, "```sh");
-    for command in signer.verify_commands(&tarball) {
-        let _ = writeln!(s, "{command}");
+    for tarball in &tarballs {
+        for command in signer.verify_commands(tarball) {
+            let _ = writeln!(s, "{command}");
+        }
     }
     let _ = writeln!(s, "```\n");
     let _ = writeln!(
         s,
-        "Inside the bundle, `sha256sum -c SHA256SUMS` checks every file. The CycloneDX SBOM \
+        "Inside a bundle, `sha256sum -c SHA256SUMS` checks every file. Each CycloneDX SBOM \
          names every shipped binary with its upstream source, version, sha256 and patches.\n"
     );
     let _ = writeln!(s, "## Assets\n");
@@ -375,7 +551,7 @@ pub fn release_notes(
     let _ = writeln!(s, "\n## Components\n");
     let _ = writeln!(s, "| component | version | source | patches |");
     let _ = writeln!(s, "|---|---|---|---|");
-    for c in &manifest.components {
+    for c in &first.components {
         let _ = writeln!(
             s,
             "| {} | {} | {} `{}` | {} |",
@@ -386,7 +562,7 @@ pub fn release_notes(
             c.patches.len()
         );
     }
-    for c in &manifest.components {
+    for (i, c) in first.components.iter().enumerate() {
         let _ = writeln!(s, "\n### {} {}\n", c.name, c.version);
         let _ = writeln!(
             s,
@@ -396,8 +572,11 @@ pub fn release_notes(
         if let (Some(repository), Some(commit)) = (&c.source.repository, &c.source.commit) {
             let _ = writeln!(s, "- upstream: {repository} commit `{commit}`");
         }
-        for o in &c.outputs {
-            let _ = writeln!(s, "- `{}`: sha256 `{}`", o.path, o.sha256);
+        // check_one_release: every manifest lists the same components in the same order.
+        for m in manifests {
+            for o in &m.components[i].outputs {
+                let _ = writeln!(s, "- linux-{} `{}`: sha256 `{}`", m.arch, o.path, o.sha256);
+            }
         }
         let list = patches.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
         if list.is_empty() {
@@ -409,43 +588,47 @@ pub fn release_notes(
             }
         }
     }
-    if !manifest.images.is_empty() {
-        let _ = writeln!(s, "\n## Images\n");
-        for i in &manifest.images {
-            let _ = writeln!(
-                s,
-                "- `{}`: `{}` ({}, {}){}",
-                i.file,
-                i.reference,
-                i.source,
-                i.digest,
-                if i.sandbox {
-                    ", the pod sandbox image"
-                } else {
-                    ""
-                }
-            );
+    for m in manifests {
+        if !m.images.is_empty() {
+            let _ = writeln!(s, "\n## Images (linux-{})\n", m.arch);
+            for i in &m.images {
+                let _ = writeln!(
+                    s,
+                    "- `{}`: `{}` ({}, {}){}",
+                    i.file,
+                    i.reference,
+                    i.source,
+                    i.digest,
+                    if i.sandbox {
+                        ", the pod sandbox image"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
     }
-    if !manifest.omitted.is_empty() {
-        let _ = writeln!(s, "\n## Not in this bundle\n");
-        for o in &manifest.omitted {
-            // Reasons can carry a tool's multi-line output; one list item each.
-            let _ = writeln!(s, "- {}: {}", o.name, sbom::one_line(&o.reason));
+    for m in manifests {
+        if !m.omitted.is_empty() {
+            let _ = writeln!(s, "\n## Not in this linux-{} bundle\n", m.arch);
+            for o in &m.omitted {
+                // Reasons can carry a tool's multi-line output; one list item each.
+                let _ = writeln!(s, "- {}: {}", o.name, sbom::one_line(&o.reason));
+            }
         }
-    }
-    if !manifest.not_on_this_arch.is_empty() {
-        let _ = writeln!(s, "\n## Not in linux-{} bundles\n", manifest.arch);
-        for o in &manifest.not_on_this_arch {
-            let _ = writeln!(s, "- {}: {}", o.name, sbom::one_line(&o.reason));
+        if !m.not_on_this_arch.is_empty() {
+            let _ = writeln!(s, "\n## Not in linux-{} bundles\n", m.arch);
+            for o in &m.not_on_this_arch {
+                let _ = writeln!(s, "- {}: {}", o.name, sbom::one_line(&o.reason));
+            }
         }
     }
     let _ = writeln!(
         s,
-        "\nBuilt to be reproducible (SOURCE_DATE_EPOCH={}): `cargo xtask bundle` at this tag, \
-         with the Go and Rust versions pinned in ci/release.yml, should give a tarball with the \
-         same sha256.",
-        manifest.source_date_epoch
+        "\nBuilt to be reproducible (SOURCE_DATE_EPOCH={}): `cargo xtask bundle` (and `cargo \
+         xtask --arch arm64 bundle`) at this tag, with the Go and Rust versions pinned in \
+         ci/release.yml, should give tarballs with the same sha256.",
+        first.source_date_epoch
     );
     s
 }
@@ -471,19 +654,24 @@ mod tests {
         Signer::new(Some("acme/k3s-gvisor".into()), "v1.0.0-gvisor.1")
     }
 
-    /// A repository with one patch, and a packaged bundle whose manifest records it.
+    /// A repository with one patch, and a packaged amd64 bundle whose manifest records it.
     fn fixture(root: &Path) -> (Manifest, PathBuf) {
+        fixture_for(root, "amd64")
+    }
+
+    /// [`fixture`]'s bundle built for `arch`.
+    fn fixture_for(root: &Path, arch: &str) -> (Manifest, PathBuf) {
         let repo = root.join("repo");
         std::fs::create_dir_all(repo.join("patches/runc")).unwrap();
         std::fs::write(repo.join("patches/runc/0001-probe.patch"), PATCH).unwrap();
-        let bin = root.join("runc");
-        std::fs::write(&bin, b"not really runc\n").unwrap();
+        let bin = root.join(format!("runc-{arch}"));
+        std::fs::write(&bin, format!("not really runc for {arch}\n")).unwrap();
         // Built from JSON so that fields the manifest gains later (with serde defaults) do not
         // break this fixture.
         let manifest: Manifest = serde_json::from_value(serde_json::json!({
             "name": "tiny",
             "version": "v1.0.0-gvisor.1",
-            "arch": "amd64",
+            "arch": arch,
             "source_date_epoch": 1_759_276_800,
             "components": [{
                 "name": "runc",
@@ -506,7 +694,7 @@ mod tests {
             "omitted": [{ "name": "k3s", "reason": "left out on purpose\n\t(--without-k3s)" }],
         }))
         .unwrap();
-        let stage = root.join("stage");
+        let stage = root.join(format!("stage-{arch}"));
         let files = [BundleFile::file(bin, "bin/runc".into())];
         package::stage(
             &stage,
@@ -516,10 +704,15 @@ mod tests {
             &manifest,
         )
         .unwrap();
-        let tarball = root.join("dist/tiny-v1.0.0-gvisor.1-linux-amd64.tar.gz");
-        package::write_tarball(&stage, "tiny-v1.0.0-gvisor.1-linux-amd64", &tarball, 1).unwrap();
+        let top = format!("tiny-v1.0.0-gvisor.1-linux-{arch}");
+        let tarball = root.join(format!("dist/{top}.tar.gz"));
+        package::write_tarball(&stage, &top, &tarball, 1).unwrap();
         package::write_sidecar(&tarball).unwrap();
         (manifest, tarball)
+    }
+
+    fn released((manifest, tarball): (Manifest, PathBuf)) -> ReleasedBundle {
+        ReleasedBundle { manifest, tarball }
     }
 
     #[test]
@@ -531,7 +724,8 @@ mod tests {
         std::fs::create_dir_all(out.join("assets")).unwrap();
         std::fs::write(out.join("assets/stale.tar.gz"), "old").unwrap();
 
-        let plan = dry_run(&manifest, &tarball, &t.path().join("repo"), &out, &signer()).unwrap();
+        let bundles = [released((manifest.clone(), tarball.clone()))];
+        let plan = dry_run(&bundles, &t.path().join("repo"), &out, &signer()).unwrap();
         let mut names: Vec<String> = std::fs::read_dir(out.join("assets"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
@@ -612,9 +806,9 @@ mod tests {
             &format!("| runc | v1.3.3 | mirror `{MIRROR_URL}` | 1 |"),
             "- upstream: https://github.com/opencontainers/runc commit `d842d7719497cc3b774fd71620278ac9e17710e0`",
             "`patches/runc/0001-probe.patch`: capability: probe the kernel when the file is missing",
-            &format!("`bin/runc`: sha256 `{}`", manifest.components[0].outputs[0].sha256),
+            &format!("- linux-amd64 `bin/runc`: sha256 `{}`", manifest.components[0].outputs[0].sha256),
             &plan.assets[2].sha256,
-            "## Not in this bundle\n\n- k3s: left out on purpose (--without-k3s)",
+            "## Not in this linux-amd64 bundle\n\n- k3s: left out on purpose (--without-k3s)",
             "cosign verify-blob --bundle 'tiny-v1.0.0-gvisor.1-linux-amd64.tar.gz.sigstore.json' --certificate-identity 'https://github.com/acme/k3s-gvisor/.github/workflows/release.yml@refs/tags/v1.0.0-gvisor.1'",
             "gh attestation verify 'tiny-v1.0.0-gvisor.1-linux-amd64.tar.gz' --repo 'acme/k3s-gvisor'",
         ] {
@@ -660,30 +854,28 @@ mod tests {
 
         // Deterministic: a second run writes the same bytes.
         let first = std::fs::read(&plan.assets[2].path).unwrap();
-        let again = dry_run(&manifest, &tarball, &t.path().join("repo"), &out, &signer()).unwrap();
+        let again = dry_run(&bundles, &t.path().join("repo"), &out, &signer()).unwrap();
         assert_eq!(first, std::fs::read(&again.assets[2].path).unwrap());
     }
 
     #[test]
     fn a_patch_that_changed_since_the_build_is_refused() {
         let t = tempfile::tempdir().unwrap();
-        let (manifest, tarball) = fixture(t.path());
+        let bundles = [released(fixture(t.path()))];
         let repo = t.path().join("repo");
         std::fs::write(
             repo.join("patches/runc/0001-probe.patch"),
             format!("{PATCH}x"),
         )
         .unwrap();
-        let err =
-            dry_run(&manifest, &tarball, &repo, &t.path().join("out"), &signer()).unwrap_err();
+        let err = dry_run(&bundles, &repo, &t.path().join("out"), &signer()).unwrap_err();
         let msg = format!("{err:#}");
         assert!(
             msg.contains("patches/runc/0001-probe.patch") && msg.contains("changed since"),
             "{msg}"
         );
         std::fs::remove_file(repo.join("patches/runc/0001-probe.patch")).unwrap();
-        let err =
-            dry_run(&manifest, &tarball, &repo, &t.path().join("out"), &signer()).unwrap_err();
+        let err = dry_run(&bundles, &repo, &t.path().join("out"), &signer()).unwrap_err();
         assert!(
             format!("{err:#}").contains("not in this checkout"),
             "{err:#}"
@@ -691,33 +883,119 @@ mod tests {
     }
 
     #[test]
-    fn a_tagged_release_needs_the_matching_version_and_a_complete_bundle() {
+    fn a_tagged_release_needs_the_matching_version_and_every_complete_bundle() {
         let t = tempfile::tempdir().unwrap();
-        let (mut manifest, _) = fixture(t.path());
-        let err = check_publishable(&manifest, "v9").unwrap_err().to_string();
+        let mut bundles = vec![
+            released(fixture_for(t.path(), "amd64")),
+            released(fixture_for(t.path(), "arm64")),
+        ];
+        let err = check_publishable(&bundles, "v9").unwrap_err().to_string();
         assert!(
             err.contains("tag `v9` is not the bundle's version `v1.0.0-gvisor.1`"),
             "{err}"
         );
-        let err = check_publishable(&manifest, "v1.0.0-gvisor.1")
+        let err = check_publishable(&bundles, "v1.0.0-gvisor.1")
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("built without k3s (left out on purpose (--without-k3s))"),
+            err.contains(
+                "linux-amd64 bundle was built without k3s (left out on purpose (--without-k3s))"
+            ),
             "{err}"
         );
-        manifest.omitted.clear();
-        check_publishable(&manifest, "v1.0.0-gvisor.1").unwrap();
+        for b in &mut bundles {
+            b.manifest.omitted.clear();
+        }
         // What an architecture's bundles cannot hold (arm64: the launcher) is no gap: an arm64
         // bundle without it is complete, and publishable.
-        manifest.arch = bundle_format::Arch::Arm64;
-        manifest
+        bundles[1]
+            .manifest
             .not_on_this_arch
             .push(bundle_format::OmittedRecord {
                 name: "launcher".into(),
                 reason: "not built for arm64: x86_64 only".into(),
             });
-        check_publishable(&manifest, "v1.0.0-gvisor.1").unwrap();
+        check_publishable(&bundles, "v1.0.0-gvisor.1").unwrap();
+        // Every architecture, or no release.
+        let err = check_publishable(&bundles[..1], "v1.0.0-gvisor.1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing: linux-arm64"), "{err}");
+    }
+
+    #[test]
+    fn both_architectures_make_one_release() {
+        let t = tempfile::tempdir().unwrap();
+        let bundles = [
+            released(fixture_for(t.path(), "amd64")),
+            released(fixture_for(t.path(), "arm64")),
+        ];
+        let out = t.path().join("release");
+        let plan = dry_run(&bundles, &t.path().join("repo"), &out, &signer()).unwrap();
+        let names: Vec<String> = plan
+            .assets
+            .iter()
+            .map(|a| a.path.file_name().unwrap().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "tiny-v1.0.0-gvisor.1-linux-amd64.tar.gz",
+                "tiny-v1.0.0-gvisor.1-linux-amd64.tar.gz.sha256",
+                "tiny-v1.0.0-gvisor.1-linux-amd64.cdx.json",
+                "tiny-v1.0.0-gvisor.1-linux-arm64.tar.gz",
+                "tiny-v1.0.0-gvisor.1-linux-arm64.tar.gz.sha256",
+                "tiny-v1.0.0-gvisor.1-linux-arm64.cdx.json",
+                "SHA256SUMS",
+            ]
+        );
+        // One SHA256SUMS and one signing plan over both tarballs and both SBOMs.
+        let sums = std::fs::read_to_string(&plan.assets[6].path).unwrap();
+        for i in [0, 2, 3, 5] {
+            assert!(
+                sums.contains(&format!("{}  {}\n", plan.assets[i].sha256, names[i])),
+                "{sums}"
+            );
+        }
+        assert_eq!(sums.lines().count(), 4, "{sums}");
+        let signing: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&plan.signing_plan).unwrap()).unwrap();
+        assert_eq!(signing["subjects"].as_array().unwrap().len(), 4);
+        // Each architecture's SBOM describes its own tarball.
+        let sbom: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&plan.assets[5].path).unwrap()).unwrap();
+        assert_eq!(
+            sbom["metadata"]["component"]["hashes"][0]["content"],
+            plan.assets[3].sha256
+        );
+        let notes = std::fs::read_to_string(&plan.notes).unwrap();
+        for needle in [
+            "(linux/amd64, linux/arm64)",
+            "tar -xzf tiny-v1.0.0-gvisor.1-linux-arm64.tar.gz",
+            "gh attestation verify 'tiny-v1.0.0-gvisor.1-linux-arm64.tar.gz'",
+            &format!(
+                "- linux-arm64 `bin/runc`: sha256 `{}`",
+                bundles[1].manifest.components[0].outputs[0].sha256
+            ),
+        ] {
+            assert!(notes.contains(needle), "notes lack {needle:?}:\n{notes}");
+        }
+    }
+
+    #[test]
+    fn bundles_of_other_sources_or_the_same_arch_are_not_one_release() {
+        let t = tempfile::tempdir().unwrap();
+        let amd64 = released(fixture_for(t.path(), "amd64"));
+        let mut arm64 = released(fixture_for(t.path(), "arm64"));
+        let err = check_one_release(&[amd64.clone(), amd64.clone()]).unwrap_err();
+        assert!(
+            err.to_string().contains("a second linux-amd64 bundle"),
+            "{err}"
+        );
+        arm64.manifest.components[0].version = "v1.3.4".into();
+        let err = check_one_release(&[amd64, arm64]).unwrap_err();
+        assert!(err.to_string().contains("are not one release"), "{err}");
+        assert!(check_one_release(&[]).is_err());
     }
 
     #[test]

@@ -187,26 +187,13 @@ fn default_tarballs(config: &BundleConfig, layout: &Layout) -> Result<Vec<PathBu
 
 /// The bundles are one release: at least one, each architecture once, and all built from the
 /// same sources (name, version, SOURCE_DATE_EPOCH, each component's version, source and
-/// patches); only what was built from them differs.
+/// patches); only what was built from them differs, and which components an architecture's
+/// bundles cannot hold (`not_on_this_arch`: arm64 has no launcher).
 pub fn check_one_release(bundles: &[ReleasedBundle]) -> Result<()> {
     let Some(first) = bundles.first() else {
         bail!("nothing to release: name a bundle with --tarball");
     };
-    let sources = |m: &Manifest| -> Vec<String> {
-        m.components
-            .iter()
-            .map(|c| {
-                let patches: Vec<&str> = c.patches.iter().map(|p| p.sha256.as_str()).collect();
-                format!(
-                    "{} {} {} patches {}",
-                    c.name,
-                    c.version,
-                    c.source.content,
-                    patches.join(",")
-                )
-            })
-            .collect()
-    };
+    let f = &first.manifest;
     for (i, b) in bundles.iter().enumerate() {
         let m = &b.manifest;
         if bundles[..i].iter().any(|o| o.manifest.arch == m.arch) {
@@ -216,23 +203,63 @@ pub fn check_one_release(bundles: &[ReleasedBundle]) -> Result<()> {
                 m.arch
             );
         }
-        let f = &first.manifest;
-        if (&m.name, &m.version, m.source_date_epoch) != (&f.name, &f.version, f.source_date_epoch)
-            || sources(m) != sources(f)
-        {
+        let differs = if (&m.name, &m.version) != (&f.name, &f.version) {
+            Some(format!(
+                "{} {} against {} {}",
+                m.name, m.version, f.name, f.version
+            ))
+        } else if m.source_date_epoch != f.source_date_epoch {
+            Some(format!(
+                "SOURCE_DATE_EPOCH {} against {}",
+                m.source_date_epoch, f.source_date_epoch
+            ))
+        } else {
+            component_difference(f, m)
+        };
+        if let Some(what) = differs {
             bail!(
-                "{} ({} {}) and {} ({} {}) are not one release: their versions, sources or \
-                 patches differ; build every architecture from the same commit",
+                "{} and {} are not one release ({what}); build every architecture from the same \
+                 commit",
                 b.tarball.display(),
-                m.name,
-                m.version,
-                first.tarball.display(),
-                f.name,
-                f.version
+                first.tarball.display()
             );
         }
     }
     Ok(())
+}
+
+/// The first component that `a` and `b` (bundles of two architectures) do not share: built from
+/// other sources or patches, or missing from one without that architecture's reason.
+fn component_difference(a: &Manifest, b: &Manifest) -> Option<String> {
+    let source = |c: &bundle_format::ComponentRecord| {
+        let patches: Vec<&str> = c.patches.iter().map(|p| p.sha256.as_str()).collect();
+        (
+            c.version.clone(),
+            c.source.content.clone(),
+            patches.join(","),
+        )
+    };
+    for (this, other) in [(a, b), (b, a)] {
+        for c in &this.components {
+            match other.components.iter().find(|o| o.name == c.name) {
+                Some(o) if source(o) != source(c) => {
+                    return Some(format!(
+                        "{}: {} {} against {} {}, or other patches",
+                        c.name, c.version, c.source.content, o.version, o.source.content
+                    ))
+                }
+                Some(_) => {}
+                None if other.not_on_this_arch.iter().any(|n| n.name == c.name) => {}
+                None => {
+                    return Some(format!(
+                        "{} is in the linux-{} bundle only",
+                        c.name, this.arch
+                    ))
+                }
+            }
+        }
+    }
+    None
 }
 
 /// What a tagged (published) release must satisfy beyond `verify` and [`check_one_release`]:
@@ -548,10 +575,19 @@ pub fn release_notes(
     for a in assets {
         let _ = writeln!(s, "| `{}` | {} | `{}` |", name(a), a.size, a.sha256);
     }
+    // Every component of the release, in the first bundle's order, then those it cannot hold.
+    let mut components: Vec<&bundle_format::ComponentRecord> = Vec::new();
+    for m in manifests {
+        for c in &m.components {
+            if !components.iter().any(|k| k.name == c.name) {
+                components.push(c);
+            }
+        }
+    }
     let _ = writeln!(s, "\n## Components\n");
     let _ = writeln!(s, "| component | version | source | patches |");
     let _ = writeln!(s, "|---|---|---|---|");
-    for c in &first.components {
+    for c in &components {
         let _ = writeln!(
             s,
             "| {} | {} | {} `{}` | {} |",
@@ -562,7 +598,7 @@ pub fn release_notes(
             c.patches.len()
         );
     }
-    for (i, c) in first.components.iter().enumerate() {
+    for c in &components {
         let _ = writeln!(s, "\n### {} {}\n", c.name, c.version);
         let _ = writeln!(
             s,
@@ -572,10 +608,13 @@ pub fn release_notes(
         if let (Some(repository), Some(commit)) = (&c.source.repository, &c.source.commit) {
             let _ = writeln!(s, "- upstream: {repository} commit `{commit}`");
         }
-        // check_one_release: every manifest lists the same components in the same order.
         for m in manifests {
-            for o in &m.components[i].outputs {
+            let built = m.components.iter().find(|k| k.name == c.name);
+            for o in built.iter().flat_map(|k| &k.outputs) {
                 let _ = writeln!(s, "- linux-{} `{}`: sha256 `{}`", m.arch, o.path, o.sha256);
+            }
+            if built.is_none() {
+                let _ = writeln!(s, "- linux-{}: not built (below)", m.arch);
             }
         }
         let list = patches.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
@@ -992,9 +1031,29 @@ mod tests {
             err.to_string().contains("a second linux-amd64 bundle"),
             "{err}"
         );
+        // A component an architecture cannot hold is absent from its bundle, with the reason.
+        let mut without = arm64.clone();
+        without.manifest.components.clear();
+        let err = check_one_release(&[amd64.clone(), without.clone()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not one release (runc is in the linux-amd64 bundle only)"),
+            "{err}"
+        );
+        without
+            .manifest
+            .not_on_this_arch
+            .push(bundle_format::OmittedRecord {
+                name: "runc".into(),
+                reason: "not built for arm64".into(),
+            });
+        check_one_release(&[amd64.clone(), without]).unwrap();
         arm64.manifest.components[0].version = "v1.3.4".into();
         let err = check_one_release(&[amd64, arm64]).unwrap_err();
-        assert!(err.to_string().contains("are not one release"), "{err}");
+        assert!(
+            err.to_string().contains("not one release (runc: v1.3.3"),
+            "{err}"
+        );
         assert!(check_one_release(&[]).is_err());
     }
 

@@ -127,7 +127,7 @@ fn command(
 /// k3s's Go garbage collector target where the user set none. Measured at rest in the current
 /// gVisor (`cargo xtask bench --memory`, BENCHMARKS.md), with k3s's idle CPU and the API's
 /// latency unchanged within the rounds' spread: `GOGC=50` kept k3s 51 MiB smaller than Go's
-/// default 100, and `GOGC=25` 25-45 MiB smaller again (its live heap is about 140 MiB, so the
+/// default 100, and `GOGC=25` 25-40 MiB smaller again (its live heap is about 140 MiB, so the
 /// goal drops from 210 to 175 MiB); `GOMEMLIMIT=400MiB` changed nothing.
 pub const DEFAULT_GOGC: &str = "25";
 

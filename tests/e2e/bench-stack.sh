@@ -1,7 +1,8 @@
 # `cargo xtask bench --stack`: what the installed stack costs the programs it runs, each figure
 # against a baseline measured in the same run. Sourced by a wrapper that sets TARBALL, RUN,
 # E2E_LIB, LOOPS (a directory holding the static syscall_loops), ROUNDS, N_SYSCALL, N_OPEN,
-# IDLE_SECONDS, WHAT (pods | k3s-idle | addons | memory), MEMORY_SETS (memory). Prints `BENCH <name> <value>` lines for xtask.
+# IDLE_SECONDS, WHAT (pods | k3s-idle | addons | memory), MEMORY_SETS (memory). Prints
+# `BENCH <name> <value>` lines for xtask.
 #
 # pods: the syscall loop and the open loop in a pod of the installed k3s (kubectl exec),
 #   against the same loops in a container that containerd starts with no launcher anywhere
@@ -45,15 +46,52 @@ note_pids() { ls /proc | grep -E '^[0-9]+$' > "$RUN/pids-before"; }
 
 # `BENCH rss-NAME MiB`: the RSS of every process started since note_pids (daemons, shims and
 # pods; shared pages count once per process, on every side alike), and k3s's own as
-# `BENCH k3s-rss-NAME`; the biggest programs for the log.
+# `BENCH k3s-rss-NAME`; the biggest programs for the log. FILE (default NAME) names the list
+# kept in RUN.
 rss_since_install() {
+  f="$RUN/rss-${2:-$1}"
   for p in /proc/[0-9]*; do
     grep -qx "${p#/proc/}" "$RUN/pids-before" && continue
     awk -v c="$(cat $p/comm 2>/dev/null)" '/^VmRSS/ { print c, $2 }' $p/status 2>/dev/null
-  done > "$RUN/rss-$1"
-  echo "BENCH rss-$1 $(awk '{ kb += $2 } END { printf "%.1f", kb / 1024 }' "$RUN/rss-$1")"
-  echo "BENCH k3s-rss-$1 $(awk '$1 == "k3s" { kb += $2 } END { printf "%.1f", kb / 1024 }' "$RUN/rss-$1")"
-  awk '{ kb[$1] += $2 } END { for (c in kb) printf "%s %.0f\n", c, kb[c] / 1024 }' "$RUN/rss-$1" | sort -k2 -nr | head -n 8 | sed "s/^/RSS-$1 MiB /"
+  done > "$f"
+  echo "BENCH rss-$1 $(awk '{ kb += $2 } END { printf "%.1f", kb / 1024 }' "$f")"
+  echo "BENCH k3s-rss-$1 $(awk '$1 == "k3s" { kb += $2 } END { printf "%.1f", kb / 1024 }' "$f")"
+  awk '{ kb[$1] += $2 } END { for (c in kb) printf "%s %.0f\n", c, kb[c] / 1024 }' "$f" | sort -k2 -nr | head -n 8 | sed "s/^/RSS-$1 MiB /"
+}
+
+# Where the memory of the list rss_since_install NAME FILE kept is, for K3S_PID:
+# - `issue-rss-NAME`: the processes issue 27 counts (k3s, every containerd-shim-runc-v2 (comm
+#   `containerd-shim`), containerd, svcproxy, the installer's keepers, the launcher), and
+#   `containerd-rss`, `shims-rss`, `containerd-and-shims`, `shims`, `pods` (Running: one shim
+#   each);
+# - k3s's RSS by mapping from /proc/PID/smaps (gVisor's status has no RssAnon/RssFile):
+#   `k3s-file` (its binary's mappings), `k3s-anon` (anonymous: heap, stacks), `k3s-other`;
+#   the same for the first shim (`shim-file`, `shim-anon`);
+# - the sandbox's /proc/meminfo: `meminfo-used` (MemTotal - MemFree), `meminfo-anon`
+#   (AnonPages: every process's anonymous memory as the kernel, here gVisor's sentry, holds it,
+#   not as VmRSS counts it; `meminfo-anon0` before ./install), `meminfo-cached`.
+memory_breakdown() {
+  f="$RUN/rss-$2"
+  awk -v s="$1" '
+    $1 == "k3s" || $1 == "containerd" || $1 == "containerd-shim" || $1 == "svcproxy" || $1 == "installer" || $1 == "launcher" { kb += $2 }
+    $1 == "containerd" { c += $2 } $1 == "containerd-shim" { sh += $2; n++ }
+    END { printf "BENCH issue-rss-%s %.1f\nBENCH containerd-rss-%s %.1f\nBENCH shims-rss-%s %.1f\nBENCH shims-%s %d\nBENCH containerd-and-shims-%s %.1f\n",
+      s, kb / 1024, s, c / 1024, s, sh / 1024, s, n, s, (c + sh) / 1024 }' "$f"
+  echo "BENCH pods-$1 $($K get pods -A --no-headers --field-selector=status.phase=Running | wc -l)"
+  smaps_split() {  # PID PREFIX SET
+    awk -v bin="$(readlink "/proc/$1/exe")" -v pre="$2" -v s="$3" '
+      /^[0-9a-f]+-[0-9a-f]+ / { path = $6; kind = (path == bin) ? "file" : (path == "" || path ~ /^\[(heap|stack|anon)/) ? "anon" : "other"; next }
+      $1 == "Rss:" { kb[kind] += $2 }
+      END { printf "BENCH %s-file-%s %.1f\nBENCH %s-anon-%s %.1f\nBENCH %s-other-%s %.1f\n", pre, s, kb["file"] / 1024, pre, s, kb["anon"] / 1024, pre, s, kb["other"] / 1024 }' "/proc/$1/smaps"
+  }
+  smaps_split "$3" k3s "$1"
+  for p in /proc/[0-9]*; do
+    [ "$(cat "$p/comm" 2>/dev/null)" = containerd-shim ] || continue
+    smaps_split "${p#/proc/}" shim "$1"
+    break
+  done
+  awk -v s="$1" '{ v[$1] = $2 } END {
+    printf "BENCH meminfo-used-%s %.1f\nBENCH meminfo-anon-%s %.1f\nBENCH meminfo-cached-%s %.1f\n", s, (v["MemTotal:"] - v["MemFree:"]) / 1024, s, v["AnonPages:"] / 1024, s, v["Cached:"] / 1024 }' /proc/meminfo
 }
 
 if [ "$WHAT" = pods ]; then
@@ -139,41 +177,79 @@ elif [ "$WHAT" = addons ]; then
   # shellcheck disable=SC2046 # one --exclude per file
   echo "BENCH gz-off $(gz_size $(for f in $ADDON_FILES; do echo "--exclude=$top/$f"; done))"
 elif [ "$WHAT" = memory ]; then
-  # k3s's Go runtime settings against the installer's default, alternating per round: for each
-  # of MEMORY_SETS (space-separated; `default` or comma-separated VAR=value pairs that
-  # ./install records for k3s), install with k3s's defaults (add-ons on), wait until every pod
-  # settled, idle, then the RSS as --addons sums it, k3s's idle CPU, and the API's latency: 200
-  # GETs of every pod and 200 of every ConfigMap over one kept-alive connection (curl with the
-  # kubeconfig's client certificate), median and 95th percentile.
+  # k3s's settings against the installer's default, alternating per round: for each of
+  # MEMORY_SETS (space-separated; `default`, or comma-separated parts: `VAR=value`, a variable
+  # ./install records for k3s (CONTAINERD_VAR for containerd, and so for its shims), or
+  # `--flag[=value]`, a k3s flag given after `--`; a flag's value may itself hold commas),
+  # install with k3s's defaults (add-ons on), wait until every pod settled, idle, then the RSS
+  # as --addons sums it, k3s's idle CPU, and the API's latency: 200 GETs of every pod and 200
+  # of every ConfigMap over one kept-alive connection (curl with the kubeconfig's client
+  # certificate), median and 95th percentile. Beside them, where the memory is: the processes
+  # issue 27 counts, k3s's and a shim's RSS by mapping (smaps), the sandbox's /proc/meminfo,
+  # and with --enable-pprof k3s's Go memory statistics (its heap profile kept in RUN).
   HZ=$(getconf CLK_TCK)
+  # The sets as words, unglobbed (a flag's value may hold `*`: controllers=*,-x).
+  # shellcheck disable=SC2086 # split at the spaces
+  set -f; set -- $MEMORY_SETS; set +f
   for r in $(seq "$ROUNDS"); do
-    for set in $MEMORY_SETS; do
+    for set in "$@"; do
+      # The set's parts, one a line: split at the commas that start a `--flag` or a `VAR=`.
+      echo "$set" | sed 's/,\(--\)/\n\1/g; s/,\([A-Za-z_][A-Za-z0-9_]*=\)/\n\1/g' > "$RUN/parts"
+      [ "$set" = default ] && : > "$RUN/parts"
+      vars=$(grep -v '^--' "$RUN/parts" | tr '\n' ' ')
+      flags=$(grep '^--' "$RUN/parts" | tr '\n' ' ')
+      name=$(echo "$set" | tr -c 'A-Za-z0-9=.,_+\n-' _)  # for file names
       note_pids
-      if [ "$set" = default ]; then up; else env $(echo "$set" | tr , ' ') "$BUNDLE/install" --prefix "$P" --data-dir "$D" > "$RUN/install.out" 2>&1 \
-        || { cat "$RUN/install.out"; fail "install with $set"; }; K="$P/bin/kubectl --kubeconfig $D/kubeconfig.yaml"; fi
+      echo "BENCH meminfo-anon0-$set $(awk '$1 == "AnonPages:" { printf "%.1f", $2 / 1024 }' /proc/meminfo)"
+      set -f
+      # shellcheck disable=SC2086 # one word per part
+      env $vars "$BUNDLE/install" --prefix "$P" --data-dir "$D" ${flags:+--} $flags > "$RUN/install.out" 2>&1 \
+        || { cat "$RUN/install.out"; fail "install with $set"; }
+      set +f
+      K="$P/bin/kubectl --kubeconfig $D/kubeconfig.yaml"
+      $K wait --for=condition=Ready node --all --timeout=120s >/dev/null || fail "$set: node not Ready"
       wait_settled "$set"
       PID=$(pid_of k3s)
       # The setting reaches k3s through its keeper (`installer keep-running`, whose environment
-      # k3s inherits), and is checked there: k3s's own /proc/PID/environ lacked GOGC=50 in the
-      # current gVisor (2026-12-06 17:40Z) while its keeper had it and k3s's RSS moved by it
-      # (BENCHMARKS.md); the cause was not found.
+      # and command line k3s inherits), and is checked there: k3s's own /proc/PID/environ and
+      # cmdline are overwritten by its process title (pkg/proctitle: gspt's setproctitle reuses
+      # the memory of argv and environ for `k3s server`), so they lacked GOGC=50 in the current
+      # gVisor (2026-12-06 17:40Z) while its keeper had it and k3s's RSS moved by it.
       KEEPER=$(cut -d' ' -f1 "$D/run/k3s.pid")
-      [ "$set" = default ] || tr '\0' '\n' < "/proc/$KEEPER/environ" | grep -qx "${set%%,*}" \
-        || fail "k3s's keeper (pid ${KEEPER:-none}) lacks ${set%%,*} in its environment: $(tr '\0' '\n' < "/proc/$KEEPER/environ" 2>/dev/null | grep -E '^(GO|K3S_|PATH)' | tr '\n' ' ')"
-      A=$(cpu_ticks $PID); sleep "$IDLE_SECONDS"; B=$(cpu_ticks $PID)
+      set -f
+      for var in $vars; do
+        tr '\0' '\n' < "/proc/$KEEPER/environ" | grep -qxF "$var" \
+          || fail "k3s's keeper (pid ${KEEPER:-none}) lacks $var in its environment: $(tr '\0' '\n' < "/proc/$KEEPER/environ" 2>/dev/null | grep -E '^(GO|K3S_|CONTAINERD_|PATH)' | tr '\n' ' ')"
+      done
+      for flag in $flags; do
+        tr '\0' '\n' < "/proc/$KEEPER/cmdline" | grep -qxF -- "$flag" \
+          || fail "k3s's keeper (pid ${KEEPER:-none}) lacks $flag on its command line: $(tr '\0' ' ' < "/proc/$KEEPER/cmdline")"
+      done
+      set +f
+      A=$(cpu_ticks "$PID"); sleep "$IDLE_SECONDS"; B=$(cpu_ticks "$PID")
       echo "BENCH k3s-cpu-$set $(awk "BEGIN { printf \"%.3f\", ($B - $A) / $HZ * 60 / $IDLE_SECONDS }")"
-      rss_since_install "$set"
+      rss_since_install "$set" "$name"
+      memory_breakdown "$set" "$name" "$PID"
       for key in certificate-authority-data client-certificate-data client-key-data; do
         awk -v k="$key:" '$1 == k { print $2; exit }' "$D/kubeconfig.yaml" | base64 -d > "$RUN/$key"
       done
+      CURL="curl -s --cacert $RUN/certificate-authority-data --cert $RUN/client-certificate-data --key $RUN/client-key-data"
       for what in pods configmaps; do
         url=https://127.0.0.1:6443/api/v1/$what
         # shellcheck disable=SC2046 # one -o per URL
-        curl -s --cacert "$RUN/certificate-authority-data" --cert "$RUN/client-certificate-data" --key "$RUN/client-key-data" \
-          -w '%{time_total}\n' $(for i in $(seq 200); do echo "-o /dev/null $url"; done) > "$RUN/latency" || fail "curl $url"
+        $CURL -w '%{time_total}\n' $(for i in $(seq 200); do echo "-o /dev/null $url"; done) > "$RUN/latency" || fail "curl $url"
         sort -n "$RUN/latency" | awk -v n="$what-$set" '{ v[NR] = $1 * 1000 } END {
           printf "BENCH api-p50-%s %.2f\nBENCH api-p95-%s %.2f\n", n, v[int(NR * 0.5)], n, v[int(NR * 0.95)] }'
       done
+      # With --enable-pprof (on the supervisor's port, behind the client certificate): the Go
+      # runtime's own figures, and the heap profile for `go tool pprof -top` on the host.
+      if grep -qx -- --enable-pprof "$RUN/parts"; then
+        $CURL -o "$RUN/heap-$name-$r.pb.gz" https://127.0.0.1:6443/debug/pprof/heap || fail "pprof heap"
+        $CURL https://127.0.0.1:6443/debug/pprof/heap?debug=1 > "$RUN/heap-$name-$r.txt" || fail "pprof heap?debug=1"
+        $CURL "https://127.0.0.1:6443/debug/pprof/goroutine?debug=1" | head -n 1 | sed "s/^/GOROUTINES-$set /"
+        awk -v s="$set" '$1 == "#" && $3 == "=" && $2 ~ /^(Sys|HeapAlloc|HeapSys|HeapIdle|HeapInuse|HeapReleased|StackInuse|StackSys|MSpanInuse|GCSys|OtherSys|NextGC)$/ {
+          printf "BENCH go-%s-%s %.1f\n", $2, s, $4 / 1048576 }' "$RUN/heap-$name-$r.txt"
+      fi
       down
     done
   done

@@ -48,6 +48,17 @@ pub struct StackReport {
     /// What a pod of the installed stack reads in /proc/self/status.
     pub pod_status: String,
     pub rows: Vec<StackRow>,
+    /// With --memory: where the memory is, one column per set (the default first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<Breakdown>,
+}
+
+/// A table of figures by set: each row one figure, each value the mean over the rounds (None
+/// where the set printed none, e.g. Go's statistics without `--enable-pprof`).
+#[derive(Debug, Serialize)]
+pub struct Breakdown {
+    pub columns: Vec<String>,
+    pub rows: Vec<(String, Vec<Option<f64>>)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -227,6 +238,7 @@ pub fn run(opts: &StackOptions) -> Result<StackReport> {
             .and_then(|v| v.first().cloned())
             .unwrap_or_default(),
         rows,
+        breakdown: None,
     })
 }
 
@@ -286,16 +298,54 @@ pub fn run_addons(opts: &StackOptions) -> Result<StackReport> {
         rounds: opts.rounds,
         pod_status: String::new(),
         rows,
+        breakdown: None,
     })
 }
 
-/// `cargo xtask bench --memory SET...`: k3s's Go runtime settings (each SET comma-separated
-/// `VAR=value` pairs ./install records for k3s, e.g. `GOGC=50`) against the installer's
-/// default, alternating per round in one sandbox, each installed with k3s's defaults (add-ons
-/// on): the idle RSS of the install and of k3s alone, k3s's idle CPU, and the API's latency
-/// (median and 95th percentile of 200 GETs over one connection) so a memory cut is seen
-/// beside what it costs.
+/// The figures of `--memory`'s breakdown: (figure, BENCH key), in MiB unless named.
+const BREAKDOWN: [(&str, &str); 21] = [
+    ("every process started by ./install", "rss"),
+    (
+        "issue 27's processes (k3s, shims, containerd, svcproxy, keepers, launcher)",
+        "issue-rss",
+    ),
+    ("k3s", "k3s-rss"),
+    ("k3s: its binary's mappings (smaps)", "k3s-file"),
+    ("k3s: anonymous mappings (heap, stacks; smaps)", "k3s-anon"),
+    ("k3s: other mappings (smaps)", "k3s-other"),
+    ("containerd", "containerd-rss"),
+    ("containerd-shim-runc-v2, all", "shims-rss"),
+    ("containerd-shim-runc-v2 processes (count)", "shims"),
+    ("pods Running (count)", "pods"),
+    ("one shim: its binary's mappings (smaps)", "shim-file"),
+    ("one shim: anonymous mappings (smaps)", "shim-anon"),
+    ("sandbox /proc/meminfo: MemTotal - MemFree", "meminfo-used"),
+    ("sandbox /proc/meminfo: AnonPages", "meminfo-anon"),
+    (
+        "sandbox /proc/meminfo: AnonPages before ./install",
+        "meminfo-anon0",
+    ),
+    ("k3s Go: HeapInuse (pprof)", "go-HeapInuse"),
+    ("k3s Go: HeapIdle (pprof)", "go-HeapIdle"),
+    ("k3s Go: HeapReleased (pprof)", "go-HeapReleased"),
+    ("k3s Go: StackInuse (pprof)", "go-StackInuse"),
+    ("k3s Go: Sys, all the runtime mapped (pprof)", "go-Sys"),
+    ("k3s Go: NextGC, the heap goal (pprof)", "go-NextGC"),
+];
+
+/// `cargo xtask bench --memory SET...`: k3s's settings (each SET comma-separated parts:
+/// `VAR=value` that ./install records for k3s, e.g. `GOGC=50`, or `CONTAINERD_VAR=value` for
+/// containerd and its shims; or `--flag[=value]`, a k3s flag) against the installer's default,
+/// alternating per round in one sandbox, each installed with k3s's defaults (add-ons on): the
+/// idle RSS of the install, of what issue 27 counts and of k3s alone, k3s's idle CPU, and the
+/// API's latency (median and 95th percentile of 200 GETs over one connection) so a memory cut
+/// is seen beside what it costs; and where the memory is, per set.
 pub fn run_memory(opts: &StackOptions) -> Result<StackReport> {
+    for set in opts.memory_sets {
+        if set.is_empty() || set.contains(char::is_whitespace) || set == "default" {
+            bail!("--memory `{set}`: a set is comma-separated VAR=value or --flag parts, with no spaces");
+        }
+    }
     let m = measure(opts, "memory", Path::new("/nonexistent"))?;
     let idle = opts.idle_seconds;
     let mut rows = Vec::new();
@@ -315,7 +365,9 @@ pub fn run_memory(opts: &StackOptions) -> Result<StackReport> {
                 "MiB",
                 "rss",
             )?,
+            row("idle RSS of issue 27's processes", "MiB", "issue-rss")?,
             row("idle RSS of k3s", "MiB", "k3s-rss")?,
+            row("idle RSS of containerd and its shims", "MiB", "containerd-and-shims")?,
             row(&format!("k3s idle CPU ({idle} s window)"), "CPU s/min", "k3s-cpu")?,
             row("GET /api/v1/pods, median", "ms", "api-p50-pods")?,
             row("GET /api/v1/pods, 95th percentile", "ms", "api-p95-pods")?,
@@ -323,14 +375,36 @@ pub fn run_memory(opts: &StackOptions) -> Result<StackReport> {
             row("GET /api/v1/configmaps, 95th percentile", "ms", "api-p95-configmaps")?,
         ]);
     }
+    let columns = memory_sets(opts);
+    let breakdown = Breakdown {
+        rows: BREAKDOWN
+            .iter()
+            .map(|(figure, key)| {
+                let values = columns
+                    .iter()
+                    .map(|set| numbers(&m, &format!("{key}-{set}")).ok().map(|v| mean(&v)))
+                    .collect();
+                (figure.to_string(), values)
+            })
+            .filter(|(_, values): &(String, Vec<Option<f64>>)| values.iter().any(Option::is_some))
+            .collect(),
+        columns,
+    };
     Ok(StackReport {
         label: opts.host.label.clone(),
         host: opts.host_arg.into(),
-        command: format!("--memory {}", opts.memory_sets.join(" --memory ")),
+        // `--memory=SET`: a set may start with `--`.
+        command: opts
+            .memory_sets
+            .iter()
+            .map(|set| format!("--memory={set}"))
+            .collect::<Vec<_>>()
+            .join(" "),
         measured_at: now()?,
         rounds: opts.rounds,
         pod_status: String::new(),
         rows,
+        breakdown: Some(breakdown),
     })
 }
 
@@ -368,6 +442,22 @@ pub fn markdown(r: &StackReport) -> String {
             row.subject / row.baseline,
         );
     }
+    if let Some(b) = &r.breakdown {
+        let _ = writeln!(
+            s,
+            "\nWhere the memory is (MiB unless a count; mean of the rounds; smaps and pprof read \
+             after the idle wait):\n"
+        );
+        let _ = writeln!(s, "| figure | {} |", b.columns.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---|".repeat(b.columns.len()));
+        for (figure, values) in &b.rows {
+            let cells: Vec<String> = values
+                .iter()
+                .map(|v| v.map_or("-".to_string(), |v| format!("{v:.1}")))
+                .collect();
+            let _ = writeln!(s, "| {figure} | {} |", cells.join(" | "));
+        }
+    }
     s
 }
 
@@ -385,5 +475,33 @@ mod tests {
         assert!(numbers(&map, "container-open").is_err());
         let bad = values("BENCH pod-open \n");
         assert!(numbers(&bad, "pod-open").is_err());
+    }
+
+    #[test]
+    fn the_memory_breakdown_is_a_column_per_set() {
+        let report = StackReport {
+            label: "gvisor-current".into(),
+            host: "current".into(),
+            command: "--memory=--enable-pprof".into(),
+            measured_at: "2026-12-06T20:24Z".into(),
+            rounds: 2,
+            pod_status: String::new(),
+            rows: Vec::new(),
+            breakdown: Some(Breakdown {
+                columns: vec!["default".into(), "--enable-pprof".into()],
+                rows: vec![
+                    ("k3s".into(), vec![Some(506.25), Some(491.6)]),
+                    ("k3s Go: HeapInuse (pprof)".into(), vec![None, Some(185.5)]),
+                ],
+            }),
+        };
+        let md = markdown(&report);
+        assert!(md.contains("| figure | default | --enable-pprof |"), "{md}");
+        assert!(md.contains("|---|---|---|"), "{md}");
+        assert!(md.contains("| k3s | 506.2 | 491.6 |"), "{md}");
+        assert!(
+            md.contains("| k3s Go: HeapInuse (pprof) | - | 185.5 |"),
+            "{md}"
+        );
     }
 }

@@ -42,11 +42,13 @@ pub struct BenchArgs {
     /// per round, and the bundle's size with and without them; `<!-- bench:addons-<host> -->`.
     #[arg(long, conflicts_with = "stack")]
     addons: bool,
-    /// Measure k3s's Go runtime settings instead (builds the bundle): each SET (comma-
-    /// separated VAR=value pairs ./install records for k3s, e.g. `GOGC=50`; repeatable)
-    /// against the installer's default, alternating per round: idle RSS, k3s's idle CPU,
-    /// the API's latency; `<!-- bench:memory-<host> -->`.
-    #[arg(long = "memory", value_name = "SET", conflicts_with_all = ["stack", "addons"])]
+    /// Measure k3s's memory settings instead (builds the bundle): each SET (repeatable) is
+    /// comma-separated parts, `VAR=value` that ./install records (`GOGC=25` for k3s,
+    /// `CONTAINERD_GOGC=50` for containerd and its shims) or `--flag[=value]`, a k3s flag
+    /// (`--kube-apiserver-arg=watch-cache=false`; `--enable-pprof` adds Go's heap figures),
+    /// measured against the installer's default, alternating per round: idle RSS, k3s's idle
+    /// CPU, the API's latency, and where the memory is; `<!-- bench:memory-<host> -->`.
+    #[arg(long = "memory", value_name = "SET", allow_hyphen_values = true, conflicts_with_all = ["stack", "addons"])]
     memory_sets: Vec<String>,
     /// With --stack: seconds of each idle-CPU window; with --addons and --memory: the idle
     /// wait before memory is read (and with --memory, the CPU window).

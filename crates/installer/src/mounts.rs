@@ -301,18 +301,32 @@ fn remove_tree(
 }
 
 /// Does `dir` take an overlay mount with two lower dirs, as containerd's overlayfs snapshotter
-/// makes (and checks before it loads)? A lower file read through it and a write landing in the
-/// upper dir; done in a scratch dir inside `dir`, unmounted and removed again.
+/// makes (and checks before it loads), with the whiteouts image layers carry? In a scratch dir
+/// inside `dir`: a whiteout (a 0:0 character device, as containerd unpacks one) in the upper
+/// lower dir hides the other's file, a lower file reads through the mount, a write lands in the
+/// upper dir and a removal leaves a whiteout there; unmounted and removed again.
 pub fn overlay_mount_taken(dir: &Path) -> bool {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    use std::os::unix::fs::FileTypeExt;
     let scratch = dir.join(format!(".k3s-gvisor-overlay-probe-{}", std::process::id()));
     if crate::files::new_private_dir(&scratch).is_err() {
         return false;
     }
     let d = |name: &str| scratch.join(name);
+    let whiteout =
+        |path: &Path| fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_char_device());
     let made = ["l1", "l2", "u", "w", "m"]
         .iter()
         .all(|name| fs::create_dir(d(name)).is_ok())
-        && fs::write(d("l1/f"), b"x").is_ok();
+        && fs::write(d("l1/f"), b"x").is_ok()
+        && fs::write(d("l2/hidden"), b"x").is_ok()
+        && mknod(
+            &d("l1/hidden"),
+            SFlag::S_IFCHR,
+            Mode::empty(),
+            makedev(0, 0),
+        )
+        .is_ok();
     let options = format!(
         "lowerdir={}:{},upperdir={},workdir={}",
         d("l1").display(),
@@ -322,9 +336,12 @@ pub fn overlay_mount_taken(dir: &Path) -> bool {
     );
     let mounted = made && mount("overlay", &d("m"), "overlay", MsFlags::empty(), &options).is_ok();
     let works = mounted
+        && !d("m/hidden").exists()
         && fs::read(d("m/f")).is_ok_and(|bytes| bytes == b"x")
         && fs::write(d("m/g"), b"y").is_ok()
-        && d("u/g").is_file();
+        && d("u/g").is_file()
+        && fs::remove_file(d("m/f")).is_ok()
+        && whiteout(&d("u/f"));
     if mounted {
         let _ = unmount(&d("m"));
     }

@@ -456,9 +456,12 @@ pub fn overlay_usable_at(facts: &HostFacts, data_dir: &Path) -> bool {
 }
 
 /// The filesystems containerd's overlayfs layers may sit on. On Linux: ext4, xfs, btrfs, ext3.
-/// gVisor implements overlay itself, and takes an overlay mount only over its own tmpfs: 9p
-/// (the root without runsc's overlay) and gVisor's root overlay (`--overlay2=root:memory` or
-/// `root:self`) refuse it (BENCHMARKS.md, "Real images", measured in every sandbox shape).
+/// gVisor implements overlay itself. Its root overlay (`--overlay2=root:self`, runsc's default,
+/// or `root:memory`) refuses an overlay mount, and there containerd's overlayfs plugin loads but
+/// every container fails (EINVAL). Its own tmpfs takes one, and pods ran there. 9p (the root
+/// with `--overlay2=none`) takes one in the current gVisor and containers ran on it through
+/// `ctr`, but no whole install has run its pods on it yet: native there for now
+/// (BENCHMARKS.md, "Real images").
 fn overlay_fits(gvisor: bool, fs_type: &str) -> bool {
     if gvisor {
         fs_type == "tmpfs"

@@ -1,8 +1,8 @@
 # `cargo xtask bench --stack`: what the installed stack costs the programs it runs, each figure
 # against a baseline measured in the same run. Sourced by a wrapper that sets TARBALL, RUN,
 # E2E_LIB, LOOPS (a directory holding the static syscall_loops), ROUNDS, N_SYSCALL, N_OPEN,
-# IDLE_SECONDS, WHAT (pods | k3s-idle | addons | memory), MEMORY_SETS (memory). Prints
-# `BENCH <name> <value>` lines for xtask.
+# IDLE_SECONDS, WHAT (pods | k3s-idle | addons | memory | images), MEMORY_SETS (memory), IMAGE,
+# IMAGE_REF, REPLICAS (images). Prints `BENCH <name> <value>` lines for xtask.
 #
 # pods: the syscall loop and the open loop in a pod of the installed k3s (kubectl exec),
 #   against the same loops in a container that containerd starts with no launcher anywhere
@@ -13,6 +13,10 @@
 #   /proc/sys) and with `--launcher always`, alternating per round.
 # addons: idle memory with k3s's add-ons on (its defaults) and off (its --disable), alternating
 #   per round, and the bundle's gzip size with and without them.
+# images: a large multi-layer image (IMAGE, made by xtask) imported and run by a Deployment
+#   scaled 1 -> REPLICAS, with the data dir where the sandbox puts it and on a tmpfs mounted in
+#   the sandbox; where containerd's overlayfs snapshotter loads, native against overlayfs with
+#   `ctr run` in the same install; whether an overlay mount is taken at each place.
 . "$E2E_LIB"
 fail() { echo "BENCHFAIL $*"; [ -f "$D/logs/k3s.log" ] && tail -n 20 "$D/logs/k3s.log"; exit 1; }
 extract >/dev/null || fail "cannot extract $TARBALL"
@@ -253,7 +257,115 @@ elif [ "$WHAT" = memory ]; then
       down
     done
   done
+elif [ "$WHAT" = images ]; then
+  # Seconds since $1 (a `date +%s.%N`), one decimal; MiB under a directory.
+  secs() { awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $1 }"; }
+  mib() { du -sm "$1" 2>/dev/null | awk '{ print $1 }'; }
+  # Does DIR take an overlay mount (lower, upper and work dirs in it; a lower file read and a
+  # write landing in upper)? `ok` or `refused: <why>`.
+  overlay_probe() {
+    o=$1/overlay-probe
+    if ! { mkdir -p "$o/l" "$o/u" "$o/w" "$o/m" && echo x > "$o/l/f"; }; then echo "refused: cannot make dirs in $1"; return; fi
+    if err=$(mount -t overlay overlay -o "lowerdir=$o/l,upperdir=$o/u,workdir=$o/w" "$o/m" 2>&1); then
+      if [ "$(cat "$o/m/f")" = x ] && echo y > "$o/m/g" && [ -f "$o/u/g" ]; then r=ok; else r="refused: mounted, but a read or write through it failed"; fi
+      umount "$o/m"
+    else
+      r="refused: $(echo "$err" | tr '\n' ' ')"
+    fi
+    rm -rf "$o"; echo "$r"
+  }
+  # The Deployment `real` of IMAGE_REF at REPLICAS $1, until every replica is Ready.
+  deploy() {
+    $K apply -f - >/dev/null <<YAML || fail "cannot apply the Deployment"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: real}
+spec:
+  replicas: $1
+  selector: {matchLabels: {app: real}}
+  template:
+    metadata: {labels: {app: real}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - {name: real, image: $IMAGE_REF, imagePullPolicy: Never, command: [sleep, "36000"]}
+YAML
+    $K rollout status deploy/real --timeout=900s >/dev/null && return
+    $K get pods -o wide; $K describe pods | grep -A3 -m3 -e Warning -e Reason
+    echo "BENCH img-fail $place pods $SNAP: $1 replica(s) not Ready in 900 s: $($K get events --field-selector type=Warning -o jsonpath='{.items[-1:].message}' 2>&1 | cut -c1-300)"
+    return 1
+  }
+  # At PLACE (the data dir's place): install (k3s's add-ons and CoreDNS off: no pod but ours
+  # makes snapshots while it is measured), then `BENCH img-row PLACE via snapshotter import
+  # first all du-before du-import du-first du-all` for the installer's snapshotter through
+  # pods, and for native and overlayfs through `ctr run` where containerd loaded overlayfs.
+  measure_at() {
+    place=$1
+    echo "BENCH img-place-$place $(stat -f -c %T "$(dirname "$D")") at $(dirname "$D")"
+    echo "BENCH img-probe-$place $(overlay_probe "$(dirname "$D")")"
+    up -- --disable traefik --disable metrics-server --disable local-storage --disable coredns
+    eval "$(grep -m1 -o 'export PATH=.*' "$RUN/install.out")"
+    SNAP=$(jq -r .snapshotter "$D/state.json")
+    echo "BENCH img-chose-$place $SNAP"
+    root=$D/containerd/root
+    dub=$(mib "$root/io.containerd.snapshotter.v1.$SNAP")
+    t=$(date +%s.%N)
+    "$BUNDLE/install" images import --data-dir "$D" "$IMAGE" > "$RUN/import.out" 2>&1 || { cat "$RUN/import.out"; fail "images import at $place"; }
+    imp=$(secs "$t"); du0=$(mib "$root/io.containerd.snapshotter.v1.$SNAP")
+    t=$(date +%s.%N)
+    if deploy 1; then
+      first=$(secs "$t"); du1=$(mib "$root/io.containerd.snapshotter.v1.$SNAP")
+      t=$(date +%s.%N)
+      if deploy "$REPLICAS"; then
+        tenth=$(secs "$t"); du10=$(mib "$root/io.containerd.snapshotter.v1.$SNAP")
+        echo "BENCH img-row $place pods $SNAP $imp $first $tenth $dub $du0 $du1 $du10"
+      fi
+    fi
+    $K delete deploy/real --wait=true >/dev/null
+    $K wait --for=delete pod -l app=real --timeout=300s >/dev/null 2>&1
+    ctr plugins ls > "$RUN/plugins-$place" 2>&1
+    overlayfs=$(awk '$1 == "io.containerd.snapshotter.v1" && $2 == "overlayfs" { print $NF }' "$RUN/plugins-$place")
+    why=
+    [ "$overlayfs" = ok ] || why=$(grep -F io.containerd.snapshotter.v1.overlayfs "$D/logs/containerd.log" | grep -i -m1 -e error -e skip | grep -o 'error=.*' | cut -c1-300)
+    echo "BENCH img-overlayfs-plugin-$place ${overlayfs:-absent}${why:+: $why}"
+    if [ "$overlayfs" = ok ]; then
+      for snap in native overlayfs; do
+        dir=$root/io.containerd.snapshotter.v1.$snap
+        dub=$(mib "$dir")
+        t=$(date +%s.%N)
+        ctr -n k8s.io images import --local --snapshotter "$snap" "$IMAGE" > "$RUN/ctr-import-$snap.out" 2>&1 \
+          || { echo "BENCH img-fail $place ctr $snap import: $(tail -n 1 "$RUN/ctr-import-$snap.out")"; continue; }
+        imp=$(secs "$t"); du0=$(mib "$dir")
+        run_one() { ctr -n k8s.io run -d --snapshotter "$snap" "$IMAGE_REF" "img-$snap-$1" sleep 36000 >> "$RUN/ctr-run-$snap.out" 2>&1; }
+        t=$(date +%s.%N); run_one 1 || { echo "BENCH img-fail $place ctr $snap run: $(tail -n 1 "$RUN/ctr-run-$snap.out")"; continue; }
+        first=$(secs "$t"); du1=$(mib "$dir")
+        t=$(date +%s.%N); pids=
+        for i in $(seq 2 "$REPLICAS"); do run_one "$i" & pids="$pids $!"; done
+        ok=1; for p in $pids; do wait "$p" || ok=; done
+        tenth=$(secs "$t"); du10=$(mib "$dir")
+        if [ -n "$ok" ]; then echo "BENCH img-row $place ctr $snap $imp $first $tenth $dub $du0 $du1 $du10"; else echo "BENCH img-fail $place ctr $snap run: $(tail -n 1 "$RUN/ctr-run-$snap.out")"; fi
+        for i in $(seq 1 "$REPLICAS"); do ctr -n k8s.io task rm -f "img-$snap-$i" >/dev/null 2>&1; ctr -n k8s.io containers rm "img-$snap-$i" >/dev/null 2>&1; done
+      done
+    fi
+    down
+  }
+  # The data dir on the sandbox's root filesystem (9p, or runsc's root overlay), at a short
+  # path: the kubelet's sockets under it must fit a unix socket's 107 bytes.
+  RD=$(mktemp -d /var/tmp/k3s-gvisor-img.XXXXXX)
+  D=$RD/d
+  measure_at root
+  rmdir "$RD"
+  # A tmpfs the sandbox mounts (in gVisor, its own memory), with the data dir on it.
+  TM=$(mktemp -d /tmp/k3s-gvisor-img.XXXXXX)
+  if err=$(mount -t tmpfs -o size=12g tmpfs "$TM" 2>&1); then
+    D=$TM/d
+    measure_at tmpfs
+    umount "$TM"
+  else
+    echo "BENCH img-probe-tmpfs refused: mount -t tmpfs: $err"
+  fi
+  rmdir "$TM"
 else
-  fail "WHAT=$WHAT: expected pods, k3s-idle, addons or memory"
+  fail "WHAT=$WHAT: expected pods, k3s-idle, addons, memory or images"
 fi
 echo "BENCH done 1"

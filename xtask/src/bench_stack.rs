@@ -21,10 +21,10 @@ use crate::sandbox::{self, Network};
 
 pub struct StackOptions<'a> {
     pub tarball: &'a Path,
-    pub work: &'a Path,
+    pub work: std::path::PathBuf,
     pub scripts: &'a Path,
     /// crates/launcher/benches (syscall_loops.c).
-    pub loop_sources: &'a Path,
+    pub loop_sources: std::path::PathBuf,
     pub host: &'a Host,
     /// The `--host` value that measures here again.
     pub host_arg: &'a str,
@@ -141,25 +141,54 @@ fn measure(
     what: &str,
     loops: &Path,
 ) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    measure_with(opts, what, loops, &[])
+}
+
+/// `measure` with more variables for the script.
+fn measure_with(
+    opts: &StackOptions,
+    what: &str,
+    loops: &Path,
+    more: &[(&str, String)],
+) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let (stdout, log) = run_bench_script(opts, what, loops, more)?;
+    if let Some(line) = stdout.lines().find(|l| l.starts_with("BENCHFAIL")) {
+        bail!("{line} (see {})", log.display());
+    }
+    let map = values(&stdout);
+    if !map.contains_key("done") {
+        bail!(
+            "the stack benchmark ({what}) did not finish: see {}",
+            log.display()
+        );
+    }
+    Ok(map)
+}
+
+/// Runs bench-stack.sh with WHAT in the sandbox: its stdout, and the log that keeps it.
+fn run_bench_script(
+    opts: &StackOptions,
+    what: &str,
+    loops: &Path,
+    more: &[(&str, String)],
+) -> Result<(String, std::path::PathBuf)> {
     let dir = opts.work.join(format!("stack-{}-{what}", opts.host.label));
     crate::fsutil::remove_tree(&dir)?;
     let run_dir = dir.join("run");
     std::fs::create_dir_all(&run_dir)?;
-    let script = e2e::wrapper(
-        &dir,
-        &opts.scripts.join("bench-stack.sh"),
-        &[
-            ("TARBALL", opts.tarball.display().to_string()),
-            ("RUN", run_dir.display().to_string()),
-            ("LOOPS", loops.display().to_string()),
-            ("WHAT", what.to_string()),
-            ("ROUNDS", opts.rounds.to_string()),
-            ("N_SYSCALL", opts.n_syscall.to_string()),
-            ("N_OPEN", opts.n_open.to_string()),
-            ("IDLE_SECONDS", opts.idle_seconds.to_string()),
-            ("MEMORY_SETS", memory_sets(opts).join(" ")),
-        ],
-    )?;
+    let mut vars = vec![
+        ("TARBALL", opts.tarball.display().to_string()),
+        ("RUN", run_dir.display().to_string()),
+        ("LOOPS", loops.display().to_string()),
+        ("WHAT", what.to_string()),
+        ("ROUNDS", opts.rounds.to_string()),
+        ("N_SYSCALL", opts.n_syscall.to_string()),
+        ("N_OPEN", opts.n_open.to_string()),
+        ("IDLE_SECONDS", opts.idle_seconds.to_string()),
+        ("MEMORY_SETS", memory_sets(opts).join(" ")),
+    ];
+    vars.extend(more.iter().cloned());
+    let script = e2e::wrapper(&dir, &opts.scripts.join("bench-stack.sh"), &vars)?;
     crate::ui::step(
         "bench",
         format!("{} ({what}): output in {}", opts.host.label, dir.display()),
@@ -182,23 +211,13 @@ fn measure(
         format!("{}\n--- stderr ---\n{}", finished.stdout, finished.stderr),
     )?;
     e2e::remove_extracted_bundles(&run_dir)?;
-    if let Some(line) = finished.stdout.lines().find(|l| l.starts_with("BENCHFAIL")) {
-        bail!("{line} (see {})", log.display());
-    }
-    let map = values(&finished.stdout);
-    if !map.contains_key("done") {
-        bail!(
-            "the stack benchmark ({what}) did not finish: see {}",
-            log.display()
-        );
-    }
-    Ok(map)
+    Ok((finished.stdout, log))
 }
 
 pub fn run(opts: &StackOptions) -> Result<StackReport> {
     let loops_dir = opts.work.join("stack-loops");
     std::fs::create_dir_all(&loops_dir)?;
-    crate::bench::compile_syscall_loops(opts.loop_sources, &loops_dir)?;
+    crate::bench::compile_syscall_loops(&opts.loop_sources, &loops_dir)?;
 
     let pods = measure(opts, "pods", &loops_dir)?;
     let mut rows = Vec::new();
@@ -408,6 +427,233 @@ pub fn run_memory(opts: &StackOptions) -> Result<StackReport> {
     })
 }
 
+/// The large image of `--images`: where xtask wrote it, its name, and the replicas.
+pub struct ImageInput {
+    pub file: std::path::PathBuf,
+    pub reference: String,
+    pub replicas: u32,
+}
+
+/// `cargo xtask bench --images`: every host's figures, one table.
+#[derive(Debug, Serialize)]
+pub struct ImagesReport {
+    pub command: String,
+    pub image: String,
+    pub replicas: u32,
+    pub shapes: Vec<ImagesShape>,
+}
+
+/// One sandbox shape's figures.
+#[derive(Debug, Serialize)]
+pub struct ImagesShape {
+    pub label: String,
+    pub host: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub places: Vec<ImagePlace>,
+    pub rows: Vec<ImageRow>,
+    /// What could not be measured, with the error.
+    pub failures: Vec<String>,
+}
+
+/// Where the data dir was: the sandbox's own place for it (`root`) or a tmpfs mounted in it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ImagePlace {
+    pub place: String,
+    /// The filesystem (`stat -f`) and the directory.
+    pub filesystem: String,
+    /// Whether an overlay mount was taken there: `ok` or `refused: ...`.
+    pub overlay_mount: String,
+    /// The snapshotter ./install chose there.
+    pub installer_chose: String,
+    /// containerd's overlayfs snapshotter plugin there: `ok` or its status and log line.
+    pub overlayfs_plugin: String,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ImageRow {
+    pub place: String,
+    /// `pods` (a Deployment through the kubelet) or `ctr` (`ctr run -d`).
+    pub via: String,
+    pub snapshotter: String,
+    pub import_s: f64,
+    pub first_s: f64,
+    pub all_s: f64,
+    /// Before the import: the shipped images, unpacked at install.
+    pub disk_before_mib: f64,
+    pub disk_import_mib: f64,
+    pub disk_first_mib: f64,
+    pub disk_all_mib: f64,
+}
+
+/// The `img-*` lines of one run.
+fn image_figures(
+    map: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<(Vec<ImagePlace>, Vec<ImageRow>, Vec<String>)> {
+    let one = |key: String| {
+        map.get(&key)
+            .and_then(|v| v.first().cloned())
+            .unwrap_or_else(|| "not measured".into())
+    };
+    let mut places = Vec::new();
+    for place in ["root", "tmpfs"] {
+        if !map.contains_key(&format!("img-probe-{place}")) {
+            continue;
+        }
+        places.push(ImagePlace {
+            place: place.into(),
+            filesystem: one(format!("img-place-{place}")),
+            overlay_mount: one(format!("img-probe-{place}")),
+            installer_chose: one(format!("img-chose-{place}")),
+            overlayfs_plugin: one(format!("img-overlayfs-plugin-{place}")),
+        });
+    }
+    let mut rows = Vec::new();
+    for line in map.get("img-row").into_iter().flatten() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [place, via, snapshotter, numbers @ ..] = f.as_slice() else {
+            bail!("BENCH img-row `{line}`: expected place, via, snapshotter and seven numbers");
+        };
+        let n = numbers
+            .iter()
+            .map(|v| {
+                v.parse::<f64>()
+                    .with_context(|| format!("BENCH img-row `{line}`: `{v}` is not a number"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let [import_s, first_s, all_s, disk_before_mib, disk_import_mib, disk_first_mib, disk_all_mib] =
+            n[..]
+        else {
+            bail!("BENCH img-row `{line}`: expected seven numbers");
+        };
+        rows.push(ImageRow {
+            place: place.to_string(),
+            via: via.to_string(),
+            snapshotter: snapshotter.to_string(),
+            import_s,
+            first_s,
+            all_s,
+            disk_before_mib,
+            disk_import_mib,
+            disk_first_mib,
+            disk_all_mib,
+        });
+    }
+    let failures = map.get("img-fail").cloned().unwrap_or_default();
+    Ok((places, rows, failures))
+}
+
+/// `cargo xtask bench --images` on one host: bench-stack.sh `images` in its sandbox.
+pub fn run_images(opts: &StackOptions, image: &ImageInput) -> Result<ImagesShape> {
+    let started_at = now()?;
+    let (stdout, log) = run_bench_script(
+        opts,
+        "images",
+        Path::new("/nonexistent"),
+        &[
+            ("IMAGE", image.file.display().to_string()),
+            ("IMAGE_REF", image.reference.clone()),
+            ("REPLICAS", image.replicas.to_string()),
+        ],
+    )?;
+    // What was measured before a failure still counts; the failure is said beside it.
+    let m = values(&stdout);
+    let (places, rows, mut failures) = image_figures(&m)?;
+    if let Some(line) = stdout.lines().find(|l| l.starts_with("BENCHFAIL")) {
+        failures.push(format!("{line} (see {})", log.display()));
+    } else if !m.contains_key("done") {
+        failures.push(format!("the run did not finish: see {}", log.display()));
+    }
+    Ok(ImagesShape {
+        label: opts.host.label.clone(),
+        host: opts.host_arg.into(),
+        started_at,
+        finished_at: now()?,
+        places,
+        rows,
+        failures,
+    })
+}
+
+pub fn markdown_images(r: &ImagesReport) -> String {
+    let mut s = String::new();
+    let runs: Vec<String> = r
+        .shapes
+        .iter()
+        .map(|x| format!("{} {}-{}", x.label, x.started_at, x.finished_at))
+        .collect();
+    let n = r.replicas;
+    let _ = writeln!(
+        s,
+        "Measured with `{} --update BENCHMARKS.md` ({}). The image: {}. Times in seconds: \
+         `./install images import` until it returns; the Deployment's first replica until \
+         Ready; the scale 1 -> {n} until all {n} are Ready (`ctr`: `ctr images import --local \
+         --snapshotter S`, one `ctr run -d`, then {} more at once). k3s's add-ons and CoreDNS \
+         are off, so no other pod makes snapshots. Disk: `du -sm` of containerd's snapshotter \
+         dir, MiB (before the import: the bundle's images, unpacked at install).\n",
+        r.command,
+        runs.join("; "),
+        r.image,
+        n.saturating_sub(1),
+    );
+    let _ = writeln!(
+        s,
+        "| shape | data dir on | via | snapshotter | import | 1st Ready | all {n} Ready | disk: before import | imported | 1 running | {n} running |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for shape in &r.shapes {
+        for row in &shape.rows {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | **{}** | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                shape.label,
+                row.place,
+                row.via,
+                row.snapshotter,
+                row.import_s,
+                row.first_s,
+                row.all_s,
+                row.disk_before_mib,
+                row.disk_import_mib,
+                row.disk_first_mib,
+                row.disk_all_mib
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n| shape | data dir on | filesystem there | an overlay mount there | ./install chose | containerd's overlayfs snapshotter |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for shape in &r.shapes {
+        for p in &shape.places {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                shape.label,
+                p.place,
+                p.filesystem.replace('|', "/"),
+                p.overlay_mount.replace('|', "/"),
+                p.installer_chose,
+                p.overlayfs_plugin.replace('|', "/")
+            );
+        }
+    }
+    let failures: Vec<String> = r
+        .shapes
+        .iter()
+        .flat_map(|x| {
+            x.failures
+                .iter()
+                .map(move |f| format!("- {}: {f}", x.label))
+        })
+        .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(s, "\nNot measured:\n{}", failures.join("\n"));
+    }
+    s
+}
+
 pub fn markdown(r: &StackReport) -> String {
     let mut s = String::new();
     let pod_status = match r.pod_status.is_empty() {
@@ -503,5 +749,27 @@ mod tests {
             md.contains("| k3s Go: HeapInuse (pprof) | - | 185.5 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn image_lines_become_places_and_rows() {
+        let map = values(
+            "BENCH img-place-root 9p at /run\n\
+             BENCH img-probe-root refused: mount: wrong fs type\n\
+             BENCH img-chose-root native\n\
+             BENCH img-row root pods native 12.5 4.1 30.2 200 300 600 3300\n\
+             BENCH img-overlayfs-plugin-root error\n\
+             BENCH img-probe-tmpfs ok\n\
+             BENCH img-fail tmpfs ctr overlayfs run: boom\n",
+        );
+        let (places, rows, failures) = image_figures(&map).unwrap();
+        assert_eq!(places.len(), 2);
+        assert_eq!(places[0].overlay_mount, "refused: mount: wrong fs type");
+        assert_eq!(places[1].installer_chose, "not measured");
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].all_s, rows[0].disk_all_mib), (30.2, 3300.0));
+        assert_eq!(failures, ["tmpfs ctr overlayfs run: boom"]);
+        let short = values("BENCH img-row root pods native 1 2 3 4 5 6\n");
+        assert!(image_figures(&short).is_err());
     }
 }

@@ -42,6 +42,7 @@
 
 mod archive;
 mod assemble;
+pub mod bench_image;
 mod blob_store;
 mod digest;
 mod registry;

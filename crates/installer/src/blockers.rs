@@ -303,8 +303,13 @@ pub fn table(inputs: &Inputs) -> Vec<Blocker> {
         Blocker {
             install_line: Some(format!(
                 "root filesystem {} cannot host overlayfs layers: containerd uses the native \
-                 snapshotter",
-                facts.root_fs_type
+                 snapshotter, which copies an image for every container{}",
+                facts.root_fs_type,
+                if facts.looks_like_gvisor() {
+                    " (a --data-dir on a tmpfs of the sandbox takes overlayfs)"
+                } else {
+                    ""
+                }
             )),
             install_handles: Some("containerd native snapshotter".into()),
             ..row(

@@ -206,7 +206,7 @@ const OWNED: &[Owned] = &[
         flag: "snapshotter",
         command: None,
         instead: "the installer chooses containerd's snapshotter from the sandbox (native where \
-                  overlayfs cannot sit on the root filesystem)",
+                  overlayfs cannot sit on the data dir's filesystem)",
     },
     Owned {
         flag: "server",

@@ -300,6 +300,55 @@ fn remove_tree(
     fs::remove_dir(path)
 }
 
+/// Does `dir` take an overlay mount with two lower dirs, as containerd's overlayfs snapshotter
+/// makes (and checks before it loads), with the whiteouts image layers carry? In a scratch dir
+/// inside `dir`: a whiteout (a 0:0 character device, as containerd unpacks one) in the upper
+/// lower dir hides the other's file, a lower file reads through the mount, a write lands in the
+/// upper dir and a removal leaves a whiteout there; unmounted and removed again.
+pub fn overlay_mount_taken(dir: &Path) -> bool {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    use std::os::unix::fs::FileTypeExt;
+    let scratch = dir.join(format!(".k3s-gvisor-overlay-probe-{}", std::process::id()));
+    if crate::files::new_private_dir(&scratch).is_err() {
+        return false;
+    }
+    let d = |name: &str| scratch.join(name);
+    let whiteout =
+        |path: &Path| fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_char_device());
+    let made = ["l1", "l2", "u", "w", "m"]
+        .iter()
+        .all(|name| fs::create_dir(d(name)).is_ok())
+        && fs::write(d("l1/f"), b"x").is_ok()
+        && fs::write(d("l2/hidden"), b"x").is_ok()
+        && mknod(
+            &d("l1/hidden"),
+            SFlag::S_IFCHR,
+            Mode::empty(),
+            makedev(0, 0),
+        )
+        .is_ok();
+    let options = format!(
+        "lowerdir={}:{},upperdir={},workdir={}",
+        d("l1").display(),
+        d("l2").display(),
+        d("u").display(),
+        d("w").display()
+    );
+    let mounted = made && mount("overlay", &d("m"), "overlay", MsFlags::empty(), &options).is_ok();
+    let works = mounted
+        && !d("m/hidden").exists()
+        && fs::read(d("m/f")).is_ok_and(|bytes| bytes == b"x")
+        && fs::write(d("m/g"), b"y").is_ok()
+        && d("u/g").is_file()
+        && fs::remove_file(d("m/f")).is_ok()
+        && whiteout(&d("u/f"));
+    if mounted {
+        let _ = unmount(&d("m"));
+    }
+    let _ = remove_tree_on_one_fs(&scratch);
+    works
+}
+
 /// Tries a recursive bind mount of a scratch dir onto a sibling and undoes it. Only doctor runs
 /// this (it mounts, briefly); anything but EINVAL counts as "works".
 pub fn recursive_bind_refused() -> bool {
@@ -418,6 +467,23 @@ mod tests {
         let scratch =
             std::env::temp_dir().join(format!("k3s-gvisor-doctor-umount-{}", std::process::id()));
         assert!(!scratch.exists());
+    }
+
+    /// Linux takes an overlay over a tmpfs; the probe leaves nothing mounted or behind, and a
+    /// dir it cannot write in is a no.
+    #[test]
+    fn the_overlay_probe_takes_a_mount_over_a_tmpfs_and_cleans_up() {
+        if !testkit::root_or_skip("mounts a tmpfs and an overlay") {
+            return;
+        }
+        let temp = tempfile::tempdir().unwrap();
+        mount("tmpfs", temp.path(), "tmpfs", MsFlags::empty(), "").unwrap();
+        let taken = overlay_mount_taken(temp.path());
+        let left: Vec<_> = fs::read_dir(temp.path()).unwrap().collect();
+        let _ = unmount(temp.path());
+        assert!(taken);
+        assert!(left.is_empty(), "the probe left {left:?}");
+        assert!(!overlay_mount_taken(&temp.path().join("missing")));
     }
 
     /// A tmpfs (another st_dev) and a bind mount from the same filesystem (same st_dev) below

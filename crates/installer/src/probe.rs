@@ -439,17 +439,35 @@ fn is_controller_name(option: &str) -> bool {
 }
 
 /// Should containerd use the overlayfs snapshotter for data kept at `data_dir`?
-/// overlayfs cannot use 9p, overlay or tmpfs-on-gVisor as its upper layer reliably, and needs
-/// the kernel to know "overlay"; everything else gets the slower but always-working "native".
+/// It needs the kernel to know "overlay" and a filesystem its layers can sit on
+/// (`overlay_fits`); in gVisor also an overlay mount actually taken there. Everything else gets
+/// the slower but always-working "native", which copies the image for every container.
 pub fn overlay_usable_at(facts: &HostFacts, data_dir: &Path) -> bool {
-    if !facts.overlay_known || facts.looks_like_gvisor() {
+    if !facts.overlay_known {
         return false;
     }
+    let dir = existing_ancestor(data_dir);
     let mounts = read_mounts();
-    let fs_type = mount_for(&mounts, &existing_ancestor(data_dir))
+    let fs_type = mount_for(&mounts, &dir)
         .map(|m| m.fs_type.as_str())
         .unwrap_or("unknown");
-    matches!(fs_type, "ext4" | "xfs" | "btrfs" | "ext3")
+    let gvisor = facts.looks_like_gvisor();
+    overlay_fits(gvisor, fs_type) && (!gvisor || crate::mounts::overlay_mount_taken(&dir))
+}
+
+/// The filesystems containerd's overlayfs layers may sit on. On Linux: ext4, xfs, btrfs, ext3.
+/// gVisor implements overlay itself. Its root overlay (`--overlay2=root:self`, runsc's default,
+/// or `root:memory`) refuses an overlay mount, and there containerd's overlayfs plugin loads but
+/// every container fails (EINVAL). Its own tmpfs takes one, and pods ran there. 9p (the root
+/// with `--overlay2=none`) takes one in the current gVisor and containers ran on it through
+/// `ctr`, but no whole install has run its pods on it yet: native there for now
+/// (BENCHMARKS.md, "Real images").
+fn overlay_fits(gvisor: bool, fs_type: &str) -> bool {
+    if gvisor {
+        fs_type == "tmpfs"
+    } else {
+        matches!(fs_type, "ext4" | "xfs" | "btrfs" | "ext3")
+    }
 }
 
 #[cfg(test)]
@@ -506,6 +524,20 @@ mod tests {
             procsys_root(&parse_mountinfo(SAMPLE)),
             Path::new("/proc/sys")
         );
+    }
+
+    #[test]
+    fn overlayfs_fits_linux_disks_and_only_gvisors_tmpfs() {
+        for fs in ["ext4", "xfs", "btrfs", "ext3"] {
+            assert!(overlay_fits(false, fs), "{fs} on Linux");
+            assert!(!overlay_fits(true, fs), "{fs} in gVisor");
+        }
+        assert!(overlay_fits(true, "tmpfs"));
+        for fs in ["9p", "overlay", "unknown"] {
+            assert!(!overlay_fits(true, fs), "{fs} in gVisor");
+            assert!(!overlay_fits(false, fs), "{fs} on Linux");
+        }
+        assert!(!overlay_fits(false, "tmpfs"));
     }
 
     #[test]

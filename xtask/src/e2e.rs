@@ -313,6 +313,9 @@ pub struct Inputs<'a> {
     pub crictl: &'a Path,
     /// tests/e2e: scenario.sh, soak.sh and their lib.sh.
     pub scripts: &'a Path,
+    /// The e2e driver (crates/e2e-driver, static): copied into each run's directory, where the
+    /// scripts find it as E2E_DRIVER.
+    pub driver: &'a Path,
     /// docs/k3s-log.md: the error lines k3s may log, each with why it is harmless.
     pub known_errors: &'a Path,
     pub network: Network,
@@ -613,10 +616,15 @@ fn run_single(
     crate::fsutil::remove_tree(&dir)?;
     let run_dir = dir.join("run");
     std::fs::create_dir_all(&run_dir)?;
+    // The driver runs inside the sandbox from the run's own directory, as the scripts do.
+    let driver = dir.join("e2e-driver");
+    std::fs::copy(inputs.driver, &driver)
+        .with_context(|| format!("cannot copy {}", inputs.driver.display()))?;
     let mut all_vars = vec![
         ("TARBALL", inputs.tarball.display().to_string()),
         ("RUN", run_dir.display().to_string()),
         ("CRICTL", inputs.crictl.display().to_string()),
+        ("E2E_DRIVER", driver.display().to_string()),
     ];
     all_vars.extend(vars.iter().cloned());
     let script = wrapper(&dir, &inputs.scripts.join(script_name), &all_vars)?;

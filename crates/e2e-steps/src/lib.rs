@@ -11,6 +11,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// The first line of every file the e2e writes outside its run directory (k3s's config files
+/// under /etc/rancher/k3s): where a sandbox dies before the cleanup, xtask removes the files so
+/// marked (xtask/src/sandbox.rs). tests/e2e/lib.sh has the same words for the shell.
+pub const E2E_FILE_MARK: &str = "# written by the k3s-gvisor e2e";
+
 /// Declares [`Step`] with each variant's name as printed.
 macro_rules! steps {
     ($($variant:ident => $name:literal,)*) => {
@@ -70,6 +75,7 @@ steps! {
     DnsKubernetes => "dns-kubernetes",
     Doctor => "doctor",
     DowngradeRefused => "downgrade-refused",
+    Driver => "driver",
     DryRun => "dry-run",
     EnvKeptAcrossStart => "env-kept-across-start",
     Exec => "exec",

@@ -7,9 +7,12 @@
 //! lib.sh's `step` does (crates/e2e-steps: the names are one enum), so xtask's parser is the
 //! same for shell and driver. A subcommand per script it replaces:
 //!   settings prepare|steps|before-restart|after-restart|cleanup   (was k3s-settings.sh)
+//!   upgrade --next TARBALL                                         (was upgrade.sh)
 
+mod bundle;
 mod procs;
 mod settings;
+mod upgrade;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -58,6 +61,12 @@ enum Cmd {
         #[command(subcommand)]
         phase: settings::Phase,
     },
+    /// Upgrade in place with the next bundle, then the refused downgrade (was upgrade.sh).
+    Upgrade {
+        /// The same bundle with the next version (TARBALL_NEXT).
+        #[arg(long)]
+        next: Option<PathBuf>,
+    },
 }
 
 impl Run {
@@ -88,6 +97,24 @@ impl Run {
         self.data_dir.join("kubeconfig.yaml")
     }
 
+    /// Seconds since T0, as lib.sh's `now`.
+    pub fn now(&self) -> f64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+            - self.t0
+    }
+
+    /// lib.sh's `mark`: `TIME NAME <seconds since T0>`.
+    pub fn mark(&self, name: &str) {
+        println!("TIME {name} {:.1}", self.now());
+        let _ = std::io::stdout().flush();
+    }
+
+    pub fn k3s_log(&self) -> PathBuf {
+        self.data_dir.join("logs/k3s.log")
+    }
+
     /// `PREFIX/bin/kubectl --kubeconfig DATA/kubeconfig.yaml ARGS`: stdout, or the error.
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
         let out = Command::new(self.prefix.join("bin/kubectl"))
@@ -110,11 +137,16 @@ impl Run {
     /// `BUNDLE/install ARGS` as a user runs it: its exit code and its output (stdout then
     /// stderr, as `2>&1` would mostly give).
     pub fn install(&self, args: &[&str]) -> Result<(i32, String)> {
-        let out = Command::new(self.bundle.join("install"))
+        self.install_with(&self.bundle, args)
+    }
+
+    /// [`Run::install`] from another extracted bundle.
+    pub fn install_with(&self, bundle: &std::path::Path, args: &[&str]) -> Result<(i32, String)> {
+        let out = Command::new(bundle.join("install"))
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .with_context(|| format!("cannot run {}/install", self.bundle.display()))?;
+            .with_context(|| format!("cannot run {}/install", bundle.display()))?;
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
         Ok((out.status.code().unwrap_or(-1), text))
@@ -123,7 +155,12 @@ impl Run {
     /// `./install status --json`: the install as the installer reports it (its exit status is 1
     /// when something is down; the JSON is printed all the same). Also the raw text.
     pub fn status(&self) -> Result<(serde_json::Value, String)> {
-        let out = Command::new(self.bundle.join("install"))
+        self.status_with(&self.bundle)
+    }
+
+    /// [`Run::status`] with the `install` of another extracted bundle.
+    pub fn status_with(&self, bundle: &std::path::Path) -> Result<(serde_json::Value, String)> {
+        let out = Command::new(bundle.join("install"))
             .args(["status", "--json", "--data-dir"])
             .arg(&self.data_dir)
             .stdin(Stdio::null())
@@ -155,6 +192,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Settings { phase } => settings::run(&cli.run, phase),
+        Cmd::Upgrade { next } => upgrade::run(&cli.run, next.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -69,6 +69,18 @@ pub fn mode_text(mode: Option<u32>) -> String {
     mode.map_or("missing".to_string(), |m| format!("{m:o}"))
 }
 
+/// k3s's error and fatal lines (lib.sh's `k3s_errors`: `level=error|fatal`, klog's `E1206 `).
+pub fn is_k3s_error_line(line: &str) -> bool {
+    if line.contains("level=error") || line.contains("level=fatal") {
+        return true;
+    }
+    let b = line.as_bytes();
+    b.len() > 5
+        && (b[0] == b'E' || b[0] == b'F')
+        && b[1..5].iter().all(u8::is_ascii_digit)
+        && b[5] == b' '
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +110,13 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(mode_text(mode(&file)), "644");
         assert_eq!(mode_text(mode(&dir.path().join("none"))), "missing");
+    }
+    #[test]
+    fn error_lines_are_klogs_and_logruss() {
+        assert!(is_k3s_error_line("E1206 15:10:45.1 x"));
+        assert!(is_k3s_error_line("F1206 15:10:45.1 x"));
+        assert!(is_k3s_error_line("time=\"x\" level=error msg=y"));
+        assert!(!is_k3s_error_line("I1206 15:10:45.1 x"));
+        assert!(!is_k3s_error_line("Error: x"));
     }
 }

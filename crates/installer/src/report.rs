@@ -82,6 +82,8 @@ pub struct Report {
     pub service_proxy: Option<ServiceProxyReport>,
     /// svcproxy's own status file (services, listeners, lastSync, failingListeners).
     pub svcproxy_status: Option<serde_json::Value>,
+    #[serde(skip)]
+    pub svcproxy_status_file: PathBuf,
     pub addons_off: Vec<TurnedOff>,
     /// helm-controller's line (a server whose settings check).
     pub helm_controller: Option<String>,
@@ -203,6 +205,7 @@ impl Report {
             pods: BTreeMap::new(),
             service_proxy: None,
             svcproxy_status: None,
+            svcproxy_status_file: services::svcproxy::status_file(&paths),
             helm_controller: None,
             node_routes: Vec::new(),
             tools: None,
@@ -317,7 +320,7 @@ impl Report {
             if service_proxy.is_svcproxy() && running(&r, SVCPROXY).is_none() {
                 r.healthy = false;
             }
-            r.svcproxy_status = std::fs::read_to_string(services::svcproxy::status_file(&paths))
+            r.svcproxy_status = std::fs::read_to_string(&r.svcproxy_status_file)
                 .ok()
                 .and_then(|text| serde_json::from_str(&text).ok());
             if let Some(settings) = &checked {
@@ -495,7 +498,7 @@ impl Report {
                             "svcproxy: running (pid {pid}), {}",
                             svcproxy_summary(
                                 self.svcproxy_status.as_ref(),
-                                &self.data_dir.join("run/svcproxy-status.json")
+                                &self.svcproxy_status_file
                             )
                         )),
                         None => out.push(

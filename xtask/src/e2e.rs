@@ -616,15 +616,12 @@ fn run_single(
     crate::fsutil::remove_tree(&dir)?;
     let run_dir = dir.join("run");
     std::fs::create_dir_all(&run_dir)?;
-    // The driver runs inside the sandbox from the run's own directory, as the scripts do.
-    let driver = dir.join("e2e-driver");
-    std::fs::copy(inputs.driver, &driver)
-        .with_context(|| format!("cannot copy {}", inputs.driver.display()))?;
+    let driver = copy_driver(inputs, &dir)?;
     let mut all_vars = vec![
         ("TARBALL", inputs.tarball.display().to_string()),
         ("RUN", run_dir.display().to_string()),
         ("CRICTL", inputs.crictl.display().to_string()),
-        ("E2E_DRIVER", driver.display().to_string()),
+        ("E2E_DRIVER", driver),
     ];
     all_vars.extend(vars.iter().cloned());
     let script = wrapper(&dir, &inputs.scripts.join(script_name), &all_vars)?;
@@ -705,6 +702,15 @@ fn run_single(
     Ok(o)
 }
 
+/// Copies the e2e driver into the run's directory `dir`: it runs inside the sandbox from there,
+/// as the scripts do (E2E_DRIVER).
+fn copy_driver(inputs: &Inputs, dir: &Path) -> Result<String> {
+    let driver = dir.join("e2e-driver");
+    std::fs::copy(inputs.driver, &driver)
+        .with_context(|| format!("cannot copy {}", inputs.driver.display()))?;
+    Ok(driver.display().to_string())
+}
+
 /// Adds the STEP/TIME/RSS lines and doctor's gaps of one script's output to `o`, each name
 /// prefixed with `prefix`; returns its K3SERR lines.
 fn parse_lines(stdout: &str, prefix: &str, o: &mut Outcome) -> Vec<String> {
@@ -771,6 +777,7 @@ pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome
     crate::fsutil::remove_tree(&dir)?;
     let shared = dir.join("shared");
     std::fs::create_dir_all(&shared)?;
+    let driver = copy_driver(inputs, &dir)?;
     let mut scripts = Vec::new();
     for role in ["server", "agent"] {
         // RUN is DIR/ROLE; the wrapper, OCI bundle and runsc state go beside it.
@@ -787,6 +794,7 @@ pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome
                 ("SHARED", shared.display().to_string()),
                 ("ROLE", role.to_string()),
                 ("MODE", mode_name.to_string()),
+                ("E2E_DRIVER", driver.clone()),
             ],
         )?);
     }

@@ -13,6 +13,14 @@ mark() { echo "TIME $1 $(now)"; }
 # the minutes of an e2e run go: BENCHMARKS.md, CI's time).
 step() { echo "STEP $1 $2 ${3:-}"; echo "$(now) $1 $2" >> "$RUN/step-times"; }
 
+# The e2e driver (crates/e2e-driver: the assertions in Rust; xtask copies it beside the run as
+# E2E_DRIVER) with this run's paths. A driver that fails is a failed step: its own steps would
+# otherwise be missing, which fails nothing.
+driver() {
+  "$E2E_DRIVER" --prefix "$P" --data-dir "$D" --run "$RUN" --bundle "${BUNDLE:-}" --t0 "$T0" "$@" \
+    || step driver FAIL "e2e-driver $* exited $?"
+}
+
 # Extracts the tarball (.tar.gz or .tar.zst) inside the sandbox, as a user would, and sets
 # BUNDLE. GNU tar -xf unpacks either (it runs zstd for the .tar.zst).
 extract() {

@@ -487,6 +487,40 @@ pub fn cargo_build(
     Ok(outputs)
 }
 
+/// The e2e's driver (crates/e2e-driver), built as the runtime crates are (static, the same
+/// RUSTFLAGS and target dir, so their dependencies are shared) for the machine the e2e runs on;
+/// not part of the bundle. Returns the binary.
+pub fn e2e_driver(layout: &Layout, target: &Target) -> Result<PathBuf> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "e2e-driver",
+        "--target",
+    ])
+    .arg(target.rust_target())
+    .arg("--target-dir")
+    .arg(layout.cargo_target())
+    .env("RUSTFLAGS", cargo_rustflags(layout))
+    .env_remove("CARGO_ENCODED_RUSTFLAGS")
+    .current_dir(&layout.repo);
+    let log = layout.logs().join("e2e-driver.log");
+    run_logged(&mut cmd, &log, "cargo build --release -p e2e-driver")?;
+    let driver = layout
+        .cargo_target()
+        .join(target.rust_target())
+        .join("release/e2e-driver");
+    if !crate::elf::is_static(&driver)? {
+        bail!(
+            "{} is dynamically linked: it runs in every sandbox, so it must be static",
+            driver.display()
+        );
+    }
+    Ok(driver)
+}
+
 pub fn rustc_version() -> Result<String> {
     let out = Command::new("rustc")
         .arg("-V")

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::k3s_log;
 use crate::sandbox::{self, Limits, Network, Shape};
+use e2e_steps::{Node, Status, Step, StepLine, StepName};
 
 /// Where the scenario runs.
 #[derive(Debug, Clone)]
@@ -312,6 +313,9 @@ pub struct Inputs<'a> {
     pub crictl: &'a Path,
     /// tests/e2e: scenario.sh, soak.sh and their lib.sh.
     pub scripts: &'a Path,
+    /// The e2e driver (crates/e2e-driver, static): copied into each run's directory, where the
+    /// scripts find it as E2E_DRIVER.
+    pub driver: &'a Path,
     /// docs/k3s-log.md: the error lines k3s may log, each with why it is harmless.
     pub known_errors: &'a Path,
     pub network: Network,
@@ -371,7 +375,9 @@ impl Outcome {
     }
 
     pub fn failed(&self) -> bool {
-        self.steps.iter().any(|(_, status, _)| status == "FAIL")
+        self.steps
+            .iter()
+            .any(|(_, status, _)| status == Status::Fail.as_str())
     }
 }
 
@@ -458,6 +464,14 @@ impl Lifecycle {
         match self {
             Lifecycle::Pause => "pause",
             Lifecycle::Checkpoint => "checkpoint",
+        }
+    }
+
+    /// The step that fails when the host's runsc command does (xtask's own).
+    fn runsc_step(self) -> Step {
+        match self {
+            Lifecycle::Pause => Step::RunscPause,
+            Lifecycle::Checkpoint => Step::RunscCheckpoint,
         }
     }
 
@@ -559,8 +573,11 @@ pub fn run_lifecycle(
     let _ = crate::fsutil::remove_tree(&image);
     for (note, failure) in actions {
         if let Some(error) = failure {
-            o.steps
-                .push((format!("runsc-{}", lifecycle.phase()), "FAIL".into(), error));
+            o.steps.push((
+                lifecycle.runsc_step().to_string(),
+                Status::Fail.to_string(),
+                error,
+            ));
         }
         o.notes.push(note);
     }
@@ -599,10 +616,12 @@ fn run_single(
     crate::fsutil::remove_tree(&dir)?;
     let run_dir = dir.join("run");
     std::fs::create_dir_all(&run_dir)?;
+    let driver = copy_driver(inputs, &dir)?;
     let mut all_vars = vec![
         ("TARBALL", inputs.tarball.display().to_string()),
         ("RUN", run_dir.display().to_string()),
         ("CRICTL", inputs.crictl.display().to_string()),
+        ("E2E_DRIVER", driver),
     ];
     all_vars.extend(vars.iter().cloned());
     let script = wrapper(&dir, &inputs.scripts.join(script_name), &all_vars)?;
@@ -662,7 +681,8 @@ fn run_single(
             .last()
             .unwrap_or("no stderr")
             .to_string();
-        o.steps.push(("sandbox".into(), "FAIL".into(), last));
+        o.steps
+            .push((Step::Sandbox.to_string(), Status::Fail.to_string(), last));
     }
     if o.steps.is_empty() {
         bail!(
@@ -671,12 +691,24 @@ fn run_single(
             crate::fsutil::tail(&o.log, 40)
         );
     }
-    if o.steps.iter().any(|(name, _, _)| name == "k3s-log") {
+    if o.steps
+        .iter()
+        .any(|(name, _, _)| name == Step::K3sLog.as_str())
+    {
         o.steps
             .push(k3s_log::step(&k3s_errors, inputs.known_errors)?);
     }
     std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec_pretty(&o)?)?;
     Ok(o)
+}
+
+/// Copies the e2e driver into the run's directory `dir`: it runs inside the sandbox from there,
+/// as the scripts do (E2E_DRIVER).
+fn copy_driver(inputs: &Inputs, dir: &Path) -> Result<String> {
+    let driver = dir.join("e2e-driver");
+    std::fs::copy(inputs.driver, &driver)
+        .with_context(|| format!("cannot copy {}", inputs.driver.display()))?;
+    Ok(driver.display().to_string())
 }
 
 /// Adds the STEP/TIME/RSS lines and doctor's gaps of one script's output to `o`, each name
@@ -686,11 +718,21 @@ fn parse_lines(stdout: &str, prefix: &str, o: &mut Outcome) -> Vec<String> {
     for line in stdout.lines() {
         let mut f = line.splitn(4, ' ');
         match (f.next(), f.next(), f.next()) {
-            (Some("STEP"), Some(name), Some(status)) => o.steps.push((
-                format!("{prefix}{name}"),
-                status.into(),
-                f.next().unwrap_or("").into(),
-            )),
+            (Some("STEP"), Some(_), Some(_)) => match StepLine::parse(line) {
+                Some(Ok(step)) => o.steps.push((
+                    format!("{prefix}{}", step.step),
+                    step.status.to_string(),
+                    step.detail,
+                )),
+                // A name or status no script may print (crates/e2e-steps): the run fails,
+                // naming the line.
+                Some(Err(why)) => o.steps.push((
+                    format!("{prefix}{}", Step::UnknownStep),
+                    Status::Fail.to_string(),
+                    why,
+                )),
+                None => {}
+            },
             (Some("TIME"), Some(mark), Some(secs)) => {
                 o.times.push((format!("{prefix}{mark}"), secs.into()))
             }
@@ -735,6 +777,7 @@ pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome
     crate::fsutil::remove_tree(&dir)?;
     let shared = dir.join("shared");
     std::fs::create_dir_all(&shared)?;
+    let driver = copy_driver(inputs, &dir)?;
     let mut scripts = Vec::new();
     for role in ["server", "agent"] {
         // RUN is DIR/ROLE; the wrapper, OCI bundle and runsc state go beside it.
@@ -751,6 +794,7 @@ pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome
                 ("SHARED", shared.display().to_string()),
                 ("ROLE", role.to_string()),
                 ("MODE", mode_name.to_string()),
+                ("E2E_DRIVER", driver.clone()),
             ],
         )?);
     }
@@ -799,8 +843,11 @@ pub fn run_two_nodes(inputs: &Inputs, host: &Host, mode: Mode) -> Result<Outcome
         let k3s_errors = parse_lines(&finished.stdout, &prefix, &mut o);
         if !finished.success {
             let last = finished.stderr.lines().last().unwrap_or("no stderr");
-            o.steps
-                .push((format!("{prefix}sandbox"), "FAIL".into(), last.to_string()));
+            o.steps.push((
+                format!("{prefix}{}", Step::Sandbox),
+                Status::Fail.to_string(),
+                last.to_string(),
+            ));
         }
         if o.steps
             .iter()
@@ -851,167 +898,124 @@ fn runsc_version(host: &Host) -> Option<String> {
 }
 
 /// What a user asks of a host, and the scenario steps that answer it (all must be ok).
-const TABLE_ROWS: &[(&str, &str, &[&str])] = &[
+const TABLE_ROWS: &[(&str, &str, &[StepName])] = &[
     (
         "control plane (API, kubectl)",
         "control-plane-only",
-        &["readyz", "configmap"],
+        &[Step::Readyz.alone(), Step::Configmap.alone()],
     ),
-    ("install, node Ready", "full", &["install", "node-ready"]),
+    ("install, node Ready", "full", &[Step::Install.alone(), Step::NodeReady.alone()]),
     (
         "node Ready within 10 s of ./install (the speed goal)",
         "full",
-        &["ready-goal-10s"],
+        &[Step::ReadyGoal10s.alone()],
     ),
-    ("every blocker handled (doctor)", "full", &["doctor"]),
-    ("pod Running, logs", "full", &["pod-running", "pod-logs"]),
-    ("pods untraced", "full", &["pod-untraced"]),
-    ("k3s untraced (no launcher)", "full", &["k3s-untraced"]),
-    ("kubectl exec", "full", &["exec"]),
-    ("Deployment (2 replicas)", "full", &["deployment"]),
-    ("stop, start: pods back", "full", &["start", "pods-back"]),
+    ("every blocker handled (doctor)", "full", &[Step::Doctor.alone()]),
+    ("pod Running, logs", "full", &[Step::PodRunning.alone(), Step::PodLogs.alone()]),
+    ("pods untraced", "full", &[Step::PodUntraced.alone()]),
+    ("k3s untraced (no launcher)", "full", &[Step::K3sUntraced.alone()]),
+    ("kubectl exec", "full", &[Step::Exec.alone()]),
+    ("Deployment (2 replicas)", "full", &[Step::Deployment.alone()]),
+    ("stop, start: pods back", "full", &[Step::Start.alone(), Step::PodsBack.alone()]),
     (
         "k3s flags (--, INSTALL_K3S_EXEC), config.yaml(.d), K3S_* kept across a start",
         "full",
-        &[
-            "k3s-flags",
-            "tls-san",
-            "status-k3s-settings",
-            "refused-flag",
-            "bad-config-refused",
-            "env-kept-across-start",
-        ],
+        &[Step::K3sFlags.alone(), Step::TlsSan.alone(), Step::StatusK3sSettings.alone(), Step::RefusedFlag.alone(), Step::BadConfigRefused.alone(), Step::EnvKeptAcrossStart.alone()],
     ),
     (
         "kubectl, crictl, ctr in a fresh shell; kubeconfig for a normal user",
         "full",
-        &["tools-fresh-shell", "kubeconfig-mode", "tools-removed"],
+        &[Step::ToolsFreshShell.alone(), Step::KubeconfigMode.alone(), Step::ToolsRemoved.alone()],
     ),
     (
         "a killed k3s, containerd or svcproxy comes back on its own",
         "full",
-        &["restart-k3s", "restart-containerd", "status-restarts"],
+        &[Step::RestartK3s.alone(), Step::RestartContainerd.alone(), Step::StatusRestarts.alone()],
     ),
     (
         "images: airgap dir, images import, registries.yaml mirror (TLS + auth), proxy",
         "full",
-        &[
-            "airgap-import",
-            "images-import",
-            "registries-mirror",
-            "proxy-pull",
-        ],
+        &[Step::AirgapImport.alone(), Step::ImagesImport.alone(), Step::RegistriesMirror.alone(), Step::ProxyPull.alone()],
     ),
     (
         "uninstall keeps what bind mounts under the data dir show (plain, stacked, busy)",
         "full",
-        &["uninstall-keeps-outside-files"],
+        &[Step::UninstallKeepsOutsideFiles.alone()],
     ),
     (
         "installed under umask 000: prefix 0755, data dir 0700 (0711 with a kubeconfig others may read)",
         "full",
-        &["umask-modes"],
+        &[Step::UmaskModes.alone()],
     ),
     (
         "uninstall leaves nothing",
         "full",
-        &[
-            "uninstall",
-            "mounts-restored",
-            "host-files-restored",
-            "nothing-left",
-        ],
+        &[Step::Uninstall.alone(), Step::MountsRestored.alone(), Step::HostFilesRestored.alone(), Step::NothingLeft.alone()],
     ),
     (
         "Services: ClusterIP, DNS, NodePort, scale-down",
         "full",
-        &[
-            "svc-clusterip",
-            "dns-kubernetes",
-            "svc-dns",
-            "svc-nodeport",
-            "svc-scale-down",
-        ],
+        &[Step::SvcClusterip.alone(), Step::DnsKubernetes.alone(), Step::SvcDns.alone(), Step::SvcNodeport.alone(), Step::SvcScaleDown.alone()],
     ),
     (
         "LoadBalancer Services: EXTERNAL-IP, answers on the node",
         "full",
-        &["loadbalancer-ip"],
+        &[Step::LoadbalancerIp.alone()],
     ),
     (
         "local-path storage: PVC bound, data survives a new pod and stop/start",
         "full",
-        &["pvc-bound", "pvc-data-survives"],
+        &[Step::PvcBound.alone(), Step::PvcDataSurvives.alone()],
     ),
     (
         "metrics: kubectl top, an HPA scales",
         "full",
-        &["kubectl-top", "hpa-scales"],
+        &[Step::KubectlTop.alone(), Step::HpaScales.alone()],
     ),
     (
         "Helm: a HelmChart (chartContent) installs, upgrades, uninstalls; helm CLI",
         "full",
-        &["helmchart-installs", "helm-cli"],
+        &[Step::HelmchartInstalls.alone(), Step::HelmCli.alone()],
     ),
     (
         "Ingress (traefik): hosts routed on the node's port 80",
         "full",
-        &["ingress-routes"],
+        &[Step::IngressRoutes.alone()],
     ),
     (
         "upgrade in place: cluster kept, downgrade refused",
         "full",
-        &[
-            "upgrade",
-            "upgrade-keeps-state",
-            "upgrade-status",
-            "downgrade-refused",
-        ],
+        &[Step::Upgrade.alone(), Step::UpgradeKeepsState.alone(), Step::UpgradeStatus.alone(), Step::DowngradeRefused.alone()],
     ),
     (
         "paused 10 min (runsc pause), resumed: within 30 s node Ready, pods Running, a Service answers, kubectl exec",
         "lifecycle-pause",
-        &[
-            "pause-resume-ready",
-            "pause-resume-pods",
-            "pause-resume-service",
-            "pause-resume-exec",
-        ],
+        &[Step::PauseResumeReady.alone(), Step::PauseResumePods.alone(), Step::PauseResumeService.alone(), Step::PauseResumeExec.alone()],
     ),
     (
         "checkpointed (runsc checkpoint), restored 10 min later: within 30 s node Ready, pods Running, a Service answers, kubectl exec",
         "lifecycle-checkpoint",
-        &[
-            "checkpoint-restore-ready",
-            "checkpoint-restore-pods",
-            "checkpoint-restore-service",
-            "checkpoint-restore-exec",
-        ],
+        &[Step::CheckpointRestoreReady.alone(), Step::CheckpointRestorePods.alone(), Step::CheckpointRestoreService.alone(), Step::CheckpointRestoreExec.alone()],
     ),
     (
         "two nodes: an agent joins (K3S_URL, K3S_TOKEN_FILE; no token in ps), Ready",
         "two-nodes-full",
-        &[
-            "server:agent-ready",
-            "agent:join-to-ready",
-            "server:token-not-printed",
-            "agent:token-not-in-ps",
-        ],
+        &[Step::AgentReady.on(Node::Server), Step::JoinToReady.on(Node::Agent), Step::TokenNotPrinted.on(Node::Server), Step::TokenNotInPs.on(Node::Agent)],
     ),
     (
         "two nodes: pod to pod across nodes",
         "two-nodes-full",
-        &["server:pod-to-pod"],
+        &[Step::PodToPod.on(Node::Server)],
     ),
     (
         "two nodes: Services and DNS from either node's pods",
         "two-nodes-full",
-        &["server:agent-pod-services", "server:svc-to-agent-pod"],
+        &[Step::AgentPodServices.on(Node::Server), Step::SvcToAgentPod.on(Node::Server)],
     ),
     (
         "two nodes: agent back after the server restarts",
         "two-nodes-full",
-        &["server:agent-reconnected"],
+        &[Step::AgentReconnected.on(Node::Server)],
     ),
 ];
 
@@ -1055,7 +1059,11 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
                             .find(|(n, _, _)| n == name)
                             .map(|(_, status, _)| status.as_str())
                     };
-                    match steps.iter().find(|name| status(name) != Some("ok")) {
+                    let names: Vec<String> = steps.iter().map(ToString::to_string).collect();
+                    match names
+                        .iter()
+                        .find(|name| status(name) != Some(Status::Ok.as_str()))
+                    {
                         None => "yes".to_string(),
                         Some(name) => {
                             let detail = o
@@ -1065,7 +1073,11 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
                                 .map(|(_, status, detail)| format!("{status} {detail}"))
                                 .unwrap_or_else(|| {
                                     // Not reached: the sandbox's own failure is why, if any.
-                                    match o.steps.iter().find(|(n, _, _)| n == "sandbox") {
+                                    match o
+                                        .steps
+                                        .iter()
+                                        .find(|(n, _, _)| n == Step::Sandbox.as_str())
+                                    {
                                         Some((_, _, died)) => format!("not reached: {died}"),
                                         None => "not reached".into(),
                                     }
@@ -1129,7 +1141,9 @@ pub fn shapes_table(work: &Path) -> Result<String> {
         let ready = o
             .steps
             .iter()
-            .find(|(name, status, _)| name == "ready-within-60s" && status == "ok")
+            .find(|(name, status, _)| {
+                name == Step::ReadyWithin60s.as_str() && status == Status::Ok.as_str()
+            })
             .and_then(|(_, _, detail)| detail.split_whitespace().nth(2))
             .map_or("no (README's table says why)".to_string(), |secs| {
                 secs.to_string()
@@ -1274,6 +1288,42 @@ mod tests {
             "{row}"
         );
         assert!(!o.failed());
+    }
+
+    #[test]
+    fn step_lines_are_parsed_as_steps_and_an_unknown_name_fails_the_run() {
+        let mut o = outcome("gvisor-current", "full", &[]);
+        let errors = parse_lines(
+            "STEP install ok \nSTEP ready-goal-10s MISS 12.1s over\nTIME installed 3.5\n\
+             K3SERR E1206 x\nSTEP no-such-step ok\nRSS k3s 100 1 process(es)\n",
+            "",
+            &mut o,
+        );
+        assert_eq!(errors, ["E1206 x"]);
+        let steps: Vec<(&str, &str, &str)> = o
+            .steps
+            .iter()
+            .map(|(n, s, d)| (n.as_str(), s.as_str(), d.as_str()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("install", "ok", ""),
+                ("ready-goal-10s", "MISS", "12.1s over"),
+                (
+                    "unknown-step",
+                    "FAIL",
+                    "\"no-such-step\" is no e2e step (crates/e2e-steps: Step)"
+                ),
+            ]
+        );
+        assert!(o.failed());
+        let mut two = outcome("gvisor-current", "two-nodes-full", &[]);
+        parse_lines("STEP agent-ready ok joined\n", "server:", &mut two);
+        assert_eq!(
+            two.steps[0].0,
+            Step::AgentReady.on(Node::Server).to_string()
+        );
     }
 
     #[test]

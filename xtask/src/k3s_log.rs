@@ -9,6 +9,7 @@
 //! step's line and the run's output, never a failure by themselves: a gate that failed on each
 //! new harmless race failed CI once per race.
 
+use e2e_steps::{Status, Step};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -119,18 +120,18 @@ pub fn step(lines: &[String], document: &Path) -> Result<(String, String, String
     let name = document.file_name().unwrap_or_default().to_string_lossy();
     Ok(match (failing(&unknown_lines), unknown.first()) {
         (Some(why), _) => (
-            "k3s-log-errors".into(),
-            "FAIL".into(),
+            Step::K3sLogErrors.to_string(),
+            Status::Fail.to_string(),
             format!("undocumented in {name}, and not a passing race: {why}"),
         ),
         (None, None) => (
-            "k3s-log-errors".into(),
-            "ok".into(),
+            Step::K3sLogErrors.to_string(),
+            Status::Ok.to_string(),
             format!("{} error line(s), each documented in {name}", lines.len()),
         ),
         (None, Some(first)) => (
-            "k3s-log-errors".into(),
-            "ok".into(),
+            Step::K3sLogErrors.to_string(),
+            Status::Ok.to_string(),
             format!(
                 "{} error line(s); {} undocumented message(s), none fatal or persistent (races \
                  of a start, restart or kill: add them to {name}); first: {first}",

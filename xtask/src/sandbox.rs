@@ -165,9 +165,9 @@ pub fn run_script(
     Ok(finished)
 }
 
-/// The first line of every file the e2e's scripts write outside their run directory (k3s's
-/// config files under /etc/rancher/k3s; tests/e2e/lib.sh has the same words).
-const E2E_FILE_MARK: &str = "# written by the k3s-gvisor e2e";
+/// The first line of every file the e2e's scripts and driver write outside their run directory
+/// (k3s's config files under /etc/rancher/k3s).
+use e2e_steps::E2E_FILE_MARK;
 
 /// What a run whose sandbox died left on this host. The sandbox shares the host's root, so the
 /// install in it wrote tool wrappers to /usr/local/bin and k3s's kubeconfig link, and the

@@ -572,40 +572,81 @@ impl Checked {
 
 /// What the user gave k3s, one line each for install and `status`: the flags, each config file
 /// with its keys, and the recorded variables (secrets masked).
-pub fn describe(settings: &Settings) -> Vec<String> {
-    let mut lines = Vec::new();
-    if !settings.flags.is_empty() {
-        let flags: Vec<String> = settings
-            .flags
-            .iter()
-            .map(|f| match f.name.contains("token") {
-                true => format!("--{}=********", f.name),
-                false => f.to_arg(),
-            })
-            .collect();
-        lines.push(format!("flags: {}", flags.join(" ")));
-    }
-    for file in &settings.config_files {
-        let mut keys: Vec<&str> = Vec::new();
-        for flag in &settings.config {
-            let in_file = matches!(&flag.origin, Origin::ConfigFile { file: f, .. } if f == file);
-            if in_file && !keys.contains(&flag.name.as_str()) {
-                keys.push(&flag.name);
+/// What the user brought for k3s, as `status` shows it (`--json` too): the flags (token values
+/// masked), each config file with the keys it sets, and the recorded variables (secrets masked,
+/// `NAME=VALUE`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub flags: Vec<String>,
+    pub config_files: Vec<ConfigFileKeys>,
+    pub env: Vec<String>,
+}
+
+/// One k3s config file and the keys it sets, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConfigFileKeys {
+    pub path: PathBuf,
+    pub keys: Vec<String>,
+}
+
+pub fn summary(settings: &Settings) -> Summary {
+    let flags = settings
+        .flags
+        .iter()
+        .map(|f| match f.name.contains("token") {
+            true => format!("--{}=********", f.name),
+            false => f.to_arg(),
+        })
+        .collect();
+    let config_files = settings
+        .config_files
+        .iter()
+        .map(|file| {
+            let mut keys: Vec<String> = Vec::new();
+            for flag in &settings.config {
+                let in_file =
+                    matches!(&flag.origin, Origin::ConfigFile { file: f, .. } if f == file);
+                if in_file && !keys.contains(&flag.name) {
+                    keys.push(flag.name.clone());
+                }
             }
-        }
+            ConfigFileKeys {
+                path: file.clone(),
+                keys,
+            }
+        })
+        .collect();
+    let env = settings.env.iter().map(|(k, v)| masked(k, v)).collect();
+    Summary {
+        flags,
+        config_files,
+        env,
+    }
+}
+
+/// [`summary`] as `status` prints it, one line each (each after `k3s `).
+pub fn describe(settings: &Settings) -> Vec<String> {
+    describe_summary(&summary(settings))
+}
+
+pub fn describe_summary(summary: &Summary) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !summary.flags.is_empty() {
+        lines.push(format!("flags: {}", summary.flags.join(" ")));
+    }
+    for file in &summary.config_files {
         lines.push(format!(
             "config file: {} ({})",
-            file.display(),
-            if keys.is_empty() {
+            file.path.display(),
+            if file.keys.is_empty() {
                 "empty".to_string()
             } else {
-                keys.join(", ")
+                file.keys.join(", ")
             }
         ));
     }
-    if !settings.env.is_empty() {
-        let vars: Vec<String> = settings.env.iter().map(|(k, v)| masked(k, v)).collect();
-        lines.push(format!("environment: {}", vars.join(" ")));
+    if !summary.env.is_empty() {
+        lines.push(format!("environment: {}", summary.env.join(" ")));
     }
     lines
 }

@@ -149,7 +149,14 @@ enum Command {
     /// Stop node-routes, k3s, all containers, and containerd.
     Stop(DataDirArg),
     /// Show what runs, its health, and versions (exit 1 if something is down).
-    Status(DataDirArg),
+    Status {
+        #[command(flatten)]
+        data: DataDirArg,
+        /// Print it as one JSON object (the state file's decisions, each daemon's pid and
+        /// restarts, nodes, pods: docs/installer.md, "status"), for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the last lines of the daemons' logs.
     Logs {
         #[command(flatten)]
@@ -282,7 +289,9 @@ fn run(cli: Cli) -> Result<()> {
         }),
         Some(Command::Start(d)) => lifecycle::start(&mut State::require(&d.data_dir)?),
         Some(Command::Stop(d)) => lifecycle::stop(&State::require(&d.data_dir)?),
-        Some(Command::Status(d)) => report::status(&State::require(&d.data_dir)?),
+        Some(Command::Status { data, json }) => {
+            report::status(&State::require(&data.data_dir)?, json)
+        }
         Some(Command::Logs {
             data,
             service,

@@ -86,12 +86,14 @@ pub fn run(ctx: &Ctx, args: E2eArgs) -> Result<()> {
     let zst = proof.tarball.with_extension("zst");
     let installed = if zst.is_file() { &zst } else { &proof.tarball };
     let crictl = tools::tool_path("crictl", &layout.cache, ctx.offline)?;
+    let driver = crate::build::e2e_driver(layout, &ctx.config.target()?)?;
     let inputs = e2e::Inputs {
         tarball: installed,
         tarball_next: next.as_deref(),
         work: &layout.work.join("e2e"),
         crictl: &crictl,
         scripts: &proof.scripts,
+        driver: &driver,
         known_errors: &proof.known_errors,
         network,
     };

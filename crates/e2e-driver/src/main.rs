@@ -1,0 +1,228 @@
+//! `e2e-driver`: the e2e's assertions, in Rust, run inside the sandbox next to the install they
+//! check. `cargo xtask e2e` builds it static (as the runtime crates) and copies it into each
+//! run's directory (`E2E_DRIVER`); tests/e2e/lib.sh's `driver` calls it with the run's paths.
+//!
+//! It asks the install through `./install status --json` (never the installer's sentences) and
+//! the cluster through the prefix's kubectl, and prints each result as a `STEP` line exactly as
+//! lib.sh's `step` does (crates/e2e-steps: the names are one enum), so xtask's parser is the
+//! same for shell and driver. A subcommand per script it replaces:
+//!   settings prepare|steps|before-restart|after-restart|cleanup   (was k3s-settings.sh)
+//!   upgrade --next TARBALL                                         (was upgrade.sh)
+
+mod bundle;
+mod procs;
+mod settings;
+mod upgrade;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use e2e_steps::{Status, Step, StepLine};
+
+#[derive(Parser)]
+#[command(
+    name = "e2e-driver",
+    about = "The e2e's assertions, inside the sandbox"
+)]
+struct Cli {
+    #[command(flatten)]
+    run: Run,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+/// The run's paths, as lib.sh names them.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Run {
+    /// The install's prefix (lib.sh: P).
+    #[arg(long)]
+    prefix: PathBuf,
+    /// The install's data dir (lib.sh: D).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The run's directory (RUN): step-times, scratch.
+    #[arg(long)]
+    run: PathBuf,
+    /// The extracted bundle whose ./install the steps run (BUNDLE).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// The run's start, seconds since the epoch (lib.sh: T0), for step-times.
+    #[arg(long)]
+    t0: f64,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// What a k3s user brings for k3s: flags, INSTALL_K3S_EXEC, config files, K3S_* (issue 23).
+    Settings {
+        #[command(subcommand)]
+        phase: settings::Phase,
+    },
+    /// Upgrade in place with the next bundle, then the refused downgrade (was upgrade.sh).
+    Upgrade {
+        /// The same bundle with the next version (TARBALL_NEXT).
+        #[arg(long)]
+        next: Option<PathBuf>,
+    },
+}
+
+impl Run {
+    /// Prints a step as lib.sh's `step` does and adds it to RUN/step-times (the run's timeline).
+    pub fn step(&self, step: Step, status: Status, detail: impl Into<String>) {
+        let line = StepLine::new(step, status, detail);
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.run.join("step-times"))
+            .and_then(|mut f| writeln!(f, "{:.1} {step} {status}", now - self.t0));
+    }
+
+    /// `ok` with `detail` when `result` is Ok, else `FAIL` with its error.
+    pub fn verdict(&self, step: Step, result: Result<String, String>) {
+        match result {
+            Ok(detail) => self.step(step, Status::Ok, detail),
+            Err(detail) => self.step(step, Status::Fail, detail),
+        }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig.yaml")
+    }
+
+    /// Seconds since T0, as lib.sh's `now`.
+    pub fn now(&self) -> f64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+            - self.t0
+    }
+
+    /// lib.sh's `mark`: `TIME NAME <seconds since T0>`.
+    pub fn mark(&self, name: &str) {
+        println!("TIME {name} {:.1}", self.now());
+        let _ = std::io::stdout().flush();
+    }
+
+    pub fn k3s_log(&self) -> PathBuf {
+        self.data_dir.join("logs/k3s.log")
+    }
+
+    /// `PREFIX/bin/kubectl --kubeconfig DATA/kubeconfig.yaml ARGS`: stdout, or the error.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(self.prefix.join("bin/kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run kubectl")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `BUNDLE/install ARGS` as a user runs it: its exit code and its output (stdout then
+    /// stderr, as `2>&1` would mostly give).
+    pub fn install(&self, args: &[&str]) -> Result<(i32, String)> {
+        self.install_with(&self.bundle, args)
+    }
+
+    /// [`Run::install`] from another extracted bundle.
+    pub fn install_with(&self, bundle: &std::path::Path, args: &[&str]) -> Result<(i32, String)> {
+        let out = Command::new(bundle.join("install"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}/install", bundle.display()))?;
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        Ok((out.status.code().unwrap_or(-1), text))
+    }
+
+    /// `./install status --json`: the install as the installer reports it (its exit status is 1
+    /// when something is down; the JSON is printed all the same). Also the raw text.
+    pub fn status(&self) -> Result<(serde_json::Value, String)> {
+        self.status_with(&self.bundle)
+    }
+
+    /// [`Run::status`] with the `install` of another extracted bundle.
+    pub fn status_with(&self, bundle: &std::path::Path) -> Result<(serde_json::Value, String)> {
+        let out = Command::new(bundle.join("install"))
+            .args(["status", "--json", "--data-dir"])
+            .arg(&self.data_dir)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run ./install status --json")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let json = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "./install status --json printed no JSON ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })?;
+        Ok((json, text))
+    }
+}
+
+/// The last line of `text` (trimmed), as the scripts' `tail -n 1` quotes a failure.
+pub fn last_line(text: &str) -> &str {
+    text.trim_end().lines().last().unwrap_or("").trim()
+}
+
+/// The first `n` characters (`cut -c1-N`).
+pub fn first_chars(text: &str, n: usize) -> String {
+    text.chars().take(n).collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Settings { phase } => settings::run(&cli.run, phase),
+        Cmd::Upgrade { next } => upgrade::run(&cli.run, next.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("e2e-driver: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_goes_to_step_times_with_its_time_since_t0() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = Run {
+            prefix: dir.path().join("p"),
+            data_dir: dir.path().join("d"),
+            run: dir.path().to_path_buf(),
+            bundle: dir.path().join("b"),
+            t0: 0.0,
+        };
+        run.step(Step::K3sFlags, Status::Ok, "x");
+        let times = std::fs::read_to_string(dir.path().join("step-times")).unwrap();
+        let (secs, rest) = times.trim().split_once(' ').unwrap();
+        assert!(secs.parse::<f64>().unwrap() > 1.0e9, "{times}");
+        assert_eq!(rest, "k3s-flags ok");
+        assert_eq!(last_line("a\nb \n\n"), "b");
+        assert_eq!(first_chars("abcdef", 3), "abc");
+    }
+}

@@ -1,0 +1,122 @@
+//! Processes and files of the install as the steps look at them.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// The pid of daemon NAME's own process (PREFIX/bin/NAME, not the launcher in front of it):
+/// the one its keeper runs, as `status --json` reports it (`daemons.NAME.pid`, `exe`), else
+/// found in /proc. For k3s, the process running `k3s server` or `k3s agent` (k3s sets its title
+/// to "PATH/k3s server"), not one of the `k3s kubectl` processes of the same executable.
+pub fn daemon_pid(status: &serde_json::Value, prefix: &Path, name: &str) -> Option<i32> {
+    let exe = prefix.join("bin").join(name);
+    let daemon = &status["daemons"][name];
+    if let Some(pid) = daemon["pid"].as_i64() {
+        if daemon["exe"].as_str() == Some(&*exe.to_string_lossy()) {
+            return Some(pid as i32);
+        }
+    }
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids.into_iter().find(|pid| {
+        if std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .as_deref()
+            != Some(&*exe)
+        {
+            return false;
+        }
+        name != "k3s" || is_k3s_daemon(&cmdline(*pid))
+    })
+}
+
+/// `k3s server` or `k3s agent` (its title), not `k3s kubectl`.
+pub fn is_k3s_daemon(cmdline: &str) -> bool {
+    cmdline.contains("bin/k3s server") || cmdline.contains("bin/k3s agent")
+}
+
+/// /proc/PID/cmdline with its NULs as spaces.
+pub fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// /proc/PID/environ, one `NAME=VALUE` each (empty when it cannot be read).
+pub fn environ(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|v| !v.is_empty())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A file's permission bits (`stat -c %a`), None when it cannot be stat'ed.
+pub fn mode(path: &Path) -> Option<u32> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
+}
+
+/// `644` as `stat -c %a` prints it, or "missing".
+pub fn mode_text(mode: Option<u32>) -> String {
+    mode.map_or("missing".to_string(), |m| format!("{m:o}"))
+}
+
+/// k3s's error and fatal lines (lib.sh's `k3s_errors`: `level=error|fatal`, klog's `E1206 `).
+pub fn is_k3s_error_line(line: &str) -> bool {
+    if line.contains("level=error") || line.contains("level=fatal") {
+        return true;
+    }
+    let b = line.as_bytes();
+    b.len() > 5
+        && (b[0] == b'E' || b[0] == b'F')
+        && b[1..5].iter().all(u8::is_ascii_digit)
+        && b[5] == b' '
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keepers_pid_is_taken_only_when_it_is_the_daemon_itself() {
+        let prefix = Path::new("/nonexistent-prefix");
+        let status = serde_json::json!({"daemons": {"k3s": {
+            "pid": 42, "exe": "/nonexistent-prefix/bin/k3s"}}});
+        assert_eq!(daemon_pid(&status, prefix, "k3s"), Some(42));
+        // Under the launcher the keeper runs bin/launcher: k3s is looked for in /proc (and
+        // there is none here).
+        let status = serde_json::json!({"daemons": {"k3s": {
+            "pid": 42, "exe": "/nonexistent-prefix/bin/launcher"}}});
+        assert_eq!(daemon_pid(&status, prefix, "k3s"), None);
+        assert!(is_k3s_daemon("/p/bin/k3s server "));
+        assert!(!is_k3s_daemon("/p/bin/k3s kubectl get nodes"));
+    }
+
+    #[test]
+    fn this_process_environ_and_a_files_mode_read_as_the_shell_did() {
+        let env = environ(std::process::id() as i32);
+        assert!(env.iter().any(|v| v.starts_with("PATH=")), "{env:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(mode_text(mode(&file)), "644");
+        assert_eq!(mode_text(mode(&dir.path().join("none"))), "missing");
+    }
+    #[test]
+    fn error_lines_are_klogs_and_logruss() {
+        assert!(is_k3s_error_line("E1206 15:10:45.1 x"));
+        assert!(is_k3s_error_line("F1206 15:10:45.1 x"));
+        assert!(is_k3s_error_line("time=\"x\" level=error msg=y"));
+        assert!(!is_k3s_error_line("I1206 15:10:45.1 x"));
+        assert!(!is_k3s_error_line("Error: x"));
+    }
+}

@@ -570,8 +570,6 @@ impl Checked {
     }
 }
 
-/// What the user gave k3s, one line each for install and `status`: the flags, each config file
-/// with its keys, and the recorded variables (secrets masked).
 /// What the user brought for k3s, as `status` shows it (`--json` too): the flags (token values
 /// masked), each config file with the keys it sets, and the recorded variables (secrets masked,
 /// `NAME=VALUE`).
@@ -589,6 +587,7 @@ pub struct ConfigFileKeys {
     pub keys: Vec<String>,
 }
 
+/// The [`Summary`] of what the user gave k3s in `settings`.
 pub fn summary(settings: &Settings) -> Summary {
     let flags = settings
         .flags
@@ -624,11 +623,12 @@ pub fn summary(settings: &Settings) -> Summary {
     }
 }
 
-/// [`summary`] as `status` prints it, one line each (each after `k3s `).
+/// What the user gave k3s, one line each for install and `status` (each after `k3s `).
 pub fn describe(settings: &Settings) -> Vec<String> {
     describe_summary(&summary(settings))
 }
 
+/// A [`Summary`] as [`describe`]'s lines.
 pub fn describe_summary(summary: &Summary) -> Vec<String> {
     let mut lines = Vec::new();
     if !summary.flags.is_empty() {

@@ -453,14 +453,7 @@ pub fn cargo_build(
     log: &Path,
 ) -> Result<Vec<PathBuf>> {
     target.check_tools()?;
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(cargo_args(config, target))
-        .arg("--target-dir")
-        .arg(layout.cargo_target())
-        .env("RUSTFLAGS", cargo_rustflags(layout))
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .envs(target.cargo_cross_env())
-        .current_dir(&layout.repo);
+    let mut cmd = static_cargo(layout, target, &cargo_args(config, target));
     let _ = std::fs::remove_file(log);
     run_logged(&mut cmd, log, "cargo build --release (runtime crates)")?;
     let release = layout
@@ -487,25 +480,36 @@ pub fn cargo_build(
     Ok(outputs)
 }
 
-/// The e2e's driver (crates/e2e-driver), built as the runtime crates are (static, the same
-/// RUSTFLAGS and target dir, so their dependencies are shared) for the machine the e2e runs on;
-/// not part of the bundle. Returns the binary.
-pub fn e2e_driver(layout: &Layout, target: &Target) -> Result<PathBuf> {
+/// `cargo ARGS` as the runtime crates are built: into `layout.cargo_target()`, static and free
+/// of the checkout's paths ([`cargo_rustflags`]), with a cross build's linker.
+fn static_cargo(layout: &Layout, target: &Target, args: &[String]) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args([
+    cmd.args(args)
+        .arg("--target-dir")
+        .arg(layout.cargo_target())
+        .env("RUSTFLAGS", cargo_rustflags(layout))
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .envs(target.cargo_cross_env())
+        .current_dir(&layout.repo);
+    cmd
+}
+
+/// The e2e's driver (crates/e2e-driver), built as the runtime crates are (their dependencies
+/// are shared) for the machine the e2e runs on; not part of the bundle. Returns the binary.
+pub fn e2e_driver(layout: &Layout, target: &Target) -> Result<PathBuf> {
+    let args = [
         "build",
         "--release",
         "--locked",
         "-p",
         "e2e-driver",
         "--target",
-    ])
-    .arg(target.rust_target())
-    .arg("--target-dir")
-    .arg(layout.cargo_target())
-    .env("RUSTFLAGS", cargo_rustflags(layout))
-    .env_remove("CARGO_ENCODED_RUSTFLAGS")
-    .current_dir(&layout.repo);
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([target.rust_target().to_string()])
+    .collect::<Vec<_>>();
+    let mut cmd = static_cargo(layout, target, &args);
     let log = layout.logs().join("e2e-driver.log");
     run_logged(&mut cmd, &log, "cargo build --release -p e2e-driver")?;
     let driver = layout

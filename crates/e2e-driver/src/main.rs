@@ -75,14 +75,11 @@ impl Run {
         let line = StepLine::new(step, status, detail);
         println!("{line}");
         let _ = std::io::stdout().flush();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
         let _ = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.run.join("step-times"))
-            .and_then(|mut f| writeln!(f, "{:.1} {step} {status}", now - self.t0));
+            .and_then(|mut f| writeln!(f, "{:.1} {step} {status}", self.now()));
     }
 
     /// `ok` with `detail` when `result` is Ok, else `FAIL` with its error.

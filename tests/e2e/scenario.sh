@@ -11,8 +11,8 @@ set -u
 . "$E2E_LIB"
 # shellcheck source=tests/e2e/services.sh
 . "$(dirname "$E2E_LIB")/services.sh"
-# shellcheck source=tests/e2e/faults.sh
-. "$(dirname "$E2E_LIB")/faults.sh"
+# shellcheck source=tests/e2e/mounts.sh
+. "$(dirname "$E2E_LIB")/mounts.sh"
 # shellcheck source=tests/e2e/k3s-settings.sh
 . "$(dirname "$E2E_LIB")/k3s-settings.sh"
 # shellcheck source=tests/e2e/images.sh
@@ -41,7 +41,7 @@ fi
 K3S_FLAGS=""; [ $K3S = yes ] && [ "$MODE" = full ] && settings_before_install
 echo "== install $ARGS $K3S_FLAGS"
 INSTALL_START=$(now)
-# Under umask 000, which the installer must not pass on (umask_modes_step, faults.sh).
+# Under umask 000, which the installer must not pass on (umask_modes_step, mounts.sh).
 # shellcheck disable=SC2086 # ARGS and K3S_FLAGS are lists of words.
 if (umask 000; install_stamped --prefix "$P" --data-dir "$D" $ARGS $K3S_FLAGS); then step install ok; else step install FAIL "rc=$(cat $RUN/install.rc)"; fi
 umask_modes_step
@@ -219,7 +219,7 @@ YAML
     addons_steps
     helm_steps
     ingress_steps
-    faults_steps
+    driver faults
     $K delete pod e2e-busybox --wait --timeout=60s && step delete ok || step delete FAIL
   fi
   k3s_errors

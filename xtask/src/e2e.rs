@@ -1186,10 +1186,12 @@ pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {
             s.push_str(&format!("  skipped: {why}\n"));
         }
         for (name, status, detail) in &o.steps {
-            s.push_str(&format!(
-                "  {status:<8} {name:<22} {}\n",
-                detail.chars().take(150).collect::<String>()
-            ));
+            // A failure's detail in full: it is what CI's log shows of why.
+            let shown = match status.as_str() {
+                "FAIL" => detail.clone(),
+                _ => detail.chars().take(150).collect::<String>(),
+            };
+            s.push_str(&format!("  {status:<8} {name:<22} {shown}\n"));
         }
         if !o.times.is_empty() {
             let t: Vec<String> = o.times.iter().map(|(m, v)| format!("{m} {v}s")).collect();
@@ -1216,6 +1218,13 @@ pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {
             s.push_str(&format!("  known gap (doctor): {g}\n"));
         }
         if o.failed() {
+            let log = std::fs::read_to_string(&o.log).unwrap_or_default();
+            for (step, after) in printed_after_failures(&log, 30) {
+                s.push_str(&format!(
+                    "  printed after {step} FAIL:\n    {}\n",
+                    after.join("\n    ")
+                ));
+            }
             let tail = crate::fsutil::tail(&o.log, 25).replace('\n', "\n    ");
             // Single node: DIR/run/component-logs; two nodes: DIR/{server,agent}/component-logs.
             let logs = match o.log.with_file_name("run/component-logs") {
@@ -1236,9 +1245,49 @@ pub fn render(outcomes: &[Outcome], bundle_size: u64) -> String {
     s
 }
 
+/// For each failed step in a run's output, the step's name and up to `max` lines printed after
+/// it, up to the next step: where a step prints what it saw (pods, events) when it fails.
+fn printed_after_failures(log: &str, max: usize) -> Vec<(String, Vec<String>)> {
+    let lines: Vec<&str> = log.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("STEP") {
+            continue;
+        }
+        let (Some(step), Some("FAIL")) = (words.next(), words.next()) else {
+            continue;
+        };
+        let after: Vec<String> = lines[i + 1..]
+            .iter()
+            .take_while(|l| !l.starts_with("STEP "))
+            .take(max)
+            .map(|l| l.to_string())
+            .collect();
+        if !after.is_empty() {
+            found.push((step.to_string(), after));
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_steps_diagnostics_are_the_lines_up_to_the_next_step() {
+        let log = "STEP a ok\nnoise\nSTEP b FAIL why\nNAME READY\npod-1 0/1\nSTEP c ok\n\
+                   STEP d FAIL\nSTEP e ok\n";
+        assert_eq!(
+            printed_after_failures(log, 30),
+            vec![(
+                "b".to_string(),
+                vec!["NAME READY".to_string(), "pod-1 0/1".to_string()]
+            )]
+        );
+        assert_eq!(printed_after_failures(log, 1)[0].1, vec!["NAME READY"]);
+    }
 
     fn outcome(host: &str, mode: &str, steps: &[(&str, &str, &str)]) -> Outcome {
         Outcome {

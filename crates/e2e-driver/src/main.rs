@@ -8,8 +8,10 @@
 //! same for shell and driver. A subcommand per script it replaces:
 //!   settings prepare|steps|before-restart|after-restart|cleanup   (was k3s-settings.sh)
 //!   upgrade --next TARBALL                                         (was upgrade.sh)
+//!   faults                                                         (was faults.sh)
 
 mod bundle;
+mod faults;
 mod procs;
 mod settings;
 mod upgrade;
@@ -67,6 +69,8 @@ enum Cmd {
         #[arg(long)]
         next: Option<PathBuf>,
     },
+    /// Each daemon killed with SIGKILL comes back by its keeper alone (was faults.sh).
+    Faults,
 }
 
 impl Run {
@@ -131,6 +135,58 @@ impl Run {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `kubectl apply -f -` of YAML.
+    pub fn kubectl_apply(&self, yaml: &str) -> Result<()> {
+        let mut child = Command::new(self.prefix.join("bin/kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run kubectl")?;
+        child
+            .stdin
+            .take()
+            .context("kubectl's stdin")?
+            .write_all(yaml.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "kubectl apply: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// The node's Ready condition is True now.
+    pub fn node_ready(&self) -> bool {
+        self.kubectl(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[0].status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .is_ok_and(|s| s.trim() == "True")
+    }
+
+    /// An HTTP GET of HOST:PORT from the client pod e2e-busybox (services.sh's `get`): the
+    /// response's last line (the answering pod's name), or what failed. busybox nc, not wget
+    /// (Debian's static busybox wget segfaults looking the port up through NSS); only shell
+    /// builtins and the image's applet links (gvisor-2025 runs no `tail` there).
+    pub fn get_in_client(&self, host: &str, port: u16) -> String {
+        let script = format!(
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} | \
+             {{ b=; while read -r l; do b=$l; done; echo \"$b\"; }}"
+        );
+        match self.kubectl(&["exec", "e2e-busybox", "--", "sh", "-c", &script]) {
+            Ok(out) => out.trim().to_string(),
+            Err(e) => format!("error: {e:#}"),
+        }
+    }
+
     /// `BUNDLE/install ARGS` as a user runs it: its exit code and its output (stdout then
     /// stderr, as `2>&1` would mostly give).
     pub fn install(&self, args: &[&str]) -> Result<(i32, String)> {
@@ -190,6 +246,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Settings { phase } => settings::run(&cli.run, phase),
         Cmd::Upgrade { next } => upgrade::run(&cli.run, next.as_deref()),
+        Cmd::Faults => faults::run(&cli.run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

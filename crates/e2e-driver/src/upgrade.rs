@@ -116,12 +116,11 @@ pub fn run(run: &Run, next: Option<&Path>) -> Result<()> {
         ]);
         started_since(&started, &upgraded_at)
     };
-    for _ in 0..60 {
-        if web_back() {
-            break;
-        }
+    let waiting = std::time::Instant::now();
+    while !web_back() && waiting.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_secs(2));
     }
+    let back_after = waiting.elapsed().as_secs();
     let kept = run
         .kubectl(&[
             "get",
@@ -131,7 +130,8 @@ pub fn run(run: &Run, next: Option<&Path>) -> Result<()> {
             "jsonpath={.data.installed-with}",
         ])
         .unwrap_or_else(|e| format!("{e:#}"));
-    let available = web_back()
+    let back = web_back();
+    let available = back
         && run
             .kubectl(&[
                 "wait",
@@ -149,18 +149,33 @@ pub fn run(run: &Run, next: Option<&Path>) -> Result<()> {
         Step::UpgradeKeepsState,
         match kept_ok {
             true => Ok(format!(
-                "ConfigMap kept, Deployment Available again, node {node} uid {node_uid}"
+                "ConfigMap kept, Deployment Available again (its pod running {back_after}s \
+                 after the upgrade's end), node {node} uid {node_uid}"
             )),
             false => Err(format!(
-                "configmap=[{}] deployment available={} node uid before=[{node_uid}] after=[{}]",
+                "configmap=[{}] pod running since the upgrade ({upgraded_at}): {} deployment \
+                 available={} node uid before=[{node_uid}] after=[{}]; pods: {}",
                 kept.trim(),
+                if back { "yes" } else { "no" },
                 if available { "yes" } else { "no" },
-                uid_after.trim()
+                uid_after.trim(),
+                kubectl(&[
+                    "get",
+                    "pods",
+                    "-l",
+                    "app=upgrade-web",
+                    "-o",
+                    "jsonpath={range .items[*]}{.metadata.name} {.status.phase} \
+                     {.status.containerStatuses[0].state} restarts={.status.containerStatuses[0].restartCount}; {end}",
+                ])
             )),
         },
     );
     if !kept_ok {
         println!("{}", kubectl(&["get", "pods", "-o", "wide"]));
+        let events = kubectl(&["get", "events", "--sort-by=.lastTimestamp"]);
+        let lines: Vec<&str> = events.lines().collect();
+        println!("{}", lines[lines.len().saturating_sub(20)..].join("\n"));
     }
 
     let status = run.status_with(&next);

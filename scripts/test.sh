@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Where CI's minutes go (its budget: 45 on a fresh machine): each phase's start, in seconds.
+phase() { echo "== test.sh: $1 (at ${SECONDS}s)"; }
+
 # amd64 only: no test here builds or runs the arm64 bundle (scripts/check-arch.sh does, outside
 # CI's time budget), so CI machines need no cross toolchain.
 scripts/install-deps.sh --arch amd64
@@ -38,16 +41,19 @@ cargo_test_filtered() {
   fi
 }
 
+phase "lint"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # The real pipeline first: the installer and patch tests run the binaries it builds
 # (target/k3s-gvisor/out/*/bin), and tests/tests/bundle.rs checks the tarball it writes.
+phase "bundle"
 cargo xtask bundle --timings
 cargo xtask build --unpatched --component runc --component containerd
 
 # The pinned gVisors first (each built once into the cache, 1-2 minutes apiece on a fresh
 # machine): the patch proofs and the e2e below run in them.
+phase "gVisors"
 cargo xtask tool runsc
 cargo xtask tool runsc-2025
 cargo xtask tool runsc-2023
@@ -57,10 +63,12 @@ cargo xtask tool runsc-2023
 # `cargo xtask tool runsc` themselves. The patch proofs (tests/tests/patches.rs) run the
 # upstream and patched binaries in every generation: current, gvisor-2025, gvisor-2023,
 # Debian's 2022 one, and on plain Linux.
+phase "cargo test"
 cargo test --workspace --locked
 
 # The gVisor tests of the launcher, the CNI plugin and the pause binary again, in the
 # current gVisor (built from the Go module proxy): what users' sandboxes run.
+phase "gVisor tests in the current gVisor"
 current_runsc=$(cargo xtask tool runsc)
 K3S_GVISOR_RUNSC="$current_runsc" cargo test --locked \
   -p launcher --test redirect_runsc -p gvisor-cni --test runsc -p pause --test pause
@@ -75,7 +83,9 @@ K3S_GVISOR_RUNSC="$current_runsc" cargo_test_filtered --locked -p xtask -- --exa
 # in the current gVisor and in Debian's 2022 gVisor (its full mode cannot run runc 1.3.x
 # containers: no mount namespaces, doctor names the gaps; it also refuses its own netstack on
 # this kernel, so it runs with loopback only, where install picks the node IP), about 20 s each.
+phase "e2e full"
 cargo xtask e2e --host current --host plain --host gvisor-2025 --mode full
+phase "e2e control-plane-only"
 cargo xtask e2e --host current --host debian --mode control-plane-only
 
 # Two nodes (tests/e2e/two-nodes.sh): a server and an agent that joins it with the command the
@@ -86,4 +96,6 @@ cargo xtask e2e --host current --host debian --mode control-plane-only
 # (README's table has it), for CI's 45-minute budget on a fresh machine. The
 # control-plane-only server with an agent-only node (--mode control-plane-only) is measured in
 # BENCHMARKS.md and not repeated here.
+phase "e2e two nodes"
 cargo xtask e2e --host current --mode full --topology two-nodes
+phase "done"

@@ -21,8 +21,6 @@ set -u
 . "$(dirname "$E2E_LIB")/upgrade.sh"
 # shellcheck source=tests/e2e/addons.sh
 . "$(dirname "$E2E_LIB")/addons.sh"
-# shellcheck source=tests/e2e/helm.sh
-. "$(dirname "$E2E_LIB")/helm.sh"
 # shellcheck source=tests/e2e/ingress.sh
 . "$(dirname "$E2E_LIB")/ingress.sh"
 
@@ -194,7 +192,7 @@ YAML
 
     # stop, then start: the node comes back Ready and the same pods run again (new containers).
     uids() { $K get pods -o jsonpath='{range .items[*]}{.metadata.uid}{"\n"}{end}' | sort | tr '\n' ' '; }
-    addons_before_stop
+    driver addons before-stop
     UIDS=$(uids); STOPPED_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     echo "== stop"; "$BUNDLE/install" stop --data-dir "$D" && step stop ok || step stop FAIL
     L=$(ours | tr '\n' ';'); [ -z "$L" ] && step stopped-nothing-runs ok || step stopped-nothing-runs FAIL "$L"
@@ -216,8 +214,8 @@ YAML
     $K exec e2e-busybox -- echo exec-works 2>&1 | grep -q exec-works && step exec-after-restart ok || step exec-after-restart FAIL
     services_steps
     images_steps
-    addons_steps
-    helm_steps
+    driver addons steps
+    driver helm
     ingress_steps
     driver faults
     $K delete pod e2e-busybox --wait --timeout=60s && step delete ok || step delete FAIL

@@ -2,16 +2,21 @@
 //! check. `cargo xtask e2e` builds it static (as the runtime crates) and copies it into each
 //! run's directory (`E2E_DRIVER`); tests/e2e/lib.sh's `driver` calls it with the run's paths.
 //!
-//! It asks the install through `./install status --json` (never the installer's sentences) and
-//! the cluster through the prefix's kubectl, and prints each result as a `STEP` line exactly as
+//! It asks the install through `./install status --json` (the installer's sentences only for
+//! what it does not report: a user's own `--disable` of an add-on, addons.rs) and the cluster
+//! through the prefix's kubectl, and prints each result as a `STEP` line exactly as
 //! lib.sh's `step` does (crates/e2e-steps: the names are one enum), so xtask's parser is the
 //! same for shell and driver. A subcommand per script it replaces:
 //!   settings prepare|steps|before-restart|after-restart|cleanup   (was k3s-settings.sh)
 //!   upgrade --next TARBALL                                         (was upgrade.sh)
 //!   faults                                                         (was faults.sh)
+//!   addons before-stop|steps                                       (was addons.sh)
+//!   helm                                                           (was helm.sh)
 
+mod addons;
 mod bundle;
 mod faults;
+mod helm;
 mod procs;
 mod settings;
 mod upgrade;
@@ -71,6 +76,13 @@ enum Cmd {
     },
     /// Each daemon killed with SIGKILL comes back by its keeper alone (was faults.sh).
     Faults,
+    /// k3s's add-ons a user expects to work: local-path volumes, metrics, HPA (was addons.sh).
+    Addons {
+        #[command(subcommand)]
+        phase: addons::Phase,
+    },
+    /// A HelmChart with chartContent through helm-controller, and the helm CLI (was helm.sh).
+    Helm,
 }
 
 impl Run {
@@ -118,13 +130,7 @@ impl Run {
 
     /// `PREFIX/bin/kubectl --kubeconfig DATA/kubeconfig.yaml ARGS`: stdout, or the error.
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(self.prefix.join("bin/kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot run kubectl")?;
+        let out = self.kubectl_output(args)?;
         if !out.status.success() {
             anyhow::bail!(
                 "kubectl {}: {}",
@@ -133,6 +139,18 @@ impl Run {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// [`Run::kubectl`]'s process output, whatever its exit status (a `get` of several objects
+    /// prints those it found and fails on the others).
+    pub fn kubectl_output(&self, args: &[&str]) -> Result<std::process::Output> {
+        Command::new(self.prefix.join("bin/kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run kubectl")
     }
 
     /// `kubectl apply -f -` of YAML.
@@ -247,6 +265,8 @@ fn main() -> ExitCode {
         Cmd::Settings { phase } => settings::run(&cli.run, phase),
         Cmd::Upgrade { next } => upgrade::run(&cli.run, next.as_deref()),
         Cmd::Faults => faults::run(&cli.run),
+        Cmd::Addons { phase } => addons::run(&cli.run, phase),
+        Cmd::Helm => helm::run(&cli.run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -378,21 +378,23 @@ fn api_certificate_san() -> String {
         .unwrap_or_default()
 }
 
-/// `sh -c` in a clean environment, as a new shell in a sandbox has it.
-fn clean_shell() -> Command {
+/// A clean environment, as a new shell in a sandbox has it (scenario.sh's CLEAN_ENV): `env -i
+/// HOME=/root PATH=...`, the program to run still to be added.
+pub(crate) fn clean_env() -> Command {
     let mut cmd = Command::new("env");
-    cmd.args([
-        "-i",
-        "HOME=/root",
-        &format!("PATH={CLEAN_PATH}"),
-        "sh",
-        "-c",
-    ]);
+    cmd.args(["-i", "HOME=/root", &format!("PATH={CLEAN_PATH}")]);
+    cmd
+}
+
+/// `sh -c` in a clean environment, as a new shell in a sandbox has it.
+pub(crate) fn clean_shell() -> Command {
+    let mut cmd = clean_env();
+    cmd.args(["sh", "-c"]);
     cmd
 }
 
 /// A command's stdout and stderr (`2>&1`), or why it could not run.
-fn output_of(cmd: &mut Command) -> String {
+pub(crate) fn output_of(cmd: &mut Command) -> String {
     match cmd.stdin(Stdio::null()).output() {
         Ok(out) => {
             let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -404,7 +406,7 @@ fn output_of(cmd: &mut Command) -> String {
 }
 
 /// The last `n` lines joined by spaces (`tail -n N | tr '\n' ' '`).
-fn last_lines(text: &str, n: usize) -> String {
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.trim_end().lines().collect();
     let mut joined = String::new();
     for line in &lines[lines.len().saturating_sub(n)..] {

@@ -9,9 +9,13 @@
 //!   settings prepare|steps|before-restart|after-restart|cleanup   (was k3s-settings.sh)
 //!   upgrade --next TARBALL                                         (was upgrade.sh)
 //!   faults                                                         (was faults.sh)
+//!   images --http-proxy tests/e2e/http-proxy.py                    (was images.sh)
+//!   ingress                                                        (was ingress.sh)
 
 mod bundle;
 mod faults;
+mod images;
+mod ingress;
 mod procs;
 mod settings;
 mod upgrade;
@@ -71,6 +75,15 @@ enum Cmd {
     },
     /// Each daemon killed with SIGKILL comes back by its keeper alone (was faults.sh).
     Faults,
+    /// The airgap images dir, registries.yaml's mirror, the pull proxy, `images import` (was
+    /// images.sh).
+    Images {
+        /// tests/e2e/http-proxy.py, the proxy CONTAINERD_HTTPS_PROXY names.
+        #[arg(long)]
+        http_proxy: PathBuf,
+    },
+    /// An Ingress through k3s's traefik add-on (was ingress.sh).
+    Ingress,
 }
 
 impl Run {
@@ -137,9 +150,19 @@ impl Run {
 
     /// `kubectl apply -f -` of YAML.
     pub fn kubectl_apply(&self, yaml: &str) -> Result<()> {
+        self.kubectl_apply_args(&[], yaml)
+    }
+
+    /// `kubectl -n NAMESPACE apply -f -` of YAML.
+    pub fn kubectl_apply_in(&self, namespace: &str, yaml: &str) -> Result<()> {
+        self.kubectl_apply_args(&["-n", namespace], yaml)
+    }
+
+    fn kubectl_apply_args(&self, args: &[&str], yaml: &str) -> Result<()> {
         let mut child = Command::new(self.prefix.join("bin/kubectl"))
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
+            .args(args)
             .args(["apply", "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -247,6 +270,8 @@ fn main() -> ExitCode {
         Cmd::Settings { phase } => settings::run(&cli.run, phase),
         Cmd::Upgrade { next } => upgrade::run(&cli.run, next.as_deref()),
         Cmd::Faults => faults::run(&cli.run),
+        Cmd::Images { http_proxy } => images::run(&cli.run, &http_proxy),
+        Cmd::Ingress => ingress::run(&cli.run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,14 +15,8 @@ set -u
 . "$(dirname "$E2E_LIB")/mounts.sh"
 # shellcheck source=tests/e2e/k3s-settings.sh
 . "$(dirname "$E2E_LIB")/k3s-settings.sh"
-# shellcheck source=tests/e2e/images.sh
-. "$(dirname "$E2E_LIB")/images.sh"
 # shellcheck source=tests/e2e/upgrade.sh
 . "$(dirname "$E2E_LIB")/upgrade.sh"
-# shellcheck source=tests/e2e/addons.sh
-. "$(dirname "$E2E_LIB")/addons.sh"
-# shellcheck source=tests/e2e/ingress.sh
-. "$(dirname "$E2E_LIB")/ingress.sh"
 
 BEFORE_MOUNTS=$(mounts); BEFORE_ADDRESSES=$(addresses); BEFORE_FILES=$(host_files)
 extract || exit 0
@@ -213,10 +207,10 @@ YAML
     $K wait --for=condition=Available deployment/web --timeout=60s >/dev/null && step deployment-back ok || step deployment-back FAIL
     $K exec e2e-busybox -- echo exec-works 2>&1 | grep -q exec-works && step exec-after-restart ok || step exec-after-restart FAIL
     services_steps
-    images_steps
+    driver images --http-proxy "$(dirname "$E2E_LIB")/http-proxy.py"
     driver addons steps
     driver helm
-    ingress_steps
+    driver ingress
     driver faults
     $K delete pod e2e-busybox --wait --timeout=60s && step delete ok || step delete FAIL
   fi

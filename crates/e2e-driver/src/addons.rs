@@ -77,6 +77,12 @@ fn off_in_install_out(text: &str, name: &str) -> Option<String> {
     })
 }
 
+/// Why install turned add-on NAME off (its decision or the user's `--disable`), or None.
+pub fn turned_off(run: &Run, name: &str) -> Option<String> {
+    let (status, install_out) = install_facts(run);
+    addon_off(&status, &install_out, name)
+}
+
 /// What decides the add-on steps: `status --json` (Null when it printed none) and install's
 /// stamped output.
 fn install_facts(run: &Run) -> (serde_json::Value, String) {

@@ -199,7 +199,7 @@ fn until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 
 /// services.sh's `echo_deployment NAME 1` and a ClusterIP Service (port 80 to 8080) in front:
 /// busybox httpd pods that answer with their name (their hostname).
-fn echo_deployment_and_service(name: &str, image: &str) -> String {
+pub(crate) fn echo_deployment_and_service(name: &str, image: &str) -> String {
     format!(
         "apiVersion: apps/v1
 kind: Deployment

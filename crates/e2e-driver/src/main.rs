@@ -12,11 +12,15 @@
 //!   faults                                                         (was faults.sh)
 //!   addons before-stop|steps                                       (was addons.sh)
 //!   helm                                                           (was helm.sh)
+//!   images --http-proxy tests/e2e/http-proxy.py                    (was images.sh)
+//!   ingress                                                        (was ingress.sh)
 
 mod addons;
 mod bundle;
 mod faults;
 mod helm;
+mod images;
+mod ingress;
 mod procs;
 mod settings;
 mod upgrade;
@@ -83,6 +87,15 @@ enum Cmd {
     },
     /// A HelmChart with chartContent through helm-controller, and the helm CLI (was helm.sh).
     Helm,
+    /// The airgap images dir, registries.yaml's mirror, the pull proxy, `images import` (was
+    /// images.sh).
+    Images {
+        /// tests/e2e/http-proxy.py, the proxy CONTAINERD_HTTPS_PROXY names.
+        #[arg(long)]
+        http_proxy: PathBuf,
+    },
+    /// An Ingress through k3s's traefik add-on (was ingress.sh).
+    Ingress,
 }
 
 impl Run {
@@ -155,9 +168,19 @@ impl Run {
 
     /// `kubectl apply -f -` of YAML.
     pub fn kubectl_apply(&self, yaml: &str) -> Result<()> {
+        self.kubectl_apply_args(&[], yaml)
+    }
+
+    /// `kubectl -n NAMESPACE apply -f -` of YAML.
+    pub fn kubectl_apply_in(&self, namespace: &str, yaml: &str) -> Result<()> {
+        self.kubectl_apply_args(&["-n", namespace], yaml)
+    }
+
+    fn kubectl_apply_args(&self, args: &[&str], yaml: &str) -> Result<()> {
         let mut child = Command::new(self.prefix.join("bin/kubectl"))
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
+            .args(args)
             .args(["apply", "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -267,6 +290,8 @@ fn main() -> ExitCode {
         Cmd::Faults => faults::run(&cli.run),
         Cmd::Addons { phase } => addons::run(&cli.run, phase),
         Cmd::Helm => helm::run(&cli.run),
+        Cmd::Images { http_proxy } => images::run(&cli.run, &http_proxy),
+        Cmd::Ingress => ingress::run(&cli.run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -44,8 +44,9 @@ const ETC: &str = "/etc/rancher/k3s";
 const TOKEN: &str = "e2e-cluster-secret";
 /// A variable of the installer's shell that must not reach any daemon.
 const NOT_FOR_DAEMONS: &str = "E2E_NOT_FOR_DAEMONS";
-/// The port of images.sh's proxy for image pulls (k3s's CONTAINERD_HTTPS_PROXY).
-const PROXY_PORT: u16 = 3128;
+/// The port of the proxy for image pulls (k3s's CONTAINERD_HTTPS_PROXY), which images.rs
+/// starts.
+pub(crate) const PROXY_PORT: u16 = 3128;
 /// A clean environment, as a new shell in a sandbox has it (scenario.sh's CLEAN_ENV).
 const CLEAN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The node labels, one from each source k3s reads.
@@ -95,7 +96,6 @@ fn settings_env() -> String {
          K3S_KUBECONFIG_MODE=644\n\
          K3S_TOKEN={TOKEN}\n\
          {NOT_FOR_DAEMONS}=leaked\n\
-         E2E_PROXY_PORT={PROXY_PORT}\n\
          CONTAINERD_HTTPS_PROXY=http://127.0.0.1:{PROXY_PORT}\n\
          export INSTALL_K3S_EXEC K3S_KUBECONFIG_MODE K3S_TOKEN {NOT_FOR_DAEMONS} CONTAINERD_HTTPS_PROXY\n\
          K3S_FLAGS='-- --node-label e2e-flag=yes --tls-san e2e.example'\n"
@@ -524,7 +524,7 @@ mod tests {
             "INSTALL_K3S_EXEC='--node-label e2e-exec=yes'",
             "K3S_KUBECONFIG_MODE=644",
             "K3S_TOKEN=e2e-cluster-secret",
-            "E2E_PROXY_PORT=3128",
+            "CONTAINERD_HTTPS_PROXY=http://127.0.0.1:3128",
             "K3S_FLAGS='-- --node-label e2e-flag=yes --tls-san e2e.example'",
         ] {
             assert!(env.lines().any(|l| l == line), "{line} not in\n{env}");

@@ -9,8 +9,6 @@
 set -u
 # shellcheck source=tests/e2e/lib.sh
 . "$E2E_LIB"
-# shellcheck source=tests/e2e/services.sh
-. "$(dirname "$E2E_LIB")/services.sh"
 # shellcheck source=tests/e2e/mounts.sh
 . "$(dirname "$E2E_LIB")/mounts.sh"
 # shellcheck source=tests/e2e/k3s-settings.sh
@@ -119,7 +117,8 @@ YAML
     # svcproxy runs as a daemon of the install, never under the launcher.
     DP=$(echo "$DOCTOR" | grep '^service proxy ' | sed 's/^service proxy  *//')
     case "$PROXY" in
-      # Beside kube-proxy, svcproxy may only run to write LoadBalancer status (services.sh).
+      # Beside kube-proxy, svcproxy may only run to write LoadBalancer status (loadbalancer-ip:
+      # crates/e2e-driver/src/services.rs).
       kube-proxy) SP=$(pid_of svcproxy); [ "${DP%% *}" = kube-proxy ] && { [ -z "$SP" ] || tr '\0' ' ' < /proc/$SP/cmdline | grep -q -- --load-balancer-status-only; } \
         && step service-proxy ok "$DP" || step service-proxy FAIL "doctor: [$DP], svcproxy pid: $(pid_of svcproxy)" ;;
       svcproxy)
@@ -206,7 +205,7 @@ YAML
     mark pods-back
     $K wait --for=condition=Available deployment/web --timeout=60s >/dev/null && step deployment-back ok || step deployment-back FAIL
     $K exec e2e-busybox -- echo exec-works 2>&1 | grep -q exec-works && step exec-after-restart ok || step exec-after-restart FAIL
-    services_steps
+    driver services
     driver images --http-proxy "$(dirname "$E2E_LIB")/http-proxy.py"
     driver addons steps
     driver helm

@@ -21,7 +21,7 @@ use e2e_steps::{Status, Step};
 
 use crate::bundle::image_ref;
 use crate::settings::last_lines;
-use crate::Run;
+use crate::{tail, Run};
 
 #[derive(clap::Subcommand, Debug, Clone, Copy)]
 pub enum Phase {
@@ -128,12 +128,6 @@ fn text(run: &Run, args: &[&str]) -> String {
 /// kubectl ARGS succeeded (its error printed, if any).
 fn ok(run: &Run, args: &[&str]) -> bool {
     run.kubectl(args).map_err(|e| eprintln!("{e:#}")).is_ok()
-}
-
-/// The last `n` lines of `text`, one per line (`tail -n N`).
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// A pod of the busybox image in NS that runs `sh -c SCRIPT` once with the PVC at /data.

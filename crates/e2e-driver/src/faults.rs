@@ -20,6 +20,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::bundle::image_ref;
+use crate::echo::{echo_deployment_and_service, get_until_answer};
 use crate::{procs, Run};
 
 const FAULT_LIMIT: Duration = Duration::from_secs(60);
@@ -55,11 +56,7 @@ pub fn run(run: &Run) -> Result<()> {
         "jsonpath={.items[0].status.podIP}",
     ]);
     let target = Target { cluster_ip, pod_ip };
-    let first = until(Duration::from_secs(60), || {
-        let answer = run.get_in_client(&target.cluster_ip, 80);
-        is_answer(&answer).then_some(answer)
-    });
-    if first.is_none() {
+    if get_until_answer(run, &target.cluster_ip, 80, Duration::from_secs(60)).is_err() {
         run.step(
             Step::RestartK3s,
             Status::Fail,
@@ -177,55 +174,6 @@ fn restarted_once_by_sigkill(daemon: &serde_json::Value) -> bool {
             .is_some_and(|e| e.contains("was killed by SIGKILL"))
 }
 
-/// An answer is a response's last line: not empty, not one of busybox nc's own errors
-/// ("nc: timed out", "nc: can't connect ..."), which come through the same output.
-fn is_answer(answer: &str) -> bool {
-    !answer.is_empty() && !answer.starts_with("nc:") && !answer.starts_with("error")
-}
-
-/// Calls `f` every second until it returns Some or `limit` has passed.
-fn until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if start.elapsed() >= limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// services.sh's `echo_deployment NAME 1` and a ClusterIP Service (port 80 to 8080) in front:
-/// busybox httpd pods that answer with their name (their hostname).
-pub(crate) fn echo_deployment_and_service(name: &str, image: &str) -> String {
-    format!(
-        "apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers:
-      - name: httpd
-        image: {image}
-        imagePullPolicy: Never
-        command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www']
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{port: 80, targetPort: 8080}}]
-"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,21 +188,5 @@ mod tests {
         let exited = serde_json::json!({"restarts": 1, "last_exit": "exited with 1"});
         assert!(!restarted_once_by_sigkill(&exited));
         assert!(!restarted_once_by_sigkill(&serde_json::Value::Null));
-    }
-
-    #[test]
-    fn nc_errors_are_no_answer() {
-        assert!(is_answer("fault-echo-6677f5dbb4-2845n"));
-        assert!(!is_answer("nc: timed out"));
-        assert!(!is_answer(""));
-    }
-
-    #[test]
-    fn the_manifest_names_the_deployment_and_its_service() {
-        let yaml = echo_deployment_and_service("fault-echo", "docker.io/library/busybox:1");
-        assert!(yaml.contains("metadata: {name: fault-echo}\nspec:\n  replicas: 1"));
-        assert!(yaml.contains("image: docker.io/library/busybox:1"));
-        assert!(yaml.contains("---\napiVersion: v1\nkind: Service"));
-        assert!(yaml.contains("selector: {app: fault-echo}"));
     }
 }

@@ -20,7 +20,7 @@ use e2e_steps::{Status, Step};
 
 use crate::bundle::image_ref;
 use crate::settings::{clean_env, clean_shell, last_lines, output_of};
-use crate::Run;
+use crate::{tail, Run};
 
 /// The HelmChart's release and its namespace; the CLI's release and its namespace.
 const CHART: &str = "e2e-web";
@@ -118,12 +118,6 @@ fn text(run: &Run, args: &[&str]) -> String {
         Ok(out) => out.trim_end_matches('\n').to_string(),
         Err(e) => format!("{e:#}"),
     }
-}
-
-/// The last `n` lines of `text`, one per line (`tail -n N`).
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// What went wrong with HelmChart NAME, for the log.

@@ -16,7 +16,7 @@ use anyhow::Result;
 use e2e_steps::{Status, Step};
 
 use crate::bundle::image_ref;
-use crate::faults::echo_deployment_and_service;
+use crate::echo::echo_deployment_and_service;
 use crate::{first_chars, Run};
 
 const NS: &str = "e2e-ingress";
@@ -269,7 +269,7 @@ fn install_time(hc_created: &str, job_times: &str) -> String {
 /// traefik (Go's net/http) takes for the client going away: it cancels the proxied request and
 /// answers 499 "Client Closed Request" (the first runs' failure, in gVisor and on plain Linux).
 /// Only traefik's own 404, which it answers at once, got through. Not busybox wget either
-/// (services.sh: it can segfault here). 5 s per connect or read, 10 s in all.
+/// (crate::echo: it can segfault here). 5 s per connect or read, 10 s in all.
 fn http_host(node_ip: &str, host: &str) -> String {
     match get(node_ip, host) {
         Ok((status, body)) => format!("{status} {}", last_body_line(&body)),

@@ -14,14 +14,17 @@
 //!   helm                                                           (was helm.sh)
 //!   images --http-proxy tests/e2e/http-proxy.py                    (was images.sh)
 //!   ingress                                                        (was ingress.sh)
+//!   services                                                       (was services.sh's steps)
 
 mod addons;
 mod bundle;
+mod echo;
 mod faults;
 mod helm;
 mod images;
 mod ingress;
 mod procs;
+mod services;
 mod settings;
 mod upgrade;
 
@@ -96,6 +99,9 @@ enum Cmd {
     },
     /// An Ingress through k3s's traefik add-on (was ingress.sh).
     Ingress,
+    /// Services and cluster DNS: ClusterIP, CoreDNS, NodePort, LoadBalancer, scale-down (was
+    /// services.sh's `services_steps`).
+    Services,
 }
 
 impl Run {
@@ -157,13 +163,18 @@ impl Run {
     /// [`Run::kubectl`]'s process output, whatever its exit status (a `get` of several objects
     /// prints those it found and fails on the others).
     pub fn kubectl_output(&self, args: &[&str]) -> Result<std::process::Output> {
-        Command::new(self.prefix.join("bin/kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
+        self.kubectl_command()
             .args(args)
             .stdin(Stdio::null())
             .output()
             .context("cannot run kubectl")
+    }
+
+    /// `PREFIX/bin/kubectl --kubeconfig DATA/kubeconfig.yaml`, for the caller's arguments.
+    pub fn kubectl_command(&self) -> Command {
+        let mut cmd = Command::new(self.prefix.join("bin/kubectl"));
+        cmd.arg("--kubeconfig").arg(self.kubeconfig());
+        cmd
     }
 
     /// `kubectl apply -f -` of YAML.
@@ -177,9 +188,8 @@ impl Run {
     }
 
     fn kubectl_apply_args(&self, args: &[&str], yaml: &str) -> Result<()> {
-        let mut child = Command::new(self.prefix.join("bin/kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
+        let mut child = self
+            .kubectl_command()
             .args(args)
             .args(["apply", "-f", "-"])
             .stdin(Stdio::piped())
@@ -213,18 +223,34 @@ impl Run {
         .is_ok_and(|s| s.trim() == "True")
     }
 
+    /// `kubectl exec e2e-busybox -- ARGS` (services.sh's `in_client`, which ran it `2>&1`): its
+    /// stdout then its stderr (so busybox nc's own errors come through, as in the shell), Ok
+    /// when kubectl exits 0, else Err with the same text.
+    pub fn in_client(&self, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["exec", "e2e-busybox", "--"];
+        all.extend(args);
+        match self.kubectl_output(&all) {
+            Ok(out) => {
+                let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&out.stderr));
+                if out.status.success() {
+                    Ok(text)
+                } else {
+                    Err(text)
+                }
+            }
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+
     /// An HTTP GET of HOST:PORT from the client pod e2e-busybox (services.sh's `get`): the
-    /// response's last line (the answering pod's name), or what failed. busybox nc, not wget
-    /// (Debian's static busybox wget segfaults looking the port up through NSS); only shell
-    /// builtins and the image's applet links (gvisor-2025 runs no `tail` there).
+    /// response's last line (the answering pod's name), busybox nc's error, or `error: ...`
+    /// when kubectl exec failed (crate::echo: nc, not wget; no `tail` in the pod).
     pub fn get_in_client(&self, host: &str, port: u16) -> String {
-        let script = format!(
-            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} | \
-             {{ b=; while read -r l; do b=$l; done; echo \"$b\"; }}"
-        );
-        match self.kubectl(&["exec", "e2e-busybox", "--", "sh", "-c", &script]) {
+        let script = format!("{} | {}", echo::nc_get("nc", host, port, 3), echo::BODY);
+        match self.in_client(&["sh", "-c", &script]) {
             Ok(out) => out.trim().to_string(),
-            Err(e) => format!("error: {e:#}"),
+            Err(out) => format!("error: {}", out.trim()),
         }
     }
 
@@ -277,6 +303,12 @@ pub fn last_line(text: &str) -> &str {
     text.trim_end().lines().last().unwrap_or("").trim()
 }
 
+/// The last `n` lines of `text`, one per line (`tail -n N`).
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// The first `n` characters (`cut -c1-N`).
 pub fn first_chars(text: &str, n: usize) -> String {
     text.chars().take(n).collect()
@@ -292,6 +324,7 @@ fn main() -> ExitCode {
         Cmd::Helm => helm::run(&cli.run),
         Cmd::Images { http_proxy } => images::run(&cli.run, &http_proxy),
         Cmd::Ingress => ingress::run(&cli.run),
+        Cmd::Services => services::run(&cli.run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -323,5 +356,7 @@ mod tests {
         assert_eq!(rest, "k3s-flags ok");
         assert_eq!(last_line("a\nb \n\n"), "b");
         assert_eq!(first_chars("abcdef", 3), "abc");
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("a", 8), "a");
     }
 }

@@ -117,14 +117,6 @@ fn in_ns<'a>(args: &[&'a str]) -> Vec<&'a str> {
     all
 }
 
-/// kubectl ARGS (`2>&1`): stdout, or the error.
-fn text(run: &Run, args: &[&str]) -> String {
-    match run.kubectl(args) {
-        Ok(out) => sh_out(&out).to_string(),
-        Err(e) => format!("{e:#}"),
-    }
-}
-
 /// kubectl ARGS succeeded (its error printed, if any).
 fn ok(run: &Run, args: &[&str]) -> bool {
     run.kubectl(args).map_err(|e| eprintln!("{e:#}")).is_ok()
@@ -245,33 +237,27 @@ spec:
             Status::Fail,
             format!(
                 "default StorageClass [{default_sc}], writer: {}",
-                text(
-                    run,
-                    &[
-                        "-n",
-                        NS,
-                        "get",
-                        "pod",
-                        "writer",
-                        "-o",
-                        "jsonpath={.status.phase}"
-                    ]
-                )
+                run.kubectl_text(&[
+                    "-n",
+                    NS,
+                    "get",
+                    "pod",
+                    "writer",
+                    "-o",
+                    "jsonpath={.status.phase}"
+                ])
             ),
         );
         println!("{}", tail(&k(run, &["describe", "pvc", "e2e-data"]), 8));
         println!(
             "{}",
-            text(
-                run,
-                &[
-                    "-n",
-                    "kube-system",
-                    "logs",
-                    "deploy/local-path-provisioner",
-                    "--tail=20"
-                ]
-            )
+            run.kubectl_text(&[
+                "-n",
+                "kube-system",
+                "logs",
+                "deploy/local-path-provisioner",
+                "--tail=20"
+            ])
         );
     }
 }
@@ -431,15 +417,12 @@ fn kubectl_top(run: &Run) -> bool {
             Status::Fail,
             format!(
                 "apiservice v1beta1.metrics.k8s.io not Available: {}",
-                text(
-                    run,
-                    &[
-                        "get",
-                        "apiservice",
-                        "v1beta1.metrics.k8s.io",
-                        "--no-headers"
-                    ]
-                )
+                run.kubectl_text(&[
+                    "get",
+                    "apiservice",
+                    "v1beta1.metrics.k8s.io",
+                    "--no-headers"
+                ])
             ),
         );
         metrics_diagnosis(run);
@@ -490,11 +473,7 @@ fn kubectl_top(run: &Run) -> bool {
 /// server).
 fn metrics_diagnosis(run: &Run) {
     println!("== metrics-server diagnosis");
-    let ks = |args: &[&str]| {
-        let mut all = vec!["-n", "kube-system"];
-        all.extend_from_slice(args);
-        text(run, &all)
-    };
+    let ks = |args: &[&str]| run.kubectl_text_in("kube-system", args);
     println!(
         "{}",
         ks(&["get", "pods", "-l", "k8s-app=metrics-server", "-o", "wide"])
@@ -506,14 +485,11 @@ fn metrics_diagnosis(run: &Run) {
         .collect();
     println!("{}", tail(&events.join("\n"), 15));
     println!("{}", ks(&["logs", "deploy/metrics-server", "--tail=40"]));
-    let nodes = text(
-        run,
-        &["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"],
-    );
+    let nodes = run.kubectl_text(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"]);
     for node in nodes.split_whitespace() {
         let path = format!("/api/v1/nodes/{node}/proxy/metrics/resource");
         println!("-- {path} (non-comment lines)");
-        let raw = text(run, &["get", "--raw", &path]);
+        let raw = run.kubectl_text(&["get", "--raw", &path]);
         let lines: Vec<&str> = raw
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -626,7 +602,7 @@ fn hpa_scales(run: &Run, image: &str) {
         run.kubectl(&["-n", NS, "exec", &burner, "--", "sh", "-c", ": > /stop"])
             .is_ok()
     };
-    let hpa_line = || text(run, &["-n", NS, "get", "hpa", "burn", "--no-headers"]);
+    let hpa_line = || run.kubectl_text(&["-n", NS, "get", "hpa", "burn", "--no-headers"]);
     if ok(
         run,
         &in_ns(&[

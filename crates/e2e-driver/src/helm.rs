@@ -112,22 +112,10 @@ fn greeting_until(
     }
 }
 
-/// kubectl ARGS: stdout, or the error (`2>&1` for the log).
-fn text(run: &Run, args: &[&str]) -> String {
-    match run.kubectl(args) {
-        Ok(out) => out.trim_end_matches('\n').to_string(),
-        Err(e) => format!("{e:#}"),
-    }
-}
-
 /// What went wrong with HelmChart NAME, for the log.
 fn helmchart_debug(run: &Run, name: &str) {
     let label = format!("helmcharts.helm.cattle.io/chart={name}");
-    let ks = |args: &[&str]| {
-        let mut all = vec!["-n", "kube-system"];
-        all.extend_from_slice(args);
-        text(run, &all)
-    };
+    let ks = |args: &[&str]| run.kubectl_text_in("kube-system", args);
     println!(
         "{}",
         tail(&ks(&["get", "helmchart", name, "-o", "yaml"]), 20)

@@ -171,6 +171,22 @@ impl Run {
     }
 
     /// `PREFIX/bin/kubectl --kubeconfig DATA/kubeconfig.yaml`, for the caller's arguments.
+    /// kubectl ARGS as the scripts' `$($K ARGS 2>&1)`: stdout without its trailing newlines, or
+    /// the error, for a step's detail or the log.
+    pub fn kubectl_text(&self, args: &[&str]) -> String {
+        match self.kubectl(args) {
+            Ok(out) => out.trim_end_matches('\n').to_string(),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// [`Run::kubectl_text`] in namespace NS.
+    pub fn kubectl_text_in(&self, ns: &str, args: &[&str]) -> String {
+        let mut all = vec!["-n", ns];
+        all.extend_from_slice(args);
+        self.kubectl_text(&all)
+    }
+
     pub fn kubectl_command(&self) -> Command {
         let mut cmd = Command::new(self.prefix.join("bin/kubectl"));
         cmd.arg("--kubeconfig").arg(self.kubeconfig());

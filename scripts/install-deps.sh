@@ -79,6 +79,18 @@ else
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The klipper-helm image's CA bundle (bundle.toml pins its sha256): Debian's Mozilla
+# certificates as the ca-certificates package ships them, in name order. Not the machine's
+# /etc/ssl/certs/ca-certificates.crt: machines add their own CAs to it (this one appends a
+# private registry's CA at boot), which would leak into the image and break the pin.
+ca_bundle=/usr/local/lib/k3s-gvisor/ca-certificates.crt
+mkdir -p "$(dirname "$ca_bundle")"
+# sed -s: each file separately, a newline added after a last line without one.
+# shellcheck disable=SC1003,SC2016
+find /usr/share/ca-certificates/mozilla -name '*.crt' -print0 | LC_ALL=C sort -z \
+  | xargs -0 sed -s -e '$a\' > "$ca_bundle.new"
+mv "$ca_bundle.new" "$ca_bundle"
+
 case " $arches " in *" arm64 "*)
   if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     echo "install-deps: adding the arm64 architecture (dpkg --add-architecture arm64)"

@@ -80,22 +80,12 @@ rss() {
   done | awk '$2 != "" { kb[$1] += $2; n[$1]++ } END { for (k in kb) printf "RSS %s %d %d process(es)\n", k, kb[k], n[k] }' | sort
 }
 
-# Mounts that belong to the install (or that it makes on the host).
-mounts() { grep -e " $P" -e " $D" -e ' /sys/fs/cgroup' -e ' /dev/kmsg ' -e ' /proc/sys' /proc/self/mountinfo | cut -d' ' -f5- | sort | tr '\n' ';'; }
-# What k3s, the kubelet, containerd and CNI write outside the prefix and data dir: the node
-# password and kubeconfig link, shim sockets, CNI result cache, pod logs, pod netns files, and
-# the installer's tool wrappers.
-# A dangling link is not counted: k3s replaces a stale /etc/rancher/k3s/k3s.yaml link left by an
-# install that is gone (an interrupted run on a shared machine), and that is no loss.
-host_files() {
-  find /etc/rancher /run/containerd /var/lib/cni /var/log/pods /var/log/containers /run/netns \
-    /usr/local/bin/kubectl /usr/local/bin/crictl /usr/local/bin/ctr \
-    ! -xtype l 2>/dev/null | sort | tr '\n' ';'
-}
-# IPv4 addresses on every interface (the installer may add one to lo).
-addresses() { ip -o -4 addr show 2>/dev/null | awk '{print $2, $4}' | sort | tr '\n' ';'; }
+# What the install may change on the host (its mounts, the addresses, the files outside the
+# install, the routes) is compared before and after by the driver's teardown
+# (crates/e2e-driver/src/teardown.rs: `driver teardown before|stop|uninstall|restored`).
 
-# Every error or fatal line k3s logged, as `K3SERR <line>` (xtask checks each is documented).
+# Every error or fatal line k3s logged, as `K3SERR <line>` (xtask checks each is documented);
+# scenario.sh and two-nodes.sh have the driver's `k3s-log` print them and the step.
 k3s_errors() {
   grep -E 'level=(error|fatal)|^[EF][0-9]{4} ' "$D/logs/k3s.log" 2>/dev/null | sed 's/^/K3SERR /'
 }

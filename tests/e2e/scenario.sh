@@ -16,7 +16,8 @@ set -u
 # shellcheck source=tests/e2e/upgrade.sh
 . "$(dirname "$E2E_LIB")/upgrade.sh"
 
-BEFORE_MOUNTS=$(mounts); BEFORE_ADDRESSES=$(addresses); BEFORE_FILES=$(host_files)
+# What the host has before the install, for the teardown's steps (the driver's teardown.rs).
+driver teardown before
 extract || exit 0
 K3S=no
 jq -e 'any(.components[].outputs[]; .path == "bin/k3s")' "$BUNDLE/bundle-manifest.json" >/dev/null && K3S=yes
@@ -213,8 +214,7 @@ YAML
     driver faults
     $K delete pod e2e-busybox --wait --timeout=60s && step delete ok || step delete FAIL
   fi
-  k3s_errors
-  step k3s-log ok "$(k3s_errors | wc -l) error line(s)"
+  driver k3s-log
 else
   step k3s BLOCKED "the bundle has no k3s: $(jq -r '.omitted[0].reason // "not recorded"' "$BUNDLE/bundle-manifest.json" | cut -c1-160)"
   if [ "$MODE" = full ]; then
@@ -255,15 +255,13 @@ fi
 OUT=$("$BUNDLE/install" --prefix "$P" --data-dir "$D" $ARGS 2>&1)
 [ $? = 0 ] && echo "$OUT" | grep -q "is already installed" && step second-install ok || step second-install FAIL "$(echo "$OUT" | tail -n 1)"
 [ "$MODE" = full ] && [ $K3S = yes ] && [ "$(cat $RUN/install.rc)" = 0 ] && upgrade_steps
-echo "== stop"; "$BUNDLE/install" stop --data-dir "$D" && step stop ok || step stop FAIL
-L=$(ours | tr '\n' ';'); [ -z "$L" ] && step no-processes ok || step no-processes FAIL "$L"
-# Keep every component's log beside the run: uninstall removes the data dir.
-cp -r "$D/logs" "$RUN/component-logs" 2>/dev/null
+# The teardown two-nodes.sh ends with too (crates/e2e-driver/src/teardown.rs), with this
+# scenario's own steps in between: the bind mounts around the uninstall, the settings' cleanup
+# before the host files are compared.
+driver teardown stop
 binds_before_uninstall
-echo "== uninstall"; "$BUNDLE/install" uninstall --data-dir "$D" && step uninstall ok || step uninstall FAIL
+driver teardown uninstall
 binds_after_uninstall
-AFTER=$(mounts); [ "$BEFORE_MOUNTS" = "$AFTER" ] && step mounts-restored ok || step mounts-restored FAIL "before=[$BEFORE_MOUNTS] after=[$AFTER]"
-AFTER=$(addresses); [ "$BEFORE_ADDRESSES" = "$AFTER" ] && step addresses-restored ok "$AFTER" || step addresses-restored FAIL "before=[$BEFORE_ADDRESSES] after=[$AFTER]"
+driver teardown restored mounts addresses
 [ -n "$K3S_FLAGS" ] && settings_cleanup
-AFTER=$(host_files); [ "$BEFORE_FILES" = "$AFTER" ] && step host-files-restored ok || step host-files-restored FAIL "before=[$BEFORE_FILES] after=[$AFTER]"
-[ ! -e "$P" ] && [ ! -e "$D" ] && step nothing-left ok || step nothing-left FAIL
+driver teardown restored host-files nothing-left

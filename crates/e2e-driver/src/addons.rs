@@ -117,11 +117,6 @@ fn in_ns<'a>(args: &[&'a str]) -> Vec<&'a str> {
     all
 }
 
-/// kubectl ARGS succeeded (its error printed, if any).
-fn ok(run: &Run, args: &[&str]) -> bool {
-    run.kubectl(args).map_err(|e| eprintln!("{e:#}")).is_ok()
-}
-
 /// A pod of the busybox image in NS that runs `sh -c SCRIPT` once with the PVC at /data.
 fn storage_pod(name: &str, image: &str, script: &str) -> String {
     format!(
@@ -168,7 +163,7 @@ fn before_stop(run: &Run, busybox: &str) {
         run.step(Step::PvcBound, Status::Blocked, format!("install: {why}"));
         return;
     }
-    let _ = ok(run, &["create", "namespace", NS]);
+    let _ = run.kubectl_ok(&["create", "namespace", NS]);
     // The default StorageClass, as a chart's PVC without storageClassName gets it.
     let default_sc = sh_out(&run.kubectl(&[
         "get",
@@ -267,18 +262,15 @@ fn steps(run: &Run, busybox: &str) {
     let (status, install_out) = install_facts(run);
     match addon_off(&status, &install_out, LOCAL_STORAGE) {
         None => {
-            let _ = ok(
-                run,
-                &[
-                    "-n",
-                    NS,
-                    "delete",
-                    "pod",
-                    "writer",
-                    "--wait",
-                    "--timeout=60s",
-                ],
-            );
+            let _ = run.kubectl_ok(&[
+                "-n",
+                NS,
+                "delete",
+                "pod",
+                "writer",
+                "--wait",
+                "--timeout=60s",
+            ]);
             if let Err(e) = run.kubectl_apply(&storage_pod("reader", busybox, "cat /data/bytes")) {
                 eprintln!("{e:#}");
             }
@@ -540,15 +532,12 @@ fn hpa_scales(run: &Run, image: &str) {
     if let Err(e) = run.kubectl_apply(&burn(image)) {
         eprintln!("{e:#}");
     }
-    if !ok(
-        run,
-        &in_ns(&[
-            "wait",
-            "--for=condition=Available",
-            "deployment/burn",
-            "--timeout=120s",
-        ]),
-    ) {
+    if !run.kubectl_ok(&in_ns(&[
+        "wait",
+        "--for=condition=Available",
+        "deployment/burn",
+        "--timeout=120s",
+    ])) {
         run.step(
             Step::HpaScales,
             Status::Fail,
@@ -557,15 +546,12 @@ fn hpa_scales(run: &Run, image: &str) {
         return;
     }
     // The HPA has read the idle pod's CPU before the load starts.
-    if !ok(
-        run,
-        &in_ns(&[
-            "wait",
-            "--for=condition=ScalingActive",
-            "hpa/burn",
-            "--timeout=120s",
-        ]),
-    ) {
+    if !run.kubectl_ok(&in_ns(&[
+        "wait",
+        "--for=condition=ScalingActive",
+        "hpa/burn",
+        "--timeout=120s",
+    ])) {
         run.step(
             Step::HpaScales,
             Status::Fail,
@@ -587,31 +573,25 @@ fn hpa_scales(run: &Run, image: &str) {
             "jsonpath={.items[0].metadata.name}",
         ],
     );
-    let _ = ok(
-        run,
-        &in_ns(&[
-            "exec",
-            &burner,
-            "--",
-            "sh",
-            "-c",
-            "(while [ ! -e /stop ]; do :; done) </dev/null >/dev/null 2>&1 &",
-        ]),
-    );
+    let _ = run.kubectl_ok(&in_ns(&[
+        "exec",
+        &burner,
+        "--",
+        "sh",
+        "-c",
+        "(while [ ! -e /stop ]; do :; done) </dev/null >/dev/null 2>&1 &",
+    ]));
     let stop_load = || {
         run.kubectl(&["-n", NS, "exec", &burner, "--", "sh", "-c", ": > /stop"])
             .is_ok()
     };
     let hpa_line = || run.kubectl_text(&["-n", NS, "get", "hpa", "burn", "--no-headers"]);
-    if ok(
-        run,
-        &in_ns(&[
-            "wait",
-            "--for=jsonpath={.spec.replicas}=3",
-            "deployment/burn",
-            "--timeout=180s",
-        ]),
-    ) {
+    if run.kubectl_ok(&in_ns(&[
+        "wait",
+        "--for=jsonpath={.spec.replicas}=3",
+        "deployment/burn",
+        "--timeout=180s",
+    ])) {
         let up = k(
             run,
             &[
@@ -630,15 +610,12 @@ fn hpa_scales(run: &Run, image: &str) {
             );
             return;
         }
-        let down = ok(
-            run,
-            &in_ns(&[
-                "wait",
-                "--for=jsonpath={.spec.replicas}=1",
-                "deployment/burn",
-                "--timeout=180s",
-            ]),
-        );
+        let down = run.kubectl_ok(&in_ns(&[
+            "wait",
+            "--for=jsonpath={.spec.replicas}=1",
+            "deployment/burn",
+            "--timeout=180s",
+        ]));
         run.verdict(
             Step::HpaScales,
             match down {

@@ -1,6 +1,7 @@
 //! The echo workload several steps share (services, faults, ingress; tests/e2e/services.sh
 //! keeps the shell's copy for lifecycle.sh): busybox httpd pods that answer with their name,
-//! a Service in front, and the client pod's HTTP GET of it.
+//! a Service in front, and the client pod's HTTP GET of it; the retry loops ([`until`],
+//! [`until_ok`]) those and two-nodes' cross-node checks wait with.
 
 use std::time::{Duration, Instant};
 
@@ -71,8 +72,8 @@ pub fn is_answer(answer: &str) -> bool {
     !answer.is_empty() && !answer.starts_with("nc:") && !answer.starts_with("error")
 }
 
-/// Calls `f` every second until it returns Some or `limit` has passed.
-pub fn until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+/// Calls `f` until it returns Some, `every` apart, giving up once `limit` has passed.
+pub fn until<T>(limit: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -81,8 +82,26 @@ pub fn until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> 
         if start.elapsed() >= limit {
             return None;
         }
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(every);
     }
+}
+
+/// [`until`] `f` is Ok (the route, the pod or the Service is not there yet): Ok(its value), or
+/// its last Err once `limit` has passed.
+pub fn until_ok<T>(
+    limit: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let mut last = String::new();
+    until(limit, every, || match f() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            last = e;
+            None
+        }
+    })
+    .ok_or(last)
 }
 
 /// Asks HOST:PORT from the client pod every second until it answers ([`is_answer`]), up to
@@ -94,12 +113,13 @@ pub fn get_until_answer(
     port: u16,
     limit: Duration,
 ) -> Result<String, String> {
-    let mut last = String::new();
-    let answer = until(limit, || {
-        last = run.get_in_client(host, port);
-        is_answer(&last).then(|| last.clone())
-    });
-    answer.ok_or(last)
+    until_ok(limit, Duration::from_secs(1), || {
+        let answer = run.get_in_client(host, port);
+        match is_answer(&answer) {
+            true => Ok(answer),
+            false => Err(answer),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -117,14 +137,23 @@ mod tests {
     #[test]
     fn until_stops_at_the_first_value_or_at_the_limit() {
         let mut calls = 0;
-        assert_eq!(
-            until(Duration::from_secs(5), || {
-                calls += 1;
-                (calls == 1).then_some(7)
-            }),
-            Some(7)
-        );
-        assert_eq!(until(Duration::ZERO, || None::<u8>), None);
+        let found = until(Duration::from_secs(5), Duration::ZERO, || {
+            calls += 1;
+            (calls == 3).then_some(calls)
+        });
+        assert_eq!(found, Some(3));
+        assert_eq!(until(Duration::ZERO, Duration::ZERO, || None::<u8>), None);
+    }
+
+    #[test]
+    fn until_ok_keeps_the_last_failure() {
+        let mut n = 0;
+        let r: Result<(), String> = until_ok(Duration::ZERO, Duration::ZERO, || {
+            n += 1;
+            Err(format!("try {n}"))
+        });
+        assert_eq!(r, Err("try 1".to_string()));
+        assert_eq!(until_ok(Duration::ZERO, Duration::ZERO, || Ok(5)), Ok(5));
     }
 
     #[test]

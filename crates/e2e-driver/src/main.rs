@@ -15,6 +15,11 @@
 //!   images --http-proxy tests/e2e/http-proxy.py                    (was images.sh)
 //!   ingress                                                        (was ingress.sh)
 //!   services                                                       (was services.sh's steps)
+//!   two-nodes --shared DIR --mode MODE join-command|server-steps|agent-uninstalled|join|
+//!             agent-steps --install-start SECS|server-done        (was two-nodes.sh's checks)
+//!   teardown before|stop|uninstall|restored CHECK...               (scenario.sh's and
+//!                                                                   two-nodes.sh's teardown)
+//!   k3s-log                                                        (lib.sh's k3s_errors, step)
 
 mod addons;
 mod bundle;
@@ -26,6 +31,8 @@ mod ingress;
 mod procs;
 mod services;
 mod settings;
+mod teardown;
+mod two_nodes;
 mod upgrade;
 
 use std::io::Write;
@@ -60,8 +67,9 @@ pub struct Run {
     /// The run's directory (RUN): step-times, scratch.
     #[arg(long)]
     run: PathBuf,
-    /// The extracted bundle whose ./install the steps run (BUNDLE).
-    #[arg(long)]
+    /// The extracted bundle whose ./install the steps run (BUNDLE). Empty before the scripts
+    /// extracted it (`teardown before` runs first, as the shell's snapshots did).
+    #[arg(long, value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from))]
     bundle: PathBuf,
     /// The run's start, seconds since the epoch (lib.sh: T0), for step-times.
     #[arg(long)]
@@ -102,7 +110,28 @@ enum Cmd {
     /// Services and cluster DNS: ClusterIP, CoreDNS, NodePort, LoadBalancer, scale-down (was
     /// services.sh's `services_steps`).
     Services,
+    /// A server and an agent in two sandboxes (two-nodes.sh's checks), one phase per call.
+    TwoNodes {
+        /// The directory both sandboxes see (SHARED): the join command, the hand-offs.
+        #[arg(long)]
+        shared: PathBuf,
+        /// The server's mode (MODE: full | control-plane-only).
+        #[arg(long)]
+        mode: String,
+        #[command(subcommand)]
+        phase: two_nodes::Phase,
+    },
+    /// Stop, uninstall and the host as before (scenario.sh's and two-nodes.sh's end).
+    Teardown {
+        #[command(subcommand)]
+        phase: teardown::Phase,
+    },
+    /// k3s's error lines as `K3SERR` lines, and the step k3s-log (xtask judges the lines).
+    K3sLog,
 }
+
+/// The client pod the scenario runs (services.sh's e2e-busybox): busybox, sleeping.
+const CLIENT_POD: &str = "e2e-busybox";
 
 impl Run {
     /// Prints a step as lib.sh's `step` does and adds it to RUN/step-times (the run's timeline).
@@ -171,6 +200,12 @@ impl Run {
     }
 
     /// `PREFIX/bin/kubectl --kubeconfig DATA/kubeconfig.yaml`, for the caller's arguments.
+    pub fn kubectl_command(&self) -> Command {
+        let mut cmd = Command::new(self.prefix.join("bin/kubectl"));
+        cmd.arg("--kubeconfig").arg(self.kubeconfig());
+        cmd
+    }
+
     /// kubectl ARGS as the scripts' `$($K ARGS 2>&1)`: stdout without its trailing newlines, or
     /// the error, for a step's detail or the log.
     pub fn kubectl_text(&self, args: &[&str]) -> String {
@@ -187,10 +222,35 @@ impl Run {
         self.kubectl_text(&all)
     }
 
-    pub fn kubectl_command(&self) -> Command {
-        let mut cmd = Command::new(self.prefix.join("bin/kubectl"));
-        cmd.arg("--kubeconfig").arg(self.kubeconfig());
-        cmd
+    /// kubectl ARGS succeeded (its error printed, if any).
+    pub fn kubectl_ok(&self, args: &[&str]) -> bool {
+        self.kubectl(args).map_err(|e| eprintln!("{e:#}")).is_ok()
+    }
+
+    /// `$(kubectl ARGS 2>&1)`: stdout then stderr, whatever the exit status, without the
+    /// trailing newlines (an exec's own error output is what a failed step quotes).
+    pub fn kubectl_merged(&self, args: &[&str]) -> String {
+        let merged = match self.kubectl_merged_status(args) {
+            Ok(text) | Err(text) => text,
+        };
+        merged.trim_end_matches('\n').to_string()
+    }
+
+    /// kubectl ARGS run `2>&1`: its stdout then its stderr, Ok when kubectl exits 0, else Err
+    /// with the same text (or why kubectl could not run).
+    fn kubectl_merged_status(&self, args: &[&str]) -> Result<String, String> {
+        match self.kubectl_output(args) {
+            Ok(out) => {
+                let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&out.stderr));
+                if out.status.success() {
+                    Ok(text)
+                } else {
+                    Err(text)
+                }
+            }
+            Err(e) => Err(format!("{e:#}")),
+        }
     }
 
     /// `kubectl apply -f -` of YAML.
@@ -243,28 +303,27 @@ impl Run {
     /// stdout then its stderr (so busybox nc's own errors come through, as in the shell), Ok
     /// when kubectl exits 0, else Err with the same text.
     pub fn in_client(&self, args: &[&str]) -> Result<String, String> {
-        let mut all = vec!["exec", "e2e-busybox", "--"];
+        self.in_pod(CLIENT_POD, args)
+    }
+
+    /// [`Run::in_client`] in pod POD.
+    pub fn in_pod(&self, pod: &str, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["exec", pod, "--"];
         all.extend(args);
-        match self.kubectl_output(&all) {
-            Ok(out) => {
-                let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-                text.push_str(&String::from_utf8_lossy(&out.stderr));
-                if out.status.success() {
-                    Ok(text)
-                } else {
-                    Err(text)
-                }
-            }
-            Err(e) => Err(format!("{e:#}")),
-        }
+        self.kubectl_merged_status(&all)
     }
 
     /// An HTTP GET of HOST:PORT from the client pod e2e-busybox (services.sh's `get`): the
     /// response's last line (the answering pod's name), busybox nc's error, or `error: ...`
     /// when kubectl exec failed (crate::echo: nc, not wget; no `tail` in the pod).
     pub fn get_in_client(&self, host: &str, port: u16) -> String {
-        let script = format!("{} | {}", echo::nc_get("nc", host, port, 3), echo::BODY);
-        match self.in_client(&["sh", "-c", &script]) {
+        self.get_in_pod(CLIENT_POD, host, port, 3)
+    }
+
+    /// [`Run::get_in_client`] from pod POD, nc waiting up to WAIT seconds.
+    pub fn get_in_pod(&self, pod: &str, host: &str, port: u16, wait: u32) -> String {
+        let script = format!("{} | {}", echo::nc_get("nc", host, port, wait), echo::BODY);
+        match self.in_pod(pod, &["sh", "-c", &script]) {
             Ok(out) => out.trim().to_string(),
             Err(out) => format!("error: {}", out.trim()),
         }
@@ -325,6 +384,14 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// `ok` or `FAIL`.
+pub fn ok_or_fail(ok: bool) -> Status {
+    match ok {
+        true => Status::Ok,
+        false => Status::Fail,
+    }
+}
+
 /// The first `n` characters (`cut -c1-N`).
 pub fn first_chars(text: &str, n: usize) -> String {
     text.chars().take(n).collect()
@@ -341,6 +408,13 @@ fn main() -> ExitCode {
         Cmd::Images { http_proxy } => images::run(&cli.run, &http_proxy),
         Cmd::Ingress => ingress::run(&cli.run),
         Cmd::Services => services::run(&cli.run),
+        Cmd::TwoNodes {
+            shared,
+            mode,
+            phase,
+        } => two_nodes::run(&cli.run, &shared, &mode, phase),
+        Cmd::Teardown { phase } => teardown::run(&cli.run, phase),
+        Cmd::K3sLog => teardown::k3s_log(&cli.run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -374,5 +448,28 @@ mod tests {
         assert_eq!(first_chars("abcdef", 3), "abc");
         assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
         assert_eq!(tail("a", 8), "a");
+        assert_eq!(ok_or_fail(true), Status::Ok);
+        assert_eq!(ok_or_fail(false), Status::Fail);
+    }
+
+    #[test]
+    fn an_empty_bundle_is_taken_before_the_extract() {
+        let cli = Cli::try_parse_from([
+            "e2e-driver",
+            "--prefix",
+            "/p",
+            "--data-dir",
+            "/d",
+            "--run",
+            "/r",
+            "--bundle",
+            "",
+            "--t0",
+            "1",
+            "teardown",
+            "before",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.bundle, PathBuf::new());
     }
 }

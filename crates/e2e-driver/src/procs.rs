@@ -15,13 +15,7 @@ pub fn daemon_pid(status: &serde_json::Value, prefix: &Path, name: &str) -> Opti
             return Some(pid as i32);
         }
     }
-    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    pids.into_iter().find(|pid| {
+    pids().into_iter().find(|pid| {
         if std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .as_deref()
@@ -31,6 +25,19 @@ pub fn daemon_pid(status: &serde_json::Value, prefix: &Path, name: &str) -> Opti
         }
         name != "k3s" || is_k3s_daemon(&cmdline(*pid))
     })
+}
+
+/// Every process's pid in /proc, in order (empty where /proc cannot be read).
+pub fn pids() -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.sort_unstable();
+    pids
 }
 
 /// `k3s server` or `k3s agent` (its title), not `k3s kubectl`.
@@ -98,6 +105,9 @@ mod tests {
         assert_eq!(daemon_pid(&status, prefix, "k3s"), None);
         assert!(is_k3s_daemon("/p/bin/k3s server "));
         assert!(!is_k3s_daemon("/p/bin/k3s kubectl get nodes"));
+        let me = std::process::id() as i32;
+        let all = pids();
+        assert!(all.contains(&me) && all.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

@@ -306,14 +306,14 @@ fn started_since(started: &str, since: &str) -> bool {
     !times.is_empty() && times.iter().any(|t| *t >= since)
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
 /// `date -u +%Y-%m-%dT%H:%M:%SZ` of Unix seconds: the form kubectl prints pods' start times in.
-fn rfc3339_utc(secs: u64) -> String {
+pub(crate) fn rfc3339_utc(secs: u64) -> String {
     chrono::DateTime::from_timestamp(secs as i64, 0)
         .expect("a u64 epoch second fits chrono's range")
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -5,9 +5,6 @@
 # refused-flag, bad-config-refused, env-kept-across-start, daemon-env-after-start,
 # tools-removed); this file only calls it (lib.sh's `driver`).
 
-# A clean environment, as a new shell in a sandbox has it (scenario.sh's start).
-CLEAN_ENV="env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 # Before install: k3s's config files; the variables a k3s user sets and K3S_FLAGS (the flags
 # after `--`), from RUN/settings.env.
 settings_before_install() {

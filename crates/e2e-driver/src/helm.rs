@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use e2e_steps::{Status, Step};
 
 use crate::bundle::image_ref;
-use crate::settings::{clean_env, clean_shell, last_lines, output_of};
+use crate::settings::{clean_env, clean_shell, last_lines, output_of, status_and_output};
 use crate::{tail, Run};
 
 /// The HelmChart's release and its namespace; the CLI's release and its namespace.
@@ -375,19 +375,8 @@ fn helmchart_installs(run: &Run, chart: &Path) {
 /// `helm ARGS` from a fresh shell (`env -i`, the PATH a new shell has): whether it succeeded,
 /// and its output (`2>&1`, trailing newlines dropped as `$(...)` does).
 fn helm(args: &[&str]) -> (bool, String) {
-    let mut cmd = clean_env();
-    cmd.arg("helm").args(args).stdin(Stdio::null());
-    match cmd.output() {
-        Ok(out) => {
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
-            (
-                out.status.success(),
-                text.trim_end_matches('\n').to_string(),
-            )
-        }
-        Err(e) => (false, format!("cannot run env -i ... helm: {e}")),
-    }
+    let (ok, text) = status_and_output(clean_env().arg("helm").args(args));
+    (ok, text.trim_end_matches('\n').to_string())
 }
 
 /// `helm list` shows release NAME deployed: a line `NAME<space>...<space>deployed<space>`

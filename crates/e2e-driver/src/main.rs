@@ -20,6 +20,12 @@
 //!   teardown before|stop|uninstall|restored CHECK...               (scenario.sh's and
 //!                                                                   two-nodes.sh's teardown)
 //!   k3s-log                                                        (lib.sh's k3s_errors, step)
+//!   scenario installed --mode M --install-start SECS [--kubeconfig-644]|k3s-failed|
+//!            checks --mode M [--kubeconfig-644]|stop|start|back|delete|
+//!            no-k3s --mode M [--crictl PATH]|second-install --mode M  (was scenario.sh's steps)
+//!   mounts before-uninstall|after-uninstall                        (was mounts.sh; its
+//!                                                                   umask-modes is in
+//!                                                                   `scenario installed`)
 
 mod addons;
 mod bundle;
@@ -28,7 +34,9 @@ mod faults;
 mod helm;
 mod images;
 mod ingress;
+mod mounts;
 mod procs;
+mod scenario;
 mod services;
 mod settings;
 mod teardown;
@@ -128,6 +136,16 @@ enum Cmd {
     },
     /// k3s's error lines as `K3SERR` lines, and the step k3s-log (xtask judges the lines).
     K3sLog,
+    /// scenario.sh's own steps, one phase per call (its start-up stays in the script).
+    Scenario {
+        #[command(subcommand)]
+        phase: scenario::Phase,
+    },
+    /// Bind mounts pointing outside the install, around the uninstall (was mounts.sh's).
+    Mounts {
+        #[command(subcommand)]
+        phase: mounts::Phase,
+    },
 }
 
 /// The client pod the scenario runs (services.sh's e2e-busybox): busybox, sleeping.
@@ -255,19 +273,28 @@ impl Run {
 
     /// `kubectl apply -f -` of YAML.
     pub fn kubectl_apply(&self, yaml: &str) -> Result<()> {
-        self.kubectl_apply_args(&[], yaml)
+        self.kubectl_apply_args(&[], &[], yaml)
     }
 
     /// `kubectl -n NAMESPACE apply -f -` of YAML.
     pub fn kubectl_apply_in(&self, namespace: &str, yaml: &str) -> Result<()> {
-        self.kubectl_apply_args(&["-n", namespace], yaml)
+        self.kubectl_apply_args(&["-n", namespace], &[], yaml)
     }
 
-    fn kubectl_apply_args(&self, args: &[&str], yaml: &str) -> Result<()> {
+    /// `kubectl -n NAMESPACE apply --dry-run=server -f -` of YAML: the API server validates and
+    /// admits it, and stores nothing.
+    pub fn kubectl_apply_dry_run_in(&self, namespace: &str, yaml: &str) -> Result<()> {
+        self.kubectl_apply_args(&["-n", namespace], &["--dry-run=server"], yaml)
+    }
+
+    /// `kubectl ARGS apply EXTRA -f -` of YAML.
+    fn kubectl_apply_args(&self, args: &[&str], extra: &[&str], yaml: &str) -> Result<()> {
         let mut child = self
             .kubectl_command()
             .args(args)
-            .args(["apply", "-f", "-"])
+            .arg("apply")
+            .args(extra)
+            .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -415,6 +442,8 @@ fn main() -> ExitCode {
         } => two_nodes::run(&cli.run, &shared, &mode, phase),
         Cmd::Teardown { phase } => teardown::run(&cli.run, phase),
         Cmd::K3sLog => teardown::k3s_log(&cli.run),
+        Cmd::Scenario { phase } => scenario::run(&cli.run, phase),
+        Cmd::Mounts { phase } => mounts::run(&cli.run, phase),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

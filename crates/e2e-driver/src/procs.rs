@@ -76,6 +76,23 @@ pub fn mode_text(mode: Option<u32>) -> String {
     mode.map_or("missing".to_string(), |m| format!("{m:o}"))
 }
 
+/// Field NAME of /proc/PID/status (`awk '/^NAME/ {print $2}'`), None when the process or the
+/// field is not there.
+pub fn status_field(pid: i32, name: &str) -> Option<String> {
+    field_of(
+        &std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        name,
+    )
+}
+
+/// Field NAME's value in a /proc/PID/status text: the first word after `NAME:`.
+fn field_of(status: &str, name: &str) -> Option<String> {
+    status.lines().find_map(|l| {
+        let value = l.strip_prefix(name)?.strip_prefix(':')?;
+        value.split_whitespace().next().map(str::to_string)
+    })
+}
+
 /// k3s's error and fatal lines (lib.sh's `k3s_errors`: `level=error|fatal`, klog's `E1206 `).
 pub fn is_k3s_error_line(line: &str) -> bool {
     if line.contains("level=error") || line.contains("level=fatal") {
@@ -121,6 +138,15 @@ mod tests {
         assert_eq!(mode_text(mode(&file)), "644");
         assert_eq!(mode_text(mode(&dir.path().join("none"))), "missing");
     }
+    #[test]
+    fn status_fields_are_the_word_after_the_name() {
+        let status = "Name:\tsleep\nTracerPid:\t0\nSeccomp:\t2\nSeccomp_filters:\t1\n";
+        assert_eq!(field_of(status, "TracerPid").as_deref(), Some("0"));
+        assert_eq!(field_of(status, "Seccomp").as_deref(), Some("2"));
+        assert_eq!(field_of(status, "VmRSS"), None);
+        assert!(status_field(std::process::id() as i32, "TracerPid").is_some());
+    }
+
     #[test]
     fn error_lines_are_klogs_and_logruss() {
         assert!(is_k3s_error_line("E1206 15:10:45.1 x"));

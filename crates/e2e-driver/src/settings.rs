@@ -395,13 +395,19 @@ pub(crate) fn clean_shell() -> Command {
 
 /// A command's stdout and stderr (`2>&1`), or why it could not run.
 pub(crate) fn output_of(cmd: &mut Command) -> String {
+    status_and_output(cmd).1
+}
+
+/// A command run `2>&1`: whether it exited 0, and its stdout then its stderr (or why it could
+/// not run).
+pub(crate) fn status_and_output(cmd: &mut Command) -> (bool, String) {
     match cmd.stdin(Stdio::null()).output() {
         Ok(out) => {
             let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&out.stderr));
-            text
+            (out.status.success(), text)
         }
-        Err(e) => format!("cannot run {:?}: {e}", cmd.get_program()),
+        Err(e) => (false, format!("cannot run {:?}: {e}", cmd.get_program())),
     }
 }
 

@@ -314,7 +314,7 @@ fn walk(path: &Path, into: &mut Vec<PathBuf>) {
 }
 
 /// Processes running from the prefix or data dir: `pid exe;` each (lib.sh's `ours`).
-fn ours(prefix: &Path, data_dir: &Path) -> String {
+pub(crate) fn ours(prefix: &Path, data_dir: &Path) -> String {
     joined(procs::pids().into_iter().filter_map(|pid| {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
         under(&exe, prefix, data_dir).then(|| format!("{pid} {}", exe.display()))

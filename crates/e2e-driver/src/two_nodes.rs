@@ -649,7 +649,7 @@ impl Nodes<'_> {
 
 /// The seconds stamp of install's first output line that contains TEXT (lib.sh's
 /// `[SECS] line`).
-fn stamp_of(install_out: &str, text: &str) -> Option<String> {
+pub(crate) fn stamp_of(install_out: &str, text: &str) -> Option<String> {
     let line = install_out.lines().find(|l| l.contains(text))?;
     let (stamp, _) = line.strip_prefix('[')?.split_once(']')?;
     stamp

@@ -473,8 +473,10 @@ mod scripts {
                 seen += 1;
             }
         }
+        // The scan works: lib.sh's own steps (extract ok and FAIL, driver FAIL) stay in shell
+        // whatever else is ported to the driver (issue 28), whose steps are the enum itself.
         assert!(
-            seen > 100,
+            seen >= 3,
             "only {seen} step calls found in {}",
             dir.display()
         );

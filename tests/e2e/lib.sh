@@ -84,8 +84,5 @@ rss() {
 # install, the routes) is compared before and after by the driver's teardown
 # (crates/e2e-driver/src/teardown.rs: `driver teardown before|stop|uninstall|restored`).
 
-# Every error or fatal line k3s logged, as `K3SERR <line>` (xtask checks each is documented);
-# scenario.sh and two-nodes.sh have the driver's `k3s-log` print them and the step.
-k3s_errors() {
-  grep -E 'level=(error|fatal)|^[EF][0-9]{4} ' "$D/logs/k3s.log" 2>/dev/null | sed 's/^/K3SERR /'
-}
+# k3s's error lines (`K3SERR <line>`, xtask checks each is documented) are the driver's
+# `k3s-log` (crates/e2e-driver/src/teardown.rs) in every script.

@@ -1,11 +1,11 @@
 //! `cargo xtask soak --minutes N`: one full-mode install in a sandbox (sandbox.rs) running a
-//! 2-replica Deployment, sampled every 10 s by tests/e2e/soak.sh (node Ready, the k3s and
-//! containerd pids, their RSS, the pods' restart counts); then a summary. Not part of CI: the
-//! 30-minute figures are in BENCHMARKS.md.
+//! 2-replica Deployment, sampled every 10 s (tests/e2e/soak.sh, the e2e driver's `soak
+//! samples`: node Ready, the k3s and containerd pids, their RSS, the pods' restart counts);
+//! then a summary. Not part of CI: the 30-minute figures are in BENCHMARKS.md.
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::e2e::{self, Host};
 use crate::k3s_log;
@@ -110,10 +110,12 @@ pub fn summary(label: &str, minutes: u32, samples: &[Sample], k3s_log_step: &str
 
 /// Runs the soak and prints its summary; an error when the node was not Ready in every sample,
 /// a daemon restarted, or a pod container restarted.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     tarball: &Path,
     work: &Path,
     scripts: &Path,
+    driver: &Path,
     known_errors: &Path,
     host: &Host,
     network: Network,
@@ -123,6 +125,9 @@ pub fn run(
     crate::fsutil::remove_tree(&dir)?;
     let run_dir = dir.join("run");
     std::fs::create_dir_all(&run_dir)?;
+    // The e2e driver (crates/e2e-driver) makes soak.sh's checks and samples (`driver soak`).
+    let copied = dir.join("e2e-driver");
+    std::fs::copy(driver, &copied).with_context(|| format!("cannot copy {}", driver.display()))?;
     let script = e2e::wrapper(
         &dir,
         &scripts.join("soak.sh"),
@@ -131,6 +136,7 @@ pub fn run(
             ("RUN", run_dir.display().to_string()),
             ("MINUTES", minutes.to_string()),
             ("INTERVAL", INTERVAL_SECONDS.to_string()),
+            ("E2E_DRIVER", copied.display().to_string()),
         ],
     )?;
     crate::ui::step(

@@ -1,5 +1,5 @@
-//! The echo workload several steps share (services, faults, ingress; tests/e2e/services.sh
-//! keeps the shell's copy for lifecycle.sh): busybox httpd pods that answer with their name,
+//! The echo workload several steps share (services, faults, ingress, lifecycle; was
+//! tests/e2e/services.sh's shell helpers): busybox httpd pods that answer with their name,
 //! a Service in front, and the client pod's HTTP GET of it; the retry loops ([`until`],
 //! [`until_ok`]) those and two-nodes' cross-node checks wait with.
 
@@ -44,9 +44,14 @@ spec:
 
 /// One pod of [`echo_deployment`] NAME and its [`echo_service`], as one manifest.
 pub fn echo_deployment_and_service(name: &str, image: &str) -> String {
+    echo_workload(name, 1, image)
+}
+
+/// REPLICAS pods of [`echo_deployment`] NAME and its [`echo_service`], as one manifest.
+pub fn echo_workload(name: &str, replicas: u32, image: &str) -> String {
     format!(
         "{}---\n{}",
-        echo_deployment(name, 1, image),
+        echo_deployment(name, replicas, image),
         echo_service(name)
     )
 }

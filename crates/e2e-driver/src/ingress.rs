@@ -17,7 +17,7 @@ use e2e_steps::{Status, Step};
 
 use crate::bundle::image_ref;
 use crate::echo::echo_deployment_and_service;
-use crate::{first_chars, Run};
+use crate::{first_chars, procs, Run};
 
 const NS: &str = "e2e-ingress";
 
@@ -445,19 +445,8 @@ fn traefik_rss() -> Vec<u64> {
         .filter(|e| {
             std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == "traefik")
         })
-        .filter_map(|e| vm_rss_kb(&std::fs::read_to_string(e.path().join("status")).ok()?))
+        .filter_map(|e| procs::vm_rss_kb(&std::fs::read_to_string(e.path().join("status")).ok()?))
         .collect()
-}
-
-/// VmRSS of a /proc/PID/status, in kB.
-fn vm_rss_kb(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// `<kB> kB in <n> process(es)`, or nothing when none runs.
@@ -537,11 +526,6 @@ mod tests {
 
     #[test]
     fn rss_sums_traefiks_processes() {
-        assert_eq!(
-            vm_rss_kb("Name:\ttraefik\nVmRSS:\t   51200 kB\n"),
-            Some(51200)
-        );
-        assert_eq!(vm_rss_kb("Name:\tkthreadd\n"), None);
         assert_eq!(rss_text(&[51200, 800]), "52000 kB in 2 process(es)");
         assert_eq!(rss_text(&[]), "");
     }

@@ -19,7 +19,10 @@
 //!             agent-steps --install-start SECS|server-done        (was two-nodes.sh's checks)
 //!   teardown before|stop|uninstall|restored CHECK...               (scenario.sh's and
 //!                                                                   two-nodes.sh's teardown)
-//!   k3s-log                                                        (lib.sh's k3s_errors, step)
+//!   k3s-log [--lines-only]                                         (lib.sh's k3s_errors, step)
+//!   lifecycle workload|phase pause|checkpoint --pause-seconds N|still-ready
+//!                                                                  (was lifecycle.sh's checks)
+//!   soak deployment|samples --minutes M --interval I               (was soak.sh's)
 //!   scenario installed --mode M --install-start SECS [--kubeconfig-644]|k3s-failed|
 //!            checks --mode M [--kubeconfig-644]|stop|start|back|delete|
 //!            no-k3s --mode M [--crictl PATH]|second-install --mode M  (was scenario.sh's steps)
@@ -34,11 +37,13 @@ mod faults;
 mod helm;
 mod images;
 mod ingress;
+mod lifecycle;
 mod mounts;
 mod procs;
 mod scenario;
 mod services;
 mod settings;
+mod soak;
 mod teardown;
 mod two_nodes;
 mod upgrade;
@@ -135,7 +140,22 @@ enum Cmd {
         phase: teardown::Phase,
     },
     /// k3s's error lines as `K3SERR` lines, and the step k3s-log (xtask judges the lines).
-    K3sLog,
+    K3sLog {
+        /// The lines without the step (soak.sh: `xtask soak` judges them itself).
+        #[arg(long)]
+        lines_only: bool,
+    },
+    /// An idle sandbox paused or checkpointed by the host, one phase per call (was
+    /// lifecycle.sh's checks).
+    Lifecycle {
+        #[command(subcommand)]
+        phase: lifecycle::Phase,
+    },
+    /// `cargo xtask soak`'s Deployment and samples (was soak.sh's).
+    Soak {
+        #[command(subcommand)]
+        phase: soak::Phase,
+    },
     /// scenario.sh's own steps, one phase per call (its start-up stays in the script).
     Scenario {
         #[command(subcommand)]
@@ -148,7 +168,7 @@ enum Cmd {
     },
 }
 
-/// The client pod the scenario runs (services.sh's e2e-busybox): busybox, sleeping.
+/// The client pod the scenario and lifecycle run (e2e-busybox): busybox, sleeping.
 const CLIENT_POD: &str = "e2e-busybox";
 
 impl Run {
@@ -315,6 +335,18 @@ impl Run {
         Ok(())
     }
 
+    /// The step node-ready: every node Ready within 60 s (`kubectl wait`).
+    pub fn node_ready_step(&self) {
+        let ready = self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Ready",
+            "node",
+            "--all",
+            "--timeout=60s",
+        ]);
+        self.step(Step::NodeReady, ok_or_fail(ready), "");
+    }
+
     /// The node's Ready condition is True now.
     pub fn node_ready(&self) -> bool {
         self.kubectl(&[
@@ -326,7 +358,7 @@ impl Run {
         .is_ok_and(|s| s.trim() == "True")
     }
 
-    /// `kubectl exec e2e-busybox -- ARGS` (services.sh's `in_client`, which ran it `2>&1`): its
+    /// `kubectl exec e2e-busybox -- ARGS` (the shell's `in_client`, which ran it `2>&1`): its
     /// stdout then its stderr (so busybox nc's own errors come through, as in the shell), Ok
     /// when kubectl exits 0, else Err with the same text.
     pub fn in_client(&self, args: &[&str]) -> Result<String, String> {
@@ -340,7 +372,7 @@ impl Run {
         self.kubectl_merged_status(&all)
     }
 
-    /// An HTTP GET of HOST:PORT from the client pod e2e-busybox (services.sh's `get`): the
+    /// An HTTP GET of HOST:PORT from the client pod e2e-busybox (the shell's `get`): the
     /// response's last line (the answering pod's name), busybox nc's error, or `error: ...`
     /// when kubectl exec failed (crate::echo: nc, not wget; no `tail` in the pod).
     pub fn get_in_client(&self, host: &str, port: u16) -> String {
@@ -441,7 +473,9 @@ fn main() -> ExitCode {
             phase,
         } => two_nodes::run(&cli.run, &shared, &mode, phase),
         Cmd::Teardown { phase } => teardown::run(&cli.run, phase),
-        Cmd::K3sLog => teardown::k3s_log(&cli.run),
+        Cmd::K3sLog { lines_only } => teardown::k3s_log(&cli.run, lines_only),
+        Cmd::Lifecycle { phase } => lifecycle::run(&cli.run, phase),
+        Cmd::Soak { phase } => soak::run(&cli.run, phase),
         Cmd::Scenario { phase } => scenario::run(&cli.run, phase),
         Cmd::Mounts { phase } => mounts::run(&cli.run, phase),
     };
@@ -481,9 +515,9 @@ mod tests {
         assert_eq!(ok_or_fail(false), Status::Fail);
     }
 
-    #[test]
-    fn an_empty_bundle_is_taken_before_the_extract() {
-        let cli = Cli::try_parse_from([
+    /// ARGS after the run's paths (BUNDLE empty: before the extract), as lib.sh's `driver`.
+    fn parse(bundle: &str, args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut all = vec![
             "e2e-driver",
             "--prefix",
             "/p",
@@ -492,13 +526,52 @@ mod tests {
             "--run",
             "/r",
             "--bundle",
-            "",
+            bundle,
             "--t0",
             "1",
-            "teardown",
-            "before",
-        ])
-        .unwrap();
+        ];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all)
+    }
+
+    /// The scripts' calls parse: lifecycle.sh's and soak.sh's.
+    #[test]
+    fn the_lifecycle_and_soak_calls_parse() {
+        let parse = |args: &[&str]| parse("/b", args).map(|c| c.command);
+        assert!(matches!(
+            parse(&["lifecycle", "phase", "pause", "--pause-seconds", "120"]),
+            Ok(Cmd::Lifecycle {
+                phase: lifecycle::Phase::Host {
+                    pause_seconds: 120,
+                    ..
+                }
+            })
+        ));
+        assert!(parse(&["lifecycle", "phase", "pause"]).is_err());
+        assert!(matches!(
+            parse(&["k3s-log", "--lines-only"]),
+            Ok(Cmd::K3sLog { lines_only: true })
+        ));
+        assert!(matches!(
+            parse(&["teardown", "stop", "--stop-only"]),
+            Ok(Cmd::Teardown {
+                phase: teardown::Phase::Stop { stop_only: true }
+            })
+        ));
+        assert!(matches!(
+            parse(&["soak", "samples", "--minutes", "30", "--interval", "10"]),
+            Ok(Cmd::Soak {
+                phase: soak::Phase::Samples {
+                    minutes: 30,
+                    interval: 10
+                }
+            })
+        ));
+    }
+
+    #[test]
+    fn an_empty_bundle_is_taken_before_the_extract() {
+        let cli = parse("", &["teardown", "before"]).unwrap();
         assert_eq!(cli.run.bundle, PathBuf::new());
     }
 }

@@ -15,11 +15,36 @@ pub fn daemon_pid(status: &serde_json::Value, prefix: &Path, name: &str) -> Opti
             return Some(pid as i32);
         }
     }
+    find_daemon(&exe, name)
+}
+
+/// [`daemon_pid`] from the keeper's own record, DATA/run/NAME.keeper.json (lib.sh's `pid_of`),
+/// not `status --json`: the soak asks every 10 s for 30 minutes and measures what runs, so it
+/// reads a file rather than start the installer each time.
+pub fn daemon_pid_of_keeper(data_dir: &Path, prefix: &Path, name: &str) -> Option<i32> {
+    let exe = prefix.join("bin").join(name);
+    let keeper: Option<i32> = std::fs::read(data_dir.join(format!("run/{name}.keeper.json")))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["pid"].as_i64())
+        .map(|p| p as i32);
+    keeper
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .as_deref()
+                == Some(&*exe)
+        })
+        .or_else(|| find_daemon(&exe, name))
+}
+
+/// The first process in /proc running EXE (for k3s, its daemon: [`is_k3s_daemon`]).
+fn find_daemon(exe: &Path, name: &str) -> Option<i32> {
     pids().into_iter().find(|pid| {
         if std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .as_deref()
-            != Some(&*exe)
+            != Some(exe)
         {
             return false;
         }
@@ -93,6 +118,16 @@ fn field_of(status: &str, name: &str) -> Option<String> {
     })
 }
 
+/// VmRSS of a /proc/PID/status, in kB.
+pub fn vm_rss_kb(status: &str) -> Option<u64> {
+    field_of(status, "VmRSS")?.parse().ok()
+}
+
+/// Process PID's VmRSS in kB (lib.sh's `rss_kb`), None when it is gone.
+pub fn rss_kb(pid: i32) -> Option<u64> {
+    vm_rss_kb(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
 /// k3s's error and fatal lines (lib.sh's `k3s_errors`: `level=error|fatal`, klog's `E1206 `).
 pub fn is_k3s_error_line(line: &str) -> bool {
     if line.contains("level=error") || line.contains("level=fatal") {
@@ -145,6 +180,33 @@ mod tests {
         assert_eq!(field_of(status, "Seccomp").as_deref(), Some("2"));
         assert_eq!(field_of(status, "VmRSS"), None);
         assert!(status_field(std::process::id() as i32, "TracerPid").is_some());
+    }
+
+    #[test]
+    fn rss_is_vmrss_in_kb() {
+        assert_eq!(
+            vm_rss_kb("Name:\ttraefik\nVmRSS:\t   51200 kB\n"),
+            Some(51200)
+        );
+        assert_eq!(vm_rss_kb("Name:\tkthreadd\n"), None);
+        assert!(rss_kb(std::process::id() as i32).is_some_and(|kb| kb > 0));
+    }
+
+    #[test]
+    fn the_keepers_file_names_the_daemon_only_when_it_runs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        let me = std::process::id();
+        std::fs::write(
+            dir.path().join("run/k3s.keeper.json"),
+            format!("{{\"pid\":{me},\"restarts\":0}}"),
+        )
+        .unwrap();
+        // This process is no PREFIX/bin/k3s: the keeper's pid is not taken.
+        assert_eq!(
+            daemon_pid_of_keeper(dir.path(), Path::new("/nonexistent-prefix"), "k3s"),
+            None
+        );
     }
 
     #[test]

@@ -589,14 +589,7 @@ fn full(run: &Run, busybox: &str, proxy: &str, coredns_on: bool) {
             ),
         ),
     }
-    let ready = run.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "node",
-        "--all",
-        "--timeout=60s",
-    ]);
-    run.step(Step::NodeReady, ok_or_fail(ready), "");
+    run.node_ready_step();
     let image = format!("--image={busybox}");
     println!(
         "{}",

@@ -10,7 +10,8 @@
 //!                (/etc/rancher, /run/containerd, CNI's cache, pod logs, /run/netns, the tool
 //!                wrappers in /usr/local/bin), the routes with a gateway (node-routes' routes);
 //!   `stop`       stop          `./install stop` exits 0;
-//!                no-processes  no process runs from the prefix or the data dir; then the
+//!                no-processes  no process runs from the prefix or the data dir (not with
+//!                              `--stop-only`: lifecycle.sh's and soak.sh's teardown); then the
 //!                              components' logs are copied to RUN/component-logs (uninstall
 //!                              removes them);
 //!   `uninstall`  uninstall     `./install uninstall` exits 0;
@@ -21,7 +22,7 @@
 //!                host-files-restored  (host-files) the files outside the install are as before;
 //!                nothing-left         (nothing-left) neither the prefix nor the data dir exists.
 //! `driver k3s-log` prints k3s's error lines as `K3SERR` (xtask checks each is documented) and
-//! the step k3s-log, always ok, with their count.
+//! the step k3s-log, always ok, with their count (`--lines-only`: the lines alone, for the soak).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,11 @@ pub enum Phase {
     /// Before the extract: what the host has, for `restored` to compare with.
     Before,
     /// `./install stop`, then no process of the install runs (stop, no-processes).
-    Stop,
+    Stop {
+        /// Only the step stop: lifecycle.sh's and soak.sh's teardown never had no-processes.
+        #[arg(long)]
+        stop_only: bool,
+    },
     /// `./install uninstall` (uninstall).
     Uninstall,
     /// The host as `before` found it, one step per CHECK, in the order given.
@@ -115,18 +120,20 @@ pub fn run(run: &Run, phase: Phase) -> Result<()> {
             std::fs::write(&file, serde_json::to_vec_pretty(&snapshot)?)
                 .with_context(|| format!("cannot write {}", file.display()))?;
         }
-        Phase::Stop => {
+        Phase::Stop { stop_only } => {
             println!("== stop");
             let stopped = install_ok(run, "stop");
             run.step(Step::Stop, ok_or_fail(stopped), "");
-            let ours = ours(&run.prefix, &run.data_dir);
-            run.verdict(
-                Step::NoProcesses,
-                match ours.is_empty() {
-                    true => Ok(String::new()),
-                    false => Err(ours),
-                },
-            );
+            if !stop_only {
+                let ours = ours(&run.prefix, &run.data_dir);
+                run.verdict(
+                    Step::NoProcesses,
+                    match ours.is_empty() {
+                        true => Ok(String::new()),
+                        false => Err(ours),
+                    },
+                );
+            }
             // Every component's log beside the run: uninstall removes the data dir.
             let _ = Command::new("cp")
                 .arg("-r")
@@ -167,8 +174,9 @@ pub fn run(run: &Run, phase: Phase) -> Result<()> {
 }
 
 /// lib.sh's `k3s_errors` and the step after it: each error line of k3s's log as `K3SERR
-/// <line>`, then k3s-log ok with their count.
-pub fn k3s_log(run: &Run) -> Result<()> {
+/// <line>`, then k3s-log ok with their count (not with LINES_ONLY: `xtask soak` makes its
+/// own verdict of the lines, and soak.sh printed no step).
+pub fn k3s_log(run: &Run, lines_only: bool) -> Result<()> {
     let log = std::fs::read_to_string(run.k3s_log()).unwrap_or_default();
     let errors: Vec<&str> = log
         .lines()
@@ -177,11 +185,13 @@ pub fn k3s_log(run: &Run) -> Result<()> {
     for line in &errors {
         println!("K3SERR {line}");
     }
-    run.step(
-        Step::K3sLog,
-        Status::Ok,
-        format!("{} error line(s)", errors.len()),
-    );
+    if !lines_only {
+        run.step(
+            Step::K3sLog,
+            Status::Ok,
+            format!("{} error line(s)", errors.len()),
+        );
+    }
     Ok(())
 }
 

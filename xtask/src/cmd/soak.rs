@@ -19,10 +19,12 @@ pub struct SoakArgs {
 pub fn run(ctx: &Ctx, args: SoakArgs) -> Result<()> {
     let host = ctx.host(&args.host)?;
     let proof = ctx.proof_inputs()?;
+    let driver = crate::build::e2e_driver(&ctx.layout, &ctx.config.target()?)?;
     crate::soak::run(
         &proof.tarball,
         &ctx.layout.work.join("e2e"),
         &proof.scripts,
+        &driver,
         &proof.known_errors,
         &host,
         args.network,

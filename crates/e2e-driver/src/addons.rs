@@ -89,7 +89,7 @@ fn install_facts(run: &Run) -> (serde_json::Value, String) {
     let status = run
         .status()
         .map_or(serde_json::Value::Null, |(json, _)| json);
-    let out = std::fs::read_to_string(run.run.join("install.out")).unwrap_or_default();
+    let out = run.install_out();
     (status, out)
 }
 

@@ -194,7 +194,7 @@ pub fn run(run: &Run, http_proxy: &Path) -> Result<()> {
         describe_tail(run, "e2e-mirror");
         let log =
             std::fs::read_to_string(run.data_dir.join("logs/containerd.log")).unwrap_or_default();
-        println!("{}", last_lines(&log, 5));
+        println!("{}", crate::tail(&log, 5));
     }
 
     let proxied = format!("registry.invalid:{PORT}/library/k3sgv-mirror-only:1");
@@ -215,7 +215,7 @@ pub fn run(run: &Run, http_proxy: &Path) -> Result<()> {
                 Status::Fail,
                 format!(
                     "start rc={rc}; proxy log: {}",
-                    last_lines(&log, 2).replace('\n', " ")
+                    crate::tail(&log, 2).replace('\n', " ")
                 ),
             );
             describe_tail(run, "e2e-proxied");
@@ -454,12 +454,6 @@ fn lines_starting(text: &str, prefix: &str) -> String {
         .collect()
 }
 
-/// The last `n` lines of `text` (`tail -n N`).
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// Runs a pod NAME of IMAGE (pull policy POLICY) and waits up to 120 s until it is Running.
 fn pod_running(run: &Run, name: &str, image: &str, policy: &str) -> bool {
     let result = run
@@ -490,7 +484,7 @@ fn pod_running(run: &Run, name: &str, image: &str, policy: &str) -> bool {
 /// The last lines of `kubectl describe pod NAME`: its events, why it does not run.
 fn describe_tail(run: &Run, name: &str) {
     if let Ok(text) = run.kubectl(&["describe", "pod", name]) {
-        println!("{}", last_lines(&text, 8));
+        println!("{}", crate::tail(&text, 8));
     }
 }
 
@@ -552,6 +546,6 @@ mod tests {
         let config = registry_config(Path::new("/r/registry"));
         assert!(config.contains("addr: 127.0.0.1:5443\n"));
         assert!(config.contains("path: /r/registry/htpasswd}"));
-        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(crate::tail("a\nb\nc\n", 2), "b\nc");
     }
 }

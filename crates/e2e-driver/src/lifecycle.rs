@@ -183,14 +183,6 @@ fn cluster_ip(run: &Run) -> String {
     run.kubectl_text(&["get", "service", ECHO, "-o", "jsonpath={.spec.clusterIP}"])
 }
 
-/// Seconds since the epoch, as `date +%s` (the wall clock: it jumps over a pause; a monotonic
-/// clock may not count the time the sandbox was stopped).
-fn epoch() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The jump of the clock between two one-second sleeps that is taken for the resume: half the
 /// pause, at least 20 s (a loaded sandbox may lag a few seconds, never that much).
 fn jump_gap(pause_seconds: u64) -> u64 {
@@ -227,7 +219,7 @@ fn wait_for_resume(pause_seconds: u64, started: u64) -> Option<u64> {
     let give_up = prev + pause_seconds + 300;
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        let now = epoch();
+        let now = crate::unix_now();
         match tick(prev, now, gap, give_up) {
             Watch::Resumed(t) => return Some(t),
             Watch::GaveUp => return None,
@@ -248,7 +240,7 @@ fn host_phase(run: &Run, phase: &str, names: &Names, pause_seconds: u64) {
     let ip = cluster_ip(run);
     // The clock before the request: the host may pause the sandbox as soon as the line is out,
     // and a first reading taken after the resume would see no jump.
-    let started = epoch();
+    let started = crate::unix_now();
     // xtask acts on this line as it arrives: it must leave now, not at exit.
     println!("LIFECYCLE {phase}");
     let _ = std::io::Write::flush(&mut std::io::stdout());
@@ -343,9 +335,9 @@ fn add_endpoint(seen: &mut Vec<String>, answer: &str) {
 /// Checks that everything is back within BACK_WITHIN seconds of the resume at RESUMED.
 fn back_after(run: &Run, names: &Names, node: &str, ip: &str, resumed: u64, pause: u64) {
     let deadline = resumed + BACK_WITHIN;
-    let since = || epoch().saturating_sub(resumed);
+    let since = || crate::unix_now().saturating_sub(resumed);
     // At least one try of each: the deadline may be spent by the time a check starts.
-    let left = || Duration::from_secs(deadline.saturating_sub(epoch()));
+    let left = || Duration::from_secs(deadline.saturating_sub(crate::unix_now()));
     let [ready_step, pods_step, exec_step, service_step] = names.steps;
 
     let mut last = (String::new(), String::new());

@@ -210,6 +210,12 @@ impl Run {
         let _ = std::io::stdout().flush();
     }
 
+    /// RUN/install.out: the stamped output of this run's ./install (for what `status --json`
+    /// does not report).
+    pub fn install_out(&self) -> String {
+        std::fs::read_to_string(self.run.join("install.out")).unwrap_or_default()
+    }
+
     pub fn k3s_log(&self) -> PathBuf {
         self.data_dir.join("logs/k3s.log")
     }
@@ -437,6 +443,21 @@ pub fn last_line(text: &str) -> &str {
     text.trim_end().lines().last().unwrap_or("").trim()
 }
 
+/// Seconds since the epoch, as `date +%s`: the wall clock, which jumps over a pause of the
+/// sandbox (a monotonic clock may not count the time it was stopped).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `date -u +%Y-%m-%dT%H:%M:%SZ` of Unix seconds: the form kubectl prints pods' start times in.
+pub fn rfc3339_utc(secs: u64) -> String {
+    chrono::DateTime::from_timestamp(secs as i64, 0)
+        .expect("a u64 epoch second fits chrono's range")
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// The last `n` lines of `text`, one per line (`tail -n N`).
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.trim_end().lines().collect();
@@ -491,6 +512,13 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_print_as_date_u_does() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_796_569_845), "2026-12-06T15:10:45Z");
+    }
 
     #[test]
     fn a_step_goes_to_step_times_with_its_time_since_t0() {

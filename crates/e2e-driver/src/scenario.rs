@@ -64,8 +64,8 @@ use e2e_steps::{Status, Step};
 
 use crate::bundle::{image_ref, manifest};
 use crate::settings::{clean_env, clean_shell, status_and_output};
-use crate::upgrade::{rfc3339_utc, unix_now};
 use crate::{first_chars, last_line, ok_or_fail, procs, Run, CLIENT_POD};
+use crate::{rfc3339_utc, unix_now};
 
 #[derive(clap::Subcommand, Clone, Debug)]
 pub enum Phase {
@@ -179,10 +179,6 @@ pub fn run(run: &Run, phase: Phase) -> Result<()> {
     Ok(())
 }
 
-fn install_out(run: &Run) -> String {
-    std::fs::read_to_string(run.run.join("install.out")).unwrap_or_default()
-}
-
 fn installed(run: &Run, mode: &str, install_start: f64, kubeconfig_644: bool) {
     let rc = std::fs::read_to_string(run.run.join("install.rc")).unwrap_or_default();
     match rc.trim() {
@@ -192,7 +188,7 @@ fn installed(run: &Run, mode: &str, install_start: f64, kubeconfig_644: bool) {
     crate::mounts::umask_modes(run, kubeconfig_644);
     run.mark("installed");
     // When install printed these (its stamped lines): status --json has no such times.
-    let out = install_out(run);
+    let out = run.install_out();
     for (name, text) in [
         ("api-ready", "Kubernetes API is ready"),
         ("node-ready", "node is Ready"),
@@ -264,7 +260,7 @@ fn addons_verdict(why: Option<&str>, off: Option<&str>) -> Result<String, String
 
 fn checks(run: &Run, mode: &str, kubeconfig_644: bool) -> Result<()> {
     let busybox = image_ref(&run.bundle, "busybox").unwrap_or_default();
-    let out = install_out(run);
+    let out = run.install_out();
     let status = run
         .status()
         .map_or(serde_json::Value::Null, |(json, _)| json);

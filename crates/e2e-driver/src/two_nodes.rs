@@ -61,8 +61,8 @@ use e2e_steps::{Status, Step};
 use crate::bundle::image_ref;
 use crate::echo::until_ok;
 use crate::teardown::install_ok;
-use crate::upgrade::{rfc3339_utc, unix_now};
 use crate::{first_chars, last_line, ok_or_fail, procs, Run};
+use crate::{rfc3339_utc, unix_now};
 
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum Phase {
@@ -175,14 +175,9 @@ impl Nodes<'_> {
         false
     }
 
-    /// RUN/install.out, the stamped output of this node's ./install.
-    fn install_out(&self) -> String {
-        std::fs::read_to_string(self.run.run.join("install.out")).unwrap_or_default()
-    }
-
     fn join_command(&self) {
         let run = self.run;
-        let out = self.install_out();
+        let out = self.run.install_out();
         if let Some(t) = stamp_of(&out, "Kubernetes API is ready") {
             println!("TIME api-ready {t}");
         }
@@ -580,7 +575,7 @@ impl Nodes<'_> {
             },
         );
         run.mark("installed");
-        let out = self.install_out();
+        let out = self.run.install_out();
         match stamp_of(&out, "node is Ready").and_then(|s| s.parse::<f64>().ok()) {
             Some(ready_at) => {
                 let secs = format!("{:.1}", ready_at - install_start);

@@ -24,7 +24,7 @@ use anyhow::Result;
 use e2e_steps::{Status, Step};
 
 use crate::bundle::{image_ref, version_of};
-use crate::{last_line, procs, Run};
+use crate::{last_line, procs, rfc3339_utc, unix_now, Run};
 
 pub fn run(run: &Run, next: Option<&Path>) -> Result<()> {
     let Some(next_tarball) = next.filter(|p| !p.as_os_str().is_empty()) else {
@@ -306,29 +306,9 @@ fn started_since(started: &str, since: &str) -> bool {
     !times.is_empty() && times.iter().any(|t| *t >= since)
 }
 
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// `date -u +%Y-%m-%dT%H:%M:%SZ` of Unix seconds: the form kubectl prints pods' start times in.
-pub(crate) fn rfc3339_utc(secs: u64) -> String {
-    chrono::DateTime::from_timestamp(secs as i64, 0)
-        .expect("a u64 epoch second fits chrono's range")
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_print_as_date_u_does() {
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_utc(1_796_569_845), "2026-12-06T15:10:45Z");
-    }
 
     #[test]
     fn the_upgrades_changes_are_its_lines_but_the_unchanged() {

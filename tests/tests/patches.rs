@@ -550,6 +550,37 @@ fn containerd_mount_unit_tests_pass_patched_and_upstream() {
     }
 }
 
+/// containerd 0005 (an optional default shim group) is a no-op where `RUNC_SHIM_DEFAULT_GROUP` is
+/// unset: the patch's unit test of the runc shim's manager (the package has no other) passes in
+/// the patched tree, upstream's three grouping cases and the three with a default. Where the
+/// installer sets it, the e2e's idle sample counts the shims (`RSS` line: one for every pod).
+#[test]
+fn containerd_shim_group_unit_test_passes() {
+    let bins = binaries();
+    let _one = serial();
+    let tree = bins.work.join("src/patched/containerd");
+    let out = Command::new("go")
+        .args([
+            "test",
+            "-mod=vendor",
+            "-count=1",
+            "-v",
+            "-run",
+            "TestShimGroup",
+            "./cmd/containerd-shim-runc-v2/manager/",
+        ])
+        .current_dir(&tree)
+        .output()
+        .expect("cannot run go");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("--- PASS: TestShimGroup "),
+        "go test ./cmd/containerd-shim-runc-v2/manager/ in {}:\n{text}",
+        tree.display()
+    );
+}
+
 /// runc's own unit test of libcontainer/capabilities, compiled from the pipeline's unpatched and
 /// patched runc trees, run where cap_last_cap is missing (Debian's gVisor, or a tmpfs over
 /// /proc/sys/kernel on plain Linux) and where it is present.

@@ -36,6 +36,8 @@
 //!     pod-untraced       its own /proc/self/status: TracerPid 0, Seccomp 0;
 //!     exec               kubectl exec into it runs in it (its hostname);
 //!     deployment         2 replicas available within 120 s (TIME deployment-available);
+//!     one-shim           one containerd-shim-runc-v2 process serves every running pod
+//!                        (containerd 0005's default group, docs/installer.md);
 //!     coredns-ready      where coredns is on, its pod is Ready within 120 s;
 //!     status             `status --json` healthy, the node Ready, its pod counts per phase
 //!                        those kubectl counts (at least 3 Running), svcproxy running where it
@@ -256,6 +258,37 @@ fn addons_verdict(why: Option<&str>, off: Option<&str>) -> Result<String, String
         (None, Some(_)) => Err("coredns turned off though it can run here".into()),
         (None, None) => Ok("coredns on".into()),
     }
+}
+
+/// With the busybox pod and the two web pods running, one shim serves them all: the installer
+/// gives containerd a default shim group (containerd 0005), where upstream runs one per pod.
+fn one_shim_step(run: &Run) {
+    let shim = run.prefix.join("bin/containerd-shim-runc-v2");
+    let shims = procs::pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .as_deref()
+                == Some(&*shim)
+        })
+        .count();
+    let running = run
+        .kubectl_text(&[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector=status.phase=Running",
+            "-o",
+            "name",
+        ])
+        .lines()
+        .count();
+    run.step(
+        Step::OneShim,
+        ok_or_fail(shims == 1 && running >= 3),
+        format!("{shims} containerd-shim-runc-v2 process(es) for {running} running pod(s)"),
+    );
 }
 
 fn checks(run: &Run, mode: &str, kubeconfig_644: bool) -> Result<()> {
@@ -657,6 +690,7 @@ fn full(run: &Run, busybox: &str, proxy: &str, coredns_on: bool) {
         }
     }
     run.mark("deployment-available");
+    one_shim_step(run);
     if coredns_on {
         // On means working: the DNS pod gets Ready (it needs the API through the kubernetes Service).
         let dns = [

@@ -111,6 +111,7 @@ steps! {
     NodeReady => "node-ready",
     NodeStillReady => "node-still-ready",
     NothingLeft => "nothing-left",
+    OneShim => "one-shim",
     PauseResumeExec => "pause-resume-exec",
     PauseResumePods => "pause-resume-pods",
     PauseResumeReady => "pause-resume-ready",

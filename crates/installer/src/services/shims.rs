@@ -15,6 +15,10 @@ use crate::paths::Paths;
 /// `stop` kills leaves its socket there.
 const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
 
+/// The one shim group of a containerd namespace's containers (containerd's environment, see
+/// containerd.rs): its socket is named by this id, not by a task's.
+pub const SHIM_GROUP: &str = "k3s-gvisor";
+
 /// Kills and deletes every task in every containerd namespace, so no container outlives stop.
 /// Returns (namespace, id) of each.
 pub fn kill_tasks(paths: &Paths) -> Vec<(String, String)> {
@@ -37,10 +41,17 @@ pub fn kill_tasks(paths: &Paths) -> Vec<(String, String)> {
 }
 
 /// Removes the sockets of the shims of `killed` tasks and of every shim bundle in containerd's
-/// state dir (what shims ran, even when containerd was already gone at `stop`). One line when
-/// any was removed.
+/// state dir (what shims ran, even when containerd was already gone at `stop`), and of their
+/// namespaces' shim group. One line when any was removed.
 pub fn remove_sockets(paths: &Paths, mut killed: Vec<(String, String)>) -> Option<String> {
     killed.extend(shim_bundles(paths));
+    let mut groups: Vec<(String, String)> = killed
+        .iter()
+        .map(|(namespace, _)| (namespace.clone(), SHIM_GROUP.to_string()))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    killed.extend(groups);
     let removed = killed
         .iter()
         .filter(|(namespace, id)| fs::remove_file(shim_socket(paths, namespace, id)).is_ok())

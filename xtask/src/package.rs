@@ -26,14 +26,22 @@ pub enum Format {
     TarZst,
 }
 
-/// zstd's level 19 with a 128 MiB window (`--long=27`): the window is what finds the repeats
+/// zstd's level 12 with a 128 MiB window (`--long=27`): the window is what finds the repeats
 /// between the Go binaries (k3s, containerd, ctr share most of their libraries), and 2^27 is
-/// the largest window `zstd -d` (and so `tar -xf`) accepts without `--long` of its own.
-const ZSTD_LEVEL: i32 = 19;
+/// the largest window `zstd -d` (and so `tar -xf`) accepts without `--long` of its own. Level
+/// 12, not 19: on the 472 MiB tar, 19 is 7% smaller and took 17 times the CPU (BENCHMARKS.md,
+/// "The download"), minutes of every build and of CI's two packagings.
+const ZSTD_LEVEL: i32 = 12;
 const ZSTD_WINDOW_LOG: u32 = 27;
 /// Worker threads. zstd's output is the same for any number of workers from 1 up (so the
 /// tarball does not depend on the machine); 2 halves the time on this 2-CPU builder.
 const ZSTD_WORKERS: u32 = 2;
+
+/// The compression settings, for the package stage's stamp: a tarball written with other
+/// settings is stale.
+pub fn compression_settings() -> String {
+    format!("gzip default; zstd level {ZSTD_LEVEL} window_log {ZSTD_WINDOW_LOG}")
+}
 
 impl Format {
     pub const ALL: [Format; 2] = [Format::TarGz, Format::TarZst];

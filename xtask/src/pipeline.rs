@@ -847,6 +847,7 @@ fn plan_package(
     let mut key = Inputs::default();
     key.add("recipe", RECIPE);
     key.add("tarballs", format!("{tarballs:?}"));
+    key.add("compression", crate::package::compression_settings());
     key.add(
         bundle_format::MANIFEST_FILE,
         serde_json::to_string(&manifest)?,

@@ -1022,7 +1022,80 @@ const TABLE_ROWS: &[(&str, &str, &[StepName])] = &[
 /// A markdown table of what works where, from every `outcome.json` under `work` (the last run
 /// of each host and mode): `yes`, `no` with the first failed step and its line, or blank (not
 /// run); then which run each column comes from, and where its full output is.
-pub fn compatibility_table(work: &Path) -> Result<String> {
+/// What an earlier generated table said (the text between its markers in README.md or
+/// BENCHMARKS.md): regenerating keeps it for every host this machine has no outcome for, since a
+/// machine holds only its own runs and the tables gather many machines' and sandboxes'.
+#[derive(Debug, Default)]
+pub struct EarlierTable {
+    /// (the row's first cell, the column's header) → the cell.
+    cells: std::collections::BTreeMap<(String, String), String>,
+    /// The row's first cell → the whole row.
+    rows: std::collections::BTreeMap<String, String>,
+    /// The run lines under a table, `- HOST (MODE): ...`, with their (host, mode).
+    runs: Vec<((String, String), String)>,
+}
+
+impl EarlierTable {
+    pub fn parse(text: &str) -> EarlierTable {
+        let mut earlier = EarlierTable::default();
+        let mut header: Option<Vec<String>> = None;
+        for line in text.lines() {
+            if let Some(run) = line.strip_prefix("- ") {
+                let host = run.split(" (").next().unwrap_or_default();
+                let mode = run
+                    .split_once(" (")
+                    .and_then(|(_, rest)| rest.split_once("):"))
+                    .map_or("", |(mode, _)| mode);
+                earlier
+                    .runs
+                    .push(((host.to_string(), mode.to_string()), line.to_string()));
+                continue;
+            }
+            if !line.starts_with('|') || line.starts_with("|---") {
+                continue;
+            }
+            let cells = row_cells(line);
+            let Some(columns) = &header else {
+                header = Some(cells);
+                continue;
+            };
+            let key = cells.first().cloned().unwrap_or_default();
+            for (column, cell) in columns.iter().zip(&cells).skip(1) {
+                earlier
+                    .cells
+                    .insert((key.clone(), column.clone()), cell.clone());
+            }
+            earlier.rows.insert(key, line.to_string());
+        }
+        earlier
+    }
+
+    fn cell(&self, row: &str, column: &str) -> String {
+        self.cells
+            .get(&(row.to_string(), column.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// The cells of a markdown table row, trimmed: `| a | b \| c |` is `a` and `b \| c` (a cell's
+/// own pipes are escaped).
+fn row_cells(line: &str) -> Vec<String> {
+    let inner = line.trim().trim_start_matches('|');
+    let inner = inner.strip_suffix('|').unwrap_or(inner);
+    let mut cells = vec![String::new()];
+    let mut escaped = false;
+    for c in inner.chars() {
+        match c {
+            '|' if !escaped => cells.push(String::new()),
+            _ => cells.last_mut().unwrap().push(c),
+        }
+        escaped = c == '\\';
+    }
+    cells.iter().map(|c| c.trim().to_string()).collect()
+}
+
+pub fn compatibility_table(work: &Path, earlier: &EarlierTable) -> Result<String> {
     let mut outcomes = Vec::new();
     for entry in std::fs::read_dir(work).into_iter().flatten().flatten() {
         let file = entry.path().join(OUTCOME_FILE);
@@ -1045,7 +1118,7 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
         s.push_str(&format!("| {question} |"));
         for &host in &columns {
             let cell = match outcomes.iter().find(|o| o.host == host && o.mode == mode) {
-                None => String::new(),
+                None => earlier.cell(question, host),
                 Some(Outcome {
                     skipped: Some(why), ..
                 }) => {
@@ -1098,9 +1171,8 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
         s.push('\n');
     }
     s.push_str("\nRuns:\n");
-    let mut runs: Vec<&Outcome> = outcomes.iter().collect();
-    runs.sort_by_key(|o| (columns.iter().position(|h| *h == o.host), o.mode.clone()));
-    for o in runs {
+    let mut lines: Vec<(Option<usize>, String, String)> = Vec::new();
+    for o in &outcomes {
         let shape = match o.shape.as_str() {
             "" | "--overlay2=none" => String::new(),
             shape => format!(" ({shape})"),
@@ -1108,8 +1180,8 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
         let peak = o.peak_memory.map_or(String::new(), |bytes| {
             format!(", sandbox peak memory {} MiB", bytes >> 20)
         });
-        s.push_str(&format!(
-            "- {} ({}): {}, {}{shape}{peak}; output in target/k3s-gvisor/e2e/{}/output.log\n",
+        let line = format!(
+            "- {} ({}): {}, {}{shape}{peak}; output in target/k3s-gvisor/e2e/{}/output.log",
             o.host,
             o.mode,
             o.finished_at,
@@ -1118,7 +1190,20 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
                 .parent()
                 .and_then(|dir| dir.file_name())
                 .map_or("?".into(), |dir| dir.to_string_lossy())
-        ));
+        );
+        let position = columns.iter().position(|h| *h == o.host);
+        lines.push((position, o.mode.clone(), line));
+    }
+    for ((host, mode), line) in &earlier.runs {
+        if !outcomes.iter().any(|o| &o.host == host && &o.mode == mode) {
+            let position = columns.iter().position(|h| h == host);
+            lines.push((position, mode.clone(), line.clone()));
+        }
+    }
+    lines.sort();
+    for (_, _, line) in lines {
+        s.push_str(&line);
+        s.push('\n');
     }
     Ok(s)
 }
@@ -1127,13 +1212,17 @@ pub fn compatibility_table(work: &Path) -> Result<String> {
 /// (issue 26: the figures of each shape from one `cargo xtask e2e --host ...` run): node Ready
 /// after `./install` (the `ready-within-60s` step), the idle RSS of the install's programs (the
 /// scenario's RSS lines), and the sandbox's peak memory where its cgroup tells it.
-pub fn shapes_table(work: &Path) -> Result<String> {
+pub fn shapes_table(work: &Path, earlier: &EarlierTable) -> Result<String> {
     let mut s = String::from(
         "| host | sandbox | run | node Ready after ./install | idle RSS of the install's programs | sandbox peak memory |\n|---|---|---|---|---|---|\n",
     );
     for def in HOSTS {
         let file = work.join(format!("{}-full", def.label)).join(OUTCOME_FILE);
         let Ok(bytes) = std::fs::read(&file) else {
+            if let Some(row) = earlier.rows.get(def.label) {
+                s.push_str(row);
+                s.push('\n');
+            }
             continue;
         };
         let o: Outcome = serde_json::from_slice(&bytes)
@@ -1322,7 +1411,7 @@ mod tests {
         let dir = work.path().join("gvisor-current-kvm-full");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec(&o).unwrap()).unwrap();
-        let table = compatibility_table(work.path()).unwrap();
+        let table = compatibility_table(work.path(), &EarlierTable::default()).unwrap();
         let column = HOSTS
             .iter()
             .position(|h| h.label == "gvisor-current-kvm")
@@ -1337,6 +1426,60 @@ mod tests {
             "{row}"
         );
         assert!(!o.failed());
+    }
+
+    #[test]
+    fn regenerating_keeps_the_cells_and_runs_of_hosts_without_a_new_outcome() {
+        let work = tempfile::tempdir().unwrap();
+        let fresh = outcome("plain-linux", "full", &[]);
+        let dir = work.path().join("plain-linux-full");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec(&fresh).unwrap()).unwrap();
+        // An earlier table, from other machines: seeds said no (with an escaped pipe in its
+        // cell), plain-linux yes; and their run lines.
+        let empty = compatibility_table(work.path(), &EarlierTable::default()).unwrap();
+        let seeds = HOSTS.iter().position(|h| h.label == "seeds").unwrap();
+        let plain = HOSTS.iter().position(|h| h.label == "plain-linux").unwrap();
+        let mut earlier_text = String::new();
+        for line in empty.lines() {
+            if line.starts_with("| install, node Ready |") {
+                let mut cells = row_cells(line);
+                cells[seeds + 1] = "no: `install` FAIL a \\| b".into();
+                cells[plain + 1] = "yes".into();
+                earlier_text.push_str(&format!("| {} |\n", cells.join(" | ")));
+            } else if line.starts_with("- ") {
+                continue;
+            } else {
+                earlier_text.push_str(line);
+                earlier_text.push('\n');
+            }
+        }
+        earlier_text.push_str("- seeds (full): 2026-11-01T00:00:00Z, old runsc\n");
+        earlier_text.push_str("- plain-linux (full): 2026-11-01T00:00:00Z, no runsc\n");
+        let earlier = EarlierTable::parse(&earlier_text);
+        let table = compatibility_table(work.path(), &earlier).unwrap();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("| install, node Ready |"))
+            .unwrap();
+        let cells = row_cells(row);
+        assert_eq!(cells[seeds + 1], "no: `install` FAIL a \\| b", "{row}");
+        // plain-linux has a new outcome (it failed: no steps), so its old "yes" is gone.
+        assert!(cells[plain + 1].starts_with("no: `install`"), "{row}");
+        assert!(
+            table.contains("- seeds (full): 2026-11-01T00:00:00Z, old runsc"),
+            "{table}"
+        );
+        assert!(
+            !table.contains("- plain-linux (full): 2026-11-01"),
+            "{table}"
+        );
+        assert!(table.contains("- plain-linux (full): "), "{table}");
+
+        let shapes = "| host | sandbox | run |\n|---|---|---|\n| seeds | `x` | then |\n";
+        let shapes = shapes_table(work.path(), &EarlierTable::parse(shapes)).unwrap();
+        assert!(shapes.contains("| seeds | `x` | then |"), "{shapes}");
+        assert!(shapes.contains("| plain-linux | "), "{shapes}");
     }
 
     #[test]
@@ -1410,7 +1553,7 @@ mod tests {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join(OUTCOME_FILE), serde_json::to_vec(&o).unwrap()).unwrap();
         }
-        let table = compatibility_table(work.path()).unwrap();
+        let table = compatibility_table(work.path(), &EarlierTable::default()).unwrap();
         let row = table
             .lines()
             .find(|l| l.starts_with("| install, node Ready |"))
@@ -1430,7 +1573,7 @@ mod tests {
             serde_json::to_vec(&with_gap).unwrap(),
         )
         .unwrap();
-        let table = compatibility_table(work.path()).unwrap();
+        let table = compatibility_table(work.path(), &EarlierTable::default()).unwrap();
         assert!(
             table.contains("rc=1 (doctor: procfs root is not inode 1)"),
             "{table}"

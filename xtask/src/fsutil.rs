@@ -110,6 +110,21 @@ pub fn replace_between_markers(file: &Path, name: &str, text: &str) -> Result<()
     write_atomic(file, new.as_bytes())
 }
 
+/// The text between `<!-- NAME -->` and `<!-- /NAME -->` in `file`, if it has them.
+pub fn between_markers(file: &Path, name: &str) -> Result<Option<String>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (open, close) = (format!("<!-- {name} -->"), format!("<!-- /{name} -->"));
+    Ok(match (text.find(&open), text.find(&close)) {
+        (Some(start), Some(end)) if start + open.len() <= end => Some(
+            text[start + open.len()..end]
+                .trim_start_matches('\n')
+                .to_string(),
+        ),
+        _ => None,
+    })
+}
+
 /// The directories directly under `dir`, sorted by name.
 pub fn sorted_dirs(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let mut dirs = Vec::new();

@@ -19,16 +19,25 @@ pub struct E2eTableArgs {
 
 pub fn run(ctx: &Ctx, args: E2eTableArgs) -> Result<()> {
     let runs = ctx.layout.work.join("e2e");
-    let table = e2e::compatibility_table(&runs)?;
+    // The cells and rows of hosts this machine has no run of stay as the file has them.
+    let earlier = |file: &Option<PathBuf>, markers: &str| -> Result<e2e::EarlierTable> {
+        Ok(match file {
+            Some(file) => e2e::EarlierTable::parse(
+                &fsutil::between_markers(file, markers)?.unwrap_or_default(),
+            ),
+            None => e2e::EarlierTable::default(),
+        })
+    };
+    let table = e2e::compatibility_table(&runs, &earlier(&args.update, "e2e:compatibility")?)?;
     print!("{table}");
-    if let Some(file) = args.update {
-        fsutil::replace_between_markers(&file, "e2e:compatibility", &table)?;
+    if let Some(file) = &args.update {
+        fsutil::replace_between_markers(file, "e2e:compatibility", &table)?;
         eprintln!("updated the compatibility table in {}", file.display());
     }
-    if let Some(file) = args.shapes {
-        let table = e2e::shapes_table(&runs)?;
+    if let Some(file) = &args.shapes {
+        let table = e2e::shapes_table(&runs, &earlier(&args.shapes, "bench:shapes")?)?;
         print!("\n{table}");
-        fsutil::replace_between_markers(&file, "bench:shapes", &table)?;
+        fsutil::replace_between_markers(file, "bench:shapes", &table)?;
         eprintln!("updated the shapes table in {}", file.display());
     }
     Ok(())

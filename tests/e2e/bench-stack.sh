@@ -65,9 +65,10 @@ rss_since_install() {
 
 # Where the memory of the list rss_since_install NAME FILE kept is, for K3S_PID:
 # - `issue-rss-NAME`: the processes issue 27 counts (k3s, every containerd-shim-runc-v2 (comm
-#   `containerd-shim`), containerd, svcproxy, the installer's keepers, the launcher), and
-#   `containerd-rss`, `shims-rss`, `containerd-and-shims`, `shims`, `pods` (Running: one shim
-#   each);
+#   `containerd-shim`), containerd, svcproxy, the keepers and node-routes (`installer`), the
+#   launcher), and
+#   `containerd-rss`, `shims-rss`, `containerd-and-shims`, `shims`, `pods` (Running; one shim
+#   serves them all where the installer groups them, containerd 0005);
 # - k3s's RSS by mapping from /proc/PID/smaps (gVisor's status has no RssAnon/RssFile):
 #   `k3s-file` (its binary's mappings), `k3s-anon` (anonymous: heap, stacks), `k3s-other`;
 #   the same for the first shim (`shim-file`, `shim-anon`);
@@ -77,7 +78,7 @@ rss_since_install() {
 memory_breakdown() {
   f="$RUN/rss-$2"
   awk -v s="$1" '
-    $1 == "k3s" || $1 == "containerd" || $1 == "containerd-shim" || $1 == "svcproxy" || $1 == "installer" || $1 == "launcher" { kb += $2 }
+    $1 == "k3s" || $1 == "containerd" || $1 == "containerd-shim" || $1 == "svcproxy" || $1 == "keeper" || $1 == "installer" || $1 == "launcher" { kb += $2 }
     $1 == "containerd" { c += $2 } $1 == "containerd-shim" { sh += $2; n++ }
     END { printf "BENCH issue-rss-%s %.1f\nBENCH containerd-rss-%s %.1f\nBENCH shims-rss-%s %.1f\nBENCH shims-%s %d\nBENCH containerd-and-shims-%s %.1f\n",
       s, kb / 1024, s, c / 1024, s, sh / 1024, s, n, s, (c + sh) / 1024 }' "$f"
@@ -214,7 +215,7 @@ elif [ "$WHAT" = memory ]; then
       $K wait --for=condition=Ready node --all --timeout=120s >/dev/null || fail "$set: node not Ready"
       wait_settled "$set"
       PID=$(pid_of k3s)
-      # The setting reaches k3s through its keeper (`installer keep-running`, whose environment
+      # The setting reaches k3s through its keeper (`bin/keeper`, whose environment
       # and command line k3s inherits), and is checked there: k3s's own /proc/PID/environ and
       # cmdline are overwritten by its process title (pkg/proctitle: gspt's setproctitle reuses
       # the memory of argv and environ for `k3s server`), so they lacked GOGC=50 in the current

@@ -72,7 +72,7 @@ E2E_FILE_MARK="# written by the k3s-gvisor e2e"
 rss_kb() { awk '/^VmRSS/ {print $2}' /proc/$1/status 2>/dev/null; }
 
 # `RSS <name> <kB>` per program in PREFIX/bin, summed over its processes (the launcher runs
-# twice, one shim runs per pod).
+# twice; one shim serves every pod where the installer groups them, containerd 0005).
 rss() {
   for p in /proc/[0-9]*; do
     e=$(readlink $p/exe 2>/dev/null) || continue

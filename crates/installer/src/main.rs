@@ -38,7 +38,6 @@ mod helm;
 mod images;
 mod install;
 mod k3s_settings;
-mod keeper;
 mod kubectl;
 mod lifecycle;
 mod local_storage;
@@ -206,24 +205,6 @@ enum Command {
     /// Keep routes to the other nodes' pod ranges (run by `start` as the daemon node-routes;
     /// not meant to be run by hand).
     NodeRoutes(DataDirArg),
-    /// Keep one daemon running: restart it when it exits, rotate its log (run by `start` for
-    /// every daemon; not meant to be run by hand).
-    #[command(hide = true)]
-    KeepRunning {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        log: PathBuf,
-        #[arg(long)]
-        status: PathBuf,
-        /// The first wait before a restart (doubles up to --max-backoff-ms); for tests.
-        #[arg(long, default_value_t = keeper::FIRST_BACKOFF.as_millis() as u64)]
-        first_backoff_ms: u64,
-        #[arg(long, default_value_t = keeper::MAX_BACKOFF.as_millis() as u64)]
-        max_backoff_ms: u64,
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
 }
 
 #[derive(Subcommand)]
@@ -271,22 +252,6 @@ fn run(cli: Cli) -> Result<()> {
             },
         ),
         Some(Command::NodeRoutes(d)) => node_routes::run(&State::require(&d.data_dir)?),
-        Some(Command::KeepRunning {
-            name,
-            log,
-            status,
-            first_backoff_ms,
-            max_backoff_ms,
-            command,
-        }) => keeper::run(&keeper::Keep {
-            name,
-            log_file: log,
-            status_file: status,
-            program: PathBuf::from(&command[0]),
-            args: command[1..].to_vec(),
-            first_backoff: std::time::Duration::from_millis(first_backoff_ms),
-            max_backoff: std::time::Duration::from_millis(max_backoff_ms),
-        }),
         Some(Command::Start(d)) => lifecycle::start(&mut State::require(&d.data_dir)?),
         Some(Command::Stop(d)) => lifecycle::stop(&State::require(&d.data_dir)?),
         Some(Command::Status { data, json }) => {

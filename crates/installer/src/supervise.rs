@@ -1,5 +1,5 @@
-//! Daemon supervision without systemd: a daemon runs under `installer keep-running` (keeper.rs:
-//! restarts with backoff, log rotation), which is a process-group leader started with setsid,
+//! Daemon supervision without systemd: a daemon runs under `keeper` (crates/keeper: restarts
+//! with backoff, log rotation), which is a process-group leader started with setsid,
 //! its pid in a pid file. Stopping signals the whole group: the keeper and its daemon.
 
 use std::fs::{self, OpenOptions};
@@ -14,7 +14,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::keeper::KeeperStatus;
+use keeper::KeeperStatus;
 
 /// A daemon as the installer knows it: name, pid file, log file.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ impl Daemon {
         self.keeper_status()?.last_exit
     }
 
-    /// Starts `program args` under its keeper (`PROGRAM_DIR/installer keep-running`, which
+    /// Starts `program args` under its keeper (`PROGRAM_DIR/keeper`, which
     /// restarts it when it exits and writes its output to the log file) in a new session, with
     /// exactly `env` as its environment: nothing of the caller's shell leaks in, so a `start`
     /// from another shell runs the daemon as the install did. Returns the keeper's pid.
@@ -76,9 +76,16 @@ impl Daemon {
             .open(&self.log_file)
             .with_context(|| format!("cannot open log {}", self.log_file.display()))?;
         let _ = fs::remove_file(self.keeper_status_file());
-        let mut command = Command::new(self.program_dir.join("installer"));
+        let mut keeper = self.program_dir.join("keeper");
+        let mut command = Command::new(&keeper);
+        if !keeper.exists() {
+            // Bundles up to v1.34.1+k3s1-gvisor.3 ran the keeper as `installer keep-running`
+            // (the same flags): an upgrade rolled back to one starts its daemons that way.
+            keeper = self.program_dir.join("installer");
+            command = Command::new(&keeper);
+            command.arg("keep-running");
+        }
         command
-            .arg("keep-running")
             .arg(format!("--name={}", self.name))
             .arg(format!("--log={}", self.log_file.display()))
             .arg(format!("--status={}", self.keeper_status_file().display()))
@@ -102,9 +109,14 @@ impl Daemon {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start {} ({})", self.name, program.display()))?;
+        let child = command.spawn().with_context(|| {
+            format!(
+                "cannot start {} ({}) under its keeper {}",
+                self.name,
+                program.display(),
+                keeper.display()
+            )
+        })?;
         let pid = child.id() as i32;
         // The child is reaped by init once the installer exits; while the installer runs,
         // reap_children reaps it by its pid if it exits.
@@ -369,6 +381,38 @@ mod tests {
             log_file: dir.join("test.log"),
             program_dir: program_dir.to_path_buf(),
         }
+    }
+
+    /// A prefix from before the keeper's own binary (an upgrade rolled back to one) has only
+    /// `installer`: the daemon starts under `installer keep-running`, with the same flags.
+    #[test]
+    fn where_the_prefix_has_no_keeper_the_installers_keep_running_keeps_the_daemon() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        fs::create_dir(&bin).unwrap();
+        let args_file = dir.path().join("args");
+        let installer = bin.join("installer");
+        fs::write(
+            &installer,
+            format!("#!/bin/sh\necho \"$@\" > {}\n", args_file.display()),
+        )
+        .unwrap();
+        fs::set_permissions(&installer, fs::Permissions::from_mode(0o755)).unwrap();
+        let daemon = daemon_in(dir.path(), &bin);
+        daemon
+            .start(Path::new("/bin/true"), &["x".into()], &[])
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !args_file.exists() && Instant::now() < deadline {
+            sleep(Duration::from_millis(20));
+        }
+        let args = fs::read_to_string(&args_file).unwrap_or_default();
+        assert!(
+            args.starts_with("keep-running --name=test --log=")
+                && args.ends_with("-- /bin/true x\n"),
+            "{args:?}"
+        );
     }
 
     /// A pid whose executable cannot be read (here the kernel thread kthreadd, pid 2) is not

@@ -81,6 +81,7 @@ impl FakeBundle {
         let dir = parent.join("k3s-gvisor-0.0.0-test-linux-amd64");
         fs::create_dir_all(dir.join("bin")).unwrap();
         fs::copy(env!("CARGO_BIN_EXE_installer"), dir.join("bin/installer")).unwrap();
+        fs::copy(keeper_binary(), dir.join("bin/keeper")).unwrap();
         fs::copy(
             repo_root().join("bundle-template/install"),
             dir.join("install"),
@@ -194,6 +195,34 @@ pub fn require_root() -> bool {
 
 #[allow(unused_imports)] // not every test binary that includes common uses it
 pub use testkit::runsc;
+
+/// The keeper every daemon runs under (crates/keeper; its own package, so cargo builds it for
+/// the installer's tests only when asked): built into the installer's target dir, whose binary
+/// it then sits beside.
+pub fn keeper_binary() -> PathBuf {
+    let installer = Path::new(env!("CARGO_BIN_EXE_installer"));
+    let profile_dir = installer.parent().unwrap();
+    let target_dir = profile_dir.parent().unwrap();
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--quiet",
+            "--locked",
+            "--package",
+            "keeper",
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .current_dir(repo_root())
+        .output()
+        .expect("cannot run cargo build");
+    assert!(
+        output.status.success(),
+        "cargo build --package keeper failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    profile_dir.join("keeper")
+}
 
 /// `cargo xtask ARGS` from the repo root with the repo's cache; returns the last stdout line
 /// (the tool and build commands print the path they produced there) or fails with both streams.

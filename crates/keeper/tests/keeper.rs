@@ -1,7 +1,7 @@
-//! `installer keep-running`, the process every daemon of an install runs under (keeper.rs): a
+//! `keeper`, the process every daemon of an install runs under (lib.rs): a
 //! daemon killed or crashing is started again, each exit counted; ten quick exits in a row are a
 //! crash loop; a stop signal ends both without a restart; the log rotates. Short backoffs
-//! (hidden flags) keep this fast; the defaults are in keeper.rs.
+//! (--first-backoff-ms, --max-backoff-ms) keep this fast; the defaults are in lib.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -13,9 +13,8 @@ use serde_json::Value;
 /// The keeper in a process group of its own, as `Daemon::start` runs it (setsid).
 fn keeper(dir: &Path, backoff_ms: u64, command: &[&str]) -> Child {
     use std::os::unix::process::CommandExt;
-    Command::new(env!("CARGO_BIN_EXE_installer"))
+    Command::new(env!("CARGO_BIN_EXE_keeper"))
         .process_group(0)
-        .arg("keep-running")
         .arg("--name=daemon")
         .arg(format!("--log={}", dir.join("daemon.log").display()))
         .arg(format!(
@@ -27,7 +26,7 @@ fn keeper(dir: &Path, backoff_ms: u64, command: &[&str]) -> Child {
         .arg("--")
         .args(command)
         .spawn()
-        .expect("start installer keep-running")
+        .expect("start keeper")
 }
 
 fn status(dir: &Path) -> Value {

@@ -65,20 +65,26 @@ pub fn run(run: &Run, next: Option<&Path>) -> Result<()> {
         "sleep",
         "3600",
     ]);
+    // Its pod ready, not only the Deployment Available: a new one-replica Deployment is
+    // Available at once (maxUnavailable 25% of 1 rounds to 0), and a container that starts
+    // while the upgrade begins, after the clock below was read, was then taken for one started
+    // again after it (CI, stop 33; plain Linux 2026-12-07 04:06:04Z: started, killed by the
+    // upgrade's stop a second later, the step failed).
     if run
         .kubectl(&[
             "wait",
-            "--for=condition=Available",
+            "--for=jsonpath={.status.readyReplicas}=1",
             "deployment/upgrade-web",
             "--timeout=120s",
         ])
         .is_err()
     {
-        println!("upgrade-web not Available before the upgrade");
+        println!("upgrade-web's pod not ready before the upgrade");
     }
     let log_lines = std::fs::read_to_string(run.k3s_log()).map_or(0, |t| t.lines().count());
 
     println!("== upgrade: {}/install over {old_v}", next.display());
+    // A container counts as started again only in a later second than this (started_since).
     let upgraded_at = rfc3339_utc(unix_now());
     let started = run.now();
     let (p, d) = (
@@ -117,8 +123,10 @@ pub fn run(run: &Run, next: Option<&Path>) -> Result<()> {
         started_since(&started, &upgraded_at)
     };
     let waiting = std::time::Instant::now();
-    while !web_back() && waiting.elapsed() < Duration::from_secs(120) {
+    let mut back = web_back();
+    while !back && waiting.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_secs(2));
+        back = web_back();
     }
     let back_after = waiting.elapsed().as_secs();
     let kept = run
@@ -130,7 +138,6 @@ pub fn run(run: &Run, next: Option<&Path>) -> Result<()> {
             "jsonpath={.data.installed-with}",
         ])
         .unwrap_or_else(|e| format!("{e:#}"));
-    let back = web_back();
     let available = back
         && run
             .kubectl(&[
@@ -301,9 +308,10 @@ fn changed(out: &str) -> String {
 /// Every non-empty line of `started` (RFC 3339 times, one per pod) is at or after `since`, and
 /// there is one: the pods all run again, started after the upgrade. The times compare as
 /// strings (same format, UTC).
+/// Whether any of `started` (RFC 3339 UTC, one a line, whole seconds) is in a later second
+/// than `since`: one in the same second may have started before it.
 fn started_since(started: &str, since: &str) -> bool {
-    let times: Vec<&str> = started.lines().filter(|l| !l.is_empty()).collect();
-    !times.is_empty() && times.iter().any(|t| *t >= since)
+    started.lines().filter(|l| !l.is_empty()).any(|t| t > since)
 }
 
 #[cfg(test)]
@@ -326,6 +334,8 @@ mod tests {
         let since = "2026-12-06T15:10:45Z";
         assert!(started_since("2026-12-06T15:11:00Z\n", since));
         assert!(!started_since("2026-12-06T15:10:00Z\n", since));
+        // The same second as the clock read before the upgrade: it may have started before.
+        assert!(!started_since("2026-12-06T15:10:45Z\n", since));
         assert!(!started_since("\n", since));
     }
 

@@ -482,6 +482,19 @@ fn runc_devices_cgroup_stays_fatal_on_plain_linux() {
     }
 }
 
+/// `go test -mod=vendor -count=1 -v ARGS` in an upstream tree: whether it passed, and its output.
+fn go_test(tree: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("go")
+        .args(["test", "-mod=vendor", "-count=1", "-v"])
+        .args(args)
+        .current_dir(tree)
+        .output()
+        .expect("cannot run go");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 /// runc 0002's decision (`noDevicesControllerInGvisor`: gVisor's uname version and no enabled
 /// devices row, nothing else) as a Go unit test the patch adds, run in the patched tree with the
 /// rest of the vendored cgroups/fs package; the upstream tree has no such decision.
@@ -492,15 +505,9 @@ fn runc_devices_decision_unit_test_passes() {
     let package = "github.com/opencontainers/cgroups/fs";
     let run = |variant: &str| {
         let tree = bins.work.join("src").join(variant).join("runc");
-        let out = Command::new("go")
-            .args(["test", "-mod=vendor", "-count=1", "-v", package])
-            .current_dir(&tree)
-            .output()
-            .expect("cannot run go");
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
+        let (ok, text) = go_test(&tree, &[package]);
         eprintln!("--- go test {package} in {}:\n{text}", tree.display());
-        (out.status.success(), text)
+        (ok, text)
     };
     let (ok, patched) = run("patched");
     assert!(
@@ -524,26 +531,12 @@ fn containerd_mount_unit_tests_pass_patched_and_upstream() {
     let _one = serial();
     for variant in ["unpatched", "patched"] {
         let tree = bins.work.join("src").join(variant).join("containerd");
-        let out = Command::new("go")
-            .args([
-                "test",
-                "-mod=vendor",
-                "-count=1",
-                "-v",
-                "./core/mount/",
-                "-test.root",
-            ])
-            .current_dir(&tree)
-            .output()
-            .expect("cannot run go");
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
+        let (ok, text) = go_test(&tree, &["./core/mount/", "-test.root"]);
         // The tests that unmount (stacks, recursive trees) ran as root and passed.
         assert!(
-            out.status.success()
-                && ["TestUnmountMounts", "TestUnmountRecursive"]
-                    .iter()
-                    .all(|test| text.contains(&format!("--- PASS: {test} "))),
+            ok && ["TestUnmountMounts", "TestUnmountRecursive"]
+                .iter()
+                .all(|test| text.contains(&format!("--- PASS: {test} "))),
             "go test ./core/mount/ -test.root in {}:\n{text}",
             tree.display()
         );
@@ -553,29 +546,22 @@ fn containerd_mount_unit_tests_pass_patched_and_upstream() {
 /// containerd 0005 (an optional default shim group) is a no-op where `RUNC_SHIM_DEFAULT_GROUP` is
 /// unset: the patch's unit test of the runc shim's manager (the package has no other) passes in
 /// the patched tree, upstream's three grouping cases and the three with a default. Where the
-/// installer sets it, the e2e's idle sample counts the shims (`RSS` line: one for every pod).
+/// installer sets it, the e2e's `one-shim` step checks that one shim serves every pod.
 #[test]
 fn containerd_shim_group_unit_test_passes() {
     let bins = binaries();
     let _one = serial();
     let tree = bins.work.join("src/patched/containerd");
-    let out = Command::new("go")
-        .args([
-            "test",
-            "-mod=vendor",
-            "-count=1",
-            "-v",
+    let (ok, text) = go_test(
+        &tree,
+        &[
             "-run",
             "TestShimGroup",
             "./cmd/containerd-shim-runc-v2/manager/",
-        ])
-        .current_dir(&tree)
-        .output()
-        .expect("cannot run go");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        ],
+    );
     assert!(
-        out.status.success() && text.contains("--- PASS: TestShimGroup "),
+        ok && text.contains("--- PASS: TestShimGroup "),
         "go test ./cmd/containerd-shim-runc-v2/manager/ in {}:\n{text}",
         tree.display()
     );

@@ -1,6 +1,6 @@
 //! Faults (was tests/e2e/faults.sh), for scenario.sh in full mode with k3s running and the
 //! client pod e2e-busybox running. Issue 25: every daemon runs under a keeper
-//! (crates/installer/src/keeper.rs) that starts it again when it dies. Each step kills one daemon
+//! (crates/keeper) that starts it again when it dies. Each step kills one daemon
 //! with SIGKILL and then runs no command of the installer's: within 60 s the daemon must run
 //! again (a new pid), the node be Ready and the Service `fault-echo` (made here) answer the
 //! client pod (kubectl exec, so the API, the kubelet and containerd all work again):

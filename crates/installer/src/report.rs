@@ -522,7 +522,7 @@ impl Report {
         } else {
             out.push("k3s: not in this bundle".into());
         }
-        // What each daemon's keeper saw: restarts, a crash loop (keeper.rs).
+        // What each daemon's keeper saw: restarts, a crash loop (crates/keeper).
         for name in DAEMONS {
             if let Some(d) = self.daemons.get(name).filter(|d| d.last_exit.is_some()) {
                 out.push(format!("{name}: {}", d.describe));

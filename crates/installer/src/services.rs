@@ -1,6 +1,6 @@
 //! The daemons of one install: containerd, k3s, svcproxy (where it serves Services, or gives
 //! LoadBalancers their address) and node-routes, each started under its keeper (supervise.rs,
-//! keeper.rs), waited for until usable, and all stopped together.
+//! crates/keeper), waited for until usable, and all stopped together.
 //!
 //! One module per daemon; `wait` is how a start waits for its daemon (and the logs it quotes
 //! when the daemon dies); `launcher` decides whether k3s runs under the ptrace launcher; `shims`

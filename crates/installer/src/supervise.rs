@@ -47,7 +47,7 @@ impl Daemon {
         (exe.starts_with(&self.program_dir) && process_alive(pid)).then_some(pid)
     }
 
-    /// Where the keeper says how the daemon is doing (keeper.rs).
+    /// Where the keeper says how the daemon is doing (crates/keeper).
     pub fn keeper_status_file(&self) -> PathBuf {
         self.pid_file.with_extension("keeper.json")
     }

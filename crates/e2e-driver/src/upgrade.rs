@@ -68,7 +68,7 @@ pub fn run(run: &Run, next: Option<&Path>) -> Result<()> {
     // Its pod ready, not only the Deployment Available: a new one-replica Deployment is
     // Available at once (maxUnavailable 25% of 1 rounds to 0), and a container that starts
     // while the upgrade begins, after the clock below was read, was then taken for one started
-    // again after it (CI, stop 33; plain Linux 2026-12-07 04:06:04Z: started, killed by the
+    // again after it (CI once; plain Linux 2026-12-07 04:06:04Z: started, killed by the
     // upgrade's stop a second later, the step failed).
     if run
         .kubectl(&[

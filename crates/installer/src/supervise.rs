@@ -76,16 +76,15 @@ impl Daemon {
             .open(&self.log_file)
             .with_context(|| format!("cannot open log {}", self.log_file.display()))?;
         let _ = fs::remove_file(self.keeper_status_file());
-        let mut keeper = self.program_dir.join("keeper");
+        // Bundles up to v1.34.1+k3s1-gvisor.3 ran the keeper as `installer keep-running` (the
+        // same flags): an upgrade rolled back to one starts its daemons that way.
+        let (keeper, subcommand) = match self.program_dir.join("keeper") {
+            keeper if keeper.exists() => (keeper, None),
+            _ => (self.program_dir.join("installer"), Some("keep-running")),
+        };
         let mut command = Command::new(&keeper);
-        if !keeper.exists() {
-            // Bundles up to v1.34.1+k3s1-gvisor.3 ran the keeper as `installer keep-running`
-            // (the same flags): an upgrade rolled back to one starts its daemons that way.
-            keeper = self.program_dir.join("installer");
-            command = Command::new(&keeper);
-            command.arg("keep-running");
-        }
         command
+            .args(subcommand)
             .arg(format!("--name={}", self.name))
             .arg(format!("--log={}", self.log_file.display()))
             .arg(format!("--status={}", self.keeper_status_file().display()))

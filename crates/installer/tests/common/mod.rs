@@ -197,9 +197,14 @@ pub fn require_root() -> bool {
 pub use testkit::runsc;
 
 /// The keeper every daemon runs under (crates/keeper; its own package, so cargo builds it for
-/// the installer's tests only when asked): built into the installer's target dir, whose binary
-/// it then sits beside.
+/// the installer's tests only when asked): built once per test binary into the installer's
+/// target dir, whose binary it then sits beside.
 pub fn keeper_binary() -> PathBuf {
+    static KEEPER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    KEEPER.get_or_init(build_keeper).clone()
+}
+
+fn build_keeper() -> PathBuf {
     let installer = Path::new(env!("CARGO_BIN_EXE_installer"));
     let profile_dir = installer.parent().unwrap();
     let target_dir = profile_dir.parent().unwrap();

@@ -38,7 +38,7 @@ pub fn start(paths: &Paths, state: &State) -> Result<()> {
         return Ok(());
     }
     let _ = fs::remove_file(paths.containerd_socket());
-    let (env, extra_args) = env(paths, state);
+    let (env, extra_args) = env(paths, &state.env);
     let mut args = vec![
         "--config".to_string(),
         paths.containerd_config().display().to_string(),
@@ -104,11 +104,14 @@ fn wait_for_socket(paths: &Paths, daemon: &Daemon, pid: i32) -> Result<()> {
 /// `RUNC_SHIM_DEFAULT_GROUP`): in gVisor each shim costs about 29 MiB (its binary counted whole,
 /// Go's runtime in 2 MiB pieces), so the e2e's seven pods took 205 MiB of shims. Set first, so
 /// `CONTAINERD_RUNC_SHIM_DEFAULT_GROUP=` (empty) at install gives upstream's shim per pod back.
-fn env(paths: &Paths, state: &State) -> (Vec<(String, String)>, Vec<String>) {
+fn env(
+    paths: &Paths,
+    recorded: &std::collections::BTreeMap<String, String>,
+) -> (Vec<(String, String)>, Vec<String>) {
     let mut env = daemon_env(paths);
     env.push((SHIM_GROUP_ENV.to_string(), shims::SHIM_GROUP.to_string()));
     let mut args = Vec::new();
-    for (name, value) in &state.env {
+    for (name, value) in recorded {
         if name == "CONTAINERD_LOG_LEVEL" {
             args.extend(["--log-level".to_string(), value.clone()]);
         } else if let Some(stripped) = name.strip_prefix("CONTAINERD_") {
@@ -139,4 +142,33 @@ pub fn ctr(paths: &Paths, namespace: &str, args: &[&str]) -> Result<String> {
         bail!("ctr {} failed: {}", args.join(" "), error.join("\n").trim());
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shim group is containerd's unless the user's `CONTAINERD_RUNC_SHIM_DEFAULT_GROUP`
+    /// (recorded at install, empty for upstream's shim per pod) comes after it: the last value
+    /// of a name is the one the daemon gets.
+    #[test]
+    fn the_users_shim_group_comes_after_the_installers() {
+        let paths = Paths::new(Path::new("/p"), Path::new("/d"));
+        let group = |recorded: &[(&str, &str)]| {
+            let recorded = recorded
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let (env, _) = env(&paths, &recorded);
+            env.iter()
+                .rev()
+                .find(|(name, _)| name == SHIM_GROUP_ENV)
+                .map(|(_, value)| value.clone())
+        };
+        assert_eq!(group(&[]).as_deref(), Some(shims::SHIM_GROUP));
+        assert_eq!(
+            group(&[("CONTAINERD_RUNC_SHIM_DEFAULT_GROUP", "")]).as_deref(),
+            Some("")
+        );
+    }
 }

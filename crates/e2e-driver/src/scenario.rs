@@ -45,7 +45,9 @@
 //!     logs-k3s           `./install logs k3s -n 5` shows k3s.log;
 //!   `stop`  (full)       stop (`./install stop` exits 0), stopped-nothing-runs (no process
 //!                        from the prefix or data dir);
-//!   `start` (full)       start: `./install start` from a clean environment exits 0;
+//!   `start` (full)       start: `./install start` from a clean environment exits 0, with
+//!                        every shipped image kept from the install (`already imported`), none
+//!                        imported again;
 //!   `back`  (full)       pods-back: the same 3 pods (uids) run again, each container started
 //!                        after the stop, within 180 s (TIME pods-back); deployment-back: web is
 //!                        Available within 60 s; exec-after-restart;
@@ -58,7 +60,7 @@
 //!   `second-install --mode M`  second-install: ./install again says it is already installed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -143,18 +145,15 @@ pub fn run(run: &Run, phase: Phase) -> Result<()> {
             println!("== start");
             let r0 = run.now();
             // From a clean shell: k3s gets the variables recorded at install, nothing else.
-            let started = clean_env()
-                .arg(run.bundle.join("install"))
-                .args(["start", "--data-dir"])
-                .arg(&run.data_dir)
-                .stdin(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            let detail = format!("node Ready {:.1}s after start", run.now() - r0);
-            match started {
-                true => run.step(Step::Start, Status::Ok, detail),
-                false => run.step(Step::Start, Status::Fail, ""),
-            }
+            let (started, out) = status_and_output(
+                clean_env()
+                    .arg(run.bundle.join("install"))
+                    .args(["start", "--data-dir"])
+                    .arg(&run.data_dir),
+            );
+            let ready = run.now() - r0;
+            print!("{out}");
+            run.verdict(Step::Start, start_verdict(started, &out, ready));
         }
         Phase::Back => back(run)?,
         Phase::Delete => {
@@ -179,6 +178,36 @@ pub fn run(run: &Run, phase: Phase) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `start` after `stop`: the node Ready again, with the bundle's images kept from the install
+/// (containerd still holds them), none imported again beside k3s's start.
+fn start_verdict(started: bool, out: &str, ready: f64) -> Result<String, String> {
+    if !started {
+        return Err(last_line(out).to_string());
+    }
+    let images: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("image ") && l.contains(" imported ("))
+        .collect();
+    let again: Vec<&str> = images
+        .iter()
+        .filter(|l| !l.contains(" already imported ("))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    if !again.is_empty() {
+        return Err(format!(
+            "shipped images imported again though containerd kept them: {}",
+            again.join(", ")
+        ));
+    }
+    if images.is_empty() {
+        return Err("start printed no line about the bundle's images".into());
+    }
+    Ok(format!(
+        "node Ready {ready:.1}s after start; the {} shipped images kept, none imported again",
+        images.len()
+    ))
 }
 
 fn installed(run: &Run, mode: &str, install_start: f64, kubeconfig_644: bool) {
@@ -1014,6 +1043,35 @@ fn no_k3s(run: &Run, mode: &str, crictl: Option<&Path>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Stdio;
+
+    #[test]
+    fn start_passes_only_when_every_shipped_image_was_kept() {
+        let kept = "containerd started (pid 5)\n\
+image docker.io/k3s-gvisor/pause:0.1.0 already imported (pause), not imported again\n\
+image docker.io/library/busybox:1 already imported (busybox), not imported again\n";
+        assert_eq!(
+            start_verdict(true, kept, 9.04),
+            Ok(
+                "node Ready 9.0s after start; the 2 shipped images kept, none imported again"
+                    .into()
+            )
+        );
+        let again = format!("{kept}image docker.io/rancher/traefik:3 imported (traefik)\n");
+        assert_eq!(
+            start_verdict(true, &again, 9.0),
+            Err(
+                "shipped images imported again though containerd kept them: \
+                 docker.io/rancher/traefik:3"
+                    .into()
+            )
+        );
+        assert!(start_verdict(true, "k3s started\n", 9.0).is_err());
+        assert_eq!(
+            start_verdict(false, "x\nerror: k3s did not start\n", 9.0),
+            Err("error: k3s did not start".into())
+        );
+    }
 
     #[test]
     fn ready_is_judged_on_the_seconds_as_printed() {

@@ -38,25 +38,71 @@ const PIN_LABELS: [&str; 2] = [
 
 /// Imports every shipped image (the pause image among them), unpacked with the snapshotter
 /// CRI uses, and checks each reference is then present.
+///
+/// An image already imported from this bundle (the same digest under its reference, unpacked
+/// with the same snapshotter: the record in [`Paths::shipped_images_record`]) is not imported
+/// again: containerd keeps its images across its restarts, and an import reads and unpacks the
+/// whole archive (traefik's is 52 MB) beside k3s's start, on the same CPUs. An upgrade's new
+/// digests, a `crictl rmi` or a data wipe bring the import back.
 pub fn import_shipped(paths: &Paths, snapshotter: Snapshotter) -> Result<()> {
     let manifest = crate::copy_bundle::installed(paths)?.manifest;
+    let record_file = paths.shipped_images_record();
+    let before: ShippedRecord = load_json(&record_file);
+    let listed = listed_digests(paths)?;
+    let mut record = ShippedRecord {
+        snapshotter: snapshotter.as_str().to_string(),
+        images: BTreeMap::new(),
+    };
     for image in &manifest.images {
-        let file = paths.prefix.join(&image.file);
-        import_archive(paths, snapshotter, &file, &[])
-            .with_context(|| format!("importing image {} from {}", image.name, file.display()))?;
-        let listed = image_names(paths)?;
-        if !listed.contains(&image.reference) {
-            bail!(
-                "after importing {} the image {} is not in containerd's k8s.io namespace \
-                 (found: {}); the bundle's image archive is not named as its manifest says",
-                file.display(),
-                image.reference,
-                listed.into_iter().collect::<Vec<_>>().join(", ")
+        if before.holds(&record.snapshotter, &image.reference, &image.digest)
+            && listed.get(&image.reference) == Some(&image.digest)
+        {
+            println!(
+                "image {} already imported ({}), not imported again",
+                image.reference, image.name
             );
+        } else {
+            let file = paths.prefix.join(&image.file);
+            import_archive(paths, snapshotter, &file, &[]).with_context(|| {
+                format!("importing image {} from {}", image.name, file.display())
+            })?;
+            let listed = image_names(paths)?;
+            if !listed.contains(&image.reference) {
+                bail!(
+                    "after importing {} the image {} is not in containerd's k8s.io namespace \
+                     (found: {}); the bundle's image archive is not named as its manifest says",
+                    file.display(),
+                    image.reference,
+                    listed.into_iter().collect::<Vec<_>>().join(", ")
+                );
+            }
+            println!("image {} imported ({})", image.reference, image.name);
         }
-        println!("image {} imported ({})", image.reference, image.name);
+        record
+            .images
+            .insert(image.reference.clone(), image.digest.clone());
+    }
+    if record != before {
+        let text = serde_json::to_string_pretty(&record)?;
+        fs::write(&record_file, text)
+            .with_context(|| format!("cannot write {}", record_file.display()))?;
     }
     Ok(())
+}
+
+/// The shipped images as last imported: the snapshotter that unpacked them, and each
+/// reference's digest.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct ShippedRecord {
+    snapshotter: String,
+    images: BTreeMap<String, String>,
+}
+
+impl ShippedRecord {
+    fn holds(&self, snapshotter: &str, reference: &str, digest: &str) -> bool {
+        self.snapshotter == snapshotter
+            && self.images.get(reference).map(String::as_str) == Some(digest)
+    }
 }
 
 /// What a file in an images directory is to us.
@@ -164,6 +210,15 @@ fn named(listed: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Each named image CRI's namespace holds, with its digest.
+fn listed_digests(paths: &Paths) -> Result<BTreeMap<String, String>> {
+    let listing = ctr(paths, CRI_NAMESPACE, &["images", "ls"])?;
+    Ok(parse_listing(&listing)
+        .into_iter()
+        .map(|row| (row.name, row.digest))
+        .collect())
+}
+
 /// The image names CRI's namespace holds.
 fn image_names(paths: &Paths) -> Result<BTreeSet<String>> {
     Ok(named(&ctr(paths, CRI_NAMESPACE, &["images", "ls", "-q"])?))
@@ -189,7 +244,8 @@ fn stat(file: &Path) -> Option<(u64, u64, u32)> {
     Some((meta.len(), since.as_secs(), since.subsec_nanos()))
 }
 
-fn load_record(file: &Path) -> Record {
+/// A record file's contents; missing or unreadable is an empty record (everything imported).
+fn load_json<T: Default + serde::de::DeserializeOwned>(file: &Path) -> T {
     fs::read_to_string(file)
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
@@ -218,7 +274,7 @@ pub fn import_airgap(paths: &Paths, snapshotter: Snapshotter) {
 
 fn import_airgap_from(paths: &Paths, snapshotter: Snapshotter, dirs: &[&Path]) {
     let record_file = paths.images_record();
-    let old = load_record(&record_file);
+    let old: Record = load_json(&record_file);
     let mut new = Record::default();
     let mut present = image_names(paths).unwrap_or_default();
     for dir in dirs {
@@ -387,6 +443,7 @@ pub fn import(state: &State, files: &[PathBuf]) -> Result<()> {
 #[derive(Debug, PartialEq)]
 struct Listed {
     name: String,
+    digest: String,
     size: String,
     pinned: bool,
 }
@@ -401,6 +458,7 @@ fn parse_listing(text: &str) -> Vec<Listed> {
             }
             Some(Listed {
                 name: words[0].to_string(),
+                digest: words[2].to_string(),
                 size: format!("{} {}", words[3], words[4]),
                 pinned: words[6].contains("io.cri-containerd.pinned=pinned"),
             })
@@ -480,15 +538,35 @@ docker.io/library/t2:b  application/vnd.oci.image.manifest.v1+json sha256:2b14a3
             [
                 Listed {
                     name: "docker.io/library/t1:a".into(),
+                    digest:
+                        "sha256:2b14a3afdbc15e6887447b5285dedd39484059e9bd776381cdaf8da283c7f7f4"
+                            .into(),
                     size: "10.6 KiB".into(),
                     pinned: true
                 },
                 Listed {
                     name: "docker.io/library/t2:b".into(),
+                    digest:
+                        "sha256:2b14a3afdbc15e6887447b5285dedd39484059e9bd776381cdaf8da283c7f7f4"
+                            .into(),
                     size: "1.2 MiB".into(),
                     pinned: false
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_shipped_image_is_kept_only_with_the_same_digest_and_snapshotter() {
+        let record = ShippedRecord {
+            snapshotter: "native".into(),
+            images: [("docker.io/a:1".to_string(), "sha256:aa".to_string())].into(),
+        };
+        assert!(record.holds("native", "docker.io/a:1", "sha256:aa"));
+        // An upgrade's new image, another snapshotter, an image never imported: imported.
+        assert!(!record.holds("native", "docker.io/a:1", "sha256:bb"));
+        assert!(!record.holds("overlayfs", "docker.io/a:1", "sha256:aa"));
+        assert!(!record.holds("native", "docker.io/b:1", "sha256:aa"));
+        assert!(!ShippedRecord::default().holds("native", "docker.io/a:1", "sha256:aa"));
     }
 }

@@ -260,6 +260,14 @@ spec:
 fn steps(run: &Run, busybox: &str) {
     println!("== add-ons");
     let (status, install_out) = install_facts(run);
+    let metrics_off = addon_off(&status, &install_out, METRICS_SERVER);
+    if metrics_off.is_none() {
+        // hpa-scales's Deployment and HPA first: metrics-server needs two scrapes (15 s apart)
+        // of the new pod before the HPA can act, and that wait runs beside the steps between.
+        if let Err(e) = run.kubectl_apply(&burn(busybox)) {
+            eprintln!("{e:#}");
+        }
+    }
     match addon_off(&status, &install_out, LOCAL_STORAGE) {
         None => {
             let _ = run.kubectl_ok(&[
@@ -300,13 +308,13 @@ fn steps(run: &Run, busybox: &str) {
             format!("install: {why}"),
         ),
     }
-    if let Some(why) = addon_off(&status, &install_out, METRICS_SERVER) {
+    if let Some(why) = metrics_off {
         run.step(Step::KubectlTop, Status::Blocked, format!("install: {why}"));
         run.step(Step::HpaScales, Status::Blocked, format!("install: {why}"));
         return;
     }
     if kubectl_top(run) {
-        hpa_scales(run, busybox);
+        hpa_scales(run);
     }
 }
 
@@ -528,10 +536,9 @@ spec:
     )
 }
 
-fn hpa_scales(run: &Run, image: &str) {
-    if let Err(e) = run.kubectl_apply(&burn(image)) {
-        eprintln!("{e:#}");
-    }
+/// The Deployment and HPA of [`burn`], applied at the start of `steps`, scale up under load
+/// and back down after it.
+fn hpa_scales(run: &Run) {
     if !run.kubectl_ok(&in_ns(&[
         "wait",
         "--for=condition=Available",

@@ -169,15 +169,20 @@ fn bundle_builds_runs_is_a_warm_noop_and_is_reproducible() {
     // Another checkout in another directory, its own work dir, the same inputs: same bytes.
     let other = tempfile::tempdir().unwrap();
     copy_checkout(&repo, other.path());
-    // xtask itself is built in this checkout's target dir: its dependencies (the same crates
-    // from the same registry) compile once, which saves CI minutes; the second checkout's own
-    // crates still build from its own path, and its work dir (runtime crates, Go builds, images,
+    // xtask itself is built in this checkout's target dir, and the runtime crates in this
+    // checkout's cargo dir for them: their dependencies (the same crates from the same
+    // registry, the same RUSTFLAGS) compile once, which saves CI minutes; the second
+    // checkout's own crates still build from its own path, and its work dir (Go builds, images,
     // tarballs) is its own (target/k3s-gvisor under it).
     let target = repo.join("target");
+    let crates_target = work.join("cargo");
     let out = xtask_with_env(
         other.path(),
         &["bundle"],
-        &[("CARGO_TARGET_DIR", target.as_os_str())],
+        &[
+            ("CARGO_TARGET_DIR", target.as_os_str()),
+            ("K3S_GVISOR_CARGO_TARGET", crates_target.as_os_str()),
+        ],
     );
     check(&out, "cargo xtask bundle in a second checkout");
     let other_tarball = String::from_utf8_lossy(&out.stdout).trim().to_string();

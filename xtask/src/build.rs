@@ -406,8 +406,11 @@ pub fn rfc3339_utc(epoch: u64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// RUSTFLAGS for the runtime crates: static, and free of the checkout's paths so that two
-/// checkouts build identical binaries.
+/// RUSTFLAGS for the runtime crates: static, and free of the build's paths so that two
+/// checkouts build identical binaries. cargo names a workspace member's sources relative to the
+/// workspace root already; what is left are the registry's sources (CARGO_HOME) and the code
+/// build scripts generate (under the target dir). The checkout's own path is not in them, so
+/// checkouts sharing a target dir ([`Layout::cargo_target`]) share compiled dependencies too.
 pub fn cargo_rustflags(layout: &Layout) -> String {
     let cargo_home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
@@ -415,8 +418,8 @@ pub fn cargo_rustflags(layout: &Layout) -> String {
             PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
         });
     format!(
-        "-C target-feature=+crt-static --remap-path-prefix={}=/k3s-gvisor --remap-path-prefix={}=/cargo",
-        layout.repo.display(),
+        "-C target-feature=+crt-static --remap-path-prefix={}=/target --remap-path-prefix={}=/cargo",
+        layout.cargo_target().display(),
         cargo_home.display()
     )
 }

@@ -15,6 +15,8 @@ pub struct Layout {
     pub dist: PathBuf,
     /// Extra environment for every `go` command (tests point GOPROXY at a fixture proxy).
     pub go_env: Vec<(String, String)>,
+    /// Where the runtime crates compile when not in the work dir (--cargo-target-dir).
+    pub shared_cargo_target: Option<PathBuf>,
 }
 
 /// Upstream binaries are built twice when asked: with our patches (what ships) and without
@@ -42,6 +44,7 @@ impl Layout {
             work: work.unwrap_or_else(|| repo.join("target/k3s-gvisor")),
             dist: repo.join("dist"),
             go_env: Vec::new(),
+            shared_cargo_target: None,
             repo,
         }
     }
@@ -76,7 +79,9 @@ impl Layout {
         self.work.join("out/crates/bin")
     }
     pub fn cargo_target(&self) -> PathBuf {
-        self.work.join("cargo")
+        self.shared_cargo_target
+            .clone()
+            .unwrap_or_else(|| self.work.join("cargo"))
     }
     pub fn logs(&self) -> PathBuf {
         self.work.join("logs")

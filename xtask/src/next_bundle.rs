@@ -72,6 +72,9 @@ pub fn build(
         work: dir.join("work"),
         dist: dir.join("dist"),
         go_env: layout.go_env.clone(),
+        // The same crates, built with the same RUSTFLAGS (they name the target dir): the
+        // seeded stamp holds.
+        shared_cargo_target: Some(layout.cargo_target()),
     };
     seed(&layout.work, &next.work, &dir.join("seeded"))?;
     let mut report = Report::default();

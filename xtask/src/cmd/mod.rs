@@ -48,6 +48,11 @@ pub struct Global {
     /// Where tarballs go.
     #[arg(long, global = true)]
     dist_dir: Option<PathBuf>,
+    /// Where cargo builds the runtime crates (default: the work dir's `cargo`). Checkouts
+    /// given the same one compile their dependencies once (the bundle test's second checkout);
+    /// two of them must not build at the same time.
+    #[arg(long, global = true, env = "K3S_GVISOR_CARGO_TARGET")]
+    cargo_target_dir: Option<PathBuf>,
     /// Use only the caches and `file://` mirrors; fail naming whatever is missing.
     #[arg(long, global = true)]
     offline: bool,
@@ -105,6 +110,7 @@ impl Ctx {
         if global.work_dir.is_none() {
             layout.work = Layout::work_for_arch(&layout.work, config.bundle.arch);
         }
+        layout.shared_cargo_target = global.cargo_target_dir;
         if let Some(d) = global.dist_dir {
             layout.dist = d;
         } else if pinned_work.is_some() {

@@ -36,13 +36,18 @@ const PIN_LABELS: [&str; 2] = [
     "io.cattle.k3s.pinned=pinned",
 ];
 
-/// Imports every shipped image (the pause image among them), unpacked with the snapshotter
-/// CRI uses, and checks each reference is then present.
+/// Imports every shipped image (the pause image among them) and checks each reference is then
+/// present.
 ///
-/// An image already imported from this bundle (the same digest under its reference, unpacked
-/// with the same snapshotter: the record in [`Paths::shipped_images_record`]) is not imported
-/// again: containerd keeps its images across its restarts, and an import reads and unpacks the
-/// whole archive (traefik's is 52 MB) beside k3s's start, on the same CPUs. An upgrade's new
+/// Only the sandbox (pause) image is unpacked at import: the others are left for CRI to unpack
+/// when a container first uses one, so the import beside k3s's first start is a copy of the
+/// archives' blobs, not their decompression into the snapshotter (BENCHMARKS.md, "Where the
+/// start goes").
+///
+/// An image already imported from this bundle (the same digest under its reference, the same
+/// snapshotter: the record in [`Paths::shipped_images_record`]) is not imported again:
+/// containerd keeps its images across its restarts, and an import reads the whole archive
+/// (traefik's is 52 MB) beside k3s's start, on the same CPUs. An upgrade's new
 /// digests, a `crictl rmi` or a data wipe bring the import back.
 pub fn import_shipped(paths: &Paths, snapshotter: Snapshotter) -> Result<()> {
     let manifest = crate::copy_bundle::installed(paths)?.manifest;
@@ -63,7 +68,10 @@ pub fn import_shipped(paths: &Paths, snapshotter: Snapshotter) -> Result<()> {
             );
         } else {
             let file = paths.prefix.join(&image.file);
-            import_archive(paths, snapshotter, &file, &[]).with_context(|| {
+            // Only the sandbox image is unpacked now (every pod needs it first); the others are
+            // unpacked by CRI when a container first uses them.
+            let unpack = image.sandbox.then_some(snapshotter);
+            import_archive(paths, unpack, &file, &[]).with_context(|| {
                 format!("importing image {} from {}", image.name, file.display())
             })?;
             let listed = image_names(paths)?;
@@ -90,8 +98,8 @@ pub fn import_shipped(paths: &Paths, snapshotter: Snapshotter) -> Result<()> {
     Ok(())
 }
 
-/// The shipped images as last imported: the snapshotter that unpacked them, and each
-/// reference's digest.
+/// The shipped images as last imported: the snapshotter the sandbox image was unpacked with,
+/// and each reference's digest.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 struct ShippedRecord {
     snapshotter: String,
@@ -166,10 +174,12 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// holds, new or not.
 const IMPORT_LABEL: &str = "io.k3s-gvisor.import";
 
-/// `ctr images import` of one archive into k8s.io with `labels`; returns the images it holds.
+/// `ctr images import` of one archive into k8s.io with `labels`, unpacked with `unpack`'s
+/// snapshotter or (None) left for CRI to unpack when a container first uses it (its
+/// WithNewSnapshot unpacks an image whose snapshot is missing); returns the images it holds.
 fn import_archive(
     paths: &Paths,
-    snapshotter: Snapshotter,
+    unpack: Option<Snapshotter>,
     file: &Path,
     labels: &[&str],
 ) -> Result<Vec<String>> {
@@ -179,11 +189,7 @@ fn import_archive(
     let mark = format!("{}-{nanos}", std::process::id());
     let mark_label = format!("{IMPORT_LABEL}={mark}");
     let file_text = file.display().to_string();
-    let mut args = vec!["images", "import", "--snapshotter", snapshotter.as_str()];
-    for label in labels.iter().chain([&mark_label.as_str()]) {
-        args.extend(["--label", label]);
-    }
-    args.push(&file_text);
+    let args = import_args(unpack, labels, &mark_label, &file_text);
     ctr(paths, CRI_NAMESPACE, &args).map_err(|error| {
         let text = error.to_string();
         let why = text
@@ -197,6 +203,25 @@ fn import_archive(
     let filter = format!("labels.\"{IMPORT_LABEL}\"=={mark}");
     let listed = ctr(paths, CRI_NAMESPACE, &["images", "ls", "-q", &filter])?;
     Ok(named(&listed).into_iter().collect())
+}
+
+/// `ctr images import`'s arguments for [`import_archive`].
+fn import_args<'a>(
+    unpack: Option<Snapshotter>,
+    labels: &[&'a str],
+    mark_label: &'a str,
+    file: &'a str,
+) -> Vec<&'a str> {
+    let mut args = vec!["images", "import"];
+    match unpack {
+        Some(snapshotter) => args.extend(["--snapshotter", snapshotter.as_str()]),
+        None => args.push("--no-unpack"),
+    }
+    for label in labels.iter().copied().chain([mark_label]) {
+        args.extend(["--label", label]);
+    }
+    args.push(file);
+    args
 }
 
 /// Image names from `ctr images ls -q`, without the digest-only and `NAME@sha256:` entries
@@ -299,7 +324,7 @@ fn import_airgap_from(paths: &Paths, snapshotter: Snapshotter, dirs: &[&Path]) {
                     continue;
                 }
             }
-            match import_archive(paths, snapshotter, &file, &PIN_LABELS) {
+            match import_archive(paths, Some(snapshotter), &file, &PIN_LABELS) {
                 Ok(images) => {
                     println!(
                         "images: imported {}: {}",
@@ -415,7 +440,7 @@ pub fn import(state: &State, files: &[PathBuf]) -> Result<()> {
         } else if let Kind::Unsupported(why) = classify(file) {
             Err(anyhow::anyhow!("{why}"))
         } else {
-            import_archive(&paths, state.snapshotter, file, &[])
+            import_archive(&paths, Some(state.snapshotter), file, &[])
         };
         match result {
             Ok(images) if images.is_empty() => {
@@ -568,5 +593,27 @@ docker.io/library/t2:b  application/vnd.oci.image.manifest.v1+json sha256:2b14a3
         assert!(!record.holds("overlayfs", "docker.io/a:1", "sha256:aa"));
         assert!(!record.holds("native", "docker.io/b:1", "sha256:aa"));
         assert!(!ShippedRecord::default().holds("native", "docker.io/a:1", "sha256:aa"));
+    }
+
+    #[test]
+    fn an_image_left_for_cri_to_unpack_is_imported_with_no_unpack() {
+        assert_eq!(
+            import_args(Some(Snapshotter::Native), &["a=b"], "m=1", "x.tar"),
+            [
+                "images",
+                "import",
+                "--snapshotter",
+                "native",
+                "--label",
+                "a=b",
+                "--label",
+                "m=1",
+                "x.tar"
+            ]
+        );
+        assert_eq!(
+            import_args(None, &[], "m=1", "x.tar"),
+            ["images", "import", "--no-unpack", "--label", "m=1", "x.tar"]
+        );
     }
 }

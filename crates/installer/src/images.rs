@@ -42,75 +42,42 @@ const PIN_LABELS: [&str; 2] = [
 /// Only the sandbox (pause) image is unpacked at import: the others are left for CRI to unpack
 /// when a container first uses one, so the import beside k3s's first start is a copy of the
 /// archives' blobs, not their decompression into the snapshotter (BENCHMARKS.md, "Where the
-/// start goes").
+/// start goes"). CRI unpacks a missing snapshot for any snapshotter, the sandbox's too
+/// (containerd's internal/cri/opts WithNewSnapshot), so what is imported is known from
+/// containerd alone.
 ///
-/// An image already imported from this bundle (the same digest under its reference, the same
-/// snapshotter: the record in [`Paths::shipped_images_record`]) is not imported again:
-/// containerd keeps its images across its restarts, and an import reads the whole archive
-/// (traefik's is 52 MB) beside k3s's start, on the same CPUs. An upgrade's new
+/// An image containerd already holds under its reference with the bundle's digest is not
+/// imported again: containerd keeps its images across its restarts, and an import reads the
+/// whole archive (traefik's is 52 MB) beside k3s's start, on the same CPUs. An upgrade's new
 /// digests, a `crictl rmi` or a data wipe bring the import back.
 pub fn import_shipped(paths: &Paths, snapshotter: Snapshotter) -> Result<()> {
     let manifest = crate::copy_bundle::installed(paths)?.manifest;
-    let record_file = paths.shipped_images_record();
-    let before: ShippedRecord = load_json(&record_file);
-    let listed = listed_digests(paths)?;
-    let mut record = ShippedRecord {
-        snapshotter: snapshotter.as_str().to_string(),
-        images: BTreeMap::new(),
-    };
+    let held = listed_digests(paths)?;
     for image in &manifest.images {
-        if before.holds(&record.snapshotter, &image.reference, &image.digest)
-            && listed.get(&image.reference) == Some(&image.digest)
-        {
+        if held.get(&image.reference) == Some(&image.digest) {
             println!(
                 "image {} already imported ({}), not imported again",
                 image.reference, image.name
             );
-        } else {
-            let file = paths.prefix.join(&image.file);
-            // Only the sandbox image is unpacked now (every pod needs it first); the others are
-            // unpacked by CRI when a container first uses them.
-            let unpack = image.sandbox.then_some(snapshotter);
-            import_archive(paths, unpack, &file, &[]).with_context(|| {
-                format!("importing image {} from {}", image.name, file.display())
-            })?;
-            let listed = image_names(paths)?;
-            if !listed.contains(&image.reference) {
-                bail!(
-                    "after importing {} the image {} is not in containerd's k8s.io namespace \
-                     (found: {}); the bundle's image archive is not named as its manifest says",
-                    file.display(),
-                    image.reference,
-                    listed.into_iter().collect::<Vec<_>>().join(", ")
-                );
-            }
-            println!("image {} imported ({})", image.reference, image.name);
+            continue;
         }
-        record
-            .images
-            .insert(image.reference.clone(), image.digest.clone());
-    }
-    if record != before {
-        let text = serde_json::to_string_pretty(&record)?;
-        fs::write(&record_file, text)
-            .with_context(|| format!("cannot write {}", record_file.display()))?;
+        let file = paths.prefix.join(&image.file);
+        // Only the sandbox image is unpacked now (every pod needs it first).
+        let unpack = image.sandbox.then_some(snapshotter);
+        let holds = import_archive(paths, unpack, &file, &[])
+            .with_context(|| format!("importing image {} from {}", image.name, file.display()))?;
+        if !holds.contains(&image.reference) {
+            bail!(
+                "the image archive {} holds {} but not {}: the bundle's image archive is not \
+                 named as its manifest says",
+                file.display(),
+                holds.join(", "),
+                image.reference
+            );
+        }
+        println!("image {} imported ({})", image.reference, image.name);
     }
     Ok(())
-}
-
-/// The shipped images as last imported: the snapshotter the sandbox image was unpacked with,
-/// and each reference's digest.
-#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
-struct ShippedRecord {
-    snapshotter: String,
-    images: BTreeMap<String, String>,
-}
-
-impl ShippedRecord {
-    fn holds(&self, snapshotter: &str, reference: &str, digest: &str) -> bool {
-        self.snapshotter == snapshotter
-            && self.images.get(reference).map(String::as_str) == Some(digest)
-    }
 }
 
 /// What a file in an images directory is to us.
@@ -269,8 +236,7 @@ fn stat(file: &Path) -> Option<(u64, u64, u32)> {
     Some((meta.len(), since.as_secs(), since.subsec_nanos()))
 }
 
-/// A record file's contents; missing or unreadable is an empty record (everything imported).
-fn load_json<T: Default + serde::de::DeserializeOwned>(file: &Path) -> T {
+fn load_record(file: &Path) -> Record {
     fs::read_to_string(file)
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
@@ -299,7 +265,7 @@ pub fn import_airgap(paths: &Paths, snapshotter: Snapshotter) {
 
 fn import_airgap_from(paths: &Paths, snapshotter: Snapshotter, dirs: &[&Path]) {
     let record_file = paths.images_record();
-    let old: Record = load_json(&record_file);
+    let old = load_record(&record_file);
     let mut new = Record::default();
     let mut present = image_names(paths).unwrap_or_default();
     for dir in dirs {
@@ -579,20 +545,6 @@ docker.io/library/t2:b  application/vnd.oci.image.manifest.v1+json sha256:2b14a3
                 },
             ]
         );
-    }
-
-    #[test]
-    fn a_shipped_image_is_kept_only_with_the_same_digest_and_snapshotter() {
-        let record = ShippedRecord {
-            snapshotter: "native".into(),
-            images: [("docker.io/a:1".to_string(), "sha256:aa".to_string())].into(),
-        };
-        assert!(record.holds("native", "docker.io/a:1", "sha256:aa"));
-        // An upgrade's new image, another snapshotter, an image never imported: imported.
-        assert!(!record.holds("native", "docker.io/a:1", "sha256:bb"));
-        assert!(!record.holds("overlayfs", "docker.io/a:1", "sha256:aa"));
-        assert!(!record.holds("native", "docker.io/b:1", "sha256:aa"));
-        assert!(!ShippedRecord::default().holds("native", "docker.io/a:1", "sha256:aa"));
     }
 
     #[test]

@@ -15,7 +15,6 @@
 //!   state.json      everything created or mounted, for uninstall
 //!   images/         image archives imported at every start (k3s's airgap images dir)
 //!   images-imported.json  what was imported from which archive (images.rs)
-//!   images-shipped.json   the bundle's images as last imported (images.rs)
 //!   run/            pid files, containerd socket, runc state
 //!   logs/           containerd.log k3s.log and the launchers' logs
 //!   containerd/     containerd root and state
@@ -74,10 +73,6 @@ impl Paths {
     /// What each airgap archive gave at its last import (images.rs).
     pub fn images_record(&self) -> PathBuf {
         self.data_dir.join("images-imported.json")
-    }
-    /// The shipped images as last imported (images.rs).
-    pub fn shipped_images_record(&self) -> PathBuf {
-        self.data_dir.join("images-shipped.json")
     }
     pub fn state_file(&self) -> PathBuf {
         self.data_dir.join("state.json")

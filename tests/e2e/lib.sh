@@ -33,12 +33,11 @@ extract() {
 # The reference of the bundle's image called NAME (from bundle-manifest.json).
 image_ref() { jq -r --arg name "$1" 'first(.images[] | select(.name == $name) | .ref) // empty' "$BUNDLE/bundle-manifest.json"; }
 
-# Runs ./install ARGS with each output line prefixed by the seconds since T0; the exit status
+# Runs ./install ARGS with each output line prefixed by the seconds since T0 (`driver stamp`:
+# one process, where `now` per line spawned two beside the install it timed); the exit status
 # is in $RUN/install.rc. The stamped output goes to stdout and $RUN/install.out.
 install_stamped() {
-  { "$BUNDLE/install" "$@"; echo $? > "$RUN/install.rc"; } 2>&1 | while IFS= read -r line; do
-    printf '[%s] %s\n' "$(now)" "$line"
-  done | tee "$RUN/install.out"
+  { "$BUNDLE/install" "$@"; echo $? > "$RUN/install.rc"; } 2>&1 | driver stamp | tee "$RUN/install.out"
   return "$(cat "$RUN/install.rc")"
 }
 

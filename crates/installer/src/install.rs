@@ -384,7 +384,9 @@ pub fn install(options: &InstallOptions) -> Result<()> {
     }
 
     let tools = userenv::ToolLinks::from_env(&options.env);
-    let result = prepare_and_start(&bundle, &paths, &plan, &mut state, &tools, no_start);
+    let result = prepare_and_start(
+        &bundle, &paths, &plan, &mut state, &tools, no_start, settings,
+    );
     if result.is_err() {
         eprintln!(
             "install did not finish; what it did is recorded in {}. Fix the problem and run \
@@ -435,6 +437,8 @@ fn prepare_and_start(
     state: &mut State,
     tools: &userenv::ToolLinks,
     no_start: bool,
+    // Checked above with the bundle's k3s, the same binary the prefix now has.
+    settings: Option<Checked>,
 ) -> Result<()> {
     copy_bundle::lay_out(bundle, paths, plan)?;
     println!("installed files under {}", paths.prefix.display());
@@ -460,7 +464,7 @@ fn prepare_and_start(
         );
         return Ok(());
     }
-    lifecycle::start(state)
+    lifecycle::start_checked(state, settings)
 }
 
 #[cfg(test)]

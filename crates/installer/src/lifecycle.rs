@@ -22,18 +22,25 @@ use crate::userenv;
 /// archives, then k3s (when the bundle has it), and prints the line that puts kubectl, crictl
 /// and ctr on PATH.
 pub fn start(state: &mut State) -> Result<()> {
+    start_checked(state, None)
+}
+
+/// [`start`], with `checked`: install's own check of the same settings a moment before (None:
+/// check them here). Each check runs `k3s server --help` and `k3s agent --help`, 0.2 s apiece
+/// in gVisor, before k3s can start.
+pub fn start_checked(state: &mut State, checked: Option<Checked>) -> Result<()> {
     let paths = state.paths();
     // k3s reads its config files at every start: they are checked (with the flags and
     // variables recorded at install) before anything starts, so a bad edit stops here.
-    let settings = if services::has_k3s(&paths) {
-        Some(Checked::new(
+    let settings = match checked {
+        Some(checked) => Some(checked),
+        None if services::has_k3s(&paths) => Some(Checked::new(
             &paths.bin("k3s"),
             state.k3s_command(),
             &state.k3s_flags,
             &state.env,
-        )?)
-    } else {
-        None
+        )?),
+        None => None,
     };
     restore_host_changes(state)?;
     // k3s, and containerd's CRI streaming server (exec, attach), listen on 127.0.0.1.

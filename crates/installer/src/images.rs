@@ -50,33 +50,64 @@ const PIN_LABELS: [&str; 2] = [
 /// imported again: containerd keeps its images across its restarts, and an import reads the
 /// whole archive (traefik's is 52 MB) beside k3s's start, on the same CPUs. An upgrade's new
 /// digests, a `crictl rmi` or a data wipe bring the import back.
-pub fn import_shipped(paths: &Paths, snapshotter: Snapshotter) -> Result<()> {
+///
+/// `node_ready`, on a new server's first start: traefik's image (52 MB, 40% of the shipped
+/// bytes) waits until the node is Ready (a message, or the sender gone), off the CPUs of
+/// k3s's own start. Its pod cannot come sooner: only the `helm-install-traefik` job's pod,
+/// placed once the node is Ready and run from another image, creates traefik's Deployment.
+pub fn import_shipped(
+    paths: &Paths,
+    snapshotter: Snapshotter,
+    node_ready: Option<std::sync::mpsc::Receiver<()>>,
+) -> Result<()> {
     let manifest = crate::copy_bundle::installed(paths)?.manifest;
     let held = listed_digests(paths)?;
-    for image in &manifest.images {
-        if held.get(&image.reference) == Some(&image.digest) {
-            println!(
-                "image {} already imported ({}), not imported again",
-                image.reference, image.name
-            );
-            continue;
-        }
-        let file = paths.prefix.join(&image.file);
-        // Only the sandbox image is unpacked now (every pod needs it first).
-        let unpack = image.sandbox.then_some(snapshotter);
-        let holds = import_archive(paths, unpack, &file, &[])
-            .with_context(|| format!("importing image {} from {}", image.name, file.display()))?;
-        if !holds.contains(&image.reference) {
-            bail!(
-                "the image archive {} holds {} but not {}: the bundle's image archive is not \
-                 named as its manifest says",
-                file.display(),
-                holds.join(", "),
-                image.reference
-            );
-        }
-        println!("image {} imported ({})", image.reference, image.name);
+    let (after_ready, now): (Vec<_>, Vec<_>) = manifest
+        .images
+        .iter()
+        .partition(|image| node_ready.is_some() && image.reference == crate::traefik::IMAGE);
+    for image in now {
+        import_shipped_image(paths, snapshotter, &held, image)?;
     }
+    if let (Some(node_ready), false) = (node_ready, after_ready.is_empty()) {
+        // Err: the start ended before the node was Ready; the image is imported all the same.
+        let _ = node_ready.recv();
+    }
+    for image in after_ready {
+        import_shipped_image(paths, snapshotter, &held, image)?;
+    }
+    Ok(())
+}
+
+/// One shipped image, unless containerd holds it already (`held`: reference to digest).
+fn import_shipped_image(
+    paths: &Paths,
+    snapshotter: Snapshotter,
+    held: &BTreeMap<String, String>,
+    image: &bundle_format::ImageRecord,
+) -> Result<()> {
+    if held.get(&image.reference) == Some(&image.digest) {
+        println!(
+            "image {} already imported ({}), not imported again",
+            image.reference, image.name
+        );
+        return Ok(());
+    }
+    let file = paths.prefix.join(&image.file);
+    // Only the sandbox image is unpacked now (every pod needs it first).
+    let unpack = image.sandbox.then_some(snapshotter);
+    let holds = import_archive(paths, unpack, &file, &[])
+        .with_context(|| format!("importing image {} from {}", image.name, file.display()))?;
+    if !holds.contains(&image.reference) {
+        bail!(
+            "the image archive {} holds {} but not {}: the bundle's image archive is not \
+             named as its manifest says",
+            file.display(),
+            holds.join(", "),
+            image.reference
+        );
+    }
+    println!("image {} imported ({})", image.reference, image.name);
     Ok(())
 }
 

@@ -250,29 +250,38 @@ pub fn install(options: &InstallOptions) -> Result<()> {
         crate::registries::load(std::path::Path::new(crate::registries::REGISTRIES_FILE))?;
     }
     let bundle = Bundle::locate(options.bundle_dir.as_deref())?;
-    // Checked before anything is written: a flag, config file or variable k3s would refuse or
-    // that would undo what the installer sets stops the install here.
-    let settings = if bundle.path(in_bundle::K3S).is_file() {
-        let settings = Checked::new(
-            &bundle.path(in_bundle::K3S),
-            request.command,
-            &request.flags,
-            &request.env,
-        )?;
-        report_k3s_settings(&settings);
-        Some(settings)
-    } else if !request.flags.is_empty() {
+    let k3s = bundle.path(in_bundle::K3S);
+    if !k3s.is_file() && !request.flags.is_empty() {
         bail!("k3s flags were given, but this bundle has no k3s (see bundle-manifest.json)");
-    } else {
-        None
-    };
+    }
     println!(
         "k3s-gvisor {} ({}) from {}",
         bundle.manifest.version,
         bundle.manifest.arch,
         bundle.dir.display()
     );
-    let plan = preflight::check(&bundle, &paths, !no_start, !options.control_plane_only)?;
+    // Both before anything is written, side by side (both only read; in gVisor the hashing
+    // of every bundle file and the two `k3s --help` take ~0.5 s each): preflight, and the k3s
+    // settings check, so that a flag, config file or variable k3s would refuse or that would
+    // undo what the installer sets stops the install here. Preflight's verdict comes first: a
+    // damaged bundle is reported as such, not by what its k3s printed.
+    let (plan, settings) = std::thread::scope(|scope| {
+        let settings = scope.spawn(|| {
+            k3s.is_file()
+                .then(|| Checked::new(&k3s, request.command, &request.flags, &request.env))
+                .transpose()
+        });
+        let plan = preflight::check(&bundle, &paths, !no_start, !options.control_plane_only);
+        (
+            plan,
+            settings.join().expect("the k3s settings check panicked"),
+        )
+    });
+    let plan = plan?;
+    let settings = settings?;
+    if let Some(settings) = &settings {
+        report_k3s_settings(settings);
+    }
     println!("preflight passed");
     if plan.workarounds.is_empty() {
         println!("no sandbox workarounds needed on this host");
@@ -464,7 +473,7 @@ fn prepare_and_start(
         );
         return Ok(());
     }
-    lifecycle::start_checked(state, settings)
+    lifecycle::start_after_install(state, settings)
 }
 
 #[cfg(test)]

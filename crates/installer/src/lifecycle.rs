@@ -22,13 +22,18 @@ use crate::userenv;
 /// archives, then k3s (when the bundle has it), and prints the line that puts kubectl, crictl
 /// and ctr on PATH.
 pub fn start(state: &mut State) -> Result<()> {
-    start_checked(state, None)
+    start_as(state, None, false)
 }
 
-/// [`start`], with `checked`: install's own check of the same settings a moment before (None:
-/// check them here). Each check runs `k3s server --help` and `k3s agent --help`, 0.2 s apiece
-/// in gVisor, before k3s can start.
-pub fn start_checked(state: &mut State, checked: Option<Checked>) -> Result<()> {
+/// A new install's first start, with install's own check of the same settings a moment
+/// before (each check runs `k3s server --help` and `k3s agent --help`, 0.2 s apiece in gVisor,
+/// before k3s can start). A new server has no pods yet: traefik's image can wait for the node
+/// to be Ready (images.rs `import_shipped`).
+pub fn start_after_install(state: &mut State, checked: Option<Checked>) -> Result<()> {
+    start_as(state, checked, true)
+}
+
+fn start_as(state: &mut State, checked: Option<Checked>, first_start: bool) -> Result<()> {
     let paths = state.paths();
     // k3s reads its config files at every start: they are checked (with the flags and
     // variables recorded at install) before anything starts, so a bad edit stops here.
@@ -47,7 +52,7 @@ pub fn start_checked(state: &mut State, checked: Option<Checked>) -> Result<()> 
     loopback::ensure_up(state)?;
     if let (true, Some(settings)) = (state.control_plane_only, &settings) {
         // No kubelet, so no pods: containerd is not needed.
-        services::k3s::start(&paths, state, settings)?;
+        services::k3s::start(&paths, state, settings, std::sync::mpsc::channel().0)?;
         println!("to use kubectl:\n  {}", userenv::export_line(&paths, false));
         return Ok(());
     }
@@ -62,9 +67,9 @@ pub fn start_checked(state: &mut State, checked: Option<Checked>) -> Result<()> 
     }
     services::containerd::start(&paths, state)?;
     let snapshotter = state.snapshotter;
-    let import_images = || -> Result<()> {
+    let import_images = |node_ready| -> Result<()> {
         if !containerd_was_running {
-            images::import_shipped(&paths, snapshotter)?;
+            images::import_shipped(&paths, snapshotter, node_ready)?;
         }
         images::import_airgap(&paths, snapshotter);
         Ok(())
@@ -73,9 +78,11 @@ pub fn start_checked(state: &mut State, checked: Option<Checked>) -> Result<()> 
         // The images are imported while k3s starts, as k3s imports its airgap images while it
         // starts: no pod is placed before the node is Ready, seconds after the imports end
         // (BENCHMARKS.md "Where the start goes"; pause, the sandbox image, comes first).
+        let (node_ready, is_ready) = std::sync::mpsc::channel();
+        let defer = first_start && !state.is_agent();
         std::thread::scope(|scope| {
-            let imports = scope.spawn(import_images);
-            let k3s = services::k3s::start(&paths, state, settings);
+            let imports = scope.spawn(|| import_images(defer.then_some(is_ready)));
+            let k3s = services::k3s::start(&paths, state, settings, node_ready);
             let imported = imports.join().expect("the image import thread panicked");
             k3s.and(imported)
         })?;
@@ -94,7 +101,7 @@ pub fn start_checked(state: &mut State, checked: Option<Checked>) -> Result<()> 
             userenv::export_line(&paths, true)
         );
     } else {
-        import_images()?;
+        import_images(None)?;
         println!(
             "this bundle has no k3s binary: containerd is running on {} for CRI clients \
              (e.g. crictl --runtime-endpoint unix://{})",

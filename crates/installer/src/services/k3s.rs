@@ -5,6 +5,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -27,7 +28,13 @@ const SERVICE_ACCOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 /// its agent, or an agent) then waits for k3s to assign its podCIDR, writes the CNI config
 /// with that range, and waits for the node to be Ready. A server finally waits for the default
 /// service account, which every pod needs before it can be created, and prints how to join.
-pub fn start(paths: &Paths, state: &mut State, settings: &Checked) -> Result<()> {
+/// `node_ready` is told once the node is Ready (dropped unused where there is no node).
+pub fn start(
+    paths: &Paths,
+    state: &mut State,
+    settings: &Checked,
+    node_ready: Sender<()>,
+) -> Result<()> {
     let daemon = daemon(paths, K3S);
     if let Some(pid) = daemon.running_pid() {
         println!("k3s already running (pid {pid})");
@@ -69,7 +76,7 @@ pub fn start(paths: &Paths, state: &mut State, settings: &Checked) -> Result<()>
             name: &node_name,
             server: state.server.as_deref(),
         };
-        node.wait_until_networked(early_range.as_deref())?;
+        node.wait_until_networked(early_range.as_deref(), node_ready)?;
     }
     if state.is_agent() {
         // Once the node is Ready: the CNI config names the bridge, and no pod of this node
@@ -194,11 +201,11 @@ impl Node<'_> {
     /// Waits for the node's podCIDR, puts it in the CNI config, and waits for the node to be
     /// Ready. Where `early` was written before k3s started, Ready comes first (the kubelet
     /// had its network at once), and the range assigned is then checked against it.
-    fn wait_until_networked(&self, early: Option<&str>) -> Result<()> {
+    fn wait_until_networked(&self, early: Option<&str>, ready: Sender<()>) -> Result<()> {
         let paths = self.k3s.paths;
         match early {
             Some(expected) => {
-                self.wait_for_ready()?;
+                self.wait_for_ready(ready)?;
                 let pod_cidr = self.wait_for_pod_range()?;
                 if pod_cidr == expected {
                     println!(
@@ -230,7 +237,7 @@ impl Node<'_> {
                         String::new()
                     }
                 );
-                self.wait_for_ready()?;
+                self.wait_for_ready(ready)?;
             }
         }
         Ok(())
@@ -259,13 +266,15 @@ impl Node<'_> {
         Ok(pod_cidr.expect("set when the wait succeeds"))
     }
 
-    fn wait_for_ready(&self) -> Result<()> {
+    fn wait_for_ready(&self, ready: Sender<()>) -> Result<()> {
         self.k3s.wait_for(
             &format!("node {} to be Ready", self.name),
             NODE_READY_TIMEOUT,
             || self.kubectl.node_ready(self.name) == Some(true),
         )?;
         println!("node is Ready");
+        // Nobody may be waiting (the imports were over, or none were deferred).
+        let _ = ready.send(());
         Ok(())
     }
 }

@@ -424,8 +424,21 @@ pub fn umount_of_unmounted_path_takes_parent() -> bool {
             Err(_) => {}
         }
     }
-    let _ = nix::mount::umount2(&inner, nix::mount::MntFlags::MNT_DETACH);
-    let _ = nix::mount::umount2(&scratch, nix::mount::MntFlags::MNT_DETACH);
+    // Only what mountinfo still lists: an umount of a path with nothing mounted on it is the
+    // very bug probed, and takes the mount that holds the path. Where the probe's second umount
+    // took the scratch tmpfs and a pod's mount namespace, made meanwhile, held a copy of it,
+    // an umount of the scratch dir took the sandbox's root (gvisor-2025, 2026-12-07: every
+    // /proc/PID of the sandbox gone, k3s crashed and restarted into `no default routes`).
+    let mounted = |point: &Path| {
+        probe::read_mounts()
+            .iter()
+            .any(|m| m.mount_point.as_path() == point)
+    };
+    for point in [&inner, &scratch] {
+        if mounted(point) {
+            let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
     let _ = fs::remove_dir(&inner);
     let _ = fs::remove_dir(&scratch);
     takes_parent

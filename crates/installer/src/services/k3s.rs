@@ -3,6 +3,7 @@
 //! and the waits that make install return only once the cluster can take pods.
 
 use std::fs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
@@ -59,8 +60,9 @@ pub fn start(
     let kubectl = if state.is_agent() {
         Kubectl::with(paths, crate::node_routes::kubelet_kubeconfig(paths))
     } else {
+        let apiserver = apiserver_addresses(settings);
         k3s.wait_for("the Kubernetes API to answer /readyz", API_TIMEOUT, || {
-            Kubectl::admin(paths).api_ready()
+            apiserver.as_deref().is_none_or(listening) && Kubectl::admin(paths).api_ready()
         })?;
         println!("Kubernetes API is ready");
         // As soon as the API answers, so that ClusterIPs route before pods need them (coredns
@@ -129,6 +131,57 @@ fn command(
         paths.bin(K3S),
         args,
     )
+}
+
+/// Where k3s's own apiserver listens, as k3s's `defaults` (pkg/daemons/control/server.go)
+/// chooses: `--apiserver-port`, else `--https-listen-port` + 1 (6444); on
+/// `--apiserver-bind-address`, else loopback. Those two are hidden flags, which the settings
+/// check refuses (they are not in `k3s server --help`); their variables reach k3s all the same.
+/// None (not known) where the user gave `--kube-apiserver-arg`, which can move it too
+/// (`secure-port`, `bind-address`).
+///
+/// The wait for `/readyz` asks through `k3s kubectl`, a 195 MB program whose start costs 0.25 s
+/// of CPU in gVisor: while nothing listens there (the first 5 s of a first start in gVisor,
+/// the apiserver's setup), /readyz cannot pass, and k3s's start has the CPU to itself.
+fn apiserver_addresses(settings: &Checked) -> Option<Vec<SocketAddr>> {
+    if settings.value("kube-apiserver-arg").is_some() {
+        return None;
+    }
+    let hidden = |name: &str, variable: &str| {
+        settings
+            .value(name)
+            .or_else(|| settings.settings.env.get(variable).cloned())
+    };
+    let port = hidden("apiserver-port", "K3S_APISERVER_PORT")
+        .and_then(|p| p.parse().ok())
+        .filter(|p| *p != 0)
+        .unwrap_or_else(|| {
+            let https: u16 = settings
+                .value("https-listen-port")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(6443);
+            https.saturating_add(1)
+        });
+    Some(
+        match hidden("apiserver-bind-address", "K3S_APISERVER_BIND_ADDRESS")
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .filter(|a| !a.is_unspecified())
+        {
+            Some(address) => vec![SocketAddr::new(address, port)],
+            None => vec![
+                SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+            ],
+        },
+    )
+}
+
+/// Whether something accepts connections at one of `addresses`. The connection is closed
+/// unused; the apiserver logs such a failed handshake only at `-v=5`.
+fn listening(addresses: &[SocketAddr]) -> bool {
+    addresses
+        .iter()
+        .any(|a| TcpStream::connect_timeout(a, Duration::from_secs(1)).is_ok())
 }
 
 /// k3s's Go garbage collector target where the user set none. Measured at rest in the current
@@ -349,6 +402,101 @@ fn print_join_command(paths: &Paths, address: Option<std::net::IpAddr>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server_with(flags: &[(&str, &str)], env: &[(&str, &str)]) -> Checked {
+        use crate::k3s_settings::{GivenFlag, K3sCommand, KnownFlags, Origin, Settings};
+        Checked {
+            known: KnownFlags::from_help(
+                K3sCommand::Server,
+                "   --https-listen-port value   (listener) HTTPS listen port (default: 6443)\n",
+            ),
+            settings: Settings {
+                flags: flags
+                    .iter()
+                    .map(|(name, value)| GivenFlag {
+                        name: name.to_string(),
+                        value: Some(value.to_string()),
+                        origin: Origin::CommandLine,
+                    })
+                    .collect(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Settings::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_apiserver_is_looked_for_where_k3s_puts_it() {
+        let loopback = |port: u16| {
+            Some(vec![
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+            ])
+        };
+        assert_eq!(apiserver_addresses(&server_with(&[], &[])), loopback(6444));
+        assert_eq!(
+            apiserver_addresses(&server_with(&[("https-listen-port", "7443")], &[])),
+            loopback(7444)
+        );
+        assert_eq!(
+            apiserver_addresses(&server_with(
+                &[("https-listen-port", "7443")],
+                &[("K3S_APISERVER_PORT", "9000")]
+            )),
+            loopback(9000)
+        );
+        assert_eq!(
+            apiserver_addresses(&server_with(
+                &[],
+                &[("K3S_APISERVER_BIND_ADDRESS", "10.0.0.5")]
+            )),
+            Some(vec![SocketAddr::from(([10, 0, 0, 5], 6444))])
+        );
+        // The apiserver's own flags can move it: not known then, so not waited for.
+        assert_eq!(
+            apiserver_addresses(&server_with(
+                &[("kube-apiserver-arg", "secure-port=7000")],
+                &[]
+            )),
+            None
+        );
+        assert_eq!(
+            apiserver_addresses(&server_with(
+                &[],
+                &[("K3S_APISERVER_BIND_ADDRESS", "0.0.0.0")]
+            )),
+            loopback(6444)
+        );
+    }
+
+    #[test]
+    fn listening_means_a_connection_is_accepted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap();
+        assert!(listening(&[open]));
+        // A port bound but not listening refuses connections, and stays ours meanwhile.
+        let bound = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        nix::sys::socket::bind(
+            std::os::fd::AsRawFd::as_raw_fd(&bound),
+            &nix::sys::socket::SockaddrIn::new(127, 0, 0, 1, 0),
+        )
+        .unwrap();
+        let closed: nix::sys::socket::SockaddrIn =
+            nix::sys::socket::getsockname(std::os::fd::AsRawFd::as_raw_fd(&bound)).unwrap();
+        let closed = SocketAddr::from(([127, 0, 0, 1], closed.port()));
+        assert!(!listening(&[closed]));
+        assert!(listening(&[closed, open]));
+        assert!(!listening(&[]));
+    }
 
     #[test]
     fn k3s_gets_gogc_25_unless_the_user_set_gogc() {

@@ -570,6 +570,41 @@ impl Checked {
     }
 }
 
+#[cfg(test)]
+impl Checked {
+    /// Settings as a check would leave them, for tests: `k3s server`'s flags read from `help`
+    /// (its `--help` lines), `flags` given on the command line, `config` as config-file keys
+    /// (values as given), `env` recorded.
+    pub fn for_test(
+        help: &str,
+        flags: &[(&str, &str)],
+        config: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Checked {
+        let given = |list: &[(&str, &str)]| -> Vec<GivenFlag> {
+            list.iter()
+                .map(|(name, value)| GivenFlag {
+                    name: name.to_string(),
+                    value: Some(value.to_string()),
+                    origin: Origin::CommandLine,
+                })
+                .collect()
+        };
+        Checked {
+            known: KnownFlags::from_help(K3sCommand::Server, help),
+            settings: Settings {
+                flags: given(flags),
+                config: given(config),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Settings::default()
+            },
+        }
+    }
+}
+
 /// What the user brought for k3s, as `status` shows it (`--json` too): the flags (token values
 /// masked), each config file with the keys it sets, and the recorded variables (secrets masked,
 /// `NAME=VALUE`).

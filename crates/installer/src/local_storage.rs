@@ -222,27 +222,12 @@ mod tests {
     }
 
     fn checked(flags: &[(&str, &str)], config: &[(&str, &str)]) -> Checked {
-        use crate::k3s_settings::{GivenFlag, K3sCommand, KnownFlags, Origin, Settings};
-        let given = |list: &[(&str, &str)]| -> Vec<GivenFlag> {
-            list.iter()
-                .map(|(name, value)| GivenFlag {
-                    name: name.to_string(),
-                    value: Some(value.to_string()),
-                    origin: Origin::CommandLine,
-                })
-                .collect()
-        };
-        Checked {
-            known: KnownFlags::from_help(
-                K3sCommand::Server,
-                "   --disable value   (components) Do not deploy packaged components\n",
-            ),
-            settings: Settings {
-                flags: given(flags),
-                config: given(config),
-                ..Settings::default()
-            },
-        }
+        Checked::for_test(
+            "   --disable value   (components) Do not deploy packaged components\n",
+            flags,
+            config,
+            &[],
+        )
     }
 
     #[test]

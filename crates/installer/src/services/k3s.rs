@@ -404,28 +404,12 @@ mod tests {
     use super::*;
 
     fn server_with(flags: &[(&str, &str)], env: &[(&str, &str)]) -> Checked {
-        use crate::k3s_settings::{GivenFlag, K3sCommand, KnownFlags, Origin, Settings};
-        Checked {
-            known: KnownFlags::from_help(
-                K3sCommand::Server,
-                "   --https-listen-port value   (listener) HTTPS listen port (default: 6443)\n",
-            ),
-            settings: Settings {
-                flags: flags
-                    .iter()
-                    .map(|(name, value)| GivenFlag {
-                        name: name.to_string(),
-                        value: Some(value.to_string()),
-                        origin: Origin::CommandLine,
-                    })
-                    .collect(),
-                env: env
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                ..Settings::default()
-            },
-        }
+        Checked::for_test(
+            "   --https-listen-port value   (listener) HTTPS listen port (default: 6443)\n",
+            flags,
+            &[],
+            env,
+        )
     }
 
     #[test]

@@ -189,9 +189,11 @@ elif [ "$WHAT" = memory ]; then
   # install with k3s's defaults (add-ons on), wait until every pod settled, idle, then the RSS
   # as --addons sums it, k3s's idle CPU, and the API's latency: 200 GETs of every pod and 200
   # of every ConfigMap over one kept-alive connection (curl with the kubeconfig's client
-  # certificate), median and 95th percentile. Beside them, where the memory is: the processes
-  # issue 27 counts, k3s's and a shim's RSS by mapping (smaps), the sandbox's /proc/meminfo,
-  # and with --enable-pprof k3s's Go memory statistics (its heap profile kept in RUN).
+  # certificate), median and 95th percentile; and ./install's own time (it returns once the
+  # node is Ready), what the setting costs the start. Beside them, where the memory is: the
+  # processes issue 27 counts, k3s's and a shim's RSS by mapping (smaps), the sandbox's
+  # /proc/meminfo, and with --enable-pprof k3s's Go memory statistics (its heap profile kept in
+  # RUN).
   HZ=$(getconf CLK_TCK)
   # The sets as words, unglobbed (a flag's value may hold `*`: controllers=*,-x).
   # shellcheck disable=SC2086 # split at the spaces
@@ -206,11 +208,13 @@ elif [ "$WHAT" = memory ]; then
       name=$(echo "$set" | tr -c 'A-Za-z0-9=.,_+\n-' _)  # for file names
       note_pids
       echo "BENCH meminfo-anon0-$set $(awk '$1 == "AnonPages:" { printf "%.1f", $2 / 1024 }' /proc/meminfo)"
+      t0=$(date +%s.%N)
       set -f
       # shellcheck disable=SC2086 # one word per part
       env $vars "$BUNDLE/install" --prefix "$P" --data-dir "$D" ${flags:+--} $flags > "$RUN/install.out" 2>&1 \
         || { cat "$RUN/install.out"; fail "install with $set"; }
       set +f
+      echo "BENCH ready-$set $(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")"
       K="$P/bin/kubectl --kubeconfig $D/kubeconfig.yaml"
       $K wait --for=condition=Ready node --all --timeout=120s >/dev/null || fail "$set: node not Ready"
       wait_settled "$set"

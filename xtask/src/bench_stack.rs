@@ -356,7 +356,8 @@ const BREAKDOWN: [(&str, &str); 21] = [
 /// `VAR=value` that ./install records for k3s, e.g. `GOGC=50`, or `CONTAINERD_VAR=value` for
 /// containerd and its shims; or `--flag[=value]`, a k3s flag) against the installer's default,
 /// alternating per round in one sandbox, each installed with k3s's defaults (add-ons on): the
-/// idle RSS of the install, of what issue 27 counts and of k3s alone, k3s's idle CPU, and the
+/// idle RSS of the install, of what issue 27 counts and of k3s alone, ./install's time to node
+/// Ready (what a setting costs the start), k3s's idle CPU, and the
 /// API's latency (median and 95th percentile of 200 GETs over one connection) so a memory cut
 /// is seen beside what it costs; and where the memory is, per set.
 pub fn run_memory(opts: &StackOptions) -> Result<StackReport> {
@@ -387,6 +388,7 @@ pub fn run_memory(opts: &StackOptions) -> Result<StackReport> {
             row("idle RSS of issue 27's processes", "MiB", "issue-rss")?,
             row("idle RSS of k3s", "MiB", "k3s-rss")?,
             row("idle RSS of containerd and its shims", "MiB", "containerd-and-shims")?,
+            row("./install until it returns (node Ready, pod range checked)", "s", "ready")?,
             row(&format!("k3s idle CPU ({idle} s window)"), "CPU s/min", "k3s-cpu")?,
             row("GET /api/v1/pods, median", "ms", "api-p50-pods")?,
             row("GET /api/v1/pods, 95th percentile", "ms", "api-p95-pods")?,

@@ -15,7 +15,7 @@ use super::wait::Started;
 use super::{daemon, daemon_env, launcher, svcproxy, K3S};
 use crate::config;
 use crate::k3s_settings::Checked;
-use crate::kubectl::Kubectl;
+use crate::kubectl::{Kubectl, NodeReport};
 use crate::node_ip;
 use crate::paths::Paths;
 use crate::pod_logs;
@@ -68,18 +68,24 @@ pub fn start(
         // As soon as the API answers, so that ClusterIPs route before pods need them (coredns
         // reaches the API through 10.43.0.1).
         svcproxy::start(paths, state, settings)?;
-        crate::local_storage::lay_down(paths, &local_storage)?;
         Kubectl::admin(paths)
     };
-    if !state.control_plane_only {
-        let node = Node {
-            k3s: &k3s,
-            kubectl: &kubectl,
-            name: &node_name,
-            server: state.server.as_deref(),
-        };
-        node.wait_until_networked(early_range.as_deref(), node_ready)?;
-    }
+    // k3s stages its local-storage manifest (which a server's lay_down waits for) about when
+    // the node turns Ready: both waits side by side, so that Ready is reported when it comes.
+    std::thread::scope(|scope| {
+        let laid_down = (!state.is_agent())
+            .then(|| scope.spawn(|| crate::local_storage::lay_down(paths, &local_storage)));
+        if !state.control_plane_only {
+            let node = Node {
+                k3s: &k3s,
+                kubectl: &kubectl,
+                name: &node_name,
+                server: state.server.as_deref(),
+            };
+            node.wait_until_networked(early_range.as_deref(), node_ready)?;
+        }
+        laid_down.map_or(Ok(()), |wait| wait.join().expect("lay_down does not panic"))
+    })?;
     if state.is_agent() {
         // Once the node is Ready: the CNI config names the bridge, and no pod of this node
         // has started yet.
@@ -309,21 +315,24 @@ impl Node<'_> {
             None => format!("node {name} to register and get its pod range"),
         };
         let mut pod_cidr = None;
-        self.k3s.wait_for(&what, API_TIMEOUT, || {
-            pod_cidr = self
-                .kubectl
-                .node_field(name, "{.spec.podCIDR}")
-                .filter(|cidr| !cidr.is_empty());
-            pod_cidr.is_some()
-        })?;
+        self.k3s.wait_for_watched(
+            &what,
+            API_TIMEOUT,
+            || self.kubectl.watch_node(name),
+            |line| {
+                pod_cidr = NodeReport::parse(line).and_then(|report| report.pod_cidr);
+                pod_cidr.is_some()
+            },
+        )?;
         Ok(pod_cidr.expect("set when the wait succeeds"))
     }
 
     fn wait_for_ready(&self, ready: Sender<()>) -> Result<()> {
-        self.k3s.wait_for(
+        self.k3s.wait_for_watched(
             &format!("node {} to be Ready", self.name),
             NODE_READY_TIMEOUT,
-            || self.kubectl.node_ready(self.name) == Some(true),
+            || self.kubectl.watch_node(self.name),
+            |line| NodeReport::parse(line).is_some_and(|report| report.ready),
         )?;
         println!("node is Ready");
         // Nobody may be waiting (the imports were over, or none were deferred).
@@ -337,14 +346,17 @@ impl Node<'_> {
 /// (`serviceaccount "default" not found`); until the second a pod's token volume cannot be
 /// mounted and its start waits for the kubelet's next retry.
 fn wait_for_default_service_account(k3s: &Started, kubectl: &Kubectl) -> Result<()> {
-    k3s.wait_for(
-        "the default service account and kube-root-ca.crt",
-        SERVICE_ACCOUNT_TIMEOUT,
-        || {
-            kubectl.exists("default", "serviceaccount", "default")
-                && kubectl.exists("default", "configmap", "kube-root-ca.crt")
-        },
-    )?;
+    for (kind, name) in [
+        ("serviceaccount", "default"),
+        ("configmap", "kube-root-ca.crt"),
+    ] {
+        k3s.wait_for_watched(
+            &format!("the {kind} {name} in the default namespace"),
+            SERVICE_ACCOUNT_TIMEOUT,
+            || kubectl.watch_named("default", kind, name),
+            |line| line.trim() == name,
+        )?;
+    }
     println!("default service account and kube-root-ca.crt exist: pods can be created");
     Ok(())
 }

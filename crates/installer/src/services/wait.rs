@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+use crate::kubectl::{Seen, Watch};
 use crate::paths::Paths;
 use crate::supervise::{self, Daemon};
 
@@ -28,11 +29,65 @@ impl Started<'_> {
         timeout: Duration,
         mut ready: impl FnMut() -> bool,
     ) -> Result<()> {
+        self.wait_until(what, timeout, |interval| {
+            ready() || {
+                sleep(interval);
+                false
+            }
+        })
+    }
+
+    /// As [`Started::wait_for`], told by a watch instead of asking again and again: `seen` is
+    /// given each line of the watch `start` starts and says whether it shows what is waited
+    /// for, as soon as it comes. A watch that cannot start or ends (k3s's API not up yet, or
+    /// restarting) is started again at `wait_for`'s pace.
+    pub fn wait_for_watched(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut start: impl FnMut() -> Result<Watch>,
+        mut seen: impl FnMut(&str) -> bool,
+    ) -> Result<()> {
+        let mut watch = None;
+        self.wait_until(what, timeout, |interval| {
+            let running = match &mut watch {
+                Some(running) => running,
+                None => match start() {
+                    Ok(started) => watch.insert(started),
+                    Err(_) => {
+                        sleep(interval);
+                        return false;
+                    }
+                },
+            };
+            match running.next(interval) {
+                Seen::Line(line) => seen(&line),
+                Seen::Nothing => false,
+                Seen::Ended => {
+                    watch = None;
+                    sleep(interval);
+                    false
+                }
+            }
+        })
+    }
+
+    /// Calls `check` with the time it may take (it sleeps or waits for an event that long)
+    /// until it returns true, failing when the daemon or its keeper exits or `timeout` passes.
+    fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(Duration) -> bool,
+    ) -> Result<()> {
         let daemon = &self.daemon;
         let deadline = Instant::now() + timeout;
+        // From 100 ms up to 1 s between checks: a wait that is over at once costs little,
+        // and a long one spawns `k3s kubectl` at most once a second. A fixed 2 s made every
+        // wait of install end on a 2 s step (BENCHMARKS.md "Where the start goes").
         let mut interval = Duration::from_millis(100);
         while Instant::now() < deadline {
-            if ready() {
+            if check(interval) {
                 return Ok(());
             }
             if let Some(exit) = daemon.exited() {
@@ -49,10 +104,6 @@ impl Started<'_> {
                     exit_logs(self.paths, daemon)
                 );
             }
-            // From 100 ms up to 1 s between checks: a wait that is over at once costs little,
-            // and a long one spawns `k3s kubectl` at most once a second. A fixed 2 s made every
-            // wait of install end on a 2 s step (BENCHMARKS.md "Where the start goes").
-            sleep(interval);
             interval = (interval * 2).min(Duration::from_secs(1));
         }
         bail!(
@@ -81,4 +132,89 @@ pub fn exit_logs(paths: &Paths, daemon: &Daemon) -> String {
         ));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kubectl::{Kubectl, NodeReport};
+    use std::os::unix::fs::PermissionsExt;
+
+    /// An install whose bin/k3s is `script` (sh), with a kubeconfig, and a k3s daemon that
+    /// never exited, kept by this test process.
+    fn with_k3s(root: &std::path::Path, script: &str) -> (Paths, Kubectl) {
+        let paths = Paths::new(&root.join("prefix"), &root.join("data"));
+        std::fs::create_dir_all(paths.prefix.join("bin")).unwrap();
+        let k3s = paths.bin("k3s");
+        std::fs::write(&k3s, format!("#!/bin/sh\n{script}")).unwrap();
+        std::fs::set_permissions(&k3s, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let kubeconfig = root.join("kubeconfig");
+        std::fs::write(&kubeconfig, "").unwrap();
+        let kubectl = Kubectl::with(&paths, kubeconfig);
+        (paths, kubectl)
+    }
+
+    fn started(paths: &Paths) -> Started<'_> {
+        Started {
+            paths,
+            daemon: crate::services::daemon(paths, "k3s"),
+            pid: std::process::id() as i32,
+        }
+    }
+
+    #[test]
+    fn a_watched_wait_ends_on_the_line_it_waits_for_and_restarts_a_watch_that_ended() {
+        let temp = tempfile::tempdir().unwrap();
+        let starts = temp.path().join("starts");
+        // The first watch ends at once (k3s's API not up yet); the second reports the node
+        // not Ready, then Ready, and would run on.
+        let (paths, kubectl) = with_k3s(
+            temp.path(),
+            &format!(
+                "printf '%s\\n' \"$*\" >> {starts}\n\
+                 [ \"$(wc -l < {starts})\" -eq 1 ] && exit 1\n\
+                 echo 'vm|False|'; sleep 0.2; echo 'vm|True|10.42.0.0/24'; exec sleep 30\n",
+                starts = starts.display()
+            ),
+        );
+        let began = Instant::now();
+        started(&paths)
+            .wait_for_watched(
+                "node vm to be Ready",
+                Duration::from_secs(20),
+                || kubectl.watch_node("vm"),
+                |line| NodeReport::parse(line).is_some_and(|report| report.ready),
+            )
+            .unwrap();
+        // Not the 30 s of the watch's process: it is stopped when the wait is over.
+        assert!(began.elapsed() < Duration::from_secs(10));
+        let args = std::fs::read_to_string(&starts).unwrap();
+        assert_eq!(args.lines().count(), 2, "{args}");
+        assert!(
+            args.lines().all(|line| line.contains(
+                "get nodes --field-selector=metadata.name=vm --watch -o jsonpath={.metadata.name}|"
+            )),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn a_watched_wait_that_never_sees_its_line_times_out_naming_what_it_waited_for() {
+        let temp = tempfile::tempdir().unwrap();
+        let (paths, kubectl) = with_k3s(temp.path(), "echo 'vm|False|'; exec sleep 30\n");
+        let error = started(&paths)
+            .wait_for_watched(
+                "node vm to be Ready",
+                Duration::from_millis(500),
+                || kubectl.watch_node("vm"),
+                |line| NodeReport::parse(line).is_some_and(|report| report.ready),
+            )
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("timed out after 0s waiting for node vm to be Ready"),
+            "{error}"
+        );
+    }
 }

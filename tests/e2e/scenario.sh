@@ -65,6 +65,7 @@ elif [ $K3S = yes ]; then
     driver addons steps
     driver helm
     driver ingress
+    driver addons hpa
     driver faults
     driver scenario delete
   fi

@@ -7,9 +7,10 @@
 //!   pvc-data-survives  (`steps`, after the scenario's stop/start) the writer is gone; a new pod
 //!                      reads the same bytes;
 //!   kubectl-top        `kubectl top node` and `kubectl top pod` answer with numbers;
-//!   hpa-scales         an HPA on CPU scales a Deployment 1 -> 3 under load and back to 1 after
-//!                      it (bounded waits on the Deployment's replicas, no timed assertion); not
-//!                      run when kubectl-top failed (no metrics, no scaling).
+//!   hpa-scales         (`hpa`, after the helm and ingress steps) an HPA on CPU scales a
+//!                      Deployment 1 -> 3 under load and back to 1 after it (bounded waits on the
+//!                      Deployment's replicas, no timed assertion); not run when kubectl-top
+//!                      failed (no metrics, no scaling).
 //! Pods live in their own namespace, so the scenario's count of default's pods is unchanged.
 //! The bytes written before the stop go to RUN/pvc-bytes for `steps` to compare.
 
@@ -27,13 +28,20 @@ use crate::{tail, Run};
 pub enum Phase {
     /// Before the scenario's stop: a volume, written once (pvc-bound).
     BeforeStop,
-    /// After the scenario's stop and start: pvc-data-survives, kubectl-top, hpa-scales.
+    /// After the scenario's stop and start: pvc-data-survives, kubectl-top; hpa-scales's
+    /// Deployment and HPA applied.
     Steps,
+    /// Later (after the helm and ingress steps): hpa-scales. metrics-server's first scrapes of
+    /// the Deployment's pod and the HPA's first reading (about a minute) happen during the
+    /// steps between instead of before the load.
+    Hpa,
 }
 
 const NS: &str = "e2e-addons";
 /// What `before-stop` wrote into the volume, for `steps` (a file: two driver runs).
 const PVC_BYTES_FILE: &str = "pvc-bytes";
+/// Written by `steps` when kubectl-top passed, for `hpa`.
+const TOP_OK_FILE: &str = "kubectl-top-ok";
 const LOCAL_STORAGE: &str = "local-storage";
 const METRICS_SERVER: &str = "metrics-server";
 /// How long the `kubectl top` answers are polled: metrics-server needs two scrapes
@@ -45,6 +53,7 @@ pub fn run(run: &Run, phase: Phase) -> Result<()> {
     match phase {
         Phase::BeforeStop => before_stop(run, &busybox),
         Phase::Steps => steps(run, &busybox),
+        Phase::Hpa => hpa(run),
     }
     Ok(())
 }
@@ -263,7 +272,8 @@ fn steps(run: &Run, busybox: &str) {
     let metrics_off = addon_off(&status, &install_out, METRICS_SERVER);
     if metrics_off.is_none() {
         // hpa-scales's Deployment and HPA first: metrics-server needs two scrapes (15 s apart)
-        // of the new pod before the HPA can act, and that wait runs beside the steps between.
+        // of the new pod before the HPA can act, and that wait runs beside the steps until
+        // `hpa`.
         if let Err(e) = run.kubectl_apply(&burn(busybox)) {
             eprintln!("{e:#}");
         }
@@ -310,10 +320,21 @@ fn steps(run: &Run, busybox: &str) {
     }
     if let Some(why) = metrics_off {
         run.step(Step::KubectlTop, Status::Blocked, format!("install: {why}"));
-        run.step(Step::HpaScales, Status::Blocked, format!("install: {why}"));
         return;
     }
     if kubectl_top(run) {
+        if let Err(e) = std::fs::write(run.run.join(TOP_OK_FILE), "") {
+            eprintln!("cannot write {TOP_OK_FILE}: {e}");
+        }
+    }
+}
+
+/// hpa-scales, where metrics-server runs and kubectl-top passed in `steps`.
+fn hpa(run: &Run) {
+    let (status, install_out) = install_facts(run);
+    if let Some(why) = addon_off(&status, &install_out, METRICS_SERVER) {
+        run.step(Step::HpaScales, Status::Blocked, format!("install: {why}"));
+    } else if run.run.join(TOP_OK_FILE).exists() {
         hpa_scales(run);
     }
 }

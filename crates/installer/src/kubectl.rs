@@ -35,22 +35,30 @@ impl Kubectl {
         }
     }
 
-    /// Runs `k3s kubectl ARGS`: its stdout, or an error with its stderr. A kubeconfig k3s has
-    /// not written yet is an error without starting the 200 MB k3s binary for nothing.
+    /// Runs `k3s kubectl ARGS`: its stdout, or an error with its stderr.
     pub fn run(&self, args: &[&str]) -> Result<String> {
-        if !self.kubeconfig.is_file() {
-            bail!("{} does not exist yet", self.kubeconfig.display());
-        }
-        let output = Command::new(&self.k3s)
-            .arg("kubectl")
-            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .args(args)
+        let output = self
+            .command(args)?
             .output()
             .with_context(|| format!("cannot run {}", self.k3s.display()))?;
         if !output.status.success() {
             bail!("{}", String::from_utf8_lossy(&output.stderr).trim());
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// `k3s kubectl --kubeconfig=FILE ARGS`; an error, without starting the 200 MB k3s binary
+    /// for nothing, while k3s has not written the kubeconfig.
+    fn command(&self, args: &[&str]) -> Result<Command> {
+        if !self.kubeconfig.is_file() {
+            bail!("{} does not exist yet", self.kubeconfig.display());
+        }
+        let mut command = Command::new(&self.k3s);
+        command
+            .arg("kubectl")
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args);
+        Ok(command)
     }
 
     /// `ARGS -o jsonpath=TEMPLATE`.
@@ -70,13 +78,8 @@ impl Kubectl {
     /// binary each time instead, 0.25 s of CPU in runsc that k3s's own start is short of
     /// (BENCHMARKS.md, "Where the start goes").
     pub fn watch(&self, args: &[&str], template: &str) -> Result<Watch> {
-        if !self.kubeconfig.is_file() {
-            bail!("{} does not exist yet", self.kubeconfig.display());
-        }
-        let mut child = Command::new(&self.k3s)
-            .arg("kubectl")
-            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .args(args)
+        let mut child = self
+            .command(args)?
             .args(["--watch", "-o", &format!("jsonpath={template}")])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

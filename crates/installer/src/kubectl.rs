@@ -77,7 +77,7 @@ impl Kubectl {
     /// change to them as it happens. A wait that asks again and again starts the 200 MB k3s
     /// binary each time instead, 0.25 s of CPU in runsc that k3s's own start is short of
     /// (BENCHMARKS.md, "Where the start goes").
-    pub fn watch(&self, args: &[&str], template: &str) -> Result<Watch> {
+    fn watch(&self, args: &[&str], template: &str) -> Result<Watch> {
         let mut child = self
             .command(args)?
             .args(["--watch", "-o", &format!("jsonpath={template}")])

@@ -140,8 +140,7 @@ mod tests {
     use crate::kubectl::{Kubectl, NodeReport};
     use std::os::unix::fs::PermissionsExt;
 
-    /// An install whose bin/k3s is `script` (sh), with a kubeconfig, and a k3s daemon that
-    /// never exited, kept by this test process.
+    /// An install whose bin/k3s is `script` (sh), with a kubeconfig.
     fn with_k3s(root: &std::path::Path, script: &str) -> (Paths, Kubectl) {
         let paths = Paths::new(&root.join("prefix"), &root.join("data"));
         std::fs::create_dir_all(paths.prefix.join("bin")).unwrap();
@@ -154,12 +153,20 @@ mod tests {
         (paths, kubectl)
     }
 
-    fn started(paths: &Paths) -> Started<'_> {
-        Started {
+    /// Waits, as install does, for node vm to be Ready through `kubectl`'s watch, on behalf
+    /// of a k3s daemon that never exited, kept by this test process.
+    fn wait_for_vm_ready(paths: &Paths, kubectl: &Kubectl, timeout: Duration) -> Result<()> {
+        let started = Started {
             paths,
             daemon: crate::services::daemon(paths, "k3s"),
             pid: std::process::id() as i32,
-        }
+        };
+        started.wait_for_watched(
+            "node vm to be Ready",
+            timeout,
+            || kubectl.watch_node("vm"),
+            |line| NodeReport::parse(line).is_some_and(|report| report.ready),
+        )
     }
 
     #[test]
@@ -178,14 +185,7 @@ mod tests {
             ),
         );
         let began = Instant::now();
-        started(&paths)
-            .wait_for_watched(
-                "node vm to be Ready",
-                Duration::from_secs(20),
-                || kubectl.watch_node("vm"),
-                |line| NodeReport::parse(line).is_some_and(|report| report.ready),
-            )
-            .unwrap();
+        wait_for_vm_ready(&paths, &kubectl, Duration::from_secs(20)).unwrap();
         // Not the 30 s of the watch's process: it is stopped when the wait is over.
         assert!(began.elapsed() < Duration::from_secs(10));
         let args = std::fs::read_to_string(&starts).unwrap();
@@ -202,14 +202,7 @@ mod tests {
     fn a_watched_wait_that_never_sees_its_line_times_out_naming_what_it_waited_for() {
         let temp = tempfile::tempdir().unwrap();
         let (paths, kubectl) = with_k3s(temp.path(), "echo 'vm|False|'; exec sleep 30\n");
-        let error = started(&paths)
-            .wait_for_watched(
-                "node vm to be Ready",
-                Duration::from_millis(500),
-                || kubectl.watch_node("vm"),
-                |line| NodeReport::parse(line).is_some_and(|report| report.ready),
-            )
-            .unwrap_err();
+        let error = wait_for_vm_ready(&paths, &kubectl, Duration::from_millis(500)).unwrap_err();
         assert!(
             error
                 .to_string()

@@ -36,8 +36,8 @@ const PIN_LABELS: [&str; 2] = [
     "io.cattle.k3s.pinned=pinned",
 ];
 
-/// Imports every shipped image (the pause image among them) and checks each reference is then
-/// present.
+/// Imports every shipped image (the pause image among them) and checks containerd then holds
+/// each under its reference with the bundle's digest.
 ///
 /// Only the sandbox (pause) image is unpacked at import: the others are left for CRI to unpack
 /// when a container first uses one, so the import beside k3s's first start is a copy of the
@@ -66,48 +66,67 @@ pub fn import_shipped(
         .images
         .iter()
         .partition(|image| node_ready.is_some() && image.reference == crate::traefik::IMAGE);
-    for image in now {
-        import_shipped_image(paths, snapshotter, &held, image)?;
-    }
+    import_shipped_images(paths, snapshotter, &held, &now)?;
     if let (Some(node_ready), false) = (node_ready, after_ready.is_empty()) {
         // Err: the start ended before the node was Ready; the image is imported all the same.
         let _ = node_ready.recv();
     }
-    for image in after_ready {
-        import_shipped_image(paths, snapshotter, &held, image)?;
-    }
-    Ok(())
+    import_shipped_images(paths, snapshotter, &held, &after_ready)
 }
 
-/// One shipped image, unless containerd holds it already (`held`: reference to digest).
-fn import_shipped_image(
+/// `images`, each unless containerd holds it already (`held`: reference to digest); then one
+/// listing checks that containerd holds each under its reference with the bundle's digest.
+///
+/// ctr reads each archive itself (`--local`) rather than streaming it to containerd's transfer
+/// service: the same images, names and labels (compared, current gVisor), and about a third
+/// less CPU beside k3s's start (six imports: 3.0 s of ctr's and containerd's CPU against 4.6 s,
+/// three runs each; BENCHMARKS.md "Where the start goes"). Only the transfer service
+/// decompresses, and the bundle's archives are plain tars.
+fn import_shipped_images(
     paths: &Paths,
     snapshotter: Snapshotter,
     held: &BTreeMap<String, String>,
-    image: &bundle_format::ImageRecord,
+    images: &[&bundle_format::ImageRecord],
 ) -> Result<()> {
-    if held.get(&image.reference) == Some(&image.digest) {
-        println!(
-            "image {} already imported ({}), not imported again",
-            image.reference, image.name
-        );
+    let mut imported = Vec::new();
+    for &image in images {
+        if held.get(&image.reference) == Some(&image.digest) {
+            println!(
+                "image {} already imported ({}), not imported again",
+                image.reference, image.name
+            );
+            continue;
+        }
+        let file = paths.prefix.join(&image.file);
+        // Only the sandbox image is unpacked now (every pod needs it first).
+        let unpack = image.sandbox.then_some(snapshotter);
+        let file_text = file.display().to_string();
+        ctr(
+            paths,
+            CRI_NAMESPACE,
+            &import_args(Reader::Ctr, unpack, &[], &file_text),
+        )
+        .with_context(|| format!("importing image {} from {}", image.name, file.display()))?;
+        println!("image {} imported ({})", image.reference, image.name);
+        imported.push(image);
+    }
+    if imported.is_empty() {
         return Ok(());
     }
-    let file = paths.prefix.join(&image.file);
-    // Only the sandbox image is unpacked now (every pod needs it first).
-    let unpack = image.sandbox.then_some(snapshotter);
-    let holds = import_archive(paths, unpack, &file, &[])
-        .with_context(|| format!("importing image {} from {}", image.name, file.display()))?;
-    if !holds.contains(&image.reference) {
-        bail!(
-            "the image archive {} holds {} but not {}: the bundle's image archive is not \
-             named as its manifest says",
-            file.display(),
-            holds.join(", "),
-            image.reference
-        );
+    let now_held = listed_digests(paths)?;
+    for image in imported {
+        let holds = now_held.get(&image.reference);
+        if holds != Some(&image.digest) {
+            bail!(
+                "after importing {}, containerd holds {} {}, not the digest {} the bundle's \
+                 manifest gives: the bundle's image archive is not what its manifest says",
+                paths.prefix.join(&image.file).display(),
+                image.reference,
+                holds.map_or("under no digest", String::as_str),
+                image.digest
+            );
+        }
     }
-    println!("image {} imported ({})", image.reference, image.name);
     Ok(())
 }
 
@@ -187,7 +206,12 @@ fn import_archive(
     let mark = format!("{}-{nanos}", std::process::id());
     let mark_label = format!("{IMPORT_LABEL}={mark}");
     let file_text = file.display().to_string();
-    let args = import_args(unpack, labels, &mark_label, &file_text);
+    let labels: Vec<&str> = labels
+        .iter()
+        .copied()
+        .chain([mark_label.as_str()])
+        .collect();
+    let args = import_args(Reader::Containerd, unpack, &labels, &file_text);
     ctr(paths, CRI_NAMESPACE, &args).map_err(|error| {
         let text = error.to_string();
         let why = text
@@ -203,19 +227,31 @@ fn import_archive(
     Ok(named(&listed).into_iter().collect())
 }
 
-/// `ctr images import`'s arguments for [`import_archive`].
+/// Who reads an archive `ctr images import` is given.
+#[derive(Debug, Clone, Copy)]
+enum Reader {
+    /// ctr itself (`--local`): cheaper, but plain tars only (the bundle's own archives).
+    Ctr,
+    /// containerd's transfer service, which also decompresses gzip and zstd (users' archives).
+    Containerd,
+}
+
+/// `ctr images import`'s arguments.
 fn import_args<'a>(
+    reader: Reader,
     unpack: Option<Snapshotter>,
     labels: &[&'a str],
-    mark_label: &'a str,
     file: &'a str,
 ) -> Vec<&'a str> {
     let mut args = vec!["images", "import"];
+    if let Reader::Ctr = reader {
+        args.push("--local");
+    }
     match unpack {
         Some(snapshotter) => args.extend(["--snapshotter", snapshotter.as_str()]),
         None => args.push("--no-unpack"),
     }
-    for label in labels.iter().copied().chain([mark_label]) {
+    for &label in labels {
         args.extend(["--label", label]);
     }
     args.push(file);
@@ -581,7 +617,12 @@ docker.io/library/t2:b  application/vnd.oci.image.manifest.v1+json sha256:2b14a3
     #[test]
     fn an_image_left_for_cri_to_unpack_is_imported_with_no_unpack() {
         assert_eq!(
-            import_args(Some(Snapshotter::Native), &["a=b"], "m=1", "x.tar"),
+            import_args(
+                Reader::Containerd,
+                Some(Snapshotter::Native),
+                &["a=b", "m=1"],
+                "x.tar"
+            ),
             [
                 "images",
                 "import",
@@ -595,8 +636,16 @@ docker.io/library/t2:b  application/vnd.oci.image.manifest.v1+json sha256:2b14a3
             ]
         );
         assert_eq!(
-            import_args(None, &[], "m=1", "x.tar"),
+            import_args(Reader::Containerd, None, &["m=1"], "x.tar"),
             ["images", "import", "--no-unpack", "--label", "m=1", "x.tar"]
+        );
+    }
+
+    #[test]
+    fn the_bundles_plain_archives_are_read_by_ctr_itself() {
+        assert_eq!(
+            import_args(Reader::Ctr, None, &[], "x.tar"),
+            ["images", "import", "--local", "--no-unpack", "x.tar"]
         );
     }
 }

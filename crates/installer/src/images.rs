@@ -39,12 +39,11 @@ const PIN_LABELS: [&str; 2] = [
 /// Imports every shipped image (the pause image among them) and checks containerd then holds
 /// each under its reference with the bundle's digest.
 ///
-/// Only the sandbox (pause) image is unpacked at import: the others are left for CRI to unpack
-/// when a container first uses one, so the import beside k3s's first start is a copy of the
-/// archives' blobs, not their decompression into the snapshotter (BENCHMARKS.md, "Where the
-/// start goes"). CRI unpacks a missing snapshot for any snapshotter, the sandbox's too
-/// (containerd's internal/cri/opts WithNewSnapshot), so what is imported is known from
-/// containerd alone.
+/// None is unpacked at import: CRI unpacks each when a container first uses it, so the import
+/// beside k3s's first start is a copy of the archives' blobs, not their decompression into the
+/// snapshotter (BENCHMARKS.md, "Where the start goes"). CRI unpacks a missing snapshot for any
+/// snapshotter, the sandbox's too (containerd's internal/cri/opts WithNewSnapshot), so what is
+/// imported is known from containerd alone.
 ///
 /// An image containerd already holds under its reference with the bundle's digest is not
 /// imported again: containerd keeps its images across its restarts, and an import reads the
@@ -57,7 +56,6 @@ const PIN_LABELS: [&str; 2] = [
 /// placed once the node is Ready and run from another image, creates traefik's Deployment.
 pub fn import_shipped(
     paths: &Paths,
-    snapshotter: Snapshotter,
     node_ready: Option<std::sync::mpsc::Receiver<()>>,
 ) -> Result<()> {
     let manifest = crate::copy_bundle::installed(paths)?.manifest;
@@ -66,55 +64,64 @@ pub fn import_shipped(
         .images
         .iter()
         .partition(|image| node_ready.is_some() && image.reference == crate::traefik::IMAGE);
-    import_shipped_images(paths, snapshotter, &held, &now)?;
+    import_shipped_images(paths, &held, &now)?;
     if let (Some(node_ready), false) = (node_ready, after_ready.is_empty()) {
         // Err: the start ended before the node was Ready; the image is imported all the same.
         let _ = node_ready.recv();
     }
-    import_shipped_images(paths, snapshotter, &held, &after_ready)
+    import_shipped_images(paths, &held, &after_ready)
 }
 
-/// `images`, each unless containerd holds it already (`held`: reference to digest); then one
-/// listing checks that containerd holds each under its reference with the bundle's digest.
+/// `images`, but those containerd holds already (`held`: reference to digest), in one import;
+/// then one listing checks that containerd holds each under its reference with the bundle's
+/// digest.
 ///
-/// ctr reads each archive itself (`--local`) rather than streaming it to containerd's transfer
-/// service: the same images, names and labels (compared, current gVisor), and about a third
-/// less CPU beside k3s's start (six imports: 3.0 s of ctr's and containerd's CPU against 4.6 s,
-/// three runs each; BENCHMARKS.md "Where the start goes"). Only the transfer service
-/// decompresses, and the bundle's archives are plain tars.
+/// The archives go to one `ctr images import --local` as one OCI image layout
+/// ([`merge_layouts`]), which ctr reads itself rather than streaming it to containerd's
+/// transfer service. Measured in the current gVisor (six images, three runs each; BENCHMARKS.md
+/// "Where the start goes"): ctr's and containerd's CPU 4.6 s through the transfer service one
+/// archive at a time, 3.4 s with `--local`, 2.7 s in one import: CPU that k3s's own start
+/// wants. The same images, names and labels either way (`ctr images ls` compared). Only the
+/// transfer service decompresses, and the bundle's archives are plain tars. None is unpacked
+/// here: CRI unpacks an image's snapshot when a container first needs it, the sandbox
+/// image's too (containerd's internal/cri/opts WithNewSnapshot).
 fn import_shipped_images(
     paths: &Paths,
-    snapshotter: Snapshotter,
     held: &BTreeMap<String, String>,
     images: &[&bundle_format::ImageRecord],
 ) -> Result<()> {
-    let mut imported = Vec::new();
-    for &image in images {
-        if held.get(&image.reference) == Some(&image.digest) {
-            println!(
-                "image {} already imported ({}), not imported again",
-                image.reference, image.name
-            );
-            continue;
-        }
-        let file = paths.prefix.join(&image.file);
-        // Only the sandbox image is unpacked now (every pod needs it first).
-        let unpack = image.sandbox.then_some(snapshotter);
-        let file_text = file.display().to_string();
-        ctr(
-            paths,
-            CRI_NAMESPACE,
-            &import_args(Reader::Ctr, unpack, &[], &file_text),
-        )
-        .with_context(|| format!("importing image {} from {}", image.name, file.display()))?;
-        println!("image {} imported ({})", image.reference, image.name);
-        imported.push(image);
+    let (kept, wanted): (Vec<&bundle_format::ImageRecord>, Vec<_>) = images
+        .iter()
+        .partition(|image| held.get(&image.reference) == Some(&image.digest));
+    for image in kept {
+        println!(
+            "image {} already imported ({}), not imported again",
+            image.reference, image.name
+        );
     }
-    if imported.is_empty() {
+    if wanted.is_empty() {
         return Ok(());
     }
+    let archives: Vec<PathBuf> = wanted
+        .iter()
+        .map(|image| paths.prefix.join(&image.file))
+        .collect();
+    let args = import_args(Reader::Ctr, None, &[], "-");
+    containerd::ctr_fed(paths, CRI_NAMESPACE, &args, |stdin| {
+        merge_layouts(&archives, stdin)
+    })
+    .with_context(|| {
+        format!(
+            "importing the bundle's images from {}",
+            archives
+                .iter()
+                .map(|a| a.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
     let now_held = listed_digests(paths)?;
-    for image in imported {
+    for image in wanted {
         let holds = now_held.get(&image.reference);
         if holds != Some(&image.digest) {
             bail!(
@@ -126,7 +133,64 @@ fn import_shipped_images(
                 image.digest
             );
         }
+        println!("image {} imported ({})", image.reference, image.name);
     }
+    Ok(())
+}
+
+/// The OCI image layouts in `archives` (plain tars) written to `out` as one layout: each blob
+/// once, and an index.json naming every manifest the archives' own indexes name, with their
+/// annotations (the image names).
+fn merge_layouts(archives: &[PathBuf], out: impl std::io::Write) -> Result<()> {
+    let mut merged = tar::Builder::new(out);
+    let mut blobs = BTreeSet::new();
+    let mut manifests = Vec::new();
+    for archive in archives {
+        let unreadable = || format!("cannot read the image archive {}", archive.display());
+        let file = fs::File::open(archive).with_context(unreadable)?;
+        let mut tar = tar::Archive::new(file);
+        let mut indexed = false;
+        for entry in tar.entries().with_context(unreadable)? {
+            let mut entry = entry.with_context(unreadable)?;
+            let path = entry.path().with_context(unreadable)?;
+            let path = path.to_string_lossy();
+            let path = path.trim_start_matches("./").to_string();
+            if path == "index.json" {
+                let index: serde_json::Value =
+                    serde_json::from_reader(&mut entry).with_context(unreadable)?;
+                let listed = index["manifests"].as_array().cloned().unwrap_or_default();
+                manifests.extend(listed);
+                indexed = true;
+            } else if path.starts_with("blobs/")
+                && entry.header().entry_type().is_file()
+                && blobs.insert(path.clone())
+            {
+                let mut header = entry.header().clone();
+                merged.append_data(&mut header, &path, &mut entry)?;
+            }
+            // Else oci-layout (written once below), directories, a blob already written.
+        }
+        if !indexed {
+            bail!(
+                "the image archive {} is not an OCI image layout: it has no index.json",
+                archive.display()
+            );
+        }
+    }
+    let layout = serde_json::json!({"imageLayoutVersion": "1.0.0"});
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    for (name, json) in [("oci-layout", layout), ("index.json", index)] {
+        let bytes = serde_json::to_vec(&json)?;
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        merged.append_data(&mut header, name, bytes.as_slice())?;
+    }
+    merged.into_inner()?.flush()?;
     Ok(())
 }
 
@@ -638,6 +702,103 @@ docker.io/library/t2:b  application/vnd.oci.image.manifest.v1+json sha256:2b14a3
         assert_eq!(
             import_args(Reader::Containerd, None, &["m=1"], "x.tar"),
             ["images", "import", "--no-unpack", "--label", "m=1", "x.tar"]
+        );
+    }
+
+    /// An OCI layout archive at `path` with `blobs` and an index naming `image`.
+    fn layout_archive(path: &Path, image: &str, blobs: &[(&str, &[u8])]) {
+        let mut tar = tar::Builder::new(fs::File::create(path).unwrap());
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{}", blobs[0].0), "size": blobs[0].1.len(),
+            "annotations": {"io.containerd.image.name": image}}]});
+        let index = serde_json::to_vec(&index).unwrap();
+        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+        let mut entries: Vec<(String, &[u8])> =
+            vec![("oci-layout".into(), layout), ("index.json".into(), &index)];
+        entries.extend(
+            blobs
+                .iter()
+                .map(|(hex, bytes)| (format!("blobs/sha256/{hex}"), *bytes)),
+        );
+        for (name, bytes) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, name, bytes).unwrap();
+        }
+        tar.finish().unwrap();
+    }
+
+    #[test]
+    fn archives_merge_into_one_layout_with_each_blob_once_and_every_image_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.tar"), dir.path().join("b.tar"));
+        layout_archive(
+            &a,
+            "docker.io/x/a:1",
+            &[("aa", b"manifest a"), ("cc", b"shared")],
+        );
+        layout_archive(
+            &b,
+            "docker.io/x/b:1",
+            &[("bb", b"manifest b"), ("cc", b"shared")],
+        );
+        let mut merged = Vec::new();
+        merge_layouts(&[a, b], &mut merged).unwrap();
+
+        let mut files = BTreeMap::new();
+        for entry in tar::Archive::new(merged.as_slice()).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().display().to_string();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            assert!(files.insert(name.clone(), bytes).is_none(), "{name} twice");
+        }
+        assert_eq!(
+            files.keys().collect::<Vec<_>>(),
+            [
+                "blobs/sha256/aa",
+                "blobs/sha256/bb",
+                "blobs/sha256/cc",
+                "index.json",
+                "oci-layout"
+            ]
+        );
+        assert_eq!(files["blobs/sha256/cc"], b"shared");
+        let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+        let names: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                m["annotations"]["io.containerd.image.name"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(names, ["docker.io/x/a:1", "docker.io/x/b:1"]);
+        assert_eq!(index["manifests"][1]["digest"], "sha256:bb");
+    }
+
+    #[test]
+    fn an_archive_without_an_index_is_named_as_no_oci_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let docker = dir.path().join("docker.tar");
+        let mut tar = tar::Builder::new(fs::File::create(&docker).unwrap());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(2);
+        tar.append_data(&mut header, "manifest.json", &b"[]"[..])
+            .unwrap();
+        tar.finish().unwrap();
+        drop(tar);
+        let error = merge_layouts(std::slice::from_ref(&docker), std::io::sink()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "the image archive {} is not an OCI image layout: it has no index.json",
+                docker.display()
+            )
         );
     }
 

@@ -69,7 +69,7 @@ fn start_as(state: &mut State, checked: Option<Checked>, first_start: bool) -> R
     let snapshotter = state.snapshotter;
     let import_images = |node_ready| -> Result<()> {
         if !containerd_was_running {
-            images::import_shipped(&paths, snapshotter, node_ready)?;
+            images::import_shipped(&paths, node_ready)?;
         }
         images::import_airgap(&paths, snapshotter);
         Ok(())
@@ -77,7 +77,7 @@ fn start_as(state: &mut State, checked: Option<Checked>, first_start: bool) -> R
     if let Some(settings) = &settings {
         // The images are imported while k3s starts, as k3s imports its airgap images while it
         // starts: no pod is placed before the node is Ready, seconds after the imports end
-        // (BENCHMARKS.md "Where the start goes"; pause, the sandbox image, comes first).
+        // (BENCHMARKS.md "Where the start goes"), all in one import.
         let (node_ready, is_ready) = std::sync::mpsc::channel();
         let defer = first_start && !state.is_agent();
         std::thread::scope(|scope| {

@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -129,13 +129,50 @@ fn env(
 
 /// `ctr --address SOCK -n NAMESPACE args...`, returning stdout or an error with stderr.
 pub fn ctr(paths: &Paths, namespace: &str, args: &[&str]) -> Result<String> {
-    let output = Command::new(paths.bin("ctr"))
+    let output = ctr_command(paths, namespace, args)
+        .output()
+        .with_context(|| format!("cannot run {}", paths.bin("ctr").display()))?;
+    ctr_result(args, output)
+}
+
+/// [`ctr`] with `feed` writing its standard input, which is closed when `feed` returns.
+pub fn ctr_fed(
+    paths: &Paths,
+    namespace: &str,
+    args: &[&str],
+    feed: impl FnOnce(&mut std::process::ChildStdin) -> Result<()> + Send,
+) -> Result<String> {
+    let mut child = ctr_command(paths, namespace, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", paths.bin("ctr").display()))?;
+    let mut stdin = child.stdin.take().context("ctr's standard input")?;
+    let (fed, output) = std::thread::scope(|scope| {
+        // Fed beside the wait, which reads ctr's output: neither side can fill a pipe and stop.
+        let feeder = scope.spawn(move || feed(&mut stdin));
+        let output = child.wait_with_output();
+        (feeder.join(), output)
+    });
+    let output = output.context("waiting for ctr")?;
+    // ctr's own error says more than a broken pipe on our side when it stopped reading.
+    let result = ctr_result(args, output)?;
+    fed.map_err(|_| anyhow::anyhow!("writing ctr's standard input panicked"))??;
+    Ok(result)
+}
+
+fn ctr_command(paths: &Paths, namespace: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(paths.bin("ctr"));
+    command
         .arg("--address")
         .arg(paths.containerd_socket())
         .args(["-n", namespace])
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {}", paths.bin("ctr").display()))?;
+        .args(args);
+    command
+}
+
+fn ctr_result(args: &[&str], output: std::process::Output) -> Result<String> {
     if !output.status.success() {
         // ctr repeats containerd's deprecation warnings on every call; they are not the error.
         let stderr = String::from_utf8_lossy(&output.stderr);

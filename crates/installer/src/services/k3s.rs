@@ -65,14 +65,16 @@ pub fn start(
             apiserver.as_deref().is_none_or(listening) && Kubectl::admin(paths).api_ready()
         })?;
         println!("Kubernetes API is ready");
-        // As soon as the API answers, so that ClusterIPs route before pods need them (coredns
-        // reaches the API through 10.43.0.1).
-        svcproxy::start(paths, state, settings)?;
         Kubectl::admin(paths)
     };
-    // k3s stages its local-storage manifest (which a server's lay_down waits for) about when
-    // the node turns Ready: both waits side by side, so that Ready is reported when it comes.
+    let state: &State = state;
+    // Side by side with the node's wait, so that Ready is reported when it comes: a server's
+    // svcproxy, started as soon as the API answers so that ClusterIPs route before pods need
+    // them (coredns reaches the API through 10.43.0.1; no pod is placed before Ready), and the
+    // local-storage manifest, which k3s stages about when the node turns Ready.
     std::thread::scope(|scope| {
+        let proxied =
+            (!state.is_agent()).then(|| scope.spawn(|| svcproxy::start(paths, state, settings)));
         let laid_down = (!state.is_agent())
             .then(|| scope.spawn(|| crate::local_storage::lay_down(paths, &local_storage)));
         if !state.control_plane_only {
@@ -84,6 +86,9 @@ pub fn start(
             };
             node.wait_until_networked(early_range.as_deref(), node_ready)?;
         }
+        proxied.map_or(Ok(()), |start| {
+            start.join().expect("svcproxy's start does not panic")
+        })?;
         laid_down.map_or(Ok(()), |wait| wait.join().expect("lay_down does not panic"))
     })?;
     if state.is_agent() {

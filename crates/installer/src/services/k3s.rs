@@ -7,11 +7,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::wait::Started;
+use super::wait::{LogFollower, Started};
 use super::{daemon, daemon_env, launcher, svcproxy, K3S};
 use crate::config;
 use crate::k3s_settings::Checked;
@@ -22,6 +22,10 @@ use crate::pod_logs;
 use crate::state::State;
 
 const API_TIMEOUT: Duration = Duration::from_secs(240);
+/// What k3s logs once its apiserver has answered its own `/readyz` (pkg/cli/server/server.go).
+const API_RUNNING: &str = "Kube API server is now running";
+/// How often install asks `/readyz` itself while k3s's log has not said [`API_RUNNING`].
+const API_ASK_EVERY: Duration = Duration::from_secs(10);
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(300);
 const SERVICE_ACCOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -51,6 +55,7 @@ pub fn start(
     crate::traefik::prepare(paths, state, settings)?;
     let (program, args) = command(paths, state, settings, node_ip.flag, &node_name)?;
     let early_range = write_early_pod_range(paths, state, settings)?;
+    let mut k3s_log = LogFollower::from_end(&daemon.log_file);
     let pid = daemon.start(&program, &args, &env(paths, state))?;
     println!("k3s started (pid {pid}), log {}", daemon.log_file.display());
     let k3s = Started { paths, daemon, pid };
@@ -60,9 +65,21 @@ pub fn start(
     let kubectl = if state.is_agent() {
         Kubectl::with(paths, crate::node_routes::kubelet_kubeconfig(paths))
     } else {
+        // k3s says when its own ask of `/readyz` (every 250 ms, patches/k3s/0005) has passed,
+        // which the kubelet and k3s's controllers wait for too: read from its log, that costs
+        // nothing, where each ask of ours starts the 200 MB k3s binary (0.25 s of CPU in runsc,
+        // beside k3s's own start). Should a k3s release word it otherwise, install asks
+        // itself, once the apiserver listens, every API_ASK_EVERY.
         let apiserver = apiserver_addresses(settings);
-        k3s.wait_for("the Kubernetes API to answer /readyz", API_TIMEOUT, || {
-            apiserver.as_deref().is_none_or(listening) && Kubectl::admin(paths).api_ready()
+        let mut asked = Instant::now();
+        k3s.wait_for_often("the Kubernetes API to answer /readyz", API_TIMEOUT, || {
+            k3s_log.says(API_RUNNING)
+                || (asked.elapsed() >= API_ASK_EVERY
+                    && apiserver.as_deref().is_none_or(listening)
+                    && {
+                        asked = Instant::now();
+                        Kubectl::admin(paths).api_ready()
+                    })
         })?;
         println!("Kubernetes API is ready");
         Kubectl::admin(paths)

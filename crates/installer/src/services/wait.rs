@@ -1,6 +1,8 @@
 //! Waiting for a daemon this process just started to become usable, and what to quote when it
 //! dies instead: the last lines of its log (and of the launcher's, where it ran under it).
 
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,23 @@ impl Started<'_> {
         self.wait_until(what, timeout, |interval| {
             ready() || {
                 sleep(interval);
+                false
+            }
+        })
+    }
+
+    /// As [`Started::wait_for`], for a check that costs next to nothing (reading a file, as
+    /// [`LogFollower::says`] does): asked every 100 ms throughout rather than at a pace that
+    /// grows to a second.
+    pub fn wait_for_often(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<()> {
+        self.wait_until(what, timeout, |_| {
+            ready() || {
+                sleep(Duration::from_millis(100));
                 false
             }
         })
@@ -134,6 +153,45 @@ pub fn exit_logs(paths: &Paths, daemon: &Daemon) -> String {
     text
 }
 
+/// What a log file gains from a point on, read as it is written (only the new bytes each
+/// time), with no process started.
+pub struct LogFollower {
+    path: PathBuf,
+    offset: u64,
+    /// The end of what was read last, which a text written across two reads begins in.
+    carried: Vec<u8>,
+}
+
+impl LogFollower {
+    /// From the log's end now (from its start when there is none yet): what it holds already
+    /// does not count.
+    pub fn from_end(path: &Path) -> Self {
+        LogFollower {
+            path: path.to_path_buf(),
+            offset: std::fs::metadata(path).map_or(0, |meta| meta.len()),
+            carried: Vec::new(),
+        }
+    }
+
+    /// Whether what the log gained since the last call says `text`.
+    pub fn says(&mut self, text: &str) -> bool {
+        let mut gained = Vec::new();
+        let read = std::fs::File::open(&self.path).and_then(|mut file| {
+            file.seek(SeekFrom::Start(self.offset))?;
+            file.read_to_end(&mut gained)
+        });
+        if read.is_err() {
+            return false;
+        }
+        self.offset += gained.len() as u64;
+        let mut window = std::mem::take(&mut self.carried);
+        window.extend_from_slice(&gained);
+        let said = String::from_utf8_lossy(&window).contains(text);
+        self.carried = window.split_off(window.len().saturating_sub(text.len()));
+        said
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +267,38 @@ mod tests {
                 .starts_with("timed out after 0s waiting for node vm to be Ready"),
             "{error}"
         );
+    }
+    #[test]
+    fn a_log_follower_sees_only_what_is_written_after_it_starts_even_across_two_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("k3s.log");
+        let append = |text: &str| {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
+            file.write_all(text.as_bytes()).unwrap();
+        };
+        append("msg=\"Kube API server is now running\" (a start before this one)\n");
+        let mut follower = LogFollower::from_end(&log);
+        assert!(!follower.says("Kube API server is now running"));
+        append("msg=\"Kube API server is n");
+        assert!(!follower.says("Kube API server is now running"));
+        append("ow running\"\n");
+        assert!(follower.says("Kube API server is now running"));
+        // Said once: the next call reads only what comes after.
+        assert!(!follower.says("Kube API server is now running"));
+    }
+
+    #[test]
+    fn a_log_follower_of_a_log_not_written_yet_reads_it_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("k3s.log");
+        let mut follower = LogFollower::from_end(&log);
+        assert!(!follower.says("ready"));
+        std::fs::write(&log, "ready\n").unwrap();
+        assert!(follower.says("ready"));
     }
 }

@@ -78,13 +78,11 @@ pub fn import_shipped(
 ///
 /// The archives go to one `ctr images import --local` as one OCI image layout
 /// ([`merge_layouts`]), which ctr reads itself rather than streaming it to containerd's
-/// transfer service. Measured in the current gVisor (six images, three runs each; BENCHMARKS.md
-/// "Where the start goes"): ctr's and containerd's CPU 4.6 s through the transfer service one
-/// archive at a time, 3.4 s with `--local`, 2.7 s in one import: CPU that k3s's own start
-/// wants. The same images, names and labels either way (`ctr images ls` compared). Only the
-/// transfer service decompresses, and the bundle's archives are plain tars. None is unpacked
-/// here: CRI unpacks an image's snapshot when a container first needs it, the sandbox
-/// image's too (containerd's internal/cri/opts WithNewSnapshot).
+/// transfer service: for the six images imported beside k3s's first start, 2.2-3.5 s of ctr's
+/// and containerd's CPU against 5.1-6.6 s one archive at a time through the transfer service,
+/// in the current gVisor (tests/e2e/bench-imports.sh; BENCHMARKS.md "Where the start goes").
+/// The same images, names and labels either way (`ctr images ls` compared). Only the transfer
+/// service decompresses, and the bundle's archives are plain tars.
 fn import_shipped_images(
     paths: &Paths,
     held: &BTreeMap<String, String>,

@@ -156,10 +156,21 @@ pub fn ctr_fed(
         (feeder.join(), output)
     });
     let output = output.context("waiting for ctr")?;
-    // ctr's own error says more than a broken pipe on our side when it stopped reading.
-    let result = ctr_result(args, output)?;
-    fed.map_err(|_| anyhow::anyhow!("writing ctr's standard input panicked"))??;
-    Ok(result)
+    let fed = fed.map_err(|_| anyhow::anyhow!("writing ctr's standard input panicked"))?;
+    match fed {
+        // What `feed` could not do (read an archive, say) is why ctr saw its input cut short.
+        Err(error) if !is_broken_pipe(&error) => Err(error),
+        // Where ctr stopped reading, its own error says why.
+        _ => ctr_result(args, output),
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn ctr_command(paths: &Paths, namespace: &str, args: &[&str]) -> Command {
@@ -211,5 +222,63 @@ mod tests {
             group(&[("CONTAINERD_RUNC_SHIM_DEFAULT_GROUP", "")]).as_deref(),
             Some("")
         );
+    }
+
+    /// An install whose bin/ctr is `script` (sh).
+    fn with_ctr(root: &Path, script: &str) -> Paths {
+        use std::os::unix::fs::PermissionsExt;
+        let paths = Paths::new(&root.join("prefix"), &root.join("data"));
+        fs::create_dir_all(paths.prefix.join("bin")).unwrap();
+        let ctr = paths.bin("ctr");
+        fs::write(&ctr, format!("#!/bin/sh\n{script}")).unwrap();
+        fs::set_permissions(&ctr, fs::Permissions::from_mode(0o755)).unwrap();
+        paths
+    }
+
+    #[test]
+    fn a_feed_that_fails_is_the_error_not_ctrs_complaint_about_its_cut_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = with_ctr(
+            dir.path(),
+            "cat > /dev/null; echo 'unexpected EOF' >&2; exit 1",
+        );
+        let error = ctr_fed(&paths, "k8s.io", &["images", "import", "-"], |stdin| {
+            use std::io::Write;
+            stdin.write_all(b"half a tar")?;
+            bail!("cannot read the image archive /b/x.tar")
+        })
+        .unwrap_err();
+        assert_eq!(error.to_string(), "cannot read the image archive /b/x.tar");
+    }
+
+    #[test]
+    fn where_ctr_stops_reading_its_own_error_is_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = with_ctr(dir.path(), "echo 'not an archive' >&2; exit 1");
+        let error = ctr_fed(&paths, "k8s.io", &["images", "import", "-"], |stdin| {
+            use std::io::Write;
+            // More than a pipe holds: the write fails once ctr has exited.
+            for _ in 0..64 {
+                stdin.write_all(&[0; 65536])?;
+            }
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "ctr images import - failed: not an archive"
+        );
+    }
+
+    #[test]
+    fn a_fed_ctr_that_succeeds_gives_its_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = with_ctr(dir.path(), "wc -c");
+        let out = ctr_fed(&paths, "k8s.io", &["images", "import", "-"], |stdin| {
+            use std::io::Write;
+            Ok(stdin.write_all(&[0; 100_000])?)
+        })
+        .unwrap();
+        assert_eq!(out.trim(), "100000");
     }
 }

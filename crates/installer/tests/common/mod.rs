@@ -263,6 +263,23 @@ fn sha256_of(path: &Path) -> String {
     hex::encode(Sha256::digest(fs::read(path).unwrap()))
 }
 
+/// The digest of the (first) manifest the OCI layout archive at `path` names: what containerd
+/// holds the image under once imported, as the pipeline records it.
+fn layout_manifest_digest(path: &Path) -> String {
+    let mut archive = tar::Archive::new(fs::File::open(path).unwrap());
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("index.json") {
+            let index: serde_json::Value = serde_json::from_reader(entry).unwrap();
+            return index["manifests"][0]["digest"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+    }
+    panic!("{} has no index.json", path.display())
+}
+
 /// The manifest record of an image file the test wrote into `bundle_dir`.
 pub fn image_record(
     bundle_dir: &Path,
@@ -275,7 +292,7 @@ pub fn image_record(
         name: name.into(),
         reference: reference.into(),
         source: bundle_format::ImageSource::Build,
-        digest: String::new(),
+        digest: layout_manifest_digest(&bundle_dir.join(file)),
         file: file.into(),
         sha256: sha256_of(&bundle_dir.join(file)),
         sandbox,

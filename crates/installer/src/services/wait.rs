@@ -173,8 +173,13 @@ impl LogFollower {
         }
     }
 
-    /// Whether what the log gained since the last call says `text`.
+    /// Whether what the log gained since the last call says `text`. A log shorter than what
+    /// was read of it was rotated (the keeper does at 10 MiB): it is read from its start.
     pub fn says(&mut self, text: &str) -> bool {
+        if std::fs::metadata(&self.path).is_ok_and(|meta| meta.len() < self.offset) {
+            self.offset = 0;
+            self.carried.clear();
+        }
         let mut gained = Vec::new();
         let read = std::fs::File::open(&self.path).and_then(|mut file| {
             file.seek(SeekFrom::Start(self.offset))?;
@@ -290,6 +295,17 @@ mod tests {
         assert!(follower.says("Kube API server is now running"));
         // Said once: the next call reads only what comes after.
         assert!(!follower.says("Kube API server is now running"));
+    }
+
+    #[test]
+    fn a_log_follower_reads_a_rotated_log_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("k3s.log");
+        std::fs::write(&log, "a long log of an earlier start\n").unwrap();
+        let mut follower = LogFollower::from_end(&log);
+        std::fs::rename(&log, dir.path().join("k3s.log.1")).unwrap();
+        std::fs::write(&log, "ready\n").unwrap();
+        assert!(follower.says("ready"));
     }
 
     #[test]

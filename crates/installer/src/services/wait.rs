@@ -29,14 +29,9 @@ impl Started<'_> {
         &self,
         what: &str,
         timeout: Duration,
-        mut ready: impl FnMut() -> bool,
+        ready: impl FnMut() -> bool,
     ) -> Result<()> {
-        self.wait_until(what, timeout, |interval| {
-            ready() || {
-                sleep(interval);
-                false
-            }
-        })
+        self.poll(what, timeout, ready, |interval| interval)
     }
 
     /// As [`Started::wait_for`], for a check that costs next to nothing (reading a file, as
@@ -46,11 +41,22 @@ impl Started<'_> {
         &self,
         what: &str,
         timeout: Duration,
-        mut ready: impl FnMut() -> bool,
+        ready: impl FnMut() -> bool,
     ) -> Result<()> {
-        self.wait_until(what, timeout, |_| {
+        self.poll(what, timeout, ready, |_| Duration::from_millis(100))
+    }
+
+    /// `ready` asked until it holds, sleeping `pace(wait_until's interval)` between asks.
+    fn poll(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+        pace: impl Fn(Duration) -> Duration,
+    ) -> Result<()> {
+        self.wait_until(what, timeout, |interval| {
             ready() || {
-                sleep(Duration::from_millis(100));
+                sleep(pace(interval));
                 false
             }
         })
